@@ -1,0 +1,93 @@
+//! The fixed-size record every ring carries.
+
+/// "This record names no slot."
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// Flag: more records for the same stream follow (body continues).
+pub const MORE: u8 = 1;
+
+/// What a record means. Values are part of the wire contract.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    // ---- front end → worker ----
+    /// A new request: the slot holds an encoded [`crate::head::RequestHead`] of `aux`
+    /// bytes, then the first `len - aux` body bytes. `MORE`: body records follow.
+    Request = 1,
+    /// Request body bytes in the slot. `MORE`: more follow.
+    Body = 2,
+    /// The client went away; the app sees `http.disconnect`. No slot.
+    Disconnect = 3,
+    /// The front end gave up on the request (timeout); the worker cancels the task. No slot.
+    Cancel = 4,
+    // ---- worker → front end ----
+    /// Response start: the slot holds an encoded response head of `aux` bytes, then the
+    /// first `len - aux` body bytes. No `MORE`: the response is complete.
+    Response = 16,
+    /// Response body bytes in the slot. No `MORE`: the response is complete.
+    ResponseBody = 17,
+    /// The app failed after the response started: close the connection.
+    Abort = 18,
+}
+
+impl Kind {
+    /// Decodes a kind from untrusted shared memory.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Request,
+            2 => Self::Body,
+            3 => Self::Disconnect,
+            4 => Self::Cancel,
+            16 => Self::Response,
+            17 => Self::ResponseBody,
+            18 => Self::Abort,
+            _ => return None,
+        })
+    }
+}
+
+/// One ring entry. Plain data: copied out of shared memory once, then validated.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Record {
+    /// A [`Kind`] as `u8`.
+    pub kind: u8,
+    /// [`MORE`] or 0.
+    pub flags: u8,
+    pub _reserved: u16,
+    /// Arena slot index, or [`NO_SLOT`].
+    pub slot: u32,
+    /// Bytes used in the slot.
+    pub len: u32,
+    /// Kind-specific: length of the encoded head at the start of the slot.
+    pub aux: u32,
+    /// The stream (request) this record belongs to, chosen by the front end.
+    pub stream: u64,
+    /// Kind-specific; unused so far, zero.
+    pub extra: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<Record>() == 32);
+const _: () = assert!(std::mem::align_of::<Record>() == 8);
+
+impl Record {
+    pub fn new(kind: Kind, stream: u64) -> Self {
+        Self { kind: kind as u8, slot: NO_SLOT, stream, ..Self::default() }
+    }
+
+    pub fn with_slot(mut self, slot: u32, len: u32, aux: u32) -> Self {
+        self.slot = slot;
+        self.len = len;
+        self.aux = aux;
+        self
+    }
+
+    pub fn more(mut self, more: bool) -> Self {
+        self.flags = if more { MORE } else { 0 };
+        self
+    }
+
+    pub fn has_more(&self) -> bool {
+        self.flags & MORE != 0
+    }
+}

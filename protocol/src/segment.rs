@@ -1,0 +1,402 @@
+//! Memory regions: a sealed memfd mapping shared with one worker (the real thing) and a heap
+//! region for unit and loom tests. The segment header is versioned; an opener refuses any
+//! mismatch with a typed error.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::doorbell::SleepFlag;
+use crate::layout::{ChannelControl, Geometry, GeometryError, HEADER_BYTES, LAYOUT_VERSION, MAGIC};
+use crate::record::Record;
+use crate::ring::{self, Padded};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+
+/// A mapped region of memory that rings and arenas are laid out in.
+pub trait Region {
+    /// Start of the region, 4096-byte aligned.
+    fn base(&self) -> *mut u8;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Zeroed, page-aligned heap memory standing in for shared memory in tests.
+pub struct HeapRegion {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl HeapRegion {
+    pub fn new(len: usize) -> Self {
+        let layout = std::alloc::Layout::from_size_align(len.max(64), 4096).expect("layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "out of memory");
+        Self { ptr, layout }
+    }
+
+    pub fn base(&self) -> *mut u8 {
+        self.ptr
+    }
+}
+
+impl Region for HeapRegion {
+    fn base(&self) -> *mut u8 {
+        self.ptr
+    }
+    fn len(&self) -> usize {
+        self.layout.size()
+    }
+}
+
+impl Drop for HeapRegion {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+// SAFETY: the region is plain memory; concurrent access is governed by the ring protocol.
+unsafe impl Send for HeapRegion {}
+// SAFETY: as above.
+unsafe impl Sync for HeapRegion {}
+
+/// The control block a worker writes: readiness, pid, its sleeping flag and its heartbeat.
+#[repr(C)]
+pub struct WorkerControl {
+    /// The worker's doorbell flag (ring.rs rule 4): it consumes every request ring.
+    pub sleeping: SleepFlag,
+    /// The worker is blocked for response slots or ring space (same protocol as `sleeping`).
+    pub wants_space: SleepFlag,
+    /// Set to 1 by the worker once its app has started.
+    pub ready: AtomicU32,
+    pub pid: AtomicU32,
+}
+
+/// The first page of every segment.
+#[repr(C)]
+pub struct SegmentHeader {
+    pub magic: u64,
+    pub version: u32,
+    pub threads: u32,
+    pub ring_capacity: u32,
+    pub slots: u32,
+    pub slot_size: u32,
+    pub _pad: u32,
+    pub generation: u64,
+    pub total_len: u64,
+    pub worker: Padded<WorkerControl>,
+    /// Bumped by the worker's event loop; the supervisor reads it to tell silence from work.
+    pub heartbeat: Padded<AtomicU64>,
+}
+
+const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_BYTES);
+
+/// Why a segment could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot inspect segment fd {fd}: {source}")]
+    Stat { fd: RawFd, source: io::Error },
+    #[error("cannot map segment: {0}")]
+    Map(io::Error),
+    #[error("segment too small: {len} bytes")]
+    TooSmall { len: usize },
+    #[error("not a uringapi segment (magic {0:#x})")]
+    Magic(u64),
+    #[error("segment layout version {found}, this build speaks {expected}")]
+    Version { found: u32, expected: u32 },
+    #[error("segment geometry invalid: {0}")]
+    Geometry(#[from] GeometryError),
+    #[error("segment is {actual} bytes but its geometry needs {expected}")]
+    Length { actual: usize, expected: usize },
+}
+
+/// Why a segment could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Geometry(#[from] GeometryError),
+    #[error("memfd_create failed: {0}")]
+    Memfd(io::Error),
+    #[error("cannot size the segment to {len} bytes: {source}")]
+    Truncate { len: usize, source: io::Error },
+    #[error("cannot seal the segment: {0}")]
+    Seal(io::Error),
+    #[error("cannot map the segment: {0}")]
+    Map(io::Error),
+}
+
+/// A worker's shared memory: a sealed memfd, mapped read-write.
+pub struct Segment {
+    fd: OwnedFd,
+    base: *mut u8,
+    len: usize,
+    geometry: Geometry,
+    generation: u64,
+}
+
+// SAFETY: the mapping is shared memory whose accesses follow the ring protocol; the struct
+// only owns the fd and the mapping, both usable from any thread.
+unsafe impl Send for Segment {}
+// SAFETY: as above; `&Segment` exposes only raw pointers and atomics.
+unsafe impl Sync for Segment {}
+
+fn map(fd: RawFd, len: usize) -> io::Result<*mut u8> {
+    // SAFETY: mapping a file descriptor we hold; the result is checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p.cast())
+}
+
+impl Segment {
+    /// Creates, sizes, seals and initialises a segment for `geometry`.
+    ///
+    /// The seals (`F_SEAL_SHRINK | F_SEAL_GROW`, then `F_SEAL_SEAL`) stop a worker from
+    /// resizing the file under the front end, which would turn the next access into SIGBUS.
+    pub fn create(geometry: Geometry, generation: u64) -> Result<Self, CreateError> {
+        geometry.validate()?;
+        let len = geometry.segment_bytes();
+        let name = c"uringapi-channel";
+        // SAFETY: valid C string; flags are constants; result checked.
+        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        if raw < 0 {
+            return Err(CreateError::Memfd(io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: plain syscalls on our own fd; results checked.
+        unsafe {
+            if libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) != 0 {
+                return Err(CreateError::Truncate { len, source: io::Error::last_os_error() });
+            }
+            let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+            if libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) != 0
+                || libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SEAL) != 0
+            {
+                return Err(CreateError::Seal(io::Error::last_os_error()));
+            }
+        }
+        let base = map(fd.as_raw_fd(), len).map_err(CreateError::Map)?;
+        let seg = Self { fd, base, len, geometry, generation };
+        // SAFETY: a fresh, zeroed mapping of `len` bytes that nobody else has seen yet.
+        unsafe { seg.init() };
+        Ok(seg)
+    }
+
+    /// # Safety
+    /// Only on a fresh mapping no other party accesses yet.
+    unsafe fn init(&self) {
+        let g = self.geometry;
+        let header = SegmentHeader {
+            magic: MAGIC,
+            version: LAYOUT_VERSION,
+            threads: g.threads,
+            ring_capacity: g.ring_capacity,
+            slots: g.slots,
+            slot_size: g.slot_size,
+            _pad: 0,
+            generation: self.generation,
+            total_len: self.len as u64,
+            worker: Padded(WorkerControl {
+                sleeping: SleepFlag::new(),
+                wants_space: SleepFlag::new(),
+                ready: AtomicU32::new(0),
+                pid: AtomicU32::new(0),
+            }),
+            heartbeat: Padded(AtomicU64::new(0)),
+        };
+        // SAFETY (all writes below): offsets come from `Geometry::channel`, which keeps every
+        // part inside `segment_bytes()` == `self.len`, each 64-byte aligned.
+        unsafe {
+            self.base.cast::<SegmentHeader>().write(header);
+            for t in 0..g.threads {
+                let c = g.channel(t);
+                self.base.add(c.control).cast::<ChannelControl>().write(ChannelControl {
+                    front_sleeping: Padded(SleepFlag::new()),
+                    front_wants_space: Padded(SleepFlag::new()),
+                });
+                ring::init::<Record>(self.base.add(c.req_ring), g.ring_capacity as usize);
+                ring::init::<u32>(self.base.add(c.req_free), g.free_capacity());
+                ring::init::<Record>(self.base.add(c.resp_ring), g.ring_capacity as usize);
+                ring::init::<u32>(self.base.add(c.resp_free), g.free_capacity());
+            }
+        }
+    }
+
+    /// Maps a segment inherited from the front end and checks its header.
+    ///
+    /// # Safety
+    /// `fd` is an open descriptor that the caller gives up (it is closed with the segment).
+    pub unsafe fn open(fd: RawFd) -> Result<Self, OpenError> {
+        // SAFETY: ownership of `fd` passes to us (caller's contract).
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: zeroed stat is a valid out-parameter; result checked.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            let source = io::Error::last_os_error();
+            return Err(OpenError::Stat { fd: fd.as_raw_fd(), source });
+        }
+        let len = st.st_size as usize;
+        if len < HEADER_BYTES {
+            return Err(OpenError::TooSmall { len });
+        }
+        let base = map(fd.as_raw_fd(), len).map_err(OpenError::Map)?;
+        // SAFETY: the header lies within the first page of a mapping of at least one page;
+        // these fields are written once by the creator before the worker is spawned.
+        let h = unsafe { &*base.cast::<SegmentHeader>() };
+        let geometry = Geometry {
+            threads: h.threads,
+            ring_capacity: h.ring_capacity,
+            slots: h.slots,
+            slot_size: h.slot_size,
+        };
+        let (magic, version, generation) = (h.magic, h.version, h.generation);
+        let seg = Self { fd, base, len, geometry, generation };
+        if magic != MAGIC {
+            return Err(OpenError::Magic(magic));
+        }
+        if version != LAYOUT_VERSION {
+            return Err(OpenError::Version { found: version, expected: LAYOUT_VERSION });
+        }
+        geometry.validate()?;
+        if geometry.segment_bytes() != len {
+            return Err(OpenError::Length { actual: len, expected: geometry.segment_bytes() });
+        }
+        Ok(seg)
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The worker control block. The worker writes it; the front end only reads it.
+    pub fn header(&self) -> &SegmentHeader {
+        // SAFETY: initialised by `create` (or checked by `open`) and mapped while we live.
+        unsafe { &*self.base.cast::<SegmentHeader>() }
+    }
+
+    pub fn worker_sleeping(&self) -> &SleepFlag {
+        &self.header().worker.0.sleeping
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.header().worker.0.ready.load(Ordering::Acquire) == 1
+    }
+
+    pub fn set_ready(&self, pid: u32) {
+        self.header().worker.0.pid.store(pid, Ordering::Relaxed);
+        self.header().worker.0.ready.store(1, Ordering::Release);
+    }
+
+    pub fn heartbeat(&self) -> u64 {
+        self.header().heartbeat.0.load(Ordering::Relaxed)
+    }
+
+    pub fn beat(&self) {
+        self.header().heartbeat.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn worker_wants_space(&self) -> &SleepFlag {
+        &self.header().worker.0.wants_space
+    }
+
+    fn control(&self, t: u32) -> &ChannelControl {
+        let c = self.geometry.channel(t);
+        // SAFETY: initialised by `create`; inside the mapping (layout).
+        unsafe { &*self.base.add(c.control).cast::<ChannelControl>() }
+    }
+
+    /// Thread `t`'s sleeping flag as stored in this segment.
+    pub fn front_sleeping(&self, t: u32) -> &SleepFlag {
+        &self.control(t).front_sleeping.0
+    }
+
+    /// Thread `t`'s "wants space" flag as stored in this segment.
+    pub fn front_wants_space(&self, t: u32) -> &SleepFlag {
+        &self.control(t).front_wants_space.0
+    }
+
+    /// Start of the mapping, for the channel views.
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base
+    }
+}
+
+impl Region for Segment {
+    fn base(&self) -> *mut u8 {
+        self.base
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping we created; nothing refers to it any more
+        // (every view holds an `Arc<Segment>`).
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry() -> Geometry {
+        Geometry { threads: 2, ring_capacity: 64, slots: 8, slot_size: 4096 }
+    }
+
+    #[test]
+    fn a_created_segment_opens_with_the_same_geometry() {
+        let seg = Segment::create(geometry(), 7).unwrap();
+        // SAFETY: dup gives us a descriptor of our own to hand over.
+        let dup = unsafe { libc::dup(seg.fd()) };
+        // SAFETY: `dup` is ours to give away.
+        let other = unsafe { Segment::open(dup) }.unwrap();
+        assert_eq!(other.geometry(), geometry());
+        assert_eq!(other.generation(), 7);
+        other.set_ready(42);
+        assert!(seg.is_ready());
+    }
+
+    #[test]
+    fn a_sealed_segment_cannot_be_resized() {
+        let seg = Segment::create(geometry(), 1).unwrap();
+        // SAFETY: syscall on our fd.
+        let r = unsafe { libc::ftruncate(seg.fd(), 1) };
+        assert_eq!(r, -1);
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EPERM));
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused_by_magic() {
+        let seg = Segment::create(geometry(), 1).unwrap();
+        // SAFETY: first 8 bytes are the magic; we own the mapping.
+        unsafe { seg.base().cast::<u64>().write(0xdead) };
+        // SAFETY: dup is ours.
+        let r = unsafe { Segment::open(libc::dup(seg.fd())) };
+        assert!(matches!(r, Err(OpenError::Magic(0xdead))));
+    }
+}
