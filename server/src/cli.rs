@@ -1,0 +1,238 @@
+//! The `uringapi` command line. Flags mirror uvicorn's and gunicorn's where they exist.
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::frontend::IoDriver;
+
+/// uringapi: serve ASGI apps (FastAPI, Starlette, Litestar) from an io_uring front end and
+/// separate uvloop worker processes joined by shared-memory rings.
+#[derive(Debug, Parser)]
+#[command(name = "uringapi", version, color = clap::ColorChoice::Never)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Serve an ASGI app: `uringapi serve module:attr --workers N`.
+    Serve(Box<ServeArgs>),
+    /// Serve a static "Hello, world!" from the front end alone (the benchmark ceiling).
+    NativeRef(NativeRefArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The app as `module:attribute`, imported like uvicorn does. Without it, a built-in
+    /// demo app is served.
+    pub app: Option<String>,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1", env = "URINGAPI_HOST")]
+    pub host: IpAddr,
+    /// Port to bind (0 picks a free one).
+    #[arg(long, default_value_t = 8000, env = "URINGAPI_PORT")]
+    pub port: u16,
+    /// Python worker processes.
+    #[arg(long, default_value_t = 1, env = "URINGAPI_WORKERS", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: u32,
+    /// Front-end io_uring threads, each with its own listener.
+    #[arg(long, default_value_t = 1, env = "URINGAPI_THREADS", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: u32,
+    /// Directory the app is imported from (put first on sys.path). Default: the current one.
+    #[arg(long, env = "URINGAPI_APP_DIR")]
+    pub app_dir: Option<PathBuf>,
+    /// Log level: critical, error, warning, info, debug, trace.
+    #[arg(long, default_value = "info", env = "URINGAPI_LOG_LEVEL")]
+    pub log_level: LogLevel,
+    /// Python interpreter for the workers. Default: the one that runs `uringapi`, else python3.
+    #[arg(long, env = "URINGAPI_PYTHON")]
+    pub python: Option<PathBuf>,
+    /// I/O driver: io_uring with fallback to epoll (auto), or one of them forced.
+    #[arg(long, value_enum, default_value = "auto", env = "URINGAPI_IO_DRIVER")]
+    pub io_driver: IoDriver,
+    /// Listen backlog.
+    #[arg(long, default_value_t = 2048)]
+    pub backlog: i32,
+    /// Run the ASGI lifespan protocol: auto (if the app supports it), on, off.
+    #[arg(long, default_value = "auto")]
+    pub lifespan: Lifespan,
+    /// Bytes per shared-memory slot (request heads must fit in one; bodies stream through).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub slot_size: u32,
+    /// Slots per channel direction.
+    #[arg(long, default_value_t = 64)]
+    pub channel_slots: u32,
+    /// Records per ring (a power of two).
+    #[arg(long, default_value_t = 256)]
+    pub ring_capacity: u32,
+    /// Longest request line in bytes (414 past it).
+    #[arg(long, default_value_t = 8190)]
+    pub limit_request_line: usize,
+    /// Most header fields in a request (431 past it).
+    #[arg(long, default_value_t = 100)]
+    pub limit_request_fields: usize,
+    /// Longest header field, name plus value, in bytes (431 past it).
+    #[arg(long, default_value_t = 8190)]
+    pub limit_request_field_size: usize,
+    /// Largest request body in bytes (413 past it); 0 means no limit.
+    #[arg(long, default_value_t = 0)]
+    pub limit_request_body: u64,
+    /// Most open connections per front-end thread; 0 means no limit.
+    #[arg(long, default_value_t = 0)]
+    pub limit_connections: usize,
+    /// Seconds an idle keep-alive connection is kept open.
+    #[arg(long, default_value_t = 65.0)]
+    pub timeout_keep_alive: f64,
+    /// Seconds a client has to send a whole request head, from its first byte.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout_header_read: f64,
+    /// Seconds a client may pause while sending a request body.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout_body_read: f64,
+    /// Seconds to let requests in flight finish on SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout_graceful_shutdown: f64,
+    /// Seconds a worker has to import the app and finish lifespan startup.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout_worker_startup: f64,
+    /// Do not send a Date header.
+    #[arg(long)]
+    pub no_date_header: bool,
+    /// Do not send a Server header.
+    #[arg(long)]
+    pub no_server_header: bool,
+    /// ASGI root_path, for apps mounted below a prefix by a proxy.
+    #[arg(long, default_value = "")]
+    pub root_path: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NativeRefArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: u32,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io_driver: IoDriver,
+    #[arg(long, default_value = "info")]
+    pub log_level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Critical,
+    Error,
+    Warning,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> &'static str {
+        match self {
+            Self::Critical | Self::Error => "error",
+            Self::Warning => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+
+    /// The name Python's logging module uses.
+    pub fn python(self) -> &'static str {
+        match self {
+            Self::Critical => "CRITICAL",
+            Self::Error => "ERROR",
+            Self::Warning => "WARNING",
+            Self::Info => "INFO",
+            Self::Debug | Self::Trace => "DEBUG",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lifespan {
+    Auto,
+    On,
+    Off,
+}
+
+impl Lifespan {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// A failure to report as `error: …` / `hint: …` with a non-zero exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: String,
+    pub hint: String,
+    pub code: u8,
+}
+
+impl Failure {
+    pub fn new(error: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { error: error.into(), hint: hint.into(), code: 1 }
+    }
+}
+
+pub fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+fn init_logging(level: LogLevel) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("URINGAPI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},monoio=warn", level.filter())));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 };
+            }
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first}");
+            eprintln!("hint: run 'uringapi serve --help' to see the options and their values");
+            return 2;
+        }
+    };
+    let result = match cli.command {
+        Cmd::Serve(args) => {
+            init_logging(args.log_level);
+            crate::supervisor::serve(*args)
+        }
+        Cmd::NativeRef(args) => {
+            init_logging(args.log_level);
+            crate::native::serve(args)
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("error: {}", f.error);
+            eprintln!("hint: {}", f.hint);
+            f.code
+        }
+    }
+}

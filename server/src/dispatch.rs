@@ -1,0 +1,589 @@
+//! One front-end thread's view of the workers: its channels, the requests in flight on
+//! them, the choice of worker for each new request, and the poller that drains responses.
+//!
+//! Everything here lives on one thread (`Rc`, `RefCell`); the only cross-thread inputs are
+//! the supervisor's [`Mailbox`] and the workers' rings.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Poll, Waker};
+
+use uringapi_protocol::arena::SlotIndex;
+use uringapi_protocol::doorbell::EventFd;
+use uringapi_protocol::{FrontChannel, Kind, Record, Segment};
+
+use crate::zerocopy::SlotLease;
+
+/// Messages from the supervisor to a front-end thread.
+pub enum Command {
+    /// Start using worker `worker` (new, or a replacement under a new generation).
+    Attach { worker: usize, segment: Arc<Segment>, doorbell: EventFd, pid: u32 },
+    /// Worker `worker` is gone: fail its requests in flight with 502 and forget it.
+    Detach { worker: usize, generation: u64 },
+    /// Stop accepting connections; finish what is in flight.
+    Drain,
+}
+
+/// Messages from a front-end thread to the supervisor.
+#[derive(Debug)]
+pub enum Report {
+    /// A worker broke the channel contract; the supervisor kills it.
+    Violation { worker: usize, generation: u64, reason: String },
+}
+
+/// A front-end thread's inbox. The supervisor pushes and rings the thread's doorbell.
+pub struct Mailbox {
+    pending: AtomicBool,
+    queue: Mutex<Vec<Command>>,
+    doorbell: EventFd,
+}
+
+impl Mailbox {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self { pending: AtomicBool::new(false), queue: Mutex::new(Vec::new()), doorbell: EventFd::new()? })
+    }
+
+    pub fn post(&self, cmd: Command) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(cmd);
+        self.pending.store(true, Ordering::Release);
+        self.doorbell.ring();
+    }
+
+    fn take(&self) -> Vec<Command> {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn doorbell(&self) -> &EventFd {
+        &self.doorbell
+    }
+}
+
+/// What a connection task learns about its request.
+pub enum Event {
+    /// The response head (encoded by the worker, copied out, not yet validated) and the
+    /// first body bytes. `more`: body records follow.
+    Head { head: Vec<u8>, body: Option<SlotLease>, more: bool },
+    Body { body: Option<SlotLease>, more: bool },
+    /// The app failed after the response started: close the connection.
+    Abort,
+    /// The worker is gone or broke the contract: answer 502 if nothing was sent.
+    WorkerLost,
+}
+
+/// A request in flight, from the thread's point of view.
+struct Stream {
+    worker: usize,
+    seq: u32,
+    inbox: VecDeque<Event>,
+    waker: Option<Waker>,
+    /// The worker has sent the last record for this stream.
+    finished: bool,
+}
+
+/// Stream ids carry a slab index and a sequence number, so that a late record for a stream
+/// that was closed and whose index was reused is recognised and dropped.
+pub type StreamId = u64;
+
+fn stream_id(index: usize, seq: u32) -> StreamId {
+    (u64::from(seq) << 32) | index as u64
+}
+
+struct Link {
+    chan: FrontChannel,
+    doorbell: EventFd,
+    generation: u64,
+    pid: u32,
+    outstanding: u32,
+    /// Records were sent since the last doorbell check.
+    unflushed: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    links: Vec<Option<Link>>,
+    streams: Vec<Option<Stream>>,
+    free_streams: Vec<usize>,
+    next_seq: u32,
+    space_waiters: Vec<Waker>,
+    drain_waiters: Vec<Waker>,
+    draining: bool,
+}
+
+/// A front-end thread's hub.
+pub struct Hub {
+    thread: u32,
+    inner: RefCell<Inner>,
+    mailbox: Arc<Mailbox>,
+    reports: mpsc::Sender<Report>,
+    /// Live connections, for the drain.
+    pub connections: Cell<usize>,
+}
+
+/// How often the poller re-checks the rings before it goes to sleep on its doorbell.
+/// PERF: untuned; the performance issue measures it.
+const SPIN_ROUNDS: u32 = 64;
+
+impl Hub {
+    pub fn new(thread: u32, mailbox: Arc<Mailbox>, reports: mpsc::Sender<Report>) -> Self {
+        Self { thread, inner: RefCell::new(Inner::default()), mailbox, reports, connections: Cell::new(0) }
+    }
+
+    pub fn thread(&self) -> u32 {
+        self.thread
+    }
+
+    fn attach(&self, worker: usize, segment: Arc<Segment>, doorbell: EventFd, pid: u32) {
+        let generation = segment.generation();
+        let chan = FrontChannel::new(segment, self.thread);
+        let mut inner = self.inner.borrow_mut();
+        if inner.links.len() <= worker {
+            inner.links.resize_with(worker + 1, || None);
+        }
+        let link = Link { chan, doorbell, generation, pid, outstanding: 0, unflushed: false };
+        if let Some(old) = inner.links[worker].replace(link) {
+            drop(inner);
+            self.fail_streams_of(worker, old.generation);
+        }
+        tracing::debug!(thread = self.thread, worker, generation, pid, "worker attached");
+    }
+
+    /// Forgets a worker and fails its requests in flight on this thread.
+    fn detach(&self, worker: usize, generation: u64) {
+        let mut inner = self.inner.borrow_mut();
+        let matches = inner.links.get(worker).and_then(Option::as_ref).is_some_and(|l| l.generation == generation);
+        if matches {
+            inner.links[worker] = None;
+            drop(inner);
+            self.fail_streams_of(worker, generation);
+        }
+    }
+
+    fn fail_streams_of(&self, worker: usize, _generation: u64) {
+        let mut inner = self.inner.borrow_mut();
+        for s in inner.streams.iter_mut().flatten() {
+            if s.worker == worker && !s.finished {
+                s.finished = true;
+                // No longer counted against any link (a replacement starts from zero).
+                s.worker = usize::MAX;
+                s.inbox.push_back(Event::WorkerLost);
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// A worker broke the contract: report it, stop using it, fail its requests.
+    fn violation(&self, worker: usize, err: &dyn std::fmt::Display) {
+        let generation = match self.inner.borrow().links.get(worker).and_then(Option::as_ref) {
+            Some(l) => l.generation,
+            None => return,
+        };
+        let reason = err.to_string();
+        tracing::error!(worker, generation, %reason, "worker broke the channel contract; it will be replaced");
+        let _ = self.reports.send(Report::Violation { worker, generation, reason });
+        self.detach(worker, generation);
+    }
+
+    /// Opens a stream on the ready worker with the fewest requests in flight from this
+    /// thread. `None`: no worker is attached.
+    pub fn open_stream(&self) -> Option<(StreamId, usize)> {
+        let mut inner = self.inner.borrow_mut();
+        let worker = inner
+            .links
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.as_ref().map(|l| (l.outstanding, i)))
+            .min()?
+            .1;
+        inner.links[worker].as_mut()?.outstanding += 1;
+        inner.next_seq = inner.next_seq.wrapping_add(1);
+        let seq = inner.next_seq;
+        let stream = Stream { worker, seq, inbox: VecDeque::new(), waker: None, finished: false };
+        let index = match inner.free_streams.pop() {
+            Some(i) => {
+                inner.streams[i] = Some(stream);
+                i
+            }
+            None => {
+                inner.streams.push(Some(stream));
+                inner.streams.len() - 1
+            }
+        };
+        Some((stream_id(index, seq), worker))
+    }
+
+    fn stream_mut<'a>(inner: &'a mut Inner, id: StreamId) -> Option<&'a mut Stream> {
+        let (index, seq) = ((id & 0xffff_ffff) as usize, (id >> 32) as u32);
+        inner.streams.get_mut(index)?.as_mut().filter(|s| s.seq == seq)
+    }
+
+    /// Ends a stream. If the worker has not finished it, tell the worker the client is gone.
+    pub fn close_stream(&self, id: StreamId) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(s) = Self::stream_mut(&mut inner, id) else { return };
+        let (worker, finished) = (s.worker, s.finished);
+        let index = (id & 0xffff_ffff) as usize;
+        inner.streams[index] = None;
+        inner.free_streams.push(index);
+        if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            link.outstanding = link.outstanding.saturating_sub(1);
+            if !finished {
+                // Best effort: a full ring means the worker is far behind; it will see the
+                // stream's records dropped on our side either way.
+                if let Ok(true) = link.chan.send(Record::new(Kind::Disconnect, id)) {
+                    link.unflushed = true;
+                }
+            }
+        }
+        drop(inner);
+        self.flush(worker);
+    }
+
+    /// Takes a request slot on `worker`. `Ok(None)`: none free, wait with `wait_space`.
+    pub fn take_slot(&self, worker: usize) -> Result<Option<SlotIndex>, Lost> {
+        let res = {
+            let mut inner = self.inner.borrow_mut();
+            let link = inner.links.get_mut(worker).and_then(Option::as_mut).ok_or(Lost)?;
+            link.chan.take_slot()
+        };
+        res.or_else(|e| {
+            self.violation(worker, &e);
+            Err(Lost)
+        })
+    }
+
+    pub fn untake_slot(&self, worker: usize, slot: SlotIndex) {
+        if let Some(link) = self.inner.borrow_mut().links.get_mut(worker).and_then(Option::as_mut) {
+            link.chan.untake_slot(slot);
+        }
+    }
+
+    pub fn slot_size(&self, worker: usize) -> Result<usize, Lost> {
+        let inner = self.inner.borrow();
+        Ok(inner.links.get(worker).and_then(Option::as_ref).ok_or(Lost)?.chan.slot_size())
+    }
+
+    pub fn write_slot(&self, worker: usize, slot: SlotIndex, offset: usize, bytes: &[u8]) -> Result<(), Lost> {
+        let mut inner = self.inner.borrow_mut();
+        let link = inner.links.get_mut(worker).and_then(Option::as_mut).ok_or(Lost)?;
+        link.chan.write_slot(slot, offset, bytes);
+        Ok(())
+    }
+
+    /// Publishes a record. `Ok(false)`: the ring is full, wait with `wait_space`.
+    pub fn send(&self, worker: usize, rec: Record) -> Result<bool, Lost> {
+        let res = {
+            let mut inner = self.inner.borrow_mut();
+            let link = inner.links.get_mut(worker).and_then(Option::as_mut).ok_or(Lost)?;
+            let r = link.chan.send(rec);
+            if let Ok(true) = r {
+                link.unflushed = true;
+            }
+            r
+        };
+        res.or_else(|e| {
+            self.violation(worker, &e);
+            Err(Lost)
+        })
+    }
+
+    /// Rings the worker's doorbell if records were sent and it is asleep (rule 4).
+    pub fn flush(&self, worker: usize) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            if link.unflushed {
+                link.unflushed = false;
+                if link.chan.worker_asleep() {
+                    link.doorbell.ring();
+                }
+            }
+        }
+    }
+
+    /// Waits until the worker may have freed slots (`Need::Slot`) or ring room
+    /// (`Need::Room`), or is gone.
+    pub async fn wait_space(&self, worker: usize, need: Need) {
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            if registered {
+                return Poll::Ready(());
+            }
+            registered = true;
+            let mut inner = self.inner.borrow_mut();
+            match inner.links.get_mut(worker).and_then(Option::as_mut) {
+                None => Poll::Ready(()),
+                Some(link) => {
+                    link.chan.my_space_flag().prepare_sleep();
+                    let ready = match need {
+                        Need::Slot => link.chan.has_returns(),
+                        Need::Room => link.chan.has_room(),
+                    };
+                    if ready.unwrap_or(true) {
+                        link.chan.my_space_flag().awake();
+                        return Poll::Ready(());
+                    }
+                    inner.space_waiters.push(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next event for a stream.
+    pub async fn next_event(&self, id: StreamId) -> Event {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            let Some(s) = Self::stream_mut(&mut inner, id) else { return Poll::Ready(Event::WorkerLost) };
+            match s.inbox.pop_front() {
+                Some(ev) => Poll::Ready(ev),
+                None => {
+                    s.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Returns a response slot to its worker (from `SlotLease::drop`).
+    pub fn release_slot(&self, worker: usize, generation: u64, slot: SlotIndex) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            if link.generation == generation {
+                link.chan.release(slot);
+                if link.chan.worker_wants_space() {
+                    link.doorbell.ring();
+                }
+            }
+        }
+    }
+
+    /// Drains every channel once; returns whether anything arrived.
+    fn poll_rings(self: &Rc<Self>) -> bool {
+        let mut got = false;
+        let n = self.inner.borrow().links.len();
+        for worker in 0..n {
+            loop {
+                let step = {
+                    let mut inner = self.inner.borrow_mut();
+                    let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) else { break };
+                    link.chan.recv().map(|inc| inc.map(|inc| (inc, link.generation)))
+                };
+                match step {
+                    Ok(Some((inc, generation))) => {
+                        got = true;
+                        if let Err(e) = self.route(worker, generation, inc) {
+                            self.violation(worker, &e);
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.violation(worker, &e);
+                        break;
+                    }
+                }
+            }
+        }
+        got
+    }
+
+    /// Hands one validated response record to its stream.
+    fn route(self: &Rc<Self>, worker: usize, generation: u64, inc: uringapi_protocol::Incoming) -> Result<(), RouteError> {
+        let mut head = Vec::new();
+        // Build the lease first so that every early return hands the slot back.
+        let mut body = {
+            let inner = self.inner.borrow();
+            let chan = &inner.links[worker].as_ref().expect("link checked by caller").chan;
+            if inc.kind == Kind::Response {
+                let (slot, _) = inc.slot.expect("Response records carry a slot (validated)");
+                chan.copy_out(slot, 0..inc.head_len, &mut head);
+            }
+            inc.slot.map(|(slot, len)| SlotLease::new(self.clone(), worker, generation, chan, slot, len))
+        };
+        if inc.kind == Kind::Response {
+            body = body.map(|lease| lease.skip(inc.head_len));
+        }
+        let body = body.filter(|b| !b.is_empty());
+        let mut inner = self.inner.borrow_mut();
+        let Some(s) = Self::stream_mut(&mut inner, inc.stream) else {
+            // The client left and the stream closed; the lease drops and frees the slot.
+            return Ok(());
+        };
+        if s.worker != worker {
+            return Err(RouteError::ForeignStream(inc.stream));
+        }
+        if s.finished {
+            return Err(RouteError::AfterEnd(inc.stream));
+        }
+        let ev = match inc.kind {
+            Kind::Response => Event::Head { head, body, more: inc.more },
+            Kind::ResponseBody => Event::Body { body, more: inc.more },
+            _ => Event::Abort,
+        };
+        s.finished = !inc.more || inc.kind == Kind::Abort;
+        let finished = s.finished;
+        s.inbox.push_back(ev);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        if finished {
+            if let Some(link) = inner.links[worker].as_mut() {
+                link.outstanding = link.outstanding.saturating_sub(1);
+            }
+            // The stream stays open until its connection task closes it; mark the worker's
+            // side done so that close does not send a Disconnect nor count it twice.
+            if let Some(s) = Self::stream_mut(&mut inner, inc.stream) {
+                s.worker = usize::MAX;
+            }
+        }
+        Ok(())
+    }
+
+    fn wake_space_waiters(&self) {
+        let waiters = std::mem::take(&mut self.inner.borrow_mut().space_waiters);
+        if waiters.is_empty() {
+            return;
+        }
+        for link in self.inner.borrow().links.iter().flatten() {
+            link.chan.my_space_flag().awake();
+        }
+        waiters.into_iter().for_each(Waker::wake);
+    }
+
+    fn handle_commands(&self) -> bool {
+        let cmds = self.mailbox.take();
+        let any = !cmds.is_empty();
+        for cmd in cmds {
+            match cmd {
+                Command::Attach { worker, segment, doorbell, pid } => self.attach(worker, segment, doorbell, pid),
+                Command::Detach { worker, generation } => self.detach(worker, generation),
+                Command::Drain => {
+                    let mut inner = self.inner.borrow_mut();
+                    inner.draining = true;
+                    inner.drain_waiters.drain(..).for_each(Waker::wake);
+                }
+            }
+        }
+        any
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.borrow().draining
+    }
+
+    /// Resolves once the supervisor asks this thread to drain.
+    pub async fn drained(&self) {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            if inner.draining {
+                Poll::Ready(())
+            } else {
+                inner.drain_waiters.push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Whether anything is waiting: responses, returns wanted by a waiter, or commands.
+    fn recheck(&self) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        let want_space = !inner.space_waiters.is_empty();
+        let mut any = false;
+        for link in inner.links.iter_mut().flatten() {
+            any |= link.chan.has_responses().unwrap_or(true);
+            if want_space {
+                any |= link.chan.has_returns().unwrap_or(true);
+            }
+        }
+        any
+    }
+
+    fn set_sleeping(&self, asleep: bool) {
+        let inner = self.inner.borrow();
+        let want_space = !inner.space_waiters.is_empty();
+        for link in inner.links.iter().flatten() {
+            if asleep {
+                link.chan.my_sleep_flag().prepare_sleep();
+                if want_space {
+                    link.chan.my_space_flag().prepare_sleep();
+                }
+            } else {
+                link.chan.my_sleep_flag().awake();
+            }
+        }
+    }
+
+    /// The response poller: drains rings, spins briefly while traffic flows, then sleeps on
+    /// the thread's doorbell with the sleeping flags set (ring.rs rule 4).
+    pub async fn poller(self: Rc<Self>, doorbell: monoio::net::UnixStream) {
+        let mut idle = 0u32;
+        loop {
+            let cmds = self.handle_commands();
+            let got = self.poll_rings();
+            self.wake_space_waiters();
+            if got || cmds {
+                idle = 0;
+                yield_now().await;
+                continue;
+            }
+            idle += 1;
+            if idle < SPIN_ROUNDS {
+                yield_now().await;
+                continue;
+            }
+            self.set_sleeping(true);
+            if self.recheck() || self.mailbox.pending.load(Ordering::Acquire) {
+                self.set_sleeping(false);
+                continue;
+            }
+            // The eventfd is polled for readability, then drained by hand (see frontend.rs).
+            let _ = doorbell.readable(false).await;
+            self.mailbox.doorbell.drain();
+            self.set_sleeping(false);
+            idle = 0;
+        }
+    }
+}
+
+/// Lets the other tasks of this thread (and the driver's completions) run once.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
+/// What a producer is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Slot,
+    Room,
+}
+
+/// The worker behind a stream is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lost;
+
+#[derive(Debug, thiserror::Error)]
+enum RouteError {
+    #[error("record for stream {0:#x}, which belongs to another worker")]
+    ForeignStream(u64),
+    #[error("record for stream {0:#x} after its last record")]
+    AfterEnd(u64),
+}

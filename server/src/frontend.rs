@@ -1,0 +1,138 @@
+//! A front-end thread: its own io_uring (or epoll) runtime, its own SO_REUSEPORT listener,
+//! its connections, and its hub of channels to every worker.
+
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use monoio::time::TimeDriver;
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+use crate::dispatch::{Command, Hub, Mailbox, Report};
+use crate::http1::conn::{self, ConnConfig};
+
+/// `--io-driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoDriver {
+    /// io_uring, falling back to epoll with a warning when the kernel refuses it.
+    Auto,
+    Uring,
+    Epoll,
+}
+
+/// What a thread says once its runtime is up (or could not start).
+#[derive(Debug)]
+pub enum Started {
+    Ok { driver: &'static str, fallback: Option<String> },
+    Failed(String),
+}
+
+/// Everything a thread needs.
+pub struct ThreadSetup {
+    pub index: u32,
+    pub listener: std::net::TcpListener,
+    pub mailbox: Arc<Mailbox>,
+    pub reports: mpsc::Sender<Report>,
+    pub initial: Vec<Command>,
+    pub conn: ConnConfig,
+    pub driver: IoDriver,
+    pub graceful: Duration,
+    pub max_connections: Option<usize>,
+}
+
+const RING_ENTRIES: u32 = 1024;
+
+pub fn run(setup: ThreadSetup, started: mpsc::Sender<Started>) {
+    let mut fallback = None;
+    if setup.driver != IoDriver::Epoll {
+        match RuntimeBuilder::<IoUringDriver>::new().with_entries(RING_ENTRIES).enable_timer().build() {
+            Ok(mut rt) => {
+                let _ = started.send(Started::Ok { driver: "io_uring", fallback: None });
+                rt.block_on(serve(setup));
+                return;
+            }
+            Err(e) if setup.driver == IoDriver::Auto => fallback = Some(uring_refusal(&e)),
+            Err(e) => {
+                let _ = started.send(Started::Failed(format!("io_uring is not available: {}", uring_refusal(&e))));
+                return;
+            }
+        }
+    }
+    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+        Ok(mut rt) => {
+            let _ = started.send(Started::Ok { driver: "epoll", fallback });
+            rt.block_on(serve(setup));
+        }
+        Err(e) => {
+            let _ = started.send(Started::Failed(format!("cannot start the epoll runtime: {e}")));
+        }
+    }
+}
+
+/// Names the likely cause of an io_uring refusal.
+fn uring_refusal(e: &std::io::Error) -> String {
+    let cause = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "the kernel has no io_uring (ENOSYS)",
+        Some(libc::EPERM) => "io_uring is forbidden here (EPERM): kernel.io_uring_disabled or a seccomp profile such as Docker's default",
+        Some(libc::ENOMEM) => "not enough locked memory for the ring (ENOMEM): raise the memlock ulimit",
+        _ => "io_uring_setup failed",
+    };
+    format!("{cause}: {e}")
+}
+
+// Keep the timer-wrapped driver types named so a monoio upgrade that renames them fails here.
+type _Drivers = (TimeDriver<IoUringDriver>, TimeDriver<LegacyDriver>);
+
+async fn serve(setup: ThreadSetup) {
+    let hub = Rc::new(Hub::new(setup.index, setup.mailbox.clone(), setup.reports.clone()));
+    for cmd in setup.initial {
+        setup.mailbox.post(cmd);
+    }
+    match crate::sys::pollable(setup.mailbox.doorbell()) {
+        Ok(doorbell) => {
+            monoio::spawn(hub.clone().poller(doorbell));
+        }
+        Err(e) => {
+            tracing::error!(thread = setup.index, error = %e, "cannot poll the thread doorbell");
+            return;
+        }
+    }
+    let listener = match monoio::net::TcpListener::from_std(setup.listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(thread = setup.index, error = %e, "cannot adopt the listener");
+            return;
+        }
+    };
+    let cfg = Rc::new(setup.conn);
+    loop {
+        let accepted = monoio::select! {
+            _ = hub.drained() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((sock, peer)) => {
+                if setup.max_connections.is_some_and(|m| hub.connections.get() >= m) {
+                    // Over --limit-connections: refuse by closing at once, as gunicorn does.
+                    drop(sock);
+                    continue;
+                }
+                let local = sock.local_addr().unwrap_or(peer);
+                monoio::spawn(conn::serve(hub.clone(), cfg.clone(), sock, peer, local));
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off a little instead of spinning.
+                tracing::warn!(thread = setup.index, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + setup.graceful;
+    while hub.connections.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if hub.connections.get() > 0 {
+        tracing::warn!(thread = setup.index, open = hub.connections.get(), "graceful shutdown timed out; closing connections");
+    }
+}

@@ -1,0 +1,339 @@
+//! Response heads: the worker's status and headers, re-validated, plus the framing headers
+//! the front end owns (Content-Length or Transfer-Encoding, Connection, Date, Server).
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How the response body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all (HEAD, 1xx, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked coding (HTTP/1.1, length unknown up front).
+    Chunked,
+    /// Body until close (HTTP/1.0, length unknown up front).
+    UntilClose,
+}
+
+/// A response head from a worker that must not reach the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadResponse {
+    #[error("status {0} outside 100..=999")]
+    Status(u16),
+    #[error("header name {0:?} is not a token")]
+    Name(String),
+    #[error("header {0:?} has CR, LF or NUL in its value")]
+    Value(String),
+    #[error("invalid content-length {0:?}")]
+    ContentLength(String),
+}
+
+/// What the request said that shapes the response.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestSide {
+    pub minor: u8,
+    pub head_method: bool,
+    pub keep_alive: bool,
+}
+
+/// Options for the headers the front end adds.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderOptions {
+    pub date: bool,
+    pub server: bool,
+}
+
+/// The outcome of encoding a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    pub framing: Framing,
+    /// Whether the connection stays open after this response.
+    pub keep_alive: bool,
+}
+
+fn is_tchar(b: u8) -> bool {
+    // RFC 9110 §5.6.2 token characters.
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// Writes the head for a worker's response into `out`.
+///
+/// `complete_len` is `Some(n)` when the whole body (n bytes) is already known, so a
+/// Content-Length can be given even when the app set none.
+pub fn response_head(
+    status: u16,
+    headers: &[(&[u8], &[u8])],
+    req: RequestSide,
+    complete_len: Option<u64>,
+    opts: HeaderOptions,
+    out: &mut Vec<u8>,
+) -> Result<Encoded, BadResponse> {
+    if !(100..=999).contains(&status) {
+        return Err(BadResponse::Status(status));
+    }
+    let no_body_status = status < 200 || status == 204 || status == 304;
+    let mut app_length = None;
+    let mut app_close = false;
+    for (name, value) in headers {
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(BadResponse::Name(String::from_utf8_lossy(name).into_owned()));
+        }
+        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(BadResponse::Value(String::from_utf8_lossy(name).into_owned()));
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let v = value.trim_ascii();
+            let n = std::str::from_utf8(v).ok().filter(|s| s.bytes().all(|b| b.is_ascii_digit()));
+            let n = n.and_then(|s| s.parse::<u64>().ok());
+            match (n, app_length) {
+                (Some(n), None) => app_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return Err(BadResponse::ContentLength(String::from_utf8_lossy(value).into_owned())),
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            app_close |= value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+    let mut keep_alive = req.keep_alive && !app_close;
+    let framing = if no_body_status {
+        Framing::Empty
+    } else if let Some(n) = app_length {
+        Framing::Length(n)
+    } else if let Some(n) = complete_len {
+        Framing::Length(n)
+    } else if req.minor >= 1 {
+        Framing::Chunked
+    } else {
+        keep_alive = false;
+        Framing::UntilClose
+    };
+
+    out.extend_from_slice(if req.minor >= 1 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
+    out.extend_from_slice(itoa3(status).as_slice());
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if opts.server {
+        out.extend_from_slice(b"server: uringapi\r\n");
+    }
+    if opts.date {
+        out.extend_from_slice(b"date: ");
+        with_date(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        // The front end owns framing: the app's Transfer-Encoding is dropped, and its
+        // Content-Length is written once below; Connection is ours too.
+        if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"connection")
+            || (opts.server && name.eq_ignore_ascii_case(b"server"))
+            || (opts.date && name.eq_ignore_ascii_case(b"date"))
+        {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked if !req.head_method => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty if status == 304 => {
+            if let Some(n) = app_length {
+                out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+            }
+        }
+        _ => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if req.minor == 0 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let framing = if req.head_method { Framing::Empty } else { framing };
+    Ok(Encoded { framing, keep_alive })
+}
+
+/// A short error response the front end makes itself (4xx for bad requests, 502/503/504).
+pub fn error_response(status: u16, minor: u8, close: bool, opts: HeaderOptions, extra: &[(&str, &str)]) -> Vec<u8> {
+    let body = format!("{} {}\n", status, reason(status));
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(if minor >= 1 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
+    out.extend_from_slice(format!("{} {}\r\n", status, reason(status)).as_bytes());
+    if opts.server {
+        out.extend_from_slice(b"server: uringapi\r\n");
+    }
+    if opts.date {
+        out.extend_from_slice(b"date: ");
+        with_date(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    for (k, v) in extra {
+        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
+    out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+fn itoa3(v: u16) -> [u8; 3] {
+    [b'0' + (v / 100 % 10) as u8, b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8]
+}
+
+thread_local! {
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+/// Calls `f` with the IMF-fixdate for now, formatted at most once a second per thread.
+pub fn with_date(f: impl FnOnce(&[u8])) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut c = cell.borrow_mut();
+        if c.0 != now {
+            c.1 = imf_fixdate(now);
+            c.0 = now;
+        }
+        f(&c.1);
+    });
+}
+
+/// RFC 9110 §5.6.7 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
+pub fn imf_fixdate(secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, rem / 60 % 60, rem % 60);
+    // Civil-from-days (proleptic Gregorian), valid for any date after 1970.
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    let mut out = [0u8; 29];
+    let text = format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        std::str::from_utf8(DAYS[(days % 7) as usize]).unwrap_or("Thu"),
+        d,
+        std::str::from_utf8(MONTHS[(mo - 1) as usize]).unwrap_or("Jan"),
+        y,
+        h,
+        m,
+        s
+    );
+    out.copy_from_slice(&text.as_bytes()[..29]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPTS: HeaderOptions = HeaderOptions { date: false, server: false };
+    const REQ11: RequestSide = RequestSide { minor: 1, head_method: false, keep_alive: true };
+
+    fn head(status: u16, h: &[(&[u8], &[u8])], req: RequestSide, len: Option<u64>) -> (String, Encoded) {
+        let mut out = Vec::new();
+        let e = response_head(status, h, req, len, OPTS, &mut out).unwrap();
+        (String::from_utf8(out).unwrap(), e)
+    }
+
+    #[test]
+    fn the_date_is_imf_fixdate() {
+        assert_eq!(&imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&imf_fixdate(1_709_210_096), b"Thu, 29 Feb 2024 12:34:56 GMT");
+    }
+
+    #[test]
+    fn framing_follows_what_is_known() {
+        let (s, e) = head(200, &[(b"content-type", b"text/plain")], REQ11, Some(5));
+        assert_eq!(s, "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(e.framing, Framing::Length(5));
+        let (s, e) = head(200, &[(b"transfer-encoding", b"gzip")], REQ11, None);
+        assert_eq!(s, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!(e.framing, Framing::Chunked);
+        let (s, e) = head(200, &[], RequestSide { minor: 0, head_method: false, keep_alive: true }, None);
+        assert_eq!(s, "HTTP/1.0 200 OK\r\nconnection: close\r\n\r\n");
+        assert_eq!(e, Encoded { framing: Framing::UntilClose, keep_alive: false });
+        let (s, e) = head(204, &[], REQ11, Some(0));
+        assert_eq!(s, "HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!(e.framing, Framing::Empty);
+        let (s, e) = head(200, &[(b"content-length", b"3")], RequestSide { head_method: true, ..REQ11 }, None);
+        assert_eq!(s, "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n");
+        assert_eq!(e.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn unsafe_heads_are_refused() {
+        let mut out = Vec::new();
+        let bad: &[(u16, &[(&[u8], &[u8])])] = &[
+            (99, &[]),
+            (200, &[(b"x\r\ny", b"1")]),
+            (200, &[(b"x", b"a\r\nb: c")]),
+            (200, &[(b"x", b"a\0")]),
+            (200, &[(b"content-length", b"-1")]),
+            (200, &[(b"content-length", b"1"), (b"content-length", b"2")]),
+        ];
+        for (status, h) in bad {
+            assert!(response_head(*status, h, REQ11, None, OPTS, &mut out).is_err(), "{status} {h:?}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The uringapi front end: io_uring HTTP/1.1 threads, the dispatcher that feeds Python
+//! workers through shared-memory channels, and the supervisor that runs those workers.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod dispatch;
+pub mod frontend;
+pub mod http1;
+pub mod native;
+pub mod supervisor;
+mod sys;
+pub mod zerocopy;
+
+pub use cli::main_from_args;

@@ -1,0 +1,116 @@
+//! Sending response bytes straight from shared memory.
+//!
+//! A [`SlotLease`] keeps a worker's response slot out of the worker's hands (and the segment
+//! mapped) until it is dropped; a [`Frame`] is one `writev`: a small prefix built by the
+//! front end (status line and headers, or a chunk-size line), the slot's bytes as they lie,
+//! and a small suffix. monoio owns the frame while the kernel reads it — also when the
+//! connection task is dropped mid-write — so the slot goes back only after the kernel is done.
+#![allow(unsafe_code)]
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use monoio::buf::IoVecBuf;
+use uringapi_protocol::arena::SlotIndex;
+use uringapi_protocol::{FrontChannel, Segment};
+
+use crate::dispatch::Hub;
+
+/// A held response slot: `len` bytes at `ptr`, returned to its worker on drop.
+pub struct SlotLease {
+    hub: Rc<Hub>,
+    worker: usize,
+    generation: u64,
+    slot: SlotIndex,
+    ptr: *const u8,
+    len: usize,
+    /// Keeps the mapping alive even if the worker is replaced while the kernel still reads.
+    _segment: Arc<Segment>,
+}
+
+impl SlotLease {
+    /// Leases a slot that `chan.recv()` handed out (validated, held, `len <= slot_size`).
+    pub(crate) fn new(hub: Rc<Hub>, worker: usize, generation: u64, chan: &FrontChannel, slot: SlotIndex, len: usize) -> Self {
+        assert!(len <= chan.slot_size(), "lease longer than its slot");
+        let ptr = chan.slot_ptr(slot);
+        Self { hub, worker, generation, slot, ptr, len, _segment: chan.segment().clone() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Drops the first `n` bytes from the lease (they were the response head).
+    pub fn skip(mut self, n: usize) -> Self {
+        let n = n.min(self.len);
+        // SAFETY: `n <= len`, so the new start stays within the leased bytes.
+        self.ptr = unsafe { self.ptr.add(n) };
+        self.len -= n;
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for SlotLease {
+    fn drop(&mut self) {
+        self.hub.release_slot(self.worker, self.generation, self.slot);
+    }
+}
+
+/// One vectored write: prefix, optional shared-memory body, suffix.
+pub struct Frame {
+    prefix: Vec<u8>,
+    body: Option<SlotLease>,
+    suffix: &'static [u8],
+    iov: [libc::iovec; 3],
+    n: usize,
+}
+
+impl Frame {
+    pub fn new(prefix: Vec<u8>, body: Option<SlotLease>, suffix: &'static [u8]) -> Self {
+        let mut f = Self { prefix, body, suffix, iov: [empty(); 3], n: 0 };
+        let mut push = |p: *const u8, len: usize| {
+            if len > 0 {
+                f.iov[f.n] = libc::iovec { iov_base: p as *mut libc::c_void, iov_len: len };
+                f.n += 1;
+            }
+        };
+        push(f.prefix.as_ptr(), f.prefix.len());
+        if let Some(b) = &f.body {
+            push(b.ptr, b.len);
+        }
+        push(f.suffix.as_ptr(), f.suffix.len());
+        f
+    }
+
+    pub fn total_len(&self) -> usize {
+        self.iov[..self.n].iter().map(|v| v.iov_len).sum()
+    }
+
+    /// Gives the prefix buffer back for reuse.
+    pub fn into_prefix(self) -> Vec<u8> {
+        self.prefix
+    }
+}
+
+fn empty() -> libc::iovec {
+    libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }
+}
+
+// SAFETY: every iovec points either into `prefix` (a Vec whose heap buffer does not move
+// when the Frame moves and is not mutated while the Frame lives), into a leased
+// shared-memory slot kept mapped and out of the worker's hands by the lease the Frame owns,
+// or into a `'static` suffix. So the pointers stay valid for as long as the runtime owns the
+// Frame, which is what `IoVecBuf` requires.
+unsafe impl IoVecBuf for Frame {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.n
+    }
+}
