@@ -196,7 +196,9 @@ pub fn seconds(s: f64) -> Duration {
 fn init_logging(level: LogLevel) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("URINGAPI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},monoio=warn", level.filter())));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).try_init();
 }
 
 /// Runs the command line; returns the process exit code.

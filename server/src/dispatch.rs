@@ -98,6 +98,7 @@ struct Link {
     chan: FrontChannel,
     doorbell: EventFd,
     generation: u64,
+    #[allow(dead_code)] // for the stall and metrics work: logs name the pid
     pid: u32,
     outstanding: u32,
     /// Records were sent since the last doorbell check.

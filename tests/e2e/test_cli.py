@@ -1,0 +1,128 @@
+"""The `uringapi serve` command line: the built-in demo app, the startup line, and
+startup failures that end the server with `error:`/`hint:` instead of a respawn loop."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import rawhttp
+from harness import HOST, URINGAPI_BIN, Server, ServerFactory
+
+pytestmark = pytest.mark.uringapi_only
+
+# A hang guard (a respawn loop would never exit), not a speed requirement.
+EXIT_TIMEOUT = 30.0
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def stderr_lines(server: Server) -> list[str]:
+    return [ANSI.sub("", line) for line in server.stderr().splitlines()]
+
+
+def assert_failed_cleanly(server: Server, *must_mention: str) -> None:
+    rc = server.wait_exit(EXIT_TIMEOUT)
+    if rc is None:
+        server.kill()
+        pytest.fail(f"server still running after {EXIT_TIMEOUT}s (respawn loop?)\n"
+                    f"{server.diagnostics()}", pytrace=False)
+    assert rc != 0, f"exit code 0 for a failed startup\n{server.diagnostics()}"
+    lines = stderr_lines(server)
+    errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    hints = [i for i, line in enumerate(lines) if line.startswith("hint: ")]
+    assert errors, f"no line starting 'error: '\n{server.diagnostics()}"
+    assert hints and hints[-1] > errors[0], f"no 'hint: ' line after the error\n{server.diagnostics()}"
+    text = "\n".join(lines)
+    for needle in must_mention:
+        assert needle in text, f"stderr does not mention {needle!r}\n{server.diagnostics()}"
+    assert server.wait_group_gone(5.0) == [], "worker processes outlived the server"
+
+
+def count_events(log: Path, event: str) -> int:
+    if not log.exists():
+        return 0
+    return sum(1 for line in log.read_text().splitlines() if line.split()[0] == event)
+
+
+def test_help_lists_serve_flags() -> None:
+    out = subprocess.run([str(URINGAPI_BIN), "serve", "--help"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    for flag in ("--host", "--port", "--workers", "--threads", "--app-dir", "--log-level"):
+        assert flag in out.stdout, f"{flag} missing from `uringapi serve --help`"
+
+
+def test_no_app_serves_builtin_demo(servers: ServerFactory) -> None:
+    server = servers.start(None, workers=1, threads=1, app_dir=None)
+    with rawhttp.Connection(server.host, server.port) as c:
+        r = c.request("GET", "/")
+    assert r.status == 200
+    assert r.header("content-type").startswith("text/plain")
+    assert r.body.startswith(b"Hello from uringapi")
+    server.stop()
+
+
+def test_startup_line_names_address_workers_and_driver(servers: ServerFactory) -> None:
+    server = servers.start(None, workers=3, threads=1, app_dir=None)
+    needle = f"listening on http://{HOST}:{server.port}"
+    deadline = time.monotonic() + 10
+    while not (lines := [l for l in stderr_lines(server) if needle in l]):
+        assert time.monotonic() < deadline, f"no line with {needle!r}\n{server.diagnostics()}"
+        time.sleep(0.05)
+    line = lines[0]
+    assert re.search(r"\b3 workers?\b|\bworkers?\s*[=:]?\s*3\b", line), f"worker count missing: {line!r}"
+    assert "io_uring" in line or "epoll" in line, f"I/O driver missing: {line!r}"
+    server.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["w1", "w2"])
+def test_app_failing_at_import(servers: ServerFactory, tmp_path: Path, workers: int) -> None:
+    log = tmp_path / "events.log"
+    server = servers.spawn("bad_import:app", workers=workers,
+                           env={"URINGAPI_TEST_EVENT_LOG": str(log)})
+    assert_failed_cleanly(server, "bad_import", "fails to import on purpose")
+    imports = count_events(log, "import")
+    assert 1 <= imports <= workers, f"app imported {imports} times by {workers} worker(s): respawned"
+
+
+@pytest.mark.parametrize(
+    ("app", "mentions"),
+    [
+        ("no_such_module_e2e:app", ["no_such_module_e2e"]),
+        ("fastapi_app:no_such_attribute", ["no_such_attribute"]),
+    ],
+    ids=["missing-module", "missing-attribute"],
+)
+def test_app_that_cannot_be_found(servers: ServerFactory, app: str, mentions: list[str]) -> None:
+    assert_failed_cleanly(servers.spawn(app, workers=2), *mentions)
+
+
+def test_app_with_syntax_error(servers: ServerFactory, tmp_path: Path) -> None:
+    # Written here, not kept in tests/apps, so no linter or compileall trips on it.
+    (tmp_path / "broken_syntax.py").write_text("def app(:\n    pass\n")
+    server = servers.spawn("broken_syntax:app", workers=2, app_dir=tmp_path)
+    assert_failed_cleanly(server, "broken_syntax", "SyntaxError")
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["w1", "w2"])
+def test_lifespan_startup_failure(servers: ServerFactory, tmp_path: Path, workers: int) -> None:
+    log = tmp_path / "events.log"
+    server = servers.spawn("bad_lifespan:app", workers=workers,
+                           env={"URINGAPI_TEST_EVENT_LOG": str(log)})
+    assert_failed_cleanly(server, "db down")
+    attempts = count_events(log, "startup")
+    assert 1 <= attempts <= workers, f"lifespan ran {attempts} times for {workers} worker(s): respawned"
+
+
+def test_port_in_use(servers: ServerFactory) -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = servers.spawn(None, app_dir=None, port=port)
+        assert_failed_cleanly(server, str(port))

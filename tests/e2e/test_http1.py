@@ -1,0 +1,141 @@
+"""HTTP/1.x on the wire, raw bytes in and out: keep-alive, HTTP/1.0, pipelining,
+Expect: 100-continue, HEAD, and malformed requests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import rawhttp
+from harness import Server
+
+HELLO = b'{"message":"hello"}'
+
+
+def test_keepalive_two_requests_on_one_connection(fastapi_server: Server) -> None:
+    with rawhttp.Connection(fastapi_server.host, fastapi_server.port) as c:
+        first = c.request("GET", "/json")
+        second = c.request("GET", "/items/7?q=again")
+    assert (first.status, first.body) == (200, HELLO)
+    assert "close" not in first.connection_tokens()
+    assert first.header("content-length") == str(len(HELLO))
+    assert second.status == 200
+    assert json.loads(second.body) == {"item_id": 7, "q": "again", "limit": 10}
+
+
+def test_connection_close_is_honoured(fastapi_server: Server) -> None:
+    with rawhttp.Connection(fastapi_server.host, fastapi_server.port) as c:
+        r = c.request("GET", "/json", [("Connection", "close")])
+        assert (r.status, r.body) == (200, HELLO)
+        assert "close" in r.connection_tokens()
+        assert c.closed_by_peer()
+
+
+def test_http10_request_gets_response_then_close(fastapi_server: Server) -> None:
+    with rawhttp.Connection(fastapi_server.host, fastapi_server.port) as c:
+        r = c.request("GET", "/json", version="HTTP/1.0")
+        assert r.status == 200
+        assert r.body == HELLO
+        assert c.closed_by_peer(), "HTTP/1.0 without keep-alive must end with a close"
+
+
+@pytest.mark.uringapi_only  # uvicorn's httptools protocol sends chunked to HTTP/1.0 clients
+def test_http10_streaming_response_is_not_chunked(fastapi_server: Server) -> None:
+    # An HTTP/1.0 client does not know chunked coding (RFC 9112 §7.1): the body is
+    # delimited by closing the connection instead.
+    with rawhttp.Connection(fastapi_server.host, fastapi_server.port) as c:
+        r = c.request("GET", "/stream?n=50", version="HTTP/1.0")
+        assert r.status == 200
+        assert not r.chunked
+        assert r.body == "".join(f"chunk {i}\n" for i in range(50)).encode()
+
+
+def test_pipelined_requests_answered_in_order(fastapi_server: Server) -> None:
+    # The first request is the slow one: its response must still come first.
+    requests = [
+        rawhttp.build_request("GET", "/sleep?s=0.2"),
+        rawhttp.build_request("GET", "/items/1?q=second"),
+        rawhttp.build_request("POST", "/echo", body=b"third"),
+        rawhttp.build_request("GET", "/items/2?q=fourth"),
+    ]
+    with rawhttp.Connection(fastapi_server.host, fastapi_server.port) as c:
+        c.send(b"".join(requests))
+        responses = [c.read_response() for _ in requests]
+    assert [r.status for r in responses] == [200] * 4
+    assert "start" in json.loads(responses[0].body)
+    assert json.loads(responses[1].body)["q"] == "second"
+    assert responses[2].body == b"third"
+    assert json.loads(responses[3].body)["q"] == "fourth"
+
+
+def test_expect_100_continue(fastapi_server: Server) -> None:
+    body = b"x" * 100_000
+    with rawhttp.Connection(fastapi_server.host, fastapi_server.port, timeout=15) as c:
+        c.send(rawhttp.build_request(
+            "POST", "/echo", [("Content-Length", str(len(body))), ("Expect", "100-continue")]
+        ))
+        interim = c.read_head()
+        assert interim.status == 100, f"expected 100 Continue, got {interim.status}"
+        c.send(body)
+        r = c.read_response("POST")
+    assert r.status == 200
+    assert r.body == body
+
+
+def test_head_has_headers_but_no_body(starlette_server: Server) -> None:
+    with rawhttp.Connection(starlette_server.host, starlette_server.port) as c:
+        get = c.request("GET", "/")
+        head = c.request("HEAD", "/")
+        # If the server had sent a body for HEAD, this response would not parse.
+        after = c.request("GET", "/")
+    assert get.body == b"Hello from Starlette"
+    assert head.status == 200
+    assert head.header("content-length") == str(len(get.body))
+    assert head.body == b""
+    assert after.body == get.body
+
+
+def test_chunked_request_body_raw(fastapi_server: Server) -> None:
+    raw = (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\nTrailer: ignored\r\n\r\n"
+    )
+    with rawhttp.Connection(fastapi_server.host, fastapi_server.port) as c:
+        c.send(raw)
+        r = c.read_response("POST")
+        assert (r.status, r.body) == (200, b"hello world!")
+        assert c.request("GET", "/json").body == HELLO
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"NOT AN HTTP REQUEST\r\n\r\n", id="garbage-request-line"),
+        pytest.param(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            id="content-length-and-chunked",
+        ),
+        pytest.param(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            id="conflicting-content-length",
+        ),
+        pytest.param(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            id="bad-chunk-size",
+        ),
+        pytest.param(
+            b"GET /json HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+            id="obs-fold",
+        ),
+    ],
+)
+def test_malformed_request_gets_400_and_close(fastapi_server: Server, raw: bytes) -> None:
+    # DESIGN: a malformed or ambiguous request gets a precise 4xx and the connection
+    # is closed (it can no longer be framed safely).
+    with rawhttp.Connection(fastapi_server.host, fastapi_server.port, timeout=10) as c:
+        c.send(raw)
+        r = c.read_response()
+        assert 400 <= r.status < 500, f"status {r.status}"
+        assert c.closed_by_peer()

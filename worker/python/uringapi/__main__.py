@@ -1,0 +1,3 @@
+from uringapi.cli import main
+
+main()

@@ -1,0 +1,406 @@
+"""A uringapi worker process: imports the app, runs its lifespan, then serves requests that
+the front end writes into shared memory, one asyncio task per request, on uvloop.
+
+Started by the front end as ``python -m uringapi.worker`` with its settings and inherited
+file descriptors in ``URINGAPI_*`` environment variables (see the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections import deque
+from typing import Any, Callable, NoReturn
+
+from uringapi import _native
+from uringapi.lifespan import Lifespan, LifespanFailed
+
+logger = logging.getLogger("uringapi.error")
+
+#: Exit code for "the app could not start" (the supervisor stops the server on it).
+STARTUP_FAILED = 3
+#: How many empty polls the worker makes before it sleeps on its doorbell.
+#: PERF: untuned; the performance issue measures it.
+SPIN_ROUNDS = 32
+#: Seconds between heartbeats in shared memory.
+HEARTBEAT = 0.1
+
+EV_REQUEST, EV_BODY, EV_DISCONNECT, EV_CANCEL = (
+    _native.EV_REQUEST,
+    _native.EV_BODY,
+    _native.EV_DISCONNECT,
+    _native.EV_CANCEL,
+)
+
+
+class ClientDisconnected(OSError):
+    """Raised by ``send()`` when the client has gone away. Not logged as an error."""
+
+
+class StartupError(Exception):
+    """The app could not be imported or started; carries the error and a hint."""
+
+    def __init__(self, error: str, hint: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.hint = hint
+
+
+def import_app(spec: str) -> Any:
+    module_name, _, attrs = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise StartupError(
+                f"could not import module {module_name!r}: {exc}",
+                "run uringapi from the folder that holds the module, or pass --app-dir",
+            ) from exc
+        traceback.print_exc()
+        raise StartupError(
+            f"importing {module_name!r} failed: {exc}",
+            "install the missing package into the Python environment that runs the workers",
+        ) from exc
+    except BaseException as exc:  # noqa: BLE001 - a broken app module must not crash silently
+        traceback.print_exc()
+        raise StartupError(
+            f"importing {module_name!r} raised {type(exc).__name__}: {exc}",
+            "fix the error in the traceback above",
+        ) from exc
+    app: Any = module
+    for attr in attrs.split("."):
+        try:
+            app = getattr(app, attr)
+        except AttributeError as exc:
+            raise StartupError(
+                f"attribute {attrs!r} not found in module {module_name!r}",
+                "check the name after the colon, e.g. 'main:app' for `app = FastAPI()` in main.py",
+            ) from exc
+    if not callable(app):
+        raise StartupError(f"{spec!r} is not callable", "point uringapi at the ASGI application object")
+    return app
+
+
+class Cycle:
+    """One request: its ASGI ``receive``/``send`` and the state they share."""
+
+    __slots__ = (
+        "worker", "key", "scope", "chunks", "body_done", "waiter",
+        "disconnected", "started", "head", "head_sent", "complete", "task",
+    )
+
+    def __init__(self, worker: Worker, key: int, scope: dict[str, Any], body: bytes, more: bool) -> None:
+        self.worker = worker
+        self.key = key
+        self.scope = scope
+        self.chunks: deque[tuple[bytes, bool]] = deque(((body, more),))
+        self.body_done = not more
+        self.waiter: asyncio.Future[None] | None = None
+        self.disconnected = False
+        self.started = False
+        self.head: tuple[int, Any] | None = None
+        self.head_sent = False
+        self.complete = False
+        self.task: asyncio.Task[None] | None = None
+
+    # ---- events from the front end ----
+    def feed(self, body: bytes, more: bool) -> None:
+        self.chunks.append((body, more))
+        if not more:
+            self.body_done = True
+        self._wake()
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    # ---- the ASGI callables ----
+    async def receive(self) -> dict[str, Any]:
+        while True:
+            if self.chunks:
+                body, more = self.chunks.popleft()
+                return {"type": "http.request", "body": body, "more_body": more}
+            if self.disconnected or self.complete:
+                return {"type": "http.disconnect"}
+            self.waiter = self.worker.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.head = (int(message["status"]), message.get("headers") or ())
+            # Usually the body follows at once and both go out as one record (with a
+            # Content-Length). If the app pauses first, send the head alone.
+            self.worker.loop.call_soon(self._flush_head)
+        elif kind == "http.response.body":
+            if not self.started:
+                raise RuntimeError("http.response.body sent before http.response.start")
+            if self.complete:
+                raise RuntimeError("http.response.body sent after the response completed")
+            if self.disconnected:
+                raise ClientDisconnected("the client has disconnected")
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                body = bytes(body)
+            more = bool(message.get("more_body", False))
+            if not more:
+                self.complete = True
+            head, self.head = self.head, None
+            self.head_sent = True
+            await self.worker.write(self.key, head, body, more)
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} for an http scope")
+
+    def _flush_head(self) -> None:
+        if self.head is not None and not self.disconnected:
+            head, self.head = self.head, None
+            self.head_sent = True
+            self.worker.loop.create_task(self.worker.write(self.key, head, b"", True))
+
+    async def run(self, app: Any) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except asyncio.CancelledError:
+            if not self.head_sent and not self.disconnected:
+                await self._error(500)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the app's failure becomes a 500 or a close
+            if self.disconnected and isinstance(exc, OSError):
+                return
+            logger.error("exception in ASGI application", exc_info=exc)
+            if not self.head_sent and self.head is None and not self.disconnected:
+                await self._error(500)
+            elif not self.complete and not self.disconnected:
+                await self._abort()
+        else:
+            if not self.started and not self.disconnected:
+                logger.error("ASGI callable returned without starting a response")
+                await self._error(500)
+            elif not self.complete and not self.disconnected:
+                logger.error("ASGI callable returned without completing the response")
+                await self._abort()
+        finally:
+            self.worker.cycles.pop(self.key, None)
+
+    async def _error(self, status: int) -> None:
+        self.head = None
+        self.head_sent = True
+        self.complete = True
+        body = b"Internal Server Error"
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+        await self.worker.write(self.key, (status, headers), body, False)
+
+    async def _abort(self) -> None:
+        self.complete = True
+        if self.head is not None:
+            # The head was still buffered: nothing went out, so a 500 is still possible.
+            await self._error(500)
+            return
+        while not self.worker.native.abort(self.key):
+            await self.worker.wait_space()
+
+
+class Worker:
+    """Reads requests from the channels and runs the app for each."""
+
+    def __init__(self, app: Any, native: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.native = native
+        self.loop = loop
+        self.cycles: dict[int, Cycle] = {}
+        self.polling = False
+        self.idle = 0
+        self.space_waiters: list[asyncio.Future[None]] = []
+
+    def start(self) -> None:
+        self.loop.add_reader(self.native.doorbell_fd, self._on_doorbell)
+        self._on_doorbell()
+
+    def stop(self) -> None:
+        self.loop.remove_reader(self.native.doorbell_fd)
+
+    def _on_doorbell(self) -> None:
+        self.native.awake()
+        if not self.polling:
+            self.polling = True
+            self.idle = 0
+            self._poll()
+
+    def _poll(self) -> None:
+        try:
+            events = self.native.drain()
+        except _native.ChannelBroken:
+            logger.critical("the channel to the front end is broken; exiting", exc_info=True)
+            os._exit(70)
+        if events:
+            self.idle = 0
+            self._dispatch(events)
+        else:
+            self.idle += 1
+        if self.space_waiters and self.native.has_space():
+            self._wake_space()
+        if self.idle < SPIN_ROUNDS:
+            self.loop.call_soon(self._poll)
+        elif self.native.prepare_sleep():
+            self.idle = 0
+            self.loop.call_soon(self._poll)
+        else:
+            self.polling = False
+
+    def _dispatch(self, events: list[tuple[Any, ...]]) -> None:
+        cycles = self.cycles
+        for ev in events:
+            kind = ev[0]
+            if kind == EV_REQUEST:
+                _, key, scope, body, more = ev
+                cycle = Cycle(self, key, scope, body, more)
+                cycles[key] = cycle
+                cycle.task = self.loop.create_task(cycle.run(self.app))
+            elif kind == EV_BODY:
+                cycle = cycles.get(ev[1])
+                if cycle is not None:
+                    cycle.feed(ev[2], ev[3])
+            elif kind == EV_DISCONNECT:
+                cycle = cycles.get(ev[1])
+                if cycle is not None:
+                    cycle.disconnect()
+            elif kind == EV_CANCEL:
+                cycle = cycles.get(ev[1])
+                if cycle is not None and cycle.task is not None:
+                    cycle.disconnected = True
+                    cycle.task.cancel()
+
+    def _wake_space(self) -> None:
+        self.native.space_done()
+        waiters, self.space_waiters = self.space_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_space(self) -> None:
+        if self.native.prepare_space_wait():
+            await asyncio.sleep(0)
+            return
+        fut = self.loop.create_future()
+        self.space_waiters.append(fut)
+        await fut
+
+    async def write(self, key: int, head: tuple[int, Any] | None, body: bytes, more: bool) -> None:
+        send = self.native.send
+        offset = 0
+        while True:
+            n = send(key, head, body, offset, more)
+            if n >= 0:
+                head = None
+                offset += n
+                if offset >= len(body):
+                    return
+            await self.wait_space()
+
+    async def drain_requests(self, timeout: float) -> None:
+        tasks = [c.task for c in self.cycles.values() if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+
+def fail(error: str, hint: str) -> NoReturn:
+    message = f"error: {error}\nhint: {hint}\n"
+    status_fd = os.environ.get("URINGAPI_STATUS_FD")
+    written = False
+    if status_fd:
+        try:
+            os.write(int(status_fd), message.encode())
+            written = True
+        except OSError:
+            pass
+    if not written:
+        sys.stderr.write(message)
+    sys.stderr.flush()
+    os._exit(STARTUP_FAILED)
+
+
+def setup_logging(level: str) -> None:
+    index = os.environ.get("URINGAPI_WORKER_INDEX", "?")
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format=f"%(asctime)s %(levelname)s worker[{index}:{os.getpid()}] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
+    loop = asyncio.get_running_loop()
+    lifespan = Lifespan(app, lifespan_mode)
+    try:
+        await lifespan.startup()
+    except LifespanFailed as exc:
+        fail(f"the app's lifespan startup failed: {exc}", "fix the startup code (see the log above), or run with --lifespan off")
+    native.set_state(lifespan.state)
+    worker = Worker(app, native, loop)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def beat() -> None:
+        native.beat()
+        loop.call_later(HEARTBEAT, beat)
+
+    beat()
+    worker.start()
+    native.set_ready()
+    await stop.wait()
+    worker.stop()
+    await worker.drain_requests(timeout=float(os.environ.get("URINGAPI_GRACEFUL", "30")))
+    await lifespan.shutdown()
+
+
+def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | None = None) -> None:
+    env = dict(os.environ if env is None else env)
+    setup_logging(env.get("URINGAPI_LOG_LEVEL", "INFO"))
+    # Ctrl-C reaches the whole process group; the front end decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    app_dir = env.get("URINGAPI_APP_DIR") or os.getcwd()
+    sys.path.insert(0, app_dir)
+    try:
+        app = import_app(env.get("URINGAPI_APP", "uringapi.demo:app"))
+    except StartupError as exc:
+        fail(exc.error, exc.hint)
+    try:
+        native = _native.Worker(
+            int(env["URINGAPI_SEGMENT_FD"]),
+            int(env["URINGAPI_DOORBELL_FD"]),
+            [int(fd) for fd in env["URINGAPI_THREAD_FDS"].split(",") if fd],
+            env.get("URINGAPI_ROOT_PATH", ""),
+        )
+    except (KeyError, ValueError, _native.SegmentError) as exc:
+        fail(f"this process was not started by the uringapi front end ({exc})", "start workers with `uringapi serve`, not directly")
+    if uvloop_factory is None:
+        import uvloop
+
+        uvloop_factory = uvloop.new_event_loop
+    loop = uvloop_factory()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(serve(app, native, env.get("URINGAPI_LIFESPAN", "auto")))
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    main()
