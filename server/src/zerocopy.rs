@@ -65,13 +65,17 @@ pub struct Frame {
     prefix: Vec<u8>,
     body: Option<SlotLease>,
     suffix: &'static [u8],
-    iov: [libc::iovec; 3],
+    /// Boxed: monoio takes the iovec pointer before it moves the frame into the operation,
+    /// so the array must not live inside the (movable) frame itself.
+    iov: Box<[libc::iovec; 3]>,
+    /// First iovec not fully written yet.
+    start: usize,
     n: usize,
 }
 
 impl Frame {
     pub fn new(prefix: Vec<u8>, body: Option<SlotLease>, suffix: &'static [u8]) -> Self {
-        let mut f = Self { prefix, body, suffix, iov: [empty(); 3], n: 0 };
+        let mut f = Self { prefix, body, suffix, iov: Box::new([empty(); 3]), start: 0, n: 0 };
         let mut push = |p: *const u8, len: usize| {
             if len > 0 {
                 f.iov[f.n] = libc::iovec { iov_base: p as *mut libc::c_void, iov_len: len };
@@ -86,8 +90,34 @@ impl Frame {
         f
     }
 
+    /// Bytes still to write.
     pub fn total_len(&self) -> usize {
-        self.iov[..self.n].iter().map(|v| v.iov_len).sum()
+        self.iov[self.start..self.n].iter().map(|v| v.iov_len).sum()
+    }
+
+    /// Marks `written` bytes as sent after a partial `writev`; true when nothing is left.
+    ///
+    /// We track progress ourselves rather than use monoio's `write_vectored_all`: in monoio
+    /// 0.2.4 its iovec bookkeeping drops the pointer advance on a partial write
+    /// (`iov_base.add(amt)` is computed and discarded), which resends bytes.
+    pub fn advance(&mut self, mut written: usize) -> bool {
+        while self.start < self.n && written > 0 {
+            let v = &mut self.iov[self.start];
+            if written >= v.iov_len {
+                written -= v.iov_len;
+                v.iov_len = 0;
+                self.start += 1;
+            } else {
+                // SAFETY: `written < iov_len`, so the new base stays inside the same buffer.
+                v.iov_base = unsafe { v.iov_base.cast::<u8>().add(written) }.cast();
+                v.iov_len -= written;
+                written = 0;
+            }
+        }
+        while self.start < self.n && self.iov[self.start].iov_len == 0 {
+            self.start += 1;
+        }
+        self.start == self.n
     }
 
     /// Gives the prefix buffer back for reuse.
@@ -100,17 +130,46 @@ fn empty() -> libc::iovec {
     libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }
 }
 
-// SAFETY: every iovec points either into `prefix` (a Vec whose heap buffer does not move
-// when the Frame moves and is not mutated while the Frame lives), into a leased
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(f: &Frame) -> Vec<u8> {
+        let iov = &f.iov[f.start..f.n];
+        // SAFETY: every iovec points into the frame's own prefix or static suffix.
+        iov.iter().flat_map(|v| unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) }.to_vec()).collect()
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        for step in 1..12 {
+            let mut f = Frame::new(b"HEAD-".to_vec(), None, b"TAIL");
+            let mut sent = Vec::new();
+            loop {
+                let rest = collect(&f);
+                let n = step.min(rest.len());
+                sent.extend_from_slice(&rest[..n]);
+                if f.advance(n) {
+                    break;
+                }
+            }
+            assert_eq!(sent, b"HEAD-TAIL", "step {step}");
+        }
+    }
+}
+
+// SAFETY: the iovec array is boxed, so its address survives moves of the Frame; every
+// iovec points either into `prefix` (a Vec whose heap buffer does not move when the Frame
+// moves and is not mutated while the Frame lives), into a leased
 // shared-memory slot kept mapped and out of the worker's hands by the lease the Frame owns,
 // or into a `'static` suffix. So the pointers stay valid for as long as the runtime owns the
 // Frame, which is what `IoVecBuf` requires.
 unsafe impl IoVecBuf for Frame {
     fn read_iovec_ptr(&self) -> *const libc::iovec {
-        self.iov.as_ptr()
+        self.iov[self.start..].as_ptr()
     }
 
     fn read_iovec_len(&self) -> usize {
-        self.n
+        self.n - self.start
     }
 }

@@ -430,16 +430,26 @@ impl Conn {
             }
         };
         out.sent += len as u64;
-        let frame = Frame::new(prefix, body, suffix);
-        if frame.total_len() == 0 {
-            out.prefix = frame.into_prefix();
-            return true;
+        let mut frame = Frame::new(prefix, body, suffix);
+        let mut ok = true;
+        while frame.total_len() > 0 {
+            let (res, f) = self.sock.writev(frame).await;
+            frame = f;
+            match res {
+                Ok(0) => ok = false,
+                Ok(n) => {
+                    frame.advance(n);
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => ok = false,
+            }
+            break;
         }
-        let (res, frame) = self.sock.write_vectored_all(frame).await;
         let mut prefix = frame.into_prefix();
         prefix.clear();
         out.prefix = prefix;
-        res.is_ok()
+        ok
     }
 }
 

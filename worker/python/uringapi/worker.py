@@ -270,10 +270,15 @@ class Worker:
             kind = ev[0]
             if kind == EV_REQUEST:
                 _, key, scope, body, more = ev
+                if os.environ.get("URINGAPI_DEBUG_EVENTS"):
+                    cl = dict(scope["headers"]).get(b"content-length")
+                    logger.warning("REQ key=%x cl=%s body=%r more=%s", key, cl, body[:20], more)
                 cycle = Cycle(self, key, scope, body, more)
                 cycles[key] = cycle
                 cycle.task = self.loop.create_task(cycle.run(self.app))
             elif kind == EV_BODY:
+                if os.environ.get("URINGAPI_DEBUG_EVENTS"):
+                    logger.warning("BODY key=%x body=%r more=%s known=%s", ev[1], ev[2][:20], ev[3], ev[1] in cycles)
                 cycle = cycles.get(ev[1])
                 if cycle is not None:
                     cycle.feed(ev[2], ev[3])
@@ -351,7 +356,13 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
     try:
         await lifespan.startup()
     except LifespanFailed as exc:
-        fail(f"the app's lifespan startup failed: {exc}", "fix the startup code (see the log above), or run with --lifespan off")
+        # Starlette reports the whole traceback as the failure message: log it all, and
+        # put its last line (the exception itself) in the one-line error.
+        text = str(exc).strip()
+        if "\n" in text:
+            logger.error("lifespan startup failed:\n%s", text)
+        summary = text.splitlines()[-1] if text else "lifespan.startup.failed"
+        fail(f"the app's lifespan startup failed: {summary}", "fix the startup code (see the log above), or run with --lifespan off")
     native.set_state(lifespan.state)
     worker = Worker(app, native, loop)
     stop = asyncio.Event()
