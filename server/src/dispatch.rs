@@ -419,11 +419,11 @@ impl Hub {
             // The client left and the stream closed; the lease drops and frees the slot.
             return Ok(());
         };
-        if s.worker != worker {
-            return Err(RouteError::ForeignStream(inc.stream));
-        }
         if s.finished {
             return Err(RouteError::AfterEnd(inc.stream));
+        }
+        if s.worker != worker {
+            return Err(RouteError::ForeignStream(inc.stream));
         }
         let ev = match inc.kind {
             Kind::Response => Event::Head { head, body, more: inc.more },

@@ -91,7 +91,7 @@ class Cycle:
 
     __slots__ = (
         "worker", "key", "scope", "chunks", "body_done", "waiter",
-        "disconnected", "started", "head", "head_sent", "complete", "task",
+        "disconnected", "started", "head", "head_sent", "complete", "task", "flushing",
     )
 
     def __init__(self, worker: Worker, key: int, scope: dict[str, Any], body: bytes, more: bool) -> None:
@@ -107,6 +107,8 @@ class Cycle:
         self.head_sent = False
         self.complete = False
         self.task: asyncio.Task[None] | None = None
+        #: A head flushed on its own that is still waiting for ring space.
+        self.flushing: asyncio.Task[None] | None = None
 
     # ---- events from the front end ----
     def feed(self, body: bytes, more: bool) -> None:
@@ -160,6 +162,10 @@ class Cycle:
             more = bool(message.get("more_body", False))
             if not more:
                 self.complete = True
+            if self.flushing is not None:
+                # Pieces must reach the ring in order: let the head go first.
+                await self.flushing
+                self.flushing = None
             head, self.head = self.head, None
             self.head_sent = True
             await self.worker.write(self.key, head, body, more)
@@ -167,10 +173,13 @@ class Cycle:
             raise RuntimeError(f"unexpected ASGI message {kind!r} for an http scope")
 
     def _flush_head(self) -> None:
-        if self.head is not None and not self.disconnected:
-            head, self.head = self.head, None
-            self.head_sent = True
-            self.worker.loop.create_task(self.worker.write(self.key, head, b"", True))
+        if self.head is None or self.disconnected:
+            return
+        head, self.head = self.head, None
+        self.head_sent = True
+        if self.worker.native.send(self.key, head, b"", 0, True) < 0:
+            # No room right now: finish in a task that later sends wait for.
+            self.flushing = self.worker.loop.create_task(self.worker.write(self.key, head, b"", True))
 
     async def run(self, app: Any) -> None:
         try:
