@@ -31,7 +31,11 @@ impl Arena {
     /// # Safety
     /// `base .. base + slots * slot_size` is mapped for as long as the arena is used.
     pub unsafe fn new(base: *mut u8, slots: u32, slot_size: u32) -> Self {
-        Self { base, slots, slot_size }
+        Self {
+            base,
+            slots,
+            slot_size,
+        }
     }
 
     pub fn slots(&self) -> u32 {
@@ -70,7 +74,10 @@ pub struct BadReturn(pub u32);
 impl SlotPool {
     pub fn new(slots: u32) -> Self {
         // Reversed so that slot 0 goes out first; LIFO reuse keeps hot slots in cache.
-        Self { free: (0..slots).rev().collect(), lent: vec![false; slots as usize] }
+        Self {
+            free: (0..slots).rev().collect(),
+            lent: vec![false; slots as usize],
+        }
     }
 
     pub fn take(&mut self, arena: &Arena) -> Option<SlotIndex> {

@@ -24,7 +24,11 @@ pub enum ChannelError {
     #[error("record names slot {0} which is still in use")]
     SlotBusy(u32),
     #[error("record claims {len} bytes (head {head}) in a slot of {slot_size}")]
-    Length { len: u32, head: u32, slot_size: usize },
+    Length {
+        len: u32,
+        head: u32,
+        slot_size: usize,
+    },
     #[error("record of kind {0:?} is missing its slot")]
     MissingSlot(Kind),
     #[error(transparent)]
@@ -44,7 +48,12 @@ pub struct Incoming {
     pub head_len: usize,
 }
 
-fn view<T: Copy>(seg: &Segment, offset: usize, capacity: usize, produce: bool) -> (Option<Producer<T>>, Option<Consumer<T>>) {
+fn view<T: Copy>(
+    seg: &Segment,
+    offset: usize,
+    capacity: usize,
+    produce: bool,
+) -> (Option<Producer<T>>, Option<Consumer<T>>) {
     // SAFETY: offsets come from the segment's own geometry (in bounds, aligned, initialised by
     // `Segment::create`); the channel that calls this is the only producer or consumer of the
     // ring on its side, and holds an `Arc<Segment>` that keeps the mapping alive.
@@ -141,19 +150,28 @@ impl FrontChannel {
     /// Copies `bytes` into a request slot at `offset`. Panics if it does not fit: callers
     /// size their writes by [`slot_size`](Self::slot_size).
     pub fn write_slot(&mut self, slot: SlotIndex, offset: usize, bytes: &[u8]) {
-        assert!(offset + bytes.len() <= self.req_arena.slot_size(), "write past slot end");
+        assert!(
+            offset + bytes.len() <= self.req_arena.slot_size(),
+            "write past slot end"
+        );
         // SAFETY: in bounds (checked above, `SlotIndex` is in range); the slot was taken
         // from our pool so the worker does not own it; raw copy, no reference to shared
         // memory is formed.
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.req_arena.ptr(slot).add(offset), bytes.len())
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.req_arena.ptr(slot).add(offset),
+                bytes.len(),
+            )
         }
     }
 
     /// Room for another record in the request ring.
     pub fn has_room(&mut self) -> Result<bool, ChannelError> {
-        Ok(self.requests.len_cached() < self.seg.geometry().ring_capacity as u64
-            || self.requests.free()? > 0)
+        Ok(
+            self.requests.len_cached() < self.seg.geometry().ring_capacity as u64
+                || self.requests.free()? > 0,
+        )
     }
 
     /// Publishes a request record. `Ok(false)`: the ring is full, try again later.
@@ -172,7 +190,9 @@ impl FrontChannel {
 
     /// Takes the next response record, validated.
     pub fn recv(&mut self) -> Result<Option<Incoming>, ChannelError> {
-        let Some(rec) = self.responses.pop()? else { return Ok(None) };
+        let Some(rec) = self.responses.pop()? else {
+            return Ok(None);
+        };
         let kind = match Kind::from_u8(rec.kind) {
             Some(k @ (Kind::Response | Kind::ResponseBody | Kind::Abort)) => k,
             _ => return Err(ChannelError::Kind(rec.kind)),
@@ -185,10 +205,20 @@ impl FrontChannel {
             None
         } else {
             let slots = self.resp_arena.slots();
-            let idx = self.resp_arena.check(rec.slot).ok_or(ChannelError::SlotRange { slot: rec.slot, slots })?;
+            let idx = self
+                .resp_arena
+                .check(rec.slot)
+                .ok_or(ChannelError::SlotRange {
+                    slot: rec.slot,
+                    slots,
+                })?;
             let slot_size = self.resp_arena.slot_size();
             if len as usize > slot_size || head > len {
-                return Err(ChannelError::Length { len, head, slot_size });
+                return Err(ChannelError::Length {
+                    len,
+                    head,
+                    slot_size,
+                });
             }
             let held = &mut self.resp_held[idx.get() as usize];
             if *held {
@@ -197,8 +227,18 @@ impl FrontChannel {
             *held = true;
             Some((idx, len as usize))
         };
-        let head_len = if kind == Kind::Response { head as usize } else { 0 };
-        Ok(Some(Incoming { kind, stream: rec.stream, more: rec.has_more(), slot, head_len }))
+        let head_len = if kind == Kind::Response {
+            head as usize
+        } else {
+            0
+        };
+        Ok(Some(Incoming {
+            kind,
+            stream: rec.stream,
+            more: rec.has_more(),
+            slot,
+            head_len,
+        }))
     }
 
     /// Copies bytes out of a held response slot (for the head, which is validated after the
@@ -234,7 +274,8 @@ impl FrontChannel {
 
     /// After releases: whether the worker is blocked for space and must be woken.
     pub fn worker_wants_space(&self) -> bool {
-        self.response_returns.consumer_sleeping(self.seg.worker_wants_space())
+        self.response_returns
+            .consumer_sleeping(self.seg.worker_wants_space())
     }
 
     /// This thread's sleeping flag in this segment.
@@ -301,15 +342,27 @@ impl WorkerChannel {
     /// The next request record. The front end is trusted, but slot and length are still
     /// checked so that a bug there cannot make the worker read out of bounds.
     pub fn recv(&mut self) -> Result<Option<(Record, Option<SlotIndex>)>, ChannelError> {
-        let Some(rec) = self.requests.pop()? else { return Ok(None) };
+        let Some(rec) = self.requests.pop()? else {
+            return Ok(None);
+        };
         if rec.slot == NO_SLOT {
             return Ok(Some((rec, None)));
         }
         let slots = self.req_arena.slots();
-        let idx = self.req_arena.check(rec.slot).ok_or(ChannelError::SlotRange { slot: rec.slot, slots })?;
+        let idx = self
+            .req_arena
+            .check(rec.slot)
+            .ok_or(ChannelError::SlotRange {
+                slot: rec.slot,
+                slots,
+            })?;
         let slot_size = self.req_arena.slot_size();
         if rec.len as usize > slot_size || rec.aux > rec.len {
-            return Err(ChannelError::Length { len: rec.len, head: rec.aux, slot_size });
+            return Err(ChannelError::Length {
+                len: rec.len,
+                head: rec.aux,
+                slot_size,
+            });
         }
         Ok(Some((rec, Some(idx))))
     }
@@ -330,7 +383,8 @@ impl WorkerChannel {
 
     /// Whether the front-end thread is blocked for space and must be woken.
     pub fn front_wants_space(&self) -> bool {
-        self.request_returns.consumer_sleeping(self.seg.front_wants_space(self.thread))
+        self.request_returns
+            .consumer_sleeping(self.seg.front_wants_space(self.thread))
     }
 
     /// A free response slot, reclaiming the ones the front end returned.
@@ -351,7 +405,9 @@ impl WorkerChannel {
     pub fn slot_mut(&mut self, slot: SlotIndex) -> &mut [u8] {
         // SAFETY: in bounds; the slot came from our pool, so the front end holds no lease on
         // it and will not read it until we publish a record naming it.
-        unsafe { std::slice::from_raw_parts_mut(self.resp_arena.ptr(slot), self.resp_arena.slot_size()) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.resp_arena.ptr(slot), self.resp_arena.slot_size())
+        }
     }
 
     /// Room for another response record.
@@ -370,7 +426,8 @@ impl WorkerChannel {
 
     /// After `send`s: whether the front-end thread must be woken (rule 4).
     pub fn front_asleep(&self) -> bool {
-        self.responses.consumer_sleeping(self.seg.front_sleeping(self.thread))
+        self.responses
+            .consumer_sleeping(self.seg.front_sleeping(self.thread))
     }
 
     /// Whether request records wait (the worker's re-check of rule 4).
@@ -390,9 +447,17 @@ mod tests {
     use crate::layout::Geometry;
 
     fn pair() -> (FrontChannel, WorkerChannel) {
-        let g = Geometry { threads: 1, ring_capacity: 4, slots: 2, slot_size: 4096 };
+        let g = Geometry {
+            threads: 1,
+            ring_capacity: 4,
+            slots: 2,
+            slot_size: 4096,
+        };
         let seg = Arc::new(Segment::create(g, 1).unwrap());
-        (FrontChannel::new(seg.clone(), 0), WorkerChannel::new(seg, 0))
+        (
+            FrontChannel::new(seg.clone(), 0),
+            WorkerChannel::new(seg, 0),
+        )
     }
 
     #[test]
@@ -400,7 +465,9 @@ mod tests {
         let (mut f, mut w) = pair();
         let s = f.take_slot().unwrap().unwrap();
         f.write_slot(s, 0, b"hello");
-        assert!(f.send(Record::new(Kind::Request, 9).with_slot(s.get(), 5, 0)).unwrap());
+        assert!(f
+            .send(Record::new(Kind::Request, 9).with_slot(s.get(), 5, 0))
+            .unwrap());
         let (rec, slot) = w.recv().unwrap().unwrap();
         assert_eq!(rec.stream, 9);
         assert_eq!(w.request_bytes(slot.unwrap(), 5), b"hello");
@@ -408,7 +475,9 @@ mod tests {
 
         let r = w.take_slot().unwrap().unwrap();
         w.slot_mut(r)[..2].copy_from_slice(b"ok");
-        assert!(w.send(Record::new(Kind::Response, 9).with_slot(r.get(), 2, 0)).unwrap());
+        assert!(w
+            .send(Record::new(Kind::Response, 9).with_slot(r.get(), 2, 0))
+            .unwrap());
         let inc = f.recv().unwrap().unwrap();
         assert_eq!(inc.kind, Kind::Response);
         let (rs, len) = inc.slot.unwrap();
@@ -424,13 +493,31 @@ mod tests {
 
     #[test]
     fn worker_records_that_break_the_contract_are_named() {
-        let cases: Vec<(Record, fn(&ChannelError) -> bool)> = vec![
-            (Record { kind: 99, ..Record::default() }, |e| matches!(e, ChannelError::Kind(99))),
-            (Record::new(Kind::Response, 1), |e| matches!(e, ChannelError::MissingSlot(_))),
-            (Record::new(Kind::ResponseBody, 1).with_slot(7, 1, 0), |e| matches!(e, ChannelError::SlotRange { slot: 7, .. })),
-            (Record::new(Kind::ResponseBody, 1).with_slot(0, 5000, 0), |e| matches!(e, ChannelError::Length { .. })),
-            (Record::new(Kind::Response, 1).with_slot(0, 4, 8), |e| matches!(e, ChannelError::Length { .. })),
-            (Record::new(Kind::Request, 1), |e| matches!(e, ChannelError::Kind(1))),
+        type Expect = fn(&ChannelError) -> bool;
+        let cases: Vec<(Record, Expect)> = vec![
+            (
+                Record {
+                    kind: 99,
+                    ..Record::default()
+                },
+                |e| matches!(e, ChannelError::Kind(99)),
+            ),
+            (Record::new(Kind::Response, 1), |e| {
+                matches!(e, ChannelError::MissingSlot(_))
+            }),
+            (Record::new(Kind::ResponseBody, 1).with_slot(7, 1, 0), |e| {
+                matches!(e, ChannelError::SlotRange { slot: 7, .. })
+            }),
+            (
+                Record::new(Kind::ResponseBody, 1).with_slot(0, 5000, 0),
+                |e| matches!(e, ChannelError::Length { .. }),
+            ),
+            (Record::new(Kind::Response, 1).with_slot(0, 4, 8), |e| {
+                matches!(e, ChannelError::Length { .. })
+            }),
+            (Record::new(Kind::Request, 1), |e| {
+                matches!(e, ChannelError::Kind(1))
+            }),
         ];
         for (rec, expect) in cases {
             let (mut f, mut w) = pair();

@@ -55,7 +55,10 @@ pub struct Malformed {
 }
 
 fn put_u16(out: &mut [u8], at: &mut usize, v: usize) -> Result<(), TooLarge> {
-    let v = u16::try_from(v).map_err(|_| TooLarge { needed: v, available: u16::MAX as usize })?;
+    let v = u16::try_from(v).map_err(|_| TooLarge {
+        needed: v,
+        available: u16::MAX as usize,
+    })?;
     out[*at..*at + 2].copy_from_slice(&v.to_le_bytes());
     *at += 2;
     Ok(())
@@ -88,14 +91,21 @@ impl RequestHead<'_> {
             + self.method.len()
             + self.path.len()
             + self.query.len()
-            + self.headers.iter().map(|(n, v)| 4 + n.len() + v.len()).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| 4 + n.len() + v.len())
+                .sum::<usize>()
     }
 
     /// Writes the head at the start of `out`; returns the bytes written.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, TooLarge> {
         let needed = self.encoded_len();
         if needed > out.len() {
-            return Err(TooLarge { needed, available: out.len() });
+            return Err(TooLarge {
+                needed,
+                available: out.len(),
+            });
         }
         let (cip, clen, cport) = ip_bytes(self.client);
         let (sip, slen, sport) = ip_bytes(self.server);
@@ -221,7 +231,10 @@ impl<'a> RequestView<'a> {
     }
 
     fn headers_checked(&self) -> impl Iterator<Item = Result<(&'a [u8], &'a [u8]), Malformed>> {
-        let mut r = Reader { buf: self.header_bytes, at: 0 };
+        let mut r = Reader {
+            buf: self.header_bytes,
+            at: 0,
+        };
         (0..self.header_count).map(move |_| {
             let (nl, vl) = (r.u16()?, r.u16()?);
             Ok((r.bytes(nl)?, r.bytes(vl)?))
@@ -240,9 +253,15 @@ pub fn encode_response_head<'h>(
     headers: impl ExactSizeIterator<Item = (&'h [u8], &'h [u8])> + Clone,
     out: &mut [u8],
 ) -> Result<usize, TooLarge> {
-    let needed = 4 + headers.clone().map(|(n, v)| 4 + n.len() + v.len()).sum::<usize>();
+    let needed = 4 + headers
+        .clone()
+        .map(|(n, v)| 4 + n.len() + v.len())
+        .sum::<usize>();
     if needed > out.len() {
-        return Err(TooLarge { needed, available: out.len() });
+        return Err(TooLarge {
+            needed,
+            available: out.len(),
+        });
     }
     let mut at = 0;
     put_u16(out, &mut at, status as usize)?;

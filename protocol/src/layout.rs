@@ -92,7 +92,10 @@ impl Geometry {
         if self.slots == 0 || self.slots > MAX_SLOTS {
             return Err(GeometryError::Slots(self.slots));
         }
-        if self.slot_size % 64 != 0 || self.slot_size < 4096 || self.slot_size > MAX_SLOT_SIZE {
+        if !self.slot_size.is_multiple_of(64)
+            || self.slot_size < 4096
+            || self.slot_size > MAX_SLOT_SIZE
+        {
             return Err(GeometryError::SlotSize(self.slot_size));
         }
         Ok(())
@@ -137,7 +140,15 @@ impl Geometry {
         let resp_free = resp_ring + ring_bytes::<Record>(cap);
         let req_arena = base + self.rings_bytes();
         let resp_arena = req_arena + self.arena_bytes();
-        ChannelOffsets { control, req_ring, req_free, resp_ring, resp_free, req_arena, resp_arena }
+        ChannelOffsets {
+            control,
+            req_ring,
+            req_free,
+            resp_ring,
+            resp_free,
+            req_arena,
+            resp_arena,
+        }
     }
 }
 
@@ -146,7 +157,12 @@ mod tests {
     use super::*;
 
     fn g() -> Geometry {
-        Geometry { threads: 3, ring_capacity: 256, slots: 100, slot_size: 65536 }
+        Geometry {
+            threads: 3,
+            ring_capacity: 256,
+            slots: 100,
+            slot_size: 65536,
+        }
     }
 
     #[test]

@@ -72,7 +72,12 @@ const _: () = assert!(std::mem::align_of::<Record>() == 8);
 
 impl Record {
     pub fn new(kind: Kind, stream: u64) -> Self {
-        Self { kind: kind as u8, slot: NO_SLOT, stream, ..Self::default() }
+        Self {
+            kind: kind as u8,
+            slot: NO_SLOT,
+            stream,
+            ..Self::default()
+        }
     }
 
     pub fn with_slot(mut self, slot: u32, len: u32, aux: u32) -> Self {

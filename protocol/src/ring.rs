@@ -82,7 +82,8 @@ pub enum PushError {
 /// Bytes a ring of `capacity` cells of `T` occupies, header included, rounded up to 64 so
 /// that whatever follows it starts on a fresh cache line.
 pub const fn ring_bytes<T>(capacity: usize) -> usize {
-    (std::mem::size_of::<RingHeader>() + capacity * std::mem::size_of::<Cell<T>>()).div_ceil(64) * 64
+    (std::mem::size_of::<RingHeader>() + capacity * std::mem::size_of::<Cell<T>>()).div_ceil(64)
+        * 64
 }
 
 /// A view of a ring placed in a memory region. Only [`Producer`] and [`Consumer`] use it.
@@ -127,7 +128,11 @@ impl<T: Copy> RawRing<T> {
     fn check(&self, head: u64, tail: u64) -> Result<u64, Corrupt> {
         let used = tail.wrapping_sub(head);
         if used > self.capacity() {
-            return Err(Corrupt { head, tail, capacity: self.capacity() });
+            return Err(Corrupt {
+                head,
+                tail,
+                capacity: self.capacity(),
+            });
         }
         Ok(used)
     }
@@ -176,7 +181,11 @@ impl<T: Copy> Producer<T> {
         // Our own counter is read once, at attach; afterwards only the local copy counts
         // (rule 5). A fresh ring has both counters at zero.
         let tail = ring.header().tail.0.load(Ordering::Relaxed);
-        Self { head_cache: tail, tail, ring }
+        Self {
+            head_cache: tail,
+            tail,
+            ring,
+        }
     }
 
     /// Items the consumer has not taken yet, as far as we know without reloading `head`.
@@ -214,7 +223,11 @@ impl<T: Copy> Producer<T> {
         unsafe { self.ring.cell(self.tail).write(item) };
         self.tail += 1;
         // SYNC: rule 1, pairs with the Acquire load in `Consumer::pop`.
-        self.ring.header().tail.0.store(self.tail, Ordering::Release);
+        self.ring
+            .header()
+            .tail
+            .0
+            .store(self.tail, Ordering::Release);
         Ok(())
     }
 
@@ -244,7 +257,11 @@ impl<T: Copy> Consumer<T> {
         // SAFETY: forwarded contract.
         let ring = unsafe { RawRing::new(base, capacity) };
         let head = ring.header().head.0.load(Ordering::Relaxed);
-        Self { tail_cache: head, head, ring }
+        Self {
+            tail_cache: head,
+            head,
+            ring,
+        }
     }
 
     fn refresh(&mut self) -> Result<(), Corrupt> {
@@ -267,7 +284,11 @@ impl<T: Copy> Consumer<T> {
         let item = unsafe { self.ring.cell(self.head).read() };
         self.head += 1;
         // SYNC: rule 2, pairs with the Acquire load in `Producer::refresh` (rule 3).
-        self.ring.header().head.0.store(self.head, Ordering::Release);
+        self.ring
+            .header()
+            .head
+            .0
+            .store(self.head, Ordering::Release);
         Ok(Some(item))
     }
 

@@ -170,7 +170,9 @@ impl Segment {
         let len = geometry.segment_bytes();
         let name = c"uringapi-channel";
         // SAFETY: valid C string; flags are constants; result checked.
-        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        let raw = unsafe {
+            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         if raw < 0 {
             return Err(CreateError::Memfd(io::Error::last_os_error()));
         }
@@ -179,7 +181,10 @@ impl Segment {
         // SAFETY: plain syscalls on our own fd; results checked.
         unsafe {
             if libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) != 0 {
-                return Err(CreateError::Truncate { len, source: io::Error::last_os_error() });
+                return Err(CreateError::Truncate {
+                    len,
+                    source: io::Error::last_os_error(),
+                });
             }
             let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
             if libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) != 0
@@ -189,7 +194,13 @@ impl Segment {
             }
         }
         let base = map(fd.as_raw_fd(), len).map_err(CreateError::Map)?;
-        let seg = Self { fd, base, len, geometry, generation };
+        let seg = Self {
+            fd,
+            base,
+            len,
+            geometry,
+            generation,
+        };
         // SAFETY: a fresh, zeroed mapping of `len` bytes that nobody else has seen yet.
         unsafe { seg.init() };
         Ok(seg)
@@ -217,16 +228,19 @@ impl Segment {
             }),
             heartbeat: Padded(AtomicU64::new(0)),
         };
-        // SAFETY (all writes below): offsets come from `Geometry::channel`, which keeps every
+        // SAFETY: (all writes below) offsets come from `Geometry::channel`, which keeps every
         // part inside `segment_bytes()` == `self.len`, each 64-byte aligned.
         unsafe {
             self.base.cast::<SegmentHeader>().write(header);
             for t in 0..g.threads {
                 let c = g.channel(t);
-                self.base.add(c.control).cast::<ChannelControl>().write(ChannelControl {
-                    front_sleeping: Padded(SleepFlag::new()),
-                    front_wants_space: Padded(SleepFlag::new()),
-                });
+                self.base
+                    .add(c.control)
+                    .cast::<ChannelControl>()
+                    .write(ChannelControl {
+                        front_sleeping: Padded(SleepFlag::new()),
+                        front_wants_space: Padded(SleepFlag::new()),
+                    });
                 ring::init::<Record>(self.base.add(c.req_ring), g.ring_capacity as usize);
                 ring::init::<u32>(self.base.add(c.req_free), g.free_capacity());
                 ring::init::<Record>(self.base.add(c.resp_ring), g.ring_capacity as usize);
@@ -247,7 +261,10 @@ impl Segment {
         // SAFETY: as above.
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
             let source = io::Error::last_os_error();
-            return Err(OpenError::Stat { fd: fd.as_raw_fd(), source });
+            return Err(OpenError::Stat {
+                fd: fd.as_raw_fd(),
+                source,
+            });
         }
         let len = st.st_size as usize;
         if len < HEADER_BYTES {
@@ -264,16 +281,28 @@ impl Segment {
             slot_size: h.slot_size,
         };
         let (magic, version, generation) = (h.magic, h.version, h.generation);
-        let seg = Self { fd, base, len, geometry, generation };
+        let seg = Self {
+            fd,
+            base,
+            len,
+            geometry,
+            generation,
+        };
         if magic != MAGIC {
             return Err(OpenError::Magic(magic));
         }
         if version != LAYOUT_VERSION {
-            return Err(OpenError::Version { found: version, expected: LAYOUT_VERSION });
+            return Err(OpenError::Version {
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
         }
         geometry.validate()?;
         if geometry.segment_bytes() != len {
-            return Err(OpenError::Length { actual: len, expected: geometry.segment_bytes() });
+            return Err(OpenError::Length {
+                actual: len,
+                expected: geometry.segment_bytes(),
+            });
         }
         Ok(seg)
     }
@@ -365,7 +394,12 @@ mod tests {
     use super::*;
 
     fn geometry() -> Geometry {
-        Geometry { threads: 2, ring_capacity: 64, slots: 8, slot_size: 4096 }
+        Geometry {
+            threads: 2,
+            ring_capacity: 64,
+            slots: 8,
+            slot_size: 4096,
+        }
     }
 
     #[test]

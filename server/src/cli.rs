@@ -185,7 +185,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(error: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self { error: error.into(), hint: hint.into(), code: 1 }
+        Self {
+            error: error.into(),
+            hint: hint.into(),
+            code: 1,
+        }
     }
 }
 
@@ -194,11 +198,17 @@ pub fn seconds(s: f64) -> Duration {
 }
 
 fn init_logging(level: LogLevel) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("URINGAPI_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},monoio=warn", level.filter())));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("URINGAPI_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},monoio=warn", level.filter()))
+    });
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .try_init();
 }
 
 /// Runs the command line; returns the process exit code.
@@ -207,9 +217,18 @@ pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
-                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 };
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    2
+                } else {
+                    0
+                };
             }
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");

@@ -20,7 +20,12 @@ use crate::zerocopy::SlotLease;
 /// Messages from the supervisor to a front-end thread.
 pub enum Command {
     /// Start using worker `worker` (new, or a replacement under a new generation).
-    Attach { worker: usize, segment: Arc<Segment>, doorbell: EventFd, pid: u32 },
+    Attach {
+        worker: usize,
+        segment: Arc<Segment>,
+        doorbell: EventFd,
+        pid: u32,
+    },
     /// Worker `worker` is gone: fail its requests in flight with 502 and forget it.
     Detach { worker: usize, generation: u64 },
     /// Stop accepting connections; finish what is in flight.
@@ -31,7 +36,11 @@ pub enum Command {
 #[derive(Debug)]
 pub enum Report {
     /// A worker broke the channel contract; the supervisor kills it.
-    Violation { worker: usize, generation: u64, reason: String },
+    Violation {
+        worker: usize,
+        generation: u64,
+        reason: String,
+    },
 }
 
 /// A front-end thread's inbox. The supervisor pushes and rings the thread's doorbell.
@@ -43,11 +52,18 @@ pub struct Mailbox {
 
 impl Mailbox {
     pub fn new() -> std::io::Result<Self> {
-        Ok(Self { pending: AtomicBool::new(false), queue: Mutex::new(Vec::new()), doorbell: EventFd::new()? })
+        Ok(Self {
+            pending: AtomicBool::new(false),
+            queue: Mutex::new(Vec::new()),
+            doorbell: EventFd::new()?,
+        })
     }
 
     pub fn post(&self, cmd: Command) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(cmd);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cmd);
         self.pending.store(true, Ordering::Release);
         self.doorbell.ring();
     }
@@ -68,8 +84,15 @@ impl Mailbox {
 pub enum Event {
     /// The response head (encoded by the worker, copied out, not yet validated) and the
     /// first body bytes. `more`: body records follow.
-    Head { head: Vec<u8>, body: Option<SlotLease>, more: bool },
-    Body { body: Option<SlotLease>, more: bool },
+    Head {
+        head: Vec<u8>,
+        body: Option<SlotLease>,
+        more: bool,
+    },
+    Body {
+        body: Option<SlotLease>,
+        more: bool,
+    },
     /// The app failed after the response started: close the connection.
     Abort,
     /// The worker is gone or broke the contract: answer 502 if nothing was sent.
@@ -132,7 +155,13 @@ const SPIN_ROUNDS: u32 = 64;
 
 impl Hub {
     pub fn new(thread: u32, mailbox: Arc<Mailbox>, reports: mpsc::Sender<Report>) -> Self {
-        Self { thread, inner: RefCell::new(Inner::default()), mailbox, reports, connections: Cell::new(0) }
+        Self {
+            thread,
+            inner: RefCell::new(Inner::default()),
+            mailbox,
+            reports,
+            connections: Cell::new(0),
+        }
     }
 
     pub fn thread(&self) -> u32 {
@@ -146,18 +175,35 @@ impl Hub {
         if inner.links.len() <= worker {
             inner.links.resize_with(worker + 1, || None);
         }
-        let link = Link { chan, doorbell, generation, pid, outstanding: 0, unflushed: false };
+        let link = Link {
+            chan,
+            doorbell,
+            generation,
+            pid,
+            outstanding: 0,
+            unflushed: false,
+        };
         if let Some(old) = inner.links[worker].replace(link) {
             drop(inner);
             self.fail_streams_of(worker, old.generation);
         }
-        tracing::debug!(thread = self.thread, worker, generation, pid, "worker attached");
+        tracing::debug!(
+            thread = self.thread,
+            worker,
+            generation,
+            pid,
+            "worker attached"
+        );
     }
 
     /// Forgets a worker and fails its requests in flight on this thread.
     fn detach(&self, worker: usize, generation: u64) {
         let mut inner = self.inner.borrow_mut();
-        let matches = inner.links.get(worker).and_then(Option::as_ref).is_some_and(|l| l.generation == generation);
+        let matches = inner
+            .links
+            .get(worker)
+            .and_then(Option::as_ref)
+            .is_some_and(|l| l.generation == generation);
         if matches {
             inner.links[worker] = None;
             drop(inner);
@@ -182,13 +228,23 @@ impl Hub {
 
     /// A worker broke the contract: report it, stop using it, fail its requests.
     fn violation(&self, worker: usize, err: &dyn std::fmt::Display) {
-        let generation = match self.inner.borrow().links.get(worker).and_then(Option::as_ref) {
+        let generation = match self
+            .inner
+            .borrow()
+            .links
+            .get(worker)
+            .and_then(Option::as_ref)
+        {
             Some(l) => l.generation,
             None => return,
         };
         let reason = err.to_string();
         tracing::error!(worker, generation, %reason, "worker broke the channel contract; it will be replaced");
-        let _ = self.reports.send(Report::Violation { worker, generation, reason });
+        let _ = self.reports.send(Report::Violation {
+            worker,
+            generation,
+            reason,
+        });
         self.detach(worker, generation);
     }
 
@@ -206,7 +262,13 @@ impl Hub {
         inner.links[worker].as_mut()?.outstanding += 1;
         inner.next_seq = inner.next_seq.wrapping_add(1);
         let seq = inner.next_seq;
-        let stream = Stream { worker, seq, inbox: VecDeque::new(), waker: None, finished: false };
+        let stream = Stream {
+            worker,
+            seq,
+            inbox: VecDeque::new(),
+            waker: None,
+            finished: false,
+        };
         let index = match inner.free_streams.pop() {
             Some(i) => {
                 inner.streams[i] = Some(stream);
@@ -220,15 +282,21 @@ impl Hub {
         Some((stream_id(index, seq), worker))
     }
 
-    fn stream_mut<'a>(inner: &'a mut Inner, id: StreamId) -> Option<&'a mut Stream> {
+    fn stream_mut(inner: &mut Inner, id: StreamId) -> Option<&mut Stream> {
         let (index, seq) = ((id & 0xffff_ffff) as usize, (id >> 32) as u32);
-        inner.streams.get_mut(index)?.as_mut().filter(|s| s.seq == seq)
+        inner
+            .streams
+            .get_mut(index)?
+            .as_mut()
+            .filter(|s| s.seq == seq)
     }
 
     /// Ends a stream. If the worker has not finished it, tell the worker the client is gone.
     pub fn close_stream(&self, id: StreamId) {
         let mut inner = self.inner.borrow_mut();
-        let Some(s) = Self::stream_mut(&mut inner, id) else { return };
+        let Some(s) = Self::stream_mut(&mut inner, id) else {
+            return;
+        };
         let (worker, finished) = (s.worker, s.finished);
         let index = (id & 0xffff_ffff) as usize;
         inner.streams[index] = None;
@@ -251,29 +319,55 @@ impl Hub {
     pub fn take_slot(&self, worker: usize) -> Result<Option<SlotIndex>, Lost> {
         let res = {
             let mut inner = self.inner.borrow_mut();
-            let link = inner.links.get_mut(worker).and_then(Option::as_mut).ok_or(Lost)?;
+            let link = inner
+                .links
+                .get_mut(worker)
+                .and_then(Option::as_mut)
+                .ok_or(Lost)?;
             link.chan.take_slot()
         };
-        res.or_else(|e| {
+        res.map_err(|e| {
             self.violation(worker, &e);
-            Err(Lost)
+            Lost
         })
     }
 
     pub fn untake_slot(&self, worker: usize, slot: SlotIndex) {
-        if let Some(link) = self.inner.borrow_mut().links.get_mut(worker).and_then(Option::as_mut) {
+        if let Some(link) = self
+            .inner
+            .borrow_mut()
+            .links
+            .get_mut(worker)
+            .and_then(Option::as_mut)
+        {
             link.chan.untake_slot(slot);
         }
     }
 
     pub fn slot_size(&self, worker: usize) -> Result<usize, Lost> {
         let inner = self.inner.borrow();
-        Ok(inner.links.get(worker).and_then(Option::as_ref).ok_or(Lost)?.chan.slot_size())
+        Ok(inner
+            .links
+            .get(worker)
+            .and_then(Option::as_ref)
+            .ok_or(Lost)?
+            .chan
+            .slot_size())
     }
 
-    pub fn write_slot(&self, worker: usize, slot: SlotIndex, offset: usize, bytes: &[u8]) -> Result<(), Lost> {
+    pub fn write_slot(
+        &self,
+        worker: usize,
+        slot: SlotIndex,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), Lost> {
         let mut inner = self.inner.borrow_mut();
-        let link = inner.links.get_mut(worker).and_then(Option::as_mut).ok_or(Lost)?;
+        let link = inner
+            .links
+            .get_mut(worker)
+            .and_then(Option::as_mut)
+            .ok_or(Lost)?;
         link.chan.write_slot(slot, offset, bytes);
         Ok(())
     }
@@ -282,16 +376,20 @@ impl Hub {
     pub fn send(&self, worker: usize, rec: Record) -> Result<bool, Lost> {
         let res = {
             let mut inner = self.inner.borrow_mut();
-            let link = inner.links.get_mut(worker).and_then(Option::as_mut).ok_or(Lost)?;
+            let link = inner
+                .links
+                .get_mut(worker)
+                .and_then(Option::as_mut)
+                .ok_or(Lost)?;
             let r = link.chan.send(rec);
             if let Ok(true) = r {
                 link.unflushed = true;
             }
             r
         };
-        res.or_else(|e| {
+        res.map_err(|e| {
             self.violation(worker, &e);
-            Err(Lost)
+            Lost
         })
     }
 
@@ -342,7 +440,9 @@ impl Hub {
     pub async fn next_event(&self, id: StreamId) -> Event {
         std::future::poll_fn(|cx| {
             let mut inner = self.inner.borrow_mut();
-            let Some(s) = Self::stream_mut(&mut inner, id) else { return Poll::Ready(Event::WorkerLost) };
+            let Some(s) = Self::stream_mut(&mut inner, id) else {
+                return Poll::Ready(Event::WorkerLost);
+            };
             match s.inbox.pop_front() {
                 Some(ev) => Poll::Ready(ev),
                 None => {
@@ -375,8 +475,12 @@ impl Hub {
             loop {
                 let step = {
                     let mut inner = self.inner.borrow_mut();
-                    let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) else { break };
-                    link.chan.recv().map(|inc| inc.map(|inc| (inc, link.generation)))
+                    let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) else {
+                        break;
+                    };
+                    link.chan
+                        .recv()
+                        .map(|inc| inc.map(|inc| (inc, link.generation)))
                 };
                 match step {
                     Ok(Some((inc, generation))) => {
@@ -398,17 +502,27 @@ impl Hub {
     }
 
     /// Hands one validated response record to its stream.
-    fn route(self: &Rc<Self>, worker: usize, generation: u64, inc: uringapi_protocol::Incoming) -> Result<(), RouteError> {
+    fn route(
+        self: &Rc<Self>,
+        worker: usize,
+        generation: u64,
+        inc: uringapi_protocol::Incoming,
+    ) -> Result<(), RouteError> {
         let mut head = Vec::new();
         // Build the lease first so that every early return hands the slot back.
         let mut body = {
             let inner = self.inner.borrow();
-            let chan = &inner.links[worker].as_ref().expect("link checked by caller").chan;
+            let chan = &inner.links[worker]
+                .as_ref()
+                .expect("link checked by caller")
+                .chan;
             if inc.kind == Kind::Response {
                 let (slot, _) = inc.slot.expect("Response records carry a slot (validated)");
                 chan.copy_out(slot, 0..inc.head_len, &mut head);
             }
-            inc.slot.map(|(slot, len)| SlotLease::new(self.clone(), worker, generation, chan, slot, len))
+            inc.slot.map(|(slot, len)| {
+                SlotLease::new(self.clone(), worker, generation, chan, slot, len)
+            })
         };
         if inc.kind == Kind::Response {
             body = body.map(|lease| lease.skip(inc.head_len));
@@ -426,8 +540,15 @@ impl Hub {
             return Err(RouteError::ForeignStream(inc.stream));
         }
         let ev = match inc.kind {
-            Kind::Response => Event::Head { head, body, more: inc.more },
-            Kind::ResponseBody => Event::Body { body, more: inc.more },
+            Kind::Response => Event::Head {
+                head,
+                body,
+                more: inc.more,
+            },
+            Kind::ResponseBody => Event::Body {
+                body,
+                more: inc.more,
+            },
             _ => Event::Abort,
         };
         s.finished = !inc.more || inc.kind == Kind::Abort;
@@ -465,7 +586,12 @@ impl Hub {
         let any = !cmds.is_empty();
         for cmd in cmds {
             match cmd {
-                Command::Attach { worker, segment, doorbell, pid } => self.attach(worker, segment, doorbell, pid),
+                Command::Attach {
+                    worker,
+                    segment,
+                    doorbell,
+                    pid,
+                } => self.attach(worker, segment, doorbell, pid),
                 Command::Detach { worker, generation } => self.detach(worker, generation),
                 Command::Drain => {
                     let mut inner = self.inner.borrow_mut();

@@ -23,7 +23,10 @@ pub enum IoDriver {
 /// What a thread says once its runtime is up (or could not start).
 #[derive(Debug)]
 pub enum Started {
-    Ok { driver: &'static str, fallback: Option<String> },
+    Ok {
+        driver: &'static str,
+        fallback: Option<String>,
+    },
     Failed(String),
 }
 
@@ -45,26 +48,41 @@ const RING_ENTRIES: u32 = 1024;
 pub fn run(setup: ThreadSetup, started: mpsc::Sender<Started>) {
     let mut fallback = None;
     if setup.driver != IoDriver::Epoll {
-        match RuntimeBuilder::<IoUringDriver>::new().with_entries(RING_ENTRIES).enable_timer().build() {
+        match RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(RING_ENTRIES)
+            .enable_timer()
+            .build()
+        {
             Ok(mut rt) => {
-                let _ = started.send(Started::Ok { driver: "io_uring", fallback: None });
+                let _ = started.send(Started::Ok {
+                    driver: "io_uring",
+                    fallback: None,
+                });
                 rt.block_on(serve(setup));
                 return;
             }
             Err(e) if setup.driver == IoDriver::Auto => fallback = Some(uring_refusal(&e)),
             Err(e) => {
-                let _ = started.send(Started::Failed(format!("io_uring is not available: {}", uring_refusal(&e))));
+                let _ = started.send(Started::Failed(format!(
+                    "io_uring is not available: {}",
+                    uring_refusal(&e)
+                )));
                 return;
             }
         }
     }
     match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
         Ok(mut rt) => {
-            let _ = started.send(Started::Ok { driver: "epoll", fallback });
+            let _ = started.send(Started::Ok {
+                driver: "epoll",
+                fallback,
+            });
             rt.block_on(serve(setup));
         }
         Err(e) => {
-            let _ = started.send(Started::Failed(format!("cannot start the epoll runtime: {e}")));
+            let _ = started.send(Started::Failed(format!(
+                "cannot start the epoll runtime: {e}"
+            )));
         }
     }
 }
@@ -84,7 +102,11 @@ fn uring_refusal(e: &std::io::Error) -> String {
 type _Drivers = (TimeDriver<IoUringDriver>, TimeDriver<LegacyDriver>);
 
 async fn serve(setup: ThreadSetup) {
-    let hub = Rc::new(Hub::new(setup.index, setup.mailbox.clone(), setup.reports.clone()));
+    let hub = Rc::new(Hub::new(
+        setup.index,
+        setup.mailbox.clone(),
+        setup.reports.clone(),
+    ));
     for cmd in setup.initial {
         setup.mailbox.post(cmd);
     }
@@ -112,7 +134,10 @@ async fn serve(setup: ThreadSetup) {
         };
         match accepted {
             Ok((sock, peer)) => {
-                if setup.max_connections.is_some_and(|m| hub.connections.get() >= m) {
+                if setup
+                    .max_connections
+                    .is_some_and(|m| hub.connections.get() >= m)
+                {
                     // Over --limit-connections: refuse by closing at once, as gunicorn does.
                     drop(sock);
                     continue;
@@ -133,6 +158,10 @@ async fn serve(setup: ThreadSetup) {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     if hub.connections.get() > 0 {
-        tracing::warn!(thread = setup.index, open = hub.connections.get(), "graceful shutdown timed out; closing connections");
+        tracing::warn!(
+            thread = setup.index,
+            open = hub.connections.get(),
+            "graceful shutdown timed out; closing connections"
+        );
     }
 }

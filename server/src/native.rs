@@ -24,10 +24,20 @@ pub fn serve(args: NativeRefArgs) -> Result<(), Failure> {
         let l = bind(bound, 2048)?;
         bound = l.local_addr().unwrap_or(bound);
         let (tx, driver) = (tx.clone(), args.io_driver);
-        threads.push(std::thread::Builder::new().name(format!("uringapi-io-{t}")).spawn(move || run(l, driver, tx)).map_err(|e| Failure::new(format!("cannot start a thread: {e}"), "check ulimit -u"))?);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("uringapi-io-{t}"))
+                .spawn(move || run(l, driver, tx))
+                .map_err(|e| {
+                    Failure::new(format!("cannot start a thread: {e}"), "check ulimit -u")
+                })?,
+        );
     }
     let driver = rx.recv().unwrap_or("unknown");
-    tracing::info!("native reference listening on http://{bound} (threads: {}, io driver: {driver})", args.threads);
+    tracing::info!(
+        "native reference listening on http://{bound} (threads: {}, io driver: {driver})",
+        args.threads
+    );
     for t in threads {
         let _ = t.join();
     }
@@ -36,7 +46,10 @@ pub fn serve(args: NativeRefArgs) -> Result<(), Failure> {
 
 fn run(l: std::net::TcpListener, driver: IoDriver, tx: mpsc::Sender<&'static str>) {
     if driver != IoDriver::Epoll {
-        if let Ok(mut rt) = RuntimeBuilder::<IoUringDriver>::new().enable_timer().build() {
+        if let Ok(mut rt) = RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .build()
+        {
             let _ = tx.send("io_uring");
             rt.block_on(accept(l));
             return;
@@ -49,7 +62,9 @@ fn run(l: std::net::TcpListener, driver: IoDriver, tx: mpsc::Sender<&'static str
 }
 
 async fn accept(l: std::net::TcpListener) {
-    let Ok(l) = monoio::net::TcpListener::from_std(l) else { return };
+    let Ok(l) = monoio::net::TcpListener::from_std(l) else {
+        return;
+    };
     while let Ok((s, _)) = l.accept().await {
         monoio::spawn(conn(s));
     }
@@ -63,7 +78,9 @@ async fn conn(mut s: monoio::net::TcpStream) {
     loop {
         // Answer every complete head already buffered (pipelining), then read more.
         while let Ok(Some(end)) = parse::scan(&buf, &limits) {
-            let keep = parse::parse_complete(&buf[..end], &limits).map(|h| h.keep_alive).unwrap_or(false);
+            let keep = parse::parse_complete(&buf[..end], &limits)
+                .map(|h| h.keep_alive)
+                .unwrap_or(false);
             buf.drain(..end);
             out.extend_from_slice(b"HTTP/1.1 200 OK\r\nserver: uringapi\r\ncontent-type: text/plain\r\ncontent-length: 13\r\ndate: ");
             crate::http1::encode::with_date(|d| out.extend_from_slice(d));

@@ -39,14 +39,23 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, Fai
     use socket2::{Domain, Protocol, Socket, Type};
     let fail = |e: std::io::Error| {
         let hint = match e.raw_os_error() {
-            Some(libc::EADDRINUSE) => format!("another process is listening on port {}; stop it or pick another with --port", addr.port()),
-            Some(libc::EACCES) => "ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port above 1024".to_string(),
-            Some(libc::EADDRNOTAVAIL) => "that address is not on this machine; use 127.0.0.1 or 0.0.0.0".to_string(),
+            Some(libc::EADDRINUSE) => format!(
+                "another process is listening on port {}; stop it or pick another with --port",
+                addr.port()
+            ),
+            Some(libc::EACCES) => {
+                "ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port above 1024"
+                    .to_string()
+            }
+            Some(libc::EADDRNOTAVAIL) => {
+                "that address is not on this machine; use 127.0.0.1 or 0.0.0.0".to_string()
+            }
             _ => "check --host and --port".to_string(),
         };
         Failure::new(format!("cannot listen on {addr}: {e}"), hint)
     };
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     s.set_reuse_address(true).map_err(fail)?;
     s.set_reuse_port(true).map_err(fail)?;
     s.set_nonblocking(true).map_err(fail)?;
@@ -84,25 +93,43 @@ struct Worker {
 }
 
 fn spawn(ctx: &SpawnContext, index: usize, generation: u64) -> Result<Worker, Failure> {
-    let segment = Segment::create(ctx.geometry, generation)
-        .map_err(|e| Failure::new(format!("cannot create shared memory for worker {index}: {e}"), "check that memfd works and memory is available"))?;
-    let doorbell = EventFd::new().map_err(|e| Failure::new(format!("cannot create an eventfd: {e}"), "check ulimit -n"))?;
-    let (reader, writer) = std::io::pipe().map_err(|e| Failure::new(format!("cannot create a pipe: {e}"), "check ulimit -n"))?;
-    let threads = ctx.thread_doorbells.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    let segment = Segment::create(ctx.geometry, generation).map_err(|e| {
+        Failure::new(
+            format!("cannot create shared memory for worker {index}: {e}"),
+            "check that memfd works and memory is available",
+        )
+    })?;
+    let doorbell = EventFd::new()
+        .map_err(|e| Failure::new(format!("cannot create an eventfd: {e}"), "check ulimit -n"))?;
+    let (reader, writer) = std::io::pipe()
+        .map_err(|e| Failure::new(format!("cannot create a pipe: {e}"), "check ulimit -n"))?;
+    let threads = ctx
+        .thread_doorbells
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let mut cmd = Command::new(&ctx.python);
     cmd.args(["-m", "uringapi.worker"])
         .env("URINGAPI_APP", &ctx.app)
         .env("URINGAPI_APP_DIR", &ctx.app_dir)
         .env("URINGAPI_WORKER_INDEX", index.to_string())
         .env("URINGAPI_SEGMENT_FD", segment.fd().to_string())
-        .env("URINGAPI_DOORBELL_FD", crate::sys::raw(&doorbell).to_string())
+        .env(
+            "URINGAPI_DOORBELL_FD",
+            crate::sys::raw(&doorbell).to_string(),
+        )
         .env("URINGAPI_THREAD_FDS", threads)
         .env("URINGAPI_STATUS_FD", crate::sys::raw(&writer).to_string())
         .env("URINGAPI_LOG_LEVEL", ctx.log_level)
         .env("URINGAPI_LIFESPAN", ctx.lifespan)
         .env("URINGAPI_ROOT_PATH", &ctx.root_path)
         .stdin(Stdio::null());
-    let mut fds = vec![segment.fd(), crate::sys::raw(&doorbell), crate::sys::raw(&writer)];
+    let mut fds = vec![
+        segment.fd(),
+        crate::sys::raw(&doorbell),
+        crate::sys::raw(&writer),
+    ];
     fds.extend_from_slice(&ctx.thread_doorbells);
     crate::sys::inherit_fds(&mut cmd, fds);
     let child = cmd.spawn().map_err(|e| {
@@ -142,7 +169,12 @@ impl Worker {
 
     fn attach_command(&self) -> Option<ThreadCmd> {
         let doorbell = self.doorbell.try_clone().ok()?;
-        Some(ThreadCmd::Attach { worker: self.index, segment: self.segment.clone(), doorbell, pid: self.pid })
+        Some(ThreadCmd::Attach {
+            worker: self.index,
+            segment: self.segment.clone(),
+            doorbell,
+            pid: self.pid,
+        })
     }
 
     fn signal(&self, sig: i32) {
@@ -175,7 +207,11 @@ impl Drop for Workers {
 
 fn startup_failure(w: &mut Worker, status: std::process::ExitStatus) -> Failure {
     let msg = w.status_message();
-    let line = |prefix: &str| msg.lines().find_map(|l| l.strip_prefix(prefix)).map(str::to_string);
+    let line = |prefix: &str| {
+        msg.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::to_string)
+    };
     let mut f = match (line("error: "), line("hint: ")) {
         (Some(e), Some(h)) => Failure::new(e, h),
         (Some(e), None) => Failure::new(e, "see the worker's output above"),
@@ -189,27 +225,49 @@ fn startup_failure(w: &mut Worker, status: std::process::ExitStatus) -> Failure 
 }
 
 fn default_python() -> PathBuf {
-    std::env::var_os("URINGAPI_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("python3"))
+    std::env::var_os("URINGAPI_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let app = match &args.app {
         Some(app) => {
-            let ok = app.split_once(':').is_some_and(|(m, a)| !m.is_empty() && !a.is_empty());
+            let ok = app
+                .split_once(':')
+                .is_some_and(|(m, a)| !m.is_empty() && !a.is_empty());
             if !ok {
-                return Err(Failure::new(format!("app {app:?} is not of the form module:attribute"), "name the app like uvicorn does, e.g. 'main:app' for the object app in main.py"));
+                return Err(Failure::new(
+                    format!("app {app:?} is not of the form module:attribute"),
+                    "name the app like uvicorn does, e.g. 'main:app' for the object app in main.py",
+                ));
             }
             app.clone()
         }
         None => "uringapi.demo:app".to_string(),
     };
     let app_dir = match &args.app_dir {
-        Some(d) if !d.is_dir() => return Err(Failure::new(format!("--app-dir {} is not a directory", d.display()), "point --app-dir at the folder that holds your app module")),
+        Some(d) if !d.is_dir() => {
+            return Err(Failure::new(
+                format!("--app-dir {} is not a directory", d.display()),
+                "point --app-dir at the folder that holds your app module",
+            ))
+        }
         Some(d) => d.clone(),
         None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
     };
-    let geometry = Geometry { threads: args.threads, ring_capacity: args.ring_capacity, slots: args.channel_slots, slot_size: args.slot_size };
-    geometry.validate().map_err(|e| Failure::new(format!("invalid channel settings: {e}"), "see --slot-size, --channel-slots and --ring-capacity in --help"))?;
+    let geometry = Geometry {
+        threads: args.threads,
+        ring_capacity: args.ring_capacity,
+        slots: args.channel_slots,
+        slot_size: args.slot_size,
+    };
+    geometry.validate().map_err(|e| {
+        Failure::new(
+            format!("invalid channel settings: {e}"),
+            "see --slot-size, --channel-slots and --ring-capacity in --help",
+        )
+    })?;
 
     // Listeners first: a busy port should fail before any Python starts.
     let mut addr = SocketAddr::new(args.host, args.port);
@@ -228,7 +286,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         app: app.clone(),
         app_dir,
         geometry,
-        thread_doorbells: mailboxes.iter().map(|m| crate::sys::raw(m.doorbell())).collect(),
+        thread_doorbells: mailboxes
+            .iter()
+            .map(|m| crate::sys::raw(m.doorbell()))
+            .collect(),
         log_level: args.log_level.python(),
         lifespan: args.lifespan.as_str(),
         root_path: args.root_path.clone(),
@@ -236,7 +297,12 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
 
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, term.clone()).map_err(|e| Failure::new(format!("cannot install signal handlers: {e}"), "this is a bug; please report it"))?;
+        signal_hook::flag::register(sig, term.clone()).map_err(|e| {
+            Failure::new(
+                format!("cannot install signal handlers: {e}"),
+                "this is a bug; please report it",
+            )
+        })?;
     }
 
     let mut workers = Workers(Vec::new());
@@ -255,7 +321,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             field_size: args.limit_request_field_size,
             ..HeadLimits::default()
         },
-        headers: HeaderOptions { date: !args.no_date_header, server: !args.no_server_header },
+        headers: HeaderOptions {
+            date: !args.no_date_header,
+            server: !args.no_server_header,
+        },
         max_body: (args.limit_request_body > 0).then_some(args.limit_request_body),
         keep_alive: seconds(args.timeout_keep_alive),
         header_read: seconds(args.timeout_header_read),
@@ -270,7 +339,11 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             listener,
             mailbox: mailboxes[t].clone(),
             reports: report_tx.clone(),
-            initial: workers.0.iter().filter_map(Worker::attach_command).collect(),
+            initial: workers
+                .0
+                .iter()
+                .filter_map(Worker::attach_command)
+                .collect(),
             conn: conn.clone(),
             driver: args.io_driver,
             graceful: seconds(args.timeout_graceful_shutdown),
@@ -280,20 +353,38 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         let handle = std::thread::Builder::new()
             .name(format!("uringapi-io-{t}"))
             .spawn(move || frontend::run(setup, started))
-            .map_err(|e| Failure::new(format!("cannot start a front-end thread: {e}"), "check ulimit -u"))?;
+            .map_err(|e| {
+                Failure::new(
+                    format!("cannot start a front-end thread: {e}"),
+                    "check ulimit -u",
+                )
+            })?;
         threads.push(handle);
     }
     let mut driver = "";
     for _ in 0..args.threads {
         match started_rx.recv() {
-            Ok(Started::Ok { driver: d, fallback }) => {
+            Ok(Started::Ok {
+                driver: d,
+                fallback,
+            }) => {
                 if let (Some(cause), true) = (fallback, driver.is_empty()) {
                     tracing::warn!("io_uring is unavailable ({cause}); falling back to epoll");
                 }
                 driver = d;
             }
-            Ok(Started::Failed(e)) => return Err(Failure::new(e, "use --io-driver epoll, or see tuning/check.sh for what blocks io_uring")),
-            Err(_) => return Err(Failure::new("a front-end thread died during start-up", "run with --log-level debug and report the output")),
+            Ok(Started::Failed(e)) => {
+                return Err(Failure::new(
+                    e,
+                    "use --io-driver epoll, or see tuning/check.sh for what blocks io_uring",
+                ))
+            }
+            Err(_) => {
+                return Err(Failure::new(
+                    "a front-end thread died during start-up",
+                    "run with --log-level debug and report the output",
+                ))
+            }
         }
     }
     let shm = geometry.segment_bytes() as u64 * u64::from(args.workers);
@@ -348,7 +439,13 @@ fn wait_ready(workers: &mut Workers, term: &AtomicBool, limit: Duration) -> Resu
 }
 
 /// Watches workers until a stop signal: replaces the dead, attaches the newly ready.
-fn run(workers: &mut Workers, ctx: &SpawnContext, mailboxes: &[Arc<Mailbox>], reports: &mpsc::Receiver<Report>, term: &AtomicBool) {
+fn run(
+    workers: &mut Workers,
+    ctx: &SpawnContext,
+    mailboxes: &[Arc<Mailbox>],
+    reports: &mpsc::Receiver<Report>,
+    term: &AtomicBool,
+) {
     let post_all = |cmd: &dyn Fn() -> Option<ThreadCmd>| {
         for m in mailboxes {
             if let Some(c) = cmd() {
@@ -358,8 +455,16 @@ fn run(workers: &mut Workers, ctx: &SpawnContext, mailboxes: &[Arc<Mailbox>], re
     };
     while !term.load(Ordering::Relaxed) {
         match reports.recv_timeout(TICK) {
-            Ok(Report::Violation { worker, generation, reason }) => {
-                if let Some(w) = workers.0.get(worker).filter(|w| w.generation == generation && w.child.is_some()) {
+            Ok(Report::Violation {
+                worker,
+                generation,
+                reason,
+            }) => {
+                if let Some(w) = workers
+                    .0
+                    .get(worker)
+                    .filter(|w| w.generation == generation && w.child.is_some())
+                {
                     tracing::error!(worker, pid = w.pid, %reason, "killing worker that broke the channel contract");
                     w.signal(libc::SIGKILL);
                 }
@@ -370,11 +475,18 @@ fn run(workers: &mut Workers, ctx: &SpawnContext, mailboxes: &[Arc<Mailbox>], re
         for w in &mut workers.0 {
             if let Some(status) = w.exited() {
                 let (index, generation) = (w.index, w.generation);
-                post_all(&|| Some(ThreadCmd::Detach { worker: index, generation }));
+                post_all(&|| {
+                    Some(ThreadCmd::Detach {
+                        worker: index,
+                        generation,
+                    })
+                });
                 if w.spawned_at.elapsed() > STABLE_AFTER {
                     w.failures = 0;
                 }
-                let backoff = BACKOFF_MIN.saturating_mul(1 << w.failures.min(6)).min(BACKOFF_MAX);
+                let backoff = BACKOFF_MIN
+                    .saturating_mul(1 << w.failures.min(6))
+                    .min(BACKOFF_MAX);
                 w.failures += 1;
                 let before = if w.ready { "" } else { " before it was ready" };
                 let msg = w.status_message();
@@ -399,7 +511,12 @@ fn run(workers: &mut Workers, ctx: &SpawnContext, mailboxes: &[Arc<Mailbox>], re
             if !w.ready && w.child.is_some() && w.segment.is_ready() {
                 w.ready = true;
                 w.ever_ready = true;
-                tracing::info!(worker = w.index, pid = w.pid, generation = w.generation, "worker ready");
+                tracing::info!(
+                    worker = w.index,
+                    pid = w.pid,
+                    generation = w.generation,
+                    "worker ready"
+                );
                 let w = &*w;
                 post_all(&|| w.attach_command());
             }
@@ -430,7 +547,10 @@ fn stop_workers(workers: &mut Workers, grace: Duration) {
             return;
         }
         if Instant::now() >= deadline {
-            tracing::warn!(alive, "workers still running after the graceful timeout; killing them");
+            tracing::warn!(
+                alive,
+                "workers still running after the graceful timeout; killing them"
+            );
             for w in &workers.0 {
                 w.signal(libc::SIGKILL);
             }

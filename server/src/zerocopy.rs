@@ -30,10 +30,25 @@ pub struct SlotLease {
 
 impl SlotLease {
     /// Leases a slot that `chan.recv()` handed out (validated, held, `len <= slot_size`).
-    pub(crate) fn new(hub: Rc<Hub>, worker: usize, generation: u64, chan: &FrontChannel, slot: SlotIndex, len: usize) -> Self {
+    pub(crate) fn new(
+        hub: Rc<Hub>,
+        worker: usize,
+        generation: u64,
+        chan: &FrontChannel,
+        slot: SlotIndex,
+        len: usize,
+    ) -> Self {
         assert!(len <= chan.slot_size(), "lease longer than its slot");
         let ptr = chan.slot_ptr(slot);
-        Self { hub, worker, generation, slot, ptr, len, _segment: chan.segment().clone() }
+        Self {
+            hub,
+            worker,
+            generation,
+            slot,
+            ptr,
+            len,
+            _segment: chan.segment().clone(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -56,7 +71,8 @@ impl SlotLease {
 
 impl Drop for SlotLease {
     fn drop(&mut self) {
-        self.hub.release_slot(self.worker, self.generation, self.slot);
+        self.hub
+            .release_slot(self.worker, self.generation, self.slot);
     }
 }
 
@@ -75,10 +91,20 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(prefix: Vec<u8>, body: Option<SlotLease>, suffix: &'static [u8]) -> Self {
-        let mut f = Self { prefix, body, suffix, iov: Box::new([empty(); 3]), start: 0, n: 0 };
+        let mut f = Self {
+            prefix,
+            body,
+            suffix,
+            iov: Box::new([empty(); 3]),
+            start: 0,
+            n: 0,
+        };
         let mut push = |p: *const u8, len: usize| {
             if len > 0 {
-                f.iov[f.n] = libc::iovec { iov_base: p as *mut libc::c_void, iov_len: len };
+                f.iov[f.n] = libc::iovec {
+                    iov_base: p as *mut libc::c_void,
+                    iov_len: len,
+                };
                 f.n += 1;
             }
         };
@@ -127,7 +153,26 @@ impl Frame {
 }
 
 fn empty() -> libc::iovec {
-    libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }
+    libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }
+}
+
+// SAFETY: the iovec array is boxed, so its address survives moves of the Frame; every
+// iovec points either into `prefix` (a Vec whose heap buffer does not move when the Frame
+// moves and is not mutated while the Frame lives), into a leased
+// shared-memory slot kept mapped and out of the worker's hands by the lease the Frame owns,
+// or into a `'static` suffix. So the pointers stay valid for as long as the runtime owns the
+// Frame, which is what `IoVecBuf` requires.
+unsafe impl IoVecBuf for Frame {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov[self.start..].as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.n - self.start
+    }
 }
 
 #[cfg(test)]
@@ -136,8 +181,12 @@ mod tests {
 
     fn collect(f: &Frame) -> Vec<u8> {
         let iov = &f.iov[f.start..f.n];
-        // SAFETY: every iovec points into the frame's own prefix or static suffix.
-        iov.iter().flat_map(|v| unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) }.to_vec()).collect()
+        iov.iter()
+            .flat_map(|v| {
+                // SAFETY: every iovec points into the frame's own prefix or static suffix.
+                unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) }.to_vec()
+            })
+            .collect()
     }
 
     #[test]
@@ -155,21 +204,5 @@ mod tests {
             }
             assert_eq!(sent, b"HEAD-TAIL", "step {step}");
         }
-    }
-}
-
-// SAFETY: the iovec array is boxed, so its address survives moves of the Frame; every
-// iovec points either into `prefix` (a Vec whose heap buffer does not move when the Frame
-// moves and is not mutated while the Frame lives), into a leased
-// shared-memory slot kept mapped and out of the worker's hands by the lease the Frame owns,
-// or into a `'static` suffix. So the pointers stay valid for as long as the runtime owns the
-// Frame, which is what `IoVecBuf` requires.
-unsafe impl IoVecBuf for Frame {
-    fn read_iovec_ptr(&self) -> *const libc::iovec {
-        self.iov[self.start..].as_ptr()
-    }
-
-    fn read_iovec_len(&self) -> usize {
-        self.n - self.start
     }
 }

@@ -11,15 +11,30 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::head::{encode_response_head, RequestView};
 use uringapi_protocol::record::NO_SLOT;
 use uringapi_protocol::{Kind, Record, Segment, WorkerChannel};
 
-pyo3::create_exception!(_native, ChannelBroken, pyo3::exceptions::PyException, "The shared-memory channel to the front end is corrupt or gone.");
-pyo3::create_exception!(_native, SegmentError, pyo3::exceptions::PyException, "The inherited shared-memory segment could not be opened.");
-pyo3::create_exception!(_native, ResponseHeadTooLarge, pyo3::exceptions::PyValueError, "The response status line and headers do not fit in one shared-memory slot.");
+pyo3::create_exception!(
+    _native,
+    ChannelBroken,
+    pyo3::exceptions::PyException,
+    "The shared-memory channel to the front end is corrupt or gone."
+);
+pyo3::create_exception!(
+    _native,
+    SegmentError,
+    pyo3::exceptions::PyException,
+    "The inherited shared-memory segment could not be opened."
+);
+pyo3::create_exception!(
+    _native,
+    ResponseHeadTooLarge,
+    pyo3::exceptions::PyValueError,
+    "The response status line and headers do not fit in one shared-memory slot."
+);
 
 /// Event kinds returned by `Worker.drain`, mirrored in worker.py.
 const EV_REQUEST: u8 = 0;
@@ -56,20 +71,41 @@ struct Worker {
 impl Worker {
     /// Adopts the inherited segment and eventfds (their numbers come from the environment).
     #[new]
-    fn new(py: Python<'_>, segment_fd: i32, doorbell_fd: i32, thread_fds: Vec<i32>, root_path: String) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        segment_fd: i32,
+        doorbell_fd: i32,
+        thread_fds: Vec<i32>,
+        root_path: String,
+    ) -> PyResult<Self> {
         // SAFETY: the front end passed us these descriptors for our exclusive use.
-        let segment = unsafe { Segment::open(segment_fd) }.map_err(|e| SegmentError::new_err(e.to_string()))?;
+        let segment = unsafe { Segment::open(segment_fd) }
+            .map_err(|e| SegmentError::new_err(e.to_string()))?;
         let threads = segment.geometry().threads;
         if thread_fds.len() != threads as usize {
-            return Err(SegmentError::new_err(format!("segment has {threads} channels but {} thread doorbells were given", thread_fds.len())));
+            return Err(SegmentError::new_err(format!(
+                "segment has {threads} channels but {} thread doorbells were given",
+                thread_fds.len()
+            )));
         }
         let segment = Arc::new(segment);
-        let channels = (0..threads).map(|t| WorkerChannel::new(segment.clone(), t)).collect();
+        let channels = (0..threads)
+            .map(|t| WorkerChannel::new(segment.clone(), t))
+            .collect();
         // SAFETY: inherited descriptors, owned by this object from now on.
-        let thread_bells = thread_fds.into_iter().map(|fd| unsafe { EventFd::from_raw(fd) }).collect();
+        let thread_bells = thread_fds
+            .into_iter()
+            .map(|fd| unsafe { EventFd::from_raw(fd) })
+            .collect();
         // SAFETY: as above.
         let doorbell = unsafe { EventFd::from_raw(doorbell_fd) };
-        Ok(Self { segment, channels, thread_bells, doorbell, scope: scope::ScopeBuilder::new(py, root_path) })
+        Ok(Self {
+            segment,
+            channels,
+            thread_bells,
+            doorbell,
+            scope: scope::ScopeBuilder::new(py, root_path),
+        })
     }
 
     /// The eventfd the front end rings; register it with `loop.add_reader`.
@@ -139,7 +175,10 @@ impl Worker {
                     Some(Kind::Body) => {
                         let body = match slot {
                             Some(s) => {
-                                let b = PyBytes::new(py, self.channels[t].request_bytes(s, rec.len as usize));
+                                let b = PyBytes::new(
+                                    py,
+                                    self.channels[t].request_bytes(s, rec.len as usize),
+                                );
                                 self.channels[t].free_request_slot(s);
                                 freed = true;
                                 b
@@ -150,7 +189,12 @@ impl Worker {
                     }
                     Some(Kind::Disconnect) => out.append((EV_DISCONNECT, k))?,
                     Some(Kind::Cancel) => out.append((EV_CANCEL, k))?,
-                    _ => return Err(broken(format!("unexpected record kind {} from the front end", rec.kind))),
+                    _ => {
+                        return Err(broken(format!(
+                            "unexpected record kind {} from the front end",
+                            rec.kind
+                        )))
+                    }
                 }
             }
             if freed && self.channels[t].front_wants_space() {
@@ -164,9 +208,19 @@ impl Worker {
     /// None. Returns how many bytes of `body[offset:]` went out (the head, when given, went
     /// out too), or -1 when there is no slot or ring room: wait for space and call again.
     #[pyo3(signature = (key, head, body, offset, more))]
-    fn send(&mut self, key: u128, head: Option<(u16, Bound<'_, PyAny>)>, body: &Bound<'_, PyAny>, offset: usize, more: bool) -> PyResult<i64> {
+    fn send(
+        &mut self,
+        key: u128,
+        head: Option<(u16, Bound<'_, PyAny>)>,
+        body: &Bound<'_, PyAny>,
+        offset: usize,
+        more: bool,
+    ) -> PyResult<i64> {
         let (t, stream) = split_key(key);
-        let chan = self.channels.get_mut(t).ok_or_else(|| PyValueError::new_err("unknown request key"))?;
+        let chan = self
+            .channels
+            .get_mut(t)
+            .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
         let body = body_bytes(body)?;
         let body = body.get(offset..).unwrap_or(&[]);
         if !chan.has_room().map_err(broken)? {
@@ -174,16 +228,22 @@ impl Worker {
         }
         if head.is_none() && body.is_empty() {
             // The end of a streamed body: a record with no slot.
-            chan.send(Record::new(Kind::ResponseBody, stream).more(more)).map_err(broken)?;
+            chan.send(Record::new(Kind::ResponseBody, stream).more(more))
+                .map_err(broken)?;
             self.ring_front(t);
             return Ok(0);
         }
-        let Some(slot) = chan.take_slot().map_err(broken)? else { return Ok(-1) };
+        let Some(slot) = chan.take_slot().map_err(broken)? else {
+            return Ok(-1);
+        };
         let buf = chan.slot_mut(slot);
         let head_len = match &head {
             Some((status, headers)) => {
                 let pairs = header_pairs(headers)?;
-                let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+                let refs: Vec<(&[u8], &[u8])> = pairs
+                    .iter()
+                    .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                    .collect();
                 match encode_response_head(*status, refs.iter().copied(), buf) {
                     Ok(n) => n,
                     Err(e) => {
@@ -196,8 +256,14 @@ impl Worker {
         };
         let n = body.len().min(buf.len() - head_len);
         buf[head_len..head_len + n].copy_from_slice(&body[..n]);
-        let kind = if head.is_some() { Kind::Response } else { Kind::ResponseBody };
-        let rec = Record::new(kind, stream).with_slot(slot.get(), (head_len + n) as u32, head_len as u32).more(more || n < body.len());
+        let kind = if head.is_some() {
+            Kind::Response
+        } else {
+            Kind::ResponseBody
+        };
+        let rec = Record::new(kind, stream)
+            .with_slot(slot.get(), (head_len + n) as u32, head_len as u32)
+            .more(more || n < body.len());
         chan.send(rec).map_err(broken)?;
         self.ring_front(t);
         Ok(n as i64)
@@ -206,8 +272,13 @@ impl Worker {
     /// Tells the front end the app failed after its response started. False: no room yet.
     fn abort(&mut self, key: u128) -> PyResult<bool> {
         let (t, stream) = split_key(key);
-        let chan = self.channels.get_mut(t).ok_or_else(|| PyValueError::new_err("unknown request key"))?;
-        let sent = chan.send(Record::new(Kind::Abort, stream)).map_err(broken)?;
+        let chan = self
+            .channels
+            .get_mut(t)
+            .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
+        let sent = chan
+            .send(Record::new(Kind::Abort, stream))
+            .map_err(broken)?;
         if sent {
             self.ring_front(t);
         }
@@ -255,26 +326,34 @@ fn body_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
     }
     Err(pyo3::exceptions::PyTypeError::new_err(format!(
         "response body must be bytes, not {}",
-        obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        obj.get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default()
     )))
 }
 
-/// ASGI headers: an iterable of `(bytes, bytes)` pairs.
-fn header_pairs<'py>(headers: &Bound<'py, PyAny>) -> PyResult<Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+/// ASGI headers: an iterable of two-item iterables of bytes.
+fn header_pairs<'py>(
+    headers: &Bound<'py, PyAny>,
+) -> PyResult<Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+    let not_pair = || {
+        pyo3::exceptions::PyTypeError::new_err("each header must be a (name, value) pair of bytes")
+    };
+    let as_bytes = |o: Bound<'py, PyAny>| {
+        o.cast_into::<PyBytes>().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err("header names and values must be bytes")
+        })
+    };
     let mut out = Vec::new();
     for item in headers.try_iter()? {
-        let item = item?;
-        let pair = item.cast::<PyTuple>().map(|t| t.clone()).or_else(|_| item.extract::<Bound<'py, PyTuple>>().or_else(|_| {
-            let l = item.cast::<PyList>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("each header must be a (name, value) pair of bytes"))?;
-            Ok::<_, PyErr>(PyTuple::new(item.py(), l.iter())?)
-        }))?;
-        if pair.len() != 2 {
-            return Err(pyo3::exceptions::PyTypeError::new_err("each header must be a (name, value) pair of bytes"));
+        let mut parts = item?.try_iter()?;
+        let name = parts.next().ok_or_else(not_pair)??;
+        let value = parts.next().ok_or_else(not_pair)??;
+        if parts.next().is_some() {
+            return Err(not_pair());
         }
-        let as_bytes = |o: Bound<'py, PyAny>| {
-            o.cast_into::<PyBytes>().map_err(|_| pyo3::exceptions::PyTypeError::new_err("header names and values must be bytes"))
-        };
-        out.push((as_bytes(pair.get_item(0)?)?, as_bytes(pair.get_item(1)?)?));
+        out.push((as_bytes(name)?, as_bytes(value)?));
     }
     Ok(out)
 }
@@ -302,7 +381,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(doorbell_rings, m)?)?;
     m.add("ChannelBroken", m.py().get_type::<ChannelBroken>())?;
     m.add("SegmentError", m.py().get_type::<SegmentError>())?;
-    m.add("ResponseHeadTooLarge", m.py().get_type::<ResponseHeadTooLarge>())?;
+    m.add(
+        "ResponseHeadTooLarge",
+        m.py().get_type::<ResponseHeadTooLarge>(),
+    )?;
     m.add("EV_REQUEST", EV_REQUEST)?;
     m.add("EV_BODY", EV_BODY)?;
     m.add("EV_DISCONNECT", EV_DISCONNECT)?;

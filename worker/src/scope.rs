@@ -75,7 +75,11 @@ impl ScopeBuilder {
         }
     }
 
-    pub fn build<'py>(&self, py: Python<'py>, req: &RequestView<'_>) -> PyResult<Bound<'py, PyDict>> {
+    pub fn build<'py>(
+        &self,
+        py: Python<'py>,
+        req: &RequestView<'_>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let k = &self.keys;
         let d = PyDict::new(py);
         d.set_item(&k.type_, &self.http)?;
@@ -83,21 +87,44 @@ impl ScopeBuilder {
         asgi.set_item(&k.version, "3.0")?;
         asgi.set_item(&k.spec_version, "2.4")?;
         d.set_item(&k.asgi, asgi)?;
-        d.set_item(&k.http_version, if req.http_minor == 0 { &self.v10 } else { &self.v11 })?;
-        d.set_item(&k.method, PyString::new(py, &String::from_utf8_lossy(req.method)))?;
-        d.set_item(&k.scheme, if req.https { &self.scheme_https } else { &self.scheme_http })?;
+        d.set_item(
+            &k.http_version,
+            if req.http_minor == 0 {
+                &self.v10
+            } else {
+                &self.v11
+            },
+        )?;
+        d.set_item(
+            &k.method,
+            PyString::new(py, &String::from_utf8_lossy(req.method)),
+        )?;
+        d.set_item(
+            &k.scheme,
+            if req.https {
+                &self.scheme_https
+            } else {
+                &self.scheme_http
+            },
+        )?;
         // As uvicorn: path and raw_path include the root path; path is percent-decoded UTF-8.
         let mut raw = Vec::with_capacity(self.root_path_bytes.len() + req.path.len());
         raw.extend_from_slice(&self.root_path_bytes);
         raw.extend_from_slice(req.path);
         let decoded = percent_decode(&raw);
-        d.set_item(&k.path, PyString::new(py, &String::from_utf8_lossy(&decoded)))?;
+        d.set_item(
+            &k.path,
+            PyString::new(py, &String::from_utf8_lossy(&decoded)),
+        )?;
         d.set_item(&k.raw_path, PyBytes::new(py, &raw))?;
         d.set_item(&k.query_string, PyBytes::new(py, req.query))?;
         d.set_item(&k.root_path, &self.root_path)?;
         let headers = PyList::empty(py);
         for (name, value) in req.headers() {
-            headers.append(PyTuple::new(py, [PyBytes::new(py, name), PyBytes::new(py, value)])?)?;
+            headers.append(PyTuple::new(
+                py,
+                [PyBytes::new(py, name), PyBytes::new(py, value)],
+            )?)?;
         }
         d.set_item(&k.headers, headers)?;
         d.set_item(&k.client, addr(py, req.client)?)?;
@@ -112,7 +139,14 @@ impl ScopeBuilder {
 
 fn addr<'py>(py: Python<'py>, a: Option<SocketAddr>) -> PyResult<Bound<'py, PyAny>> {
     match a {
-        Some(a) => Ok(PyTuple::new(py, [a.ip().to_string().into_pyobject(py)?.into_any(), a.port().into_pyobject(py)?.into_any()])?.into_any()),
+        Some(a) => Ok(PyTuple::new(
+            py,
+            [
+                a.ip().to_string().into_pyobject(py)?.into_any(),
+                a.port().into_pyobject(py)?.into_any(),
+            ],
+        )?
+        .into_any()),
         None => Ok(py.None().into_bound(py)),
     }
 }

@@ -70,10 +70,24 @@ enum Next {
     Close,
 }
 
-pub async fn serve(hub: Rc<Hub>, cfg: Rc<ConnConfig>, sock: TcpStream, peer: SocketAddr, local: SocketAddr) {
+pub async fn serve(
+    hub: Rc<Hub>,
+    cfg: Rc<ConnConfig>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
     let _live = Live::new(&hub);
     let _ = sock.set_nodelay(true);
-    let mut conn = Conn { hub, cfg, sock, peer, local, buf: Vec::with_capacity(READ_CHUNK), scratch: Vec::new() };
+    let mut conn = Conn {
+        hub,
+        cfg,
+        sock,
+        peer,
+        local,
+        buf: Vec::with_capacity(READ_CHUNK),
+        scratch: Vec::new(),
+    };
     conn.run().await;
 }
 
@@ -180,7 +194,11 @@ impl Conn {
     }
 
     async fn reply_error(&mut self, status: u16, minor: u8) {
-        let extra: &[(&str, &str)] = if status == 503 { &[("retry-after", "1")] } else { &[] };
+        let extra: &[(&str, &str)] = if status == 503 {
+            &[("retry-after", "1")]
+        } else {
+            &[]
+        };
         let bytes = encode::error_response(status, minor, true, self.cfg.headers, extra);
         let _ = self.write(bytes).await;
         let _ = self.sock.shutdown().await;
@@ -197,7 +215,11 @@ impl Conn {
             }
         };
         let (framing, minor, keep_alive) = (head.body, head.minor, head.keep_alive);
-        let side = RequestSide { minor, head_method: head.is_head_method(), keep_alive };
+        let side = RequestSide {
+            minor,
+            head_method: head.is_head_method(),
+            keep_alive,
+        };
         if let (Some(max), BodyFraming::Length(n)) = (self.cfg.max_body, framing) {
             if n > max {
                 self.reply_error(413, minor).await;
@@ -239,7 +261,11 @@ impl Conn {
 
         if expect_continue && self.buf.is_empty() {
             // RFC 9110 §10.1.1: tell the client to go on with the body.
-            let cont = if minor >= 1 { b"HTTP/1.1 100 Continue\r\n\r\n".to_vec() } else { Vec::new() };
+            let cont = if minor >= 1 {
+                b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()
+            } else {
+                Vec::new()
+            };
             if !cont.is_empty() && self.write(cont).await.is_err() {
                 return Next::Close;
             }
@@ -260,14 +286,22 @@ impl Conn {
     }
 
     /// Streams the request head (in `scratch`) and its body into the worker's channel.
-    async fn send_request(&mut self, sid: StreamId, worker: usize, framing: BodyFraming, slot_size: usize) -> Result<(), SendEnd> {
+    async fn send_request(
+        &mut self,
+        sid: StreamId,
+        worker: usize,
+        framing: BodyFraming,
+        slot_size: usize,
+    ) -> Result<(), SendEnd> {
         let mut body = BodyState::new(framing, self.cfg.max_body);
         let head_len = self.scratch.len();
         let mut first = true;
         loop {
             let slot = self.take_slot(worker).await?;
             let mut filled = if first {
-                self.hub.write_slot(worker, slot, 0, &self.scratch).map_err(|_| SendEnd::WorkerLost)?;
+                self.hub
+                    .write_slot(worker, slot, 0, &self.scratch)
+                    .map_err(|_| SendEnd::WorkerLost)?;
                 head_len
             } else {
                 0
@@ -275,23 +309,32 @@ impl Conn {
             // Fill the slot from what is buffered, reading more only while the slot is
             // still empty (so that bytes reach the app as they arrive).
             loop {
-                let (consumed, copied) = body.pump(&self.buf, slot_size - filled, |bytes, at| {
-                    let _ = self.hub.write_slot(worker, slot, filled + at, bytes);
-                })?;
+                let (consumed, copied) =
+                    body.pump(&self.buf, slot_size - filled, |bytes, at| {
+                        let _ = self.hub.write_slot(worker, slot, filled + at, bytes);
+                    })?;
                 self.buf.drain(..consumed);
                 filled += copied;
-                if body.done() || filled == slot_size || filled > 0 && !first || first {
+                // The first record goes out at once, so the app starts before its body
+                // arrives; later ones as soon as they hold anything.
+                if first || body.done() || filled == slot_size || filled > 0 {
                     break;
                 }
                 self.read_body().await?;
             }
             let more = !body.done();
-            let (kind, aux) = if first { (Kind::Request, head_len as u32) } else { (Kind::Body, 0) };
+            let (kind, aux) = if first {
+                (Kind::Request, head_len as u32)
+            } else {
+                (Kind::Body, 0)
+            };
             let rec = if filled == 0 && !first {
                 self.hub.untake_slot(worker, slot);
                 Record::new(kind, sid).more(more)
             } else {
-                Record::new(kind, sid).with_slot(slot.get(), filled as u32, aux).more(more)
+                Record::new(kind, sid)
+                    .with_slot(slot.get(), filled as u32, aux)
+                    .more(more)
             };
             self.push(worker, rec).await?;
             self.hub.flush(worker);
@@ -361,7 +404,14 @@ impl Conn {
         let complete = (!more).then(|| body.as_ref().map_or(0, |b| b.len() as u64));
         let mut prefix = std::mem::take(&mut self.scratch);
         prefix.clear();
-        let encoded = match encode::response_head(view.status, &view.headers, side, complete, self.cfg.headers, &mut prefix) {
+        let encoded = match encode::response_head(
+            view.status,
+            &view.headers,
+            side,
+            complete,
+            self.cfg.headers,
+            &mut prefix,
+        ) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(peer = %self.peer, error = %e, "worker sent an invalid response head");
@@ -370,7 +420,11 @@ impl Conn {
                 return Next::Close;
             }
         };
-        let mut out = Body { framing: encoded.framing, sent: 0, prefix };
+        let mut out = Body {
+            framing: encoded.framing,
+            sent: 0,
+            prefix,
+        };
         let mut ok = self.send_body(&mut out, body, more).await;
         let mut more = more;
         while ok && more {
@@ -471,8 +525,14 @@ enum SendEnd {
 /// Request body progress.
 enum BodyState {
     Done,
-    Length { left: u64 },
-    Chunked { decoder: ChunkedDecoder, seen: u64, max: Option<u64> },
+    Length {
+        left: u64,
+    },
+    Chunked {
+        decoder: ChunkedDecoder,
+        seen: u64,
+        max: Option<u64>,
+    },
 }
 
 impl BodyState {
@@ -480,7 +540,11 @@ impl BodyState {
         match framing {
             BodyFraming::None => Self::Done,
             BodyFraming::Length(n) => Self::Length { left: n },
-            BodyFraming::Chunked => Self::Chunked { decoder: ChunkedDecoder::default(), seen: 0, max },
+            BodyFraming::Chunked => Self::Chunked {
+                decoder: ChunkedDecoder::default(),
+                seen: 0,
+                max,
+            },
         }
     }
 
@@ -494,7 +558,12 @@ impl BodyState {
 
     /// Moves body bytes from `input` to `out(bytes, offset)`, at most `room` of them.
     /// Returns (input bytes consumed, body bytes produced).
-    fn pump(&mut self, input: &[u8], room: usize, mut out: impl FnMut(&[u8], usize)) -> Result<(usize, usize), SendEnd> {
+    fn pump(
+        &mut self,
+        input: &[u8],
+        room: usize,
+        mut out: impl FnMut(&[u8], usize),
+    ) -> Result<(usize, usize), SendEnd> {
         match self {
             Self::Done => Ok((0, 0)),
             Self::Length { left } => {

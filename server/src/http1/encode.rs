@@ -117,22 +117,34 @@ pub fn response_head(
     let mut app_close = false;
     for (name, value) in headers {
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(BadResponse::Name(String::from_utf8_lossy(name).into_owned()));
+            return Err(BadResponse::Name(
+                String::from_utf8_lossy(name).into_owned(),
+            ));
         }
         if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(BadResponse::Value(String::from_utf8_lossy(name).into_owned()));
+            return Err(BadResponse::Value(
+                String::from_utf8_lossy(name).into_owned(),
+            ));
         }
         if name.eq_ignore_ascii_case(b"content-length") {
             let v = value.trim_ascii();
-            let n = std::str::from_utf8(v).ok().filter(|s| s.bytes().all(|b| b.is_ascii_digit()));
+            let n = std::str::from_utf8(v)
+                .ok()
+                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()));
             let n = n.and_then(|s| s.parse::<u64>().ok());
             match (n, app_length) {
                 (Some(n), None) => app_length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
-                _ => return Err(BadResponse::ContentLength(String::from_utf8_lossy(value).into_owned())),
+                _ => {
+                    return Err(BadResponse::ContentLength(
+                        String::from_utf8_lossy(value).into_owned(),
+                    ))
+                }
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
-            app_close |= value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            app_close |= value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
         }
     }
     let mut keep_alive = req.keep_alive && !app_close;
@@ -149,7 +161,11 @@ pub fn response_head(
         Framing::UntilClose
     };
 
-    out.extend_from_slice(if req.minor >= 1 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
+    out.extend_from_slice(if req.minor >= 1 {
+        b"HTTP/1.1 "
+    } else {
+        b"HTTP/1.0 "
+    });
     out.extend_from_slice(itoa3(status).as_slice());
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
@@ -184,7 +200,9 @@ pub fn response_head(
             out.extend_from_slice(n.to_string().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        Framing::Chunked if !req.head_method => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Chunked if !req.head_method => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n")
+        }
         Framing::Empty if status == 304 => {
             if let Some(n) = app_length {
                 out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
@@ -198,15 +216,32 @@ pub fn response_head(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    let framing = if req.head_method { Framing::Empty } else { framing };
-    Ok(Encoded { framing, keep_alive })
+    let framing = if req.head_method {
+        Framing::Empty
+    } else {
+        framing
+    };
+    Ok(Encoded {
+        framing,
+        keep_alive,
+    })
 }
 
 /// A short error response the front end makes itself (4xx for bad requests, 502/503/504).
-pub fn error_response(status: u16, minor: u8, close: bool, opts: HeaderOptions, extra: &[(&str, &str)]) -> Vec<u8> {
+pub fn error_response(
+    status: u16,
+    minor: u8,
+    close: bool,
+    opts: HeaderOptions,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
     let body = format!("{} {}\n", status, reason(status));
     let mut out = Vec::with_capacity(160);
-    out.extend_from_slice(if minor >= 1 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
+    out.extend_from_slice(if minor >= 1 {
+        b"HTTP/1.1 "
+    } else {
+        b"HTTP/1.0 "
+    });
     out.extend_from_slice(format!("{} {}\r\n", status, reason(status)).as_bytes());
     if opts.server {
         out.extend_from_slice(b"server: uringapi\r\n");
@@ -230,7 +265,11 @@ pub fn error_response(status: u16, minor: u8, close: bool, opts: HeaderOptions, 
 }
 
 fn itoa3(v: u16) -> [u8; 3] {
-    [b'0' + (v / 100 % 10) as u8, b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8]
+    [
+        b'0' + (v / 100 % 10) as u8,
+        b'0' + (v / 10 % 10) as u8,
+        b'0' + (v % 10) as u8,
+    ]
 }
 
 thread_local! {
@@ -239,7 +278,9 @@ thread_local! {
 
 /// Calls `f` with the IMF-fixdate for now, formatted at most once a second per thread.
 pub fn with_date(f: impl FnOnce(&[u8])) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     DATE.with(|cell| {
         let mut c = cell.borrow_mut();
         if c.0 != now {
@@ -253,8 +294,10 @@ pub fn with_date(f: impl FnOnce(&[u8])) {
 /// RFC 9110 §5.6.7 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
 pub fn imf_fixdate(secs: u64) -> [u8; 29] {
     const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] =
-        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (h, m, s) = (rem / 3600, rem / 60 % 60, rem % 60);
@@ -287,10 +330,22 @@ pub fn imf_fixdate(secs: u64) -> [u8; 29] {
 mod tests {
     use super::*;
 
-    const OPTS: HeaderOptions = HeaderOptions { date: false, server: false };
-    const REQ11: RequestSide = RequestSide { minor: 1, head_method: false, keep_alive: true };
+    const OPTS: HeaderOptions = HeaderOptions {
+        date: false,
+        server: false,
+    };
+    const REQ11: RequestSide = RequestSide {
+        minor: 1,
+        head_method: false,
+        keep_alive: true,
+    };
 
-    fn head(status: u16, h: &[(&[u8], &[u8])], req: RequestSide, len: Option<u64>) -> (String, Encoded) {
+    fn head(
+        status: u16,
+        h: &[(&[u8], &[u8])],
+        req: RequestSide,
+        len: Option<u64>,
+    ) -> (String, Encoded) {
         let mut out = Vec::new();
         let e = response_head(status, h, req, len, OPTS, &mut out).unwrap();
         (String::from_utf8(out).unwrap(), e)
@@ -299,24 +354,53 @@ mod tests {
     #[test]
     fn the_date_is_imf_fixdate() {
         assert_eq!(&imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(&imf_fixdate(1_709_210_096), b"Thu, 29 Feb 2024 12:34:56 GMT");
+        assert_eq!(
+            &imf_fixdate(1_709_210_096),
+            b"Thu, 29 Feb 2024 12:34:56 GMT"
+        );
     }
 
     #[test]
     fn framing_follows_what_is_known() {
         let (s, e) = head(200, &[(b"content-type", b"text/plain")], REQ11, Some(5));
-        assert_eq!(s, "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(
+            s,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n"
+        );
         assert_eq!(e.framing, Framing::Length(5));
         let (s, e) = head(200, &[(b"transfer-encoding", b"gzip")], REQ11, None);
         assert_eq!(s, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
         assert_eq!(e.framing, Framing::Chunked);
-        let (s, e) = head(200, &[], RequestSide { minor: 0, head_method: false, keep_alive: true }, None);
+        let (s, e) = head(
+            200,
+            &[],
+            RequestSide {
+                minor: 0,
+                head_method: false,
+                keep_alive: true,
+            },
+            None,
+        );
         assert_eq!(s, "HTTP/1.0 200 OK\r\nconnection: close\r\n\r\n");
-        assert_eq!(e, Encoded { framing: Framing::UntilClose, keep_alive: false });
+        assert_eq!(
+            e,
+            Encoded {
+                framing: Framing::UntilClose,
+                keep_alive: false
+            }
+        );
         let (s, e) = head(204, &[], REQ11, Some(0));
         assert_eq!(s, "HTTP/1.1 204 No Content\r\n\r\n");
         assert_eq!(e.framing, Framing::Empty);
-        let (s, e) = head(200, &[(b"content-length", b"3")], RequestSide { head_method: true, ..REQ11 }, None);
+        let (s, e) = head(
+            200,
+            &[(b"content-length", b"3")],
+            RequestSide {
+                head_method: true,
+                ..REQ11
+            },
+            None,
+        );
         assert_eq!(s, "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n");
         assert_eq!(e.framing, Framing::Empty);
     }
@@ -324,7 +408,8 @@ mod tests {
     #[test]
     fn unsafe_heads_are_refused() {
         let mut out = Vec::new();
-        let bad: &[(u16, &[(&[u8], &[u8])])] = &[
+        type Headers<'a> = &'a [(&'a [u8], &'a [u8])];
+        let bad: &[(u16, Headers)] = &[
             (99, &[]),
             (200, &[(b"x\r\ny", b"1")]),
             (200, &[(b"x", b"a\r\nb: c")]),
@@ -333,7 +418,10 @@ mod tests {
             (200, &[(b"content-length", b"1"), (b"content-length", b"2")]),
         ];
         for (status, h) in bad {
-            assert!(response_head(*status, h, REQ11, None, OPTS, &mut out).is_err(), "{status} {h:?}");
+            assert!(
+                response_head(*status, h, REQ11, None, OPTS, &mut out).is_err(),
+                "{status} {h:?}"
+            );
         }
     }
 }

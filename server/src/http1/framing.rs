@@ -73,11 +73,13 @@ fn chunk_size(line: &[u8]) -> Result<u64, ChunkError> {
     if ext.iter().any(|&b| b == b'\r' || b == 0) {
         return Err(ChunkError::SizeLine);
     }
-    digits.iter().try_fold(0u64, |acc, &d| {
-        let v = (d as char).to_digit(16).expect("hex digit") as u64;
-        acc.checked_mul(16)?.checked_add(v)
-    })
-    .ok_or(ChunkError::SizeOverflow)
+    digits
+        .iter()
+        .try_fold(0u64, |acc, &d| {
+            let v = (d as char).to_digit(16).expect("hex digit") as u64;
+            acc.checked_mul(16)?.checked_add(v)
+        })
+        .ok_or(ChunkError::SizeOverflow)
 }
 
 impl ChunkedDecoder {
@@ -87,7 +89,11 @@ impl ChunkedDecoder {
 
     /// Decodes from `input`, calling `data` with each run of body bytes (borrowed from
     /// `input`). Returns the bytes of `input` consumed; stops early when the body ends.
-    pub fn decode<'a>(&mut self, input: &'a [u8], data: impl FnMut(&'a [u8])) -> Result<usize, ChunkError> {
+    pub fn decode<'a>(
+        &mut self,
+        input: &'a [u8],
+        data: impl FnMut(&'a [u8]),
+    ) -> Result<usize, ChunkError> {
         self.decode_limited(input, usize::MAX, data)
     }
 
@@ -104,21 +110,33 @@ impl ChunkedDecoder {
             match self.state {
                 State::Done => return Ok(at),
                 State::Size => {
-                    let Some((l, used)) = line(rest)? else { return Ok(at) };
+                    let Some((l, used)) = line(rest)? else {
+                        return Ok(at);
+                    };
                     let size = chunk_size(l)?;
                     at += used;
-                    self.state = if size == 0 { State::Trailer } else { State::Data(size) };
+                    self.state = if size == 0 {
+                        State::Trailer
+                    } else {
+                        State::Data(size)
+                    };
                 }
                 State::Data(left) => {
                     if rest.is_empty() || limit == 0 {
                         return Ok(at);
                     }
-                    let n = (left.min(usize::MAX as u64) as usize).min(rest.len()).min(limit);
+                    let n = (left.min(usize::MAX as u64) as usize)
+                        .min(rest.len())
+                        .min(limit);
                     limit -= n;
                     data(&rest[..n]);
                     at += n;
                     let left = left - n as u64;
-                    self.state = if left == 0 { State::DataEnd } else { State::Data(left) };
+                    self.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data(left)
+                    };
                 }
                 State::DataEnd => {
                     if rest.len() < 2 {
@@ -135,7 +153,9 @@ impl ChunkedDecoder {
                     self.state = State::Size;
                 }
                 State::Trailer => {
-                    let Some((l, used)) = line(rest)? else { return Ok(at) };
+                    let Some((l, used)) = line(rest)? else {
+                        return Ok(at);
+                    };
                     at += used;
                     if l.is_empty() {
                         self.state = State::Done;
@@ -160,7 +180,8 @@ mod tests {
 
     #[test]
     fn valid_bodies() {
-        let (out, n, done) = all(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT").unwrap();
+        let (out, n, done) =
+            all(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT").unwrap();
         assert_eq!(out, b"hello world");
         assert!(done);
         assert_eq!(n, 40, "stops right after the trailer section, before NEXT");
@@ -180,7 +201,12 @@ mod tests {
             (b"\r\n", ChunkError::SizeLine),
         ];
         for (raw, err) in cases {
-            assert_eq!(all(raw).unwrap_err(), *err, "{:?}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                all(raw).unwrap_err(),
+                *err,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 

@@ -20,7 +20,12 @@ pub struct HeadLimits {
 
 impl Default for HeadLimits {
     fn default() -> Self {
-        Self { request_line: 8190, fields: 100, field_size: 8190, head_size: 64 * 1024 }
+        Self {
+            request_line: 8190,
+            fields: 100,
+            field_size: 8190,
+            head_size: 64 * 1024,
+        }
     }
 }
 
@@ -99,7 +104,9 @@ impl Head<'_> {
 }
 
 fn has_token(value: &[u8], token: &str) -> bool {
-    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Content-Length: 1*DIGIT, no sign, no spaces inside, no overflow (RFC 9110 §8.6).
@@ -108,7 +115,10 @@ fn parse_content_length(v: &[u8]) -> Result<u64, HeadError> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return Err(HeadError::BadContentLength);
     }
-    v.iter().try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    v.iter()
+        .try_fold(0u64, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
         .ok_or(HeadError::BadContentLength)
 }
 
@@ -156,7 +166,9 @@ pub fn parse_complete<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Head<'b>
     match status {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete head")),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields(limits.fields)),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::TooManyFields(limits.fields))
+        }
         Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(e) => return Err(HeadError::Malformed(error_name(e))),
     }
@@ -218,17 +230,38 @@ pub fn parse_complete<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Head<'b>
         (None, Some(0)) | (None, None) => BodyFraming::None,
         (None, Some(n)) => BodyFraming::Length(n),
     };
-    let keep_alive = if minor == 1 { !conn_close } else { conn_keep && !conn_close };
+    let keep_alive = if minor == 1 {
+        !conn_close
+    } else {
+        conn_keep && !conn_close
+    };
     let (path, query) = split_target(target);
-    Ok(Head { method, target, path, query, minor, headers, len: end, body, keep_alive, expect_continue })
+    Ok(Head {
+        method,
+        target,
+        path,
+        query,
+        minor,
+        headers,
+        len: end,
+        body,
+        keep_alive,
+        expect_continue,
+    })
 }
 
 /// Splits a request target into path and query. Absolute-form targets
 /// (RFC 9112 §3.2.2) keep only their path.
 fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
     let mut t = target;
-    if let Some(rest) = t.strip_prefix(b"http://").or_else(|| t.strip_prefix(b"https://")) {
-        t = rest.iter().position(|&b| b == b'/' || b == b'?').map_or(b"/" as &[u8], |i| &rest[i..]);
+    if let Some(rest) = t
+        .strip_prefix(b"http://")
+        .or_else(|| t.strip_prefix(b"https://"))
+    {
+        t = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .map_or(b"/" as &[u8], |i| &rest[i..]);
         if t.first() == Some(&b'?') {
             // "http://host?q" has an empty path; RFC 9112 §3.2.2 says use "/".
             return (b"/", &t[1..]);
@@ -244,8 +277,16 @@ fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
 /// "HTTP/x.y" (505) from garbage (400).
 fn version_error(buf: &[u8]) -> HeadError {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or(b"");
-    let v = line.trim_ascii_end().rsplit(|&b| b == b' ').next().unwrap_or(b"");
-    let ok = v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit();
+    let v = line
+        .trim_ascii_end()
+        .rsplit(|&b| b == b' ')
+        .next()
+        .unwrap_or(b"");
+    let ok = v.len() == 8
+        && v.starts_with(b"HTTP/")
+        && v[5].is_ascii_digit()
+        && v[6] == b'.'
+        && v[7].is_ascii_digit();
     if ok {
         HeadError::Version
     } else {
@@ -275,18 +316,31 @@ mod tests {
 
     #[test]
     fn heads_and_their_framing() {
-        let h = p("GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().unwrap();
-        assert_eq!((h.path, h.query, h.minor, h.keep_alive), (&b"/a/b"[..], &b"x=1"[..], 1, true));
+        let h = p("GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.path, h.query, h.minor, h.keep_alive),
+            (&b"/a/b"[..], &b"x=1"[..], 1, true)
+        );
         assert_eq!(h.body, BodyFraming::None);
-        let h = p("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n").unwrap().unwrap();
+        let h = p("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(h.body, BodyFraming::Length(12));
-        let h = p("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
+        let h = p("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(h.body, BodyFraming::Chunked);
         let h = p("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
-        let h = p("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap();
+        let h = p("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(h.keep_alive);
-        let h = p("GET http://example.com/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap().unwrap();
+        let h = p("GET http://example.com/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!((h.path, h.query), (&b"/x"[..], &b"y"[..]));
         assert!(p("GET / HTTP/1.1\r\nHost: h\r\n").unwrap().is_none());
     }
@@ -315,7 +369,10 @@ mod tests {
         }
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
         assert_eq!(p(&long).unwrap_err().status(), 414);
-        let many = format!("GET / HTTP/1.1\r\nHost: h\r\n{}\r\n", "X: y\r\n".repeat(200));
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\n{}\r\n",
+            "X: y\r\n".repeat(200)
+        );
         assert_eq!(p(&many).unwrap_err().status(), 431);
     }
 }

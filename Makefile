@@ -1,0 +1,57 @@
+# The verbs everyone uses. `make demo` and `make test` work on a fresh machine: they create
+# .venv, install what is needed and build the package in release mode first.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+BIN    := $(VENV)/bin/uringapi
+LOOM_TARGET := target/loom
+
+# Everything that changes the built package.
+SOURCES := $(shell find protocol/src server/src worker/src worker/python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null) \
+           Cargo.toml Cargo.lock protocol/Cargo.toml server/Cargo.toml worker/Cargo.toml pyproject.toml
+
+.PHONY: setup demo test test-rust loom e2e lint bench clean
+
+setup: $(VENV)/.built
+
+$(VENV)/.deps: tests/requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "maturin>=1.7,<2" -r tests/requirements.txt
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	$(VENV)/bin/maturin develop --release --quiet
+	test -x $(BIN)
+	touch $@
+
+demo: setup
+	$(BIN) serve --workers 2
+
+test: setup test-rust loom e2e
+
+test-rust:
+	cargo test --workspace --exclude uringapi-worker --all-targets
+	cargo test --workspace --exclude uringapi-worker --benches --no-run
+
+# Loom models of the ring protocol. The run fails if no model ran.
+loom:
+	mkdir -p target
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET) LOOM_MAX_PREEMPTIONS=3 \
+		cargo test -p uringapi-protocol --release --test loom_ring 2>&1 | tee $(LOOM_TARGET).log
+	@grep -Eq 'test result: ok\. [1-9][0-9]* passed' $(LOOM_TARGET).log || { echo "error: no loom model ran"; exit 1; }
+
+e2e: setup
+	$(VENV)/bin/pytest tests -q --timeout 300
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+bench: setup
+	$(PY) benches/e2e/run.py $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) target
