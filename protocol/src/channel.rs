@@ -435,7 +435,8 @@ impl WorkerChannel {
         Ok(self.requests.has_items()?)
     }
 
-    /// Whether returned response slots or ring room wait (re-check for "wants space").
+    /// Whether a response slot is free or returned ones wait (re-check for "wants space";
+    /// ring room is `has_room`).
     pub fn has_space(&mut self) -> Result<bool, ChannelError> {
         Ok(self.resp_pool.available() > 0 || self.response_returns.has_items()?)
     }

@@ -28,6 +28,10 @@
 //!    reload sees the new `tail` and does not block. No wake-up is lost; a spurious one costs a
 //!    read of the eventfd. Producers ring only when the flag is set, so a consumer that never
 //!    sleeps (a busy system) costs no syscalls at all.
+//!    The same handshake, on a second flag ("wants space"), covers a producer that blocks
+//!    for room: it sets the flag, fences, re-checks the consumer's `head` (or the
+//!    slot-return ring); a consumer that popped anything fences and loads the flag, and
+//!    rings when it is set.
 //!
 //! ## Trust
 //! The worker runs user code and may write anything anywhere in its segment. Therefore:

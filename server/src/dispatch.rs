@@ -472,6 +472,7 @@ impl Hub {
         let mut got = false;
         let n = self.inner.borrow().links.len();
         for worker in 0..n {
+            let mut popped = false;
             loop {
                 let step = {
                     let mut inner = self.inner.borrow_mut();
@@ -485,6 +486,7 @@ impl Hub {
                 match step {
                     Ok(Some((inc, generation))) => {
                         got = true;
+                        popped = true;
                         if let Err(e) = self.route(worker, generation, inc) {
                             self.violation(worker, &e);
                             break;
@@ -494,6 +496,15 @@ impl Hub {
                     Err(e) => {
                         self.violation(worker, &e);
                         break;
+                    }
+                }
+            }
+            if popped {
+                // Popping made ring room: a worker blocked for room must hear of it
+                // (ring.rs rule 4, applied to "wants space").
+                if let Some(link) = self.inner.borrow().links.get(worker).and_then(Option::as_ref) {
+                    if link.chan.worker_wants_space() {
+                        link.doorbell.ring();
                     }
                 }
             }

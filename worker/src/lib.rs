@@ -157,6 +157,8 @@ impl Worker {
         for t in 0..self.channels.len() {
             let mut freed = false;
             while let Some((rec, slot)) = self.channels[t].recv().map_err(broken)? {
+                // Every pop makes ring room, even for records without a slot.
+                freed = true;
                 let k = key(t as u32, rec.stream);
                 let more = rec.has_more();
                 match Kind::from_u8(rec.kind) {
