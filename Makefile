@@ -12,7 +12,7 @@ LOOM_TARGET := target/loom
 SOURCES := $(shell find protocol/src server/src worker/src worker/python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null) \
            Cargo.toml Cargo.lock protocol/Cargo.toml server/Cargo.toml worker/Cargo.toml pyproject.toml
 
-.PHONY: setup demo test test-rust loom e2e lint bench clean
+.PHONY: setup demo test test-rust loom e2e lint bench bench-micro clean
 
 setup: $(VENV)/.built
 
@@ -50,8 +50,14 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# Side-by-side run against uvicorn and granian (QUICK=1: one short round, README untouched).
+# BENCH_ARGS passes options through, e.g. BENCH_ARGS="--apps hello --rounds 5".
 bench: setup
-	$(PY) benches/e2e/run.py $(if $(QUICK),--quick,)
+	$(PY) benches/e2e/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# Criterion micro-benchmarks: ring push/pop and round trip, HTTP head parse.
+bench-micro:
+	cargo bench -p uringapi-benches
 
 clean:
 	rm -rf $(VENV) target

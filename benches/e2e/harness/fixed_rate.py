@@ -1,0 +1,64 @@
+"""Latency without saturation: the open-loop generator in loadgen/fixed_rate.rs.
+
+wrk is closed-loop (each connection waits for its response before sending the
+next request), so its latency is measured at saturation. Here requests leave
+on a fixed schedule whatever the server does, and each is timed from its
+scheduled send time (see the Rust file's header for the model).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import proctree
+from .cells import Cell
+
+
+@dataclass(frozen=True)
+class FixedRateResult:
+    target_rate: float
+    achieved_rate: float
+    connections: int
+    sent: int
+    completed: int
+    non_2xx: int
+    errors: int
+    late_sends: int
+    """Sends that left more than 1 ms after their slot (connection still busy)."""
+    latency_us: dict[str, float]
+    """p50, p90, p99, p999, max, mean."""
+    client_cpu_s: float
+
+
+class FixedRateError(Exception):
+    pass
+
+
+def run(binary: Path, cell: Cell, port: int, rate: float, connections: int, duration_s: int) -> FixedRateResult:
+    if cell.method != "GET" or cell.body:
+        raise FixedRateError(f"the fixed-rate generator only sends GET; cell {cell.name} is {cell.method}")
+    cmd = [
+        str(binary), "--addr", f"127.0.0.1:{port}", "--path", cell.path,
+        "--rate", f"{rate:.1f}", "--connections", str(connections), "--duration", str(duration_s),
+    ]  # fmt: skip
+    before = proctree.own_children_cpu_seconds()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
+    client_cpu = proctree.own_children_cpu_seconds() - before
+    if done.returncode != 0:
+        raise FixedRateError(f"fixed_rate exited {done.returncode}: {done.stderr.strip()}")
+    raw = json.loads(done.stdout)
+    return FixedRateResult(
+        target_rate=raw["target_rate"],
+        achieved_rate=raw["achieved_rate"],
+        connections=raw["connections"],
+        sent=raw["sent"],
+        completed=raw["completed"],
+        non_2xx=raw["non_2xx"],
+        errors=raw["errors"],
+        late_sends=raw["late_sends"],
+        latency_us=raw["latency_us"],
+        client_cpu_s=client_cpu,
+    )

@@ -1,0 +1,102 @@
+"""Install and build what a benchmark run needs: Python packages, wrk, the
+fixed-rate generator and the static file served by the Starlette app."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import paths
+
+
+class SetupError(Exception):
+    """A prerequisite is missing and could not be installed."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def ensure_requirements() -> None:
+    """pip-install benches/requirements.txt into the venv (a no-op when satisfied)."""
+    if not paths.VENV_PYTHON.exists():
+        raise SetupError(
+            f"no virtualenv at {paths.VENV}",
+            f"create it: python3 -m venv {paths.VENV}",
+        )
+    cmd = [str(paths.VENV_PYTHON), "-m", "pip", "install", "--quiet", "-r", str(paths.REQUIREMENTS)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SetupError(
+            f"pip install -r {paths.REQUIREMENTS} failed:\n{done.stderr.strip()}",
+            "check network access to PyPI, then re-run",
+        )
+
+
+def ensure_wrk() -> str:
+    """Path of wrk; installed with apt-get when missing and running as root."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise SetupError("wrk is not installed", "install it: sudo apt-get install -y wrk")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "wrk"]):
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise SetupError(
+                f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()[-2000:]}",
+                "install wrk by hand (apt-get install -y wrk) and re-run",
+            )
+    found = shutil.which("wrk")
+    if not found:
+        raise SetupError("apt-get installed wrk but it is not on PATH", "check PATH")
+    return found
+
+
+def find_rustc() -> str | None:
+    return shutil.which("rustc") or _existing(Path.home() / ".cargo" / "bin" / "rustc")
+
+
+def build_loadgen() -> Path:
+    """Compile the open-loop generator with plain rustc; cached by source hash."""
+    rustc = find_rustc()
+    if rustc is None:
+        raise SetupError("rustc not found, cannot build the fixed-rate generator", "install Rust (rustup)")
+    source = paths.LOADGEN_SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    binary = paths.WORK_DIR / "bin" / f"fixed_rate-{digest}"
+    if binary.exists():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    tmp = binary.with_suffix(".tmp")
+    cmd = [rustc, "-O", "--edition", "2021", "-o", str(tmp), str(paths.LOADGEN_SOURCE)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SetupError(f"building the fixed-rate generator failed:\n{done.stderr}", " ".join(cmd))
+    tmp.rename(binary)
+    return binary
+
+
+def write_static_file() -> Path:
+    """Write the Starlette app's 100 KiB file; returns its folder (BENCH_STATIC_DIR)."""
+    sys.path.insert(0, str(paths.APPS_DIR))
+    try:
+        from starlette_files import FILE_NAME, payload
+    finally:
+        sys.path.remove(str(paths.APPS_DIR))
+    folder = paths.WORK_DIR / "static"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / FILE_NAME
+    data = payload()
+    if not target.exists() or target.read_bytes() != data:
+        target.write_bytes(data)
+    return folder
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.exists() else None

@@ -1,0 +1,166 @@
+"""Turn a results document into JSON, a markdown report, and the README section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .runner import NOISE_WARNING_SHARE, fmt_us
+from .servers import BASELINE
+
+README_START = "<!-- bench:start -->"
+README_END = "<!-- bench:end -->"
+SERVER_ORDER = ("native-ref", "uringapi", "granian", "uvicorn")
+ERROR_NOTE_SHARE = 0.01
+"""Runs with more errors than this share of their responses are listed in the notes."""
+
+Doc = dict[str, Any]
+
+
+def write_json(doc: Doc, path: Path) -> None:
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def markdown(doc: Doc) -> str:
+    parts = [_preamble(doc), _saturation_table(doc)]
+    fixed = _fixed_rate_section(doc)
+    if fixed:
+        parts.append(fixed)
+    notes = _notes(doc)
+    if notes:
+        parts.append(notes)
+    return "\n\n".join(parts) + "\n"
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Replace the text between the bench markers; False when there are none."""
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    head = text[: start + len(README_START)]
+    readme.write_text(f"{head}\n{table.rstrip()}\n{text[end:]}")
+    return True
+
+
+def _preamble(doc: Doc) -> str:
+    m, c = doc["machine"], doc["config"]
+    versions = ", ".join(
+        f"{name} {info['version']}" for name, info in _ordered(doc["servers"].items()) if info["status"] == "available"
+    )
+    return "\n".join(
+        [
+            f"Measured {doc['date']} ({doc['mode']} run) on {m['nproc']} CPUs ({m['cpu_model']}), "
+            f"Linux {m['kernel']}, Python {m['python']}.",
+            f"Servers: {versions or 'none'}. Each runs {c['workers']} worker processes "
+            f"(uringapi and native-ref: {c['threads']} front-end thread{'s' if c['threads'] != 1 else ''}).",
+            f"Load: wrk -t{c['wrk_threads']} -c{c['connections']}, keep-alive over loopback; "
+            f"{c['rounds']} round{'s' if c['rounds'] != 1 else ''} of {c['duration_s']} s after "
+            f"{c['warmup_s']} s warm-up, servers in rotating order; figures are medians over rounds.",
+            "CPU-µs/req: CPU time of the server process and all its descendants during the measured "
+            "window, divided by completed requests (the load generator's own CPU is not included).",
+        ]
+    )
+
+
+def _saturation_table(doc: Doc) -> str:
+    lines = [
+        f"| Cell | Server | req/s | vs {BASELINE} | p50 | p99 | CPU-µs/req | errors |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|",
+    ]
+    for cell, by_server in doc["medians"].items():
+        base = by_server.get(BASELINE, {}).get("rps")
+        for server, m in _ordered(by_server.items()):
+            lines.append(
+                f"| {cell} | {server} | {_fmt_int(m['rps'])} | {_ratio(m['rps'], base)} | "
+                f"{fmt_us(m['p50_us'])} | {fmt_us(m['p99_us'])} | {_fmt_cpu(m['cpu_us_per_req'])} | "
+                f"{m['errors_total']} |"
+            )
+    if len(lines) == 2:
+        lines.append("| — | no cell was measured | | | | | | |")
+    return "\n".join(lines)
+
+
+def _fixed_rate_section(doc: Doc) -> str | None:
+    fr = doc.get("fixed_rate")
+    if not fr or not fr.get("medians"):
+        return None
+    basis = fr["basis"]
+    lines = [
+        f"Latency without saturation: `{fr['cell']}` at a fixed {fr['rate']:,.0f} req/s "
+        f"({fr['fraction']:.0%} of the slowest median peak, {basis['server']} at {basis['rps']:,.0f} req/s); "
+        f"open loop over {fr['connections']} connections, each request timed from its scheduled send time.",
+        "",
+        "| Server | achieved req/s | p50 | p90 | p99 | CPU-µs/req | errors |",
+        "|:--|--:|--:|--:|--:|--:|--:|",
+    ]
+    for server, m in _ordered(fr["medians"].items()):
+        lines.append(
+            f"| {server} | {_fmt_int(m['achieved_rate'])} | {fmt_us(m['p50_us'])} | {fmt_us(m['p90_us'])} | "
+            f"{fmt_us(m['p99_us'])} | {_fmt_cpu(m['cpu_us_per_req'])} | {m['errors_total']} |"
+        )
+    return "\n".join(lines)
+
+
+def _notes(doc: Doc) -> str | None:
+    notes = [f"- Not measured: {s['server']} ({', '.join(s['cells'])}): {s['reason']}" for s in doc["skipped"]]
+    fr = doc.get("fixed_rate") or {}
+    if fr.get("skipped"):
+        notes.append(f"- Fixed-rate run skipped: {fr['skipped']}")
+    notes.extend(_error_notes(doc["rounds"]))
+    noise = _noise_note(doc["rounds"] + fr.get("rounds", []))
+    if noise:
+        notes.append(noise)
+    failures = doc["failures"] + fr.get("failures", [])
+    for f in failures:
+        first_line = f["error"].splitlines()[0] if f["error"] else "?"
+        notes.append(f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first_line}")
+    return "\n".join(notes) if notes else None
+
+
+def _error_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per run whose errors exceed ERROR_NOTE_SHARE of its responses:
+    its throughput counts only completed responses and may mislead."""
+    notes = []
+    for r in rows:
+        if r["errors_total"] > ERROR_NOTE_SHARE * max(1, r["requests"]):
+            kinds = ", ".join(f"{kind} {n:,}" for kind, n in r["errors"].items() if n)
+            notes.append(
+                f"- Errors: round {r['round']} {r['cell']} on {r['server']}: {kinds} "
+                f"for {r['requests']:,} completed responses"
+            )
+    return notes
+
+
+def _noise_note(rows: list[dict[str, Any]]) -> str | None:
+    noisy = [r for r in rows if r["other_cpu_share"] > NOISE_WARNING_SHARE]
+    if not noisy:
+        return None
+    worst = max(noisy, key=lambda r: r["other_cpu_share"])
+    return (
+        f"- Noisy: in {len(noisy)} of {len(rows)} runs other processes used more than "
+        f"{NOISE_WARNING_SHARE:.0%} of the busy CPU (worst {worst['other_cpu_share']:.0%}, round {worst['round']} "
+        f"{worst['cell']} on {worst['server']}); throughput from such runs is unreliable, CPU-µs/req less so."
+    )
+
+
+def _ordered(items: Any) -> list[tuple[str, Any]]:
+    rank = {name: i for i, name in enumerate(SERVER_ORDER)}
+    return sorted(items, key=lambda kv: rank.get(kv[0], len(rank)))
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return "—"
+    return f"{value / base:.2f}×"
+
+
+def _fmt_int(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _fmt_cpu(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"

@@ -1,0 +1,261 @@
+"""The measurement loop: rounds x cells x servers, in alternating order."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import fixed_rate, machine, process, proctree, wrk
+from .cells import Cell
+from .servers import Server, Settings
+
+T = TypeVar("T")
+NOISE_WARNING_SHARE = 0.15
+"""Warn about a run when more than this share of busy CPU went to neither server nor client."""
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FixedRatePlan:
+    binary: Path
+    cell: Cell
+    fraction: float
+    """Target rate as a fraction of the slowest server's median peak on `cell`."""
+    connections: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    cells: list[Cell]
+    servers: list[Server]
+    """Servers that are installed; missing ones were recorded as skipped."""
+    settings: Settings
+    rounds: int
+    duration_s: int
+    warmup_s: int
+    shape: wrk.LoadShape
+    wrk: str
+    env: dict[str, str]
+    log_dir: Path
+    fixed_rate: FixedRatePlan | None
+
+
+@dataclass
+class Outcome:
+    rows: list[Row]
+    failures: list[Row]
+
+
+def rotated(items: list[T], round_index: int) -> list[T]:
+    """Round r starts with item r: every server takes every position in turn,
+    so slow drift (thermal, page cache, noisy neighbours) spreads evenly."""
+    if not items:
+        return []
+    k = round_index % len(items)
+    return items[k:] + items[:k]
+
+
+def run_saturation(plan: Plan) -> Outcome:
+    outcome = Outcome([], [])
+    for r in range(plan.rounds):
+        for cell in plan.cells:
+            servers = [s for s in plan.servers if s.runs(cell)]
+            for position, server in enumerate(rotated(servers, r)):
+                where = {"round": r + 1, "cell": cell.name, "server": server.name, "position": position}
+                _attempt(outcome, where, partial(_saturation_once, plan, cell, server, r), _print_saturation)
+    return outcome
+
+
+def run_fixed_rate(plan: Plan, fr: FixedRatePlan, rate: float) -> Outcome:
+    outcome = Outcome([], [])
+    servers = [s for s in plan.servers if s.runs(fr.cell)]
+    for r in range(plan.rounds):
+        for position, server in enumerate(rotated(servers, r)):
+            where = {"round": r + 1, "cell": fr.cell.name, "server": server.name, "position": position}
+            _attempt(outcome, where, partial(_fixed_rate_once, plan, fr, server, rate, r), _print_fixed_rate)
+    return outcome
+
+
+def _attempt(outcome: Outcome, where: Row, measure: Callable[[], Row], show: Callable[[Row], None]) -> None:
+    try:
+        row = {**where, **measure()}
+    except (process.ServerError, wrk.WrkError, fixed_rate.FixedRateError, OSError, subprocess.TimeoutExpired) as exc:
+        failure = {**where, "error": str(exc)}
+        outcome.failures.append(failure)
+        _say(f"round {where['round']} {where['cell']:<18} {where['server']:<10} FAILED: {exc}")
+        return
+    outcome.rows.append(row)
+    show(row)
+    if row["other_cpu_share"] > NOISE_WARNING_SHARE:
+        _say(f"  warning: other processes used {row['other_cpu_share']:.0%} of the busy CPU during this run")
+
+
+def _saturation_once(plan: Plan, cell: Cell, server: Server, r: int) -> Row:
+    port = process.free_port()
+    log = plan.log_dir / f"r{r + 1}-{cell.name}-{server.name}.log"
+    cmd = server.command(cell, port, plan.settings)
+    with process.running(cmd, cell, port, log, plan.env) as pid:
+        wrk.run(plan.wrk, cell, port, plan.warmup_s, plan.shape)
+        before, times_before = proctree.snapshot(pid), machine.cpu_times()
+        result = wrk.run(plan.wrk, cell, port, plan.duration_s, plan.shape)
+        cpu, times_after = proctree.window(before, proctree.snapshot(pid)), machine.cpu_times()
+    log.with_suffix(".wrk.txt").write_text(result.output)
+    errors = sum(result.errors.values())
+    return {
+        "rps": round(result.rps, 1),
+        "requests": result.requests,
+        "duration_s": round(result.duration_s, 3),
+        "latency_us": result.latency_us,
+        "errors": result.errors,
+        "errors_total": errors,
+        "cpu_s": round(cpu.cpu_s, 3),
+        "cpu_us_per_req": _per_request_us(cpu.cpu_s, result.requests),
+        "cpu_by_process": cpu.by_process,
+        "client_cpu_s": round(result.client_cpu_s, 3),
+        **_machine_fields(times_before, times_after, cpu.cpu_s, result.client_cpu_s),
+        "command": cmd,
+    }
+
+
+def _fixed_rate_once(plan: Plan, fr: FixedRatePlan, server: Server, rate: float, r: int) -> Row:
+    port = process.free_port()
+    log = plan.log_dir / f"r{r + 1}-fixed-rate-{server.name}.log"
+    cmd = server.command(fr.cell, port, plan.settings)
+    with process.running(cmd, fr.cell, port, log, plan.env) as pid:
+        # Warm up at the target rate too: the server should meet the measured
+        # load in the state that load brings it to, not straight from saturation.
+        fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.warmup_s)
+        before, times_before = proctree.snapshot(pid), machine.cpu_times()
+        result = fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.duration_s)
+        cpu, times_after = proctree.window(before, proctree.snapshot(pid)), machine.cpu_times()
+    return {
+        "target_rate": result.target_rate,
+        "achieved_rate": result.achieved_rate,
+        "connections": result.connections,
+        "sent": result.sent,
+        "completed": result.completed,
+        "latency_us": result.latency_us,
+        "non_2xx": result.non_2xx,
+        "errors": result.errors,
+        "late_sends": result.late_sends,
+        "cpu_s": round(cpu.cpu_s, 3),
+        "cpu_us_per_req": _per_request_us(cpu.cpu_s, result.completed),
+        "cpu_by_process": cpu.by_process,
+        "client_cpu_s": round(result.client_cpu_s, 3),
+        **_machine_fields(times_before, times_after, cpu.cpu_s, result.client_cpu_s),
+        "command": cmd,
+    }
+
+
+def _machine_fields(before: list[int], after: list[int], server_s: float, client_s: float) -> Row:
+    usage = machine.cpu_usage(before, after)
+    return {"machine_cpu": usage, "other_cpu_share": machine.other_cpu_share(usage, server_s, client_s)}
+
+
+def _per_request_us(cpu_s: float, requests: int) -> float | None:
+    return round(cpu_s * 1e6 / requests, 2) if requests > 0 else None
+
+
+# --- medians -----------------------------------------------------------------
+
+
+def median_of(rows: Iterable[Row], pick: Callable[[Row], float | None]) -> float | None:
+    values = [v for v in map(pick, rows) if v is not None]
+    return round(statistics.median(values), 2) if values else None
+
+
+def summarize_saturation(rows: list[Row]) -> dict[str, dict[str, Row]]:
+    """{cell: {server: medians over rounds}}; errors are summed, not medianed."""
+    summary: dict[str, dict[str, Row]] = {}
+    for (cell, server), group in _grouped(rows).items():
+        summary.setdefault(cell, {})[server] = {
+            "rounds": len(group),
+            "rps": median_of(group, lambda r: r["rps"]),
+            "rps_min": min(r["rps"] for r in group),
+            "rps_max": max(r["rps"] for r in group),
+            "p50_us": median_of(group, lambda r: r["latency_us"]["p50"]),
+            "p90_us": median_of(group, lambda r: r["latency_us"]["p90"]),
+            "p99_us": median_of(group, lambda r: r["latency_us"]["p99"]),
+            "cpu_us_per_req": median_of(group, lambda r: r["cpu_us_per_req"]),
+            "cpu_us_per_req_min": _min_or_none(r["cpu_us_per_req"] for r in group),
+            "cpu_us_per_req_max": _max_or_none(r["cpu_us_per_req"] for r in group),
+            "errors_total": sum(r["errors_total"] for r in group),
+            "other_cpu_share_max": max(r["other_cpu_share"] for r in group),
+        }
+    return summary
+
+
+def summarize_fixed_rate(rows: list[Row]) -> dict[str, Row]:
+    summary: dict[str, Row] = {}
+    for (_cell, server), group in _grouped(rows).items():
+        summary[server] = {
+            "rounds": len(group),
+            "achieved_rate": median_of(group, lambda r: r["achieved_rate"]),
+            "p50_us": median_of(group, lambda r: r["latency_us"]["p50"]),
+            "p90_us": median_of(group, lambda r: r["latency_us"]["p90"]),
+            "p99_us": median_of(group, lambda r: r["latency_us"]["p99"]),
+            "p999_us": median_of(group, lambda r: r["latency_us"]["p999"]),
+            "cpu_us_per_req": median_of(group, lambda r: r["cpu_us_per_req"]),
+            "errors_total": sum(r["errors"] + r["non_2xx"] for r in group),
+            "late_sends_total": sum(r["late_sends"] for r in group),
+            "other_cpu_share_max": max(r["other_cpu_share"] for r in group),
+        }
+    return summary
+
+
+def _grouped(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row["cell"], row["server"]), []).append(row)
+    return groups
+
+
+def _min_or_none(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _max_or_none(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+# --- progress ------------------------------------------------------------------
+
+
+def _print_saturation(row: Row) -> None:
+    lat = row["latency_us"]
+    _say(
+        f"round {row['round']} {row['cell']:<18} {row['server']:<10} "
+        f"{row['rps']:>10,.0f} req/s  p50 {fmt_us(lat['p50']):>8}  p99 {fmt_us(lat['p99']):>8}  "
+        f"{_fmt_cpu(row['cpu_us_per_req'])} CPU-µs/req  errors {row['errors_total']}"
+    )
+
+
+def _print_fixed_rate(row: Row) -> None:
+    lat = row["latency_us"]
+    _say(
+        f"round {row['round']} fixed-rate {row['target_rate']:,.0f}/s {row['server']:<10} "
+        f"achieved {row['achieved_rate']:>9,.0f}/s  p50 {fmt_us(lat['p50']):>8}  p99 {fmt_us(lat['p99']):>8}  "
+        f"{_fmt_cpu(row['cpu_us_per_req'])} CPU-µs/req  errors {row['errors'] + row['non_2xx']}"
+    )
+
+
+def fmt_us(us: float | None) -> str:
+    if us is None:
+        return "—"
+    return f"{us:.0f} µs" if us < 1000 else f"{us / 1000:.2f} ms"
+
+
+def _fmt_cpu(us: float | None) -> str:
+    return "—" if us is None else f"{us:7.1f}"
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

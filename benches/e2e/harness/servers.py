@@ -1,0 +1,122 @@
+"""The servers under test: how to start each one, and whether it is installed."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from . import paths
+from .cells import Cell
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Knobs shared by every server in a run, so the comparison stays fair."""
+
+    workers: int
+    threads: int
+    """uringapi front-end threads (also native-ref's threads)."""
+
+
+CommandBuilder = Callable[[str, Cell, int, Settings], list[str]]
+
+
+def _native_ref(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
+    return [exe, "native-ref", *_bind(port), "--threads", str(s.threads), "--log-level", "warning"]
+
+
+def _uringapi(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
+    return [
+        exe, "serve", cell.target, *_bind(port),
+        "--workers", str(s.workers), "--threads", str(s.threads),
+        "--app-dir", str(paths.APPS_DIR), "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def _granian(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
+    # --http 1: the benchmark speaks HTTP/1.1; "auto" would also sniff for h2c.
+    return [
+        exe, "--interface", "asgi", "--loop", "uvloop", "--http", "1",
+        "--workers", str(s.workers), *_bind(port),
+        "--working-dir", str(paths.APPS_DIR), "--log-level", "warning", cell.target,
+    ]  # fmt: skip
+
+
+def _uvicorn(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
+    return [
+        exe, cell.target, *_bind(port), "--app-dir", str(paths.APPS_DIR),
+        "--loop", "uvloop", "--http", "httptools", "--workers", str(s.workers),
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def _bind(port: int) -> list[str]:
+    return ["--host", "127.0.0.1", "--port", str(port)]
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    distribution: str
+    """Python distribution that installs the executable (and names its version)."""
+    executable: str
+    """File name in the venv's bin/."""
+    build: CommandBuilder
+    serves_apps: bool = True
+    """False for native-ref, which serves its fixed response and no Python app."""
+
+    @property
+    def binary(self) -> Path:
+        return paths.VENV_BIN / self.executable
+
+    def missing(self) -> str | None:
+        """Why this server cannot run here, or None."""
+        if self.binary.exists():
+            return None
+        if self.distribution == "uringapi":
+            how = "build and install uringapi into .venv first"
+        else:
+            how = f"pip install -r {paths.REQUIREMENTS}"
+        return f"{self.binary} not found; {how}"
+
+    def runs(self, cell: Cell) -> bool:
+        return self.serves_apps or cell.reference
+
+    def command(self, cell: Cell, port: int, settings: Settings) -> list[str]:
+        return self.build(str(self.binary), cell, port, settings)
+
+    def version(self) -> str:
+        """Installed version, or 'unknown'; never raises."""
+        try:
+            return metadata.version(self.distribution)
+        except metadata.PackageNotFoundError:
+            pass
+        try:
+            out = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        words = out.stdout.split()
+        return words[-1] if out.returncode == 0 and words else "unknown"
+
+
+SERVERS: tuple[Server, ...] = (
+    Server("native-ref", "uringapi", "uringapi", _native_ref, serves_apps=False),
+    Server("uringapi", "uringapi", "uringapi", _uringapi),
+    Server("granian", "granian", "granian", _granian),
+    Server("uvicorn", "uvicorn", "uvicorn", _uvicorn),
+)
+BASELINE = "granian"
+"""Throughput ratios in the report are relative to this server."""
+
+
+def select(names: list[str] | None) -> list[Server]:
+    if names is None:
+        return list(SERVERS)
+    known = {s.name for s in SERVERS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown server {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return [s for s in SERVERS if s.name in names]

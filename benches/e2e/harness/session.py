@@ -1,0 +1,161 @@
+"""One benchmark session: plan it, run it, assemble and write the results."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import chart, machine, paths, prereqs, report, runner
+from .cells import FIXED_RATE_CELL, Cell, by_name
+from .servers import Server, Settings
+from .wrk import LoadShape
+
+SCHEMA_VERSION = 1
+WRK_THREADS = 1
+"""One wrk thread: on 2 cores, a second would take CPU from the servers under test."""
+Doc = dict[str, Any]
+
+
+def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk: str) -> Doc:
+    started = dt.datetime.now().astimezone()
+    available, skipped = _split_available(servers, cells)
+    fixed_plan, fixed_skip = _fixed_rate_plan(args, cells)
+    plan = runner.Plan(
+        cells=cells,
+        servers=available,
+        settings=Settings(workers=args.workers, threads=args.threads),
+        rounds=args.rounds,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        shape=LoadShape(threads=WRK_THREADS, connections=args.connections),
+        wrk=wrk,
+        env={"BENCH_STATIC_DIR": str(prereqs.write_static_file())},
+        log_dir=paths.WORK_DIR / "logs" / started.strftime("%Y%m%d-%H%M%S"),
+        fixed_rate=fixed_plan,
+    )
+    _say(f"servers: {', '.join(s.name for s in available) or 'none'}; cells: {', '.join(c.name for c in cells)}")
+    _say(f"logs: {plan.log_dir}")
+    saturation = runner.run_saturation(plan)
+    medians = runner.summarize_saturation(saturation.rows)
+    return {
+        "schema": SCHEMA_VERSION,
+        "date": started.date().isoformat(),
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "config": _config(args, cells),
+        "machine": machine.describe(wrk, prereqs.find_rustc()),
+        "servers": _server_info(available, skipped),
+        "cells": {c.name: {"app": c.target, "method": c.method, "path": c.path} for c in cells},
+        "skipped": skipped,
+        "rounds": saturation.rows,
+        "failures": saturation.failures,
+        "medians": medians,
+        "fixed_rate": _fixed_rate(plan, medians, fixed_skip),
+    }
+
+
+def write_outputs(doc: Doc, out: Path, stem: str, update_readme: bool) -> int:
+    """Write <stem>.json/.md/.png into `out`; returns the process exit code."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = report.markdown(doc)
+    written = [out / f"{stem}.json", out / f"{stem}.md"]
+    report.write_json(doc, written[0])
+    written[1].write_text(table)
+    if doc["medians"]:
+        chart.draw(doc, out / f"{stem}.png")
+        written.append(out / f"{stem}.png")
+    if update_readme and report.update_readme(paths.README, table):
+        written.append(paths.README)
+    print(table)
+    for path in written:
+        _say(f"wrote {path}")
+    failures = len(doc["failures"]) + len((doc["fixed_rate"] or {}).get("failures", []))
+    if failures:
+        _say(f"error: {failures} run(s) failed (see the notes above and the server logs)")
+        return 1
+    if not doc["medians"]:
+        _say("warning: nothing was measured (every server was skipped)")
+    return 0
+
+
+def _split_available(servers: list[Server], cells: list[Cell]) -> tuple[list[Server], list[dict[str, Any]]]:
+    available, skipped = [], []
+    for server in servers:
+        wanted = [c.name for c in cells if server.runs(c)]
+        if not wanted:
+            continue
+        reason = server.missing()
+        if reason is None:
+            available.append(server)
+            continue
+        skipped.append({"server": server.name, "cells": wanted, "reason": reason})
+        _say(f"skip: {server.name} ({', '.join(wanted)}): {reason}")
+    return available, skipped
+
+
+def _fixed_rate_plan(args: argparse.Namespace, cells: list[Cell]) -> tuple[runner.FixedRatePlan | None, str | None]:
+    if args.no_fixed_rate:
+        return None, "disabled with --no-fixed-rate"
+    if FIXED_RATE_CELL not in {c.name for c in cells}:
+        return None, f"its rate comes from the {FIXED_RATE_CELL} cell, which was not selected"
+    try:
+        binary = prereqs.build_loadgen()
+    except prereqs.SetupError as exc:
+        _say(f"skip: fixed-rate run: {exc} (hint: {exc.hint})")
+        return None, str(exc)
+    return runner.FixedRatePlan(
+        binary, by_name(FIXED_RATE_CELL), args.fixed_rate_fraction, args.fixed_rate_connections
+    ), None
+
+
+def _fixed_rate(plan: runner.Plan, medians: dict[str, dict[str, Any]], skip: str | None) -> Doc:
+    fr = plan.fixed_rate
+    if fr is None:
+        return {"skipped": skip}
+    peaks = {s: m["rps"] for s, m in medians.get(fr.cell.name, {}).items() if m["rps"]}
+    if not peaks:
+        return {"skipped": f"no saturation figures for {fr.cell.name}"}
+    slowest = min(peaks, key=peaks.__getitem__)
+    rate = peaks[slowest] * fr.fraction
+    _say(f"fixed rate: {rate:,.0f} req/s = {fr.fraction:.0%} of {slowest}'s {peaks[slowest]:,.0f} req/s")
+    outcome = runner.run_fixed_rate(plan, fr, rate)
+    return {
+        "cell": fr.cell.name,
+        "rate": round(rate, 1),
+        "fraction": fr.fraction,
+        "connections": fr.connections,
+        "basis": {"server": slowest, "rps": peaks[slowest]},
+        "generator": "benches/e2e/loadgen/fixed_rate.rs (open loop, latency from scheduled send time)",
+        "rounds": outcome.rows,
+        "failures": outcome.failures,
+        "medians": runner.summarize_fixed_rate(outcome.rows),
+    }
+
+
+def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
+    return {
+        "rounds": args.rounds,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "workers": args.workers,
+        "threads": args.threads,
+        "wrk_threads": WRK_THREADS,
+        "connections": args.connections,
+        "cells": [c.name for c in cells],
+        "argv": sys.argv[1:],
+    }
+
+
+def _server_info(available: list[Server], skipped: list[dict[str, Any]]) -> dict[str, Any]:
+    info: dict[str, Any] = {s.name: {"status": "available", "version": s.version()} for s in available}
+    for s in skipped:
+        info[s["server"]] = {"status": "skipped", "reason": s["reason"]}
+    return info
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: uringapi vs granian vs uvicorn, plus native-ref as the ceiling.
+
+Every cell (one app endpoint) runs under every server, same worker count, in
+rotating order per round; wrk saturates each server over loopback keep-alive,
+then an open-loop generator measures latency at a fixed rate below saturation.
+Writes benches/results/<date>.{json,md,png} and, for full runs, the README
+section between <!-- bench:start --> and <!-- bench:end -->.
+
+    .venv/bin/python benches/e2e/run.py            # full run (about 20 minutes)
+    .venv/bin/python benches/e2e/run.py --quick    # about a minute, README untouched
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from harness import cells, paths, prereqs, servers
+
+QUICK = {"rounds": 1, "duration": 3, "warmup": 1}
+FULL = {"rounds": 3, "duration": 10, "warmup": 2}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="one short round of hello + fastapi-json; README untouched")
+    p.add_argument("--servers", type=_names, help="comma list of: native-ref, uringapi, granian, uvicorn (default all)")
+    p.add_argument(
+        "--apps", type=_names, help="comma list of cells or app groups (hello, body, fastapi, starlette, ...)"
+    )
+    p.add_argument("--duration", type=_positive_int, help="measured seconds per run (full 10, quick 3)")
+    p.add_argument("--warmup", type=_positive_int, help="warm-up seconds before each measurement (full 2, quick 1)")
+    p.add_argument("--rounds", type=_positive_int, help="rounds over all cells (full 3, quick 1)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="worker processes per server (default 2)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="uringapi/native-ref front-end threads (default 1)")
+    p.add_argument("--connections", type=_positive_int, default=64, help="wrk connections (default 64)")
+    p.add_argument("--fixed-rate-fraction", type=float, default=0.5, help="of the slowest hello peak (default 0.5)")
+    p.add_argument(
+        "--fixed-rate-connections", type=_positive_int, default=32, help="open-loop connections (default 32)"
+    )
+    p.add_argument("--no-fixed-rate", action="store_true", help="skip the fixed-rate latency run")
+    p.add_argument("--no-setup", action="store_true", help="do not pip/apt-install anything")
+    p.add_argument("--no-readme", action="store_true", help="do not update README.md even on a full run")
+    p.add_argument("--out", type=Path, default=paths.RESULTS_DIR, help="output folder (default benches/results)")
+    args = p.parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if not 0 < args.fixed_rate_fraction <= 1:
+        p.error("--fixed-rate-fraction must be in (0, 1]")
+    return args
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def reexec_in_venv() -> None:
+    """The harness imports matplotlib and reads package versions: run it in .venv."""
+    if Path(sys.prefix).resolve() != paths.VENV.resolve() and paths.VENV_PYTHON.exists():
+        os.execv(paths.VENV_PYTHON, [str(paths.VENV_PYTHON), *sys.argv])
+
+
+def fail(message: str, hint: str) -> int:
+    print(f"error: {message}\nhint: {hint}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        chosen_cells = cells.select(args.apps or (list(cells.QUICK_CELLS) if args.quick else None))
+        chosen_servers = servers.select(args.servers)
+    except ValueError as exc:
+        return fail(str(exc), "see --help for the names")
+    try:
+        if not args.no_setup:
+            prereqs.ensure_requirements()
+        wrk = prereqs.ensure_wrk()
+    except prereqs.SetupError as exc:
+        return fail(str(exc), exc.hint)
+    # Imported only now: they need matplotlib, which setup may just have installed.
+    from harness import session
+
+    doc = session.run(args, chosen_cells, chosen_servers, wrk)
+    stem = doc["date"] + ("-quick" if args.quick else "")
+    return session.write_outputs(doc, args.out, stem, update_readme=not (args.quick or args.no_readme))
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so that the server under test is stopped on the
+    way out (the default action would leave it running in its own session)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+if __name__ == "__main__":
+    reexec_in_venv()
+    exit_on_sigterm()
+    sys.exit(main(sys.argv[1:]))
