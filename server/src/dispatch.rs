@@ -502,7 +502,13 @@ impl Hub {
             if popped {
                 // Popping made ring room: a worker blocked for room must hear of it
                 // (ring.rs rule 4, applied to "wants space").
-                if let Some(link) = self.inner.borrow().links.get(worker).and_then(Option::as_ref) {
+                if let Some(link) = self
+                    .inner
+                    .borrow()
+                    .links
+                    .get(worker)
+                    .and_then(Option::as_ref)
+                {
                     if link.chan.worker_wants_space() {
                         link.doorbell.ring();
                     }
