@@ -13,7 +13,7 @@ use std::task::{Poll, Waker};
 
 use uringapi_protocol::arena::SlotIndex;
 use uringapi_protocol::doorbell::EventFd;
-use uringapi_protocol::{FrontChannel, Kind, Record, Segment};
+use uringapi_protocol::{ChannelError, FrontChannel, Kind, Record, Segment};
 
 use crate::zerocopy::SlotLease;
 
@@ -315,8 +315,13 @@ impl Hub {
         self.flush(worker);
     }
 
-    /// Takes a request slot on `worker`. `Ok(None)`: none free, wait with `wait_space`.
-    pub fn take_slot(&self, worker: usize) -> Result<Option<SlotIndex>, Lost> {
+    /// Runs `f` on `worker`'s link. A contract breach it reports makes the worker a
+    /// violator; a missing link (the worker is gone) is `Lost` either way.
+    fn with_link<R>(
+        &self,
+        worker: usize,
+        f: impl FnOnce(&mut Link) -> Result<R, ChannelError>,
+    ) -> Result<R, Lost> {
         let res = {
             let mut inner = self.inner.borrow_mut();
             let link = inner
@@ -324,7 +329,7 @@ impl Hub {
                 .get_mut(worker)
                 .and_then(Option::as_mut)
                 .ok_or(Lost)?;
-            link.chan.take_slot()
+            f(link)
         };
         res.map_err(|e| {
             self.violation(worker, &e);
@@ -332,27 +337,20 @@ impl Hub {
         })
     }
 
+    /// Takes a request slot on `worker`. `Ok(None)`: none free, wait with `wait_space`.
+    pub fn take_slot(&self, worker: usize) -> Result<Option<SlotIndex>, Lost> {
+        self.with_link(worker, |link| link.chan.take_slot())
+    }
+
     pub fn untake_slot(&self, worker: usize, slot: SlotIndex) {
-        if let Some(link) = self
-            .inner
-            .borrow_mut()
-            .links
-            .get_mut(worker)
-            .and_then(Option::as_mut)
-        {
+        let _ = self.with_link(worker, |link| {
             link.chan.untake_slot(slot);
-        }
+            Ok(())
+        });
     }
 
     pub fn slot_size(&self, worker: usize) -> Result<usize, Lost> {
-        let inner = self.inner.borrow();
-        Ok(inner
-            .links
-            .get(worker)
-            .and_then(Option::as_ref)
-            .ok_or(Lost)?
-            .chan
-            .slot_size())
+        self.with_link(worker, |link| Ok(link.chan.slot_size()))
     }
 
     pub fn write_slot(
@@ -362,34 +360,18 @@ impl Hub {
         offset: usize,
         bytes: &[u8],
     ) -> Result<(), Lost> {
-        let mut inner = self.inner.borrow_mut();
-        let link = inner
-            .links
-            .get_mut(worker)
-            .and_then(Option::as_mut)
-            .ok_or(Lost)?;
-        link.chan.write_slot(slot, offset, bytes);
-        Ok(())
+        self.with_link(worker, |link| {
+            link.chan.write_slot(slot, offset, bytes);
+            Ok(())
+        })
     }
 
     /// Publishes a record. `Ok(false)`: the ring is full, wait with `wait_space`.
     pub fn send(&self, worker: usize, rec: Record) -> Result<bool, Lost> {
-        let res = {
-            let mut inner = self.inner.borrow_mut();
-            let link = inner
-                .links
-                .get_mut(worker)
-                .and_then(Option::as_mut)
-                .ok_or(Lost)?;
-            let r = link.chan.send(rec);
-            if let Ok(true) = r {
-                link.unflushed = true;
-            }
-            r
-        };
-        res.map_err(|e| {
-            self.violation(worker, &e);
-            Lost
+        self.with_link(worker, |link| {
+            let sent = link.chan.send(rec)?;
+            link.unflushed |= sent;
+            Ok(sent)
         })
     }
 
