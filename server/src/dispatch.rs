@@ -109,6 +109,10 @@ struct Stream {
     finished: bool,
 }
 
+/// `Stream::worker` once the stream no longer counts against any worker (its response is
+/// complete, or its worker is gone).
+const NO_WORKER: usize = usize::MAX;
+
 /// Stream ids carry a slab index and a sequence number, so that a late record for a stream
 /// that was closed and whose index was reused is recognised and dropped.
 pub type StreamId = u64;
@@ -183,9 +187,9 @@ impl Hub {
             outstanding: 0,
             unflushed: false,
         };
-        if let Some(old) = inner.links[worker].replace(link) {
+        if inner.links[worker].replace(link).is_some() {
             drop(inner);
-            self.fail_streams_of(worker, old.generation);
+            self.fail_streams_of(worker);
         }
         tracing::debug!(
             thread = self.thread,
@@ -207,17 +211,17 @@ impl Hub {
         if matches {
             inner.links[worker] = None;
             drop(inner);
-            self.fail_streams_of(worker, generation);
+            self.fail_streams_of(worker);
         }
     }
 
-    fn fail_streams_of(&self, worker: usize, _generation: u64) {
+    fn fail_streams_of(&self, worker: usize) {
         let mut inner = self.inner.borrow_mut();
         for s in inner.streams.iter_mut().flatten() {
             if s.worker == worker && !s.finished {
                 s.finished = true;
                 // No longer counted against any link (a replacement starts from zero).
-                s.worker = usize::MAX;
+                s.worker = NO_WORKER;
                 s.inbox.push_back(Event::WorkerLost);
                 if let Some(w) = s.waker.take() {
                     w.wake();
@@ -563,7 +567,7 @@ impl Hub {
             // The stream stays open until its connection task closes it; mark the worker's
             // side done so that close does not send a Disconnect nor count it twice.
             if let Some(s) = Self::stream_mut(&mut inner, inc.stream) {
-                s.worker = usize::MAX;
+                s.worker = NO_WORKER;
             }
         }
         Ok(())

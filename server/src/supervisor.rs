@@ -31,8 +31,6 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A worker that stayed up this long resets its backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// Exit code a worker uses when the app fails to start (mirrors uvicorn's exit code 3).
-const WORKER_STARTUP_FAILED: i32 = 3;
 
 /// Binds one SO_REUSEPORT listener (each front-end thread gets its own).
 pub fn bind(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, Failure> {
@@ -559,6 +557,3 @@ fn stop_workers(workers: &mut Workers, grace: Duration) {
         std::thread::sleep(TICK);
     }
 }
-
-#[allow(dead_code)]
-const _STARTUP_CODE: i32 = WORKER_STARTUP_FAILED;

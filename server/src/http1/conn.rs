@@ -13,7 +13,6 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use uringapi_protocol::arena::SlotIndex;
 use uringapi_protocol::head::{RequestHead, ResponseView};
-use uringapi_protocol::record::NO_SLOT;
 use uringapi_protocol::{Kind, Record};
 
 use crate::dispatch::{Event, Hub, Lost, Need, StreamId};
@@ -594,7 +593,3 @@ impl BodyState {
         }
     }
 }
-
-/// Keeps `NO_SLOT` referenced for readers of this module: an empty final body record names
-/// no slot.
-const _: u32 = NO_SLOT;
