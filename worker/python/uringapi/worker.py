@@ -279,15 +279,10 @@ class Worker:
             kind = ev[0]
             if kind == EV_REQUEST:
                 _, key, scope, body, more = ev
-                if os.environ.get("URINGAPI_DEBUG_EVENTS"):
-                    cl = dict(scope["headers"]).get(b"content-length")
-                    logger.warning("REQ key=%x cl=%s body=%r more=%s", key, cl, body[:20], more)
                 cycle = Cycle(self, key, scope, body, more)
                 cycles[key] = cycle
                 cycle.task = self.loop.create_task(cycle.run(self.app))
             elif kind == EV_BODY:
-                if os.environ.get("URINGAPI_DEBUG_EVENTS"):
-                    logger.warning("BODY key=%x body=%r more=%s known=%s", ev[1], ev[2][:20], ev[3], ev[1] in cycles)
                 cycle = cycles.get(ev[1])
                 if cycle is not None:
                     cycle.feed(ev[2], ev[3])
