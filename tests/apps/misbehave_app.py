@@ -1,0 +1,168 @@
+"""A plain ASGI app whose handlers misbehave the way real user code can: it exits, it
+segfaults, it scribbles over the worker's shared-memory segment, and it reads its
+request body (or has its response read) slowly. Served by
+tests/e2e/test_misbehaving_workers.py; nothing here knows about uringapi except that
+/scribble finds its segment through URINGAPI_SEGMENT_FD.
+
+Routes (query parameters in brackets):
+  GET  /pid [s]            {"pid", "index"} of the worker, after sleeping s seconds
+  GET  /sleep [s]          records "sleep-start", sleeps s seconds (default 1), {"pid", "index"}
+  GET  /exit [pid]         os._exit(1) inside the handler
+  GET  /segv [pid]         a real segfault: reads address 0 through ctypes
+  GET  /scribble [pid, hold]
+                           overwrites the worker's whole memfd segment with random bytes,
+                           then (hold > 0) blocks the whole interpreter for hold seconds
+                           so that the worker cannot notice the damage itself, then
+                           answers 200
+  GET  /slow [n, chunk, once]
+                           n pseudo-random bytes (random.Random(n).randbytes(n)), streamed
+                           in `chunk`-byte pieces (chunked), or as one body with a
+                           Content-Length when once=1
+  POST /slowread [delay]   reads the body with asyncio.sleep(delay) between receive()
+                           calls; answers {"sha256", "bytes", "chunks", "max_chunk"}
+
+The crashing routes take an optional pid: if it is given and is not this worker's pid,
+they answer 409 with {"pid", "index"} instead of misbehaving, so that a test can aim a
+crash at one particular worker. Before misbehaving they record "<route> <pid>" in
+URINGAPI_TEST_EVENT_LOG (when set), so a test knows which worker it hit; /scribble
+also records "scribbled <pid>" once the segment is overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import hashlib
+import json
+import mmap
+import os
+import random
+import time
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qs
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+INDEX = os.environ.get("URINGAPI_WORKER_INDEX", "?")
+
+
+def record(event: str) -> None:
+    path = os.environ.get("URINGAPI_TEST_EVENT_LOG")
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, f"{event} {os.getpid()} {INDEX}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def payload(n: int) -> bytes:
+    """The bytes /slow sends for size n; tests compute the same."""
+    return random.Random(n).randbytes(n)
+
+
+def scribble_segment() -> int:
+    """Overwrites every byte of this worker's shared-memory segment with random bytes."""
+    fd = int(os.environ["URINGAPI_SEGMENT_FD"])
+    size = os.fstat(fd).st_size
+    mm = mmap.mmap(fd, 0)  # MAP_SHARED, read/write; the seals forbid resizing only
+    try:
+        assert len(mm) == size
+        step = 1 << 20
+        for off in range(0, size, step):
+            n = min(step, size - off)
+            mm[off:off + n] = os.urandom(n)
+    finally:
+        mm.close()
+    return size
+
+
+async def respond(send: Send, status: int, body: bytes,
+                  content_type: bytes = b"application/json") -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def whoami() -> dict[str, Any]:
+    return {"pid": os.getpid(), "index": INDEX}
+
+
+async def app(scope: dict, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    assert scope["type"] == "http"
+    path, method = scope["path"], scope["method"]
+    query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode()).items()}
+
+    def num(name: str, default: float) -> float:
+        return float(query.get(name, default))
+
+    if path in ("/exit", "/segv", "/scribble"):
+        if "pid" in query and int(query["pid"]) != os.getpid():
+            await respond(send, 409, json.dumps(whoami()).encode())
+            return
+        record(path[1:])
+        if path == "/exit":
+            await asyncio.sleep(4); os._exit(1)
+        if path == "/segv":
+            ctypes.string_at(0)  # SIGSEGV: a read of address 0
+            os._exit(99)  # unreachable; makes a missing segfault visible as exit 99
+        size = scribble_segment()
+        record("scribbled")
+        hold = num("hold", 0)
+        if hold > 0:
+            time.sleep(hold)  # blocks the loop: no polls, no heartbeat, no send
+        await respond(send, 200, json.dumps({"scribbled": size, **whoami()}).encode())
+        return
+
+    if path == "/pid":
+        await asyncio.sleep(num("s", 0))
+        await respond(send, 200, json.dumps(whoami()).encode())
+    elif path == "/sleep":
+        record("sleep-start")
+        await asyncio.sleep(num("s", 1))
+        await respond(send, 200, json.dumps(whoami()).encode())
+    elif path == "/slow" and method == "GET":
+        n = int(query.get("n", 8 << 20))
+        chunk = int(query.get("chunk", 256 << 10))
+        data = payload(n)
+        if query.get("once") == "1":
+            await respond(send, 200, data, b"application/octet-stream")
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream")]})
+        view = memoryview(data)
+        for off in range(0, n, chunk):
+            await send({"type": "http.response.body", "body": bytes(view[off:off + chunk]),
+                        "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/slowread" and method == "POST":
+        delay = num("delay", 0.01)
+        h = hashlib.sha256()
+        total = chunks = max_chunk = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            h.update(body)
+            total += len(body)
+            chunks += 1
+            max_chunk = max(max_chunk, len(body))
+            if not message.get("more_body", False):
+                break
+            await asyncio.sleep(delay)
+        await respond(send, 200, json.dumps({"sha256": h.hexdigest(), "bytes": total,
+                                             "chunks": chunks, "max_chunk": max_chunk}).encode())
+    else:
+        await respond(send, 404, b'{"detail": "not found"}')
