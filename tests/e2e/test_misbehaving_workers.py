@@ -179,7 +179,8 @@ def test_worker_crash_mid_request(servers: ServerFactory, tmp_path: Path, kind: 
 
     # A request in flight on one worker (A) ...
     sleeper = rawhttp.Connection(server.host, server.port, timeout=GUARD)
-    sleeper.send(rawhttp.build_request("GET", "/sleep?s=2.5"))
+    # Long enough that B's crash and 502 land first even on a loaded 2-core CI machine.
+    sleeper.send(rawhttp.build_request("GET", "/sleep?s=8"))
     _, a_pid, a_index = wait_for_event(log, "sleep-start")
     b_index = next(i for i in before if i != a_index)
     b_pid = before[b_index]
