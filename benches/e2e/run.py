@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from harness import cells, paths, prereqs, servers
+from benchkit import cells, paths, prereqs, servers
 
 QUICK = {"rounds": 1, "duration": 3, "warmup": 1}
 FULL = {"rounds": 3, "duration": 10, "warmup": 2}
@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
     except prereqs.SetupError as exc:
         return fail(str(exc), exc.hint)
     # Imported only now: they need matplotlib, which setup may just have installed.
-    from harness import session
+    from benchkit import session
 
     doc = session.run(args, chosen_cells, chosen_servers, wrk)
     stem = doc["date"] + ("-quick" if args.quick else "")

@@ -21,7 +21,7 @@ ALL_SERVERS = ("native-ref", "uringapi", "granian", "uvicorn")
 QUICK_CELLS = ("hello", "fastapi-json")
 
 sys.path.insert(0, str(E2E))
-from harness import prereqs  # noqa: E402
+from benchkit import prereqs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_chart_is_a_png(quick_run: tuple[Path, subprocess.CompletedProcess[str]]
 
 
 def test_rotation_gives_every_server_every_position() -> None:
-    from harness.runner import rotated
+    from benchkit.runner import rotated
 
     servers = ["native-ref", "uringapi", "granian", "uvicorn"]
     orders = [rotated(servers, r) for r in range(len(servers))]
@@ -144,7 +144,7 @@ def test_rotation_gives_every_server_every_position() -> None:
 def test_cpu_of_a_worker_reaped_inside_the_window_is_counted() -> None:
     """The documented method: a descendant that exits and is reaped during the
     window still counts, through its parent's cutime/cstime."""
-    from harness import proctree
+    from benchkit import proctree
 
     burn = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
     # On "go" the parent runs a CPU-burning child to completion (reaping it),

@@ -233,7 +233,10 @@ def test_scribble_detected_by_front_end(servers: ServerFactory, tmp_path: Path) 
     result: dict = {}
 
     def scribble() -> None:
-        result["resp"], result["closed"] = aim(server, "/scribble?hold=60", b_pid)
+        try:
+            result["resp"], result["closed"] = aim(server, "/scribble?hold=60", b_pid)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            result["error"] = e
 
     t = threading.Thread(target=scribble, daemon=True)
     t.start()
@@ -245,6 +248,8 @@ def test_scribble_detected_by_front_end(servers: ServerFactory, tmp_path: Path) 
                              f"a new pid for worker {b_index}")
     t.join(GUARD)
     assert not t.is_alive(), "the /scribble request never got an answer"
+    if "error" in result:
+        raise result["error"]
     assert result["closed"] is None, f"connection closed without a response: {result['closed']}"
     assert result["resp"].status == 502, (result["resp"].status, result["resp"].body[:300])
 
