@@ -7,6 +7,8 @@ tests/e2e/test_misbehaving_workers.py; nothing here knows about uringapi except 
 Routes (query parameters in brackets):
   GET  /pid [s]            {"pid", "index"} of the worker, after sleeping s seconds
   GET  /sleep [s]          records "sleep-start", sleeps s seconds (default 1), {"pid", "index"}
+  GET  /hold release [max] records "hold-start", waits until the file `release` exists
+                           (at most max seconds, default 30), {"pid", "index", "released"}
   GET  /exit [pid]         os._exit(1) inside the handler
   GET  /segv [pid]         a real segfault: reads address 0 through ctypes
   GET  /scribble [pid, hold]
@@ -128,6 +130,15 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
     if path == "/pid":
         await asyncio.sleep(num("s", 0))
         await respond(send, 200, json.dumps(whoami()).encode())
+    elif path == "/hold":
+        # In flight until the test creates the file `release` (or `max` seconds pass):
+        # a request that is certainly still running while something else happens.
+        record("hold-start")
+        release, deadline = query["release"], time.monotonic() + num("max", 30)
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        body = {**whoami(), "released": os.path.exists(release)}
+        await respond(send, 200, json.dumps(body).encode())
     elif path == "/sleep":
         record("sleep-start")
         await asyncio.sleep(num("s", 1))
