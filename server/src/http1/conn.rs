@@ -205,7 +205,7 @@ impl Conn {
 
     /// Handles one request whose head is `buf[..end]`.
     async fn request(&mut self, end: usize) -> Next {
-        let head = match parse::parse_complete(&self.buf[..end], &self.cfg.limits) {
+        let mut head = match parse::parse_complete(&self.buf[..end], &self.cfg.limits) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "bad request head");
@@ -240,7 +240,7 @@ impl Conn {
             query: head.query,
             client: Some(self.peer),
             server: Some(self.local),
-            headers: head.headers.clone(),
+            headers: std::mem::take(&mut head.headers),
         };
         let Ok(slot_size) = self.hub.slot_size(worker) else {
             self.reply_error(502, minor).await;
