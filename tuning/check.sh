@@ -173,9 +173,7 @@ while (($#)); do
     case $1 in
         --pid)
             need_value "$@"
-            if ! is_uint "$2" || [[ ! -d /proc/$2 ]]; then
-                usage_error "no process with pid '$2'" "pass the pid of the uringapi front end, e.g. \$(pgrep -o -x uringapi)"
-            fi
+            check_pid "$2"
             PASS+=(--pid "$2")
             shift 2
             ;;

@@ -185,6 +185,13 @@ sysctl_get() {
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
+# check_pid PID: refuse (usage error) anything that is not a running process's pid.
+check_pid() {
+    if ! is_uint "$1" || [[ ! -d /proc/$1 ]]; then
+        usage_error "no process with pid '$1'" "pass the pid of the uringapi front end, e.g. \$(pgrep -o -x uringapi)"
+    fi
+}
+
 # human_bytes N: 8388608 -> 8 MiB; "unlimited" passes through.
 human_bytes() {
     local n=$1

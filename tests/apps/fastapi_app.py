@@ -19,16 +19,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-
-def record(event: str) -> None:
-    path = os.environ.get("URINGAPI_TEST_EVENT_LOG")
-    if not path:
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, f"{event} {os.getpid()}\n".encode())
-    finally:
-        os.close(fd)
+from events import record
 
 
 def deterministic_bytes(size: int) -> bytes:

@@ -46,18 +46,13 @@ from urllib.parse import parse_qs
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
+import events  # noqa: E402
+
 INDEX = os.environ.get("URINGAPI_WORKER_INDEX", "?")
 
 
 def record(event: str) -> None:
-    path = os.environ.get("URINGAPI_TEST_EVENT_LOG")
-    if not path:
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, f"{event} {os.getpid()} {INDEX}\n".encode())
-    finally:
-        os.close(fd)
+    events.record(event, INDEX)
 
 
 def payload(n: int) -> bytes:
