@@ -11,6 +11,17 @@ use crate::record::Record;
 use crate::ring::{self, Padded};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
+/// CLOCK_MONOTONIC in nanoseconds: the one clock the front end and its workers share.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// A mapped region of memory that rings and arenas are laid out in.
 pub trait Region {
     /// Start of the region, 4096-byte aligned.
@@ -87,8 +98,11 @@ pub struct SegmentHeader {
     pub generation: u64,
     pub total_len: u64,
     pub worker: Padded<WorkerControl>,
-    /// Bumped by the worker's event loop; the supervisor reads it to tell silence from work.
+    /// The worker's heartbeat: CLOCK_MONOTONIC nanoseconds of its event loop's last beat
+    /// (0 before the first). The supervisor reads it to tell a stalled loop from a busy one.
     pub heartbeat: Padded<AtomicU64>,
+    /// How late the last beat ran against its schedule, in microseconds: the event-loop lag.
+    pub loop_lag_us: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_BYTES);
@@ -227,6 +241,7 @@ impl Segment {
                 pid: AtomicU32::new(0),
             }),
             heartbeat: Padded(AtomicU64::new(0)),
+            loop_lag_us: AtomicU64::new(0),
         };
         // SAFETY: (all writes below) offsets come from `Geometry::channel`, which keeps every
         // part inside `segment_bytes()` == `self.len`, each 64-byte aligned.
@@ -338,12 +353,35 @@ impl Segment {
         self.header().worker.0.ready.store(1, Ordering::Release);
     }
 
+    /// CLOCK_MONOTONIC nanoseconds of the worker's last beat; 0 before the first.
     pub fn heartbeat(&self) -> u64 {
         self.header().heartbeat.0.load(Ordering::Relaxed)
     }
 
-    pub fn beat(&self) {
-        self.header().heartbeat.0.fetch_add(1, Ordering::Relaxed);
+    /// How long ago the worker last beat; `None` before its first beat.
+    pub fn heartbeat_age(&self) -> Option<std::time::Duration> {
+        let last = self.heartbeat();
+        (last != 0).then(|| std::time::Duration::from_nanos(monotonic_ns().saturating_sub(last)))
+    }
+
+    /// The event-loop lag the last beat measured.
+    pub fn loop_lag(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.header().loop_lag_us.load(Ordering::Relaxed))
+    }
+
+    /// Records a beat of a loop that means to beat every `interval`; the lag is how much
+    /// later than that this beat came.
+    pub fn beat(&self, interval: std::time::Duration) {
+        let now = monotonic_ns();
+        let last = self.header().heartbeat.0.swap(now, Ordering::Relaxed);
+        if last != 0 {
+            let lag = now
+                .saturating_sub(last)
+                .saturating_sub(interval.as_nanos() as u64);
+            self.header()
+                .loop_lag_us
+                .store(lag / 1000, Ordering::Relaxed);
+        }
     }
 
     pub fn worker_wants_space(&self) -> &SleepFlag {

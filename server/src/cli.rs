@@ -109,6 +109,79 @@ pub struct ServeArgs {
     /// ASGI root_path, for apps mounted below a prefix by a proxy.
     #[arg(long, default_value = "")]
     pub root_path: String,
+    /// Seconds a worker's event loop may stay silent before the worker is killed (SIGABRT,
+    /// which prints its Python stack, then SIGKILL) and replaced; 0 turns it off.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// Seconds a worker's event loop may make no progress before it gets no new requests
+    /// (until it moves again); the log names the requests in flight on it.
+    #[arg(long, default_value_t = 0.1)]
+    pub stall_timeout: f64,
+    /// Most requests in flight per worker; past it requests wait in the queue. 0: no limit.
+    #[arg(long, default_value_t = 0)]
+    pub limit_concurrency: u32,
+    /// Most requests waiting for a worker per front-end thread; past it, 503 at once.
+    #[arg(long, default_value_t = 1024)]
+    pub limit_queue: usize,
+    /// Seconds a request may wait for a worker before it gets 503 with Retry-After.
+    #[arg(long, default_value_t = 10.0)]
+    pub queue_timeout: f64,
+    /// Seconds a request may run before it gets 504 (or a closed connection once its
+    /// response started) and its task is cancelled in the worker. 0: no limit.
+    #[arg(long, default_value_t = 0.0)]
+    pub timeout_request: f64,
+    /// Recycle a worker once its RSS passes this many MiB (plus jitter). 0: never.
+    #[arg(long, default_value_t = 0)]
+    pub workers_max_rss: u64,
+    /// Recycle a worker after this many seconds (plus jitter). 0: never.
+    #[arg(long, default_value_t = 0.0)]
+    pub workers_lifetime: f64,
+    /// Recycle a worker after it served this many requests (plus jitter). 0: never.
+    #[arg(long, default_value_t = 0)]
+    pub limit_max_requests: u64,
+    /// Each recycling threshold is raised by a random 0..this fraction per worker, so
+    /// workers do not all recycle at once.
+    #[arg(long, default_value_t = 0.1)]
+    pub recycle_jitter: f64,
+    /// Give every request an X-Request-ID: the client's if it sent one, else a generated one,
+    /// passed to the app as a request header and written to the access log. Off by default
+    /// so that apps see exactly the headers the client sent, as under uvicorn.
+    #[arg(long)]
+    pub request_id: bool,
+    /// Pin front-end threads and workers to these CPUs, e.g. `0-3` or `0,2,4,6`: thread t
+    /// gets the t-th CPU, worker i the (threads + i)-th, wrapping around.
+    #[arg(long, value_parser = parse_cpu_list)]
+    pub pin_cpus: Option<CpuList>,
+}
+
+/// A list of CPU numbers from `--pin-cpus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Parses `0-3,6,8-9` into CPU numbers.
+pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let num = |x: &str| {
+            x.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{x:?} is not a CPU number (expected e.g. 0-3,6)"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("range {part:?} runs backwards"));
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(num(part)?),
+        }
+    }
+    if let Some(&c) = cpus.iter().find(|&&c| c >= 1024) {
+        return Err(format!("CPU {c} is out of range (at most 1023)"));
+    }
+    Ok(CpuList(cpus))
 }
 
 #[derive(Debug, clap::Args)]

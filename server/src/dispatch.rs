@@ -10,11 +10,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use uringapi_protocol::arena::SlotIndex;
 use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::{ChannelError, FrontChannel, Kind, Record, Segment};
 
+use crate::load::LoadTable;
 use crate::zerocopy::SlotLease;
 
 /// Messages from the supervisor to a front-end thread.
@@ -30,6 +32,12 @@ pub enum Command {
     Detach { worker: usize, generation: u64 },
     /// Stop accepting connections; finish what is in flight.
     Drain,
+    /// Worker `worker`'s loop has not run for `silent`: log what this thread has in flight
+    /// on it, so that the stuck request can be found.
+    Stalled {
+        worker: usize,
+        silent: std::time::Duration,
+    },
 }
 
 /// Messages from a front-end thread to the supervisor.
@@ -103,6 +111,9 @@ pub enum Event {
 struct Stream {
     worker: usize,
     seq: u32,
+    /// "METHOD /path", for the log line that names a stalled worker's requests.
+    what: Box<str>,
+    since: Instant,
     inbox: VecDeque<Event>,
     waker: Option<Waker>,
     /// The worker has sent the last record for this stream.
@@ -125,9 +136,7 @@ struct Link {
     chan: FrontChannel,
     doorbell: EventFd,
     generation: u64,
-    #[allow(dead_code)] // for the stall and metrics work: logs name the pid
     pid: u32,
-    outstanding: u32,
     /// Records were sent since the last doorbell check.
     unflushed: bool,
 }
@@ -139,6 +148,8 @@ struct Inner {
     free_streams: Vec<usize>,
     next_seq: u32,
     space_waiters: Vec<Waker>,
+    /// Requests waiting for a worker to accept them (all stalled, retiring or at the limit).
+    queue_waiters: Vec<Waker>,
     drain_waiters: Vec<Waker>,
     draining: bool,
 }
@@ -149,8 +160,16 @@ pub struct Hub {
     inner: RefCell<Inner>,
     mailbox: Arc<Mailbox>,
     reports: mpsc::Sender<Report>,
+    load: Arc<LoadTable>,
+    /// Most requests in flight per worker (`--limit-concurrency`); 0: no limit.
+    limit: u32,
     /// Live connections, for the drain.
     pub connections: Cell<usize>,
+    /// Requests waiting for a worker.
+    pub queued: Cell<usize>,
+    /// Random per thread and start, so that generated request ids never repeat.
+    id_prefix: u64,
+    id_counter: Cell<u64>,
 }
 
 /// How often the poller re-checks the rings before it goes to sleep on its doorbell.
@@ -158,13 +177,35 @@ pub struct Hub {
 const SPIN_ROUNDS: u32 = 64;
 
 impl Hub {
-    pub fn new(thread: u32, mailbox: Arc<Mailbox>, reports: mpsc::Sender<Report>) -> Self {
+    pub fn new(
+        thread: u32,
+        mailbox: Arc<Mailbox>,
+        reports: mpsc::Sender<Report>,
+        load: Arc<LoadTable>,
+        limit: u32,
+    ) -> Self {
         Self {
             thread,
             inner: RefCell::new(Inner::default()),
             mailbox,
             reports,
+            load,
+            limit,
             connections: Cell::new(0),
+            queued: Cell::new(0),
+            id_prefix: random_u64(),
+            id_counter: Cell::new(0),
+        }
+    }
+
+    /// Writes a fresh request id (32 lowercase hex digits) into `out`.
+    pub fn new_request_id(&self, out: &mut [u8; crate::http1::conn::REQUEST_ID_LEN]) {
+        let n = self.id_counter.get().wrapping_add(1);
+        self.id_counter.set(n);
+        let id = (u128::from(self.id_prefix) << 64) | u128::from(n);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
         }
     }
 
@@ -184,13 +225,14 @@ impl Hub {
             doorbell,
             generation,
             pid,
-            outstanding: 0,
             unflushed: false,
         };
-        if inner.links[worker].replace(link).is_some() {
-            drop(inner);
+        let replaced = inner.links[worker].replace(link).is_some();
+        drop(inner);
+        if replaced {
             self.fail_streams_of(worker);
         }
+        self.wake_queue();
         tracing::debug!(
             thread = self.thread,
             worker,
@@ -217,10 +259,11 @@ impl Hub {
 
     fn fail_streams_of(&self, worker: usize) {
         let mut inner = self.inner.borrow_mut();
+        let load = self.load.get(worker);
         for s in inner.streams.iter_mut().flatten() {
             if s.worker == worker && !s.finished {
                 s.finished = true;
-                // No longer counted against any link (a replacement starts from zero).
+                load.done(false);
                 s.worker = NO_WORKER;
                 s.inbox.push_back(Event::WorkerLost);
                 if let Some(w) = s.waker.take() {
@@ -252,23 +295,27 @@ impl Hub {
         self.detach(worker, generation);
     }
 
-    /// Opens a stream on the ready worker with the fewest requests in flight from this
-    /// thread. `None`: no worker is attached.
-    pub fn open_stream(&self) -> Option<(StreamId, usize)> {
+    /// Opens a stream for request `what` on the worker with the fewest requests in flight
+    /// (over all threads) among those that accept work: attached, not stalled, not retiring,
+    /// under `--limit-concurrency`. `None`: no worker accepts now; wait with `wait_queue`.
+    pub fn open_stream(&self, what: impl FnOnce() -> Box<str>) -> Option<(StreamId, usize)> {
         let mut inner = self.inner.borrow_mut();
         let worker = inner
             .links
             .iter()
             .enumerate()
-            .filter_map(|(i, l)| l.as_ref().map(|l| (l.outstanding, i)))
+            .filter(|(i, l)| l.is_some() && self.load.get(*i).accepts(self.limit))
+            .map(|(i, _)| (self.load.get(i).in_flight(), i))
             .min()?
             .1;
-        inner.links[worker].as_mut()?.outstanding += 1;
+        self.load.get(worker).dispatched();
         inner.next_seq = inner.next_seq.wrapping_add(1);
         let seq = inner.next_seq;
         let stream = Stream {
             worker,
             seq,
+            what: what(),
+            since: Instant::now(),
             inbox: VecDeque::new(),
             waker: None,
             finished: false,
@@ -297,6 +344,15 @@ impl Hub {
 
     /// Ends a stream. If the worker has not finished it, tell the worker the client is gone.
     pub fn close_stream(&self, id: StreamId) {
+        self.end_stream(id, Kind::Disconnect);
+    }
+
+    /// Ends a stream whose request ran out of time: the worker cancels the app's task.
+    pub fn cancel_stream(&self, id: StreamId) {
+        self.end_stream(id, Kind::Cancel);
+    }
+
+    fn end_stream(&self, id: StreamId, notice: Kind) {
         let mut inner = self.inner.borrow_mut();
         let Some(s) = Self::stream_mut(&mut inner, id) else {
             return;
@@ -305,18 +361,68 @@ impl Hub {
         let index = (id & 0xffff_ffff) as usize;
         inner.streams[index] = None;
         inner.free_streams.push(index);
+        if worker == NO_WORKER {
+            return;
+        }
+        self.load.get(worker).done(false);
         if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
-            link.outstanding = link.outstanding.saturating_sub(1);
             if !finished {
                 // Best effort: a full ring means the worker is far behind; it will see the
                 // stream's records dropped on our side either way.
-                if let Ok(true) = link.chan.send(Record::new(Kind::Disconnect, id)) {
+                if let Ok(true) = link.chan.send(Record::new(notice, id)) {
                     link.unflushed = true;
                 }
             }
         }
         drop(inner);
         self.flush(worker);
+        self.wake_queue();
+    }
+
+    /// Tells the worker behind a stream that its client has gone (the stream stays open, so
+    /// that the worker's last records are still recognised and dropped).
+    pub fn notify_disconnect(&self, id: StreamId) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(s) = Self::stream_mut(&mut inner, id) else {
+            return;
+        };
+        let worker = s.worker;
+        if s.finished || worker == NO_WORKER {
+            return;
+        }
+        if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            if let Ok(true) = link.chan.send(Record::new(Kind::Disconnect, id)) {
+                link.unflushed = true;
+            }
+        }
+        drop(inner);
+        self.flush(worker);
+    }
+
+    /// Waits until a worker may accept a queued request (a response completed, a worker was
+    /// attached) or `poll` passed: stall and retire verdicts change without a wake-up.
+    pub async fn wait_queue(&self, poll: std::time::Duration) {
+        let mut registered = false;
+        let wait = std::future::poll_fn(|cx| {
+            if registered {
+                return Poll::Ready(());
+            }
+            registered = true;
+            self.inner
+                .borrow_mut()
+                .queue_waiters
+                .push(cx.waker().clone());
+            Poll::Pending
+        });
+        monoio::select! {
+            _ = wait => {},
+            _ = monoio::time::sleep(poll) => {},
+        }
+    }
+
+    fn wake_queue(&self) {
+        let waiters = std::mem::take(&mut self.inner.borrow_mut().queue_waiters);
+        waiters.into_iter().for_each(Waker::wake);
     }
 
     /// Runs `f` on `worker`'s link. A contract breach it reports makes the worker a
@@ -561,14 +667,12 @@ impl Hub {
             w.wake();
         }
         if finished {
-            if let Some(link) = inner.links[worker].as_mut() {
-                link.outstanding = link.outstanding.saturating_sub(1);
-            }
+            self.load.get(worker).done(inc.kind != Kind::Abort);
             // The stream stays open until its connection task closes it; mark the worker's
             // side done so that close does not send a Disconnect nor count it twice.
-            if let Some(s) = Self::stream_mut(&mut inner, inc.stream) {
-                s.worker = NO_WORKER;
-            }
+            s.worker = NO_WORKER;
+            drop(inner);
+            self.wake_queue();
         }
         Ok(())
     }
@@ -601,9 +705,42 @@ impl Hub {
                     inner.draining = true;
                     inner.drain_waiters.drain(..).for_each(Waker::wake);
                 }
+                Command::Stalled { worker, silent } => self.log_stalled(worker, silent),
             }
         }
         any
+    }
+
+    fn log_stalled(&self, worker: usize, silent: std::time::Duration) {
+        let inner = self.inner.borrow();
+        let pid = inner
+            .links
+            .get(worker)
+            .and_then(Option::as_ref)
+            .map_or(0, |l| l.pid);
+        let mut stuck: Vec<&Stream> = inner
+            .streams
+            .iter()
+            .flatten()
+            .filter(|s| s.worker == worker)
+            .collect();
+        // Oldest first: with one request in flight it is the culprit; with several, the
+        // blocking one is usually the oldest.
+        stuck.sort_by_key(|s| s.since);
+        for s in stuck.iter().take(5) {
+            tracing::warn!(
+                worker,
+                pid,
+                thread = self.thread,
+                "worker's loop silent for {} ms; in flight on it: {} (running {} ms)",
+                silent.as_millis(),
+                s.what,
+                s.since.elapsed().as_millis()
+            );
+        }
+        if stuck.len() > 5 {
+            tracing::warn!(worker, pid, "... and {} more in flight", stuck.len() - 5);
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -683,6 +820,18 @@ impl Hub {
             idle = 0;
         }
     }
+}
+
+/// 64 random bits from the standard library's per-process hash seed and the clock.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// Lets the other tasks of this thread (and the driver's completions) run once.

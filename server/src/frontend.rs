@@ -41,11 +41,20 @@ pub struct ThreadSetup {
     pub driver: IoDriver,
     pub graceful: Duration,
     pub max_connections: Option<usize>,
+    pub load: Arc<crate::load::LoadTable>,
+    pub limit_concurrency: u32,
+    /// `--pin-cpus`: the CPU this thread runs on.
+    pub cpu: Option<usize>,
 }
 
 const RING_ENTRIES: u32 = 1024;
 
 pub fn run(setup: ThreadSetup, started: mpsc::Sender<Started>) {
+    if let Some(cpu) = setup.cpu {
+        if let Err(e) = crate::sys::pin_current_thread(cpu) {
+            tracing::warn!(thread = setup.index, cpu, error = %e, "cannot pin the front-end thread; it runs unpinned");
+        }
+    }
     let mut fallback = None;
     if setup.driver != IoDriver::Epoll {
         match RuntimeBuilder::<IoUringDriver>::new()
@@ -106,6 +115,8 @@ async fn serve(setup: ThreadSetup) {
         setup.index,
         setup.mailbox.clone(),
         setup.reports.clone(),
+        setup.load.clone(),
+        setup.limit_concurrency,
     ));
     for cmd in setup.initial {
         setup.mailbox.post(cmd);

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod dispatch;
 pub mod frontend;
 pub mod http1;
+pub mod load;
 pub mod native;
 pub mod supervisor;
 mod sys;

@@ -6,6 +6,7 @@
 //! of respawning it in a loop. After start-up, a worker that dies is replaced with backoff
 //! and only its own requests in flight fail (502).
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use crate::frontend::{self, Started, ThreadSetup};
 use crate::http1::conn::ConnConfig;
 use crate::http1::encode::HeaderOptions;
 use crate::http1::parse::HeadLimits;
+use crate::load::LoadTable;
 
 /// How often the supervisor looks at its workers and signals.
 const TICK: Duration = Duration::from_millis(10);
@@ -72,6 +74,23 @@ struct SpawnContext {
     log_level: &'static str,
     lifespan: &'static str,
     root_path: String,
+    /// The worker's heartbeat period: a quarter of --stall-timeout, within bounds.
+    heartbeat: Duration,
+    graceful: Duration,
+    /// CPUs to pin workers to (worker slot i gets `cpus[(threads + i) % len]`).
+    cpus: Option<Vec<usize>>,
+    threads: usize,
+}
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Serving (or starting, or waiting to be respawned).
+    Active,
+    /// Gets no new requests; stopped once its requests in flight are done.
+    Retiring { since: Instant },
+    /// Sent SIGTERM: finishing, running lifespan shutdown, exiting. Not respawned.
+    Stopping { since: Instant },
 }
 
 /// One worker process and its shared memory.
@@ -88,9 +107,24 @@ struct Worker {
     spawned_at: Instant,
     failures: u32,
     respawn_at: Option<Instant>,
+    role: Role,
+    /// The worker this one replaces once it is ready (rolling restart, recycling).
+    replaces: Option<usize>,
+    /// When its loop was first seen silent past --stall-timeout.
+    stalled_since: Option<Instant>,
+    /// When it was sent SIGABRT for silence past --timeout.
+    aborted_at: Option<Instant>,
+    /// This worker's recycling thresholds, jitter included.
+    recycle: Thresholds,
+    rss: u64,
 }
 
-fn spawn(ctx: &SpawnContext, index: usize, generation: u64) -> Result<Worker, Failure> {
+fn spawn(
+    ctx: &SpawnContext,
+    index: usize,
+    generation: u64,
+    recycle: Thresholds,
+) -> Result<Worker, Failure> {
     let segment = Segment::create(ctx.geometry, generation).map_err(|e| {
         Failure::new(
             format!("cannot create shared memory for worker {index}: {e}"),
@@ -122,6 +156,11 @@ fn spawn(ctx: &SpawnContext, index: usize, generation: u64) -> Result<Worker, Fa
         .env("URINGAPI_LOG_LEVEL", ctx.log_level)
         .env("URINGAPI_LIFESPAN", ctx.lifespan)
         .env("URINGAPI_ROOT_PATH", &ctx.root_path)
+        .env(
+            "URINGAPI_HEARTBEAT",
+            ctx.heartbeat.as_secs_f64().to_string(),
+        )
+        .env("URINGAPI_GRACEFUL", ctx.graceful.as_secs_f64().to_string())
         .stdin(Stdio::null());
     let mut fds = vec![
         segment.fd(),
@@ -129,7 +168,12 @@ fn spawn(ctx: &SpawnContext, index: usize, generation: u64) -> Result<Worker, Fa
         crate::sys::raw(&writer),
     ];
     fds.extend_from_slice(&ctx.thread_doorbells);
-    crate::sys::inherit_fds(&mut cmd, fds);
+    let cpu = ctx
+        .cpus
+        .as_ref()
+        .filter(|c| !c.is_empty())
+        .map(|c| c[(ctx.threads + index) % c.len()]);
+    crate::sys::prepare_child(&mut cmd, fds, cpu);
     let child = cmd.spawn().map_err(|e| {
         Failure::new(
             format!("cannot start worker {index} with {}: {e}", ctx.python.display()),
@@ -152,6 +196,12 @@ fn spawn(ctx: &SpawnContext, index: usize, generation: u64) -> Result<Worker, Fa
         spawned_at: Instant::now(),
         failures: 0,
         respawn_at: None,
+        role: Role::Active,
+        replaces: None,
+        stalled_since: None,
+        aborted_at: None,
+        recycle,
+        rss: 0,
     })
 }
 
@@ -187,6 +237,10 @@ impl Worker {
         self.child = None;
         Some(status)
     }
+
+    fn is_active(&self) -> bool {
+        self.role == Role::Active
+    }
 }
 
 /// Kills any worker still running when the supervisor returns early.
@@ -201,6 +255,53 @@ impl Drop for Workers {
             }
         }
     }
+}
+
+impl Workers {
+    /// The lowest worker slot no worker uses.
+    fn free_index(&self) -> Option<usize> {
+        (0..crate::load::MAX_SLOTS).find(|i| self.0.iter().all(|w| w.index != *i))
+    }
+
+    fn by_index(&mut self, index: usize) -> Option<&mut Worker> {
+        self.0.iter_mut().find(|w| w.index == index)
+    }
+}
+
+/// When a worker is recycled (`None`: never on that count).
+#[derive(Debug, Clone, Copy, Default)]
+struct Thresholds {
+    requests: Option<u64>,
+    lifetime: Option<Duration>,
+    rss: Option<u64>,
+}
+
+/// The recycling flags, from which each worker draws its own jittered thresholds.
+#[derive(Debug, Clone, Copy)]
+struct Recycling {
+    max_requests: u64,
+    lifetime: Duration,
+    max_rss: u64,
+    jitter: f64,
+}
+
+impl Recycling {
+    fn draw(&self) -> Thresholds {
+        let j = || 1.0 + self.jitter.clamp(0.0, 10.0) * unit_random();
+        Thresholds {
+            requests: (self.max_requests > 0).then(|| (self.max_requests as f64 * j()) as u64),
+            lifetime: (!self.lifetime.is_zero()).then(|| self.lifetime.mul_f64(j())),
+            rss: (self.max_rss > 0).then(|| (self.max_rss as f64 * j()) as u64),
+        }
+    }
+}
+
+/// A random number in [0, 1) from the standard library's per-process hash seed.
+fn unit_random() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn startup_failure(w: &mut Worker, status: std::process::ExitStatus) -> Failure {
@@ -266,6 +367,25 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             "see --slot-size, --channel-slots and --ring-capacity in --help",
         )
     })?;
+    if args.stall_timeout <= 0.0 {
+        return Err(Failure::new(
+            "--stall-timeout must be above 0",
+            "the default, 0.1 s, suits most apps; raise it for apps that block their loop on purpose",
+        ));
+    }
+    if let Some(cpus) = &args.pin_cpus {
+        let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(c) = cpus
+            .0
+            .iter()
+            .find(|&&c| c >= online.max(1) && !cpu_online(c))
+        {
+            return Err(Failure::new(
+                format!("--pin-cpus names CPU {c}, which this machine does not have"),
+                format!("pick CPUs from 0 to {}", online.saturating_sub(1)),
+            ));
+        }
+    }
 
     // Listeners first: a busy port should fail before any Python starts.
     let mut addr = SocketAddr::new(args.host, args.port);
@@ -279,6 +399,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         .map(|_| Mailbox::new().map(Arc::new))
         .collect::<Result<_, _>>()
         .map_err(|e| Failure::new(format!("cannot create an eventfd: {e}"), "check ulimit -n"))?;
+    let stall = seconds(args.stall_timeout);
+    let graceful = seconds(args.timeout_graceful_shutdown);
     let ctx = SpawnContext {
         python: args.python.clone().unwrap_or_else(default_python),
         app: app.clone(),
@@ -291,24 +413,30 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         log_level: args.log_level.python(),
         lifespan: args.lifespan.as_str(),
         root_path: args.root_path.clone(),
+        heartbeat: (stall / 4).clamp(Duration::from_millis(5), Duration::from_secs(1)),
+        graceful,
+        cpus: args.pin_cpus.as_ref().map(|c| c.0.clone()),
+        threads: args.threads as usize,
+    };
+    let recycling = Recycling {
+        max_requests: args.limit_max_requests,
+        lifetime: seconds(args.workers_lifetime),
+        max_rss: args.workers_max_rss << 20,
+        jitter: args.recycle_jitter,
     };
 
-    let term = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, term.clone()).map_err(|e| {
-            Failure::new(
-                format!("cannot install signal handlers: {e}"),
-                "this is a bug; please report it",
-            )
-        })?;
-    }
-
+    let signals = Signals::install()?;
+    let load = Arc::new(LoadTable::default());
     let mut workers = Workers(Vec::new());
     for i in 0..args.workers as usize {
-        workers.0.push(spawn(&ctx, i, 1)?);
+        workers.0.push(spawn(&ctx, i, 1, recycling.draw())?);
     }
-    wait_ready(&mut workers, &term, seconds(args.timeout_worker_startup))?;
-    if term.load(Ordering::Relaxed) {
+    wait_ready(
+        &mut workers,
+        &signals.term,
+        seconds(args.timeout_worker_startup),
+    )?;
+    if signals.term.load(Ordering::Relaxed) {
         return Ok(());
     }
 
@@ -327,6 +455,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         keep_alive: seconds(args.timeout_keep_alive),
         header_read: seconds(args.timeout_header_read),
         body_read: seconds(args.timeout_body_read),
+        queue_timeout: seconds(args.queue_timeout),
+        queue_limit: args.limit_queue,
+        request_timeout: (args.timeout_request > 0.0).then(|| seconds(args.timeout_request)),
+        request_id: args.request_id,
     };
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();
@@ -344,8 +476,15 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
                 .collect(),
             conn: conn.clone(),
             driver: args.io_driver,
-            graceful: seconds(args.timeout_graceful_shutdown),
+            graceful,
             max_connections: (args.limit_connections > 0).then_some(args.limit_connections),
+            load: load.clone(),
+            limit_concurrency: args.limit_concurrency,
+            cpu: ctx
+                .cpus
+                .as_ref()
+                .filter(|c| !c.is_empty())
+                .map(|c| c[t % c.len()]),
         };
         let started = started_tx.clone();
         let handle = std::thread::Builder::new()
@@ -393,7 +532,21 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         shm >> 20
     );
 
-    run(&mut workers, &ctx, &mailboxes, &report_rx, &term);
+    let mut sup = Supervisor {
+        workers,
+        ctx,
+        mailboxes: mailboxes.clone(),
+        load,
+        stall,
+        kill_after: (args.timeout > 0.0).then(|| seconds(args.timeout)),
+        recycling,
+        rolling: VecDeque::new(),
+        recycle_pause_until: None,
+        restarts: 0,
+        stalls: 0,
+        last_rss_check: Instant::now(),
+    };
+    sup.run(&report_rx, &signals);
 
     tracing::info!("shutting down: draining connections");
     for m in &mailboxes {
@@ -402,9 +555,56 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     for t in threads {
         let _ = t.join();
     }
-    stop_workers(&mut workers, seconds(args.timeout_graceful_shutdown));
+    stop_workers(&mut sup.workers, graceful);
     tracing::info!("stopped");
     Ok(())
+}
+
+fn cpu_online(cpu: usize) -> bool {
+    std::path::Path::new(&format!("/sys/devices/system/cpu/cpu{cpu}")).exists()
+}
+
+/// The signals the supervisor acts on, as flags its loop polls.
+struct Signals {
+    /// SIGTERM or SIGINT: drain and stop.
+    term: Arc<AtomicBool>,
+    /// SIGHUP: replace every worker, one at a time.
+    hup: Arc<AtomicBool>,
+    /// SIGTTIN / SIGTTOU: one worker more / fewer.
+    ttin: Arc<AtomicBool>,
+    ttou: Arc<AtomicBool>,
+    /// SIGUSR1: reopen the access log file.
+    usr1: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> Result<Self, Failure> {
+        use signal_hook::consts::*;
+        let s = Self {
+            term: Arc::default(),
+            hup: Arc::default(),
+            ttin: Arc::default(),
+            ttou: Arc::default(),
+            usr1: Arc::default(),
+        };
+        let table = [
+            (SIGTERM, &s.term),
+            (SIGINT, &s.term),
+            (SIGHUP, &s.hup),
+            (SIGTTIN, &s.ttin),
+            (SIGTTOU, &s.ttou),
+            (SIGUSR1, &s.usr1),
+        ];
+        for (sig, flag) in table {
+            signal_hook::flag::register(sig, flag.clone()).map_err(|e| {
+                Failure::new(
+                    format!("cannot install signal handlers: {e}"),
+                    "this is a bug; please report it",
+                )
+            })?;
+        }
+        Ok(s)
+    }
 }
 
 /// Waits until every worker reports ready; any that dies first ends start-up with its error.
@@ -436,90 +636,390 @@ fn wait_ready(workers: &mut Workers, term: &AtomicBool, limit: Duration) -> Resu
     }
 }
 
-/// Watches workers until a stop signal: replaces the dead, attaches the newly ready.
-fn run(
-    workers: &mut Workers,
-    ctx: &SpawnContext,
-    mailboxes: &[Arc<Mailbox>],
-    reports: &mpsc::Receiver<Report>,
-    term: &AtomicBool,
-) {
-    let post_all = |cmd: &dyn Fn() -> Option<ThreadCmd>| {
-        for m in mailboxes {
-            if let Some(c) = cmd() {
-                m.post(c);
+/// How long a worker sent SIGABRT (or SIGTERM past the graceful timeout) has before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long a retiring worker is left before it can count as idle (see `retire_idle`).
+const RETIRE_SETTLE: Duration = Duration::from_millis(50);
+/// How often workers' RSS is read for --workers-max-rss.
+const RSS_EVERY: Duration = Duration::from_secs(1);
+/// After a replacement failed to start, recycling waits this long before trying again.
+const RECYCLE_PAUSE: Duration = Duration::from_secs(30);
+
+/// The supervisor's state after start-up.
+struct Supervisor {
+    workers: Workers,
+    ctx: SpawnContext,
+    mailboxes: Vec<Arc<Mailbox>>,
+    load: Arc<LoadTable>,
+    stall: Duration,
+    kill_after: Option<Duration>,
+    recycling: Recycling,
+    /// Workers waiting to be replaced, one at a time (SIGHUP, recycling).
+    rolling: VecDeque<usize>,
+    recycle_pause_until: Option<Instant>,
+    restarts: u64,
+    stalls: u64,
+    last_rss_check: Instant,
+}
+
+impl Supervisor {
+    /// Watches workers until a stop signal.
+    fn run(&mut self, reports: &mpsc::Receiver<Report>, signals: &Signals) {
+        while !signals.term.load(Ordering::Relaxed) {
+            match reports.recv_timeout(TICK) {
+                Ok(Report::Violation {
+                    worker,
+                    generation,
+                    reason,
+                }) => {
+                    if let Some(w) = self.workers.0.iter().find(|w| {
+                        w.index == worker && w.generation == generation && w.child.is_some()
+                    }) {
+                        tracing::error!(worker, pid = w.pid, %reason, "killing worker that broke the channel contract");
+                        w.signal(libc::SIGKILL);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
-        }
-    };
-    while !term.load(Ordering::Relaxed) {
-        match reports.recv_timeout(TICK) {
-            Ok(Report::Violation {
-                worker,
-                generation,
-                reason,
-            }) => {
-                if let Some(w) = workers
+            if signals.hup.swap(false, Ordering::Relaxed) {
+                let active: Vec<usize> = self
+                    .workers
                     .0
-                    .get(worker)
-                    .filter(|w| w.generation == generation && w.child.is_some())
-                {
-                    tracing::error!(worker, pid = w.pid, %reason, "killing worker that broke the channel contract");
-                    w.signal(libc::SIGKILL);
+                    .iter()
+                    .filter(|w| w.is_active() && w.replaces.is_none())
+                    .map(|w| w.index)
+                    .collect();
+                tracing::info!("SIGHUP: replacing {} workers one at a time", active.len());
+                for i in active {
+                    if !self.rolling.contains(&i) {
+                        self.rolling.push_back(i);
+                    }
                 }
+                self.recycle_pause_until = None;
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            if signals.ttin.swap(false, Ordering::Relaxed) {
+                self.add_worker(None, "SIGTTIN");
+            }
+            if signals.ttou.swap(false, Ordering::Relaxed) {
+                self.remove_worker();
+            }
+            self.reap();
+            self.respawn_due();
+            self.watch_ready();
+            self.watch_heartbeats();
+            self.watch_recycling();
+            self.advance_rolling();
+            self.retire_idle();
         }
-        for w in &mut workers.0 {
-            if let Some(status) = w.exited() {
-                let (index, generation) = (w.index, w.generation);
-                post_all(&|| {
-                    Some(ThreadCmd::Detach {
-                        worker: index,
-                        generation,
-                    })
-                });
-                if w.spawned_at.elapsed() > STABLE_AFTER {
-                    w.failures = 0;
-                }
-                let backoff = BACKOFF_MIN
-                    .saturating_mul(1 << w.failures.min(6))
-                    .min(BACKOFF_MAX);
-                w.failures += 1;
-                let before = if w.ready { "" } else { " before it was ready" };
-                let msg = w.status_message();
-                tracing::warn!(worker = index, pid = w.pid, %status, "worker exited{before}; respawning in {} ms{}", backoff.as_millis(), if msg.is_empty() { String::new() } else { format!(": {}", msg.trim()) });
-                w.ready = false;
-                w.respawn_at = Some(Instant::now() + backoff);
+    }
+
+    /// Starts a worker in a free slot; with `replaces`, it takes that worker's place once ready.
+    fn add_worker(&mut self, replaces: Option<usize>, why: &str) -> bool {
+        let Some(index) = self.workers.free_index() else {
+            tracing::error!(
+                "cannot add a worker ({why}): all {} worker slots are in use",
+                crate::load::MAX_SLOTS
+            );
+            return false;
+        };
+        self.load.get(index).reset();
+        match spawn(&self.ctx, index, 1, self.recycling.draw()) {
+            Ok(mut w) => {
+                w.replaces = replaces;
+                tracing::info!(worker = index, pid = w.pid, "starting a worker ({why})");
+                self.workers.0.push(w);
+                true
             }
-            if w.respawn_at.is_some_and(|t| Instant::now() >= t) {
-                w.respawn_at = None;
-                match spawn(ctx, w.index, w.generation + 1) {
-                    Ok(mut fresh) => {
-                        fresh.failures = w.failures;
-                        fresh.ever_ready = w.ever_ready;
-                        *w = fresh;
-                    }
-                    Err(f) => {
-                        tracing::error!(worker = w.index, "cannot respawn worker: {}", f.error);
-                        w.respawn_at = Some(Instant::now() + BACKOFF_MAX);
-                    }
-                }
-            }
-            if !w.ready && w.child.is_some() && w.segment.is_ready() {
-                w.ready = true;
-                w.ever_ready = true;
-                tracing::info!(
-                    worker = w.index,
-                    pid = w.pid,
-                    generation = w.generation,
-                    "worker ready"
-                );
-                let w = &*w;
-                post_all(&|| w.attach_command());
+            Err(f) => {
+                tracing::error!("cannot start a worker ({why}): {}", f.error);
+                false
             }
         }
     }
+
+    /// SIGTTOU: the newest active worker stops taking requests and leaves once idle.
+    fn remove_worker(&mut self) {
+        let active = self.workers.0.iter().filter(|w| w.is_active()).count();
+        if active <= 1 {
+            tracing::warn!("SIGTTOU ignored: at least one worker must stay");
+            return;
+        }
+        if let Some(w) = self
+            .workers
+            .0
+            .iter_mut()
+            .filter(|w| w.is_active() && w.replaces.is_none())
+            .max_by_key(|w| w.spawned_at)
+        {
+            tracing::info!(worker = w.index, pid = w.pid, "SIGTTOU: retiring a worker");
+            w.role = Role::Retiring {
+                since: Instant::now(),
+            };
+            self.load.get(w.index).set_retiring(true);
+        }
+    }
+
+    /// Reaps exited workers: active ones are respawned with backoff; retired ones and
+    /// replacements that never became ready are dropped.
+    fn reap(&mut self) {
+        let mut gone = Vec::new();
+        for w in &mut self.workers.0 {
+            let Some(status) = w.exited() else { continue };
+            let (index, generation) = (w.index, w.generation);
+            for m in &self.mailboxes {
+                m.post(ThreadCmd::Detach {
+                    worker: index,
+                    generation,
+                });
+            }
+            let msg = w.status_message();
+            let msg = if msg.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", msg.trim())
+            };
+            w.stalled_since = None;
+            w.aborted_at = None;
+            self.load.get(index).set_stalled(false);
+            if !w.is_active() {
+                tracing::info!(worker = index, pid = w.pid, %status, "retired worker exited");
+                gone.push(index);
+                continue;
+            }
+            if let (Some(old), false) = (w.replaces, w.ready) {
+                tracing::error!(worker = index, pid = w.pid, %status, "replacement for worker {old} exited before it was ready{msg}; keeping worker {old}");
+                self.recycle_pause_until = Some(Instant::now() + RECYCLE_PAUSE);
+                gone.push(index);
+                continue;
+            }
+            if w.spawned_at.elapsed() > STABLE_AFTER {
+                w.failures = 0;
+            }
+            let backoff = BACKOFF_MIN
+                .saturating_mul(1 << w.failures.min(6))
+                .min(BACKOFF_MAX);
+            w.failures += 1;
+            self.restarts += 1;
+            let before = if w.ready { "" } else { " before it was ready" };
+            tracing::warn!(worker = index, pid = w.pid, %status, "worker exited{before}; respawning in {} ms{msg}", backoff.as_millis());
+            w.ready = false;
+            w.respawn_at = Some(Instant::now() + backoff);
+        }
+        self.workers.0.retain(|w| !gone.contains(&w.index));
+        self.rolling.retain(|i| !gone.contains(i));
+    }
+
+    fn respawn_due(&mut self) {
+        for w in &mut self.workers.0 {
+            if w.respawn_at.is_none_or(|t| Instant::now() < t) {
+                continue;
+            }
+            w.respawn_at = None;
+            self.load.get(w.index).reset();
+            match spawn(&self.ctx, w.index, w.generation + 1, self.recycling.draw()) {
+                Ok(mut fresh) => {
+                    fresh.failures = w.failures;
+                    fresh.ever_ready = w.ever_ready;
+                    *w = fresh;
+                }
+                Err(f) => {
+                    tracing::error!(worker = w.index, "cannot respawn worker: {}", f.error);
+                    w.respawn_at = Some(Instant::now() + BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Attaches workers that became ready; a ready replacement retires the one it replaces.
+    fn watch_ready(&mut self) {
+        let mut retire = Vec::new();
+        for w in &mut self.workers.0 {
+            if w.ready || w.child.is_none() || !w.segment.is_ready() {
+                continue;
+            }
+            w.ready = true;
+            w.ever_ready = true;
+            tracing::info!(
+                worker = w.index,
+                pid = w.pid,
+                generation = w.generation,
+                "worker ready"
+            );
+            let w = &*w;
+            for m in &self.mailboxes {
+                if let Some(c) = w.attach_command() {
+                    m.post(c);
+                }
+            }
+            if let Some(old) = w.replaces {
+                retire.push(old);
+            }
+        }
+        for old in retire {
+            if let Some(w) = self.workers.by_index(old) {
+                if w.is_active() {
+                    tracing::info!(
+                        worker = old,
+                        pid = w.pid,
+                        "replacement ready; retiring worker"
+                    );
+                    w.role = Role::Retiring {
+                        since: Instant::now(),
+                    };
+                    self.load.get(old).set_retiring(true);
+                }
+            }
+            for w in &mut self.workers.0 {
+                if w.replaces == Some(old) {
+                    w.replaces = None;
+                }
+            }
+        }
+    }
+
+    /// Stall verdicts (no new requests for a silent loop) and the --timeout kill.
+    fn watch_heartbeats(&mut self) {
+        let now = Instant::now();
+        for w in &mut self.workers.0 {
+            if !w.ready || w.child.is_none() {
+                continue;
+            }
+            let Some(age) = w.segment.heartbeat_age() else {
+                continue;
+            };
+            let load = self.load.get(w.index);
+            if age > self.stall {
+                if w.stalled_since.is_none() {
+                    w.stalled_since = Some(now);
+                    self.stalls += 1;
+                    load.set_stalled(true);
+                    tracing::warn!(
+                        worker = w.index,
+                        pid = w.pid,
+                        in_flight = load.in_flight(),
+                        "worker stalled: its event loop made no progress for {} ms (--stall-timeout); it gets no new requests until it moves",
+                        age.as_millis()
+                    );
+                    let (worker, silent) = (w.index, age);
+                    for m in &self.mailboxes {
+                        m.post(ThreadCmd::Stalled { worker, silent });
+                    }
+                }
+                if let Some(limit) = self.kill_after {
+                    if age > limit && w.aborted_at.is_none() {
+                        tracing::error!(worker = w.index, pid = w.pid, "worker silent for {:.1} s (--timeout); killing it (SIGABRT prints its Python stack)", age.as_secs_f64());
+                        w.signal(libc::SIGABRT);
+                        w.aborted_at = Some(now);
+                    }
+                }
+                if w.aborted_at.is_some_and(|t| now - t > KILL_GRACE) {
+                    w.signal(libc::SIGKILL);
+                }
+            } else if let Some(since) = w.stalled_since.take() {
+                load.set_stalled(false);
+                tracing::info!(
+                    worker = w.index,
+                    pid = w.pid,
+                    "worker moved again after a {} ms stall",
+                    (now - since + self.stall).as_millis()
+                );
+            }
+        }
+    }
+
+    /// Queues workers past their recycling thresholds for replacement.
+    fn watch_recycling(&mut self) {
+        if self.recycle_pause_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let read_rss = self.last_rss_check.elapsed() >= RSS_EVERY;
+        if read_rss {
+            self.last_rss_check = Instant::now();
+        }
+        for w in &mut self.workers.0 {
+            if !w.ready || !w.is_active() || w.child.is_none() {
+                continue;
+            }
+            if read_rss {
+                w.rss = rss_bytes(w.pid).unwrap_or(0);
+            }
+            let t = w.recycle;
+            let served = self.load.get(w.index).served();
+            let why = if t.requests.is_some_and(|n| served >= n) {
+                Some(format!("served {served} requests (--limit-max-requests)"))
+            } else if t.lifetime.is_some_and(|l| w.spawned_at.elapsed() >= l) {
+                Some(format!(
+                    "up for {:.0} s (--workers-lifetime)",
+                    w.spawned_at.elapsed().as_secs_f64()
+                ))
+            } else if t.rss.is_some_and(|r| w.rss >= r) {
+                Some(format!("RSS {} MiB (--workers-max-rss)", w.rss >> 20))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                if !self.rolling.contains(&w.index) {
+                    tracing::info!(worker = w.index, pid = w.pid, "recycling worker: {why}");
+                    self.rolling.push_back(w.index);
+                }
+            }
+        }
+    }
+
+    /// Starts the next replacement once the previous one is done.
+    fn advance_rolling(&mut self) {
+        if self.workers.0.iter().any(|w| w.replaces.is_some()) {
+            return;
+        }
+        while let Some(old) = self.rolling.pop_front() {
+            let live = self
+                .workers
+                .0
+                .iter()
+                .any(|w| w.index == old && w.is_active() && w.child.is_some());
+            if live {
+                self.add_worker(Some(old), &format!("replacing worker {old}"));
+                return;
+            }
+        }
+    }
+
+    /// Retiring workers with nothing in flight (or past the graceful timeout) get SIGTERM;
+    /// stopping ones past it get SIGKILL.
+    fn retire_idle(&mut self) {
+        let graceful = self.ctx.graceful;
+        for w in &mut self.workers.0 {
+            match w.role {
+                Role::Retiring { since } => {
+                    // RETIRE_SETTLE: a thread that picked this worker just before it saw the
+                    // retiring flag has dispatched by now, so "idle" really means idle.
+                    let idle =
+                        self.load.get(w.index).in_flight() == 0 && since.elapsed() >= RETIRE_SETTLE;
+                    if idle || since.elapsed() > graceful {
+                        if !idle {
+                            tracing::warn!(worker = w.index, pid = w.pid, "retiring worker still busy after the graceful timeout; stopping it");
+                        }
+                        w.signal(libc::SIGTERM);
+                        w.role = Role::Stopping {
+                            since: Instant::now(),
+                        };
+                    }
+                }
+                Role::Stopping { since } if since.elapsed() > graceful + KILL_GRACE => {
+                    w.signal(libc::SIGKILL);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A process's resident set size, from /proc.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// SIGTERM to every worker (it runs lifespan shutdown), SIGKILL after `grace`.

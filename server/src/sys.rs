@@ -7,10 +7,13 @@ use std::process::Command;
 
 use uringapi_protocol::doorbell::EventFd;
 
-/// Lets the child started by `cmd` inherit `fds` (they are close-on-exec in this process).
-pub fn inherit_fds(cmd: &mut Command, fds: Vec<RawFd>) {
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl, which
-    // is async-signal-safe; it allocates nothing (the Vec was built before the fork).
+/// Lets the child started by `cmd` inherit `fds` (they are close-on-exec in this process)
+/// and, with `cpu`, pins it to that CPU.
+pub fn prepare_child(cmd: &mut Command, fds: Vec<RawFd>, cpu: Option<usize>) {
+    let set = cpu.map(cpu_set);
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
+    // sched_setaffinity, which are async-signal-safe; it allocates nothing (the Vec and the
+    // CPU set were built before the fork).
     unsafe {
         cmd.pre_exec(move || {
             for &fd in &fds {
@@ -18,9 +21,34 @@ pub fn inherit_fds(cmd: &mut Command, fds: Vec<RawFd>) {
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            if let Some(set) = &set {
+                // A CPU that does not exist (or is outside a cgroup's cpuset) is not fatal:
+                // the worker runs unpinned, as it would without --pin-cpus.
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
+            }
             Ok(())
         });
     }
+}
+
+fn cpu_set(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` < 1024 (checked by `cli::parse_cpu_list`), the size of the set, so the
+    // bit index stays inside it.
+    unsafe { libc::CPU_SET(cpu.min(1023), &mut set) };
+    set
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    let set = cpu_set(cpu);
+    // SAFETY: a valid cpu_set_t of the size passed; 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Wraps a duplicate of an eventfd in a type monoio can poll for readability on either
@@ -42,4 +70,25 @@ pub fn kill(pid: u32, sig: i32) {
 
 pub fn raw(fd: &impl AsRawFd) -> RawFd {
     fd.as_raw_fd()
+}
+
+/// Looks at the next byte of a socket without taking it: `Ok(0)` means the peer closed its
+/// side, `Ok(1)` that data waits, `WouldBlock` that nothing happened yet.
+pub fn peek(sock: &impl AsRawFd) -> std::io::Result<usize> {
+    let mut byte = 0u8;
+    // SAFETY: a valid one-byte buffer; MSG_PEEK leaves the data in the socket, MSG_DONTWAIT
+    // keeps the call from blocking the thread.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }

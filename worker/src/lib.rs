@@ -125,9 +125,11 @@ impl Worker {
         self.scope.state = Some(state.unbind());
     }
 
-    /// Bumps the heartbeat the supervisor watches.
-    fn beat(&self) {
-        self.segment.beat();
+    /// Stamps the heartbeat the supervisor watches; `interval` is the beat period in seconds,
+    /// so that the beat can also record how late it ran (the event-loop lag).
+    fn beat(&self, interval: f64) {
+        self.segment
+            .beat(std::time::Duration::from_secs_f64(interval.max(0.0)));
     }
 
     /// Clears the sleeping flag and any pending doorbell rings.

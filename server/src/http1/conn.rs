@@ -34,7 +34,25 @@ pub struct ConnConfig {
     pub header_read: Duration,
     /// Longest wait for the next piece of a request body.
     pub body_read: Duration,
+    /// Longest a request waits for a worker to accept it (503 past it).
+    pub queue_timeout: Duration,
+    /// Most requests waiting for a worker on this thread (503 at once past it).
+    pub queue_limit: usize,
+    /// Deadline for a whole response, from dispatch (504, or a closed connection once the
+    /// response started; the app's task is cancelled either way). `None`: no deadline.
+    pub request_timeout: Option<Duration>,
+    /// Pass X-Request-ID to the app, generating one when the client sent none.
+    pub request_id: bool,
 }
+
+/// How often a queued request re-checks the workers: stall and retire verdicts change
+/// without waking anyone.
+const QUEUE_POLL: Duration = Duration::from_millis(5);
+
+/// How long a response may take before the connection is watched for the client leaving.
+/// PERF: watching arms a poll on the socket (an io_uring PollAdd and its cancel); requests
+/// answered sooner than this never pay for it.
+const WATCH_AFTER: Duration = Duration::from_millis(2);
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -86,6 +104,8 @@ pub async fn serve(
         local,
         buf: Vec::with_capacity(READ_CHUNK),
         scratch: Vec::new(),
+        unwatched: false,
+        gone: false,
     };
     conn.run().await;
 }
@@ -100,6 +120,18 @@ struct Conn {
     buf: Vec<u8>,
     /// Reused for encoding request heads and response prefixes.
     scratch: Vec<u8>,
+    /// Stop watching the socket for the client leaving until the next request: it left (the
+    /// worker was told), or bytes of a pipelined request are waiting.
+    unwatched: bool,
+    /// The client closed the connection while its request ran.
+    gone: bool,
+}
+
+/// What waiting for a stream's next event gave.
+enum Waited {
+    Event(Event),
+    /// The request ran past `--timeout-request`.
+    TimedOut,
 }
 
 /// Why reading stopped.
@@ -226,12 +258,24 @@ impl Conn {
             }
         }
         let expect_continue = head.expect_continue && framing != BodyFraming::None;
-        let Some((sid, worker)) = self.hub.open_stream() else {
+        let what = || describe(head.method, head.target);
+        let Some((sid, worker)) = self.open_stream(what).await else {
             self.reply_error(503, minor).await;
             return Next::Close;
         };
         let hub = self.hub.clone();
         let _guard = StreamGuard(&hub, sid);
+        let deadline = self.cfg.request_timeout.map(|t| Instant::now() + t);
+        let mut rid = [0u8; REQUEST_ID_LEN];
+        if self.cfg.request_id
+            && !head
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(b"x-request-id"))
+        {
+            self.hub.new_request_id(&mut rid);
+            head.headers.push((b"x-request-id", &rid));
+        }
         let encoded = RequestHead {
             http_minor: minor,
             https: false,
@@ -281,7 +325,94 @@ impl Conn {
             }
             Err(SendEnd::Client(None)) => return Next::Close,
         }
-        self.respond(sid, side).await
+        self.respond(sid, side, deadline).await
+    }
+
+    /// Opens a stream on a worker that accepts work, waiting in the thread's queue while
+    /// none does. `None`: the queue is full or the wait passed `--queue-timeout` (503).
+    async fn open_stream(&self, what: impl Fn() -> Box<str>) -> Option<(StreamId, usize)> {
+        if let Some(opened) = self.hub.open_stream(&what) {
+            return Some(opened);
+        }
+        if self.hub.queued.get() >= self.cfg.queue_limit {
+            tracing::warn!(peer = %self.peer, "request queue full; answering 503");
+            return None;
+        }
+        let _queued = Queued::new(&self.hub);
+        let deadline = Instant::now() + self.cfg.queue_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(peer = %self.peer, request = %what(), "no worker accepted the request within --queue-timeout; answering 503");
+                return None;
+            }
+            self.hub.wait_queue(left.min(QUEUE_POLL)).await;
+            if let Some(opened) = self.hub.open_stream(&what) {
+                return Some(opened);
+            }
+        }
+    }
+
+    /// The stream's next event, watching for the client leaving once the response takes
+    /// a while, and for the request deadline.
+    async fn next_event(&mut self, sid: StreamId, deadline: Option<Instant>) -> Waited {
+        let hub = self.hub.clone();
+        let mut waited = Duration::ZERO;
+        loop {
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return Waited::TimedOut,
+                },
+                None => Duration::from_secs(3600),
+            };
+            // Only an idle socket can be watched: buffered bytes are a pipelined request, and
+            // a readable socket with data says nothing about the client leaving.
+            let watch = !self.unwatched && self.buf.is_empty() && waited >= WATCH_AFTER;
+            let step = if watch {
+                monoio::select! {
+                    ev = hub.next_event(sid) => Some(ev),
+                    r = self.sock.readable(false) => {
+                        self.check_gone(sid, r);
+                        None
+                    },
+                    _ = monoio::time::sleep(left) => None,
+                }
+            } else {
+                let nap = if self.unwatched || !self.buf.is_empty() {
+                    left
+                } else {
+                    left.min(WATCH_AFTER)
+                };
+                monoio::select! {
+                    ev = hub.next_event(sid) => Some(ev),
+                    _ = monoio::time::sleep(nap) => None,
+                }
+            };
+            match step {
+                Some(ev) => return Waited::Event(ev),
+                None => waited = WATCH_AFTER,
+            }
+        }
+    }
+
+    /// The socket turned readable while a response was pending: did the client leave?
+    fn check_gone(&mut self, sid: StreamId, readable: std::io::Result<()>) {
+        let gone = match readable {
+            Ok(()) => match crate::sys::peek(&self.sock) {
+                Ok(0) => true,
+                // Bytes of a next request: nothing to learn until it is read.
+                Ok(_) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            },
+            Err(_) => true,
+        };
+        self.unwatched = true;
+        self.gone = gone;
+        if gone {
+            tracing::debug!(peer = %self.peer, "client closed the connection while its request ran");
+            self.hub.notify_disconnect(sid);
+        }
     }
 
     /// Streams the request head (in `scratch`) and its body into the worker's channel.
@@ -379,14 +510,29 @@ impl Conn {
     }
 
     /// Streams the response from the worker to the client.
-    async fn respond(&mut self, sid: StreamId, side: RequestSide) -> Next {
-        let (head, body, more) = match self.hub.next_event(sid).await {
-            Event::Head { head, body, more } => (head, body, more),
-            Event::WorkerLost => {
+    async fn respond(
+        &mut self,
+        sid: StreamId,
+        side: RequestSide,
+        deadline: Option<Instant>,
+    ) -> Next {
+        self.unwatched = false;
+        self.gone = false;
+        let (head, body, more) = match self.next_event(sid, deadline).await {
+            Waited::TimedOut => {
+                tracing::warn!(peer = %self.peer, "request ran past --timeout-request; answering 504 and cancelling it");
+                self.hub.cancel_stream(sid);
+                self.reply_error(504, side.minor).await;
+                return Next::Close;
+            }
+            Waited::Event(Event::Head { head, body, more }) => (head, body, more),
+            Waited::Event(Event::WorkerLost) => {
                 self.reply_error(502, side.minor).await;
                 return Next::Close;
             }
-            Event::Abort | Event::Body { .. } => {
+            // The app saw http.disconnect and ended without a response.
+            Waited::Event(Event::Abort) if self.gone => return Next::Close,
+            Waited::Event(Event::Abort | Event::Body { .. }) => {
                 tracing::error!(peer = %self.peer, "worker sent a body or an abort before the response head");
                 self.reply_error(500, side.minor).await;
                 return Next::Close;
@@ -427,17 +573,23 @@ impl Conn {
         let mut ok = self.send_body(&mut out, body, more).await;
         let mut more = more;
         while ok && more {
-            match self.hub.next_event(sid).await {
-                Event::Body { body, more: m } => {
+            match self.next_event(sid, deadline).await {
+                Waited::Event(Event::Body { body, more: m }) => {
                     more = m;
                     ok = self.send_body(&mut out, body, more).await;
                 }
-                Event::Head { .. } => {
+                Waited::Event(Event::Head { .. }) => {
                     tracing::error!(peer = %self.peer, "worker sent a second response head");
                     ok = false;
                 }
-                Event::Abort | Event::WorkerLost => {
+                Waited::Event(Event::Abort) if self.gone => ok = false,
+                Waited::Event(Event::Abort | Event::WorkerLost) => {
                     tracing::warn!(peer = %self.peer, "response aborted after it started; closing the connection");
+                    ok = false;
+                }
+                Waited::TimedOut => {
+                    tracing::warn!(peer = %self.peer, "response ran past --timeout-request; closing the connection and cancelling it");
+                    self.hub.cancel_stream(sid);
                     ok = false;
                 }
             }
@@ -503,6 +655,36 @@ impl Conn {
         prefix.clear();
         out.prefix = prefix;
         ok
+    }
+}
+
+/// Length of a generated X-Request-ID: 32 hex digits (128 bits).
+pub const REQUEST_ID_LEN: usize = 32;
+
+/// "METHOD target" for log lines, cut to a sane length.
+fn describe(method: &[u8], target: &[u8]) -> Box<str> {
+    let target = &target[..target.len().min(200)];
+    format!(
+        "{} {}",
+        String::from_utf8_lossy(method),
+        String::from_utf8_lossy(target)
+    )
+    .into_boxed_str()
+}
+
+/// Counts a request in the thread's queue while it waits.
+struct Queued<'h>(&'h Hub);
+
+impl<'h> Queued<'h> {
+    fn new(hub: &'h Hub) -> Self {
+        hub.queued.set(hub.queued.get() + 1);
+        Self(hub)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queued.set(self.0.queued.get() - 1);
     }
 }
 

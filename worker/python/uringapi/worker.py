@@ -8,6 +8,7 @@ file descriptors in ``URINGAPI_*`` environment variables (see the README).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import importlib
 import logging
 import os
@@ -27,8 +28,9 @@ STARTUP_FAILED = 3
 #: How many empty polls the worker makes before it sleeps on its doorbell.
 #: PERF: untuned; the performance issue measures it.
 SPIN_ROUNDS = 32
-#: Seconds between heartbeats in shared memory.
-HEARTBEAT = 0.1
+#: Seconds between heartbeats in shared memory, unless the front end asks for another
+#: period (URINGAPI_HEARTBEAT, a quarter of --stall-timeout).
+HEARTBEAT = 0.025
 
 EV_REQUEST, EV_BODY, EV_DISCONNECT, EV_CANCEL = (
     _native.EV_REQUEST,
@@ -207,6 +209,16 @@ class Cycle:
                 await self._abort()
         finally:
             self.worker.cycles.pop(self.key, None)
+            if self.disconnected and not self.complete:
+                # The front end may still wait on this stream (the client left mid-request):
+                # end it. Dropped on the front end if it already gave the stream up.
+                self.complete = True
+                if not self.worker.native.abort(self.key):
+                    self.worker.loop.create_task(self._abort_when_room())
+
+    async def _abort_when_room(self) -> None:
+        while not self.worker.native.abort(self.key):
+            await self.worker.wait_space()
 
     async def _error(self, status: int) -> None:
         self.head = None
@@ -372,9 +384,11 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
 
+    interval = float(os.environ.get("URINGAPI_HEARTBEAT", HEARTBEAT))
+
     def beat() -> None:
-        native.beat()
-        loop.call_later(HEARTBEAT, beat)
+        native.beat(interval)
+        loop.call_later(interval, beat)
 
     beat()
     worker.start()
@@ -390,6 +404,8 @@ def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | 
     setup_logging(env.get("URINGAPI_LOG_LEVEL", "INFO"))
     # Ctrl-C reaches the whole process group; the front end decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker whose loop stays stuck past --timeout gets SIGABRT first: print where it was.
+    faulthandler.enable()
     app_dir = env.get("URINGAPI_APP_DIR") or os.getcwd()
     sys.path.insert(0, app_dir)
     try:
