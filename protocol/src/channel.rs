@@ -31,6 +31,8 @@ pub enum ChannelError {
     },
     #[error("record of kind {0:?} is missing its slot")]
     MissingSlot(Kind),
+    #[error("record of kind {0:?} must not carry a slot")]
+    UnexpectedSlot(Kind),
     #[error(transparent)]
     Return(#[from] BadReturn),
 }
@@ -194,9 +196,12 @@ impl FrontChannel {
             return Ok(None);
         };
         let kind = match Kind::from_u8(rec.kind) {
-            Some(k @ (Kind::Response | Kind::ResponseBody | Kind::Abort)) => k,
+            Some(k @ (Kind::Response | Kind::ResponseBody | Kind::Abort | Kind::Continue)) => k,
             _ => return Err(ChannelError::Kind(rec.kind)),
         };
+        if kind == Kind::Continue && rec.slot != NO_SLOT {
+            return Err(ChannelError::UnexpectedSlot(kind));
+        }
         let (len, head) = (rec.len, rec.aux);
         let slot = if rec.slot == NO_SLOT {
             if kind == Kind::Response {
@@ -505,6 +510,9 @@ mod tests {
             ),
             (Record::new(Kind::Response, 1), |e| {
                 matches!(e, ChannelError::MissingSlot(_))
+            }),
+            (Record::new(Kind::Continue, 1).with_slot(0, 0, 0), |e| {
+                matches!(e, ChannelError::UnexpectedSlot(Kind::Continue))
             }),
             (Record::new(Kind::ResponseBody, 1).with_slot(7, 1, 0), |e| {
                 matches!(e, ChannelError::SlotRange { slot: 7, .. })

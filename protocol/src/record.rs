@@ -5,6 +5,10 @@ pub const NO_SLOT: u32 = u32::MAX;
 
 /// Flag: more records for the same stream follow (body continues).
 pub const MORE: u8 = 1;
+/// Flag on a `Request` record: the client waits for `100 Continue` before it sends the body
+/// (RFC 9110 §10.1.1); the worker answers with a `Continue` record when the app first asks
+/// for the body.
+pub const EXPECT_CONTINUE: u8 = 2;
 
 /// What a record means. Values are part of the wire contract.
 #[repr(u8)]
@@ -28,6 +32,9 @@ pub enum Kind {
     ResponseBody = 17,
     /// The app failed after the response started: close the connection.
     Abort = 18,
+    /// The app asked for the body of a request that carried `Expect: 100-continue`
+    /// (flag [`EXPECT_CONTINUE`]): send `100 Continue`. No slot.
+    Continue = 19,
 }
 
 impl Kind {
@@ -41,6 +48,7 @@ impl Kind {
             16 => Self::Response,
             17 => Self::ResponseBody,
             18 => Self::Abort,
+            19 => Self::Continue,
             _ => return None,
         })
     }
@@ -88,11 +96,22 @@ impl Record {
     }
 
     pub fn more(mut self, more: bool) -> Self {
-        self.flags = if more { MORE } else { 0 };
+        self.flags = (self.flags & !MORE) | if more { MORE } else { 0 };
         self
     }
 
     pub fn has_more(&self) -> bool {
         self.flags & MORE != 0
+    }
+
+    pub fn expect_continue(mut self, on: bool) -> Self {
+        if on {
+            self.flags |= EXPECT_CONTINUE;
+        }
+        self
+    }
+
+    pub fn expects_continue(&self) -> bool {
+        self.flags & EXPECT_CONTINUE != 0
     }
 }

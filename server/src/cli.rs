@@ -148,6 +148,16 @@ pub struct ServeArgs {
     /// so that apps see exactly the headers the client sent, as under uvicorn.
     #[arg(long)]
     pub request_id: bool,
+    /// Do not take the client address and scheme from X-Forwarded-For / X-Forwarded-Proto
+    /// (by default they are believed from the peers in --forwarded-allow-ips, as uvicorn).
+    #[arg(long)]
+    pub no_proxy_headers: bool,
+    /// Accepted for uvicorn compatibility: proxy headers are on unless --no-proxy-headers.
+    #[arg(long, hide = true)]
+    pub proxy_headers: bool,
+    /// Peers whose proxy headers are believed: IPs, CIDR networks, or `*`, comma-separated.
+    #[arg(long, default_value = "127.0.0.1", env = "FORWARDED_ALLOW_IPS", value_parser = crate::proxy::Trusted::parse)]
+    pub forwarded_allow_ips: crate::proxy::Trusted,
     /// Pin front-end threads and workers to these CPUs, e.g. `0-3` or `0,2,4,6`: thread t
     /// gets the t-th CPU, worker i the (threads + i)-th, wrapping around.
     #[arg(long, value_parser = parse_cpu_list)]

@@ -103,6 +103,8 @@ pub enum Event {
     },
     /// The app failed after the response started: close the connection.
     Abort,
+    /// The app asked for the body of an `Expect: 100-continue` request.
+    Continue,
     /// The worker is gone or broke the contract: answer 502 if nothing was sent.
     WorkerLost,
 }
@@ -528,6 +530,13 @@ impl Hub {
         .await
     }
 
+    /// Puts an event back at the front of a stream's inbox.
+    pub fn unget_event(&self, id: StreamId, ev: Event) {
+        if let Some(s) = Self::stream_mut(&mut self.inner.borrow_mut(), id) {
+            s.inbox.push_front(ev);
+        }
+    }
+
     /// The next event for a stream.
     pub async fn next_event(&self, id: StreamId) -> Event {
         std::future::poll_fn(|cx| {
@@ -647,6 +656,13 @@ impl Hub {
         }
         if s.worker != worker {
             return Err(RouteError::ForeignStream(inc.stream));
+        }
+        if inc.kind == Kind::Continue {
+            s.inbox.push_back(Event::Continue);
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+            return Ok(());
         }
         let ev = match inc.kind {
             Kind::Response => Event::Head {

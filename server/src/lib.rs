@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod frontend;
 pub mod http1;
 pub mod load;
+pub mod proxy;
 pub mod native;
 pub mod supervisor;
 mod sys;

@@ -459,6 +459,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         queue_limit: args.limit_queue,
         request_timeout: (args.timeout_request > 0.0).then(|| seconds(args.timeout_request)),
         request_id: args.request_id,
+        proxies: (!args.no_proxy_headers).then(|| args.forwarded_allow_ips.clone()),
     };
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();

@@ -67,3 +67,23 @@ def test_header_value_surrounding_whitespace_is_stripped(fastapi_server: Server)
     # RFC 9112 §5: field-line = field-name ":" OWS field-value OWS
     s = get_scope(fastapi_server, "/scope", [("X-Spaces", " \t padded \t value \t ")])
     assert ["x-spaces", "padded \t value"] in s["headers"], s["headers"]
+
+
+def test_proxy_headers_from_a_trusted_peer_set_client_and_scheme(fastapi_server: Server) -> None:
+    # The test client connects from 127.0.0.1, the default --forwarded-allow-ips (as uvicorn).
+    s = get_scope(fastapi_server, "/scope", [
+        ("X-Forwarded-For", "203.0.113.9, 127.0.0.1"),
+        ("X-Forwarded-Proto", "https"),
+    ])
+    assert s["client"] == ["203.0.113.9", 0]
+    assert s["scheme"] == "https"
+
+
+def test_proxy_headers_from_an_untrusted_peer_are_ignored(servers) -> None:
+    server = servers.start("fastapi_app:app", extra_args=("--forwarded-allow-ips", "10.0.0.0/8"))
+    s = get_scope(server, "/scope", [
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("X-Forwarded-Proto", "https"),
+    ])
+    assert s["client"][0] == "127.0.0.1"
+    assert s["scheme"] == "http"

@@ -83,6 +83,19 @@ def test_expect_100_continue(fastapi_server: Server) -> None:
     assert r.body == body
 
 
+def test_no_100_continue_when_the_app_answers_without_reading_the_body(fastapi_server: Server) -> None:
+    # POST to a GET-only route: FastAPI answers 405 without asking for the body, so the
+    # client must get the final status first (RFC 9110 §10.1.1), and the connection closes
+    # because the unread body would follow.
+    with rawhttp.Connection(fastapi_server.host, fastapi_server.port, timeout=15) as c:
+        c.send(rawhttp.build_request(
+            "POST", "/json", [("Content-Length", "5"), ("Expect", "100-continue")]
+        ))
+        r = c.read_response("POST")
+        assert r.status == 405, f"expected the final 405 first, got {r.status}"
+        assert c.closed_by_peer()
+
+
 def test_head_has_headers_but_no_body(starlette_server: Server) -> None:
     with rawhttp.Connection(starlette_server.host, starlette_server.port) as c:
         get = c.request("GET", "/")

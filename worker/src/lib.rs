@@ -154,6 +154,8 @@ impl Worker {
 
     /// Takes every waiting record from every channel and returns them as event tuples:
     /// `(0, key, scope, body, more)`, `(1, key, body, more)`, `(2, key)`, `(3, key)`.
+    /// For a request, `more` is 2 when the client waits for `100 Continue` before its body
+    /// (answer with `send_continue` when the app first asks for the body).
     fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         for t in 0..self.channels.len() {
@@ -172,6 +174,11 @@ impl Worker {
                         let view = RequestView::decode(&bytes[..head_len]).map_err(broken)?;
                         let scope = self.scope.build(py, &view)?;
                         let body = PyBytes::new(py, &bytes[head_len..]);
+                        let more = match (more, rec.expects_continue()) {
+                            (true, true) => 2u8,
+                            (true, false) => 1,
+                            (false, _) => 0,
+                        };
                         out.append((EV_REQUEST, k, scope, body, more))?;
                         self.channels[t].free_request_slot(slot);
                         freed = true;
@@ -282,6 +289,23 @@ impl Worker {
             .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
         let sent = chan
             .send(Record::new(Kind::Abort, stream))
+            .map_err(broken)?;
+        if sent {
+            self.ring_front(t);
+        }
+        Ok(sent)
+    }
+
+    /// Asks the front end to send `100 Continue` for request `key`. False: no ring room;
+    /// wait for space and call again.
+    fn send_continue(&mut self, key: u128) -> PyResult<bool> {
+        let (t, stream) = split_key(key);
+        let chan = self
+            .channels
+            .get_mut(t)
+            .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
+        let sent = chan
+            .send(Record::new(Kind::Continue, stream))
             .map_err(broken)?;
         if sent {
             self.ring_front(t);

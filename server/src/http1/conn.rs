@@ -43,6 +43,8 @@ pub struct ConnConfig {
     pub request_timeout: Option<Duration>,
     /// Pass X-Request-ID to the app, generating one when the client sent none.
     pub request_id: bool,
+    /// `--proxy-headers`: the peers whose X-Forwarded-For/-Proto are believed.
+    pub proxies: Option<crate::proxy::Trusted>,
 }
 
 /// How often a queued request re-checks the workers: stall and retire verdicts change
@@ -276,13 +278,14 @@ impl Conn {
             self.hub.new_request_id(&mut rid);
             head.headers.push((b"x-request-id", &rid));
         }
+        let (client, https) = self.forwarded(&head.headers);
         let encoded = RequestHead {
             http_minor: minor,
-            https: false,
+            https,
             method: head.method,
             path: head.path,
             query: head.query,
-            client: Some(self.peer),
+            client: Some(client),
             server: Some(self.local),
             headers: std::mem::take(&mut head.headers),
         };
@@ -302,19 +305,21 @@ impl Conn {
         drop(head);
         self.buf.drain(..end);
 
-        if expect_continue && self.buf.is_empty() {
-            // RFC 9110 §10.1.1: tell the client to go on with the body.
-            let cont = if minor >= 1 {
-                b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()
-            } else {
-                Vec::new()
-            };
-            if !cont.is_empty() && self.write(cont).await.is_err() {
+        // RFC 9110 §10.1.1: a client that expects 100-continue waits for it before sending
+        // the body; it goes out when the app first asks for the body. (HTTP/1.0 clients
+        // cannot be sent a 1xx; a body already on its way needs no invitation.)
+        let wait_continue = expect_continue && minor >= 1 && self.buf.is_empty();
+        match self
+            .send_request(sid, worker, framing, slot_size, wait_continue)
+            .await
+        {
+            Ok(()) => {}
+            Err(SendEnd::Answered) => {
+                // The app answered without the body: what the client sends next is that
+                // unread body, so the connection closes after the response.
+                self.respond(sid, side, deadline).await;
                 return Next::Close;
             }
-        }
-        match self.send_request(sid, worker, framing, slot_size).await {
-            Ok(()) => {}
             Err(SendEnd::WorkerLost) => {
                 self.reply_error(502, minor).await;
                 return Next::Close;
@@ -326,6 +331,41 @@ impl Conn {
             Err(SendEnd::Client(None)) => return Next::Close,
         }
         self.respond(sid, side, deadline).await
+    }
+
+    /// The client address and scheme the app sees: the connection's, or with
+    /// `--proxy-headers` and a trusted peer, what X-Forwarded-For/-Proto say.
+    fn forwarded(&self, headers: &[(&[u8], &[u8])]) -> (SocketAddr, bool) {
+        let trusted = self
+            .cfg
+            .proxies
+            .as_ref()
+            .filter(|t| t.contains(self.peer.ip()));
+        let Some(trusted) = trusted else {
+            return (self.peer, false);
+        };
+        let mut https = false;
+        let mut xff: Vec<u8> = Vec::new();
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+                // The last one wins, as in uvicorn.
+                if let Some(h) = crate::proxy::https(value) {
+                    https = h;
+                }
+            } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+                // Several headers are one list (RFC 9110 §5.3).
+                if !xff.is_empty() {
+                    xff.extend_from_slice(b", ");
+                }
+                xff.extend_from_slice(value);
+            }
+        }
+        let client = if xff.is_empty() {
+            None
+        } else {
+            trusted.client(&xff)
+        };
+        (client.unwrap_or(self.peer), https)
     }
 
     /// Opens a stream on a worker that accepts work, waiting in the thread's queue while
@@ -390,6 +430,9 @@ impl Conn {
                 }
             };
             match step {
+                // A late invitation for a body the app no longer waits for: the response
+                // is under way and the connection closes after it.
+                Some(Event::Continue) => {}
                 Some(ev) => return Waited::Event(ev),
                 None => waited = WATCH_AFTER,
             }
@@ -422,6 +465,7 @@ impl Conn {
         worker: usize,
         framing: BodyFraming,
         slot_size: usize,
+        wait_continue: bool,
     ) -> Result<(), SendEnd> {
         let mut body = BodyState::new(framing, self.cfg.max_body);
         let head_len = self.scratch.len();
@@ -465,15 +509,37 @@ impl Conn {
                 Record::new(kind, sid)
                     .with_slot(slot.get(), filled as u32, aux)
                     .more(more)
+                    .expect_continue(first && more && wait_continue)
             };
             self.push(worker, rec).await?;
             self.hub.flush(worker);
             if !more {
                 return Ok(());
             }
+            if first && wait_continue {
+                self.await_continue(sid).await?;
+            }
             first = false;
             if self.buf.is_empty() {
                 self.read_body().await?;
+            }
+        }
+    }
+
+    /// Waits until the app asks for the body, then invites the client to send it.
+    async fn await_continue(&mut self, sid: StreamId) -> Result<(), SendEnd> {
+        let hub = self.hub.clone();
+        match hub.next_event(sid).await {
+            Event::Continue => {
+                self.write(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+                    .await
+                    .map_err(|_| SendEnd::Client(None))?;
+                Ok(())
+            }
+            Event::WorkerLost => Err(SendEnd::WorkerLost),
+            ev => {
+                hub.unget_event(sid, ev);
+                Err(SendEnd::Answered)
             }
         }
     }
@@ -532,7 +598,7 @@ impl Conn {
             }
             // The app saw http.disconnect and ended without a response.
             Waited::Event(Event::Abort) if self.gone => return Next::Close,
-            Waited::Event(Event::Abort | Event::Body { .. }) => {
+            Waited::Event(Event::Abort | Event::Body { .. } | Event::Continue) => {
                 tracing::error!(peer = %self.peer, "worker sent a body or an abort before the response head");
                 self.reply_error(500, side.minor).await;
                 return Next::Close;
@@ -583,7 +649,7 @@ impl Conn {
                     ok = false;
                 }
                 Waited::Event(Event::Abort) if self.gone => ok = false,
-                Waited::Event(Event::Abort | Event::WorkerLost) => {
+                Waited::Event(Event::Abort | Event::WorkerLost | Event::Continue) => {
                     tracing::warn!(peer = %self.peer, "response aborted after it started; closing the connection");
                     ok = false;
                 }
@@ -699,6 +765,8 @@ struct Body {
 /// Why streaming a request stopped early.
 enum SendEnd {
     WorkerLost,
+    /// The app responded before it asked for an `Expect: 100-continue` body.
+    Answered,
     /// The client misbehaved (`Some(status)`: answer it) or went away (`None`).
     Client(Option<u16>),
 }

@@ -94,13 +94,17 @@ class Cycle:
     __slots__ = (
         "worker", "key", "scope", "chunks", "body_done", "waiter",
         "disconnected", "started", "head", "head_sent", "complete", "task", "flushing",
+        "continue_pending",
     )
 
-    def __init__(self, worker: Worker, key: int, scope: dict[str, Any], body: bytes, more: bool) -> None:
+    def __init__(self, worker: Worker, key: int, scope: dict[str, Any], body: bytes, more: int) -> None:
         self.worker = worker
         self.key = key
         self.scope = scope
-        self.chunks: deque[tuple[bytes, bool]] = deque(((body, more),))
+        #: The client waits for ``100 Continue`` before sending its body (``more == 2``);
+        #: it goes out when the app first asks for the body, as RFC 9110 §10.1.1 intends.
+        self.continue_pending = more == 2
+        self.chunks: deque[tuple[bytes, bool]] = deque(((body, bool(more)),))
         self.body_done = not more
         self.waiter: asyncio.Future[None] | None = None
         self.disconnected = False
@@ -135,6 +139,10 @@ class Cycle:
                 return {"type": "http.request", "body": body, "more_body": more}
             if self.disconnected or self.complete:
                 return {"type": "http.disconnect"}
+            if self.continue_pending:
+                self.continue_pending = False
+                while not self.worker.native.send_continue(self.key):
+                    await self.worker.wait_space()
             self.waiter = self.worker.loop.create_future()
             try:
                 await self.waiter

@@ -1,0 +1,179 @@
+//! `--proxy-headers` and `--forwarded-allow-ips`: taking the client address and scheme from
+//! `X-Forwarded-For` / `X-Forwarded-Proto`, but only when the connection comes from a proxy
+//! the operator trusts. Semantics follow uvicorn's, so apps see the same scope under both.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// The peers whose forwarding headers are believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trusted {
+    /// `*`: every peer.
+    any: bool,
+    /// Networks as (address, prefix length).
+    nets: Vec<(IpAddr, u8)>,
+}
+
+impl Trusted {
+    /// Parses a comma-separated list of IP addresses, CIDR networks, or `*`.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut t = Self::default();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item == "*" {
+                t.any = true;
+                continue;
+            }
+            let (addr, prefix) = match item.split_once('/') {
+                Some((a, p)) => (a, Some(p)),
+                None => (item, None),
+            };
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("{item:?} is not an IP address or network"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                Some(p) => p
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(|| format!("{item:?} has an invalid prefix length"))?,
+                None => max,
+            };
+            t.nets.push((ip, prefix));
+        }
+        Ok(t)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.any || self.nets.iter().any(|&(net, p)| in_net(ip, net, p))
+    }
+
+    /// The client address an `X-Forwarded-For` value names: walking from the right (the
+    /// hop nearest to us), the first address that is not a trusted proxy; if all are
+    /// trusted, the leftmost. With `*`, the leftmost. A hop may carry a port (`a.b.c.d:p`,
+    /// `[v6]:p`); without one the port is 0. `None` if the chosen hop is not an IP address
+    /// (uvicorn would pass such a string on; we keep the connection's peer instead).
+    pub fn client(&self, xff: &[u8]) -> Option<SocketAddr> {
+        let text = std::str::from_utf8(xff).ok()?;
+        let hops: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let pick = if self.any {
+            hops.first()
+        } else {
+            hops.iter()
+                .rev()
+                .find(|h| parse_hop(h).is_none_or(|a| !self.contains(a.ip())))
+                .or(hops.first())
+        }?;
+        parse_hop(pick)
+    }
+}
+
+/// An address as it appears in X-Forwarded-For: an IP, `v4:port`, `[v6]` or `[v6]:port`.
+fn parse_hop(h: &str) -> Option<SocketAddr> {
+    if let Some(rest) = h.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().unwrap_or(0),
+            None if after.is_empty() => 0,
+            None => return None,
+        };
+        return Some(SocketAddr::new(ip.parse().ok()?, port));
+    }
+    if h.matches(':').count() == 1 {
+        let (ip, port) = h.split_once(':')?;
+        return Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?));
+    }
+    Some(SocketAddr::new(h.parse().ok()?, 0))
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The scheme an `X-Forwarded-Proto` value names: `Some(true)` for https, `Some(false)`
+/// for http, `None` for anything else, which is ignored. Exact lowercase, as uvicorn.
+/// (ws/wss only matter for websocket scopes, which uringapi does not serve; uvicorn puts
+/// them into an http scope's scheme verbatim, we map them to http/https.)
+pub fn https(proto: &[u8]) -> Option<bool> {
+    match proto.trim_ascii() {
+        b"https" | b"wss" => Some(true),
+        b"http" | b"ws" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_addresses_networks_and_star() {
+        let t = Trusted::parse("127.0.0.1, 10.0.0.0/8,::1").unwrap();
+        assert!(t.contains(ip("127.0.0.1")));
+        assert!(t.contains(ip("10.200.3.4")));
+        assert!(t.contains(ip("::1")));
+        assert!(t.contains(ip("::ffff:10.1.1.1")));
+        assert!(!t.contains(ip("11.0.0.1")));
+        assert!(Trusted::parse("*").unwrap().contains(ip("8.8.8.8")));
+        assert!(Trusted::parse("10.0.0.0/33").is_err());
+        assert!(Trusted::parse("example.com").is_err());
+        assert!(!Trusted::parse("").unwrap().contains(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn client_is_the_nearest_untrusted_hop() {
+        let t = Trusted::parse("127.0.0.1,10.0.0.0/8").unwrap();
+        let cases: &[(&str, Option<&str>)] = &[
+            ("1.2.3.4", Some("1.2.3.4")),
+            ("6.6.6.6, 1.2.3.4, 10.0.0.2", Some("1.2.3.4")),
+            ("10.0.0.3, 10.0.0.2", Some("10.0.0.3")),
+            ("[2001:db8::1]", Some("2001:db8::1")),
+            ("unknown", None),
+            ("", None),
+        ];
+        for (xff, want) in cases {
+            let got = t.client(xff.as_bytes()).map(|a| a.ip());
+            assert_eq!(got, want.map(ip), "{xff}");
+        }
+        let any = Trusted::parse("*").unwrap();
+        assert_eq!(
+            any.client(b"6.6.6.6:81, 1.2.3.4"),
+            Some("6.6.6.6:81".parse().unwrap())
+        );
+        assert_eq!(
+            t.client(b"[2001:db8::2]:443"),
+            Some("[2001:db8::2]:443".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn proto_values() {
+        assert_eq!(https(b"https"), Some(true));
+        assert_eq!(https(b" http "), Some(false));
+        assert_eq!(https(b"HTTPS"), None);
+        assert_eq!(https(b"wss"), Some(true));
+        assert_eq!(https(b"ftp"), None);
+    }
+}
