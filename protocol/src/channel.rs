@@ -33,6 +33,8 @@ pub enum ChannelError {
     MissingSlot(Kind),
     #[error("record of kind {0:?} must not carry a slot")]
     UnexpectedSlot(Kind),
+    #[error("a PathSend record must end its response (MORE set)")]
+    PathSendMore,
     #[error(transparent)]
     Return(#[from] BadReturn),
 }
@@ -196,15 +198,24 @@ impl FrontChannel {
             return Ok(None);
         };
         let kind = match Kind::from_u8(rec.kind) {
-            Some(k @ (Kind::Response | Kind::ResponseBody | Kind::Abort | Kind::Continue)) => k,
+            Some(
+                k @ (Kind::Response
+                | Kind::ResponseBody
+                | Kind::Abort
+                | Kind::Continue
+                | Kind::PathSend),
+            ) => k,
             _ => return Err(ChannelError::Kind(rec.kind)),
         };
+        if kind == Kind::PathSend && rec.has_more() {
+            return Err(ChannelError::PathSendMore);
+        }
         if kind == Kind::Continue && rec.slot != NO_SLOT {
             return Err(ChannelError::UnexpectedSlot(kind));
         }
         let (len, head) = (rec.len, rec.aux);
         let slot = if rec.slot == NO_SLOT {
-            if kind == Kind::Response {
+            if matches!(kind, Kind::Response | Kind::PathSend) {
                 return Err(ChannelError::MissingSlot(kind));
             }
             None
@@ -232,7 +243,7 @@ impl FrontChannel {
             *held = true;
             Some((idx, len as usize))
         };
-        let head_len = if kind == Kind::Response {
+        let head_len = if matches!(kind, Kind::Response | Kind::PathSend) {
             head as usize
         } else {
             0

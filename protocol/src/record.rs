@@ -35,6 +35,10 @@ pub enum Kind {
     /// The app asked for the body of a request that carried `Expect: 100-continue`
     /// (flag [`EXPECT_CONTINUE`]): send `100 Continue`. No slot.
     Continue = 19,
+    /// `http.response.pathsend`: the slot holds the response head (`aux` bytes; 0 when a
+    /// `Response` record sent it already), then the absolute path of a file that the front
+    /// end sends as the rest of the body. Always the last record of a response.
+    PathSend = 20,
 }
 
 impl Kind {
@@ -49,6 +53,7 @@ impl Kind {
             17 => Self::ResponseBody,
             18 => Self::Abort,
             19 => Self::Continue,
+            20 => Self::PathSend,
             _ => return None,
         })
     }

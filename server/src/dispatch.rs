@@ -105,6 +105,12 @@ pub enum Event {
     Abort,
     /// The app asked for the body of an `Expect: 100-continue` request.
     Continue,
+    /// `http.response.pathsend`: the rest of the body is this file (raw path bytes, not
+    /// yet checked). `head`: the response head, unless a `Head` event brought it.
+    File {
+        head: Option<Vec<u8>>,
+        path: Vec<u8>,
+    },
     /// The worker is gone or broke the contract: answer 502 if nothing was sent.
     WorkerLost,
 }
@@ -627,6 +633,7 @@ impl Hub {
         inc: uringapi_protocol::Incoming,
     ) -> Result<(), RouteError> {
         let mut head = Vec::new();
+        let mut path = Vec::new();
         // Build the lease first so that every early return hands the slot back.
         let mut body = {
             let inner = self.inner.borrow();
@@ -634,9 +641,12 @@ impl Hub {
                 .as_ref()
                 .expect("link checked by caller")
                 .chan;
-            if inc.kind == Kind::Response {
-                let (slot, _) = inc.slot.expect("Response records carry a slot (validated)");
+            if matches!(inc.kind, Kind::Response | Kind::PathSend) {
+                let (slot, len) = inc.slot.expect("these records carry a slot (validated)");
                 chan.copy_out(slot, 0..inc.head_len, &mut head);
+                if inc.kind == Kind::PathSend {
+                    chan.copy_out(slot, inc.head_len..len, &mut path);
+                }
             }
             inc.slot.map(|(slot, len)| {
                 SlotLease::new(self.clone(), worker, generation, chan, slot, len)
@@ -644,6 +654,10 @@ impl Hub {
         };
         if inc.kind == Kind::Response {
             body = body.map(|lease| lease.skip(inc.head_len));
+        }
+        if inc.kind == Kind::PathSend {
+            // Head and path are copied out: the slot goes back now.
+            body = None;
         }
         let body = body.filter(|b| !b.is_empty());
         let mut inner = self.inner.borrow_mut();
@@ -673,6 +687,10 @@ impl Hub {
             Kind::ResponseBody => Event::Body {
                 body,
                 more: inc.more,
+            },
+            Kind::PathSend => Event::File {
+                head: (!head.is_empty()).then_some(head),
+                path,
             },
             _ => Event::Abort,
         };

@@ -248,22 +248,12 @@ impl Worker {
             return Ok(-1);
         };
         let buf = chan.slot_mut(slot);
-        let head_len = match &head {
-            Some((status, headers)) => {
-                let pairs = header_pairs(headers)?;
-                let refs: Vec<(&[u8], &[u8])> = pairs
-                    .iter()
-                    .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-                    .collect();
-                match encode_response_head(*status, refs.iter().copied(), buf) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        chan.untake_slot(slot);
-                        return Err(ResponseHeadTooLarge::new_err(e.to_string()));
-                    }
-                }
+        let head_len = match write_head(buf, head.as_ref()) {
+            Ok(n) => n,
+            Err(e) => {
+                chan.untake_slot(slot);
+                return Err(e);
             }
-            None => 0,
         };
         let n = body.len().min(buf.len() - head_len);
         buf[head_len..head_len + n].copy_from_slice(&body[..n]);
@@ -294,6 +284,50 @@ impl Worker {
             self.ring_front(t);
         }
         Ok(sent)
+    }
+
+    /// Ends a response with `http.response.pathsend`: the front end sends the file at `path`
+    /// (absolute) as the rest of the body. `head` as for `send`. False: no slot or ring
+    /// room; wait for space and call again.
+    #[pyo3(signature = (key, head, path))]
+    fn send_path(
+        &mut self,
+        key: u128,
+        head: Option<(u16, Bound<'_, PyAny>)>,
+        path: &[u8],
+    ) -> PyResult<bool> {
+        let (t, stream) = split_key(key);
+        let chan = self
+            .channels
+            .get_mut(t)
+            .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
+        if !chan.has_room().map_err(broken)? {
+            return Ok(false);
+        }
+        let Some(slot) = chan.take_slot().map_err(broken)? else {
+            return Ok(false);
+        };
+        let buf = chan.slot_mut(slot);
+        let head_len = match write_head(buf, head.as_ref()) {
+            Ok(n) => n,
+            Err(e) => {
+                chan.untake_slot(slot);
+                return Err(e);
+            }
+        };
+        if head_len + path.len() > buf.len() {
+            chan.untake_slot(slot);
+            return Err(PyValueError::new_err("pathsend path too long for a slot"));
+        }
+        buf[head_len..head_len + path.len()].copy_from_slice(path);
+        let rec = Record::new(Kind::PathSend, stream).with_slot(
+            slot.get(),
+            (head_len + path.len()) as u32,
+            head_len as u32,
+        );
+        chan.send(rec).map_err(broken)?;
+        self.ring_front(t);
+        Ok(true)
     }
 
     /// Asks the front end to send `100 Continue` for request `key`. False: no ring room;
@@ -362,6 +396,20 @@ fn body_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
 }
 
 /// ASGI headers: an iterable of two-item iterables of bytes.
+/// Encodes the response head, if any, at the start of `buf`; returns its length.
+fn write_head(buf: &mut [u8], head: Option<&(u16, Bound<'_, PyAny>)>) -> PyResult<usize> {
+    let Some((status, headers)) = head else {
+        return Ok(0);
+    };
+    let pairs = header_pairs(headers)?;
+    let refs: Vec<(&[u8], &[u8])> = pairs
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    encode_response_head(*status, refs.iter().copied(), buf)
+        .map_err(|e| ResponseHeadTooLarge::new_err(e.to_string()))
+}
+
 fn header_pairs<'py>(
     headers: &Bound<'py, PyAny>,
 ) -> PyResult<Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {

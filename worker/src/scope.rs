@@ -37,6 +37,7 @@ struct Keys {
     server: Py<PyString>,
     state: Py<PyString>,
     extensions: Py<PyString>,
+    pathsend: Py<PyString>,
 }
 
 fn s(py: Python<'_>, v: &str) -> Py<PyString> {
@@ -66,6 +67,7 @@ impl ScopeBuilder {
                 server: s(py, "server"),
                 state: s(py, "state"),
                 extensions: s(py, "extensions"),
+                pathsend: s(py, "http.response.pathsend"),
             },
             http: s(py, "http"),
             scheme_http: s(py, "http"),
@@ -132,7 +134,10 @@ impl ScopeBuilder {
         if let Some(state) = &self.state {
             d.set_item(&k.state, state.bind(py).copy()?)?;
         }
-        d.set_item(&k.extensions, PyDict::new(py))?;
+        // The server sends files named by http.response.pathsend itself.
+        let ext = PyDict::new(py);
+        ext.set_item(&k.pathsend, PyDict::new(py))?;
+        d.set_item(&k.extensions, ext)?;
         Ok(d)
     }
 }

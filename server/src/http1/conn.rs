@@ -584,21 +584,34 @@ impl Conn {
     ) -> Next {
         self.unwatched = false;
         self.gone = false;
-        let (head, body, more) = match self.next_event(sid, deadline).await {
+        let (head, body, more, file) = match self.next_event(sid, deadline).await {
             Waited::TimedOut => {
                 tracing::warn!(peer = %self.peer, "request ran past --timeout-request; answering 504 and cancelling it");
                 self.hub.cancel_stream(sid);
                 self.reply_error(504, side.minor).await;
                 return Next::Close;
             }
-            Waited::Event(Event::Head { head, body, more }) => (head, body, more),
+            Waited::Event(Event::Head { head, body, more }) => (head, body, more, None),
+            Waited::Event(Event::File {
+                head: Some(head),
+                path,
+            }) => match open_file(&path).await {
+                Ok(file) => (head, None, false, Some(file)),
+                Err(e) => {
+                    tracing::error!(peer = %self.peer, path = %String::from_utf8_lossy(&path), "http.response.pathsend: {e}");
+                    self.reply_error(500, side.minor).await;
+                    return Next::Close;
+                }
+            },
             Waited::Event(Event::WorkerLost) => {
                 self.reply_error(502, side.minor).await;
                 return Next::Close;
             }
             // The app saw http.disconnect and ended without a response.
             Waited::Event(Event::Abort) if self.gone => return Next::Close,
-            Waited::Event(Event::Abort | Event::Body { .. } | Event::Continue) => {
+            Waited::Event(
+                Event::Abort | Event::Body { .. } | Event::Continue | Event::File { .. },
+            ) => {
                 tracing::error!(peer = %self.peer, "worker sent a body or an abort before the response head");
                 self.reply_error(500, side.minor).await;
                 return Next::Close;
@@ -612,7 +625,10 @@ impl Conn {
                 return Next::Close;
             }
         };
-        let complete = (!more).then(|| body.as_ref().map_or(0, |b| b.len() as u64));
+        let complete = match &file {
+            Some((_, len)) => Some(*len),
+            None => (!more).then(|| body.as_ref().map_or(0, |b| b.len() as u64)),
+        };
         let mut prefix = std::mem::take(&mut self.scratch);
         prefix.clear();
         let encoded = match encode::response_head(
@@ -636,7 +652,10 @@ impl Conn {
             sent: 0,
             prefix,
         };
-        let mut ok = self.send_body(&mut out, body, more).await;
+        let mut ok = match file {
+            Some((file, len)) => self.send_file(&mut out, file, len).await,
+            None => self.send_body(&mut out, body, more).await,
+        };
         let mut more = more;
         while ok && more {
             match self.next_event(sid, deadline).await {
@@ -644,7 +663,17 @@ impl Conn {
                     more = m;
                     ok = self.send_body(&mut out, body, more).await;
                 }
-                Waited::Event(Event::Head { .. }) => {
+                Waited::Event(Event::File { head: None, path }) => {
+                    more = false;
+                    ok = match open_file(&path).await {
+                        Ok((file, len)) => self.send_file(&mut out, file, len).await,
+                        Err(e) => {
+                            tracing::error!(peer = %self.peer, path = %String::from_utf8_lossy(&path), "http.response.pathsend: {e}; closing");
+                            false
+                        }
+                    };
+                }
+                Waited::Event(Event::Head { .. } | Event::File { head: Some(_), .. }) => {
                     tracing::error!(peer = %self.peer, "worker sent a second response head");
                     ok = false;
                 }
@@ -674,9 +703,52 @@ impl Conn {
         }
     }
 
+    /// Sends `len` bytes of `file` as the rest of the body (and the head, if still pending).
+    async fn send_file(&mut self, out: &mut Body, file: monoio::fs::File, len: u64) -> bool {
+        if len == 0 || out.framing == Framing::Empty {
+            return self.send_piece(out, None, &[], false).await;
+        }
+        let mut buf = Vec::with_capacity(FILE_CHUNK);
+        let mut pos = 0u64;
+        while pos < len {
+            let want = (len - pos).min(FILE_CHUNK as u64) as usize;
+            buf.clear();
+            let (res, slice) = file.read_at(buf.slice_mut(0..want), pos).await;
+            buf = slice.into_inner();
+            let n = match res {
+                Ok(0) => {
+                    tracing::error!(peer = %self.peer, "http.response.pathsend: the file shrank while it was sent; closing");
+                    return false;
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(peer = %self.peer, error = %e, "http.response.pathsend: cannot read the file; closing");
+                    return false;
+                }
+            };
+            pos += n as u64;
+            if !self.send_piece(out, None, &buf[..n], pos < len).await {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Writes one piece of response body (and, the first time, the head in `out.prefix`).
     async fn send_body(&mut self, out: &mut Body, body: Option<SlotLease>, more: bool) -> bool {
-        let len = body.as_ref().map_or(0, |b| b.len());
+        self.send_piece(out, body, &[], more).await
+    }
+
+    /// Writes one piece of response body, from a slot (`body`) or from memory (`bytes`, a
+    /// file's; copied behind the prefix). Only one of the two is non-empty.
+    async fn send_piece(
+        &mut self,
+        out: &mut Body,
+        body: Option<SlotLease>,
+        bytes: &[u8],
+        more: bool,
+    ) -> bool {
+        let len = body.as_ref().map_or(bytes.len(), |b| b.len());
         let mut prefix = std::mem::take(&mut out.prefix);
         let (body, suffix): (Option<SlotLease>, &'static [u8]) = match out.framing {
             Framing::Empty => (None, b""),
@@ -685,13 +757,18 @@ impl Conn {
                     tracing::error!(peer = %self.peer, declared = n, "response body longer than its content-length; closing");
                     return false;
                 }
+                prefix.extend_from_slice(bytes);
                 (body, b"")
             }
-            Framing::UntilClose => (body, b""),
+            Framing::UntilClose => {
+                prefix.extend_from_slice(bytes);
+                (body, b"")
+            }
             Framing::Chunked => {
                 if len > 0 {
                     prefix.extend_from_slice(format!("{len:x}\r\n").as_bytes());
                 }
+                prefix.extend_from_slice(bytes);
                 match (len > 0, more) {
                     (true, true) => (body, b"\r\n"),
                     (true, false) => (body, b"\r\n0\r\n\r\n"),
@@ -722,6 +799,31 @@ impl Conn {
         out.prefix = prefix;
         ok
     }
+}
+
+/// Bytes read from a file per write for `http.response.pathsend`.
+/// PERF: read + write through this buffer (one copy); splice would avoid it.
+const FILE_CHUNK: usize = 64 * 1024;
+
+/// Opens a file named by `http.response.pathsend`: an absolute path to a regular file, read
+/// with the front end's own permissions (the worker could read it as well).
+async fn open_file(path: &[u8]) -> Result<(monoio::fs::File, u64), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+    if !path.is_absolute() {
+        return Err("the path is not absolute (ASGI requires an absolute path)".into());
+    }
+    let file = monoio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot open the file: {e}"))?;
+    let meta = file
+        .metadata()
+        .await
+        .map_err(|e| format!("cannot stat the file: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    Ok((file, meta.len()))
 }
 
 /// Length of a generated X-Request-ID: 32 hex digits (128 bits).

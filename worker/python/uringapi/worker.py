@@ -179,6 +179,24 @@ class Cycle:
             head, self.head = self.head, None
             self.head_sent = True
             await self.worker.write(self.key, head, body, more)
+        elif kind == "http.response.pathsend":
+            if not self.started:
+                raise RuntimeError("http.response.pathsend sent before http.response.start")
+            if self.complete:
+                raise RuntimeError("http.response.pathsend sent after the response completed")
+            if self.disconnected:
+                raise ClientDisconnected("the client has disconnected")
+            path = os.fsencode(message["path"])
+            if not os.path.isabs(path):
+                raise RuntimeError("http.response.pathsend needs an absolute path")
+            self.complete = True
+            if self.flushing is not None:
+                await self.flushing
+                self.flushing = None
+            head, self.head = self.head, None
+            self.head_sent = True
+            while not self.worker.native.send_path(self.key, head, path):
+                await self.worker.wait_space()
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} for an http scope")
 
