@@ -13,6 +13,10 @@ Routes (query parameters in brackets):
   GET  /stream [chunks, size, cl]
                           `chunks` body messages of `size` bytes each ("a", "b", ...) with
                           more_body, then an empty final one; no Content-Length unless cl=1
+  GET  /stream-listen [chunks, size]  streams like /stream while a second task waits in
+                                      receive() for http.disconnect (as Litestar's Stream and
+                                      older Starlette do); returns once that task saw it,
+                                      recording "listener" and "returned"
   GET  /raise-before-start            raises before sending anything
   GET  /raise-after-start [flush]     sends start (no Content-Length), raises
   GET  /raise-after-body              sends start and one body chunk (more_body), raises
@@ -175,6 +179,25 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
             piece = bytes([ord("a") + i % 26]) * size
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    elif probe == "stream-listen":
+        chunks, size = int(query.get("chunks", 3)), int(query.get("size", 5))
+
+        async def listen() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    events.record("listener", probe, message["type"])
+                    return
+
+        listener = asyncio.ensure_future(listen())
+        await send(START_PLAIN)
+        await asyncio.sleep(0.05)  # the listener takes the request message and waits again
+        for i in range(chunks):
+            piece = bytes([ord("a") + i % 26]) * size
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        await listener
+        events.record("returned", probe)
     elif probe == "raise-before-start":
         raise ProbeError(probe)
     elif probe == "raise-after-start":

@@ -567,6 +567,29 @@ def test_send_semantics_match(pair: dict[str, Probed], case: SendCase) -> None:
         assert lines["uringapi"] == lines["uvicorn"]
 
 
+@pytest.mark.parametrize("close", [False, True], ids=["keep-alive", "connection-close"])
+@pytest.mark.parametrize("kind", ["uvicorn", "uringapi"])
+def test_receive_waiting_when_the_response_completes_gets_disconnect(
+        pair: dict[str, Probed], kind: str, close: bool) -> None:
+    """A task of the app already waits in receive() when the response completes (Litestar's
+    Stream, Starlette before ASGI 2.4): it must get http.disconnect then, as the spec says
+    for a receive() after the response was sent, even though the client keeps the
+    connection open (or the server closes it after a Connection: close request). Otherwise
+    that task, and the request with it, never ends, and a graceful stop waits for it."""
+    p = pair[kind]
+    p.reset_events()
+    w = Wire(p.server.port)
+    try:
+        w.sock.sendall(req("GET", "/stream-listen?chunks=3&size=5", close=close))
+        t = w.read_response("GET")
+        assert t.complete and t.status_line == "HTTP/1.1 200 OK", t
+        # The client keeps its end open while the app finishes on its own.
+        assert p.wait_event("listener stream-listen") == "listener stream-listen http.disconnect"
+        p.wait_event("returned stream-listen")
+    finally:
+        w.close()
+
+
 def test_send_after_complete_leaves_the_connection_usable(pair: dict[str, Probed]) -> None:
     """The expected difference above, from the client's side: a second request on the
     same connection is answered."""
