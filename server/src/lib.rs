@@ -2,11 +2,13 @@
 //! workers through shared-memory channels, and the supervisor that runs those workers.
 #![deny(unsafe_code)]
 
+pub mod accesslog;
 pub mod cli;
 pub mod dispatch;
 pub mod frontend;
 pub mod http1;
 pub mod load;
+pub mod metrics;
 pub mod proxy;
 pub mod native;
 pub mod supervisor;

@@ -1,0 +1,850 @@
+//! The access log: one line per finished request, formatted by the front-end thread that
+//! served it, batched per thread, and written to stderr or a file in whole batches.
+//!
+//! # Formats
+//!
+//! - `common`: Apache's common log format (`%h %l %u %t "%r" %>s %b`) exactly, then two
+//!   fields of our own: the request id in quotes and the duration in microseconds.
+//!   `127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] "GET /x HTTP/1.1" 200 2326 "3f2a" 1234`
+//! - `combined`: Apache's combined format (common plus `"%{Referer}i" "%{User-agent}i"`)
+//!   exactly, then the same two fields.
+//! - `json`: one object per line: `time` (RFC 3339, UTC, milliseconds), `peer`, `method`,
+//!   `target`, `http_version` (`"1.1"`), `status`, `bytes`, `referer`, `user_agent`,
+//!   `request_id` (those three `null` when absent), `duration_ms` (three decimals).
+//!
+//! The same rule holds for both text formats: the Apache fields come first, unchanged, so
+//! any tool that reads Apache's formats by prefix (GoAccess, awk on field numbers, most log
+//! shippers' patterns) keeps working, and our two fields always trail. A missing value is
+//! `-` (Apache's convention, also for `%b` when no body bytes were sent); times are always
+//! UTC (`+0000`); `bytes` counts body bytes only, like `%b`.
+//!
+//! # Escaping
+//!
+//! Method, target, referer, user agent and request id come from the client. Every byte of
+//! them that is not printable ASCII (control bytes, DEL, and every byte ≥ 0x80, whether or
+//! not it is part of valid UTF-8) is written as `\xHH`, a backslash as `\\`, and in the text
+//! formats a double quote as `\"` (what Apache does). A line therefore never contains a raw
+//! newline, quote or terminal escape from a client, and the escaped text maps back to the
+//! exact bytes. In JSON the string values are that same escaped text, JSON-encoded: a target
+//! `/a"b\<0xff>` is logged as `"/a\"b\\\\\\xff"`, which decodes to `/a"b\\\xff`. Raw UTF-8
+//! is escaped too, so the log stays ASCII and a right-to-left override or a Unicode line
+//! separator cannot disguise a line either; browsers percent-encode non-ASCII in targets,
+//! so real traffic rarely shows it.
+//!
+//! # Writing
+//!
+//! Each front-end thread fills its own [`Buffer`]; once a batch passes [`FLUSH_AT`] (or on
+//! [`Buffer::flush`]: a timer, shutdown, drop) the whole batch goes to the shared [`Sink`]
+//! in one `write` under a mutex, so lines of different threads never interleave. A file is
+//! opened with `O_APPEND`. Write errors are counted and logged once per run of failures,
+//! never fatal: a full disk must not take the server down. [`Sink::reopen`] (SIGUSR1) opens
+//! the path again after logrotate moved the old file away.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A batch is handed to the sink once it holds this many bytes.
+pub const FLUSH_AT: usize = 32 * 1024;
+
+/// `--access-log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Common,
+    Combined,
+    Json,
+}
+
+/// One finished request, as the front end saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub peer: IpAddr,
+    pub method: &'a [u8],
+    /// The request target as received (not decoded or normalised).
+    pub target: &'a [u8],
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub http_minor: u8,
+    pub status: u16,
+    /// Body bytes sent (not counting the head).
+    pub bytes: u64,
+    pub referer: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
+    /// Empty when the request has no id (logged as `-` or `null`).
+    pub request_id: &'a str,
+    /// From the request head parsed to the response fully written.
+    pub duration: Duration,
+    /// When the request head was parsed (Apache's `%t` is the time the request arrived).
+    pub time: SystemTime,
+}
+
+/// Appends one line for `e` in format `fmt`, ending in `\n`, to `out`.
+pub fn format(fmt: Format, e: &Entry<'_>, out: &mut Vec<u8>) {
+    match fmt {
+        Format::Common => text(e, false, out),
+        Format::Combined => text(e, true, out),
+        Format::Json => json(e, out),
+    }
+}
+
+fn text(e: &Entry<'_>, combined: bool, out: &mut Vec<u8>) {
+    let t = Civil::from(e.time);
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        "{} - - [{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000] \"",
+        e.peer.to_canonical(),
+        t.day,
+        MONTHS[t.month as usize - 1],
+        t.year,
+        t.hour,
+        t.minute,
+        t.second
+    );
+    escape(e.method, Quoting::Text, out);
+    out.push(b' ');
+    escape(e.target, Quoting::Text, out);
+    let _ = write!(out, " HTTP/1.{}\" {} ", e.http_minor, e.status);
+    if e.bytes == 0 {
+        out.push(b'-');
+    } else {
+        let _ = write!(out, "{}", e.bytes);
+    }
+    if combined {
+        out.push(b' ');
+        quoted_or_dash(e.referer, out);
+        out.push(b' ');
+        quoted_or_dash(e.user_agent, out);
+    }
+    out.push(b' ');
+    quoted_or_dash(
+        Some(e.request_id.as_bytes()).filter(|id| !id.is_empty()),
+        out,
+    );
+    let _ = writeln!(out, " {}", e.duration.as_micros());
+}
+
+fn quoted_or_dash(v: Option<&[u8]>, out: &mut Vec<u8>) {
+    match v {
+        Some(v) => {
+            out.push(b'"');
+            escape(v, Quoting::Text, out);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"\"-\""),
+    }
+}
+
+fn json(e: &Entry<'_>, out: &mut Vec<u8>) {
+    let t = Civil::from(e.time);
+    let _ = write!(
+        out,
+        "{{\"time\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\",\"peer\":\"{}\",\"method\":",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        t.millis,
+        e.peer.to_canonical()
+    );
+    json_string(Some(e.method), out);
+    out.extend_from_slice(b",\"target\":");
+    json_string(Some(e.target), out);
+    let _ = write!(
+        out,
+        ",\"http_version\":\"1.{}\",\"status\":{},\"bytes\":{},\"referer\":",
+        e.http_minor, e.status, e.bytes
+    );
+    json_string(e.referer, out);
+    out.extend_from_slice(b",\"user_agent\":");
+    json_string(e.user_agent, out);
+    out.extend_from_slice(b",\"request_id\":");
+    json_string(
+        Some(e.request_id.as_bytes()).filter(|id| !id.is_empty()),
+        out,
+    );
+    // Milliseconds with three decimals from whole microseconds: exact, no float rounding.
+    let us = e.duration.as_micros();
+    let _ = writeln!(out, ",\"duration_ms\":{}.{:03}}}", us / 1000, us % 1000);
+}
+
+fn json_string(v: Option<&[u8]>, out: &mut Vec<u8>) {
+    match v {
+        Some(v) => {
+            out.push(b'"');
+            escape(v, Quoting::Json, out);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    /// Inside `"…"` of a text format.
+    Text,
+    /// Inside a JSON string: the escaped text, JSON-encoded.
+    Json,
+}
+
+/// Writes client bytes by the rule in the module doc.
+fn escape(bytes: &[u8], q: Quoting, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // The escaped text's own backslash, JSON-encoded once more where needed.
+    let bs: &[u8] = if q == Quoting::Json { b"\\\\" } else { b"\\" };
+    for &b in bytes {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => {
+                out.extend_from_slice(bs);
+                out.extend_from_slice(bs);
+            }
+            0x20..=0x7e => out.push(b),
+            _ => {
+                out.extend_from_slice(bs);
+                out.extend_from_slice(&[b'x', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+            }
+        }
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// A UTC calendar time. Times before 1970 are shown as 1970-01-01 00:00:00 (a clock that
+/// far off is not worth a branch in every caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    millis: u32,
+}
+
+impl From<SystemTime> for Civil {
+    fn from(t: SystemTime) -> Self {
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = (secs % 86_400) as u32;
+        Civil {
+            year,
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem / 60 % 60,
+            second: rem % 60,
+            millis: since.subsec_millis(),
+        }
+    }
+}
+
+/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31) in the proleptic Gregorian
+/// calendar. The year is counted from March, so that the leap day is the last day of the
+/// year; 400-year eras repeat exactly (146,097 days each).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Shift the epoch to 0000-03-01, the start of an era.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097); // 0..=146_096
+                                            // Years of the era: 365 days each, plus a leap day every 4 years, less every 100th,
+                                            // plus every 400th (the era's last day).
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months from March: 31,30,31,30,31 repeating in 153-day groups of five.
+    let m = (5 * day_of_year + 2) / 153; // 0 = March .. 11 = February
+    let day = (day_of_year - (153 * m + 2) / 5 + 1) as u32;
+    let month = if m < 10 { m + 3 } else { m - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+// ---- writing ------------------------------------------------------------------------------
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Stderr,
+    File(PathBuf),
+}
+
+enum Out {
+    Stderr,
+    File(File),
+}
+
+/// The log's destination, shared by all front-end threads.
+pub struct Sink {
+    path: Option<PathBuf>,
+    out: Mutex<Out>,
+    errors: AtomicU64,
+    /// Set while writes fail, so a failing disk is reported once, not per batch.
+    failing: AtomicBool,
+}
+
+impl Sink {
+    /// Opens the destination; a file is created if needed and appended to.
+    pub fn open(dest: Destination) -> std::io::Result<Arc<Sink>> {
+        let (path, out) = match dest {
+            Destination::Stderr => (None, Out::Stderr),
+            Destination::File(p) => {
+                let f = open_append(&p)?;
+                (Some(p), Out::File(f))
+            }
+        };
+        Ok(Arc::new(Sink {
+            path,
+            out: Mutex::new(out),
+            errors: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+        }))
+    }
+
+    /// Writes a batch of whole lines in one call. Errors are counted ([`Sink::errors`]) and
+    /// logged once per run of failures; they never reach the caller.
+    pub fn write(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let result = {
+            let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+            match &mut *out {
+                Out::Stderr => std::io::stderr().lock().write_all(bytes),
+                Out::File(f) => f.write_all(bytes),
+            }
+        };
+        match result {
+            Ok(()) => self.failing.store(false, Relaxed),
+            Err(e) => {
+                self.errors.fetch_add(1, Relaxed);
+                if !self.failing.swap(true, Relaxed) {
+                    tracing::warn!(error = %e, path = ?self.path, "cannot write the access log; lines are lost until it works again");
+                }
+            }
+        }
+    }
+
+    /// Opens the file's path again (after logrotate moved the old file away) and writes there
+    /// from now on. On error the old file is kept. A no-op for stderr.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let f = open_append(path)?;
+        *self.out.lock().unwrap_or_else(PoisonError::into_inner) = Out::File(f);
+        Ok(())
+    }
+
+    /// Batches that could not be written since the sink was opened.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Relaxed)
+    }
+}
+
+fn open_append(path: &std::path::Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// One front-end thread's batch of lines. Flushes itself when dropped.
+pub struct Buffer {
+    sink: Arc<Sink>,
+    buf: Vec<u8>,
+}
+
+impl Buffer {
+    pub fn new(sink: Arc<Sink>) -> Self {
+        Self {
+            sink,
+            buf: Vec::with_capacity(FLUSH_AT + 4096),
+        }
+    }
+
+    /// Formats one line into the batch; hands the batch to the sink once it passes
+    /// [`FLUSH_AT`].
+    pub fn push(&mut self, fmt: Format, e: &Entry<'_>) {
+        format(fmt, e, &mut self.buf);
+        if self.buf.len() >= FLUSH_AT {
+            self.flush();
+        }
+    }
+
+    /// Hands whatever is batched to the sink (a periodic timer, shutdown).
+    pub fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            self.sink.write(&self.buf);
+            self.buf.clear();
+        }
+    }
+
+    /// Bytes batched and not yet written.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::path::Path;
+
+    /// 2000-10-10 13:55:36.250 UTC, Apache's documentation example moved to UTC.
+    fn example_time() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(971_186_136_250)
+    }
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+            method: b"GET",
+            target: b"/apache_pb.gif?a=1",
+            http_minor: 1,
+            status: 200,
+            bytes: 2326,
+            referer: Some(b"http://www.example.com/start.html"),
+            user_agent: Some(b"Mozilla/4.08 [en] (Win98; I ;Nav)"),
+            request_id: "5b1d3c0e9f2a4b7c",
+            duration: Duration::from_micros(1_234_567),
+            time: example_time(),
+        }
+    }
+
+    fn line(fmt: Format, e: &Entry<'_>) -> String {
+        let mut out = Vec::new();
+        format(fmt, e, &mut out);
+        String::from_utf8(out).expect("log lines are ASCII")
+    }
+
+    #[test]
+    fn common_is_apache_clf_plus_request_id_and_microseconds() {
+        assert_eq!(
+            line(Format::Common, &entry()),
+            "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"GET /apache_pb.gif?a=1 HTTP/1.1\" 200 2326 \"5b1d3c0e9f2a4b7c\" 1234567\n"
+        );
+    }
+
+    #[test]
+    fn combined_adds_referer_and_user_agent_before_our_fields() {
+        assert_eq!(
+            line(Format::Combined, &entry()),
+            "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"GET /apache_pb.gif?a=1 HTTP/1.1\" 200 2326 \
+             \"http://www.example.com/start.html\" \"Mozilla/4.08 [en] (Win98; I ;Nav)\" \"5b1d3c0e9f2a4b7c\" 1234567\n"
+        );
+    }
+
+    #[test]
+    fn json_has_every_key_in_order() {
+        assert_eq!(
+            line(Format::Json, &entry()),
+            "{\"time\":\"2000-10-10T13:55:36.250Z\",\"peer\":\"192.0.2.7\",\"method\":\"GET\",\
+             \"target\":\"/apache_pb.gif?a=1\",\"http_version\":\"1.1\",\"status\":200,\"bytes\":2326,\
+             \"referer\":\"http://www.example.com/start.html\",\"user_agent\":\"Mozilla/4.08 [en] (Win98; I ;Nav)\",\
+             \"request_id\":\"5b1d3c0e9f2a4b7c\",\"duration_ms\":1234.567}\n"
+        );
+    }
+
+    #[test]
+    fn missing_values_are_dashes_or_null() {
+        let e = Entry {
+            peer: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            method: b"HEAD",
+            target: b"/",
+            http_minor: 0,
+            status: 304,
+            bytes: 0,
+            referer: None,
+            user_agent: None,
+            request_id: "",
+            duration: Duration::from_nanos(999),
+            time: UNIX_EPOCH,
+        };
+        assert_eq!(
+            line(Format::Common, &e),
+            "::1 - - [01/Jan/1970:00:00:00 +0000] \"HEAD / HTTP/1.0\" 304 - \"-\" 0\n"
+        );
+        assert_eq!(
+            line(Format::Combined, &e),
+            "::1 - - [01/Jan/1970:00:00:00 +0000] \"HEAD / HTTP/1.0\" 304 - \"-\" \"-\" \"-\" 0\n"
+        );
+        assert_eq!(
+            line(Format::Json, &e),
+            "{\"time\":\"1970-01-01T00:00:00.000Z\",\"peer\":\"::1\",\"method\":\"HEAD\",\"target\":\"/\",\
+             \"http_version\":\"1.0\",\"status\":304,\"bytes\":0,\"referer\":null,\"user_agent\":null,\
+             \"request_id\":null,\"duration_ms\":0.000}\n"
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_shown_as_ipv4() {
+        let e = Entry {
+            peer: IpAddr::V6(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped()),
+            ..entry()
+        };
+        assert!(line(Format::Common, &e).starts_with("10.1.2.3 - - ["));
+        assert!(line(Format::Json, &e).contains("\"peer\":\"10.1.2.3\""));
+    }
+
+    const HOSTILE_TARGET: &[u8] =
+        b"/a\"b\\c\r\n127.0.0.1 - - [forged] \"GET /admin\x1b[2J\x7f\xff\xc3\xa9";
+
+    #[test]
+    fn hostile_bytes_cannot_forge_a_text_line() {
+        let e = Entry {
+            method: b"G\nET",
+            target: HOSTILE_TARGET,
+            referer: Some(b"\"-\" \"x"),
+            user_agent: Some(b"ua\0\t"),
+            request_id: "id\"\n",
+            ..entry()
+        };
+        let l = line(Format::Combined, &e);
+        assert_eq!(
+            l,
+            "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"G\\x0aET \
+             /a\\\"b\\\\c\\x0d\\x0a127.0.0.1 - - [forged] \\\"GET /admin\\x1b[2J\\x7f\\xff\\xc3\\xa9 HTTP/1.1\" 200 2326 \
+             \"\\\"-\\\" \\\"x\" \"ua\\x00\\x09\" \"id\\\"\\x0a\" 1234567\n"
+        );
+        // One line; every quote inside a field is escaped, so the fields split as Apache's.
+        assert_eq!(l.matches('\n').count(), 1);
+        assert!(l.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\n'));
+        let unescaped_quotes = l
+            .as_bytes()
+            .windows(2)
+            .filter(|w| w[1] == b'"' && w[0] != b'\\')
+            .count();
+        assert_eq!(
+            unescaped_quotes,
+            2 * 4,
+            "request, referer, agent, id: four quoted fields"
+        );
+    }
+
+    /// Undoes `escape` for the JSON format, after JSON decoding: the text rule maps back to
+    /// the exact bytes.
+    fn unescape_text(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\' {
+                match b[i + 1] {
+                    b'\\' => {
+                        out.push(b'\\');
+                        i += 2;
+                    }
+                    b'x' => {
+                        let hex = std::str::from_utf8(&b[i + 2..i + 4]).unwrap();
+                        out.push(u8::from_str_radix(hex, 16).unwrap());
+                        i += 4;
+                    }
+                    c => panic!("unexpected escape \\{}", c as char),
+                }
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// A minimal JSON string decoder (the escapes JSON allows), to check what a JSON reader
+    /// gets back.
+    fn json_decode_string(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            assert!(c >= ' ', "raw control character in a JSON string");
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next().unwrap() {
+                '"' => out.push('"'),
+                '\\' => out.push('\\'),
+                '/' => out.push('/'),
+                'n' => out.push('\n'),
+                c => panic!("escape \\{c} not expected"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn hostile_bytes_in_json_stay_inside_their_string_and_round_trip() {
+        let e = Entry {
+            target: HOSTILE_TARGET,
+            user_agent: Some(b"x\",\"status\":1,\"y\":\""),
+            ..entry()
+        };
+        let l = line(Format::Json, &e);
+        assert_eq!(l.matches('\n').count(), 1);
+        assert!(l.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\n'));
+        let target_json = l.split("\"target\":\"").nth(1).unwrap();
+        // The string ends at the first quote not preceded by an odd run of backslashes.
+        let bytes = target_json.as_bytes();
+        let mut end = 0;
+        let mut backslashes = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'"' && backslashes % 2 == 0 {
+                end = i;
+                break;
+            }
+            backslashes = if b == b'\\' { backslashes + 1 } else { 0 };
+        }
+        let decoded = json_decode_string(&target_json[..end]);
+        assert_eq!(unescape_text(&decoded), HOSTILE_TARGET);
+        assert!(
+            l.contains(",\"http_version\":\"1.1\",\"status\":200,"),
+            "status not forged: {l}"
+        );
+        assert!(
+            l.contains("\"user_agent\":\"x\\\",\\\"status\\\":1,\\\"y\\\":\\\"\""),
+            "{l}"
+        );
+    }
+
+    #[test]
+    fn civil_dates_match_known_days() {
+        // (days since 1970-01-01, date), cross-checked with `date -u -d @<days*86400>`.
+        for (days, ymd) in [
+            (0, (1970, 1, 1)),
+            (-1, (1969, 12, 31)),
+            (59, (1970, 3, 1)),
+            (11_016, (2000, 2, 29)),
+            (11_017, (2000, 3, 1)),
+            (11_240, (2000, 10, 10)),
+            (47_540, (2100, 2, 28)),
+            (47_541, (2100, 3, 1)), // 2100 is not a leap year
+            (19_723, (2024, 1, 1)),
+            (2_932_896, (9999, 12, 31)),
+        ] {
+            assert_eq!(civil_from_days(days), ymd, "day {days}");
+        }
+    }
+
+    #[test]
+    fn civil_dates_advance_one_day_at_a_time_for_a_thousand_years() {
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let mut prev = civil_from_days(-1);
+        for d in 0..366_000 {
+            let (y, m, day) = civil_from_days(d);
+            let (py, pm, pday) = prev;
+            let month_len = match pm {
+                2 if leap(py) => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            let expected = if pday < month_len {
+                (py, pm, pday + 1)
+            } else if pm < 12 {
+                (py, pm + 1, 1)
+            } else {
+                (py + 1, 1, 1)
+            };
+            assert_eq!((y, m, day), expected, "day {d}");
+            prev = (y, m, day);
+        }
+    }
+
+    #[test]
+    fn times_print_hours_minutes_seconds_and_millis() {
+        let c = Civil::from(UNIX_EPOCH + Duration::from_millis(951_868_799_999)); // leap day
+        assert_eq!(
+            c,
+            Civil {
+                year: 2000,
+                month: 2,
+                day: 29,
+                hour: 23,
+                minute: 59,
+                second: 59,
+                millis: 999
+            }
+        );
+        let before = Civil::from(UNIX_EPOCH - Duration::from_secs(5));
+        assert_eq!(
+            (before.year, before.month, before.day, before.second),
+            (1970, 1, 1, 0)
+        );
+    }
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let p =
+                std::env::temp_dir().join(format!("uringapi-{tag}-{}-{nanos}", std::process::id()));
+            std::fs::create_dir(&p).unwrap();
+            TempDir(p)
+        }
+        fn path(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn read(p: &Path) -> String {
+        std::fs::read_to_string(p).unwrap()
+    }
+
+    #[test]
+    fn reopen_after_rename_sends_new_lines_to_the_new_file() {
+        let dir = TempDir::new("accesslog-reopen");
+        let (log, rotated) = (dir.path("access.log"), dir.path("access.log.1"));
+        std::fs::write(&log, "existing\n").unwrap();
+        let sink = Sink::open(Destination::File(log.clone())).unwrap();
+        let mut buf = Buffer::new(sink.clone());
+        let e = entry();
+        buf.push(
+            Format::Common,
+            &Entry {
+                target: b"/one",
+                ..e
+            },
+        );
+        buf.flush();
+        std::fs::rename(&log, &rotated).unwrap(); // logrotate's move
+        buf.push(
+            Format::Common,
+            &Entry {
+                target: b"/two",
+                ..e
+            },
+        );
+        buf.flush(); // still the old file: it is open
+        sink.reopen().unwrap(); // SIGUSR1
+        buf.push(
+            Format::Common,
+            &Entry {
+                target: b"/three",
+                ..e
+            },
+        );
+        drop(buf); // flushes
+
+        let old = read(&rotated);
+        assert!(
+            old.starts_with("existing\n"),
+            "opened for append, not truncated"
+        );
+        assert!(old.contains("GET /one HTTP/1.1") && old.contains("GET /two HTTP/1.1"));
+        assert!(!old.contains("/three"));
+        let new = read(&log);
+        assert_eq!(new.lines().count(), 1);
+        assert!(new.contains("GET /three HTTP/1.1"), "{new}");
+        assert_eq!(sink.errors(), 0);
+    }
+
+    #[test]
+    fn reopen_on_stderr_is_a_no_op_and_a_failed_reopen_keeps_the_old_file() {
+        Sink::open(Destination::Stderr).unwrap().reopen().unwrap();
+        let dir = TempDir::new("accesslog-reopen-fail");
+        let log = dir.path("access.log");
+        let sink = Sink::open(Destination::File(log.clone())).unwrap();
+        let moved = dir.path("elsewhere.log");
+        std::fs::rename(&log, &moved).unwrap();
+        std::fs::create_dir(&log).unwrap(); // the path is now a directory: cannot open it
+        assert!(sink.reopen().is_err());
+        sink.write(b"still here\n");
+        assert_eq!(read(&moved), "still here\n");
+    }
+
+    #[test]
+    fn open_fails_for_a_missing_directory() {
+        let dir = TempDir::new("accesslog-missing");
+        assert!(Sink::open(Destination::File(dir.path("no/such/dir/access.log"))).is_err());
+    }
+
+    #[test]
+    fn buffers_flush_at_32_kib_and_threads_never_interleave_lines() {
+        let dir = TempDir::new("accesslog-threads");
+        let log = dir.path("access.log");
+        let sink = Sink::open(Destination::File(log.clone())).unwrap();
+        let (threads, per_thread) = (4, 3000);
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let sink = sink.clone();
+                s.spawn(move || {
+                    let mut buf = Buffer::new(sink);
+                    let mut flushed_by_push = false;
+                    for i in 0..per_thread {
+                        let target = format!("/t{t}/{i}");
+                        let before = buf.pending();
+                        buf.push(
+                            Format::Json,
+                            &Entry {
+                                target: target.as_bytes(),
+                                ..entry()
+                            },
+                        );
+                        assert!(
+                            buf.pending() < FLUSH_AT,
+                            "push leaves at most one batch's worth"
+                        );
+                        flushed_by_push |= buf.pending() < before;
+                    }
+                    assert!(flushed_by_push, "a batch past 32 KiB is written by push");
+                });
+            }
+        });
+        let text = read(&log);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), threads * per_thread);
+        let template = line(
+            Format::Json,
+            &Entry {
+                target: b"/T",
+                ..entry()
+            },
+        );
+        let (head, tail) = template.trim_end().split_once("/T").unwrap();
+        for l in &lines {
+            let mid = l.strip_prefix(head).and_then(|r| r.strip_suffix(tail));
+            assert!(mid.is_some_and(|m| m.starts_with("/t")), "torn line {l:?}");
+        }
+    }
+
+    #[test]
+    fn write_errors_are_counted_not_fatal() {
+        // /dev/full accepts the open and fails every write with ENOSPC.
+        let sink = Sink::open(Destination::File(PathBuf::from("/dev/full"))).unwrap();
+        let mut buf = Buffer::new(sink.clone());
+        buf.push(Format::Common, &entry());
+        buf.flush();
+        buf.push(Format::Common, &entry());
+        buf.flush();
+        assert_eq!(sink.errors(), 2);
+        assert_eq!(
+            buf.pending(),
+            0,
+            "a failed batch is dropped, not retried forever"
+        );
+    }
+}
