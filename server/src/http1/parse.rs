@@ -54,6 +54,14 @@ pub enum HeadError {
     DuplicateContentLength,
     #[error("unsupported transfer coding")]
     UnsupportedCoding,
+    #[error("request body framing cannot be trusted ({0})")]
+    BadFraming(&'static str),
+    #[error("invalid request target ({0})")]
+    BadTarget(&'static str),
+    #[error("invalid Host header value")]
+    BadHost,
+    #[error("CONNECT is not supported")]
+    Connect,
 }
 
 impl HeadError {
@@ -73,8 +81,21 @@ impl HeadError {
             Self::LengthAndChunked => 400,
             // RFC 9112 §6.3 (5): invalid or conflicting Content-Length → 400.
             Self::BadContentLength | Self::DuplicateContentLength => 400,
-            // RFC 9112 §6.1: unknown transfer coding → 501.
+            // RFC 9112 §6.1: a transfer coding we do not implement (chunked being the
+            // final one, so the framing itself is sound) → 501.
             Self::UnsupportedCoding => 501,
+            // RFC 9112 §6.3 (4): chunked not the final coding → 400 and close (MUST);
+            // §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; §7: chunked applied
+            // more than once is not a valid message.
+            Self::BadFraming(_) => 400,
+            // RFC 9112 §3.2: a request-target in none of the four forms (or a form its
+            // method may not use) makes the request line invalid → 400.
+            Self::BadTarget(_) => 400,
+            // RFC 9112 §3.2: "a Host header field with an invalid field value" → 400.
+            Self::BadHost => 400,
+            // RFC 9110 §9.3.6, §15.6.2: an ASGI http scope cannot carry a tunnel, so the
+            // method is not implemented → 501.
+            Self::Connect => 501,
         }
     }
 }
@@ -120,6 +141,37 @@ fn parse_content_length(v: &[u8]) -> Result<u64, HeadError> {
             acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
         })
         .ok_or(HeadError::BadContentLength)
+}
+
+/// What the Transfer-Encoding fields say, taken together: several fields are one list
+/// (RFC 9110 §5.3), applied in order.
+#[derive(Debug, Default)]
+struct Codings {
+    present: bool,
+    /// How many times "chunked" is listed.
+    chunked: u32,
+    last_chunked: bool,
+    /// Any coding other than chunked (gzip, deflate, compress or unknown).
+    other: bool,
+}
+
+impl Codings {
+    fn add(&mut self, value: &[u8]) {
+        self.present = true;
+        for element in value.split(|&b| b == b',') {
+            // transfer-coding = token *( OWS ";" OWS transfer-parameter )
+            let name = element.split(|&b| b == b';').next().unwrap_or(b"");
+            let name = name.trim_ascii();
+            // RFC 9110 §5.6.1: empty list elements are ignored.
+            if name.is_empty() {
+                continue;
+            }
+            let chunked = name.eq_ignore_ascii_case(b"chunked");
+            self.chunked += u32::from(chunked);
+            self.other |= !chunked;
+            self.last_chunked = chunked;
+        }
+    }
 }
 
 /// Scans for the end of the head without parsing; used to apply the size limits before
@@ -175,8 +227,13 @@ pub fn parse_complete<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Head<'b>
     let method = req.method.ok_or(HeadError::Malformed("method"))?.as_bytes();
     let target = req.path.ok_or(HeadError::Malformed("target"))?.as_bytes();
     let minor = req.version.ok_or(HeadError::Version)?;
+    let Target {
+        path,
+        query,
+        authority,
+    } = request_target(method, target)?;
     let mut headers = Vec::with_capacity(req.headers.len());
-    let (mut host, mut te, mut cl) = (0, None::<&[u8]>, None::<u64>);
+    let (mut host, mut te, mut cl) = (0, Codings::default(), None::<u64>);
     let (mut conn_close, mut conn_keep, mut expect_continue) = (false, false, false);
     for h in req.headers.iter() {
         let (name, value) = (h.name.as_bytes(), h.value);
@@ -189,6 +246,9 @@ pub fn parse_complete<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Head<'b>
             return Err(HeadError::Malformed("NUL in field value"));
         }
         if name.eq_ignore_ascii_case(b"host") {
+            if !valid_authority(value.trim_ascii(), true) {
+                return Err(HeadError::BadHost);
+            }
             host += 1;
         } else if name.eq_ignore_ascii_case(b"content-length") {
             // RFC 9112 §6.3 (5): several Content-Length fields are refused, even if equal.
@@ -197,12 +257,7 @@ pub fn parse_complete<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Head<'b>
             }
             cl = Some(parse_content_length(value)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if te.is_some() {
-                // Several TE fields combine into one list; we accept only a single
-                // "chunked", so a second field can only be wrong.
-                return Err(HeadError::UnsupportedCoding);
-            }
-            te = Some(value);
+            te.add(value);
         } else if name.eq_ignore_ascii_case(b"connection") {
             conn_close |= has_token(value, "close");
             conn_keep |= has_token(value, "keep-alive");
@@ -218,24 +273,51 @@ pub fn parse_complete<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Head<'b>
     if host == 0 && minor == 1 {
         return Err(HeadError::MissingHost);
     }
-    let body = match (te, cl) {
-        (Some(_), Some(_)) => return Err(HeadError::LengthAndChunked),
-        // RFC 9112 §6.1: only "chunked", once and last, is a coding we can frame.
-        (Some(te), None) => {
-            if !te.trim_ascii().eq_ignore_ascii_case(b"chunked") || minor == 0 {
-                return Err(HeadError::UnsupportedCoding);
-            }
-            BodyFraming::Chunked
+    let body = if te.present {
+        // RFC 9112 §6.1: Content-Length beside Transfer-Encoding is smuggling bait.
+        if cl.is_some() {
+            return Err(HeadError::LengthAndChunked);
         }
-        (None, Some(0)) | (None, None) => BodyFraming::None,
-        (None, Some(n)) => BodyFraming::Length(n),
+        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+        if minor == 0 {
+            return Err(HeadError::BadFraming("Transfer-Encoding in HTTP/1.0"));
+        }
+        // RFC 9112 §6.3 (4): without chunked last, the body length cannot be known.
+        if !te.last_chunked {
+            return Err(HeadError::BadFraming("chunked is not the final coding"));
+        }
+        // RFC 9112 §6.1: a sender MUST NOT apply chunked more than once.
+        if te.chunked > 1 {
+            return Err(HeadError::BadFraming("chunked more than once"));
+        }
+        // RFC 9112 §6.1: sound framing, but a coding (gzip, ...) we do not decode.
+        if te.other {
+            return Err(HeadError::UnsupportedCoding);
+        }
+        BodyFraming::Chunked
+    } else {
+        match cl {
+            Some(0) | None => BodyFraming::None,
+            Some(n) => BodyFraming::Length(n),
+        }
     };
+    if let Some(authority) = authority {
+        // RFC 9112 §3.2.2: with an absolute-form target the server MUST ignore the Host
+        // field and use the target's authority, so that is the Host the app sees. (A
+        // 1.0 request may have sent none; the app gets one all the same.)
+        match headers
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"host"))
+        {
+            Some((_, value)) => *value = authority,
+            None => headers.push((b"host", authority)),
+        }
+    }
     let keep_alive = if minor == 1 {
         !conn_close
     } else {
         conn_keep && !conn_close
     };
-    let (path, query) = split_target(target);
     Ok(Head {
         method,
         target,
@@ -250,27 +332,147 @@ pub fn parse_complete<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Head<'b>
     })
 }
 
-/// Splits a request target into path and query. Absolute-form targets
-/// (RFC 9112 §3.2.2) keep only their path.
-fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
-    let mut t = target;
-    if let Some(rest) = t
-        .strip_prefix(b"http://")
-        .or_else(|| t.strip_prefix(b"https://"))
-    {
-        t = rest
-            .iter()
-            .position(|&b| b == b'/' || b == b'?')
-            .map_or(b"/" as &[u8], |i| &rest[i..]);
-        if t.first() == Some(&b'?') {
-            // "http://host?q" has an empty path; RFC 9112 §3.2.2 says use "/".
-            return (b"/", &t[1..]);
-        }
+/// A request target taken apart (RFC 9112 §3.2).
+struct Target<'b> {
+    path: &'b [u8],
+    query: &'b [u8],
+    /// The authority of an absolute-form target; it overrides the Host field.
+    authority: Option<&'b [u8]>,
+}
+
+/// Tells the four forms of request-target apart (RFC 9112 §3.2) and splits the ones an
+/// ASGI app can be given into path and query.
+fn request_target<'b>(method: &[u8], target: &'b [u8]) -> Result<Target<'b>, HeadError> {
+    // RFC 9112 §3.2.3: authority-form is CONNECT's alone, and CONNECT asks for a tunnel.
+    if method == b"CONNECT" {
+        return Err(HeadError::Connect);
     }
+    // RFC 9112 §3.2: no form has a fragment (a client strips it, RFC 9110 §7.1), and
+    // every form is ASCII (RFC 3986 §2). httparse lets '#' and bytes >= 0x80 through.
+    // The other characters RFC 3986 leaves out ("<>\^`{|}) are accepted: clients in
+    // the wild send them unencoded and they cannot change where a path or query ends.
+    if target.contains(&b'#') {
+        return Err(HeadError::BadTarget("fragment"));
+    }
+    if !target.is_ascii() {
+        return Err(HeadError::BadTarget("non-ASCII byte"));
+    }
+    // RFC 9112 §3.2.4: asterisk-form, for a server-wide OPTIONS only.
+    if target == b"*" {
+        if method != b"OPTIONS" {
+            return Err(HeadError::BadTarget("'*' is for OPTIONS only"));
+        }
+        return Ok(Target {
+            path: target,
+            query: b"",
+            authority: None,
+        });
+    }
+    // RFC 9112 §3.2.1: origin-form = absolute-path [ "?" query ].
+    if target.first() == Some(&b'/') {
+        let (path, query) = split_query(target);
+        return Ok(Target {
+            path,
+            query,
+            authority: None,
+        });
+    }
+    // RFC 9112 §3.2.2: absolute-form = absolute-URI; only http(s) URIs name this server
+    // (the scheme is case-insensitive, RFC 3986 §3.1).
+    let colon = target
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(HeadError::BadTarget(
+            "neither origin-form nor absolute-form",
+        ))?;
+    let scheme = &target[..colon];
+    if !(scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")) {
+        return Err(HeadError::BadTarget("scheme other than http or https"));
+    }
+    let rest = target[colon + 1..]
+        .strip_prefix(b"//")
+        .ok_or(HeadError::BadTarget("absolute URI without an authority"))?;
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // RFC 9110 §4.2.1: an http URI with an empty host is invalid and MUST be rejected;
+    // §4.2.4: userinfo ("user@") is to be treated as an error.
+    if authority.contains(&b'@') {
+        return Err(HeadError::BadTarget("userinfo in the authority"));
+    }
+    if !valid_authority(authority, false) {
+        return Err(HeadError::BadTarget("invalid authority"));
+    }
+    let (path, query) = match &rest[end..] {
+        // RFC 9112 §3.3: an empty path in an absolute-form target is "/".
+        [] => (b"/" as &[u8], b"" as &[u8]),
+        [b'?', query @ ..] => (b"/" as &[u8], query),
+        path_and_query => split_query(path_and_query),
+    };
+    Ok(Target {
+        path,
+        query,
+        authority: Some(authority),
+    })
+}
+
+fn split_query(t: &[u8]) -> (&[u8], &[u8]) {
     match t.iter().position(|&b| b == b'?') {
         Some(i) => (&t[..i], &t[i + 1..]),
         None => (t, b""),
     }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2-3): a bracketed IP literal or
+/// a reg-name/IPv4 of unreserved, sub-delims and %-escapes, then an optional all-digit
+/// port. `empty_ok`: the Host field may be empty (RFC 9110 §7.2), a URI's host may not.
+fn valid_authority(a: &[u8], empty_ok: bool) -> bool {
+    if a.is_empty() {
+        return empty_ok;
+    }
+    let (host_ok, rest) = if let Some(inner) = a.strip_prefix(b"[") {
+        match inner.iter().position(|&b| b == b']') {
+            Some(close) => (
+                close > 0
+                    && inner[..close]
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+                &inner[close + 1..],
+            ),
+            None => (false, &b""[..]),
+        }
+    } else {
+        let end = a.iter().position(|&b| b == b':').unwrap_or(a.len());
+        let host = &a[..end];
+        let chars_ok = host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+        (!host.is_empty() && chars_ok && escapes_ok(host), &a[end..])
+    };
+    let port_ok = match rest {
+        [] => true,
+        [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    host_ok && port_ok
+}
+
+/// Every '%' starts a pct-encoded triplet (RFC 3986 §2.1).
+fn escapes_ok(s: &[u8]) -> bool {
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            match s.get(i + 1..i + 3) {
+                Some([h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => i += 3,
+                _ => return false,
+            }
+        } else {
+            i += 1;
+        }
+    }
+    true
 }
 
 /// httparse reports any version other than 1.0/1.1 as `Version`; tell a well-formed
@@ -328,21 +530,125 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(h.body, BodyFraming::Length(12));
-        let h = p("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!(h.body, BodyFraming::Chunked);
+        // RFC 9112 §6.1: codings are case-insensitive; several fields are one list, in
+        // which empty elements are ignored (RFC 9110 §5.6.1).
+        for te in [
+            "Transfer-Encoding: chunked",
+            "Transfer-Encoding: CHUNKED",
+            "Transfer-Encoding: , chunked ,",
+            "Transfer-Encoding:\r\nTransfer-Encoding: chunked",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: h\r\n{te}\r\n\r\n");
+            let h = p(&raw).expect(&raw).expect(&raw);
+            assert_eq!(h.body, BodyFraming::Chunked, "{raw:?}");
+        }
         let h = p("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
         let h = p("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             .unwrap()
             .unwrap();
         assert!(h.keep_alive);
-        let h = p("GET http://example.com/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!((h.path, h.query), (&b"/x"[..], &b"y"[..]));
         assert!(p("GET / HTTP/1.1\r\nHost: h\r\n").unwrap().is_none());
+    }
+
+    /// The host the app will see: the value of the one Host field left in the head.
+    fn host<'h>(h: &'h Head<'_>) -> &'h [u8] {
+        let hosts: Vec<_> = h
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"host"))
+            .collect();
+        assert_eq!(hosts.len(), 1, "exactly one Host reaches the app");
+        hosts[0].1
+    }
+
+    #[test]
+    fn request_target_forms() {
+        // (raw head, path, query, Host the app sees)
+        let cases: &[(&str, &str, &str, &str)] = &[
+            // RFC 9112 §3.2.1 origin-form.
+            (
+                "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: h\r\n\r\n",
+                "/a/b",
+                "x=1&y=%20",
+                "h",
+            ),
+            (
+                "GET /?a=1?b=2/c HTTP/1.1\r\nHost: h\r\n\r\n",
+                "/",
+                "a=1?b=2/c",
+                "h",
+            ),
+            ("GET /a? HTTP/1.1\r\nHost: h\r\n\r\n", "/a", "", "h"),
+            (
+                "GET //x/./../y;p=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+                "//x/./../y;p=1",
+                "",
+                "h",
+            ),
+            (
+                "GET /{a}|\"b\" HTTP/1.1\r\nHost: h\r\n\r\n",
+                "/{a}|\"b\"",
+                "",
+                "h",
+            ),
+            // RFC 9112 §3.2.2 absolute-form: the target's authority wins over Host.
+            (
+                "GET http://example.com/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n",
+                "/x",
+                "y",
+                "example.com",
+            ),
+            (
+                "GET http://example.com/x HTTP/1.1\r\nHost: other.org\r\n\r\n",
+                "/x",
+                "",
+                "example.com",
+            ),
+            (
+                "GET http://a.test:8080/p?q HTTP/1.1\r\nX: 1\r\nHost: b.test:9\r\n\r\n",
+                "/p",
+                "q",
+                "a.test:8080",
+            ),
+            (
+                "GET HTTPS://A.Test HTTP/1.1\r\nHost: \r\n\r\n",
+                "/",
+                "",
+                "A.Test",
+            ),
+            (
+                "GET http://[::1]:80?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+                "/",
+                "q=1",
+                "[::1]:80",
+            ),
+            ("GET http://h/a%2Fb HTTP/1.0\r\n\r\n", "/a%2Fb", "", "h"),
+            // RFC 9112 §3.2.4 asterisk-form.
+            ("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "*", "", "h"),
+            // RFC 9110 §7.2: Host may be empty, an IPv6 literal, or carry a port.
+            ("GET / HTTP/1.1\r\nHost:\r\n\r\n", "/", "", ""),
+            (
+                "GET / HTTP/1.1\r\nHost: [fe80::1]:8000\r\n\r\n",
+                "/",
+                "",
+                "[fe80::1]:8000",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: my_host.local:\r\n\r\n",
+                "/",
+                "",
+                "my_host.local:",
+            ),
+        ];
+        for (raw, path, query, host_seen) in cases {
+            let h = p(raw).expect(raw).expect(raw);
+            assert_eq!(
+                (h.path, h.query, host(&h)),
+                (path.as_bytes(), query.as_bytes(), host_seen.as_bytes()),
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]
@@ -354,14 +660,46 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400),
-            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501),
+            // RFC 9112 §6.3 (4), §6.1, §7: framing that cannot be trusted.
+            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ,\r\n\r\n", 400),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
+            // RFC 9112 §6.1: sound framing, but a coding we do not implement.
+            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
             ("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
             ("GET / FOO\r\nHost: h\r\n\r\n", 400),
             ("G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n", 400),
+            // RFC 9112 §3.2: request-targets in no valid form.
+            ("GET /x#frag HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET /caf\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET x/y HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET http:/x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET http://u:p@h/x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET http://h:8x/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET http://h%zz/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            // RFC 9112 §3.2.2: the Host field is still required (and checked) in 1.1.
+            ("GET http://h/x HTTP/1.1\r\n\r\n", 400),
+            ("GET http://h/x HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+            // RFC 9112 §3.2: invalid Host values.
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: u@h\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: h:80:80\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+            // RFC 9110 §9.3.6: no tunnels.
+            ("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 501),
         ];
         for (raw, status) in cases {
             let err = p(raw).expect_err(raw);
