@@ -65,6 +65,18 @@ pub struct RingHeader {
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<RingHeader>() == 128);
 
+impl RingHeader {
+    /// Records waiting in the ring, as a third party (metrics) sees it: a snapshot of
+    /// both counters with no ordering promise, clamped to `[0, capacity]` so that a
+    /// corrupt counter cannot produce a nonsense figure.
+    pub fn depth(&self, capacity: u64) -> u64 {
+        // SYNC: relaxed on purpose; nobody acts on this figure, it is only reported.
+        let head = self.head.0.load(Ordering::Relaxed);
+        let tail = self.tail.0.load(Ordering::Relaxed);
+        head.wrapping_sub(tail).min(capacity)
+    }
+}
+
 /// The peer broke ring rule 5: its counter is outside `[0, capacity]` of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("ring counters out of range: head {head}, tail {tail}, capacity {capacity}")]

@@ -103,6 +103,8 @@ pub struct SegmentHeader {
     pub heartbeat: Padded<AtomicU64>,
     /// How late the last beat ran against its schedule, in microseconds: the event-loop lag.
     pub loop_lag_us: AtomicU64,
+    /// Doorbells the worker process has rung so far (reported with each beat).
+    pub worker_doorbells: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_BYTES);
@@ -242,6 +244,7 @@ impl Segment {
             }),
             heartbeat: Padded(AtomicU64::new(0)),
             loop_lag_us: AtomicU64::new(0),
+            worker_doorbells: AtomicU64::new(0),
         };
         // SAFETY: (all writes below) offsets come from `Geometry::channel`, which keeps every
         // part inside `segment_bytes()` == `self.len`, each 64-byte aligned.
@@ -372,6 +375,9 @@ impl Segment {
     /// Records a beat of a loop that means to beat every `interval`; the lag is how much
     /// later than that this beat came.
     pub fn beat(&self, interval: std::time::Duration) {
+        self.header()
+            .worker_doorbells
+            .store(crate::doorbell::rings_total(), Ordering::Relaxed);
         let now = monotonic_ns();
         let last = self.header().heartbeat.0.swap(now, Ordering::Relaxed);
         if last != 0 {
@@ -402,6 +408,27 @@ impl Segment {
     /// Thread `t`'s "wants space" flag as stored in this segment.
     pub fn front_wants_space(&self, t: u32) -> &SleepFlag {
         &self.control(t).front_wants_space.0
+    }
+
+    /// The fullest request ring (front end → worker) over all threads, as a fraction of
+    /// its capacity: how far the worker is behind. For metrics only.
+    pub fn request_ring_occupancy(&self) -> f64 {
+        let cap = u64::from(self.geometry.ring_capacity);
+        let fullest = (0..self.geometry.threads)
+            .map(|t| {
+                let c = self.geometry.channel(t);
+                // SAFETY: initialised by `create`; inside the mapping (layout).
+                let ring = unsafe { &*self.base.add(c.req_ring).cast::<ring::RingHeader>() };
+                ring.depth(cap)
+            })
+            .max()
+            .unwrap_or(0);
+        fullest as f64 / cap.max(1) as f64
+    }
+
+    /// Doorbells the worker has rung, as it last reported with its heartbeat.
+    pub fn worker_doorbells(&self) -> u64 {
+        self.header().worker_doorbells.load(Ordering::Relaxed)
     }
 
     /// Start of the mapping, for the channel views.

@@ -148,6 +148,24 @@ pub struct ServeArgs {
     /// so that apps see exactly the headers the client sent, as under uvicorn.
     #[arg(long)]
     pub request_id: bool,
+    /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on this port.
+    #[arg(long, env = "URINGAPI_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// Address for --metrics-port. Default: --host.
+    #[arg(long)]
+    pub metrics_host: Option<IpAddr>,
+    /// Write one access log line per request (off by default; written by the front end,
+    /// not by the Python workers).
+    #[arg(long)]
+    pub access_log: bool,
+    /// Access log format: common or combined (Apache's, plus request id and duration in
+    /// microseconds), or json.
+    #[arg(long, value_enum, default_value = "combined")]
+    pub access_log_format: crate::accesslog::Format,
+    /// Write the access log to this file instead of stderr (implies --access-log); SIGUSR1
+    /// reopens it after log rotation.
+    #[arg(long)]
+    pub access_log_file: Option<PathBuf>,
     /// Do not take the client address and scheme from X-Forwarded-For / X-Forwarded-Proto
     /// (by default they are believed from the peers in --forwarded-allow-ips, as uvicorn).
     #[arg(long)]

@@ -16,7 +16,9 @@ use uringapi_protocol::arena::SlotIndex;
 use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::{ChannelError, FrontChannel, Kind, Record, Segment};
 
+use crate::accesslog;
 use crate::load::LoadTable;
+use crate::metrics::{Metrics, ThreadMetrics};
 use crate::zerocopy::SlotLease;
 
 /// Messages from the supervisor to a front-end thread.
@@ -171,6 +173,9 @@ pub struct Hub {
     load: Arc<LoadTable>,
     /// Most requests in flight per worker (`--limit-concurrency`); 0: no limit.
     limit: u32,
+    metrics: Arc<Metrics>,
+    /// This thread's batch of access log lines, when the log is on.
+    access_log: RefCell<Option<(accesslog::Buffer, accesslog::Format)>>,
     /// Live connections, for the drain.
     pub connections: Cell<usize>,
     /// Requests waiting for a worker.
@@ -191,6 +196,8 @@ impl Hub {
         reports: mpsc::Sender<Report>,
         load: Arc<LoadTable>,
         limit: u32,
+        metrics: Arc<Metrics>,
+        access_log: Option<(Arc<accesslog::Sink>, accesslog::Format)>,
     ) -> Self {
         Self {
             thread,
@@ -199,10 +206,39 @@ impl Hub {
             reports,
             load,
             limit,
+            metrics,
+            access_log: RefCell::new(
+                access_log.map(|(sink, fmt)| (accesslog::Buffer::new(sink), fmt)),
+            ),
             connections: Cell::new(0),
             queued: Cell::new(0),
             id_prefix: random_u64(),
             id_counter: Cell::new(0),
+        }
+    }
+
+    pub fn metrics(&self) -> &ThreadMetrics {
+        self.metrics.thread(self.thread as usize)
+    }
+
+    pub fn load(&self) -> &LoadTable {
+        &self.load
+    }
+
+    pub fn access_log_on(&self) -> bool {
+        self.access_log.borrow().is_some()
+    }
+
+    /// Adds a line to this thread's access log batch (written at 32 KiB or by the timer).
+    pub fn log_access(&self, entry: &accesslog::Entry<'_>) {
+        if let Some((buf, fmt)) = self.access_log.borrow_mut().as_mut() {
+            buf.push(*fmt, entry);
+        }
+    }
+
+    pub fn flush_access_log(&self) {
+        if let Some((buf, _)) = self.access_log.borrow_mut().as_mut() {
+            buf.flush();
         }
     }
 

@@ -45,7 +45,12 @@ pub struct ThreadSetup {
     pub limit_concurrency: u32,
     /// `--pin-cpus`: the CPU this thread runs on.
     pub cpu: Option<usize>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub access_log: Option<(Arc<crate::accesslog::Sink>, crate::accesslog::Format)>,
 }
+
+/// How often a thread hands its batch of access log lines to the sink when traffic is light.
+const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(200);
 
 const RING_ENTRIES: u32 = 1024;
 
@@ -117,7 +122,18 @@ async fn serve(setup: ThreadSetup) {
         setup.reports.clone(),
         setup.load.clone(),
         setup.limit_concurrency,
+        setup.metrics.clone(),
+        setup.access_log.clone(),
     ));
+    if hub.access_log_on() {
+        let hub = hub.clone();
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(ACCESS_LOG_FLUSH).await;
+                hub.flush_access_log();
+            }
+        });
+    }
     for cmd in setup.initial {
         setup.mailbox.post(cmd);
     }
@@ -175,4 +191,5 @@ async fn serve(setup: ThreadSetup) {
             "graceful shutdown timed out; closing connections"
         );
     }
+    hub.flush_access_log();
 }

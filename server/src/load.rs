@@ -83,12 +83,15 @@ impl WorkerLoad {
 /// The table, one entry per worker slot.
 pub struct LoadTable {
     slots: Box<[WorkerLoad]>,
+    /// Open client connections over all front-end threads.
+    pub connections: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for LoadTable {
     fn default() -> Self {
         Self {
             slots: (0..MAX_SLOTS).map(|_| WorkerLoad::default()).collect(),
+            connections: Default::default(),
         }
     }
 }

@@ -12,12 +12,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::{Geometry, Segment};
 
+use crate::accesslog::{Destination, Sink};
 use crate::cli::{seconds, Failure, ServeArgs};
 use crate::dispatch::{Command as ThreadCmd, Mailbox, Report};
 use crate::frontend::{self, Started, ThreadSetup};
@@ -25,6 +26,7 @@ use crate::http1::conn::ConnConfig;
 use crate::http1::encode::HeaderOptions;
 use crate::http1::parse::HeadLimits;
 use crate::load::LoadTable;
+use crate::metrics::{Metrics, ProcessSnapshot, WorkerSnapshot};
 
 /// How often the supervisor looks at its workers and signals.
 const TICK: Duration = Duration::from_millis(10);
@@ -427,6 +429,39 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
 
     let signals = Signals::install()?;
     let load = Arc::new(LoadTable::default());
+    let metrics = Metrics::new(args.threads as usize);
+    let access_log = if args.access_log || args.access_log_file.is_some() {
+        let dest = match &args.access_log_file {
+            Some(p) => Destination::File(p.clone()),
+            None => Destination::Stderr,
+        };
+        let sink = Sink::open(dest).map_err(|e| {
+            Failure::new(
+                format!("cannot open the access log: {e}"),
+                "check that --access-log-file names a writable path",
+            )
+        })?;
+        Some((sink, args.access_log_format))
+    } else {
+        None
+    };
+    let board = Arc::new(Board {
+        metrics: metrics.clone(),
+        load: load.clone(),
+        workers: Mutex::default(),
+        process: Mutex::default(),
+        ready: AtomicBool::new(false),
+    });
+    if let Some(port) = args.metrics_port {
+        let addr = SocketAddr::new(args.metrics_host.unwrap_or(args.host), port);
+        let (bound, _) = crate::metrics::spawn_endpoint(addr, board.clone()).map_err(|e| {
+            Failure::new(
+                format!("cannot serve metrics on {addr}: {e}"),
+                "pick another --metrics-port, or leave it out",
+            )
+        })?;
+        tracing::info!("metrics on http://{bound}/metrics (also /healthz and /readyz)");
+    }
     let mut workers = Workers(Vec::new());
     for i in 0..args.workers as usize {
         workers.0.push(spawn(&ctx, i, 1, recycling.draw())?);
@@ -481,6 +516,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             max_connections: (args.limit_connections > 0).then_some(args.limit_connections),
             load: load.clone(),
             limit_concurrency: args.limit_concurrency,
+            metrics: metrics.clone(),
+            access_log: access_log.clone(),
             cpu: ctx
                 .cpus
                 .as_ref()
@@ -546,8 +583,13 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         restarts: 0,
         stalls: 0,
         last_rss_check: Instant::now(),
+        board,
+        access_log: access_log.map(|(sink, _)| sink),
+        last_publish: Instant::now(),
     };
     sup.run(&report_rx, &signals);
+    // Draining: load balancers should stop sending before connections are refused.
+    sup.board.ready.store(false, Ordering::Relaxed);
 
     tracing::info!("shutting down: draining connections");
     for m in &mailboxes {
@@ -661,7 +703,51 @@ struct Supervisor {
     restarts: u64,
     stalls: u64,
     last_rss_check: Instant,
+    board: Arc<Board>,
+    access_log: Option<Arc<Sink>>,
+    last_publish: Instant,
 }
+
+/// What the metrics endpoint reports, refreshed by the supervisor every [`PUBLISH_EVERY`];
+/// the per-worker load figures are read live.
+struct Board {
+    metrics: Arc<Metrics>,
+    load: Arc<LoadTable>,
+    workers: Mutex<Vec<WorkerSnapshot>>,
+    process: Mutex<ProcessSnapshot>,
+    /// Every active worker is ready and the server is not draining.
+    ready: AtomicBool,
+}
+
+impl crate::metrics::Source for Board {
+    fn metrics(&self) -> String {
+        let mut workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for w in &mut workers {
+            let load = self.load.get(w.index);
+            w.in_flight = u64::from(load.in_flight());
+            w.served = load.served();
+            w.stalled = load.is_stalled();
+        }
+        let mut process = self
+            .process
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        process.connections = self.load.connections.load(Ordering::Relaxed) as u64;
+        self.metrics.render(&workers, &process)
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// How often the supervisor refreshes what the metrics endpoint reports.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 impl Supervisor {
     /// Watches workers until a stop signal.
@@ -712,7 +798,60 @@ impl Supervisor {
             self.watch_recycling();
             self.advance_rolling();
             self.retire_idle();
+            if signals.usr1.swap(false, Ordering::Relaxed) {
+                if let Some(sink) = &self.access_log {
+                    match sink.reopen() {
+                        Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "SIGUSR1: cannot reopen the access log")
+                        }
+                    }
+                }
+            }
+            if self.last_publish.elapsed() >= PUBLISH_EVERY {
+                self.last_publish = Instant::now();
+                self.publish();
+            }
         }
+    }
+
+    /// Refreshes the metrics board and the readiness verdict.
+    fn publish(&mut self) {
+        let mut worker_doorbells = 0;
+        let snapshots = self
+            .workers
+            .0
+            .iter()
+            .filter(|w| w.child.is_some())
+            .map(|w| {
+                worker_doorbells += w.segment.worker_doorbells();
+                WorkerSnapshot {
+                    index: w.index,
+                    pid: w.pid,
+                    ready: w.ready,
+                    stalled: w.stalled_since.is_some(),
+                    in_flight: 0,
+                    served: 0,
+                    ring_occupancy: w.segment.request_ring_occupancy(),
+                    loop_lag_seconds: w.segment.loop_lag().as_secs_f64(),
+                    rss_bytes: w.rss,
+                }
+            })
+            .collect();
+        *self.board.workers.lock().unwrap_or_else(|p| p.into_inner()) = snapshots;
+        *self.board.process.lock().unwrap_or_else(|p| p.into_inner()) = ProcessSnapshot {
+            worker_restarts: self.restarts,
+            worker_stalls: self.stalls,
+            doorbells: uringapi_protocol::doorbell::rings_total() + worker_doorbells,
+            connections: 0,
+        };
+        let ready = self
+            .workers
+            .0
+            .iter()
+            .filter(|w| w.is_active())
+            .all(|w| w.ready && w.child.is_some());
+        self.board.ready.store(ready, Ordering::Relaxed);
     }
 
     /// Starts a worker in a free slot; with `replaces`, it takes that worker's place once ready.

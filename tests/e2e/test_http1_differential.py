@@ -427,23 +427,12 @@ def set_header(response: dict[str, Any], name: str, value: str | None) -> None:
     response["headers"] = sorted(headers, key=lambda h: h[0])
 
 
-def http10_status_line(r: Result) -> None:
-    # Not an RFC requirement: uringapi answers an HTTP/1.0 request with an HTTP/1.0 status
-    # line, uvicorn with HTTP/1.1. RFC 9110 §2.5 says a server SHOULD send the highest
-    # version it conforms to (HTTP/1.1) and MAY send 1.0 to a client suspected not to
-    # handle 1.1. uringapi's choice is a SHOULD-level deviation in encode.rs, reported to
-    # the lead; it is listed here so that the test notices when it changes.
-    for response in r["responses"]:
-        response["status_line"] = response["status_line"].replace("HTTP/1.1 ", "HTTP/1.0 ", 1)
-
-
 def http10_keep_alive(r: Result) -> None:
     # RFC 9112 §9.3 and Appendix C.2.2: a 1.0 client's "Connection: keep-alive" may be
     # honoured; uvicorn ignores it and closes, uringapi keeps the connection and says so
     # with "Connection: keep-alive" (a 1.0 client needs that to know it persists).
     first = r["responses"][0]
     set_header(first, "connection", "keep-alive")
-    http10_status_line(r)
     r["after"] = "open"
 
 
@@ -454,7 +443,6 @@ def http10_not_chunked(r: Result) -> None:
     response = r["responses"][0]
     set_header(response, "transfer-encoding", None)
     response.update(framing="close", chunk_lines=[], trailer=b"")
-    http10_status_line(r)
 
 
 def empty_body_has_length(r: Result) -> None:
@@ -470,7 +458,6 @@ def empty_body_has_length(r: Result) -> None:
 def empty_body_to_http10(r: Result) -> None:
     # As empty_body_has_length; uvicorn also chunks to a 1.0 client (RFC 9112 §6.1).
     empty_body_has_length(r)
-    http10_status_line(r)
 
 
 def ows_trimmed(r: Result) -> None:
@@ -523,8 +510,6 @@ EXPECTED_DIFFERENCES: dict[str, tuple[str, Callable[[Result], None] | AnsweredAs
     # means "/". httptools refuses it with 400; uringapi serves it as "/".
     "absolute-form-no-path": ("RFC 9112 §3.2.2", AnsweredAs(
         b"GET http://example.test/ HTTP/1.1\r\n" + H + b"\r\n")),
-    "http10": ("RFC 9110 §2.5 (SHOULD; see http10_status_line)", http10_status_line),
-    "http10-host-and-body": ("RFC 9110 §2.5 (SHOULD)", http10_status_line),
     "http10-keep-alive": ("RFC 9112 §9.3", http10_keep_alive),
     "response-http10-stream": ("RFC 9112 §6.1", http10_not_chunked),
     "response-http10-empty": ("RFC 9112 §6.1, §6.3", empty_body_to_http10),
@@ -573,10 +558,6 @@ def test_corpus_ids_unique_and_differences_used() -> None:
 
 # -- outside the corpus --------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "conn.rs closes after answering an unread Expect: 100-continue request (SendEnd::"
-    "Answered) without saying so; RFC 9110 §10.1.1 says such a server SHOULD indicate it "
-    "(Connection: close, RFC 9112 §9.6). Reported to the lead with a proposed fix."))
 def test_expect_continue_answered_without_the_body_says_it_closes(
         uringapi_server: Server) -> None:
     # Not a corpus case: uvicorn keeps the connection and would read the unsent body, so

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -64,6 +65,7 @@ struct Live(Rc<Hub>);
 impl Live {
     fn new(hub: &Rc<Hub>) -> Self {
         hub.connections.set(hub.connections.get() + 1);
+        hub.load().connections.fetch_add(1, Ordering::Relaxed);
         Self(hub.clone())
     }
 }
@@ -71,7 +73,25 @@ impl Live {
 impl Drop for Live {
     fn drop(&mut self) {
         self.0.connections.set(self.0.connections.get() - 1);
+        self.0.load().connections.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// What the metrics and the access log need to know about the request being served.
+#[derive(Default)]
+struct Served {
+    started: Option<Instant>,
+    time: Option<std::time::SystemTime>,
+    method: Vec<u8>,
+    minor: u8,
+    status: u16,
+    /// Response body bytes written.
+    bytes: u64,
+    /// Only kept with the access log on:
+    target: Vec<u8>,
+    referer: Option<Vec<u8>>,
+    user_agent: Option<Vec<u8>>,
+    request_id: String,
 }
 
 /// Closes the stream however the request ends.
@@ -108,6 +128,7 @@ pub async fn serve(
         scratch: Vec::new(),
         unwatched: false,
         gone: false,
+        served: Served::default(),
     };
     conn.run().await;
 }
@@ -127,6 +148,7 @@ struct Conn {
     unwatched: bool,
     /// The client closed the connection while its request ran.
     gone: bool,
+    served: Served,
 }
 
 /// What waiting for a stream's next event gave.
@@ -153,11 +175,16 @@ impl Conn {
                 Ok(end) => end,
                 Err(None) => return,
                 Err(Some(status)) => {
+                    self.served.begin(self.hub.access_log_on());
                     self.reply_error(status, 1).await;
+                    self.account();
                     return;
                 }
             };
-            match self.request(end).await {
+            self.served.begin(self.hub.access_log_on());
+            let next = self.request(end).await;
+            self.account();
+            match next {
                 Next::KeepAlive if !self.hub.is_draining() || !self.buf.is_empty() => continue,
                 _ => {
                     let _ = self.sock.shutdown().await;
@@ -232,7 +259,9 @@ impl Conn {
         } else {
             &[]
         };
-        let bytes = encode::error_response(status, minor, true, self.cfg.headers, extra);
+        let bytes = encode::error_response(status, true, self.cfg.headers, extra);
+        self.served.status = status;
+        self.served.minor = minor;
         let _ = self.write(bytes).await;
         let _ = self.sock.shutdown().await;
     }
@@ -248,6 +277,7 @@ impl Conn {
             }
         };
         let (framing, minor, keep_alive) = (head.body, head.minor, head.keep_alive);
+        self.served.note_head(&head);
         let side = RequestSide {
             minor,
             head_method: head.is_head_method(),
@@ -277,6 +307,9 @@ impl Conn {
         {
             self.hub.new_request_id(&mut rid);
             head.headers.push((b"x-request-id", &rid));
+            if self.served.time.is_some() {
+                self.served.request_id = String::from_utf8_lossy(&rid).into_owned();
+            }
         }
         let (client, https) = self.forwarded(&head.headers);
         let encoded = RequestHead {
@@ -317,6 +350,10 @@ impl Conn {
             Err(SendEnd::Answered) => {
                 // The app answered without the body: what the client sends next is that
                 // unread body, so the connection closes after the response.
+                let side = RequestSide {
+                    keep_alive: false,
+                    ..side
+                };
                 self.respond(sid, side, deadline).await;
                 return Next::Close;
             }
@@ -331,6 +368,38 @@ impl Conn {
             Err(SendEnd::Client(None)) => return Next::Close,
         }
         self.respond(sid, side, deadline).await
+    }
+
+    /// Counts the finished request in the metrics and writes its access log line.
+    fn account(&mut self) {
+        let s = &self.served;
+        let Some(started) = s.started else { return };
+        let latency = started.elapsed();
+        let status = if self.gone && s.status == 0 {
+            499
+        } else {
+            s.status
+        };
+        if self.gone {
+            self.hub.metrics().client_disconnect();
+        }
+        self.hub.metrics().observe(&s.method, status, latency);
+        if let Some(time) = s.time {
+            self.hub.log_access(&crate::accesslog::Entry {
+                peer: self.peer.ip(),
+                method: &s.method,
+                target: &s.target,
+                http_minor: s.minor,
+                status,
+                bytes: s.bytes,
+                referer: s.referer.as_deref(),
+                user_agent: s.user_agent.as_deref(),
+                request_id: &s.request_id,
+                duration: latency,
+                time,
+            });
+        }
+        self.served.started = None;
     }
 
     /// The client address and scheme the app sees: the connection's, or with
@@ -383,6 +452,7 @@ impl Conn {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                self.hub.metrics().queue_timeout();
                 tracing::warn!(peer = %self.peer, request = %what(), "no worker accepted the request within --queue-timeout; answering 503");
                 return None;
             }
@@ -587,6 +657,7 @@ impl Conn {
         let (head, body, more, file) = match self.next_event(sid, deadline).await {
             Waited::TimedOut => {
                 tracing::warn!(peer = %self.peer, "request ran past --timeout-request; answering 504 and cancelling it");
+                self.hub.metrics().request_timeout();
                 self.hub.cancel_stream(sid);
                 self.reply_error(504, side.minor).await;
                 return Next::Close;
@@ -618,7 +689,10 @@ impl Conn {
             }
         };
         let view = match ResponseView::decode(&head) {
-            Ok(v) => v,
+            Ok(v) => {
+                self.served.status = v.status;
+                v
+            }
             Err(e) => {
                 tracing::error!(peer = %self.peer, error = %e, "worker sent an undecodable response head");
                 self.reply_error(502, side.minor).await;
@@ -684,6 +758,7 @@ impl Conn {
                 }
                 Waited::TimedOut => {
                     tracing::warn!(peer = %self.peer, "response ran past --timeout-request; closing the connection and cancelling it");
+                    self.hub.metrics().request_timeout();
                     self.hub.cancel_stream(sid);
                     ok = false;
                 }
@@ -696,6 +771,7 @@ impl Conn {
             }
         }
         self.scratch = std::mem::take(&mut out.prefix);
+        self.served.bytes = out.sent;
         if ok && encoded.keep_alive && out.framing != Framing::UntilClose {
             Next::KeepAlive
         } else {
@@ -846,6 +922,7 @@ struct Queued<'h>(&'h Hub);
 impl<'h> Queued<'h> {
     fn new(hub: &'h Hub) -> Self {
         hub.queued.set(hub.queued.get() + 1);
+        hub.metrics().queue_enter();
         Self(hub)
     }
 }
@@ -853,6 +930,43 @@ impl<'h> Queued<'h> {
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.0.queued.set(self.0.queued.get() - 1);
+        self.0.metrics().queue_leave();
+    }
+}
+
+impl Served {
+    /// A new request starts (its first bytes are in); `logging`: keep what the log needs.
+    fn begin(&mut self, logging: bool) {
+        self.started = Some(Instant::now());
+        self.time = logging.then(std::time::SystemTime::now);
+        self.method.clear();
+        self.status = 0;
+        self.bytes = 0;
+        self.minor = 1;
+    }
+
+    fn note_head(&mut self, head: &parse::Head<'_>) {
+        self.method.extend_from_slice(head.method);
+        self.minor = head.minor;
+        if self.time.is_none() {
+            return;
+        }
+        self.target.clear();
+        self.target.extend_from_slice(head.target);
+        let find = |name: &[u8]| {
+            head.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.to_vec())
+        };
+        self.referer = find(b"referer");
+        self.user_agent = find(b"user-agent");
+        self.request_id.clear();
+        // The client's id is logged even without --request-id; a generated one replaces
+        // this when there is none.
+        if let Some(id) = find(b"x-request-id") {
+            self.request_id = String::from_utf8_lossy(&id).into_owned();
+        }
     }
 }
 

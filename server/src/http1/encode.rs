@@ -161,11 +161,9 @@ pub fn response_head(
         Framing::UntilClose
     };
 
-    out.extend_from_slice(if req.minor >= 1 {
-        b"HTTP/1.1 "
-    } else {
-        b"HTTP/1.0 "
-    });
+    // RFC 9110 §2.5: answer with the highest version we conform to (1.1), even to a 1.0
+    // client; the framing above already keeps to what a 1.0 client understands.
+    out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa3(status).as_slice());
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
@@ -230,18 +228,15 @@ pub fn response_head(
 /// A short error response the front end makes itself (4xx for bad requests, 502/503/504).
 pub fn error_response(
     status: u16,
-    minor: u8,
     close: bool,
     opts: HeaderOptions,
     extra: &[(&str, &str)],
 ) -> Vec<u8> {
     let body = format!("{} {}\n", status, reason(status));
     let mut out = Vec::with_capacity(160);
-    out.extend_from_slice(if minor >= 1 {
-        b"HTTP/1.1 "
-    } else {
-        b"HTTP/1.0 "
-    });
+    // RFC 9110 §2.5: answer with the highest version we conform to (1.1), even to a 1.0
+    // client; the framing above already keeps to what a 1.0 client understands.
+    out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(format!("{} {}\r\n", status, reason(status)).as_bytes());
     if opts.server {
         out.extend_from_slice(b"server: uringapi\r\n");
@@ -381,7 +376,7 @@ mod tests {
             },
             None,
         );
-        assert_eq!(s, "HTTP/1.0 200 OK\r\nconnection: close\r\n\r\n");
+        assert_eq!(s, "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
         assert_eq!(
             e,
             Encoded {

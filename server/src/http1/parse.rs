@@ -197,6 +197,17 @@ pub fn scan(buf: &[u8], limits: &HeadLimits) -> Result<Option<usize>, HeadError>
     if line_len > limits.request_line {
         return Err(HeadError::RequestLineTooLong(limits.request_line));
     }
+    // RFC 9112 §2.2 lets a recipient accept a bare LF as a line end; we do not (a proxy in
+    // front may split lines differently, the stuff of request smuggling), and §5.5 forbids
+    // LF inside a field value: 400, at once rather than at the head-read deadline.
+    let head = &buf[..end.unwrap_or(buf.len())];
+    if head
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    {
+        return Err(HeadError::Malformed("bare LF in the request head"));
+    }
     let Some(end) = end else {
         if buf.len() > limits.head_size {
             return Err(HeadError::HeadTooLarge);
@@ -677,6 +688,9 @@ mod tests {
             ("GET / FOO\r\nHost: h\r\n\r\n", 400),
             ("G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n", 400),
+            // RFC 9112 §2.2, §5.5: a bare LF ends no line and may not sit in a value.
+            ("GET / HTTP/1.1\r\nHost: h\r\nX: a\nY: b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\nHost: h\n\n", 400),
             // RFC 9112 §3.2: request-targets in no valid form.
             ("GET /x#frag HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             ("GET /caf\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n", 400),

@@ -429,7 +429,10 @@ def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | 
     env = dict(os.environ if env is None else env)
     setup_logging(env.get("URINGAPI_LOG_LEVEL", "INFO"))
     # Ctrl-C reaches the whole process group; the front end decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The front end's own control signals (SIGHUP rolling restart, SIGTTIN/SIGTTOU, SIGUSR1
+    # log reopen) may be sent to the whole group too: they are not for workers.
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
     # A worker whose loop stays stuck past --timeout gets SIGABRT first: print where it was.
     faulthandler.enable()
     app_dir = env.get("URINGAPI_APP_DIR") or os.getcwd()
