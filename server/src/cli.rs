@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Seconds a client may pause while sending a request body.
     #[arg(long, default_value_t = 60.0)]
     pub timeout_body_read: f64,
+    /// Least average rate, in bytes per second, at which a request body must arrive after
+    /// the first --timeout-body-read seconds (408 below it); 0 turns it off.
+    #[arg(long, default_value_t = 500)]
+    pub min_body_rate: u64,
     /// Seconds to let requests in flight finish on SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30.0)]
     pub timeout_graceful_shutdown: f64,

@@ -495,6 +495,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         request_timeout: (args.timeout_request > 0.0).then(|| seconds(args.timeout_request)),
         request_id: args.request_id,
         proxies: (!args.no_proxy_headers).then(|| args.forwarded_allow_ips.clone()),
+        min_body_rate: args.min_body_rate,
     };
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();

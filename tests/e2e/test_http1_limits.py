@@ -126,6 +126,16 @@ def test_body_pausing_past_the_deadline_gets_408_and_close(slow_server: Server) 
     assert got.sent < 20, "the server waited for the whole slow body"
 
 
+def test_body_trickled_below_the_minimum_rate_gets_408_and_close(slow_server: Server) -> None:
+    # Every pause (0.5 s) is shorter than --timeout-body-read, so only --min-body-rate
+    # (default 500 bytes/s after the first --timeout-body-read) can cut this slow POST.
+    head = (b"POST /?mode=count HTTP/1.1\r\nHost: slow.test\r\nContent-Length: 40\r\n\r\n")
+    got = trickle(slow_server, head, b"b" * 40, every=0.5)
+    assert got.received.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), got.received[:300]
+    assert b"\r\nconnection: close\r\n" in got.received.lower()
+    assert got.sent < 40, "the server waited for the whole trickled body"
+
+
 def test_idle_keep_alive_connection_is_closed(slow_server: Server) -> None:
     request = b"GET /idle HTTP/1.1\r\nHost: slow.test\r\n\r\n"
     with socket.create_connection((slow_server.host, slow_server.port),

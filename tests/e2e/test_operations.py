@@ -388,6 +388,31 @@ def test_sighup_lets_requests_in_flight_finish(servers: ServerFactory, tmp_path:
 # 3. SIGTERM drains
 
 
+def test_sigterm_closes_idle_keep_alive_connections(servers: ServerFactory, tmp_path: Path) -> None:
+    """An idle keep-alive connection (a browser's, a proxy's pool) must not hold the drain:
+    --timeout-graceful-shutdown is for requests in flight. It is set far above the hang
+    guard, so a drain that waits for idle connections cannot finish in time."""
+    server, events = start(servers, tmp_path, "--timeout-graceful-shutdown", "60")
+    idle = rawhttp.Connection(server.host, server.port, timeout=GUARD)
+    assert idle.request("GET", "/pid").status == 200  # keep-alive, now idle
+    with rawhttp.Connection(server.host, server.port, timeout=GUARD) as c:
+        c.send(rawhttp.build_request("GET", "/sleep?s=2&tag=slow"))
+        events.wait("sleep-start", "slow")
+        server.proc.send_signal(signal.SIGTERM)
+        # The idle connection is closed by the server, without a response ...
+        with idle:
+            assert idle.closed_by_peer(), "the idle keep-alive connection was left open"
+        # ... while the request in flight still runs to completion.
+        r = c.read_response()
+    assert r.status == 200, r.body[:300]
+    rc = server.wait_exit(GUARD)
+    assert rc is not None, "server still running: the drain waits for the idle connection"
+    if SERVER_KIND == "uringapi":
+        assert rc == 0, f"exit code {rc}\n{server.stderr_tail()}"
+        assert not log_lines(server, r"graceful shutdown timed out"), server.stderr_tail()
+    assert events.of("shutdown")
+
+
 def test_sigterm_finishes_the_request_in_flight(servers: ServerFactory, tmp_path: Path) -> None:
     # (uvicorn's multi-process supervisor keeps the listening socket open until it exits:
     # check the test itself against its single-process mode.)
@@ -521,6 +546,24 @@ def test_queued_request_is_served_when_the_worker_frees(servers: ServerFactory,
         assert hold.read_response().status == 200
     order = [(e, tag) for e, _, tag in events.read()]
     assert order.index(("hold-end", "first")) < order.index(("pid-start", "queued")), order
+
+
+@uringapi_only
+def test_queued_request_of_a_client_that_left_never_reaches_the_app(servers: ServerFactory,
+                                                                    tmp_path: Path) -> None:
+    server, events = start(servers, tmp_path, "--limit-concurrency", "1", "--queue-timeout", "30")
+    release = tmp_path / "release"
+    hold = send_hold(server, release, "first")
+    events.wait("hold-start", "first")
+    with rawhttp.Connection(server.host, server.port, timeout=GUARD) as queued:
+        queued.send(rawhttp.build_request("GET", "/pid?tag=abandoned"))
+        time.sleep(0.5)  # it is in the queue now (the worker is full)
+    # The client closed its connection; now the worker frees.
+    release.touch()
+    with hold:
+        assert hold.read_response().status == 200
+    assert get(server, "/pid?tag=after").status == 200
+    assert events.of("pid-start", "abandoned") == [], "the app ran a request whose client had left"
 
 
 @uringapi_only

@@ -46,6 +46,23 @@ pub struct ConnConfig {
     pub request_id: bool,
     /// `--proxy-headers`: the peers whose X-Forwarded-For/-Proto are believed.
     pub proxies: Option<crate::proxy::Trusted>,
+    /// Least average request body rate, bytes per second (0: no minimum).
+    pub min_body_rate: u64,
+}
+
+/// How much of a request body has come in, and since when.
+struct Pace {
+    since: Instant,
+    got: u64,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            got: 0,
+        }
+    }
 }
 
 /// How often a queued request re-checks the workers: stall and retire verdicts change
@@ -151,6 +168,25 @@ struct Conn {
     served: Served,
 }
 
+/// What a readable socket says while no read is pending.
+enum News {
+    /// EOF or an error: the client has gone.
+    Gone,
+    /// Data waits (a body, a pipelined request).
+    Data,
+    /// Nothing after all.
+    Nothing,
+}
+
+/// How getting a worker for a request ended.
+enum Opened {
+    Stream(StreamId, usize),
+    /// Queue full or --queue-timeout passed: 503.
+    Rejected,
+    /// The client closed the connection while the request waited.
+    ClientGone,
+}
+
 /// What waiting for a stream's next event gave.
 enum Waited {
     Event(Event),
@@ -219,7 +255,19 @@ impl Conn {
                     _ => return Err(Some(408)),
                 },
             };
-            match self.read_more(wait).await {
+            let read = if started.is_none() {
+                // Between requests nothing is in flight: a drain closes the connection at
+                // once instead of waiting out --timeout-graceful-shutdown for a request
+                // that may never come.
+                let hub = self.hub.clone();
+                monoio::select! {
+                    _ = hub.drained() => return Err(None),
+                    r = self.read_more(wait) => r,
+                }
+            } else {
+                self.read_more(wait).await
+            };
+            match read {
                 Ok(()) => {}
                 Err(ReadEnd::TimedOut) if started.is_some() => return Err(Some(408)),
                 Err(_) => return Err(None),
@@ -291,9 +339,16 @@ impl Conn {
         }
         let expect_continue = head.expect_continue && framing != BodyFraming::None;
         let what = || describe(head.method, head.target);
-        let Some((sid, worker)) = self.open_stream(what).await else {
-            self.reply_error(503, minor).await;
-            return Next::Close;
+        let (sid, worker) = match self.open_stream(what, end).await {
+            Opened::Stream(sid, worker) => (sid, worker),
+            Opened::Rejected => {
+                self.reply_error(503, minor).await;
+                return Next::Close;
+            }
+            Opened::ClientGone => {
+                self.gone = true;
+                return Next::Close;
+            }
         };
         let hub = self.hub.clone();
         let _guard = StreamGuard(&hub, sid);
@@ -439,26 +494,45 @@ impl Conn {
 
     /// Opens a stream on a worker that accepts work, waiting in the thread's queue while
     /// none does. `None`: the queue is full or the wait passed `--queue-timeout` (503).
-    async fn open_stream(&self, what: impl Fn() -> Box<str>) -> Option<(StreamId, usize)> {
-        if let Some(opened) = self.hub.open_stream(&what) {
-            return Some(opened);
+    /// `head_len`: bytes of `buf` that are this request's head.
+    async fn open_stream(&self, what: impl Fn() -> Box<str>, head_len: usize) -> Opened {
+        if let Some((sid, worker)) = self.hub.open_stream(&what) {
+            return Opened::Stream(sid, worker);
         }
         if self.hub.queued.get() >= self.cfg.queue_limit {
             tracing::warn!(peer = %self.peer, "request queue full; answering 503");
-            return None;
+            return Opened::Rejected;
         }
         let _queued = Queued::new(&self.hub);
         let deadline = Instant::now() + self.cfg.queue_timeout;
+        // While it waits, a client that leaves takes its request with it (no worker time
+        // for nobody), as long as nothing of a body or next request hides the close.
+        let mut watch = self.buf.len() == head_len;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.hub.metrics().queue_timeout();
                 tracing::warn!(peer = %self.peer, request = %what(), "no worker accepted the request within --queue-timeout; answering 503");
-                return None;
+                return Opened::Rejected;
             }
-            self.hub.wait_queue(left.min(QUEUE_POLL)).await;
-            if let Some(opened) = self.hub.open_stream(&what) {
-                return Some(opened);
+            let wait = self.hub.wait_queue(left.min(QUEUE_POLL));
+            if watch {
+                monoio::select! {
+                    _ = wait => {},
+                    r = self.sock.readable(false) => match self.socket_news(r) {
+                        News::Gone => {
+                            tracing::debug!(peer = %self.peer, "client left while its request was queued");
+                            return Opened::ClientGone;
+                        }
+                        News::Data => watch = false,
+                        News::Nothing => {}
+                    },
+                }
+            } else {
+                wait.await;
+            }
+            if let Some((sid, worker)) = self.hub.open_stream(&what) {
+                return Opened::Stream(sid, worker);
             }
         }
     }
@@ -509,16 +583,24 @@ impl Conn {
         }
     }
 
+    /// What a socket that turned readable while we were not reading has to say.
+    fn socket_news(&self, readable: std::io::Result<()>) -> News {
+        match readable.and_then(|()| crate::sys::peek(&self.sock)) {
+            Ok(0) => News::Gone,
+            // Bytes of a body or a next request: nothing to learn until they are read.
+            Ok(_) => News::Data,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => News::Nothing,
+            Err(_) => News::Gone,
+        }
+    }
+
     /// The socket turned readable while a response was pending: did the client leave?
     fn check_gone(&mut self, sid: StreamId, readable: std::io::Result<()>) {
-        let gone = match readable {
-            Ok(()) => match crate::sys::peek(&self.sock) {
-                Ok(0) => true,
-                // Bytes of a next request: nothing to learn until it is read.
-                Ok(_) => false,
-                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-            },
-            Err(_) => true,
+        let gone = match self.socket_news(readable) {
+            News::Gone => true,
+            News::Data => false,
+            // Spurious: keep watching.
+            News::Nothing => return,
         };
         self.unwatched = true;
         self.gone = gone;
@@ -540,6 +622,7 @@ impl Conn {
         let mut body = BodyState::new(framing, self.cfg.max_body);
         let head_len = self.scratch.len();
         let mut first = true;
+        let mut pace = Pace::new();
         loop {
             let slot = self.take_slot(worker).await?;
             let mut filled = if first {
@@ -564,7 +647,7 @@ impl Conn {
                 if first || body.done() || filled == slot_size || filled > 0 {
                     break;
                 }
-                self.read_body().await?;
+                self.read_body(&mut pace).await?;
             }
             let more = !body.done();
             let (kind, aux) = if first {
@@ -588,10 +671,12 @@ impl Conn {
             }
             if first && wait_continue {
                 self.await_continue(sid).await?;
+                // The client was waiting for us: its body starts now.
+                pace = Pace::new();
             }
             first = false;
             if self.buf.is_empty() {
-                self.read_body().await?;
+                self.read_body(&mut pace).await?;
             }
         }
     }
@@ -614,8 +699,25 @@ impl Conn {
         }
     }
 
-    async fn read_body(&mut self) -> Result<(), SendEnd> {
-        match self.read_more(self.cfg.body_read).await {
+    /// Reads more of the body: no pause longer than `--timeout-body-read`, and on average
+    /// at least `--min-body-rate` bytes a second after a first `--timeout-body-read` of
+    /// grace, so a body trickled a byte at a time cannot hold the connection (and the app's
+    /// request) for ever.
+    async fn read_body(&mut self, pace: &mut Pace) -> Result<(), SendEnd> {
+        let mut wait = self.cfg.body_read;
+        if self.cfg.min_body_rate > 0 {
+            let earned = Duration::from_secs_f64(pace.got as f64 / self.cfg.min_body_rate as f64);
+            let left = (self.cfg.body_read + earned).saturating_sub(pace.since.elapsed());
+            if left.is_zero() {
+                tracing::debug!(peer = %self.peer, bytes = pace.got, "request body slower than --min-body-rate");
+                return Err(SendEnd::Client(Some(408)));
+            }
+            wait = wait.min(left);
+        }
+        let before = self.buf.len();
+        let res = self.read_more(wait).await;
+        pace.got += self.buf.len().saturating_sub(before) as u64;
+        match res {
             Ok(()) => Ok(()),
             Err(ReadEnd::TimedOut) => Err(SendEnd::Client(Some(408))),
             Err(_) => Err(SendEnd::Client(None)),
