@@ -12,7 +12,7 @@ LOOM_TARGET := target/loom
 SOURCES := $(shell find protocol/src server/src worker/src worker/python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null) \
            Cargo.toml Cargo.lock protocol/Cargo.toml server/Cargo.toml worker/Cargo.toml pyproject.toml
 
-.PHONY: setup demo test test-rust loom e2e lint bench bench-micro clean
+.PHONY: setup demo test test-rust loom e2e lint bench bench-micro clean conformance
 
 setup: $(VENV)/.built
 
@@ -30,7 +30,7 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 demo: setup
 	$(BIN) serve --workers 2
 
-test: setup test-rust loom e2e
+test: setup test-rust loom e2e conformance
 
 test-rust:
 	cargo test --workspace --exclude uringapi-worker --all-targets
@@ -58,6 +58,41 @@ bench: setup
 # Criterion micro-benchmarks: ring push/pop and round trip, HTTP head parse.
 bench-micro:
 	cargo bench -p uringapi-benches
+
+# Outside checkers (tests/conformance/README.md): asgion inside the worker, daphne's own HTTP
+# tests, and smoke runs on Python 3.10, 3.12 and 3.13. One wheel, built once, goes into a
+# venv per Python under target/conformance (kept between runs; rebuilt when its
+# requirements change, reinstalled when the wheel does).
+CONF           := target/conformance
+CONF_VENVS     := $(CONF)/venv310 $(CONF)/venv312 $(CONF)/venv313
+DAPHNE_VERSION := 4.2.3
+DAPHNE_DIR     := $(CONF)/daphne-$(DAPHNE_VERSION)
+
+conformance: $(addsuffix /.wheel,$(CONF_VENVS)) $(DAPHNE_DIR)/.unpacked
+	DAPHNE_DIR=$(CURDIR)/$(DAPHNE_DIR) tests/conformance/run.sh
+
+$(CONF)/wheel/.built: $(VENV)/.deps $(SOURCES)
+	rm -rf $(CONF)/wheel
+	$(VENV)/bin/maturin build --release --quiet --out $(CONF)/wheel
+	touch $@
+
+$(CONF)/venv312/.deps: tests/conformance/requirements-asgion.txt
+$(CONF)/venv310/.deps $(CONF)/venv313/.deps: tests/conformance/requirements-smoke.txt
+$(CONF)/venv%/.deps:
+	py="$$(tests/conformance/find-python.sh $*)" && rm -rf $(@D) && "$$py" -m venv $(@D)
+	$(@D)/bin/pip install -q --upgrade pip
+	$(@D)/bin/pip install -q -r $<
+	touch $@
+
+$(CONF)/venv%/.wheel: $(CONF)/venv%/.deps $(CONF)/wheel/.built
+	$(@D)/bin/pip install -q --no-deps --force-reinstall $(CONF)/wheel/*.whl
+	touch $@
+
+$(DAPHNE_DIR)/.unpacked:
+	rm -rf $(CONF)/download $(DAPHNE_DIR) && mkdir -p $(CONF)/download
+	$(PIP) download -q --no-binary :all: --no-deps -d $(CONF)/download daphne==$(DAPHNE_VERSION)
+	tar -xzf $(CONF)/download/daphne-$(DAPHNE_VERSION).tar.gz -C $(CONF)
+	touch $@
 
 clean:
 	rm -rf $(VENV) target

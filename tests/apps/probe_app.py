@@ -25,6 +25,8 @@ Routes (query parameters in brackets):
   GET  /body-before-start             sends http.response.body first
   GET  /start-twice [flush]           sends http.response.start twice
   GET  /send-after-complete           a complete response, then one more body message
+  GET  /str-header-name               http.response.start with a str header name, then a
+                                      body (ASGI: header names are byte strings)
   GET  /disconnect-after-complete     a complete response, then receive() once more
   POST /wait-disconnect               reads the body, records "body-done", waits for
                                       http.disconnect, records it, then tries to send
@@ -224,6 +226,10 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
         if flush:
             await asyncio.sleep(0.05)
         await checked_send(send, probe, START_PLAIN)
+    elif probe == "str-header-name":
+        await checked_send(send, probe, {"type": "http.response.start", "status": 200,
+                                         "headers": [("x-str", b"value")]})
+        await checked_send(send, probe + "-body", {"type": "http.response.body", "body": b"ok"})
     elif probe == "send-after-complete":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain"), (b"content-length", b"4")]})

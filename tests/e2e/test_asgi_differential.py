@@ -406,10 +406,10 @@ EXPECTED_SCOPE_ALL: dict[str, tuple[str, Any]] = {
              "client is gone (the rule asgiref added with 2.4, django/asgiref#431). uvicorn "
              "0.54's httptools protocol returns silently there (see DISCONNECT_MID_REQUEST) "
              "and announces 2.3.", {"version": "3.0", "spec_version": "2.4"}),
-    "extensions": ("uringapi always passes an `extensions` dict (empty: no extension is "
-                   "offered); uvicorn's httptools protocol leaves the optional key out. Both "
-                   "mean 'no extensions' to an app that uses scope.get('extensions') or {}.",
-                   {}),
+    "extensions": ("uringapi offers the ASGI extension http.response.pathsend (the front end "
+                   "sends the named file itself); uvicorn's httptools protocol offers none and "
+                   "leaves the optional key out. The probe records each extension's keys.",
+                   {"http.response.pathsend": []}),
     "keys": ("follows from `extensions` above", None),
 }
 #: The same, per case id.
@@ -449,6 +449,20 @@ def test_expect_100_continue_head_first(pair: dict[str, Probed]) -> None:
     assert views["uringapi"][0]["total"] == 4 and len(views["uringapi"]) == 1
 
 
+@pytest.mark.parametrize("target", [b"/record/\xc3\xa4\xc3\xb6", b"/record?q=\xc3\xa4"],
+                         ids=["path", "query"])
+def test_request_target_with_raw_non_ascii_bytes_is_rejected_alike(
+        pair: dict[str, Probed], target: bytes) -> None:
+    """Octets above 0x7F cannot appear in a request-target (RFC 9112 §3.2, RFC 3986 §2:
+    they must be percent-encoded); uvicorn (and daphne) answer 400 and close. The app must
+    not be called with them."""
+    request = b"GET " + target + b" HTTP/1.1\r\nHost: probe\r\n\r\n"
+    seen = {k: exchange(p.server.port, request) for k, p in pair.items()}
+    assert seen["uvicorn"].status_line == "HTTP/1.1 400 Bad Request", seen["uvicorn"]
+    assert seen["uringapi"].status_line.split(" ")[1] == "400", seen["uringapi"]
+    assert seen["uringapi"].after == "closed"
+
+
 # ---- 2. send(): what the client sees when the app misbehaves ---------------------------------
 
 @dataclass
@@ -483,6 +497,7 @@ SEND_CASES = [
     SendCase("start-twice-flushed", "/start-twice?flush=1", rule="cut",
              event="sent start-twice"),
     SendCase("send-after-complete", "/send-after-complete", event="sent send-after-complete"),
+    SendCase("str-header-name", "/str-header-name", rule="500", event="sent str-header-name"),
     SendCase("disconnect-after-complete", "/disconnect-after-complete",
              event="received disconnect-after-complete"),
 ]
@@ -527,6 +542,11 @@ EXPECTED_SEND: dict[str, Difference] = {
         {"status_line": "HTTP/1.0 200 OK",
          "headers": [("content-type", "text/plain"), ("connection", "close")],
          "body_wire": b"aaaaabbbbbccccc", "after": "closed"}),
+    "str-header-name": Difference(
+        "the app's http.response.start has a str header name (ASGI: byte strings), so send() "
+        "raises and nothing has reached the client. uvicorn marks the response started "
+        "before it checks the headers and then can only close the connection with no "
+        "response at all; a 500 tells the client what happened.", _500),
     "send-after-complete": Difference(
         "the response was complete and well framed before the app's extra send() raised; "
         "uvicorn closes the connection anyway (its error path closes once a response has "
