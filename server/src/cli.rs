@@ -152,6 +152,15 @@ pub struct ServeArgs {
     /// so that apps see exactly the headers the client sent, as under uvicorn.
     #[arg(long)]
     pub request_id: bool,
+    /// Serve the files under DIR at URL prefix PREFIX from the front end, without Python
+    /// (`/static=./public`); GET and HEAD, with ETag, Last-Modified, 304 and Range.
+    /// Repeatable.
+    #[arg(long, value_name = "PREFIX=DIR", value_parser = crate::http1::static_files::parse_mount)]
+    pub static_mount: Vec<crate::http1::static_files::Mount>,
+    /// Answer GET PATH with 200 "ok" from the front end (503 while draining), e.g. for a
+    /// load balancer's health check on the app port.
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
     /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on this port.
     #[arg(long, env = "URINGAPI_METRICS_PORT")]
     pub metrics_port: Option<u16>,

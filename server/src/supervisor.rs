@@ -496,6 +496,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         request_id: args.request_id,
         proxies: (!args.no_proxy_headers).then(|| args.forwarded_allow_ips.clone()),
         min_body_rate: args.min_body_rate,
+        mounts: args.static_mount.clone(),
+        health_path: args.health_path.clone(),
     };
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();

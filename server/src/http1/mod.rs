@@ -5,3 +5,4 @@ pub mod conn;
 pub mod encode;
 pub mod framing;
 pub mod parse;
+pub mod static_files;

@@ -1,0 +1,99 @@
+"""Native routes: --static-mount files and --health-path, answered by the front end without
+a Python worker (ETag/Last-Modified, 304, Range, traversal refused)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import rawhttp
+from harness import Server
+
+pytestmark = pytest.mark.uringapi_only
+
+CONTENT = bytes(range(256)) * 40 + b"tail"  # 10244 bytes
+
+
+@pytest.fixture(scope="module")
+def native(servers, tmp_path_factory) -> Server:
+    root = tmp_path_factory.mktemp("native")
+    public = root / "public"
+    (public / "css").mkdir(parents=True)
+    (public / "data.bin").write_bytes(CONTENT)
+    (public / "css" / "site.css").write_text("body { color: red }\n")
+    (root / "secret.txt").write_text("do not serve\n")
+    os.symlink(root / "secret.txt", public / "escape")
+    return servers.start("fastapi_app:app", probe_path="/json", extra_args=(
+        "--static-mount", f"/static={public}", "--health-path", "/healthz"))
+
+
+def get(server: Server, target: str, headers=None, method: str = "GET") -> rawhttp.Response:
+    with rawhttp.Connection(server.host, server.port) as c:
+        return c.request(method, target, headers)
+
+
+def test_file_with_validators_and_type(native: Server) -> None:
+    r = get(native, "/static/data.bin")
+    assert r.status == 200
+    assert r.body == CONTENT
+    assert r.header("content-length") == str(len(CONTENT))
+    assert r.header("content-type") == "application/octet-stream"
+    assert r.header("etag").startswith('"') and r.header("last-modified").endswith("GMT")
+    assert r.header("accept-ranges") == "bytes"
+    css = get(native, "/static/css/site.css")
+    assert (css.status, css.body) == (200, b"body { color: red }\n")
+    assert css.header("content-type") == "text/css; charset=utf-8"
+
+
+def test_conditional_requests_get_304(native: Server) -> None:
+    first = get(native, "/static/data.bin")
+    etag, modified = first.header("etag"), first.header("last-modified")
+    by_etag = get(native, "/static/data.bin", [("If-None-Match", etag)])
+    assert (by_etag.status, by_etag.body) == (304, b"")
+    assert by_etag.header("etag") == etag
+    by_date = get(native, "/static/data.bin", [("If-Modified-Since", modified)])
+    assert by_date.status == 304
+    changed = get(native, "/static/data.bin", [("If-None-Match", '"other"')])
+    assert changed.status == 200 and changed.body == CONTENT
+
+
+def test_ranges(native: Server) -> None:
+    part = get(native, "/static/data.bin", [("Range", "bytes=10-19")])
+    assert part.status == 206
+    assert part.body == CONTENT[10:20]
+    assert part.header("content-range") == f"bytes 10-19/{len(CONTENT)}"
+    tail = get(native, "/static/data.bin", [("Range", "bytes=-4")])
+    assert (tail.status, tail.body) == (206, b"tail")
+    bad = get(native, "/static/data.bin", [("Range", f"bytes={len(CONTENT)}-")])
+    assert bad.status == 416
+    assert bad.header("content-range") == f"bytes */{len(CONTENT)}"
+
+
+def test_head_keeps_the_connection_and_sends_no_body(native: Server) -> None:
+    with rawhttp.Connection(native.host, native.port) as c:
+        head = c.request("HEAD", "/static/data.bin")
+        after = c.request("GET", "/static/css/site.css")
+    assert head.status == 200 and head.body == b""
+    assert head.header("content-length") == str(len(CONTENT))
+    assert after.status == 200
+
+
+@pytest.mark.parametrize("target", [
+    "/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/..%2fsecret.txt",
+    "/static/escape", "/static/missing", "/static/css",
+])
+def test_nothing_outside_the_root_and_no_directories(native: Server, target: str) -> None:
+    r = get(native, target)
+    assert r.status == 404, (target, r.status, r.body)
+    assert b"do not serve" not in r.body
+
+
+def test_other_methods_are_refused(native: Server) -> None:
+    assert get(native, "/static/data.bin", method="DELETE").status == 405
+
+
+def test_health_path_and_app_routes_side_by_side(native: Server) -> None:
+    health = get(native, "/healthz")
+    assert (health.status, health.body) == (200, b"ok\n")
+    assert get(native, "/json").status == 200, "the app still gets every other path"
