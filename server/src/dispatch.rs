@@ -185,6 +185,9 @@ pub struct Hub {
     id_counter: Cell<u64>,
 }
 
+/// Most records taken from one worker's ring per poll round.
+const DRAIN_BATCH: usize = 256;
+
 /// How often the poller re-checks the rings before it goes to sleep on its doorbell.
 /// PERF: untuned; the performance issue measures it.
 const SPIN_ROUNDS: u32 = 64;
@@ -616,7 +619,9 @@ impl Hub {
         let n = self.inner.borrow().links.len();
         for worker in 0..n {
             let mut popped = false;
-            loop {
+            // At most a batch per worker per round, so a worker that floods its ring (with
+            // records for streams long gone, say) cannot starve the others or the sockets.
+            for _ in 0..DRAIN_BATCH {
                 let step = {
                     let mut inner = self.inner.borrow_mut();
                     let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) else {

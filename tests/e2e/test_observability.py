@@ -78,7 +78,14 @@ def test_request_counts_and_latency_after_known_traffic(observed) -> None:
         r = c.request("POST", "/items", [("Content-Type", "application/json")],
                       body=b'{"name":"x","price":1.5}')
         assert r.status == 200, r.body
-    after = samples(scrape(port)[1])
+    # A request is counted just after its last byte is written, so the scrape may run a
+    # moment before the last one is in: wait until it is (bounded), then compare exactly.
+    def settled() -> dict[str, float] | None:
+        now = samples(scrape(port)[1])
+        key = "uringapi_request_duration_seconds_count"
+        return now if now.get(key, 0) - before.get(key, 0) >= 9 else None
+
+    after = wait_for(settled, "the nine requests to be counted")
 
     def delta(key: str) -> float:
         return after.get(key, 0) - before.get(key, 0)

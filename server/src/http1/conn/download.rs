@@ -1,0 +1,281 @@
+//! Streaming a response from shared memory (or a file, for pathsend and native routes)
+//! to the client: framing, zero-copy writes, the request deadline.
+
+use super::*;
+
+impl Conn {
+    /// Streams the response from the worker to the client.
+    pub(super) async fn respond(
+        &mut self,
+        sid: StreamId,
+        side: RequestSide,
+        deadline: Option<Instant>,
+    ) -> Next {
+        self.unwatched = false;
+        self.gone = false;
+        let (head, body, more, file) = match self.next_event(sid, deadline).await {
+            Waited::TimedOut => {
+                tracing::warn!(peer = %self.peer, "request ran past --timeout-request; answering 504 and cancelling it");
+                self.hub.metrics().request_timeout();
+                self.hub.cancel_stream(sid);
+                self.reply_error(504, side.minor).await;
+                return Next::Close;
+            }
+            Waited::Event(Event::Head { head, body, more }) => (head, body, more, None),
+            Waited::Event(Event::File {
+                head: Some(head),
+                path,
+            }) => match open_file(&path).await {
+                Ok(file) => (head, None, false, Some(file)),
+                Err(e) => {
+                    tracing::error!(peer = %self.peer, path = %String::from_utf8_lossy(&path), "http.response.pathsend: {e}");
+                    self.reply_error(500, side.minor).await;
+                    return Next::Close;
+                }
+            },
+            Waited::Event(Event::WorkerLost) => {
+                self.reply_error(502, side.minor).await;
+                return Next::Close;
+            }
+            // The app saw http.disconnect and ended without a response.
+            Waited::Event(Event::Abort) if self.gone => return Next::Close,
+            Waited::Event(
+                Event::Abort | Event::Body { .. } | Event::Continue | Event::File { .. },
+            ) => {
+                tracing::error!(peer = %self.peer, "worker sent a body or an abort before the response head");
+                self.reply_error(500, side.minor).await;
+                return Next::Close;
+            }
+        };
+        let view = match ResponseView::decode(&head) {
+            Ok(v) => {
+                self.served.status = v.status;
+                v
+            }
+            Err(e) => {
+                tracing::error!(peer = %self.peer, error = %e, "worker sent an undecodable response head");
+                self.reply_error(502, side.minor).await;
+                return Next::Close;
+            }
+        };
+        let complete = match &file {
+            Some((_, len)) => Some(*len),
+            None => (!more).then(|| body.as_ref().map_or(0, |b| b.len() as u64)),
+        };
+        let mut prefix = std::mem::take(&mut self.scratch);
+        prefix.clear();
+        let encoded = match encode::response_head(
+            view.status,
+            &view.headers,
+            side,
+            complete,
+            self.cfg.headers,
+            &mut prefix,
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(peer = %self.peer, error = %e, "worker sent an invalid response head");
+                self.scratch = prefix;
+                self.reply_error(502, side.minor).await;
+                return Next::Close;
+            }
+        };
+        let mut out = Body {
+            framing: encoded.framing,
+            sent: 0,
+            prefix,
+        };
+        let mut ok = match file {
+            Some((file, len)) => self.send_file(&mut out, file, 0, len).await,
+            None => self.send_body(&mut out, body, more).await,
+        };
+        let mut more = more;
+        while ok && more {
+            match self.next_event(sid, deadline).await {
+                Waited::Event(Event::Body { body, more: m }) => {
+                    more = m;
+                    ok = self.send_body(&mut out, body, more).await;
+                }
+                Waited::Event(Event::File { head: None, path }) => {
+                    more = false;
+                    ok = match open_file(&path).await {
+                        Ok((file, len)) => self.send_file(&mut out, file, 0, len).await,
+                        Err(e) => {
+                            tracing::error!(peer = %self.peer, path = %String::from_utf8_lossy(&path), "http.response.pathsend: {e}; closing");
+                            false
+                        }
+                    };
+                }
+                Waited::Event(Event::Head { .. } | Event::File { head: Some(_), .. }) => {
+                    tracing::error!(peer = %self.peer, "worker sent a second response head");
+                    ok = false;
+                }
+                Waited::Event(Event::Abort) if self.gone => ok = false,
+                Waited::Event(Event::Abort | Event::WorkerLost | Event::Continue) => {
+                    tracing::warn!(peer = %self.peer, "response aborted after it started; closing the connection");
+                    ok = false;
+                }
+                Waited::TimedOut => {
+                    tracing::warn!(peer = %self.peer, "response ran past --timeout-request; closing the connection and cancelling it");
+                    self.hub.metrics().request_timeout();
+                    self.hub.cancel_stream(sid);
+                    ok = false;
+                }
+            }
+        }
+        if let Framing::Length(n) = out.framing {
+            if ok && out.sent != n {
+                tracing::error!(peer = %self.peer, declared = n, sent = out.sent, "response body shorter than its content-length; closing");
+                ok = false;
+            }
+        }
+        self.scratch = std::mem::take(&mut out.prefix);
+        self.served.bytes = out.sent;
+        if ok && encoded.keep_alive && out.framing != Framing::UntilClose {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+
+    /// Sends `len` bytes of `file` from `start` as the rest of the body (and the head, if
+    /// still pending).
+    pub(super) async fn send_file(
+        &mut self,
+        out: &mut Body,
+        file: monoio::fs::File,
+        start: u64,
+        len: u64,
+    ) -> bool {
+        if len == 0 || out.framing == Framing::Empty {
+            return self.send_piece(out, None, &[], false).await;
+        }
+        let mut buf = Vec::with_capacity(FILE_CHUNK);
+        let mut pos = 0u64;
+        while pos < len {
+            let want = (len - pos).min(FILE_CHUNK as u64) as usize;
+            buf.clear();
+            let (res, slice) = file.read_at(buf.slice_mut(0..want), start + pos).await;
+            buf = slice.into_inner();
+            let n = match res {
+                Ok(0) => {
+                    tracing::error!(peer = %self.peer, "http.response.pathsend: the file shrank while it was sent; closing");
+                    return false;
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(peer = %self.peer, error = %e, "http.response.pathsend: cannot read the file; closing");
+                    return false;
+                }
+            };
+            pos += n as u64;
+            if !self.send_piece(out, None, &buf[..n], pos < len).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes one piece of response body (and, the first time, the head in `out.prefix`).
+    pub(super) async fn send_body(
+        &mut self,
+        out: &mut Body,
+        body: Option<SlotLease>,
+        more: bool,
+    ) -> bool {
+        self.send_piece(out, body, &[], more).await
+    }
+
+    /// Writes one piece of response body, from a slot (`body`) or from memory (`bytes`, a
+    /// file's; copied behind the prefix). Only one of the two is non-empty.
+    pub(super) async fn send_piece(
+        &mut self,
+        out: &mut Body,
+        body: Option<SlotLease>,
+        bytes: &[u8],
+        more: bool,
+    ) -> bool {
+        let len = body.as_ref().map_or(bytes.len(), |b| b.len());
+        let mut prefix = std::mem::take(&mut out.prefix);
+        let (body, suffix): (Option<SlotLease>, &'static [u8]) = match out.framing {
+            Framing::Empty => (None, b""),
+            Framing::Length(n) => {
+                if out.sent + len as u64 > n {
+                    tracing::error!(peer = %self.peer, declared = n, "response body longer than its content-length; closing");
+                    return false;
+                }
+                prefix.extend_from_slice(bytes);
+                (body, b"")
+            }
+            Framing::UntilClose => {
+                prefix.extend_from_slice(bytes);
+                (body, b"")
+            }
+            Framing::Chunked => {
+                if len > 0 {
+                    prefix.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+                }
+                prefix.extend_from_slice(bytes);
+                match (len > 0, more) {
+                    (true, true) => (body, b"\r\n"),
+                    (true, false) => (body, b"\r\n0\r\n\r\n"),
+                    (false, true) => (None, b""),
+                    (false, false) => (None, b"0\r\n\r\n"),
+                }
+            }
+        };
+        out.sent += len as u64;
+        let mut frame = Frame::new(prefix, body, suffix);
+        let mut ok = true;
+        while frame.total_len() > 0 {
+            let (res, f) = self.sock.writev(frame).await;
+            frame = f;
+            match res {
+                Ok(0) => ok = false,
+                Ok(n) => {
+                    frame.advance(n);
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => ok = false,
+            }
+            break;
+        }
+        let mut prefix = frame.into_prefix();
+        prefix.clear();
+        out.prefix = prefix;
+        ok
+    }
+}
+
+/// Bytes read from a file per write for `http.response.pathsend`.
+/// PERF: read + write through this buffer (one copy); splice would avoid it.
+pub(super) const FILE_CHUNK: usize = 64 * 1024;
+
+/// Opens a file named by `http.response.pathsend`: an absolute path to a regular file, read
+/// with the front end's own permissions (the worker could read it as well).
+pub(super) async fn open_file(path: &[u8]) -> Result<(monoio::fs::File, u64), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+    if !path.is_absolute() {
+        return Err("the path is not absolute (ASGI requires an absolute path)".into());
+    }
+    let file = monoio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot open the file: {e}"))?;
+    let meta = file
+        .metadata()
+        .await
+        .map_err(|e| format!("cannot stat the file: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    Ok((file, meta.len()))
+}
+/// Response body progress.
+pub(super) struct Body {
+    pub(super) framing: Framing,
+    pub(super) sent: u64,
+    /// Bytes to send before the next body piece (the head, then chunk-size lines).
+    pub(super) prefix: Vec<u8>,
+}

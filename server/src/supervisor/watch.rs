@@ -1,0 +1,439 @@
+//! The supervisor's loop after start-up: respawning, stall verdicts and the --timeout
+//! kill, rolling restarts and recycling, SIGTTIN/SIGTTOU, readiness and metrics.
+
+use super::*;
+
+/// How long a worker sent SIGABRT (or SIGTERM past the graceful timeout) has before SIGKILL.
+pub(super) const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long a retiring worker is left before it can count as idle (see `retire_idle`).
+pub(super) const RETIRE_SETTLE: Duration = Duration::from_millis(50);
+/// How often workers' RSS is read for --workers-max-rss.
+pub(super) const RSS_EVERY: Duration = Duration::from_secs(1);
+/// After a replacement failed to start, recycling waits this long before trying again.
+pub(super) const RECYCLE_PAUSE: Duration = Duration::from_secs(30);
+
+/// The supervisor's state after start-up.
+pub(super) struct Supervisor {
+    pub(super) workers: Workers,
+    pub(super) ctx: SpawnContext,
+    pub(super) mailboxes: Vec<Arc<Mailbox>>,
+    pub(super) load: Arc<LoadTable>,
+    pub(super) stall: Duration,
+    pub(super) kill_after: Option<Duration>,
+    pub(super) recycling: Recycling,
+    /// Workers waiting to be replaced, one at a time (SIGHUP, recycling).
+    pub(super) rolling: VecDeque<usize>,
+    pub(super) recycle_pause_until: Option<Instant>,
+    pub(super) restarts: u64,
+    pub(super) stalls: u64,
+    pub(super) last_rss_check: Instant,
+    pub(super) board: Arc<Board>,
+    pub(super) access_log: Option<Arc<Sink>>,
+    pub(super) last_publish: Instant,
+}
+
+impl Supervisor {
+    /// Watches workers until a stop signal.
+    pub(super) fn run(&mut self, reports: &mpsc::Receiver<Report>, signals: &Signals) {
+        while !signals.term.load(Ordering::Relaxed) {
+            match reports.recv_timeout(TICK) {
+                Ok(Report::Violation {
+                    worker,
+                    generation,
+                    reason,
+                }) => {
+                    if let Some(w) = self.workers.0.iter().find(|w| {
+                        w.index == worker && w.generation == generation && w.child.is_some()
+                    }) {
+                        tracing::error!(worker, pid = w.pid, %reason, "killing worker that broke the channel contract");
+                        w.signal(libc::SIGKILL);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if signals.hup.swap(false, Ordering::Relaxed) {
+                let active: Vec<usize> = self
+                    .workers
+                    .0
+                    .iter()
+                    .filter(|w| w.is_active() && w.replaces.is_none())
+                    .map(|w| w.index)
+                    .collect();
+                tracing::info!("SIGHUP: replacing {} workers one at a time", active.len());
+                for i in active {
+                    if !self.rolling.contains(&i) {
+                        self.rolling.push_back(i);
+                    }
+                }
+                self.recycle_pause_until = None;
+            }
+            if signals.ttin.swap(false, Ordering::Relaxed) {
+                self.add_worker(None, "SIGTTIN");
+            }
+            if signals.ttou.swap(false, Ordering::Relaxed) {
+                self.remove_worker();
+            }
+            self.reap();
+            self.respawn_due();
+            self.watch_ready();
+            self.watch_heartbeats();
+            self.watch_recycling();
+            self.advance_rolling();
+            self.retire_idle();
+            if signals.usr1.swap(false, Ordering::Relaxed) {
+                if let Some(sink) = &self.access_log {
+                    match sink.reopen() {
+                        Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "SIGUSR1: cannot reopen the access log")
+                        }
+                    }
+                }
+            }
+            if self.last_publish.elapsed() >= PUBLISH_EVERY {
+                self.last_publish = Instant::now();
+                self.publish();
+            }
+        }
+    }
+
+    /// Refreshes the metrics board and the readiness verdict.
+    pub(super) fn publish(&mut self) {
+        let mut worker_doorbells = 0;
+        let snapshots = self
+            .workers
+            .0
+            .iter()
+            .filter(|w| w.child.is_some())
+            .map(|w| {
+                worker_doorbells += w.segment.worker_doorbells();
+                WorkerSnapshot {
+                    index: w.index,
+                    pid: w.pid,
+                    ready: w.ready,
+                    stalled: w.stalled_since.is_some(),
+                    in_flight: 0,
+                    served: 0,
+                    ring_occupancy: w.segment.request_ring_occupancy(),
+                    loop_lag_seconds: w.segment.loop_lag().as_secs_f64(),
+                    rss_bytes: w.rss,
+                }
+            })
+            .collect();
+        *self.board.workers.lock().unwrap_or_else(|p| p.into_inner()) = snapshots;
+        *self.board.process.lock().unwrap_or_else(|p| p.into_inner()) = ProcessSnapshot {
+            worker_restarts: self.restarts,
+            worker_stalls: self.stalls,
+            doorbells: uringapi_protocol::doorbell::rings_total() + worker_doorbells,
+            connections: 0,
+        };
+        let ready = self
+            .workers
+            .0
+            .iter()
+            .filter(|w| w.is_active())
+            .all(|w| w.ready && w.child.is_some());
+        self.board.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Starts a worker in a free slot; with `replaces`, it takes that worker's place once ready.
+    pub(super) fn add_worker(&mut self, replaces: Option<usize>, why: &str) -> bool {
+        let Some(index) = self.workers.free_index() else {
+            tracing::error!(
+                "cannot add a worker ({why}): all {} worker slots are in use",
+                crate::load::MAX_SLOTS
+            );
+            return false;
+        };
+        self.load.get(index).reset();
+        match spawn(&self.ctx, index, 1, self.recycling.draw()) {
+            Ok(mut w) => {
+                w.replaces = replaces;
+                tracing::info!(worker = index, pid = w.pid, "starting a worker ({why})");
+                self.workers.0.push(w);
+                true
+            }
+            Err(f) => {
+                tracing::error!("cannot start a worker ({why}): {}", f.error);
+                false
+            }
+        }
+    }
+
+    /// SIGTTOU: the newest active worker stops taking requests and leaves once idle.
+    pub(super) fn remove_worker(&mut self) {
+        let active = self.workers.0.iter().filter(|w| w.is_active()).count();
+        if active <= 1 {
+            tracing::warn!("SIGTTOU ignored: at least one worker must stay");
+            return;
+        }
+        if let Some(w) = self
+            .workers
+            .0
+            .iter_mut()
+            .filter(|w| w.is_active() && w.replaces.is_none())
+            .max_by_key(|w| w.spawned_at)
+        {
+            tracing::info!(worker = w.index, pid = w.pid, "SIGTTOU: retiring a worker");
+            w.role = Role::Retiring {
+                since: Instant::now(),
+            };
+            self.load.get(w.index).set_retiring(true);
+        }
+    }
+
+    /// Reaps exited workers: active ones are respawned with backoff; retired ones and
+    /// replacements that never became ready are dropped.
+    pub(super) fn reap(&mut self) {
+        let mut gone = Vec::new();
+        for w in &mut self.workers.0 {
+            let Some(status) = w.exited() else { continue };
+            let (index, generation) = (w.index, w.generation);
+            for m in &self.mailboxes {
+                m.post(ThreadCmd::Detach {
+                    worker: index,
+                    generation,
+                });
+            }
+            let msg = w.status_message();
+            let msg = if msg.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", msg.trim())
+            };
+            w.stalled_since = None;
+            w.aborted_at = None;
+            self.load.get(index).set_stalled(false);
+            if !w.is_active() {
+                tracing::info!(worker = index, pid = w.pid, %status, "retired worker exited");
+                gone.push(index);
+                continue;
+            }
+            if let (Some(old), false) = (w.replaces, w.ready) {
+                tracing::error!(worker = index, pid = w.pid, %status, "replacement for worker {old} exited before it was ready{msg}; keeping worker {old}");
+                self.recycle_pause_until = Some(Instant::now() + RECYCLE_PAUSE);
+                gone.push(index);
+                continue;
+            }
+            if w.spawned_at.elapsed() > STABLE_AFTER {
+                w.failures = 0;
+            }
+            let backoff = BACKOFF_MIN
+                .saturating_mul(1 << w.failures.min(6))
+                .min(BACKOFF_MAX);
+            w.failures += 1;
+            self.restarts += 1;
+            let before = if w.ready { "" } else { " before it was ready" };
+            tracing::warn!(worker = index, pid = w.pid, %status, "worker exited{before}; respawning in {} ms{msg}", backoff.as_millis());
+            w.ready = false;
+            w.respawn_at = Some(Instant::now() + backoff);
+        }
+        self.workers.0.retain(|w| !gone.contains(&w.index));
+        self.rolling.retain(|i| !gone.contains(i));
+    }
+
+    pub(super) fn respawn_due(&mut self) {
+        for w in &mut self.workers.0 {
+            if w.respawn_at.is_none_or(|t| Instant::now() < t) {
+                continue;
+            }
+            w.respawn_at = None;
+            self.load.get(w.index).reset();
+            match spawn(&self.ctx, w.index, w.generation + 1, self.recycling.draw()) {
+                Ok(mut fresh) => {
+                    fresh.failures = w.failures;
+                    fresh.ever_ready = w.ever_ready;
+                    *w = fresh;
+                }
+                Err(f) => {
+                    tracing::error!(worker = w.index, "cannot respawn worker: {}", f.error);
+                    w.respawn_at = Some(Instant::now() + BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Attaches workers that became ready; a ready replacement retires the one it replaces.
+    pub(super) fn watch_ready(&mut self) {
+        let mut retire = Vec::new();
+        for w in &mut self.workers.0 {
+            if w.ready || w.child.is_none() || !w.segment.is_ready() {
+                continue;
+            }
+            w.ready = true;
+            w.ever_ready = true;
+            tracing::info!(
+                worker = w.index,
+                pid = w.pid,
+                generation = w.generation,
+                "worker ready"
+            );
+            let w = &*w;
+            for m in &self.mailboxes {
+                if let Some(c) = w.attach_command() {
+                    m.post(c);
+                }
+            }
+            if let Some(old) = w.replaces {
+                retire.push(old);
+            }
+        }
+        for old in retire {
+            if let Some(w) = self.workers.by_index(old) {
+                if w.is_active() {
+                    tracing::info!(
+                        worker = old,
+                        pid = w.pid,
+                        "replacement ready; retiring worker"
+                    );
+                    w.role = Role::Retiring {
+                        since: Instant::now(),
+                    };
+                    self.load.get(old).set_retiring(true);
+                }
+            }
+            for w in &mut self.workers.0 {
+                if w.replaces == Some(old) {
+                    w.replaces = None;
+                }
+            }
+        }
+    }
+
+    /// Stall verdicts (no new requests for a silent loop) and the --timeout kill.
+    pub(super) fn watch_heartbeats(&mut self) {
+        let now = Instant::now();
+        for w in &mut self.workers.0 {
+            if !w.ready || w.child.is_none() {
+                continue;
+            }
+            let Some(age) = w.segment.heartbeat_age() else {
+                continue;
+            };
+            let load = self.load.get(w.index);
+            if age > self.stall {
+                if w.stalled_since.is_none() {
+                    w.stalled_since = Some(now);
+                    self.stalls += 1;
+                    load.set_stalled(true);
+                    tracing::warn!(
+                        worker = w.index,
+                        pid = w.pid,
+                        in_flight = load.in_flight(),
+                        "worker stalled: its event loop made no progress for {} ms (--stall-timeout); it gets no new requests until it moves",
+                        age.as_millis()
+                    );
+                    let (worker, silent) = (w.index, age);
+                    for m in &self.mailboxes {
+                        m.post(ThreadCmd::Stalled { worker, silent });
+                    }
+                }
+                if let Some(limit) = self.kill_after {
+                    if age > limit && w.aborted_at.is_none() {
+                        tracing::error!(worker = w.index, pid = w.pid, "worker silent for {:.1} s (--timeout); killing it (SIGABRT prints its Python stack)", age.as_secs_f64());
+                        w.signal(libc::SIGABRT);
+                        w.aborted_at = Some(now);
+                    }
+                }
+                if w.aborted_at.is_some_and(|t| now - t > KILL_GRACE) {
+                    w.signal(libc::SIGKILL);
+                }
+            } else if let Some(since) = w.stalled_since.take() {
+                load.set_stalled(false);
+                tracing::info!(
+                    worker = w.index,
+                    pid = w.pid,
+                    "worker moved again after a {} ms stall",
+                    (now - since + self.stall).as_millis()
+                );
+            }
+        }
+    }
+
+    /// Queues workers past their recycling thresholds for replacement.
+    pub(super) fn watch_recycling(&mut self) {
+        if self.recycle_pause_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let read_rss = self.last_rss_check.elapsed() >= RSS_EVERY;
+        if read_rss {
+            self.last_rss_check = Instant::now();
+        }
+        for w in &mut self.workers.0 {
+            if !w.ready || !w.is_active() || w.child.is_none() {
+                continue;
+            }
+            if read_rss {
+                w.rss = rss_bytes(w.pid).unwrap_or(0);
+            }
+            let t = w.recycle;
+            let served = self.load.get(w.index).served();
+            let why = if t.requests.is_some_and(|n| served >= n) {
+                Some(format!("served {served} requests (--limit-max-requests)"))
+            } else if t.lifetime.is_some_and(|l| w.spawned_at.elapsed() >= l) {
+                Some(format!(
+                    "up for {:.0} s (--workers-lifetime)",
+                    w.spawned_at.elapsed().as_secs_f64()
+                ))
+            } else if t.rss.is_some_and(|r| w.rss >= r) {
+                Some(format!("RSS {} MiB (--workers-max-rss)", w.rss >> 20))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                if !self.rolling.contains(&w.index) {
+                    tracing::info!(worker = w.index, pid = w.pid, "recycling worker: {why}");
+                    self.rolling.push_back(w.index);
+                }
+            }
+        }
+    }
+
+    /// Starts the next replacement once the previous one is done.
+    pub(super) fn advance_rolling(&mut self) {
+        if self.workers.0.iter().any(|w| w.replaces.is_some()) {
+            return;
+        }
+        while let Some(old) = self.rolling.pop_front() {
+            let live = self
+                .workers
+                .0
+                .iter()
+                .any(|w| w.index == old && w.is_active() && w.child.is_some());
+            if live {
+                self.add_worker(Some(old), &format!("replacing worker {old}"));
+                return;
+            }
+        }
+    }
+
+    /// Retiring workers with nothing in flight (or past the graceful timeout) get SIGTERM;
+    /// stopping ones past it get SIGKILL.
+    pub(super) fn retire_idle(&mut self) {
+        let graceful = self.ctx.graceful;
+        for w in &mut self.workers.0 {
+            match w.role {
+                Role::Retiring { since } => {
+                    // RETIRE_SETTLE: a thread that picked this worker just before it saw the
+                    // retiring flag has dispatched by now, so "idle" really means idle.
+                    let idle =
+                        self.load.get(w.index).in_flight() == 0 && since.elapsed() >= RETIRE_SETTLE;
+                    if idle || since.elapsed() > graceful {
+                        if !idle {
+                            tracing::warn!(worker = w.index, pid = w.pid, "retiring worker still busy after the graceful timeout; stopping it");
+                        }
+                        w.signal(libc::SIGTERM);
+                        w.role = Role::Stopping {
+                            since: Instant::now(),
+                        };
+                    }
+                }
+                Role::Stopping { since } if since.elapsed() > graceful + KILL_GRACE => {
+                    w.signal(libc::SIGKILL);
+                }
+                _ => {}
+            }
+        }
+    }
+}
