@@ -3,11 +3,13 @@
 
 Every cell (one app endpoint) runs under every server, same worker count, in
 rotating order per round; wrk saturates each server over loopback keep-alive,
-then an open-loop generator measures latency at a fixed rate below saturation.
+then an open-loop generator measures latency at a fixed rate below saturation,
+and the blocking-endpoint scenario measures a fast endpoint's latency while
+another endpoint blocks its worker's event loop for 50 ms, 4 times a second.
 Writes benches/results/<date>.{json,md,png} and, for full runs, the README
 section between <!-- bench:start --> and <!-- bench:end -->.
 
-    .venv/bin/python benches/e2e/run.py            # full run (about 20 minutes)
+    .venv/bin/python benches/e2e/run.py            # full run (about 25 minutes)
     .venv/bin/python benches/e2e/run.py --quick    # about a minute, README untouched
 """
 
@@ -20,10 +22,11 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from benchkit import cells, paths, prereqs, servers
+from benchkit import blocking, cells, paths, prereqs, servers
 
-QUICK = {"rounds": 1, "duration": 3, "warmup": 1}
+QUICK = {"rounds": 1, "duration": 3, "warmup": 1, "blocking_duration": 2}
 FULL = {"rounds": 3, "duration": 10, "warmup": 2}
+"""Presets for options left unset; a full run's --blocking-duration follows --duration."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -44,6 +47,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--fixed-rate-connections", type=_positive_int, default=32, help="open-loop connections (default 32)"
     )
     p.add_argument("--no-fixed-rate", action="store_true", help="skip the fixed-rate latency run")
+    p.add_argument("--no-blocking", action="store_true", help="skip the blocking-endpoint scenario")
+    p.add_argument(
+        "--blocking-rate",
+        type=float,
+        default=blocking.DEFAULT_FAST_RATE,
+        help=f"/fast req/s in the blocking-endpoint scenario (default {blocking.DEFAULT_FAST_RATE:,.0f})",
+    )
+    p.add_argument(
+        "--blocking-duration",
+        type=_positive_int,
+        help="measured seconds per phase of the blocking-endpoint scenario (full: --duration, quick 2)",
+    )
     p.add_argument("--no-setup", action="store_true", help="do not pip/apt-install anything")
     p.add_argument("--no-readme", action="store_true", help="do not update README.md even on a full run")
     p.add_argument("--out", type=Path, default=paths.RESULTS_DIR, help="output folder (default benches/results)")
@@ -52,8 +67,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for key, value in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.blocking_duration is None:
+        args.blocking_duration = args.duration
     if not 0 < args.fixed_rate_fraction <= 1:
         p.error("--fixed-rate-fraction must be in (0, 1]")
+    if not args.blocking_rate > 0:
+        p.error("--blocking-rate must be positive")
     return args
 
 

@@ -1,5 +1,6 @@
 """The end-to-end benchmark harness works: a short quick run against the servers
-installed here (at least uvicorn) produces well-formed JSON, markdown and PNG.
+installed here (at least uvicorn) produces well-formed JSON, markdown and PNG,
+including the blocking-endpoint scenario and uringapi's doorbells per request.
 
 Nothing here asserts on speed; it checks that the figures exist and make sense.
 """
@@ -34,7 +35,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
     readme_before = _readme()
     cmd = [
         str(VENV_PYTHON), str(E2E / "run.py"), "--quick",
-        "--servers", ",".join(ALL_SERVERS), "--duration", "1", "--warmup", "1", "--out", str(out),
+        "--servers", ",".join(ALL_SERVERS), "--duration", "1", "--warmup", "1",
+        "--blocking-duration", "1", "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert _readme() == readme_before, "a quick run must never touch README.md"
@@ -115,12 +117,70 @@ def test_markdown_table_lists_every_measured_cell(quick_run: tuple[Path, subproc
     out = quick_run[0]
     table = _only(out, ".md").read_text()
     doc = _doc(out)
-    assert "| Cell | Server | req/s | vs granian | p50 | p99 | CPU-µs/req | errors |" in table
+    assert "| Cell | Server | req/s | vs granian | p50 | p99 | CPU-µs/req | doorbells/req | errors |" in table
     for cell, by_server in doc["medians"].items():
         for server in by_server:
             assert f"| {cell} | {server} |" in table
     for skipped in doc["skipped"]:
         assert f"Not measured: {skipped['server']}" in table
+
+
+def test_uringapi_runs_report_doorbells_per_request(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    """Read from uringapi's own metrics endpoint around each measured window; the
+    other servers have no such counter and report none."""
+    doc = _doc(quick_run[0])
+    if doc["servers"]["uringapi"]["status"] != "available":
+        pytest.skip("uringapi is not installed in .venv")
+    fixed_rows = (doc["fixed_rate"] or {}).get("rounds", [])
+    for row in doc["rounds"] + fixed_rows:
+        if row["server"] != "uringapi":
+            assert row.get("doorbells_per_request") is None, row["server"]
+            continue
+        completed = row.get("requests", row.get("completed"))
+        # The server counts every request it answered in the window, wrk only those that completed
+        # before it stopped: at least as many, and never more than a few per connection extra.
+        assert completed <= row["server_requests"] <= completed + 2 * doc["config"]["connections"], row["cell"]
+        assert row["doorbells"] > 0 and row["worker_stalls"] == 0, row["cell"]
+        assert row["doorbells_per_request"] == pytest.approx(row["doorbells"] / row["server_requests"], abs=1e-4)
+    for cell in QUICK_CELLS:
+        assert doc["medians"][cell]["uringapi"]["doorbells_per_request"] > 0, cell
+    table = _only(quick_run[0], ".md").read_text()
+    per_request = doc["medians"]["hello"]["uringapi"]["doorbells_per_request"]
+    assert "| hello | uringapi |" in table and f"| {per_request:.3f} |" in table
+
+
+def test_blocking_scenario_measures_the_fast_endpoint_on_every_app_server(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    doc = _doc(quick_run[0])
+    blocking = doc["blocking"]
+    if prereqs.find_rustc() is None:
+        assert blocking["skipped"]
+        return
+    assert blocking["failures"] == []
+    assert (blocking["fast_path"], blocking["block_path"], blocking["block_ms"]) == ("/fast", "/block", 50)
+    assert blocking["workers"] == doc["config"]["workers"]
+    app_servers = {n for n, i in doc["servers"].items() if i["status"] == "available"} - {"native-ref"}
+    assert set(blocking["medians"]) == app_servers
+    for server, m in blocking["medians"].items():
+        assert 0 < m["p50_us"] <= m["p90_us"] <= m["p99_us"] <= m["p999_us"] <= m["max_us"], server
+        assert 0 < m["alone_p50_us"] <= m["alone_p99_us"], server
+        # Every /block request was answered: the scenario really blocked each server's workers.
+        assert m["block_sent"] > 0 and m["block_completed"] == m["block_sent"], server
+        # /block sleeps 50 ms, so no /block response can come back sooner.
+        assert m["block_p50_us"] >= 50_000, server
+        assert isinstance(m["errors_total"], int) and m["errors_total"] >= 0, server
+    for row in blocking["rounds"]:
+        assert row["fast"]["completed"] > 0 and row["fast_alone"]["completed"] > 0, row["server"]
+        assert row["fast"]["target_rate"] == blocking["fast_rate"], row["server"]
+        assert row["block"]["target_rate"] == blocking["block_rate"], row["server"]
+    if "uringapi" in blocking["medians"]:
+        assert blocking["medians"]["uringapi"]["worker_stalls"] is not None
+        assert blocking["medians"]["uringapi"]["doorbells_per_request"] > 0
+    table = _only(quick_run[0], ".md").read_text()
+    assert "| Server | p50 | p90 | p99 | p99.9 | p99 alone | p99.9 alone | errors | /block served |" in table
+    for server in blocking["medians"]:
+        assert f"| {server} | " in table
 
 
 def test_chart_is_a_png(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
@@ -139,6 +199,78 @@ def test_rotation_gives_every_server_every_position() -> None:
     orders = [rotated(servers, r) for r in range(len(servers))]
     for position in range(len(servers)):
         assert sorted(order[position] for order in orders) == sorted(servers)
+
+
+def test_metrics_text_is_summed_over_label_sets() -> None:
+    from benchkit import metrics
+
+    text = "\n".join(
+        [
+            "# HELP uringapi_requests_total Requests answered.",
+            "# TYPE uringapi_requests_total counter",
+            'uringapi_requests_total{method="GET",status="200"} 90',
+            'uringapi_requests_total{method="POST",status="503"} 10',
+            "uringapi_doorbells_total 250",
+            'uringapi_request_duration_seconds_bucket{le="+Inf"} 100',
+            "uringapi_worker_stalls_total 0",
+        ]
+    )
+    before = {"uringapi_requests_total": 0.0, "uringapi_doorbells_total": 50.0, "uringapi_worker_stalls_total": 0.0}
+    after = metrics.parse(text)
+    assert after["uringapi_requests_total"] == 100
+    assert after["uringapi_request_duration_seconds_bucket"] == 100
+    assert metrics.channel_figures(before, after) == {
+        "doorbells": 200,
+        "server_requests": 100,
+        "doorbells_per_request": 2.0,
+        "worker_stalls": 0,
+    }
+    # A server without the doorbell counter reports none rather than zero.
+    del after["uringapi_doorbells_total"]
+    assert metrics.channel_figures(before, after)["doorbells_per_request"] is None
+    with pytest.raises(metrics.MetricsError):
+        metrics.parse("uringapi_doorbells_total not-a-number")
+
+
+def test_fixed_rate_warmup_sends_but_does_not_count(tmp_path: Path) -> None:
+    """--warmup: the schedule starts early, only the measured part is reported."""
+    if prereqs.find_rustc() is None:
+        pytest.skip("rustc is not installed")
+    import http.server
+    import threading
+
+    from benchkit import fixed_rate
+    from benchkit.cells import Cell
+
+    served: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            served.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cell = Cell("probe", "probe", "unused:app", "/probe")
+        binary = prereqs.build_loadgen()
+        result = fixed_rate.start(binary, cell, server.server_address[1], 50, 2, 1, warmup_s=1).finish()
+    finally:
+        server.shutdown()
+        server.server_close()
+    # 2 s of schedule at 50/s: about 100 requests reach the server, half of them reported
+    # (give or take the one whose slot falls on the boundary).
+    assert result.sent == result.completed and 49 <= result.sent <= 51
+    assert result.errors == result.non_2xx == 0
+    assert 95 <= len(served) <= 100 and set(served) == {"/probe"}
 
 
 def test_cpu_of_a_worker_reaped_inside_the_window_is_counted() -> None:

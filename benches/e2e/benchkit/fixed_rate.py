@@ -37,28 +37,68 @@ class FixedRateError(Exception):
     pass
 
 
-def run(binary: Path, cell: Cell, port: int, rate: float, connections: int, duration_s: int) -> FixedRateResult:
+def run(binary: Path, cell: Cell, port: int, rate: float, connections: int, duration_s: float) -> FixedRateResult:
+    """Runs the generator to the end and returns its figures."""
+    return start(binary, cell, port, rate, connections, duration_s).finish()
+
+
+def start(
+    binary: Path, cell: Cell, port: int, rate: float, connections: int, duration_s: float, warmup_s: float = 0.0
+) -> Running:
+    """Starts the generator and returns at once: for a second load beside another one.
+
+    With `warmup_s`, it sends at the same rate for that long first and counts
+    only what it sends during the `duration_s` that follows.
+    """
     if cell.method != "GET" or cell.body:
         raise FixedRateError(f"the fixed-rate generator only sends GET; cell {cell.name} is {cell.method}")
     cmd = [
         str(binary), "--addr", f"127.0.0.1:{port}", "--path", cell.path,
         "--rate", f"{rate:.1f}", "--connections", str(connections), "--duration", str(duration_s),
     ]  # fmt: skip
-    before = proctree.own_children_cpu_seconds()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
-    client_cpu = proctree.own_children_cpu_seconds() - before
-    if done.returncode != 0:
-        raise FixedRateError(f"fixed_rate exited {done.returncode}: {done.stderr.strip()}")
-    raw = json.loads(done.stdout)
-    return FixedRateResult(
-        target_rate=raw["target_rate"],
-        achieved_rate=raw["achieved_rate"],
-        connections=raw["connections"],
-        sent=raw["sent"],
-        completed=raw["completed"],
-        non_2xx=raw["non_2xx"],
-        errors=raw["errors"],
-        late_sends=raw["late_sends"],
-        latency_us=raw["latency_us"],
-        client_cpu_s=client_cpu,
-    )
+    if warmup_s:
+        cmd += ["--warmup", str(warmup_s)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return Running(proc, warmup_s + duration_s)
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[str]
+    duration_s: float
+
+    def finish(self) -> FixedRateResult:
+        """Waits for the generator and parses its report.
+
+        Its CPU is the growth of this process's reaped-children time across the
+        wait, so a generator must be finished before the next one is reaped.
+        """
+        before = proctree.own_children_cpu_seconds()
+        try:
+            stdout, stderr = self.proc.communicate(timeout=self.duration_s + 60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
+        client_cpu = proctree.own_children_cpu_seconds() - before
+        if self.proc.returncode != 0:
+            raise FixedRateError(f"fixed_rate exited {self.proc.returncode}: {stderr.strip()}")
+        raw = json.loads(stdout)
+        return FixedRateResult(
+            target_rate=raw["target_rate"],
+            achieved_rate=raw["achieved_rate"],
+            connections=raw["connections"],
+            sent=raw["sent"],
+            completed=raw["completed"],
+            non_2xx=raw["non_2xx"],
+            errors=raw["errors"],
+            late_sends=raw["late_sends"],
+            latency_us=raw["latency_us"],
+            client_cpu_s=client_cpu,
+        )
+
+    def stop(self) -> None:
+        """Kills a generator whose figures are no longer wanted (a failed run)."""
+        if self.proc.returncode is None:  # not finished (or stopped) yet
+            self.proc.kill()
+            self.proc.communicate()

@@ -24,9 +24,9 @@ def write_json(doc: Doc, path: Path) -> None:
 
 def markdown(doc: Doc) -> str:
     parts = [_preamble(doc), _saturation_table(doc)]
-    fixed = _fixed_rate_section(doc)
-    if fixed:
-        parts.append(fixed)
+    for section in (_fixed_rate_section(doc), _blocking_section(doc)):
+        if section:
+            parts.append(section)
     notes = _notes(doc)
     if notes:
         parts.append(notes)
@@ -62,14 +62,22 @@ def _preamble(doc: Doc) -> str:
             f"{c['warmup_s']} s warm-up, servers in rotating order; figures are medians over rounds.",
             "CPU-µs/req: CPU time of the server process and all its descendants during the measured "
             "window, divided by completed requests (the load generator's own CPU is not included).",
+            *(
+                [
+                    "Doorbells/req (uringapi only): eventfd writes by its front end and workers to wake a "
+                    "sleeping peer during the window, from its metrics endpoint, divided by the requests it served."
+                ]
+                if doc["servers"].get("uringapi", {}).get("status") == "available"
+                else []
+            ),
         ]
     )
 
 
 def _saturation_table(doc: Doc) -> str:
     lines = [
-        f"| Cell | Server | req/s | vs {BASELINE} | p50 | p99 | CPU-µs/req | errors |",
-        "|:--|:--|--:|--:|--:|--:|--:|--:|",
+        f"| Cell | Server | req/s | vs {BASELINE} | p50 | p99 | CPU-µs/req | doorbells/req | errors |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for cell, by_server in doc["medians"].items():
         base = by_server.get(BASELINE, {}).get("rps")
@@ -77,10 +85,10 @@ def _saturation_table(doc: Doc) -> str:
             lines.append(
                 f"| {cell} | {server} | {_fmt_int(m['rps'])} | {_ratio(m['rps'], base)} | "
                 f"{fmt_us(m['p50_us'])} | {fmt_us(m['p99_us'])} | {_fmt_cpu(m['cpu_us_per_req'])} | "
-                f"{m['errors_total']} |"
+                f"{_fmt_doorbells(m)} | {m['errors_total']} |"
             )
     if len(lines) == 2:
-        lines.append("| — | no cell was measured | | | | | | |")
+        lines.append("| — | no cell was measured | | | | | | | |")
     return "\n".join(lines)
 
 
@@ -94,13 +102,38 @@ def _fixed_rate_section(doc: Doc) -> str | None:
         f"({fr['fraction']:.0%} of the slowest median peak, {basis['server']} at {basis['rps']:,.0f} req/s); "
         f"open loop over {fr['connections']} connections, each request timed from its scheduled send time.",
         "",
-        "| Server | achieved req/s | p50 | p90 | p99 | CPU-µs/req | errors |",
-        "|:--|--:|--:|--:|--:|--:|--:|",
+        "| Server | achieved req/s | p50 | p90 | p99 | CPU-µs/req | doorbells/req | errors |",
+        "|:--|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for server, m in _ordered(fr["medians"].items()):
         lines.append(
             f"| {server} | {_fmt_int(m['achieved_rate'])} | {fmt_us(m['p50_us'])} | {fmt_us(m['p90_us'])} | "
-            f"{fmt_us(m['p99_us'])} | {_fmt_cpu(m['cpu_us_per_req'])} | {m['errors_total']} |"
+            f"{fmt_us(m['p99_us'])} | {_fmt_cpu(m['cpu_us_per_req'])} | {_fmt_doorbells(m)} | "
+            f"{m['errors_total']} |"
+        )
+    return "\n".join(lines)
+
+
+def _blocking_section(doc: Doc) -> str | None:
+    b = doc.get("blocking")
+    if not b or not b.get("medians"):
+        return None
+    lines = [
+        f"Blocking endpoint: `{b['app']}` on {b['workers']} workers per server. `GET {b['block_path']}` "
+        f"calls `time.sleep({b['block_ms'] / 1000:g})` inside `async def` (its worker's event loop stops for "
+        f"{b['block_ms']} ms), {b['block_rate']:g} req/s over {b['block_connections']} connections of its own, "
+        f"while `GET {b['fast_path']}` gets a fixed {b['fast_rate']:,.0f} req/s, open loop over "
+        f"{b['fast_connections']} connections. Latency of `{b['fast_path']}` over {b['duration_s']} s "
+        f"(\"alone\": the same load without `{b['block_path']}`, same server process, just before):",
+        "",
+        f"| Server | p50 | p90 | p99 | p99.9 | p99 alone | p99.9 alone | errors | {b['block_path']} served |",
+        "|:--|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for server, m in _ordered(b["medians"].items()):
+        lines.append(
+            f"| {server} | {fmt_us(m['p50_us'])} | {fmt_us(m['p90_us'])} | {fmt_us(m['p99_us'])} | "
+            f"{fmt_us(m['p999_us'])} | {fmt_us(m['alone_p99_us'])} | {fmt_us(m['alone_p999_us'])} | "
+            f"{m['errors_total']} | {m['block_completed']:,}/{m['block_sent']:,} |"
         )
     return "\n".join(lines)
 
@@ -110,11 +143,17 @@ def _notes(doc: Doc) -> str | None:
     fr = doc.get("fixed_rate") or {}
     if fr.get("skipped"):
         notes.append(f"- Fixed-rate run skipped: {fr['skipped']}")
+    b = doc.get("blocking") or {}
+    if b.get("skipped"):
+        notes.append(f"- Blocking-endpoint scenario skipped: {b['skipped']}")
+    stalls = {s: m["worker_stalls"] for s, m in (b.get("medians") or {}).items() if m["worker_stalls"] is not None}
+    for server, n in stalls.items():
+        notes.append(f"- Blocking endpoint: workers marked stalled by {server} (--stall-timeout): {n}.")
     notes.extend(_error_notes(doc["rounds"]))
-    noise = _noise_note(doc["rounds"] + fr.get("rounds", []))
+    noise = _noise_note(doc["rounds"] + fr.get("rounds", []) + b.get("rounds", []))
     if noise:
         notes.append(noise)
-    failures = doc["failures"] + fr.get("failures", [])
+    failures = doc["failures"] + fr.get("failures", []) + b.get("failures", [])
     for f in failures:
         first_line = f["error"].splitlines()[0] if f["error"] else "?"
         notes.append(f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first_line}")
@@ -164,3 +203,8 @@ def _fmt_int(value: float | None) -> str:
 
 def _fmt_cpu(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
+
+
+def _fmt_doorbells(medians: dict[str, Any]) -> str:
+    value = medians.get("doorbells_per_request")
+    return "—" if value is None else f"{value:.3f}"

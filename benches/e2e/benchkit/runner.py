@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import fixed_rate, machine, process, proctree, wrk
+from . import fixed_rate, machine, metrics, process, proctree, wrk
 from .cells import Cell
 from .servers import Server, Settings
 
@@ -68,7 +68,7 @@ def run_saturation(plan: Plan) -> Outcome:
             servers = [s for s in plan.servers if s.runs(cell)]
             for position, server in enumerate(rotated(servers, r)):
                 where = {"round": r + 1, "cell": cell.name, "server": server.name, "position": position}
-                _attempt(outcome, where, partial(_saturation_once, plan, cell, server, r), _print_saturation)
+                attempt(outcome, where, partial(_saturation_once, plan, cell, server, r), _print_saturation)
     return outcome
 
 
@@ -78,33 +78,52 @@ def run_fixed_rate(plan: Plan, fr: FixedRatePlan, rate: float) -> Outcome:
     for r in range(plan.rounds):
         for position, server in enumerate(rotated(servers, r)):
             where = {"round": r + 1, "cell": fr.cell.name, "server": server.name, "position": position}
-            _attempt(outcome, where, partial(_fixed_rate_once, plan, fr, server, rate, r), _print_fixed_rate)
+            attempt(outcome, where, partial(_fixed_rate_once, plan, fr, server, rate, r), _print_fixed_rate)
     return outcome
 
 
-def _attempt(outcome: Outcome, where: Row, measure: Callable[[], Row], show: Callable[[Row], None]) -> None:
+def attempt(outcome: Outcome, where: Row, measure: Callable[[], Row], show: Callable[[Row], None]) -> None:
+    """Runs one measurement; a failure is recorded and the session goes on."""
     try:
         row = {**where, **measure()}
-    except (process.ServerError, wrk.WrkError, fixed_rate.FixedRateError, OSError, subprocess.TimeoutExpired) as exc:
+    except (
+        process.ServerError,
+        wrk.WrkError,
+        fixed_rate.FixedRateError,
+        metrics.MetricsError,
+        OSError,
+        subprocess.TimeoutExpired,
+    ) as exc:
         failure = {**where, "error": str(exc)}
         outcome.failures.append(failure)
-        _say(f"round {where['round']} {where['cell']:<18} {where['server']:<10} FAILED: {exc}")
+        say(f"round {where['round']} {where['cell']:<18} {where['server']:<10} FAILED: {exc}")
         return
     outcome.rows.append(row)
     show(row)
     if row["other_cpu_share"] > NOISE_WARNING_SHARE:
-        _say(f"  warning: other processes used {row['other_cpu_share']:.0%} of the busy CPU during this run")
+        say(f"  warning: other processes used {row['other_cpu_share']:.0%} of the busy CPU during this run")
+
+
+def ports_for(server: Server) -> tuple[int, int | None]:
+    """A fresh port to serve on, and one for metrics when the server has them."""
+    if server.metrics_flag is None:
+        return process.free_port(), None
+    port, metrics_port = process.free_ports(2)
+    return port, metrics_port
 
 
 def _saturation_once(plan: Plan, cell: Cell, server: Server, r: int) -> Row:
-    port = process.free_port()
+    port, metrics_port = ports_for(server)
     log = plan.log_dir / f"r{r + 1}-{cell.name}-{server.name}.log"
-    cmd = server.command(cell, port, plan.settings)
+    cmd = server.command(cell, port, plan.settings, metrics_port)
     with process.running(cmd, cell, port, log, plan.env) as pid:
         wrk.run(plan.wrk, cell, port, plan.warmup_s, plan.shape)
+        # The counters are read outside the CPU window: the reads cost the server nothing measured.
+        channel = metrics.Window.open(metrics_port)
         before, times_before = proctree.snapshot(pid), machine.cpu_times()
         result = wrk.run(plan.wrk, cell, port, plan.duration_s, plan.shape)
         cpu, times_after = proctree.window(before, proctree.snapshot(pid)), machine.cpu_times()
+        channel_figures = metrics.close(channel)
     log.with_suffix(".wrk.txt").write_text(result.output)
     errors = sum(result.errors.values())
     return {
@@ -115,25 +134,28 @@ def _saturation_once(plan: Plan, cell: Cell, server: Server, r: int) -> Row:
         "errors": result.errors,
         "errors_total": errors,
         "cpu_s": round(cpu.cpu_s, 3),
-        "cpu_us_per_req": _per_request_us(cpu.cpu_s, result.requests),
+        "cpu_us_per_req": per_request_us(cpu.cpu_s, result.requests),
         "cpu_by_process": cpu.by_process,
         "client_cpu_s": round(result.client_cpu_s, 3),
-        **_machine_fields(times_before, times_after, cpu.cpu_s, result.client_cpu_s),
+        **machine_fields(times_before, times_after, cpu.cpu_s, result.client_cpu_s),
+        **channel_figures,
         "command": cmd,
     }
 
 
 def _fixed_rate_once(plan: Plan, fr: FixedRatePlan, server: Server, rate: float, r: int) -> Row:
-    port = process.free_port()
+    port, metrics_port = ports_for(server)
     log = plan.log_dir / f"r{r + 1}-fixed-rate-{server.name}.log"
-    cmd = server.command(fr.cell, port, plan.settings)
+    cmd = server.command(fr.cell, port, plan.settings, metrics_port)
     with process.running(cmd, fr.cell, port, log, plan.env) as pid:
         # Warm up at the target rate too: the server should meet the measured
         # load in the state that load brings it to, not straight from saturation.
         fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.warmup_s)
+        channel = metrics.Window.open(metrics_port)
         before, times_before = proctree.snapshot(pid), machine.cpu_times()
         result = fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.duration_s)
         cpu, times_after = proctree.window(before, proctree.snapshot(pid)), machine.cpu_times()
+        channel_figures = metrics.close(channel)
     return {
         "target_rate": result.target_rate,
         "achieved_rate": result.achieved_rate,
@@ -145,20 +167,21 @@ def _fixed_rate_once(plan: Plan, fr: FixedRatePlan, server: Server, rate: float,
         "errors": result.errors,
         "late_sends": result.late_sends,
         "cpu_s": round(cpu.cpu_s, 3),
-        "cpu_us_per_req": _per_request_us(cpu.cpu_s, result.completed),
+        "cpu_us_per_req": per_request_us(cpu.cpu_s, result.completed),
         "cpu_by_process": cpu.by_process,
         "client_cpu_s": round(result.client_cpu_s, 3),
-        **_machine_fields(times_before, times_after, cpu.cpu_s, result.client_cpu_s),
+        **machine_fields(times_before, times_after, cpu.cpu_s, result.client_cpu_s),
+        **channel_figures,
         "command": cmd,
     }
 
 
-def _machine_fields(before: list[int], after: list[int], server_s: float, client_s: float) -> Row:
+def machine_fields(before: list[int], after: list[int], server_s: float, client_s: float) -> Row:
     usage = machine.cpu_usage(before, after)
     return {"machine_cpu": usage, "other_cpu_share": machine.other_cpu_share(usage, server_s, client_s)}
 
 
-def _per_request_us(cpu_s: float, requests: int) -> float | None:
+def per_request_us(cpu_s: float, requests: int) -> float | None:
     return round(cpu_s * 1e6 / requests, 2) if requests > 0 else None
 
 
@@ -187,6 +210,7 @@ def summarize_saturation(rows: list[Row]) -> dict[str, dict[str, Row]]:
             "cpu_us_per_req_max": _max_or_none(r["cpu_us_per_req"] for r in group),
             "errors_total": sum(r["errors_total"] for r in group),
             "other_cpu_share_max": max(r["other_cpu_share"] for r in group),
+            "doorbells_per_request": median_of(group, _doorbells_per_request),
         }
     return summary
 
@@ -205,8 +229,15 @@ def summarize_fixed_rate(rows: list[Row]) -> dict[str, Row]:
             "errors_total": sum(r["errors"] + r["non_2xx"] for r in group),
             "late_sends_total": sum(r["late_sends"] for r in group),
             "other_cpu_share_max": max(r["other_cpu_share"] for r in group),
+            "doorbells_per_request": median_of(group, _doorbells_per_request),
         }
     return summary
+
+
+def _doorbells_per_request(row: Row) -> float | None:
+    """Only uringapi rows have the figure (from its metrics endpoint)."""
+    value: float | None = row.get("doorbells_per_request")
+    return value
 
 
 def _grouped(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
@@ -231,19 +262,19 @@ def _max_or_none(values: Iterable[float | None]) -> float | None:
 
 def _print_saturation(row: Row) -> None:
     lat = row["latency_us"]
-    _say(
+    say(
         f"round {row['round']} {row['cell']:<18} {row['server']:<10} "
         f"{row['rps']:>10,.0f} req/s  p50 {fmt_us(lat['p50']):>8}  p99 {fmt_us(lat['p99']):>8}  "
-        f"{_fmt_cpu(row['cpu_us_per_req'])} CPU-µs/req  errors {row['errors_total']}"
+        f"{_fmt_cpu(row['cpu_us_per_req'])} CPU-µs/req  errors {row['errors_total']}{_fmt_doorbells(row)}"
     )
 
 
 def _print_fixed_rate(row: Row) -> None:
     lat = row["latency_us"]
-    _say(
+    say(
         f"round {row['round']} fixed-rate {row['target_rate']:,.0f}/s {row['server']:<10} "
         f"achieved {row['achieved_rate']:>9,.0f}/s  p50 {fmt_us(lat['p50']):>8}  p99 {fmt_us(lat['p99']):>8}  "
-        f"{_fmt_cpu(row['cpu_us_per_req'])} CPU-µs/req  errors {row['errors'] + row['non_2xx']}"
+        f"{_fmt_cpu(row['cpu_us_per_req'])} CPU-µs/req  errors {row['errors'] + row['non_2xx']}{_fmt_doorbells(row)}"
     )
 
 
@@ -257,5 +288,10 @@ def _fmt_cpu(us: float | None) -> str:
     return "—" if us is None else f"{us:7.1f}"
 
 
-def _say(line: str) -> None:
+def _fmt_doorbells(row: Row) -> str:
+    per_request = row.get("doorbells_per_request")
+    return "" if per_request is None else f"  doorbells/req {per_request:.3f}"
+
+
+def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)

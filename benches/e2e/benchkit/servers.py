@@ -67,6 +67,8 @@ class Server:
     build: CommandBuilder
     serves_apps: bool = True
     """False for native-ref, which serves its fixed response and no Python app."""
+    metrics_flag: str | None = None
+    """Option that serves Prometheus metrics on a port (uringapi: --metrics-port)."""
 
     @property
     def binary(self) -> Path:
@@ -85,8 +87,11 @@ class Server:
     def runs(self, cell: Cell) -> bool:
         return self.serves_apps or cell.reference
 
-    def command(self, cell: Cell, port: int, settings: Settings) -> list[str]:
-        return self.build(str(self.binary), cell, port, settings)
+    def command(self, cell: Cell, port: int, settings: Settings, metrics_port: int | None = None) -> list[str]:
+        cmd = self.build(str(self.binary), cell, port, settings)
+        if metrics_port is not None and self.metrics_flag is not None:
+            cmd += [self.metrics_flag, str(metrics_port)]
+        return cmd
 
     def version(self) -> str:
         """Installed version, or 'unknown'; never raises."""
@@ -104,7 +109,7 @@ class Server:
 
 SERVERS: tuple[Server, ...] = (
     Server("native-ref", "uringapi", "uringapi", _native_ref, serves_apps=False),
-    Server("uringapi", "uringapi", "uringapi", _uringapi),
+    Server("uringapi", "uringapi", "uringapi", _uringapi, metrics_flag="--metrics-port"),
     Server("granian", "granian", "granian", _granian),
     Server("uvicorn", "uvicorn", "uvicorn", _uvicorn),
 )

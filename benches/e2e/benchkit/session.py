@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import chart, machine, paths, prereqs, report, runner
+from . import blocking, chart, machine, paths, prereqs, report, runner
 from .cells import FIXED_RATE_CELL, Cell, by_name
 from .servers import Server, Settings
 from .wrk import LoadShape
@@ -40,6 +40,8 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
     _say(f"logs: {plan.log_dir}")
     saturation = runner.run_saturation(plan)
     medians = runner.summarize_saturation(saturation.rows)
+    fixed = _fixed_rate(plan, medians, fixed_skip)
+    blocked = _blocking(args, plan)
     return {
         "schema": SCHEMA_VERSION,
         "date": started.date().isoformat(),
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
         "rounds": saturation.rows,
         "failures": saturation.failures,
         "medians": medians,
-        "fixed_rate": _fixed_rate(plan, medians, fixed_skip),
+        "fixed_rate": fixed,
+        "blocking": blocked,
     }
 
 
@@ -68,18 +71,33 @@ def write_outputs(doc: Doc, out: Path, stem: str, update_readme: bool) -> int:
     if doc["medians"]:
         chart.draw(doc, out / f"{stem}.png")
         written.append(out / f"{stem}.png")
-    if update_readme and report.update_readme(paths.README, table):
+    if update_readme and report.update_readme(paths.README, table + _sources(written)):
         written.append(paths.README)
     print(table)
     for path in written:
         _say(f"wrote {path}")
-    failures = len(doc["failures"]) + len((doc["fixed_rate"] or {}).get("failures", []))
+    failures = sum(len((doc.get(key) or {}).get("failures", [])) for key in ("fixed_rate", "blocking"))
+    failures += len(doc["failures"])
     if failures:
         _say(f"error: {failures} run(s) failed (see the notes above and the server logs)")
         return 1
     if not doc["medians"]:
         _say("warning: nothing was measured (every server was skipped)")
     return 0
+
+
+def _sources(written: list[Path]) -> str:
+    """The README section's last line: where the chart and the raw figures are."""
+    names = {path.suffix: _relative(path) for path in written}
+    chart_part = f"Chart: `{names['.png']}`; raw" if ".png" in names else "Raw"
+    return f"\n{chart_part} figures: `{names['.json']}`.\n"
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(paths.REPO))
+    except ValueError:
+        return str(path)
 
 
 def _split_available(servers: list[Server], cells: list[Cell]) -> tuple[list[Server], list[dict[str, Any]]]:
@@ -136,6 +154,30 @@ def _fixed_rate(plan: runner.Plan, medians: dict[str, dict[str, Any]], skip: str
     }
 
 
+def _blocking(args: argparse.Namespace, plan: runner.Plan) -> Doc:
+    if args.no_blocking:
+        return {"skipped": "disabled with --no-blocking"}
+    if not any(s.runs(blocking.FAST) for s in plan.servers):
+        return {"skipped": "no selected server runs Python apps"}
+    try:
+        binary = prereqs.build_loadgen()
+    except prereqs.SetupError as exc:
+        _say(f"skip: blocking-endpoint scenario: {exc} (hint: {exc.hint})")
+        return {"skipped": str(exc)}
+    bp = blocking.BlockingPlan(binary, args.blocking_rate, args.fixed_rate_connections, args.blocking_duration)
+    _say(
+        f"blocking endpoint: /fast at {bp.fast_rate:,.0f} req/s while /block (a {blocking.BLOCK_MS} ms "
+        f"time.sleep in async def) gets {blocking.BLOCK_RATE:g} req/s"
+    )
+    outcome = blocking.run(plan, bp)
+    return {
+        **blocking.describe(plan, bp),
+        "rounds": outcome.rows,
+        "failures": outcome.failures,
+        "medians": blocking.summarize(outcome.rows),
+    }
+
+
 def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
     return {
         "rounds": args.rounds,
@@ -145,6 +187,7 @@ def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
         "threads": args.threads,
         "wrk_threads": WRK_THREADS,
         "connections": args.connections,
+        "blocking_duration_s": args.blocking_duration,
         "cells": [c.name for c in cells],
         "argv": sys.argv[1:],
     }

@@ -15,6 +15,11 @@
 //!   no coordinated omission.
 //! - The run stops scheduling at `start + duration`; requests in flight finish
 //!   (bounded by the read timeout).
+//! - With `--warmup W`, the schedule starts `W` seconds earlier: connections
+//!   open and requests flow at the same rate, but nothing sent before the
+//!   measured `duration` begins is counted. The harness uses this to have
+//!   connections established and spread over a server's workers before a
+//!   second load (the blocking-endpoint scenario) starts.
 //!
 //! Only loopback addresses are accepted: this tool exists to measure servers
 //! on the same machine and refuses to send traffic anywhere else.
@@ -38,6 +43,7 @@ struct Config {
     rate: f64,
     connections: usize,
     duration: Duration,
+    warmup: Duration,
     timeout: Duration,
 }
 
@@ -64,7 +70,7 @@ impl ConnStats {
 
 fn usage() -> &'static str {
     "usage: fixed_rate --addr 127.0.0.1:PORT --rate REQ_PER_S [--path /] \
-     [--connections 32] [--duration SECONDS] [--timeout SECONDS]"
+     [--connections 32] [--duration SECONDS] [--warmup SECONDS] [--timeout SECONDS]"
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Config, String> {
@@ -73,6 +79,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Config, String> {
     let mut rate = None;
     let mut connections = 32usize;
     let mut duration = 10.0f64;
+    let mut warmup = 0.0f64;
     let mut timeout = 5.0f64;
     let mut args = args;
     while let Some(flag) = args.next() {
@@ -84,6 +91,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Config, String> {
             "--rate" => rate = Some(value.parse::<f64>().map_err(|e| bad(&e))?),
             "--connections" => connections = value.parse().map_err(|e| bad(&e))?,
             "--duration" => duration = value.parse().map_err(|e| bad(&e))?,
+            "--warmup" => warmup = value.parse().map_err(|e| bad(&e))?,
             "--timeout" => timeout = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -93,8 +101,13 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Config, String> {
     if !is_loopback(addr.ip()) {
         return Err(format!("{addr} is not a loopback address; refusing to send traffic"));
     }
-    if !(rate > 0.0) || connections == 0 || !(duration > 0.0) || !(timeout > 0.0) {
+    // Written so that NaN fails too.
+    let positive = |x: f64| x > 0.0;
+    if !positive(rate) || connections == 0 || !positive(duration) || !positive(timeout) {
         return Err("--rate, --connections, --duration and --timeout must be positive".into());
+    }
+    if warmup.is_nan() || warmup < 0.0 {
+        return Err("--warmup must be zero or positive".into());
     }
     Ok(Config {
         addr,
@@ -102,6 +115,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Config, String> {
         rate,
         connections,
         duration: Duration::from_secs_f64(duration),
+        warmup: Duration::from_secs_f64(warmup),
         timeout: Duration::from_secs_f64(timeout),
     })
 }
@@ -109,7 +123,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Config, String> {
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -281,36 +297,41 @@ fn invalid(msg: &str) -> std::io::Error {
     std::io::Error::new(ErrorKind::InvalidData, msg.to_owned())
 }
 
-fn run_connection(cfg: &Config, index: usize, start: Instant) -> ConnStats {
+/// Runs connection `index`'s schedule from `start`; only sends scheduled at or after
+/// `measured_from` are counted.
+fn run_connection(cfg: &Config, index: usize, start: Instant, measured_from: Instant) -> ConnStats {
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: uringapi-fixed-rate\r\n\r\n",
         cfg.path, cfg.addr
     );
     let period = cfg.connections as f64 / cfg.rate;
     let offset = index as f64 / cfg.rate;
-    let end = start + cfg.duration;
+    let end = measured_from + cfg.duration;
     let mut stats = ConnStats::default();
+    // Sends before `measured_from` are tallied here and dropped.
+    let mut warmup = ConnStats::default();
     let mut conn: Option<Conn> = None;
     for k in 0u64.. {
         let intended = start + Duration::from_secs_f64(offset + k as f64 * period);
         if intended >= end {
             break;
         }
+        let tally = if intended >= measured_from { &mut stats } else { &mut warmup };
         let now = Instant::now();
         if intended > now {
             thread::sleep(intended - now);
         } else if now - intended > LATE_THRESHOLD {
-            stats.late_sends += 1;
+            tally.late_sends += 1;
         }
-        stats.sent += 1;
+        tally.sent += 1;
         match send_one(cfg, &mut conn, request.as_bytes()) {
             Ok(status) => {
-                stats.completed += 1;
-                stats.non_2xx += u64::from(!(200..300).contains(&status));
-                stats.latencies_us.push(intended.elapsed().as_micros() as u64);
+                tally.completed += 1;
+                tally.non_2xx += u64::from(!(200..300).contains(&status));
+                tally.latencies_us.push(intended.elapsed().as_micros() as u64);
             }
             Err(_) => {
-                stats.errors += 1;
+                tally.errors += 1;
                 conn = None;
             }
         }
@@ -382,11 +403,12 @@ fn main() -> ExitCode {
     tighten_timer_slack();
     // Threads start a little in the future so that none begins behind schedule.
     let start = Instant::now() + Duration::from_millis(50);
+    let measured_from = start + cfg.warmup;
     let total = thread::scope(|scope| {
         let handles: Vec<_> = (0..cfg.connections)
             .map(|i| {
                 let cfg = &cfg;
-                scope.spawn(move || run_connection(cfg, i, start))
+                scope.spawn(move || run_connection(cfg, i, start, measured_from))
             })
             .collect();
         let mut total = ConnStats::default();
@@ -395,6 +417,6 @@ fn main() -> ExitCode {
         }
         total
     });
-    println!("{}", report(&cfg, total, start.elapsed()));
+    println!("{}", report(&cfg, total, measured_from.elapsed()));
     ExitCode::SUCCESS
 }
