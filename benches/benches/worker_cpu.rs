@@ -21,6 +21,10 @@
 //! cargo bench -p uringapi-benches --bench worker_cpu [-- CASE... --seconds S --rounds N --window W]
 //! ```
 //!
+//! `--python target/conformance/venv312/bin/python` with `PYTHONPATH=$PWD/worker/python`
+//! measures the working tree on another Python (the built `_native` is abi3); a relative
+//! `--python` is taken from the workspace root.
+//!
 //! Needs the package built into `.venv` (`make setup`); without it the bench says so and
 //! exits with status 2. Under `cargo test` (no `--bench` argument) it runs a short smoke
 //! pass of `noop` instead, and skips with a note when `.venv` is missing.
@@ -123,6 +127,8 @@ struct Options {
     window: usize,
     /// `cargo test`: one short pass, nothing to measure.
     smoke: bool,
+    /// Another interpreter than `.venv`'s (one that has uringapi, uvloop and FastAPI).
+    python: Option<PathBuf>,
 }
 
 fn options() -> Result<Options, Failure> {
@@ -135,8 +141,9 @@ fn options() -> Result<Options, Failure> {
         rounds: 5,
         window: 64,
         smoke,
+        python: None,
     };
-    let usage = "usage: worker_cpu [noop|scope|fastapi]... [--seconds S] [--warmup S] [--rounds N] [--window W]";
+    let usage = "usage: worker_cpu [noop|scope|fastapi]... [--seconds S] [--warmup S] [--rounds N] [--window W] [--python PATH]";
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |what: &str| {
@@ -151,6 +158,12 @@ fn options() -> Result<Options, Failure> {
             "--warmup" => o.warmup = value("--warmup")?,
             "--rounds" => o.rounds = value("--rounds")? as usize,
             "--window" => o.window = value("--window")? as usize,
+            "--python" => {
+                let path = it
+                    .next()
+                    .ok_or_else(|| Failure::new("--python needs a path", usage))?;
+                o.python = Some(path.into());
+            }
             name => match CASES.iter().find(|c| c.name == name) {
                 Some(c) => o.cases.push(c),
                 None if smoke => {} // a test-name filter from `cargo test`
@@ -186,8 +199,9 @@ fn workspace() -> PathBuf {
 }
 
 /// The `.venv` interpreter, if the built package and uvloop import in it.
-fn python() -> Result<PathBuf, Failure> {
-    let python = workspace().join(".venv/bin/python");
+fn python(chosen: Option<&Path>) -> Result<PathBuf, Failure> {
+    // `cargo bench` runs this in `benches/`: a relative path means the workspace root.
+    let python = workspace().join(chosen.unwrap_or(Path::new(".venv/bin/python")));
     let hint = "run `make setup` in the repository root (it builds .venv with the package)";
     if !python.exists() {
         return Err(Failure::new(
@@ -675,7 +689,7 @@ fn main() -> ExitCode {
         Ok(o) => o,
         Err(f) => return fail(f),
     };
-    let python = match python() {
+    let python = match python(o.python.as_deref()) {
         Ok(p) => p,
         Err(f) if o.smoke => {
             eprintln!("worker_cpu: skipped ({}; {})", f.error, f.hint);
