@@ -23,7 +23,7 @@ from events import record
 app = FastAPI(title="uringapi e2e extras")
 
 
-# ---- dependency injection ---------------------------------------------------------------------
+# ---- dependency injection --------------------------------------------------------------------
 
 class Counter:
     """Counts how often it was built, to show a dependency is built once per request."""
@@ -72,7 +72,7 @@ async def resource(res: Annotated[dict, Depends(get_resource)]) -> dict:
     return {"tag": res["tag"], "open": res["open"], "pid": os.getpid()}
 
 
-# ---- background tasks ---------------------------------------------------------------------------
+# ---- background tasks ------------------------------------------------------------------------
 
 def finish(tag: str) -> None:
     record("background", tag)
@@ -84,7 +84,7 @@ async def background(tag: str, tasks: BackgroundTasks) -> dict:
     return {"scheduled": tag}
 
 
-# ---- middleware ---------------------------------------------------------------------------------------
+# ---- middleware ------------------------------------------------------------------------------
 
 @app.middleware("http")
 async def add_headers(request: Request, call_next):
@@ -95,7 +95,7 @@ async def add_headers(request: Request, call_next):
     return response
 
 
-# ---- exception handlers -------------------------------------------------------------------------------
+# ---- exception handlers ----------------------------------------------------------------------
 
 class OutOfStock(Exception):
     def __init__(self, item: str) -> None:
@@ -119,7 +119,7 @@ async def teapot() -> None:
     raise HTTPException(status_code=418, detail="short and stout", headers={"x-kind": "teapot"})
 
 
-# ---- thread pool ------------------------------------------------------------------------------------------
+# ---- thread pool -----------------------------------------------------------------------------
 
 @app.get("/sync")
 def sync_endpoint() -> PlainTextResponse:

@@ -35,7 +35,7 @@ def file_bytes(size: int = FILE_SIZE) -> bytes:
     return b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(blocks))[:size]
 
 
-# ---- lifespan ---------------------------------------------------------------------------------
+# ---- lifespan --------------------------------------------------------------------------------
 
 def on_startup(app: Litestar) -> None:
     directory = Path(tempfile.mkdtemp(prefix="uringapi-litestar-"))
@@ -60,7 +60,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     app.state.lifespan_entered = False
 
 
-# ---- dependency injection ---------------------------------------------------------------------
+# ---- dependency injection --------------------------------------------------------------------
 
 @dataclass
 class Settings:
@@ -86,7 +86,7 @@ async def provide_session(tag: str) -> AsyncGenerator[dict, None]:
         record("session-closed", tag)
 
 
-# ---- middleware and exception handlers -----------------------------------------------------------
+# ---- middleware and exception handlers -------------------------------------------------------
 
 class StampMiddleware(AbstractMiddleware):
     """Adds a response header and counts requests per scope type."""
@@ -110,7 +110,7 @@ def teapot_handler(request: Request, exc: TeapotError) -> Response:
                     status_code=418)
 
 
-# ---- handlers ---------------------------------------------------------------------------------------
+# ---- handlers --------------------------------------------------------------------------------
 
 @get("/")
 async def index() -> str:

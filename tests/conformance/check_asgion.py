@@ -115,13 +115,26 @@ APPS = {
     "fastapi_app:app": (drive_fastapi, "/json"),
     "litestar_app:app": (drive_litestar, "/"),
 }
+#: Open uringapi bugs a case finds (strict xfail: it turns red once fixed).
+KNOWN_BUGS = {
+    "litestar_app:app": "Litestar's Stream waits in receive() for http.disconnect while it "
+                        "streams; uringapi never wakes that receive() when the response "
+                        "completes, so GET /stream never ends in the worker (see KNOWN_BUGS "
+                        "in tests/e2e/test_asgi_differential.py, 'receive-waiting')",
+}
 
 
 def load_traces(trace_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(trace_dir.glob("*.json"))]
 
 
-@pytest.mark.parametrize("target", list(APPS))
+def known_bug(target: str) -> list[pytest.MarkDecorator]:
+    if target not in KNOWN_BUGS:
+        return []
+    return [pytest.mark.xfail(strict=True, reason=f"known uringapi bug: {KNOWN_BUGS[target]}")]
+
+
+@pytest.mark.parametrize("target", [pytest.param(t, marks=known_bug(t)) for t in APPS])
 def test_asgion_finds_no_server_violation(tmp_path: Path, target: str) -> None:
     drive, probe_path = APPS[target]
     trace_dir = tmp_path / "traces"

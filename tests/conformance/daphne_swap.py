@@ -31,6 +31,7 @@ os.environ["TMPDIR"] = str(WORK / "tmp")
 tempfile.tempdir = None
 
 import http.client  # noqa: E402
+import sys  # noqa: E402
 
 import daphne.testing  # noqa: E402  (the sdist's, on PYTHONPATH)
 from daphne.testing import BaseDaphneTestingInstance, TestApplication  # noqa: E402
@@ -62,6 +63,14 @@ NOT_APPLICABLE = {
     "test_http_response.py::TestHTTPResponse::test_status_code_required":
         "expects daphne's ValueError for an http.response.start without status; ASGI "
         "leaves the exception to the server (uringapi and uvicorn raise KeyError)",
+}
+
+#: test id -> an open uringapi bug the test finds. Strict xfail: it turns red once fixed.
+KNOWN_BUGS = {
+    "test_http_response.py::TestHTTPResponse::test_headers_type_raw":
+        "a str header name in http.response.start makes the first body send() raise, after "
+        "the worker marked the head sent, and the client then gets no response at all "
+        "instead of a 500 (see KNOWN_BUGS in tests/e2e/test_asgi_differential.py)",
 }
 
 #: Hang guard for the previous test's app to finish (not a speed assertion).
@@ -118,6 +127,16 @@ class UringapiTestingInstance(daphne.testing.DaphneTestingInstance):
 
 daphne.testing.DaphneTestingInstance = UringapiTestingInstance
 
+# The test modules import http_strategies from their own folder; so does this plugin, first.
+sys.path.insert(0, str(Path(daphne.testing.__file__).resolve().parents[1] / "tests"))
+import http_strategies  # noqa: E402
+
+# test_kitchen_sink draws its method from this list and sends every method with an
+# origin-form target ("/path"). CONNECT takes only the authority-form ("host:port",
+# RFC 9112 §3.2.3), so uringapi answers it with 400 before any app runs, rightly; daphne
+# passes it on. The method is left out of the draw.
+http_strategies.HTTP_METHODS.remove("CONNECT")
+
 _putrequest = http.client.HTTPConnection.putrequest
 
 
@@ -147,9 +166,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if test_id in NOT_APPLICABLE:
             seen.add(test_id)
             item.add_marker(pytest.mark.skip(reason=f"not applicable: {NOT_APPLICABLE[test_id]}"))
-    stale = {t for t in NOT_APPLICABLE if t.split("::")[0] in files} - seen
+        if test_id in KNOWN_BUGS:
+            seen.add(test_id)
+            item.add_marker(pytest.mark.xfail(strict=True,
+                                              reason=f"known uringapi bug: {KNOWN_BUGS[test_id]}"))
+    stale = {t for t in {**NOT_APPLICABLE, **KNOWN_BUGS} if t.split("::")[0] in files} - seen
     if stale:
-        raise pytest.UsageError(f"NOT_APPLICABLE names tests that do not exist: {sorted(stale)}")
+        raise pytest.UsageError(f"NOT_APPLICABLE/KNOWN_BUGS name tests that do not exist: "
+                                f"{sorted(stale)}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

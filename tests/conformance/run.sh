@@ -26,6 +26,7 @@ run "asgion" "$CONF/venv312/bin/python" -m pytest "${PYTEST_ARGS[@]}" -s \
 run "daphne HTTP tests" env -C "$DAPHNE_DIR" DAPHNE_CONFORMANCE_DIR="$CONF/tmp/daphne" \
     PYTHONPATH="$REPO/tests/conformance:$DAPHNE_DIR" \
     "$CONF/venv312/bin/python" -m pytest "${PYTEST_ARGS[@]}" -rs -p daphne_swap \
+    --hypothesis-seed 0 \
     --rootdir "$DAPHNE_DIR" --basetemp "$CONF/tmp/daphne-pytest" \
     tests/test_http_request.py tests/test_http_response.py
 

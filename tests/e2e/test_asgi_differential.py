@@ -33,7 +33,6 @@ closed and the client can tell the body is incomplete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import socket
@@ -53,7 +52,7 @@ READ_TIMEOUT = 20.0
 EVENT_TIMEOUT = 20.0
 
 
-# ---- the two servers ---------------------------------------------------------------------
+# ---- the two servers -------------------------------------------------------------------------
 
 def command(kind: str, port: int, extra: tuple[str, ...]) -> list[str]:
     common = [APP, "--host", HOST, "--port", str(port), "--app-dir", str(APPS_DIR),
@@ -279,7 +278,7 @@ def req(method: str, target: str, headers: list[tuple[str, str]] | None = None,
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-# ---- 1. scope and receive(): what the app sees ---------------------------------------------
+# ---- 1. scope and receive(): what the app sees -----------------------------------------------
 
 @dataclass
 class ScopeCase:
@@ -369,7 +368,8 @@ def test_app_sees_the_same_scope_and_messages(pair: dict[str, Probed], case: Sco
                     f"scope[{skey!r}]: uringapi {ua['scope'].get(skey)!r}, uvicorn "
                     f"{uv['scope'].get(skey)!r}")
         else:
-            assert ua.get(key) == uv.get(key), f"{key}: uringapi {ua.get(key)!r}, uvicorn {uv.get(key)!r}"
+            assert ua.get(key) == uv.get(key), (
+                f"{key}: uringapi {ua.get(key)!r}, uvicorn {uv.get(key)!r}")
     # The response is framed the same on the wire too (minus N1, N2). Its body is the JSON
     # compared field by field above, whose length follows the expected differences, so the
     # body and its Content-Length are left to that comparison.
@@ -536,11 +536,8 @@ EXPECTED_SEND: dict[str, Difference] = {
     "http-1.0-stream": Difference(
         "an HTTP/1.0 client does not know chunked coding (RFC 9112 §7.1: a server MUST NOT "
         "send it to a 1.0 client); uvicorn's httptools protocol sends it anyway. uringapi "
-        "sends the body as it comes and ends it by closing the connection (RFC 9112 §6.3). "
-        "(The status line differs too: see test_app_sees_the_same_scope_and_messages"
-        "[http-1.0-without-host].)",
-        {"status_line": "HTTP/1.0 200 OK",
-         "headers": [("content-type", "text/plain"), ("connection", "close")],
+        "sends the body as it comes and ends it by closing the connection (RFC 9112 §6.3).",
+        {"headers": [("content-type", "text/plain"), ("connection", "close")],
          "body_wire": b"aaaaabbbbbccccc", "after": "closed"}),
     "str-header-name": Difference(
         "the app's http.response.start has a str header name (ASGI: byte strings), so send() "
@@ -566,7 +563,36 @@ def check_rule(case: SendCase, t: Transcript) -> None:
         assert not t.complete and t.after == "closed", t
 
 
-@pytest.mark.parametrize("case", SEND_CASES, ids=[c.id for c in SEND_CASES])
+#: uringapi bugs these probes found, open at the time of writing: each case fails (strict
+#: xfail: it turns red once fixed, so the marker goes then) with the fix it needs.
+KNOWN_BUGS = {
+    "str-header-name": (
+        "worker.py checks the response head only when the first body is written, after it "
+        "marked the head sent; send(start) does not raise, send(body) raises TypeError, and "
+        "the request then gets no response at all (the connection hangs). Fix: validate "
+        "status and header types in send(http.response.start) and raise there; and mark "
+        "the response complete only after the write succeeded, so a failed write ends in "
+        "a 500 or an abort"),
+    "disconnect-after-complete": (
+        "Cycle.receive() returns unread http.request messages before http.disconnect even "
+        "after the response is complete; the spec (and uvicorn) answer http.disconnect to "
+        "any receive() after the response was sent. Fix: test `self.complete or "
+        "self.disconnected` before the queued chunks"),
+    "receive-waiting": (
+        "a receive() already waiting when the response completes is never woken: send() sets "
+        "Cycle.complete without calling _wake(), so the app task (Litestar's Stream, "
+        "Starlette before 2.4) never ends and a graceful stop waits its full timeout. Fix: "
+        "call self._wake() wherever complete becomes True"),
+}
+
+
+def known_bug(key: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, reason=f"known uringapi bug: {KNOWN_BUGS[key]}")
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.id, marks=[known_bug(c.id)] if c.id in KNOWN_BUGS else [])
+    for c in SEND_CASES])
 def test_send_semantics_match(pair: dict[str, Probed], case: SendCase) -> None:
     for p in pair.values():
         p.reset_events()
@@ -588,7 +614,8 @@ def test_send_semantics_match(pair: dict[str, Probed], case: SendCase) -> None:
 
 
 @pytest.mark.parametrize("close", [False, True], ids=["keep-alive", "connection-close"])
-@pytest.mark.parametrize("kind", ["uvicorn", "uringapi"])
+@pytest.mark.parametrize("kind", [
+    "uvicorn", pytest.param("uringapi", marks=known_bug("receive-waiting"))])
 def test_receive_waiting_when_the_response_completes_gets_disconnect(
         pair: dict[str, Probed], kind: str, close: bool) -> None:
     """A task of the app already waits in receive() when the response completes (Litestar's
@@ -624,7 +651,7 @@ def test_send_after_complete_leaves_the_connection_usable(pair: dict[str, Probed
     assert first.body_wire == b"done" and second.body_wire == b"xxx"
 
 
-# ---- 3. http.disconnect while the app still runs ----------------------------------------------
+# ---- 3. http.disconnect while the app still runs ---------------------------------------------
 
 @dataclass(frozen=True)
 class DisconnectExpectation:

@@ -163,7 +163,8 @@ def test_streaming_response_is_chunked_and_in_order(litestar_server: Server) -> 
         ("/boom", 500, {"status_code": 500, "detail": "Internal Server Error"}),
     ],
 )
-def test_exceptions_and_handlers(client: httpx.Client, target: str, status: int, body: dict) -> None:
+def test_exceptions_and_handlers(client: httpx.Client, target: str, status: int,
+                                 body: dict) -> None:
     r = client.get(target)
     assert r.status_code == status
     assert r.json() == body
