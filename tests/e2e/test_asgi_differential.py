@@ -46,6 +46,9 @@ import pytest
 
 from harness import APPS_DIR, HOST, URINGAPI_BIN, Server, free_port, server_env
 
+pytestmark = pytest.mark.skipif(not URINGAPI_BIN.exists(),
+                                reason=f"no uringapi binary at {URINGAPI_BIN} to compare")
+
 APP = "probe_app:app"
 #: Hang guards, not speed assertions: generous for a loaded 2-core machine.
 READ_TIMEOUT = 20.0
