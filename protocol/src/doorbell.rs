@@ -7,8 +7,14 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use crate::sync::{fence, AtomicU32, Ordering};
 
 /// The consumer's "I am going to sleep" flag. Lives in shared memory.
+///
+/// Bit 0 is the flag itself; the other bits count the consumer's sleeps, so that a producer
+/// can tell "asleep, and I already rang for this sleep" (ring.rs rule 4) from a new sleep.
 #[repr(C)]
 pub struct SleepFlag(AtomicU32);
+
+/// The sleeping bit of a [`SleepFlag`] value.
+const ASLEEP: u32 = 1;
 
 impl SleepFlag {
     pub fn new() -> Self {
@@ -18,19 +24,31 @@ impl SleepFlag {
     /// The consumer's half of rule 4, step one: announce the sleep. The caller must then
     /// re-check every ring it consumes and only block if all are empty.
     pub fn prepare_sleep(&self) {
-        self.0.store(1, Ordering::Relaxed);
+        // Only the consumer writes its flag, so this read-then-store is not a race: the
+        // next sleep number, with the sleeping bit set.
+        let v = self.0.load(Ordering::Relaxed);
+        let next = ((v >> 1).wrapping_add(1) << 1) | ASLEEP;
+        self.0.store(next, Ordering::Relaxed);
         // SYNC: rule 4, pairs with the fence in `Producer::consumer_sleeping`.
         fence(Ordering::SeqCst);
     }
 
     /// The consumer is awake again (woken, or found work on the re-check).
     pub fn awake(&self) {
-        self.0.store(0, Ordering::Relaxed);
+        let v = self.0.load(Ordering::Relaxed);
+        self.0.store(v & !ASLEEP, Ordering::Relaxed);
     }
 
     /// Read by producers after their SeqCst fence (rule 4).
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed) != 0
+        self.0.load(Ordering::Relaxed) & ASLEEP != 0
+    }
+
+    /// Read by producers after their SeqCst fence (rule 4): `Some(sleep)` while the
+    /// consumer is asleep (or about to be), naming which sleep it is.
+    pub fn sleep_number(&self) -> Option<u32> {
+        let v = self.0.load(Ordering::Relaxed);
+        (v & ASLEEP != 0).then_some(v)
     }
 }
 

@@ -27,7 +27,10 @@
 //!    ordered, so either the producer sees flag = 1 and rings the eventfd, or the consumer's
 //!    reload sees the new `tail` and does not block. No wake-up is lost; a spurious one costs a
 //!    read of the eventfd. Producers ring only when the flag is set, so a consumer that never
-//!    sleeps (a busy system) costs no syscalls at all.
+//!    sleeps (a busy system) costs no syscalls at all. The flag also numbers the consumer's
+//!    sleeps, and a producer rings once per sleep: records it publishes before the consumer
+//!    is up again are covered by that ring (the woken consumer drains before it sleeps
+//!    again, and its next sleep re-checks under this same rule).
 //!    The same handshake, on a second flag ("wants space"), covers a producer that blocks
 //!    for room: it sets the flag, fences, re-checks the consumer's `head` (or the
 //!    slot-return ring); a consumer that popped anything fences and loads the flag, and
@@ -180,6 +183,8 @@ pub struct Producer<T> {
     ring: RawRing<T>,
     tail: u64,
     head_cache: u64,
+    /// The consumer's sleep this producer last rang for (rule 4); 0 names none.
+    rung_for: std::cell::Cell<u32>,
 }
 
 // SAFETY: the handle is the single producer; moving it to another thread moves that role
@@ -201,6 +206,7 @@ impl<T: Copy> Producer<T> {
             head_cache: tail,
             tail,
             ring,
+            rung_for: std::cell::Cell::new(0),
         }
     }
 
@@ -248,11 +254,18 @@ impl<T: Copy> Producer<T> {
     }
 
     /// The producer's half of rule 4: after publishing, tell whether the consumer may be
-    /// asleep. The caller rings the doorbell when this returns true.
+    /// asleep and this producer has not rung for that sleep yet. The caller rings the
+    /// doorbell when this returns true.
     pub fn consumer_sleeping(&self, flag: &crate::doorbell::SleepFlag) -> bool {
         // SYNC: rule 4, pairs with the fence in `SleepFlag::prepare_sleep`.
         fence(Ordering::SeqCst);
-        flag.is_set()
+        match flag.sleep_number() {
+            Some(n) if n != self.rung_for.get() => {
+                self.rung_for.set(n);
+                true
+            }
+            _ => false,
+        }
     }
 }
 

@@ -208,6 +208,61 @@ fn sleeping_flag_two_rounds() {
     });
 }
 
+/// Rule 4 with one flag shared by two producers on two rings (a worker fed by two front-end
+/// threads): the swap lets only the first producer after a sleep ring, and the other's item
+/// must still be found, either by the re-check or after the wake-up.
+#[test]
+fn one_flag_two_producers_lose_no_wake_up() {
+    loom::model(|| {
+        let (_r1, mut p1, mut c1) = ring(2);
+        let (_r2, mut p2, mut c2) = ring(2);
+        let flag = Arc::new(SleepFlag::new());
+        let rang = Arc::new(AtomicBool::new(false));
+        let producers: Vec<_> = [(p1, 1u64), (p2, 2u64)]
+            .into_iter()
+            .map(|(mut p, item)| {
+                let (flag, rang) = (flag.clone(), rang.clone());
+                // Moved into the thread; the Vec keeps the handles apart from the consumer's.
+                let _ = &mut p;
+                thread::spawn(move || {
+                    p.try_push(item).unwrap();
+                    if p.consumer_sleeping(&flag) {
+                        rang.store(true, Ordering::Release);
+                    }
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let mut any = false;
+            for c in [&mut c1, &mut c2] {
+                if let Some(v) = c.pop().unwrap() {
+                    got.push(v);
+                    any = true;
+                }
+            }
+            if any {
+                continue;
+            }
+            flag.prepare_sleep();
+            if !c1.has_items().unwrap() && !c2.has_items().unwrap() {
+                while rang
+                    .compare_exchange(true, false, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+                {
+                    thread::yield_now();
+                }
+            }
+            flag.awake();
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+    });
+}
+
 /// Backpressure (rule 3): a full ring refuses a push, and the same push succeeds once the
 /// consumer has copied an item out, without the producer overwriting a cell still unread.
 #[test]

@@ -149,6 +149,10 @@ struct Link {
     pid: u32,
     /// Records were sent since the last doorbell check.
     unflushed: bool,
+    /// `Inner::completions` when this thread last saw the worker finish a response: among
+    /// workers with as many requests in flight, the one that finished most recently is
+    /// the least likely to be blocked (a loop stuck in `time.sleep` finishes nothing).
+    last_done: u64,
 }
 
 #[derive(Default)]
@@ -157,6 +161,8 @@ struct Inner {
     streams: Vec<Option<Stream>>,
     free_streams: Vec<usize>,
     next_seq: u32,
+    /// Responses this thread has seen complete, as a clock for `Link::last_done`.
+    completions: u64,
     space_waiters: Vec<Waker>,
     /// Requests waiting for a worker to accept them (all stalled, retiring or at the limit).
     queue_waiters: Vec<Waker>,
@@ -273,6 +279,7 @@ impl Hub {
             generation,
             pid,
             unflushed: false,
+            last_done: 0,
         };
         let replaced = inner.links[worker].replace(link).is_some();
         drop(inner);
@@ -351,10 +358,17 @@ impl Hub {
             .links
             .iter()
             .enumerate()
-            .filter(|(i, l)| l.is_some() && self.load.get(*i).accepts(self.limit))
-            .map(|(i, _)| (self.load.get(i).in_flight(), i))
+            .filter_map(|(i, l)| l.as_ref().map(|l| (i, l)))
+            .filter(|(i, _)| self.load.get(*i).accepts(self.limit))
+            .map(|(i, l)| {
+                (
+                    self.load.get(i).in_flight(),
+                    std::cmp::Reverse(l.last_done),
+                    i,
+                )
+            })
             .min()?
-            .1;
+            .2;
         self.load.get(worker).dispatched();
         inner.next_seq = inner.next_seq.wrapping_add(1);
         let seq = inner.next_seq;
@@ -746,6 +760,11 @@ impl Hub {
             // The stream stays open until its connection task closes it; mark the worker's
             // side done so that close does not send a Disconnect nor count it twice.
             s.worker = NO_WORKER;
+            inner.completions += 1;
+            let now = inner.completions;
+            if let Some(link) = inner.links[worker].as_mut() {
+                link.last_done = now;
+            }
             drop(inner);
             self.wake_queue();
         }
