@@ -30,7 +30,9 @@
 //!    sleeps (a busy system) costs no syscalls at all. The flag also numbers the consumer's
 //!    sleeps, and a producer rings once per sleep: records it publishes before the consumer
 //!    is up again are covered by that ring (the woken consumer drains before it sleeps
-//!    again, and its next sleep re-checks under this same rule).
+//!    again, and its next sleep re-checks under this same rule). So a consumer may block
+//!    only right after its own announce-and-re-check: one that was woken and still has to
+//!    wait must announce again (a new number) before it blocks again.
 //!    The same handshake, on a second flag ("wants space"), covers a producer that blocks
 //!    for room: it sets the flag, fences, re-checks the consumer's `head` (or the
 //!    slot-return ring); a consumer that popped anything fences and loads the flag, and

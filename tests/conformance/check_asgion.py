@@ -116,12 +116,7 @@ APPS = {
     "litestar_app:app": (drive_litestar, "/"),
 }
 #: Open uringapi bugs a case finds (strict xfail: it turns red once fixed).
-KNOWN_BUGS = {
-    "litestar_app:app": "Litestar's Stream waits in receive() for http.disconnect while it "
-                        "streams; uringapi never wakes that receive() when the response "
-                        "completes, so GET /stream never ends in the worker (see KNOWN_BUGS "
-                        "in tests/e2e/test_asgi_differential.py, 'receive-waiting')",
-}
+KNOWN_BUGS: dict[str, str] = {}  # none open
 
 
 def load_traces(trace_dir: Path) -> list[dict]:

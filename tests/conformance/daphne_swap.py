@@ -66,12 +66,7 @@ NOT_APPLICABLE = {
 }
 
 #: test id -> an open uringapi bug the test finds. Strict xfail: it turns red once fixed.
-KNOWN_BUGS = {
-    "test_http_response.py::TestHTTPResponse::test_headers_type_raw":
-        "a str header name in http.response.start makes the first body send() raise, after "
-        "the worker marked the head sent, and the client then gets no response at all "
-        "instead of a 500 (see KNOWN_BUGS in tests/e2e/test_asgi_differential.py)",
-}
+KNOWN_BUGS: dict[str, str] = {}  # none open
 
 #: Hang guard for the previous test's app to finish (not a speed assertion).
 APPS_IDLE_TIMEOUT = 10.0

@@ -568,25 +568,7 @@ def check_rule(case: SendCase, t: Transcript) -> None:
 
 #: uringapi bugs these probes found, open at the time of writing: each case fails (strict
 #: xfail: it turns red once fixed, so the marker goes then) with the fix it needs.
-KNOWN_BUGS = {
-    "str-header-name": (
-        "worker.py checks the response head only when the first body is written, after it "
-        "marked the head sent; send(start) does not raise, send(body) raises TypeError, and "
-        "the request then gets no response at all (the connection hangs). Fix: validate "
-        "status and header types in send(http.response.start) and raise there; and mark "
-        "the response complete only after the write succeeded, so a failed write ends in "
-        "a 500 or an abort"),
-    "disconnect-after-complete": (
-        "Cycle.receive() returns unread http.request messages before http.disconnect even "
-        "after the response is complete; the spec (and uvicorn) answer http.disconnect to "
-        "any receive() after the response was sent. Fix: test `self.complete or "
-        "self.disconnected` before the queued chunks"),
-    "receive-waiting": (
-        "a receive() already waiting when the response completes is never woken: send() sets "
-        "Cycle.complete without calling _wake(), so the app task (Litestar's Stream, "
-        "Starlette before 2.4) never ends and a graceful stop waits its full timeout. Fix: "
-        "call self._wake() wherever complete becomes True"),
-}
+KNOWN_BUGS: dict[str, str] = {}  # none open; a test id -> the bug and its fix
 
 
 def known_bug(key: str) -> pytest.MarkDecorator:
@@ -618,7 +600,7 @@ def test_send_semantics_match(pair: dict[str, Probed], case: SendCase) -> None:
 
 @pytest.mark.parametrize("close", [False, True], ids=["keep-alive", "connection-close"])
 @pytest.mark.parametrize("kind", [
-    "uvicorn", pytest.param("uringapi", marks=known_bug("receive-waiting"))])
+    "uvicorn", "uringapi"])
 def test_receive_waiting_when_the_response_completes_gets_disconnect(
         pair: dict[str, Probed], kind: str, close: bool) -> None:
     """A task of the app already waits in receive() when the response completes (Litestar's

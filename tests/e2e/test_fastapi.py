@@ -237,3 +237,13 @@ def test_status_codes(fastapi_server: Server, code: int) -> None:
             assert r.body == b""
         # Framing was right: the next response on the connection parses cleanly.
         assert c.request("GET", "/json").body == b'{"message":"hello"}'
+
+
+def test_a_long_stream_of_small_pieces_arrives_whole(fastapi_server: Server) -> None:
+    # 5,000 pieces run the worker out of response slots again and again: every wait for a
+    # returned slot must be woken (ring.rs rule 4), or the stream stalls half way.
+    n = 5000
+    with rawhttp.Connection(fastapi_server.host, fastapi_server.port, timeout=30) as c:
+        r = c.request("GET", f"/stream?n={n}")
+    assert r.status == 200
+    assert r.body == b"".join(f"chunk {i}\n".encode() for i in range(n))

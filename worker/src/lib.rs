@@ -143,6 +143,16 @@ impl Worker {
     /// caller must not sleep).
     fn prepare_sleep(&mut self) -> PyResult<bool> {
         self.segment.worker_sleeping().prepare_sleep();
+        // A wait for space still open after a wake-up (the ring may have come for ring room,
+        // not for a slot) needs a new sleep number: the front end rings once per number
+        // (ring.rs rule 4), so without it the slot's return would wake nobody.
+        if self.segment.worker_wants_space().is_set() {
+            self.segment.worker_wants_space().prepare_sleep();
+            if self.has_space()? {
+                self.segment.worker_sleeping().awake();
+                return Ok(true);
+            }
+        }
         for c in &mut self.channels {
             if c.has_requests().map_err(broken)? {
                 self.segment.worker_sleeping().awake();

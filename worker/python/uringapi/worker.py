@@ -134,11 +134,13 @@ class Cycle:
     # ---- the ASGI callables ----
     async def receive(self) -> dict[str, Any]:
         while True:
+            # Once the response is complete (or the client left) the request is over,
+            # whatever body was left unread (ASGI spec; uvicorn does the same).
+            if self.disconnected or self.complete:
+                return {"type": "http.disconnect"}
             if self.chunks:
                 body, more = self.chunks.popleft()
                 return {"type": "http.request", "body": body, "more_body": more}
-            if self.disconnected or self.complete:
-                return {"type": "http.disconnect"}
             if self.continue_pending:
                 self.continue_pending = False
                 while not self.worker.native.send_continue(self.key):
@@ -154,8 +156,14 @@ class Cycle:
         if kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
+            headers = message.get("headers") or ()
+            for pair in headers:
+                # As uvicorn: a wrong header type is the app's error, raised here, before
+                # anything counts as started (so the failure can still be a 500).
+                if len(pair) != 2 or type(pair[0]) is not bytes or type(pair[1]) is not bytes:
+                    raise TypeError(f"response header {pair!r}: name and value must be bytes")
             self.started = True
-            self.head = (int(message["status"]), message.get("headers") or ())
+            self.head = (int(message["status"]), headers)
             # Usually the body follows at once and both go out as one record (with a
             # Content-Length). If the app pauses first, send the head alone.
             self.worker.loop.call_soon(self._flush_head)
@@ -172,6 +180,8 @@ class Cycle:
             more = bool(message.get("more_body", False))
             if not more:
                 self.complete = True
+                # A receive() waiting for more request body must now see http.disconnect.
+                self._wake()
             if self.flushing is not None:
                 # Pieces must reach the ring in order: let the head go first.
                 await self.flushing
@@ -190,6 +200,7 @@ class Cycle:
             if not os.path.isabs(path):
                 raise RuntimeError("http.response.pathsend needs an absolute path")
             self.complete = True
+            self._wake()
             if self.flushing is not None:
                 await self.flushing
                 self.flushing = None
@@ -250,12 +261,14 @@ class Cycle:
         self.head = None
         self.head_sent = True
         self.complete = True
+        self._wake()
         body = b"Internal Server Error"
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
         await self.worker.write(self.key, (status, headers), body, False)
 
     async def _abort(self) -> None:
         self.complete = True
+        self._wake()
         if self.head is not None:
             # The head was still buffered: nothing went out, so a 500 is still possible.
             await self._error(500)
