@@ -4,6 +4,7 @@ a Python worker (ETag/Last-Modified, 304, Range, traversal refused)."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -22,6 +23,7 @@ def native(servers, tmp_path_factory) -> Server:
     (public / "css").mkdir(parents=True)
     (public / "data.bin").write_bytes(CONTENT)
     (public / "css" / "site.css").write_text("body { color: red }\n")
+    (public / "changing.txt").write_text("first\n")
     (root / "secret.txt").write_text("do not serve\n")
     os.symlink(root / "secret.txt", public / "escape")
     return servers.start("fastapi_app:app", probe_path="/json", extra_args=(
@@ -97,3 +99,21 @@ def test_health_path_and_app_routes_side_by_side(native: Server) -> None:
     health = get(native, "/healthz")
     assert (health.status, health.body) == (200, b"ok\n")
     assert get(native, "/json").status == 200, "the app still gets every other path"
+
+
+def test_a_changed_file_is_served_fresh_within_the_cache_ttl(native: Server, tmp_path_factory) -> None:
+    first = get(native, "/static/changing.txt")
+    assert first.body == b"first\n"
+    root = next(p for p in tmp_path_factory.getbasetemp().rglob("changing.txt"))
+    root.write_text("second, longer\n")
+    # Small files are cached per thread for a second; the new content must show up after
+    # that (bounded wait, not a timing assertion).
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        r = get(native, "/static/changing.txt")
+        if r.body == b"second, longer\n":
+            assert r.header("content-length") == str(len(r.body))
+            return
+        assert r.body == b"first\n", r.body
+        time.sleep(0.2)
+    raise AssertionError("the changed file was never served")

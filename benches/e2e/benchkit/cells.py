@@ -26,6 +26,10 @@ class Cell:
     expect_contains: bytes = b""
     reference: bool = False
     """Also measured under native-ref, which serves exactly this response from Rust."""
+    native_route: bool = False
+    """Served by uringapi's front end without Python (`uringapi_args`), so only uringapi
+    and native-ref run it."""
+    uringapi_args: tuple[str, ...] = ()
 
     def check(self, status: int, body: bytes) -> str | None:
         """Why a response is wrong for this cell, or None when it is right."""
@@ -55,6 +59,17 @@ CELLS: tuple[Cell, ...] = (
         expect_contains=b'"tags":["alpha","beta"]',
     ),
     Cell("starlette-file", "starlette", "starlette_files:app", "/file", expect_length=100 * 1024),
+    # The native-route target: a --static-mount file against native-ref's in-memory answer.
+    Cell(
+        "native-static",
+        "native",
+        "hello_asgi:app",
+        "/static/hello.txt",
+        expect_contains=b"Hello, world!",
+        reference=True,
+        native_route=True,
+        uringapi_args=("--static-mount", "/static=static"),
+    ),
 )
 QUICK_CELLS = ("hello", "fastapi-json")
 # The fixed-rate run and its rate basis use this cell.

@@ -33,6 +33,7 @@ def _uringapi(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
         exe, "serve", cell.target, *_bind(port),
         "--workers", str(s.workers), "--threads", str(s.threads),
         "--app-dir", str(paths.APPS_DIR), "--log-level", "warning",
+        *[a.replace("=static", f"={paths.APPS_DIR / 'static'}") for a in cell.uringapi_args],
     ]  # fmt: skip
 
 
@@ -85,6 +86,8 @@ class Server:
         return f"{self.binary} not found; {how}"
 
     def runs(self, cell: Cell) -> bool:
+        if cell.native_route:
+            return self.name in ("uringapi", "native-ref")
         return self.serves_apps or cell.reference
 
     def command(self, cell: Cell, port: int, settings: Settings, metrics_port: int | None = None) -> list[str]:

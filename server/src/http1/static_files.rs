@@ -5,15 +5,24 @@
 //! connection sends it with the same file path as `http.response.pathsend`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One `--static-mount`: requests under `prefix` are files under `root`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Mount {
     /// URL path prefix, `/`-separated, without a trailing `/` (`/static`).
     pub prefix: String,
     /// The directory, made absolute and free of symlinks at start-up.
     pub root: PathBuf,
+    /// The directory, opened once: files are opened beneath it.
+    dir: Arc<std::fs::File>,
+}
+
+impl PartialEq for Mount {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix && self.root == other.root
+    }
 }
 
 /// Parses `PREFIX=DIR` (`/static=./public`). The directory must exist.
@@ -31,9 +40,12 @@ pub fn parse_mount(s: &str) -> Result<Mount, String> {
     if !root.is_dir() {
         return Err(format!("{dir:?} is not a directory"));
     }
+    let handle = std::fs::File::open(&root)
+        .map_err(|e| format!("cannot open {dir:?} as a static directory: {e}"))?;
     Ok(Mount {
         prefix: prefix.trim_end_matches('/').to_string(),
         root,
+        dir: Arc::new(handle),
     })
 }
 
@@ -63,23 +75,45 @@ pub fn find<'m, 'p>(mounts: &'m [Mount], path: &'p [u8]) -> Option<(&'m Mount, &
     })
 }
 
-/// Maps the rest of a request path to a file under the mount's root, refusing anything
-/// that could leave it: `..` and `.` segments, encoded slashes and backslashes, NUL, and
-/// symlinks that resolve outside the root. `None`: not found (404, telling nothing).
-pub fn resolve(mount: &Mount, rest: &[u8]) -> Option<PathBuf> {
+/// Opens the file the rest of a request path names under the mount's root, refusing
+/// anything that could leave it: `..` and `.` segments, encoded slashes and backslashes,
+/// NUL, symlinks that resolve outside the root, and absolute symlinks (the kernel checks
+/// those at open time).
+/// Returns the file and its path relative to the root (for its content type). `None`: not
+/// found (404, telling nothing).
+pub fn open(mount: &Mount, rest: &[u8]) -> Option<(std::fs::File, PathBuf)> {
     let decoded = percent_decode(rest)?;
-    let mut path = mount.root.clone();
+    let mut rel = Vec::with_capacity(decoded.len());
     for seg in decoded.split(|&b| b == b'/') {
         match seg {
             b"" => continue,
             b"." | b".." => return None,
             s if s.contains(&0) || s.contains(&b'\\') => return None,
-            s => path.push(std::ffi::OsStr::new(std::str::from_utf8(s).ok()?)),
+            s => {
+                if !rel.is_empty() {
+                    rel.push(b'/');
+                }
+                rel.extend_from_slice(s);
+            }
         }
     }
-    // Symlinks are followed only while they stay inside the root.
-    let real = std::fs::canonicalize(&path).ok()?;
-    real.starts_with(&mount.root).then_some(real)
+    if rel.is_empty() {
+        return None;
+    }
+    let path = PathBuf::from(std::str::from_utf8(&rel).ok()?);
+    let c = std::ffi::CString::new(rel).ok()?;
+    match crate::sys::open_beneath(&*mount.dir, &c) {
+        Ok(f) => Some((f, path)),
+        // Kernels before 5.6: resolve by hand, following symlinks only inside the root.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            let real = std::fs::canonicalize(mount.root.join(&path)).ok()?;
+            let f = real
+                .starts_with(&mount.root)
+                .then(|| std::fs::File::open(&real).ok())??;
+            Some((f, path))
+        }
+        Err(_) => None,
+    }
 }
 
 /// `%XX` decoding of a path; `None` for a bad escape or an encoded `/` (a segment must
@@ -274,7 +308,8 @@ mod tests {
         std::fs::write(d.0.join("public/a.txt"), b"hello").unwrap();
         std::fs::write(d.0.join("secret"), b"no").unwrap();
         std::os::unix::fs::symlink(d.0.join("secret"), d.0.join("public/out")).unwrap();
-        std::os::unix::fs::symlink(d.0.join("public/a.txt"), d.0.join("public/in")).unwrap();
+        std::os::unix::fs::symlink("a.txt", d.0.join("public/in")).unwrap();
+        std::os::unix::fs::symlink(d.0.join("public/a.txt"), d.0.join("public/abs")).unwrap();
         let m = parse_mount(&format!("/static/={}", d.0.join("public").display())).unwrap();
         (d, m)
     }
@@ -318,11 +353,11 @@ mod tests {
     #[test]
     fn paths_cannot_leave_the_root() {
         let (_d, m) = tree();
-        assert!(resolve(&m, b"/a.txt").is_some());
-        assert!(resolve(&m, b"/%61.txt").is_some(), "escapes are decoded");
+        assert!(open(&m, b"/a.txt").is_some());
+        assert!(open(&m, b"/%61.txt").is_some(), "escapes are decoded");
         assert!(
-            resolve(&m, b"/in").is_some(),
-            "a symlink inside the root is fine"
+            open(&m, b"/in").is_some(),
+            "a relative symlink inside the root is fine"
         );
         for bad in [
             &b"/../secret"[..],
@@ -330,11 +365,12 @@ mod tests {
             b"/..%2fsecret",
             b"/a.txt%00",
             b"/out",
+            b"/abs", // absolute symlinks are refused, even to a file inside the root
             b"/..\\secret",
             b"/%zz",
             b"/missing",
         ] {
-            assert_eq!(resolve(&m, bad), None, "{}", String::from_utf8_lossy(bad));
+            assert!(open(&m, bad).is_none(), "{}", String::from_utf8_lossy(bad));
         }
     }
 
