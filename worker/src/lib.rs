@@ -104,7 +104,7 @@ impl Worker {
             channels,
             thread_bells,
             doorbell,
-            scope: scope::ScopeBuilder::new(py, root_path),
+            scope: scope::ScopeBuilder::new(py, root_path)?,
         })
     }
 
@@ -121,8 +121,8 @@ impl Worker {
     }
 
     /// The lifespan state; each request's scope gets a shallow copy.
-    fn set_state(&mut self, state: Bound<'_, PyDict>) {
-        self.scope.state = Some(state.unbind());
+    fn set_state(&mut self, py: Python<'_>, state: Bound<'_, PyDict>) -> PyResult<()> {
+        self.scope.set_state(py, state)
     }
 
     /// Stamps the heartbeat the supervisor watches; `interval` is the beat period in seconds,
