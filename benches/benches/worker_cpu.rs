@@ -501,11 +501,18 @@ impl Front {
             return Err(Failure::new(why, "see the worker's log above"));
         }
         if !self.pending.is_empty() && self.last_progress.elapsed() > HANG_AFTER {
+            let seg = self.w.chan.segment();
             return Err(Failure::new(
                 format!(
-                    "the worker answered nothing for {} s with {} requests in flight",
+                    "the worker answered nothing for {} s with {} requests in flight \
+                     (worker sleeping flag {}, wants-space flag {}, request ring {:.0}% full, \
+                     last heartbeat {:?} ago)",
                     HANG_AFTER.as_secs(),
-                    self.pending.len()
+                    self.pending.len(),
+                    seg.worker_sleeping().is_set(),
+                    seg.worker_wants_space().is_set(),
+                    seg.request_ring_occupancy() * 100.0,
+                    seg.heartbeat_age().unwrap_or_default(),
                 ),
                 "see the worker's log above",
             ));
