@@ -163,6 +163,8 @@ struct Inner {
     next_seq: u32,
     /// Responses this thread has seen complete, as a clock for `Link::last_done`.
     completions: u64,
+    /// Advances per new stream: whose turn it is among idle workers.
+    rotation: usize,
     space_waiters: Vec<Waker>,
     /// Requests waiting for a worker to accept them (all stalled, retiring or at the limit).
     queue_waiters: Vec<Waker>,
@@ -354,6 +356,11 @@ impl Hub {
     /// under `--limit-concurrency`. `None`: no worker accepts now; wait with `wait_queue`.
     pub fn open_stream(&self, what: impl FnOnce() -> Box<str>) -> Option<(StreamId, usize)> {
         let mut inner = self.inner.borrow_mut();
+        // Ties: among busy workers, the one that finished a response most recently (a loop
+        // stuck in a blocking call finishes nothing); among idle ones, round-robin, so that
+        // light sequential traffic still spreads over every worker.
+        inner.rotation = inner.rotation.wrapping_add(1);
+        let (n, start) = (inner.links.len().max(1), inner.rotation);
         let worker = inner
             .links
             .iter()
@@ -361,14 +368,13 @@ impl Hub {
             .filter_map(|(i, l)| l.as_ref().map(|l| (i, l)))
             .filter(|(i, _)| self.load.get(*i).accepts(self.limit))
             .map(|(i, l)| {
-                (
-                    self.load.get(i).in_flight(),
-                    std::cmp::Reverse(l.last_done),
-                    i,
-                )
+                let in_flight = self.load.get(i).in_flight();
+                let recent = if in_flight > 0 { l.last_done } else { 0 };
+                let turn = (i + n - start % n) % n;
+                (in_flight, std::cmp::Reverse(recent), turn, i)
             })
             .min()?
-            .2;
+            .3;
         self.load.get(worker).dispatched();
         inner.next_seq = inner.next_seq.wrapping_add(1);
         let seq = inner.next_seq;

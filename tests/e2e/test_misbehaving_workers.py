@@ -73,9 +73,8 @@ def wait_for_event(log: Path, event: str, pid: int | None = None) -> tuple[str, 
 
 def probe_round(server: Server, n: int = 4) -> list[tuple[int, str, int | None]]:
     """n concurrent GET /pid?s=0.2 on separate connections: (status, index, pid) each.
-    Concurrency matters: dispatch is by least outstanding requests per front-end thread,
-    with ties going to the lowest worker index, so sequential requests would all land on
-    worker 0. With n >= threads + 1, some thread gets two at once and uses both workers."""
+    Concurrency matters: dispatch is by fewest requests in flight, so n >= threads + 1
+    concurrent requests make some thread use both workers (idle ties also rotate)."""
 
     def one(_: int) -> tuple[int, str, int | None]:
         try:
