@@ -113,7 +113,7 @@ class Cycle:
         self.waiter: asyncio.Future[None] | None = None
         self.disconnected = False
         self.started = False
-        self.head: tuple[int, Any] | None = None
+        self.head: bytes | None = None
         self.head_sent = False
         self.complete = False
         self.task: asyncio.Task[None] | None = None
@@ -166,14 +166,12 @@ class Cycle:
         if kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
-            headers = message.get("headers") or ()
-            for pair in headers:
-                # As uvicorn: a wrong header type is the app's error, raised here, before
-                # anything counts as started (so the failure can still be a 500).
-                if len(pair) != 2 or type(pair[0]) is not bytes or type(pair[1]) is not bytes:
-                    raise TypeError(f"response header {pair!r}: name and value must be bytes")
+            # As uvicorn: a wrong header type is the app's error, raised here (TypeError),
+            # before anything counts as started (so the failure can still be a 500). The
+            # head is encoded once, here, and copied into the slot when it goes out.
+            head = self.worker.native.encode_head(int(message["status"]), message.get("headers") or ())
             self.started = True
-            self.head = (int(message["status"]), headers)
+            self.head = head
             # Usually the body follows at once and both go out as one record (with a
             # Content-Length). If the app pauses first, the head goes alone on the next
             # turn of the loop.
@@ -278,7 +276,7 @@ class Cycle:
         self._wake()
         body = b"Internal Server Error"
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-        await self.worker.write(self.key, (status, headers), body, False)
+        await self.worker.write(self.key, self.worker.native.encode_head(status, headers), body, False)
 
     async def _abort(self) -> None:
         self.complete = True
@@ -394,7 +392,7 @@ class Worker:
         self.space_waiters.append(fut)
         await fut
 
-    async def write(self, key: int, head: tuple[int, Any] | None, body: bytes, more: bool, offset: int = 0) -> None:
+    async def write(self, key: int, head: bytes | None, body: bytes, more: bool, offset: int = 0) -> None:
         """Sends ``body[offset:]`` (after ``head``, if any), waiting for space as needed."""
         send = self.native.send
         while True:
