@@ -29,6 +29,9 @@
 //! exits with status 2. Under `cargo test` (no `--bench` argument) it runs a short smoke
 //! pass of `noop` instead, and skips with a note when `.venv` is missing.
 //!
+//! This process and the worker are pinned to the first two allowed CPUs, as `--pin-cpus`
+//! pins the server's threads and workers (`--no-pin` leaves both to the scheduler).
+//!
 //! Columns: `CPU-µs/req` is the median over rounds (min..max after it) from utime+stime,
 //! which count in clock ticks (10 ms), so a round lasts long enough for the ticks to be a
 //! small error; `on-CPU` is the same from the scheduler's nanosecond counters
@@ -129,6 +132,8 @@ struct Options {
     smoke: bool,
     /// Another interpreter than `.venv`'s (one that has uringapi, uvloop and FastAPI).
     python: Option<PathBuf>,
+    /// Pin this process and the worker to two different CPUs (when two are allowed).
+    pin: bool,
 }
 
 fn options() -> Result<Options, Failure> {
@@ -142,8 +147,9 @@ fn options() -> Result<Options, Failure> {
         window: 64,
         smoke,
         python: None,
+        pin: true,
     };
-    let usage = "usage: worker_cpu [noop|scope|fastapi]... [--seconds S] [--warmup S] [--rounds N] [--window W] [--python PATH]";
+    let usage = "usage: worker_cpu [noop|scope|fastapi]... [--seconds S] [--warmup S] [--rounds N] [--window W] [--python PATH] [--no-pin]";
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |what: &str| {
@@ -158,6 +164,7 @@ fn options() -> Result<Options, Failure> {
             "--warmup" => o.warmup = value("--warmup")?,
             "--rounds" => o.rounds = value("--rounds")? as usize,
             "--window" => o.window = value("--window")? as usize,
+            "--no-pin" => o.pin = false,
             "--python" => {
                 let path = it
                     .next()
@@ -242,7 +249,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(python: &Path, app: &str) -> Result<Self, Failure> {
+    fn spawn(python: &Path, app: &str, cpu: Option<usize>) -> Result<Self, Failure> {
         let segment = Segment::create(GEOMETRY, 1)
             .map_err(|e| Failure::new(format!("cannot create the segment: {e}"), "check memfd"))?;
         let eventfd = || EventFd::new().map_err(|e| Failure::new(e.to_string(), "ulimit -n"));
@@ -271,12 +278,18 @@ impl Worker {
             .env("URINGAPI_GRACEFUL", "5")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
-        // prctl, which are async-signal-safe; it allocates nothing (`fds` is a copied array).
-        // As the supervisor's `prepare_child`, it lets the child inherit the descriptors that
-        // are close-on-exec here; unlike it, it also ends the worker with this process.
+        let set = cpu.map(cpu_set);
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // sched_setaffinity, fcntl and prctl, which are async-signal-safe; it allocates
+        // nothing (`fds` is a copied array, the CPU set was built before the fork). As the
+        // supervisor's `prepare_child`, it pins the worker when asked and lets it inherit the
+        // descriptors that are close-on-exec here; unlike it, it also ends the worker with
+        // this process.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(set) = &set {
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
+                }
                 for fd in fds {
                     if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                         return Err(std::io::Error::last_os_error());
@@ -554,6 +567,38 @@ impl Front {
     }
 }
 
+// ---- CPU pinning ----
+
+fn cpu_set(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` comes from the allowed set, so it is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    set
+}
+
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid out-parameter of the size passed.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    // SAFETY: reads bits of a valid set; the index is below CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// Pins the calling thread; a failure only leaves it unpinned.
+fn pin_current_thread(cpu: usize) {
+    let set = cpu_set(cpu);
+    // SAFETY: a valid set of the size passed; affects only the calling thread.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
 // ---- what the kernel says about the worker ----
 
 #[derive(Clone, Copy)]
@@ -631,7 +676,14 @@ struct Round {
 }
 
 fn measure(python: &Path, case: &Case, o: &Options) -> Result<Vec<Round>, Failure> {
-    let mut w = Worker::spawn(python, case.app)?;
+    // As `--pin-cpus` does for the server: the front end on one CPU, the worker on another,
+    // so that neither is stacked on the other's CPU or migrated mid-round.
+    let cpus = allowed_cpus();
+    let pinned = o.pin && cpus.len() >= 2;
+    if pinned {
+        pin_current_thread(cpus[0]);
+    }
+    let mut w = Worker::spawn(python, case.app, pinned.then(|| cpus[1]))?;
     w.wait_ready()?;
     let mut front = Front::new(w, case, o.window);
     front.run_for(o.warmup)?;
