@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import importlib
 import logging
 import os
@@ -100,7 +101,7 @@ class Cycle:
     """One request: its ASGI ``receive``/``send`` and the state they share."""
 
     __slots__ = (
-        "worker", "key", "scope", "body", "more_body", "chunks", "body_done", "waiter",
+        "worker", "key", "scope", "body", "more_body", "chunks", "waiter",
         "disconnected", "started", "head", "head_sent", "complete", "task", "flushing",
         "continue_pending",
     )
@@ -117,7 +118,6 @@ class Cycle:
         #: The client waits for ``100 Continue`` before sending its body (``more == 2``);
         #: it goes out when the app first asks for the body, as RFC 9110 §10.1.1 intends.
         self.continue_pending = more == 2
-        self.body_done = not more
         self.waiter: asyncio.Future[None] | None = None
         self.disconnected = False
         self.started = False
@@ -133,8 +133,6 @@ class Cycle:
         if self.chunks is None:
             self.chunks = deque()
         self.chunks.append((body, more))
-        if not more:
-            self.body_done = True
         self._wake()
 
     def disconnect(self) -> None:
@@ -470,6 +468,13 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
         summary = text.splitlines()[-1] if text else "lifespan.startup.failed"
         fail(f"the app's lifespan startup failed: {summary}", "fix the startup code (see the log above), or run with --lifespan off")
     native.set_state(lifespan.state)
+    # The app's modules and what its startup built live as long as the worker: the
+    # collector need not walk them again in every full collection (startup garbage is
+    # collected first).
+    # PERF: worker_cpu fastapi, ~52k requests: full collections took 172 ms of CPU without
+    # this and 19 ms with it, about 3 µs per request; each one paused the loop for ~25 ms.
+    gc.collect()
+    gc.freeze()
     worker = Worker(app, native, loop)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
