@@ -55,7 +55,8 @@ lint:
 bench: setup
 	$(PY) benches/e2e/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
-# Criterion micro-benchmarks: ring push/pop and round trip, HTTP head parse.
+# Criterion micro-benchmarks: ring push/pop and round trip, HTTP head parse, ASGI scope build
+# (plus worker_cpu, the worker's CPU per request through a real channel).
 bench-micro:
 	cargo bench -p uringapi-benches
 

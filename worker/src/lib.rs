@@ -5,7 +5,8 @@
 //! The Python glue (`worker/python/uringapi/worker.py`) owns the event loop and the ASGI
 //! message flow; this module owns every byte that crosses shared memory.
 
-mod scope;
+// Public for the `scope_build` bench (benches/benches/scope_build.rs).
+pub mod scope;
 
 use std::sync::Arc;
 
