@@ -42,7 +42,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workers", type=_positive_int, default=2, help="worker processes per server (default 2)")
     p.add_argument("--threads", type=_positive_int, default=1, help="uringapi/native-ref front-end threads (default 1)")
     p.add_argument("--connections", type=_positive_int, default=64, help="wrk connections (default 64)")
-    p.add_argument("--fixed-rate-fraction", type=float, default=0.5, help="of the slowest hello peak (default 0.5)")
+    p.add_argument(
+        "--fixed-rate-fraction", type=float, default=0.5, help="of the basis server's hello peak (default 0.5)"
+    )
+    p.add_argument(
+        "--fixed-rate-basis",
+        default="granian",
+        help="server whose hello peak sets the fixed rate, or 'slowest' (default granian, the reference "
+        "the performance targets name; the slowest server when granian was not measured)",
+    )
     p.add_argument(
         "--fixed-rate-connections", type=_positive_int, default=32, help="open-loop connections (default 32)"
     )

@@ -99,7 +99,8 @@ def _fixed_rate_section(doc: Doc) -> str | None:
     basis = fr["basis"]
     lines = [
         f"Latency without saturation: `{fr['cell']}` at a fixed {fr['rate']:,.0f} req/s "
-        f"({fr['fraction']:.0%} of the slowest median peak, {basis['server']} at {basis['rps']:,.0f} req/s); "
+        f"({fr['fraction']:.0%} of {'the slowest median peak, ' if basis.get('slowest', True) else ''}"
+        f"{basis['server']}'s median peak of {basis['rps']:,.0f} req/s); "
         f"open loop over {fr['connections']} connections, each request timed from its scheduled send time.",
         "",
         "| Server | achieved req/s | p50 | p90 | p99 | CPU-µs/req | doorbells/req | errors |",

@@ -26,8 +26,11 @@ class FixedRatePlan:
     binary: Path
     cell: Cell
     fraction: float
-    """Target rate as a fraction of the slowest server's median peak on `cell`."""
+    """Target rate as a fraction of the basis server's median peak on `cell`."""
     connections: int
+    basis: str = "granian"
+    """The server whose peak is the basis; when it has no peak (or is "slowest"), the slowest
+    server's."""
 
 
 @dataclass(frozen=True)

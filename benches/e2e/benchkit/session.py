@@ -126,7 +126,8 @@ def _fixed_rate_plan(args: argparse.Namespace, cells: list[Cell]) -> tuple[runne
         _say(f"skip: fixed-rate run: {exc} (hint: {exc.hint})")
         return None, str(exc)
     return runner.FixedRatePlan(
-        binary, by_name(FIXED_RATE_CELL), args.fixed_rate_fraction, args.fixed_rate_connections
+        binary, by_name(FIXED_RATE_CELL), args.fixed_rate_fraction, args.fixed_rate_connections,
+        args.fixed_rate_basis,
     ), None
 
 
@@ -137,16 +138,16 @@ def _fixed_rate(plan: runner.Plan, medians: dict[str, dict[str, Any]], skip: str
     peaks = {s: m["rps"] for s, m in medians.get(fr.cell.name, {}).items() if m["rps"]}
     if not peaks:
         return {"skipped": f"no saturation figures for {fr.cell.name}"}
-    slowest = min(peaks, key=peaks.__getitem__)
-    rate = peaks[slowest] * fr.fraction
-    _say(f"fixed rate: {rate:,.0f} req/s = {fr.fraction:.0%} of {slowest}'s {peaks[slowest]:,.0f} req/s")
+    basis = fr.basis if fr.basis in peaks else min(peaks, key=peaks.__getitem__)
+    rate = peaks[basis] * fr.fraction
+    _say(f"fixed rate: {rate:,.0f} req/s = {fr.fraction:.0%} of {basis}'s {peaks[basis]:,.0f} req/s")
     outcome = runner.run_fixed_rate(plan, fr, rate)
     return {
         "cell": fr.cell.name,
         "rate": round(rate, 1),
         "fraction": fr.fraction,
         "connections": fr.connections,
-        "basis": {"server": slowest, "rps": peaks[slowest]},
+        "basis": {"server": basis, "rps": peaks[basis], "slowest": basis != fr.basis},
         "generator": "benches/e2e/loadgen/fixed_rate.rs (open loop, latency from scheduled send time)",
         "rounds": outcome.rows,
         "failures": outcome.failures,
