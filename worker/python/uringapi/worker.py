@@ -112,7 +112,9 @@ class Cycle:
         self.scope = scope
         #: The body that came with the request, until ``receive()`` hands it out; later
         #: chunks queue in ``chunks``, made on the first one (most requests have none).
-        self.body: bytes | None = body
+        #: None when the head came alone and a body is to follow: the first ``receive()``
+        #: then waits for body bytes instead of handing out an empty message, as uvicorn.
+        self.body: bytes | None = body if body or not more else None
         self.more_body = more != 0
         self.chunks: deque[tuple[bytes, bool]] | None = None
         #: The client waits for ``100 Continue`` before sending its body (``more == 2``);
@@ -130,6 +132,8 @@ class Cycle:
 
     # ---- events from the front end ----
     def feed(self, body: bytes, more: bool) -> None:
+        if not body and more:
+            return  # nothing for the app yet
         if self.chunks is None:
             self.chunks = deque()
         self.chunks.append((body, more))
