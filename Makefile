@@ -34,6 +34,7 @@ test: setup test-rust loom e2e conformance
 
 test-rust:
 	cargo test --workspace --exclude uringapi-worker --all-targets
+	cargo test -p uringapi-worker --lib
 	cargo test --workspace --exclude uringapi-worker --benches --no-run
 
 # Loom models of the ring protocol. The run fails if no model ran.
