@@ -92,7 +92,34 @@ def test_nothing_outside_the_root_and_no_directories(native: Server, target: str
 
 
 def test_other_methods_are_refused(native: Server) -> None:
-    assert get(native, "/static/data.bin", method="DELETE").status == 405
+    refused = get(native, "/static/data.bin", method="DELETE")
+    assert refused.status == 405
+    assert refused.header("allow") == "GET, HEAD"  # RFC 9110 §15.5.6
+
+
+def test_refusals_keep_the_connection(native: Server) -> None:
+    """A 404 or 405 from a native route is an ordinary response: the next request on the
+    connection is served, and a HEAD gets no body."""
+    with rawhttp.Connection(native.host, native.port) as c:
+        missing = c.request("GET", "/static/missing")
+        missing_head = c.request("HEAD", "/static/missing")
+        refused = c.request("DELETE", "/static/data.bin")
+        after = c.request("GET", "/static/css/site.css")
+    assert (missing.status, missing.body) == (404, b"404 Not Found\n")
+    assert missing.header("connection") is None
+    assert (missing_head.status, missing_head.body) == (404, b"")
+    assert missing_head.header("content-length") == str(len(b"404 Not Found\n"))
+    assert refused.status == 405
+    assert (after.status, after.body) == (200, b"body { color: red }\n")
+
+
+def test_refusal_of_a_request_with_a_body_closes(native: Server) -> None:
+    """The body of a refused POST is not read, so the connection closes after the 405
+    rather than taking the body for the next request."""
+    with rawhttp.Connection(native.host, native.port) as c:
+        r = c.request("POST", "/static/data.bin", [("Content-Length", "5")], body=b"hello")
+    assert r.status == 405
+    assert r.header("connection") == "close"
 
 
 def test_health_path_and_app_routes_side_by_side(native: Server) -> None:

@@ -128,21 +128,24 @@ impl Conn {
     }
 
     pub(super) async fn answer_native(&mut self, native: Native, side: RequestSide) -> Next {
+        let text = || vec![("content-type", "text/plain; charset=utf-8".to_string())];
+        // Refusals are ordinary responses: the connection stays open when the request
+        // allows it (no unread body), and a HEAD gets the head alone.
         let (status, owned, payload) = match native {
-            Native::NotFound => {
-                self.reply_error(404, side.minor).await;
-                return Next::Close;
+            Native::NotFound | Native::File(static_files::Answer::File { .. }, None) => {
+                (404, text(), Payload::Static(b"404 Not Found\n"))
             }
             Native::NotAllowed => {
-                self.reply_error(405, side.minor).await;
-                return Next::Close;
+                let mut headers = text();
+                // RFC 9110 §15.5.6: a 405 lists the methods the target supports.
+                headers.push(("allow", "GET, HEAD".to_string()));
+                (405, headers, Payload::Static(b"405 Method Not Allowed\n"))
             }
             Native::Health => {
                 let draining = self.hub.is_draining();
                 let status = if draining { 503 } else { 200 };
                 let body: &'static [u8] = if draining { b"draining\n" } else { b"ok\n" };
-                let headers = vec![("content-type", "text/plain; charset=utf-8".to_string())];
-                (status, headers, Payload::Static(body))
+                (status, text(), Payload::Static(body))
             }
             Native::Cached(f) => (200, Vec::new(), Payload::Memory(f)),
             Native::File(static_files::Answer::Empty { status, headers }, _) => {
@@ -164,10 +167,6 @@ impl Conn {
                     return Next::Close;
                 }
             },
-            Native::File(static_files::Answer::File { .. }, None) => {
-                self.reply_error(404, side.minor).await;
-                return Next::Close;
-            }
         };
         self.served.status = status;
         let headers = match &payload {
