@@ -47,6 +47,129 @@ RSS_SAMPLE_EVERY = 0.05  # seconds
 WARM_UP = 64 << 20  # bytes moved each way before any baseline (see bulk_server)
 
 
+# -- size limits ---------------------------------------------------------------------------
+
+BODY_LIMIT = 1000
+LINE_LIMIT = 200
+FIELDS_LIMIT = 6
+FIELD_SIZE_LIMIT = 100
+CONNECTIONS_LIMIT = 4
+
+
+@pytest.fixture(scope="module")
+def sized_server(servers: ServerFactory) -> Server:
+    # The factory starts one front-end thread: --limit-connections counts per thread.
+    return servers.start(APP, extra_args=(
+        "--limit-request-body", str(BODY_LIMIT),
+        "--limit-request-line", str(LINE_LIMIT),
+        "--limit-request-fields", str(FIELDS_LIMIT),
+        "--limit-request-field-size", str(FIELD_SIZE_LIMIT),
+        "--limit-connections", str(CONNECTIONS_LIMIT),
+    ))
+
+
+def exchange_raw(server: Server, data: bytes) -> bytes:
+    """Sends `data`, then reads until the server closes (every case here ends in a close)."""
+    with socket.create_connection((server.host, server.port), timeout=READ_TIMEOUT) as sock:
+        sock.sendall(data)
+        received = b""
+        while True:
+            try:
+                chunk = sock.recv(1 << 16)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+def post(length_header: bytes, body: bytes, method: bytes = b"POST") -> bytes:
+    return (method + b" /?mode=count HTTP/1.1\r\nHost: sized.test\r\n" + length_header
+            + b"Connection: close\r\n\r\n" + body)
+
+
+def chunked(body: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 300]), body[i:i + 300])
+                    for i in range(0, len(body), 300)) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_body_at_the_limit_passes_and_past_it_gets_413(sized_server: Server, framing: str) -> None:
+    def send(size: int) -> bytes:
+        body = b"b" * size
+        if framing == "length":
+            return exchange_raw(sized_server, post(b"Content-Length: %d\r\n" % size, body))
+        return exchange_raw(sized_server, post(b"Transfer-Encoding: chunked\r\n", chunked(body)))
+
+    ok = send(BODY_LIMIT)
+    assert ok.startswith(b"HTTP/1.1 200 OK\r\n"), ok[:300]
+    assert json.loads(ok.partition(b"\r\n\r\n")[2])["bytes"] == BODY_LIMIT
+    refused = send(BODY_LIMIT + 1)
+    assert refused.startswith(b"HTTP/1.1 413 Content Too Large\r\n"), refused[:300]
+    assert b"\r\nconnection: close\r\n" in refused.lower()
+    assert refused.count(b"HTTP/1.1 ") == 1, refused
+
+
+def test_413_to_a_head_request_has_no_body(sized_server: Server) -> None:
+    got = exchange_raw(sized_server, post(b"Content-Length: %d\r\n" % (BODY_LIMIT + 1),
+                                          b"b" * (BODY_LIMIT + 1), method=b"HEAD"))
+    head, _, rest = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), got[:300]
+    assert rest == b"", rest  # RFC 9110 §9.3.2
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("line-at-limit", b"200"),
+    ("line-past-limit", b"414"),
+    ("fields-at-limit", b"200"),
+    ("fields-past-limit", b"431"),
+    ("field-at-limit", b"200"),
+    ("field-past-limit", b"431"),
+])
+def test_head_limits(sized_server: Server, case: str, expected: bytes) -> None:
+    over = case.endswith("past-limit")
+    close = b"Connection: close\r\n"  # a field too, counted below
+    if case.startswith("line"):
+        # "GET " + target + " HTTP/1.1" is the request line, without its CRLF.
+        target = b"/" + b"a" * (LINE_LIMIT - len(b"GET / HTTP/1.1") + over)
+        request = b"GET " + target + b" HTTP/1.1\r\nHost: sized.test\r\n" + close + b"\r\n"
+    elif case.startswith("fields"):
+        extra = [b"X-F%d: v\r\n" % i for i in range(FIELDS_LIMIT - 2 + over)]
+        request = b"GET / HTTP/1.1\r\nHost: sized.test\r\n" + b"".join(extra) + close + b"\r\n"
+    else:
+        # --limit-request-field-size counts the name and the value.
+        value = b"v" * (FIELD_SIZE_LIMIT - len(b"X-Long") + over)
+        request = (b"GET / HTTP/1.1\r\nHost: sized.test\r\nX-Long: " + value + b"\r\n"
+                   + close + b"\r\n")
+    got = exchange_raw(sized_server, request)
+    assert got.startswith(b"HTTP/1.1 " + expected + b" "), (case, got[:300])
+    assert b"\r\nconnection: close\r\n" in got.lower()
+
+
+def test_connections_past_the_limit_are_closed_at_once(sized_server: Server) -> None:
+    held = [socket.create_connection((sized_server.host, sized_server.port), timeout=READ_TIMEOUT)
+            for _ in range(CONNECTIONS_LIMIT)]
+    try:
+        for sock in held:  # each is served, so each counts
+            sock.sendall(b"GET /held HTTP/1.1\r\nHost: sized.test\r\n\r\n")
+            assert sock.recv(1 << 16).startswith(b"HTTP/1.1 200 OK\r\n")
+        extra = exchange_raw(sized_server, b"GET /extra HTTP/1.1\r\nHost: sized.test\r\n\r\n")
+        assert extra == b"", extra[:300]
+    finally:
+        for sock in held:
+            sock.close()
+    # Room again once they are gone (the front end notices the closes asynchronously).
+    deadline = time.monotonic() + READ_TIMEOUT
+    while True:
+        got = exchange_raw(sized_server,
+                           b"GET /again HTTP/1.1\r\nHost: sized.test\r\nConnection: close\r\n\r\n")
+        if got or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got[:300]
+
+
 # -- slow clients --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

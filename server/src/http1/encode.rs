@@ -226,8 +226,11 @@ pub fn response_head(
 }
 
 /// A short error response the front end makes itself (4xx for bad requests, 502/503/504).
+/// To a HEAD request it is the head alone, with the Content-Length a GET would get
+/// (RFC 9110 §9.3.2).
 pub fn error_response(
     status: u16,
+    head_method: bool,
     close: bool,
     opts: HeaderOptions,
     extra: &[(&str, &str)],
@@ -255,7 +258,9 @@ pub fn error_response(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
+    if !head_method {
+        out.extend_from_slice(body.as_bytes());
+    }
     out
 }
 
@@ -418,5 +423,15 @@ mod tests {
                 "{status} {h:?}"
             );
         }
+    }
+
+    #[test]
+    fn error_responses_to_head_have_no_body() {
+        let get = String::from_utf8(error_response(503, false, true, OPTS, &[])).unwrap();
+        let head = String::from_utf8(error_response(503, true, true, OPTS, &[])).unwrap();
+        assert!(get.ends_with("\r\n\r\n503 Service Unavailable\n"), "{get}");
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+        assert!(head.contains("content-length: 24\r\n"), "{head}");
+        assert_eq!(&get[..head.len()], head);
     }
 }

@@ -193,7 +193,9 @@ pub fn parse<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Option<Head<'b>>,
 pub fn scan(buf: &[u8], limits: &HeadLimits) -> Result<Option<usize>, HeadError> {
     let end = head_end(buf);
     // RFC 9112 §3 / §2.3: enforce the request-line limit even while the line is incomplete.
-    let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    // The line's length is without its CRLF (as gunicorn counts --limit-request-line).
+    let line = &buf[..buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len())];
+    let line_len = line.len() - usize::from(line.last() == Some(&b'\r'));
     if line_len > limits.request_line {
         return Err(HeadError::RequestLineTooLong(limits.request_line));
     }
@@ -721,6 +723,12 @@ mod tests {
         }
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
         assert_eq!(p(&long).unwrap_err().status(), 414);
+        // The limit is the line without its CRLF: 8190 bytes pass, 8191 do not.
+        let line = |n: usize| format!("GET /{} HTTP/1.1", "a".repeat(n - 14));
+        let at = format!("{}\r\nHost: h\r\n\r\n", line(8190));
+        assert!(p(&at).is_ok(), "a request line of exactly the limit");
+        let past = format!("{}\r\nHost: h\r\n\r\n", line(8191));
+        assert_eq!(p(&past).unwrap_err().status(), 414);
         let many = format!(
             "GET / HTTP/1.1\r\nHost: h\r\n{}\r\n",
             "X: y\r\n".repeat(200)

@@ -304,7 +304,8 @@ impl Conn {
         } else {
             &[]
         };
-        let bytes = encode::error_response(status, true, self.cfg.headers, extra);
+        let head_method = self.served.method == b"HEAD";
+        let bytes = encode::error_response(status, head_method, true, self.cfg.headers, extra);
         self.served.status = status;
         self.served.minor = minor;
         let _ = self.write(bytes).await;
