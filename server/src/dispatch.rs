@@ -426,9 +426,13 @@ impl Hub {
         };
         let (worker, finished) = (s.worker, s.finished);
         let index = (id & 0xffff_ffff) as usize;
-        inner.streams[index] = None;
+        // Events still queued for the stream may hold slot leases, whose drop borrows
+        // `inner` to hand the slot back: the stream is dropped only after `inner` is.
+        let stream = inner.streams[index].take();
         inner.free_streams.push(index);
         if worker == NO_WORKER {
+            drop(inner);
+            drop(stream);
             return;
         }
         self.load.get(worker).done(false);
@@ -442,6 +446,7 @@ impl Hub {
             }
         }
         drop(inner);
+        drop(stream);
         self.flush(worker);
         self.wake_queue();
     }

@@ -20,6 +20,9 @@ Routes (query parameters in brackets):
                            n pseudo-random bytes (random.Random(n).randbytes(n)), streamed
                            in `chunk`-byte pieces (chunked), or as one body with a
                            Content-Length when once=1
+  GET  /wrong-length declared sent [pieces]
+                           a Content-Length of `declared` and `sent` bytes of "z" in
+                           `pieces` body messages (default 1)
   POST /slowread [delay]   reads the body with asyncio.sleep(delay) between receive()
                            calls; answers {"sha256", "bytes", "chunks", "max_chunk"}
 
@@ -152,6 +155,17 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
             await send({"type": "http.response.body", "body": bytes(view[off:off + chunk]),
                         "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/wrong-length":
+        declared, sent = int(query["declared"]), int(query["sent"])
+        pieces = int(query.get("pieces", 1))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"),
+                                (b"content-length", str(declared).encode())]})
+        step = -(-sent // pieces)
+        for off in range(0, sent, step):
+            last = off + step >= sent
+            await send({"type": "http.response.body", "body": b"z" * min(step, sent - off),
+                        "more_body": not last})
     elif path == "/slowread" and method == "POST":
         delay = num("delay", 0.01)
         h = hashlib.sha256()

@@ -354,3 +354,78 @@ def test_slow_client_download_is_exact(small_channel: Server, once: int) -> None
     if resp.body != expected:
         pytest.fail(f"body differs from offset {first_difference(resp.body, expected)}")
     assert reads >= BIG // 65536  # the client really did read it slowly
+
+
+@pytest.mark.parametrize("once", [0, 1], ids=["streamed-chunked", "one-body-content-length"])
+def test_clients_leaving_mid_download_leave_the_server_serving(small_channel: Server,
+                                                               once: int) -> None:
+    """Clients that read a little of an 8 MiB download and then reset the connection,
+    while the worker has more body queued for them: the server drops what was queued
+    and goes on serving every worker (a queued piece once took the front end down)."""
+    for _ in range(6):
+        sock = socket.create_connection((small_channel.host, small_channel.port), timeout=GUARD)
+        try:
+            sock.sendall(f"GET /slow?n={BIG}&chunk=65536&once={once} HTTP/1.1\r\n"
+                         "Host: t\r\n\r\n".encode())
+            got = 0
+            while got < 200_000:
+                chunk = sock.recv(65536)
+                assert chunk, "closed before the download was under way"
+                got += len(chunk)
+            time.sleep(0.05)  # the worker fills the channel meanwhile
+        finally:
+            # SO_LINGER 0: close with a reset, so the front end's next write fails at once.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+    assert small_channel.proc.poll() is None, small_channel.stderr_tail()
+    seen = wait_for_workers(small_channel, lambda m: len(m) == 2, "both workers answering")
+    assert len(seen) == 2
+    whole = get(small_channel, f"/slow?n={1 << 20}&chunk=65536&once={once}")
+    assert (whole.status, whole.body) == (200, payload(1 << 20))
+
+
+# ---------------------------------------------------------------------------------------
+# a response body that disagrees with its own Content-Length
+
+
+@uringapi_only
+@pytest.mark.parametrize("declared,sent,pieces,what", [
+    (10, 5, 1, "shorter"), (10, 5, 3, "shorter"),
+    (5, 10, 1, "longer"), (5, 12, 4, "longer"),
+])
+def test_body_that_disagrees_with_content_length_closes_the_connection(
+        servers: ServerFactory, declared: int, sent: int, pieces: int, what: str) -> None:
+    """Never a corrupt stream: a body cut short gets the head and the bytes sent, then a
+    closed connection (so the client can tell); a body that overruns in its first message
+    gets a 500 instead (nothing had gone out yet), and one that overruns later is cut at
+    the declared length and closed. Never bytes that would read as the next response. The
+    error is logged, and the worker goes on serving."""
+    server = servers.start(APP, probe_path="/pid")
+    target = f"/wrong-length?declared={declared}&sent={sent}&pieces={pieces}"
+    request = (f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n"
+               "GET /pid HTTP/1.1\r\nHost: t\r\n\r\n").encode()  # a pipelined second request
+    with socket.create_connection((server.host, server.port), timeout=GUARD) as sock:
+        sock.sendall(request)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass  # closed with the pipelined request unread: what arrived before counts
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"HTTP/1.1" not in body, "a second response after the broken one"
+    if what == "longer" and pieces == 1:
+        assert head.startswith(b"HTTP/1.1 500 "), received[:300]
+    else:
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n"), received[:300]
+        assert f"\r\ncontent-length: {declared}".encode() in head.lower()
+        if what == "shorter":
+            assert body == b"z" * sent
+        else:  # the pieces that fitted went out whole; the one that overran did not
+            assert body == b"z" * (declared // -(-sent // pieces) * -(-sent // pieces)), body
+    deadline = time.monotonic() + GUARD
+    while f"response body {what} than its content-length" not in server.stderr():
+        assert time.monotonic() < deadline, server.stderr_tail()
+        time.sleep(0.02)
+    assert get(server, "/pid").status == 200
+

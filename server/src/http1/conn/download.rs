@@ -202,6 +202,12 @@ impl Conn {
             Framing::Length(n) => {
                 if out.sent + len as u64 > n {
                     tracing::error!(peer = %self.peer, declared = n, "response body longer than its content-length; closing");
+                    if out.sent == 0 && !prefix.is_empty() {
+                        // Not a byte of this response has gone out (the head is still in
+                        // the prefix): the client can still get a whole answer.
+                        self.reply_error(500, self.served.minor).await;
+                    }
+                    out.prefix = prefix;
                     return false;
                 }
                 prefix.extend_from_slice(bytes);
