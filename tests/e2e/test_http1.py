@@ -152,3 +152,43 @@ def test_malformed_request_gets_400_and_close(fastapi_server: Server, raw: bytes
         r = c.read_response()
         assert 400 <= r.status < 500, f"status {r.status}"
         assert c.closed_by_peer()
+
+
+@pytest.fixture(scope="module")
+def echo_plain(servers) -> Server:
+    return servers.start("echo_app:app", extra_args=("--no-date-header", "--no-server-header"))
+
+
+@pytest.fixture(scope="module")
+def echo_default(servers) -> Server:
+    return servers.start("echo_app:app")
+
+
+@pytest.mark.uringapi_only  # the switches are uringapi's
+def test_date_and_server_headers_can_be_switched_off(echo_default: Server,
+                                                     echo_plain: Server) -> None:
+    with rawhttp.Connection(echo_default.host, echo_default.port) as c:
+        default = c.request("GET", "/")
+    with rawhttp.Connection(echo_plain.host, echo_plain.port) as c:
+        plain = c.request("GET", "/")
+    assert default.header("server") == "uringapi"
+    assert default.header("date").endswith(" GMT")
+    assert plain.status == 200
+    assert plain.header("date") is None and plain.header("server") is None
+
+
+@pytest.mark.uringapi_only
+@pytest.mark.parametrize("mode", ["length", "stream"])
+def test_app_supplied_transfer_encoding_is_ignored(echo_default: Server, mode: str) -> None:
+    """The front end frames the body itself (Content-Length, or chunked once); a
+    Transfer-Encoding from the app would frame it twice, so it is dropped."""
+    with rawhttp.Connection(echo_default.host, echo_default.port) as c:
+        r = c.request("GET", f"/?mode={mode}&hdr=Transfer-Encoding:chunked")
+        after = c.request("GET", "/")  # the stream is still in step
+    assert r.status == 200 and after.status == 200
+    assert len(r.header_all("transfer-encoding")) == (0 if mode == "length" else 1)
+    if mode == "length":
+        assert r.header("content-length") == str(len(r.body))
+    else:
+        assert r.chunked
+    assert json.loads(r.body)["path"] == "/"
