@@ -70,7 +70,7 @@ pub struct ServeArgs {
     /// Records per ring (a power of two).
     #[arg(long, default_value_t = 256)]
     pub ring_capacity: u32,
-    /// Longest request line in bytes (414 past it).
+    /// Longest request line in bytes, without its CRLF (414 past it).
     #[arg(long, default_value_t = 8190)]
     pub limit_request_line: usize,
     /// Most header fields in a request (431 past it).

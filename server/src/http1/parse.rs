@@ -8,7 +8,7 @@ use crate::http1::framing::BodyFraming;
 /// Limits on a request head (CLI: `--limit-request-*`).
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
-    /// Longest request line, in bytes (414 past it).
+    /// Longest request line, in bytes, without its CRLF (414 past it).
     pub request_line: usize,
     /// Most header fields (431 past it).
     pub fields: usize,
