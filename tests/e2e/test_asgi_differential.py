@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -428,20 +428,18 @@ EXPECTED_SCOPE_WIRE: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def test_expect_100_continue_head_first(pair: dict[str, Probed]) -> None:
-    """A client that sends Expect: 100-continue and waits: both servers invite the body
-    (once the app asks for it), and the app then sees the same body (N4: uringapi may hand
-    the same messages: no empty first message before the body arrives)."""
-    head = req("POST", "/record", [("Host", "probe"), ("Expect", "100-continue"),
-                                   ("Content-Length", "4")])
+def messages_after_split_write(pair: dict[str, Probed], headers: list[tuple[str, str]],
+                               between: Callable[[str, Wire], None]) -> dict[str, list]:
+    """POSTs a 4-byte body in two writes, head first, with `between(kind, wire)` in
+    between; returns the messages the app saw on each server, after checking that both
+    answered 200 with the same ones."""
+    head = req("POST", "/record", [("Host", "probe"), *headers, ("Content-Length", "4")])
     views = {}
     for kind, p in pair.items():
         w = Wire(p.server.port)
         try:
             w.sock.sendall(head)
-            interim = w.take_line()
-            assert interim == b"HTTP/1.1 100 Continue", (kind, interim)
-            assert w.take_line() == b"", kind
+            between(kind, w)
             w.sock.sendall(b"ping")
             t = w.read_response("POST")
         finally:
@@ -449,6 +447,19 @@ def test_expect_100_continue_head_first(pair: dict[str, Probed]) -> None:
         assert t.status_line == "HTTP/1.1 200 OK", (kind, t)
         views[kind] = json.loads(t.body_wire)["messages"]
     assert views["uringapi"] == views["uvicorn"]
+    return views
+
+
+def test_expect_100_continue_head_first(pair: dict[str, Probed]) -> None:
+    """A client that sends Expect: 100-continue and waits: both servers invite the body
+    (once the app asks for it), and the app then sees the same messages: no empty first
+    message before the body arrives."""
+    def continue_awaited(kind: str, w: Wire) -> None:
+        interim = w.take_line()
+        assert interim == b"HTTP/1.1 100 Continue", (kind, interim)
+        assert w.take_line() == b"", kind
+
+    views = messages_after_split_write(pair, [("Expect", "100-continue")], continue_awaited)
     assert [(m["body_len"], m["more_body"]) for m in views["uringapi"]] == [(4, False)]
 
 
@@ -456,20 +467,10 @@ def test_body_sent_after_the_head_gives_the_same_messages(pair: dict[str, Probed
     """A client that writes the head, pauses, then writes the body: the app's first
     receive() waits for the body on both servers, rather than getting an empty
     http.request with more_body=True (which ASGI allows, but uvicorn does not do)."""
-    head = req("POST", "/record", [("Host", "probe"), ("Content-Length", "4")])
-    views = {}
-    for kind, p in pair.items():
-        w = Wire(p.server.port)
-        try:
-            w.sock.sendall(head)
-            time.sleep(0.1)  # the head reaches the app before the body (not a speed check)
-            w.sock.sendall(b"ping")
-            t = w.read_response("POST")
-        finally:
-            w.close()
-        assert t.status_line == "HTTP/1.1 200 OK", (kind, t)
-        views[kind] = json.loads(t.body_wire)["messages"]
-    assert views["uringapi"] == views["uvicorn"]
+    def pause(kind: str, w: Wire) -> None:
+        time.sleep(0.1)  # the head reaches the app before the body (not a speed check)
+
+    views = messages_after_split_write(pair, [], pause)
     assert [(m["body_len"], m["more_body"]) for m in views["uringapi"]] == [(4, False)]
 
 

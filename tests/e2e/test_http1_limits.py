@@ -68,20 +68,25 @@ def sized_server(servers: ServerFactory) -> Server:
     ))
 
 
+def read_until_close(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (a reset ends it too)."""
+    received = b""
+    while True:
+        try:
+            chunk = sock.recv(1 << 16)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
 def exchange_raw(server: Server, data: bytes) -> bytes:
     """Sends `data`, then reads until the server closes (every case here ends in a close)."""
     with socket.create_connection((server.host, server.port), timeout=READ_TIMEOUT) as sock:
         sock.sendall(data)
-        received = b""
-        while True:
-            try:
-                chunk = sock.recv(1 << 16)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            received += chunk
-    return received
+        return read_until_close(sock)
 
 
 def post(length_header: bytes, body: bytes, method: bytes = b"POST") -> bytes:
@@ -211,15 +216,7 @@ def trickle(server: Server, prefix: bytes, slow: bytes, every: float,
             readable, _, _ = select.select([sock], [], [], every)
             if readable:
                 break
-        received = b""
-        while True:
-            try:
-                data = sock.recv(1 << 16)
-            except ConnectionResetError:
-                break
-            if not data:
-                break
-            received += data
+        received = read_until_close(sock)
     return Trickle(sent, received)
 
 
