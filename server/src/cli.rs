@@ -193,6 +193,11 @@ pub struct ServeArgs {
     /// gets the t-th CPU, worker i the (threads + i)-th, wrapping around.
     #[arg(long, value_parser = parse_cpu_list)]
     pub pin_cpus: Option<CpuList>,
+    /// Scheduling policy of the front-end threads and workers: batch (SCHED_BATCH, a thread
+    /// that wakes does not preempt a running one, so each wakeup finds more requests waiting)
+    /// or normal (SCHED_OTHER).
+    #[arg(long, value_enum, default_value = "batch")]
+    pub sched: crate::sys::Sched,
 }
 
 /// CPUs this process may run on (cgroup quotas and affinity included).

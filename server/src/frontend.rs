@@ -45,6 +45,7 @@ pub struct ThreadSetup {
     pub limit_concurrency: u32,
     /// `--pin-cpus`: the CPU this thread runs on.
     pub cpu: Option<usize>,
+    pub sched: crate::sys::Sched,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub access_log: Option<(Arc<crate::accesslog::Sink>, crate::accesslog::Format)>,
 }
@@ -55,6 +56,9 @@ const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(200);
 const RING_ENTRIES: u32 = 1024;
 
 pub fn run(setup: ThreadSetup, started: mpsc::Sender<Started>) {
+    if let Err(e) = setup.sched.apply_to_current_thread() {
+        tracing::warn!(thread = setup.index, sched = ?setup.sched, error = %e, "cannot set the front-end thread's scheduling policy; it keeps the default");
+    }
     if let Some(cpu) = setup.cpu {
         if let Err(e) = crate::sys::pin_current_thread(cpu) {
             tracing::warn!(thread = setup.index, cpu, error = %e, "cannot pin the front-end thread; it runs unpinned");

@@ -7,13 +7,43 @@ use std::process::Command;
 
 use uringapi_protocol::doorbell::EventFd;
 
-/// Lets the child started by `cmd` inherit `fds` (they are close-on-exec in this process)
-/// and, with `cpu`, pins it to that CPU.
-pub fn prepare_child(cmd: &mut Command, fds: Vec<RawFd>, cpu: Option<usize>) {
+/// `--sched`: the Linux scheduling policy of the front-end threads and the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sched {
+    /// SCHED_BATCH: a thread that wakes up does not preempt the one running on its CPU; it
+    /// runs when that one sleeps or its time slice ends, and finds more work waiting.
+    Batch,
+    /// SCHED_OTHER, the kernel's default: a thread that wakes up may preempt at once.
+    Normal,
+}
+
+impl Sched {
+    fn policy(self) -> libc::c_int {
+        match self {
+            Self::Batch => libc::SCHED_BATCH,
+            Self::Normal => libc::SCHED_OTHER,
+        }
+    }
+
+    /// Applies the policy to the calling thread.
+    pub fn apply_to_current_thread(self) -> std::io::Result<()> {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscall on the calling thread (0) with a valid sched_param.
+        if unsafe { libc::sched_setscheduler(0, self.policy(), &param) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Lets the child started by `cmd` inherit `fds` (they are close-on-exec in this process),
+/// gives it the scheduling policy `sched` and, with `cpu`, pins it to that CPU.
+pub fn prepare_child(cmd: &mut Command, fds: Vec<RawFd>, sched: Sched, cpu: Option<usize>) {
     let set = cpu.map(cpu_set);
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
-    // sched_setaffinity, which are async-signal-safe; it allocates nothing (the Vec and the
-    // CPU set were built before the fork).
+    let policy = sched.policy();
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
+    // sched_setscheduler and sched_setaffinity, which are async-signal-safe; it allocates
+    // nothing (the Vec and the CPU set were built before the fork).
     unsafe {
         cmd.pre_exec(move || {
             for &fd in &fds {
@@ -21,9 +51,12 @@ pub fn prepare_child(cmd: &mut Command, fds: Vec<RawFd>, cpu: Option<usize>) {
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            // Neither call is fatal when refused (a seccomp profile, a CPU outside a
+            // cgroup's cpuset): the worker then runs with the defaults, as it would without
+            // --sched batch or --pin-cpus.
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, policy, &param);
             if let Some(set) = &set {
-                // A CPU that does not exist (or is outside a cgroup's cpuset) is not fatal:
-                // the worker runs unpinned, as it would without --pin-cpus.
                 libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
             }
             Ok(())

@@ -743,6 +743,37 @@ def test_sigttin_adds_and_sigttou_removes_a_worker(servers: ServerFactory, tmp_p
 
 
 # ---------------------------------------------------------------------------------------
+# 8b. --sched: the scheduling policy of front-end threads and workers
+
+
+def _policies(server: Server) -> dict[str, int]:
+    """Scheduling policy per front-end thread ("io-N") and per worker process ("worker")."""
+    got: dict[str, int] = {}
+    for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+        name = (task / "comm").read_text().strip()
+        if name.startswith("uringapi-io-"):
+            got[name] = os.sched_getscheduler(int(task.name))
+    for pid in worker_pids(server):
+        got[f"worker {pid}"] = os.sched_getscheduler(pid)
+    return got
+
+
+@uringapi_only
+@pytest.mark.parametrize(("flag", "policy"), [((), os.SCHED_BATCH), (("--sched", "normal"), os.SCHED_OTHER)])
+def test_sched_policy_of_threads_and_workers(servers: ServerFactory, tmp_path: Path,
+                                             flag: tuple[str, ...], policy: int) -> None:
+    server, _ = start(servers, tmp_path, *flag, workers=2, threads=2)
+    wait_workers(server, lambda p: len(p) == 2, "two workers")
+    got = _policies(server)
+    assert len([k for k in got if k.startswith("uringapi-io-")]) == 2, got
+    assert len([k for k in got if k.startswith("worker")]) == 2, got
+    assert set(got.values()) == {policy}, got
+    # The supervisor's own thread keeps the default policy either way.
+    assert os.sched_getscheduler(server.proc.pid) == os.SCHED_OTHER
+    assert pid_of(get(server, "/pid")) in worker_pids(server)
+
+
+# ---------------------------------------------------------------------------------------
 # 9. --timeout: a silent worker is killed and replaced
 
 

@@ -186,6 +186,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         heartbeat: (stall / 4).clamp(Duration::from_millis(5), Duration::from_secs(1)),
         graceful,
         cpus: args.pin_cpus.as_ref().map(|c| c.0.clone()),
+        sched: args.sched,
         threads: args.threads as usize,
     };
     let recycling = Recycling {
@@ -294,6 +295,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
                 .as_ref()
                 .filter(|c| !c.is_empty())
                 .map(|c| c[t % c.len()]),
+            sched: args.sched,
         };
         let started = started_tx.clone();
         let handle = std::thread::Builder::new()

@@ -18,6 +18,7 @@ pub(super) struct SpawnContext {
     pub(super) graceful: Duration,
     /// CPUs to pin workers to (worker slot i gets `cpus[(threads + i) % len]`).
     pub(super) cpus: Option<Vec<usize>>,
+    pub(super) sched: crate::sys::Sched,
     pub(super) threads: usize,
 }
 
@@ -112,7 +113,7 @@ pub(super) fn spawn(
         .as_ref()
         .filter(|c| !c.is_empty())
         .map(|c| c[(ctx.threads + index) % c.len()]);
-    crate::sys::prepare_child(&mut cmd, fds, cpu);
+    crate::sys::prepare_child(&mut cmd, fds, ctx.sched, cpu);
     let child = cmd.spawn().map_err(|e| {
         Failure::new(
             format!("cannot start worker {index} with {}: {e}", ctx.python.display()),

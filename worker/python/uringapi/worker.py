@@ -26,9 +26,6 @@ logger = logging.getLogger("uringapi.error")
 
 #: Exit code for "the app could not start" (the supervisor stops the server on it).
 STARTUP_FAILED = 3
-#: How many empty polls the worker makes before it sleeps on its doorbell.
-#: PERF: untuned; the performance issue measures it.
-SPIN_ROUNDS = 32
 #: Seconds between heartbeats in shared memory, unless the front end asks for another
 #: period (URINGAPI_HEARTBEAT, a quarter of --stall-timeout).
 HEARTBEAT = 0.025
@@ -308,7 +305,6 @@ class Worker:
         self.loop = loop
         self.cycles: dict[int, Cycle] = {}
         self.polling = False
-        self.idle = 0
         self.space_waiters: list[asyncio.Future[None]] = []
         #: Cycles whose response head waits for its body; flushed alone on the next turn.
         self.unflushed: list[Cycle] = []
@@ -327,7 +323,6 @@ class Worker:
         self.native.awake()
         if not self.polling:
             self.polling = True
-            self.idle = 0
             self._poll()
 
     def _poll(self) -> None:
@@ -337,16 +332,16 @@ class Worker:
             logger.critical("the channel to the front end is broken; exiting", exc_info=True)
             os._exit(70)
         if events:
-            self.idle = 0
             self._dispatch(events)
-        else:
-            self.idle += 1
         if self.space_waiters and self.native.has_space():
             self._wake_space()
-        if self.idle < SPIN_ROUNDS:
-            self.loop.call_soon(self._poll)
-        elif self.native.prepare_sleep():
-            self.idle = 0
+        # No spinning on an empty ring. PERF: each extra round is a turn of the loop, and
+        # uvloop makes an epoll_pwait syscall per turn (3 per request at hello's rate with
+        # 32 rounds); sleeping at once and letting the front end ring took the workers' CPU
+        # per request under hello from about 13 to 9 µs, fastapi-json about 72 to 68 (A/B
+        # runs of `benches/e2e/run.py --servers uringapi --apps hello,fastapi-json`,
+        # 2026-12-03).
+        if self.native.prepare_sleep():
             self.loop.call_soon(self._poll)
         else:
             self.polling = False
