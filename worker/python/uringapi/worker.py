@@ -244,6 +244,10 @@ class Cycle:
             await app(self.scope, self.receive, self.send)
         except ClientDisconnected:
             pass
+        except _native.ChannelBroken as exc:
+            # Seen by the app's send (or receive): no response can go out on this channel
+            # any more, and an idle worker would not poll the ring again to notice.
+            channel_broken(exc)
         except asyncio.CancelledError:
             if not self.head_sent and not self.disconnected:
                 await self._error(500)
@@ -328,9 +332,8 @@ class Worker:
     def _poll(self) -> None:
         try:
             events = self.native.drain()
-        except _native.ChannelBroken:
-            logger.critical("the channel to the front end is broken; exiting", exc_info=True)
-            os._exit(70)
+        except _native.ChannelBroken as exc:
+            channel_broken(exc)
         if events:
             self._dispatch(events)
         if self.space_waiters and self.native.has_space():
@@ -392,6 +395,8 @@ class Worker:
         for cycle in cycles:
             try:
                 cycle._flush_head()
+            except _native.ChannelBroken as exc:
+                channel_broken(exc)
             except Exception as exc:  # noqa: BLE001 - one bad head must not hold up the others
                 logger.error("cannot send the response head", exc_info=exc)
 
@@ -426,6 +431,13 @@ class Worker:
         tasks = [c.task for c in self.cycles.values() if c.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+
+
+def channel_broken(exc: BaseException) -> NoReturn:
+    """The shared memory no longer holds a valid channel: exit (70), so that the front end
+    fails this worker's requests with 502 and starts a new one."""
+    logger.critical("the channel to the front end is broken; exiting", exc_info=exc)
+    os._exit(70)
 
 
 def fail(error: str, hint: str) -> NoReturn:
