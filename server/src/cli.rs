@@ -208,14 +208,16 @@ fn cpus() -> u32 {
 /// One worker per CPU: measured on 2 CPUs (`hello` and FastAPI `/json`, wrk on the same
 /// machine), 2 workers served 1.9x (hello) and 1.6x (FastAPI) the requests of 1 worker
 /// at the same CPU per request. Python work dominates a request, so the workers get the
-/// cores; they sleep when idle.
+/// cores; they sleep when idle. With `--sched batch`, 3 workers on 2 CPUs were level with
+/// 2 (0.99x hello, 1.08x FastAPI over three runs of 2 rounds, inside the noise).
 fn default_workers() -> u32 {
     cpus().clamp(1, 256)
 }
 
-/// One front-end thread per 8 CPUs: a thread spent ~10 CPU-µs per request against a
-/// worker's ~14 (plain ASGI) to ~130 (FastAPI), and a second thread on 2 CPUs lowered
-/// throughput (0.8x hello, 0.77x FastAPI) by taking a core from the workers.
+/// One front-end thread per 8 CPUs: a thread spends ~9-13 CPU-µs per request against a
+/// worker's ~5 (plain ASGI) to ~60 (FastAPI), and a second thread on 2 CPUs lowered
+/// throughput by taking a core from the workers (0.8x hello and 0.77x FastAPI before the
+/// scheduling changes of 2026-12-03; 0.84x and 0.97x after).
 fn default_threads() -> u32 {
     cpus().div_ceil(8).clamp(1, 256)
 }
