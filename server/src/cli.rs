@@ -195,7 +195,8 @@ pub struct ServeArgs {
     pub pin_cpus: Option<CpuList>,
     /// Scheduling policy of the front-end threads and workers: batch (SCHED_BATCH, a thread
     /// that wakes does not preempt a running one, so each wakeup finds more requests waiting)
-    /// or normal (SCHED_OTHER).
+    /// or normal (SCHED_OTHER). A real-time or idle policy the server was started under
+    /// (`chrt`) is kept.
     #[arg(long, value_enum, default_value = "batch")]
     pub sched: crate::sys::Sched,
 }

@@ -25,15 +25,28 @@ impl Sched {
         }
     }
 
-    /// Applies the policy to the calling thread.
+    /// Applies the policy to the calling thread, unless an operator started the server
+    /// under a real-time or idle policy (`chrt`): that choice is kept.
     pub fn apply_to_current_thread(self) -> std::io::Result<()> {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain syscall on the calling thread (0) with a valid sched_param.
-        if unsafe { libc::sched_setscheduler(0, self.policy(), &param) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        set_policy(self.policy())
     }
+}
+
+/// Switches the calling thread between SCHED_OTHER and SCHED_BATCH; any other policy is
+/// left as it is. Makes two syscalls and allocates nothing, so it may run between fork
+/// and exec.
+fn set_policy(policy: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: plain syscall about the calling thread (0).
+    let current = unsafe { libc::sched_getscheduler(0) };
+    if current != libc::SCHED_OTHER && current != libc::SCHED_BATCH {
+        return Ok(());
+    }
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscall on the calling thread with a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Lets the child started by `cmd` inherit `fds` (they are close-on-exec in this process),
@@ -42,7 +55,8 @@ pub fn prepare_child(cmd: &mut Command, fds: Vec<RawFd>, sched: Sched, cpu: Opti
     let set = cpu.map(cpu_set);
     let policy = sched.policy();
     // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
-    // sched_setscheduler and sched_setaffinity, which are async-signal-safe; it allocates
+    // sched_getscheduler, sched_setscheduler and sched_setaffinity, which are
+    // async-signal-safe; it allocates
     // nothing (the Vec and the CPU set were built before the fork).
     unsafe {
         cmd.pre_exec(move || {
@@ -54,8 +68,7 @@ pub fn prepare_child(cmd: &mut Command, fds: Vec<RawFd>, sched: Sched, cpu: Opti
             // Neither call is fatal when refused (a seccomp profile, a CPU outside a
             // cgroup's cpuset): the worker then runs with the defaults, as it would without
             // --sched batch or --pin-cpus.
-            let param = libc::sched_param { sched_priority: 0 };
-            libc::sched_setscheduler(0, policy, &param);
+            let _ = set_policy(policy);
             if let Some(set) = &set {
                 libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
             }

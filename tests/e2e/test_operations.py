@@ -773,6 +773,29 @@ def test_sched_policy_of_threads_and_workers(servers: ServerFactory, tmp_path: P
     assert pid_of(get(server, "/pid")) in worker_pids(server)
 
 
+@uringapi_only
+def test_sched_keeps_a_policy_set_with_chrt(servers: ServerFactory, tmp_path: Path) -> None:
+    """Started under SCHED_IDLE (as `chrt --idle 0` would), the server does not switch its
+    threads and workers to SCHED_BATCH."""
+    started: list[tuple[Server, Events]] = []
+
+    def start_idle() -> None:
+        # The policy is per thread and inherited across fork: only this thread's child
+        # starts under SCHED_IDLE.
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        started.append(start(servers, tmp_path, workers=2))
+
+    t = threading.Thread(target=start_idle)
+    t.start()
+    t.join(GUARD * 3)
+    assert started, "the server did not start"
+    server, _ = started[0]
+    wait_workers(server, lambda p: len(p) == 2, "two workers")
+    got = _policies(server)
+    assert len(got) == 3, got
+    assert set(got.values()) == {os.SCHED_IDLE}, got
+
+
 # ---------------------------------------------------------------------------------------
 # 9. --timeout: a silent worker is killed and replaced
 
