@@ -33,34 +33,27 @@ impl Sched {
     }
 
     /// Applies the policy to the calling thread, unless an operator started the server
-    /// under a real-time or idle policy (`chrt`): that choice is kept.
+    /// under a real-time or idle policy (`chrt`): that choice is kept. Makes two syscalls
+    /// and allocates nothing, so it may run between fork and exec.
     pub fn apply_to_current_thread(self) -> std::io::Result<()> {
-        set_policy(self.policy())
+        // SAFETY: plain syscall about the calling thread (0).
+        let current = unsafe { libc::sched_getscheduler(0) };
+        if current != libc::SCHED_OTHER && current != libc::SCHED_BATCH {
+            return Ok(());
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscall on the calling thread with a valid sched_param.
+        if unsafe { libc::sched_setscheduler(0, self.policy(), &param) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
-}
-
-/// Switches the calling thread between SCHED_OTHER and SCHED_BATCH; any other policy is
-/// left as it is. Makes two syscalls and allocates nothing, so it may run between fork
-/// and exec.
-fn set_policy(policy: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: plain syscall about the calling thread (0).
-    let current = unsafe { libc::sched_getscheduler(0) };
-    if current != libc::SCHED_OTHER && current != libc::SCHED_BATCH {
-        return Ok(());
-    }
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain syscall on the calling thread with a valid sched_param.
-    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Lets the child started by `cmd` inherit `fds` (they are close-on-exec in this process),
 /// gives it the scheduling policy `sched` and, with `cpu`, pins it to that CPU.
 pub fn prepare_child(cmd: &mut Command, fds: Vec<RawFd>, sched: Sched, cpu: Option<usize>) {
     let set = cpu.map(cpu_set);
-    let policy = sched.policy();
     // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
     // sched_getscheduler, sched_setscheduler and sched_setaffinity, which are
     // async-signal-safe; it allocates
@@ -75,7 +68,7 @@ pub fn prepare_child(cmd: &mut Command, fds: Vec<RawFd>, sched: Sched, cpu: Opti
             // Neither call is fatal when refused (a seccomp profile, a CPU outside a
             // cgroup's cpuset): the worker then runs with the defaults, as it would without
             // --sched batch or --pin-cpus.
-            let _ = set_policy(policy);
+            let _ = sched.apply_to_current_thread();
             if let Some(set) = &set {
                 libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
             }
