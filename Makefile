@@ -30,7 +30,7 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 demo: setup
 	$(BIN) serve --workers 2
 
-test: setup test-rust loom e2e conformance
+test: setup lint test-rust loom e2e conformance
 
 test-rust:
 	cargo test --workspace --exclude uringapi-worker --all-targets
@@ -47,9 +47,11 @@ loom:
 e2e: setup
 	$(VENV)/bin/pytest tests -q --timeout 300
 
-lint:
+# Part of make test: a format difference, a clippy warning or a ruff finding fails the run.
+lint: $(VENV)/.deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check worker/python tests benches tuning
 
 # Side-by-side run against uvicorn and granian (QUICK=1: one short round, README untouched).
 # BENCH_ARGS passes options through, e.g. BENCH_ARGS="--apps hello --rounds 5".

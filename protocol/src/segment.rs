@@ -1,6 +1,23 @@
 //! Memory regions: a sealed memfd mapping shared with one worker (the real thing) and a heap
 //! region for unit and loom tests. The segment header is versioned; an opener refuses any
 //! mismatch with a typed error.
+//!
+//! # The worker control block (ordering rules, cited as `SYNC: segment rule N`)
+//! The segment header's fixed part (magic, layout version, geometry) is written by the front
+//! end before the memfd is handed to the worker; `fork`/`exec` orders those writes before
+//! anything the worker reads. The front end keeps its own copy of the geometry and never
+//! reads it back, so a worker that scribbles over it changes nothing. The words below are
+//! written by the worker (untrusted) and read by the front end:
+//! 1. Readiness: the worker stores `pid` (`Relaxed`), then `ready = 1` with `Release`; the
+//!    front end loads `ready` with `Acquire` (pairs with the store) before it reads `pid` or
+//!    sends work, so a ready worker's pid is the one it stored.
+//! 2. Heartbeat, loop lag and the doorbell count are statistics: single words, each written
+//!    only by the worker and read by the supervisor for liveness and metrics. `Relaxed`:
+//!    nothing else is published through them, and a stale value only delays a verdict by one
+//!    beat. Readers treat them as untrusted numbers (saturating arithmetic; 0 means "no beat
+//!    yet"), never as sizes or indices.
+//! 3. The sleeping and wants-space flags live here too but follow the ring's rule 4 (see
+//!    `ring.rs` and `doorbell.rs`).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -348,16 +365,20 @@ impl Segment {
     }
 
     pub fn is_ready(&self) -> bool {
+        // SYNC: segment rule 1, pairs with the Release store in `set_ready`.
         self.header().worker.0.ready.load(Ordering::Acquire) == 1
     }
 
     pub fn set_ready(&self, pid: u32) {
+        // SYNC: segment rule 1: the pid is published by the Release store of `ready` below.
         self.header().worker.0.pid.store(pid, Ordering::Relaxed);
+        // SYNC: segment rule 1, pairs with the Acquire load in `is_ready`.
         self.header().worker.0.ready.store(1, Ordering::Release);
     }
 
     /// CLOCK_MONOTONIC nanoseconds of the worker's last beat; 0 before the first.
     pub fn heartbeat(&self) -> u64 {
+        // SYNC: segment rule 2 (a statistic; nothing is published through it).
         self.header().heartbeat.0.load(Ordering::Relaxed)
     }
 
@@ -369,21 +390,25 @@ impl Segment {
 
     /// The event-loop lag the last beat measured.
     pub fn loop_lag(&self) -> std::time::Duration {
+        // SYNC: segment rule 2 (a statistic).
         std::time::Duration::from_micros(self.header().loop_lag_us.load(Ordering::Relaxed))
     }
 
     /// Records a beat of a loop that means to beat every `interval`; the lag is how much
     /// later than that this beat came.
     pub fn beat(&self, interval: std::time::Duration) {
+        // SYNC: segment rule 2 (statistics: the doorbell count, the beat, the lag).
         self.header()
             .worker_doorbells
             .store(crate::doorbell::rings_total(), Ordering::Relaxed);
         let now = monotonic_ns();
+        // SYNC: segment rule 2.
         let last = self.header().heartbeat.0.swap(now, Ordering::Relaxed);
         if last != 0 {
             let lag = now
                 .saturating_sub(last)
                 .saturating_sub(interval.as_nanos() as u64);
+            // SYNC: segment rule 2.
             self.header()
                 .loop_lag_us
                 .store(lag / 1000, Ordering::Relaxed);
@@ -428,6 +453,7 @@ impl Segment {
 
     /// Doorbells the worker has rung, as it last reported with its heartbeat.
     pub fn worker_doorbells(&self) -> u64 {
+        // SYNC: segment rule 2 (a statistic).
         self.header().worker_doorbells.load(Ordering::Relaxed)
     }
 

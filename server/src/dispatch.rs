@@ -921,16 +921,9 @@ impl Hub {
     }
 }
 
-/// 64 random bits from the standard library's per-process hash seed and the clock.
+/// 64 random bits (fastrand's per-thread generator, seeded from the OS at first use).
 fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+    fastrand::u64(..)
 }
 
 /// Lets the other tasks of this thread (and the driver's completions) run once.

@@ -4,13 +4,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use ipnet::IpNet;
+
 /// The peers whose forwarding headers are believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Trusted {
     /// `*`: every peer.
     any: bool,
-    /// Networks as (address, prefix length).
-    nets: Vec<(IpAddr, u8)>,
+    nets: Vec<IpNet>,
 }
 
 impl Trusted {
@@ -22,29 +23,31 @@ impl Trusted {
                 t.any = true;
                 continue;
             }
-            let (addr, prefix) = match item.split_once('/') {
-                Some((a, p)) => (a, Some(p)),
-                None => (item, None),
+            // A bare address is a network of one (a /32 or /128).
+            let net = match item.parse::<IpNet>() {
+                Ok(net) => net,
+                Err(_) if item.contains('/') => {
+                    return Err(format!(
+                        "{item:?} is not an IP network (address/prefix length)"
+                    ))
+                }
+                Err(_) => IpNet::from(
+                    item.parse::<IpAddr>()
+                        .map_err(|_| format!("{item:?} is not an IP address or network"))?,
+                ),
             };
-            let ip: IpAddr = addr
-                .parse()
-                .map_err(|_| format!("{item:?} is not an IP address or network"))?;
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            let prefix = match prefix {
-                Some(p) => p
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= max)
-                    .ok_or_else(|| format!("{item:?} has an invalid prefix length"))?,
-                None => max,
-            };
-            t.nets.push((ip, prefix));
+            t.nets.push(net);
         }
         Ok(t)
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.any || self.nets.iter().any(|&(net, p)| in_net(ip, net, p))
+        // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.any || self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// The client address an `X-Forwarded-For` value names: walking from the right (the
@@ -87,25 +90,6 @@ fn parse_hop(h: &str) -> Option<SocketAddr> {
         return Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?));
     }
     Some(SocketAddr::new(h.parse().ok()?, 0))
-}
-
-fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
-    // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
 }
 
 /// The scheme an `X-Forwarded-Proto` value names: `Some(true)` for https, `Some(false)`

@@ -71,7 +71,7 @@ def test_startup_line_names_address_workers_and_driver(servers: ServerFactory) -
     server = servers.start(None, workers=3, threads=1, app_dir=None)
     needle = f"listening on http://{HOST}:{server.port}"
     deadline = time.monotonic() + 10
-    while not (lines := [l for l in stderr_lines(server) if needle in l]):
+    while not (lines := [line for line in stderr_lines(server) if needle in line]):
         assert time.monotonic() < deadline, f"no line with {needle!r}\n{server.diagnostics()}"
         time.sleep(0.05)
     line = lines[0]

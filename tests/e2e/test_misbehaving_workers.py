@@ -336,7 +336,7 @@ class SlowConnection(rawhttp.Connection):
 
 
 def first_difference(a: bytes, b: bytes) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 @pytest.mark.parametrize("once", [0, 1], ids=["streamed-chunked", "one-body-content-length"])

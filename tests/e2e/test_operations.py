@@ -349,7 +349,7 @@ def test_sighup_rolling_restart_fails_no_request(servers: ServerFactory, tmp_pat
     retires = [i for i, line in enumerate(log) if "replacement ready; retiring worker" in line]
     readies = [i for i, line in enumerate(log) if re.search(r"worker ready worker=\d+ pid=", line)]
     assert len(starts) == 2 and len(retires) == 2, "\n".join(log[-30:])
-    for s, r in zip(starts, retires):
+    for s, r in zip(starts, retires, strict=True):
         assert any(s < i < r for i in readies), "\n".join(log[-30:])
     assert retires[0] < starts[1], "the second replacement started before the first was ready"
     # The old workers stopped cleanly: lifespan shutdown ran in each.
@@ -727,7 +727,7 @@ def test_sigttin_adds_and_sigttou_removes_a_worker(servers: ServerFactory, tmp_p
     assert added in worker_pids(server), "the retired worker left before its request finished"
     assert not any(answered(c) for c in holds)
     release.touch()
-    for c, tag in zip(holds, ("hold-a", "hold-b")):
+    for c, tag in zip(holds, ("hold-a", "hold-b"), strict=True):
         with c:
             r = c.read_response()
         assert pid_of(r) == held[tag]

@@ -259,24 +259,7 @@ impl ScopeBuilder {
 
 /// Percent-decodes a path; malformed escapes stay as they are (as urllib.parse.unquote).
 pub fn percent_decode(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !raw.contains(&b'%') {
-        return std::borrow::Cow::Borrowed(raw);
-    }
-    let hex = |b: u8| (b as char).to_digit(16).map(|v| v as u8);
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' && i + 2 < raw.len() {
-            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(raw[i]);
-        i += 1;
-    }
-    std::borrow::Cow::Owned(out)
+    percent_encoding::percent_decode(raw).into()
 }
 
 #[cfg(test)]

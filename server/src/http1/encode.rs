@@ -293,36 +293,11 @@ pub fn with_date(f: impl FnOnce(&[u8])) {
 
 /// RFC 9110 §5.6.7 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
 pub fn imf_fixdate(secs: u64) -> [u8; 29] {
-    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, rem / 60 % 60, rem % 60);
-    // Civil-from-days (proleptic Gregorian), valid for any date after 1970.
-    let z = days as i64 + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    let mut out = [0u8; 29];
-    let text = format!(
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        std::str::from_utf8(DAYS[(days % 7) as usize]).unwrap_or("Thu"),
-        d,
-        std::str::from_utf8(MONTHS[(mo - 1) as usize]).unwrap_or("Jan"),
-        y,
-        h,
-        m,
-        s
-    );
-    out.copy_from_slice(&text.as_bytes()[..29]);
+    let text = httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    let mut out = [b' '; 29];
+    // IMF-fixdate is always 29 bytes for years 1000..=9999 (httpdate's range).
+    let n = text.len().min(29);
+    out[..n].copy_from_slice(&text.as_bytes()[..n]);
     out
 }
 

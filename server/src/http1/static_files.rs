@@ -116,26 +116,16 @@ pub fn open(mount: &Mount, rest: &[u8]) -> Option<(std::fs::File, PathBuf)> {
     }
 }
 
-/// `%XX` decoding of a path; `None` for a bad escape or an encoded `/` (a segment must
-/// not hide a separator).
+/// `%XX` decoding of a path; `None` for a bad escape (RFC 3986 §2.1: `%` and exactly two
+/// hex digits) or an encoded `/` (a segment must not hide a separator).
 fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' {
-            let hex = raw.get(i + 1..i + 3)?;
-            let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-            if v == b'/' {
-                return None;
-            }
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(raw[i]);
-            i += 1;
+    for (i, _) in raw.iter().enumerate().filter(|&(_, &b)| b == b'%') {
+        let hex = raw.get(i + 1..i + 3)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) || hex.eq_ignore_ascii_case(b"2f") {
+            return None;
         }
     }
-    Some(out)
+    Some(percent_encoding::percent_decode(raw).collect())
 }
 
 /// What the request asks beyond the file itself.
@@ -334,6 +324,22 @@ mod tests {
             fn drop(&mut self) {
                 let _ = std::fs::remove_dir_all(&self.0);
             }
+        }
+    }
+
+    #[test]
+    fn percent_escapes_are_exactly_two_hex_digits_and_never_a_slash() {
+        assert_eq!(
+            percent_decode(b"/a%20b%e2%82%ac").as_deref(),
+            Some("/a b€".as_bytes())
+        );
+        for bad in [&b"/%+F"[..], b"/%-1", b"/%2", b"/%zz", b"/%2F", b"/a%2fb"] {
+            assert_eq!(
+                percent_decode(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -236,12 +236,9 @@ impl Recycling {
     }
 }
 
-/// A random number in [0, 1) from the standard library's per-process hash seed.
+/// A random number in [0, 1).
 pub(super) fn unit_random() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0);
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    fastrand::f64()
 }
 
 /// A process's resident set size, from /proc.
