@@ -10,7 +10,7 @@ pub mod scope;
 
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use uringapi_protocol::doorbell::EventFd;
@@ -518,16 +518,6 @@ fn not_a_header(pair: &Bound<'_, PyAny>) -> PyErr {
     ))
 }
 
-/// Runs the `uringapi` command line with the GIL released; returns the exit code.
-#[pyfunction]
-fn run_cli(py: Python<'_>, argv: Vec<String>) -> PyResult<u8> {
-    if argv.is_empty() {
-        return Err(PyOSError::new_err("argv is empty"));
-    }
-    let args: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
-    Ok(py.detach(move || uringapi_server::main_from_args(args)))
-}
-
 /// Doorbell writes this process made (for benchmarks).
 #[pyfunction]
 fn doorbell_rings() -> u64 {
@@ -537,7 +527,6 @@ fn doorbell_rings() -> u64 {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Worker>()?;
-    m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(doorbell_rings, m)?)?;
     m.add("ChannelBroken", m.py().get_type::<ChannelBroken>())?;
     m.add("SegmentError", m.py().get_type::<SegmentError>())?;

@@ -1,21 +1,25 @@
-"""The ``uringapi`` console script: runs the Rust front end in this process."""
+"""The ``uringapi`` console script: execs the Rust front end shipped in this package.
+
+The front end is its own executable (``uringapi/_bin/uringapi``, built with the wheel); the
+``_native`` extension that workers load holds only the worker's end of the channels.
+"""
 
 import os
-import signal
 import sys
+from pathlib import Path
 
-from uringapi import _native
+FRONTEND = Path(__file__).resolve().parent / "_bin" / "uringapi"
 
 
 def main() -> None:
+    if not os.access(FRONTEND, os.X_OK):
+        print(f"error: the uringapi front end is missing: {FRONTEND}", file=sys.stderr)
+        print("hint: reinstall the package (`pip install .` or `make setup` builds it)", file=sys.stderr)
+        sys.exit(2)
     # Workers are started with the interpreter that runs this script, so that they see the
     # same environment (the venv the user installed uringapi and the app into).
     os.environ.setdefault("URINGAPI_PYTHON", sys.executable)
-    # The front end owns SIGINT/SIGTERM. Restore the defaults so that Python's own handler
-    # does not raise KeyboardInterrupt once the front end has already shut down cleanly.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    sys.exit(_native.run_cli(["uringapi", *sys.argv[1:]]))
+    os.execv(FRONTEND, ["uringapi", *sys.argv[1:]])
 
 
 if __name__ == "__main__":
