@@ -12,7 +12,7 @@ LOOM_TARGET := target/loom
 SOURCES := $(shell find protocol/src server/src worker/src worker/python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null) \
            Cargo.toml Cargo.lock protocol/Cargo.toml server/Cargo.toml worker/Cargo.toml pyproject.toml
 
-.PHONY: setup demo test test-rust loom e2e lint bench bench-micro clean conformance
+.PHONY: readme-options setup demo test test-rust loom e2e lint bench bench-micro clean conformance
 
 setup: $(VENV)/.built
 
@@ -52,6 +52,10 @@ lint: $(VENV)/.deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check worker/python tests benches tuning
+
+# Regenerates the README's table of every option and its variable (from the clap definitions).
+readme-options:
+	UPDATE_README=1 cargo test -p uringapi-server --lib cli::tests::the_readme_lists_every_option_with_its_variable
 
 # Side-by-side run against uvicorn and granian (QUICK=1: one short round, README untouched).
 # BENCH_ARGS passes options through, e.g. BENCH_ARGS="--apps hello --rounds 5".

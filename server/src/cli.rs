@@ -12,7 +12,7 @@ use crate::frontend::IoDriver;
 /// uringapi: serve ASGI apps (FastAPI, Starlette, Litestar) from an io_uring front end and
 /// separate uvloop worker processes joined by shared-memory rings.
 #[derive(Debug, Parser)]
-#[command(name = "uringapi", version, color = clap::ColorChoice::Never)]
+#[command(name = "uringapi", version, propagate_version = true, color = clap::ColorChoice::Never)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
@@ -30,10 +30,12 @@ pub enum Cmd {
 pub struct ServeArgs {
     /// The app as `module:attribute`, imported like uvicorn does. Without it, a built-in
     /// demo app is served.
+    #[arg(env = "URINGAPI_APP")]
     pub app: Option<String>,
-    /// Address to bind.
+    /// Address to bind: an IP literal (`::1`, `0.0.0.0`) or a host name; a name binds every
+    /// address it resolves to (`localhost`: 127.0.0.1 and ::1).
     #[arg(long, default_value = "127.0.0.1", env = "URINGAPI_HOST")]
-    pub host: IpAddr,
+    pub host: String,
     /// Port to bind (0 picks a free one).
     #[arg(long, default_value_t = 8000, env = "URINGAPI_PORT")]
     pub port: u16,
@@ -43,6 +45,32 @@ pub struct ServeArgs {
     /// Front-end io_uring threads, each with its own listener. Default: one per 8 CPUs.
     #[arg(long, default_value_t = default_threads(), env = "URINGAPI_THREADS", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: u32,
+    /// Treat the app as a factory: call `module:attribute()` without arguments and serve
+    /// the ASGI app it returns.
+    #[arg(long, env = "URINGAPI_FACTORY")]
+    pub factory: bool,
+    /// Load environment variables from this file (dotenv format: `KEY=value`, `export`,
+    /// quotes, `#` comments) before the workers start; variables already set are kept.
+    #[arg(long, value_name = "PATH", env = "URINGAPI_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Serve on an inherited, already listening TCP socket: file descriptor N (instead of
+    /// --host/--port). Under systemd socket activation (LISTEN_FDS) this is automatic.
+    #[arg(long, value_name = "N", env = "URINGAPI_FD")]
+    pub fd: Option<i32>,
+    /// Add this header to every response, `NAME:VALUE` (repeatable). The app's own headers
+    /// come first; a default header is sent as well even when the app set the same name.
+    #[arg(long, value_name = "NAME:VALUE", value_parser = parse_header, env = "URINGAPI_HEADER")]
+    pub header: Vec<(String, String)>,
+    /// Python logging configuration for the workers: a JSON file (logging.config.dictConfig)
+    /// or an .ini file (logging.config.fileConfig), applied after uringapi's own set-up.
+    #[arg(long, value_name = "PATH", env = "URINGAPI_LOG_CONFIG")]
+    pub log_config: Option<PathBuf>,
+    /// Colour the front end's log lines (default: only when stderr is a terminal).
+    #[arg(long, overrides_with = "no_use_colors", env = "URINGAPI_USE_COLORS")]
+    pub use_colors: bool,
+    /// Never colour the front end's log lines.
+    #[arg(long, overrides_with = "use_colors", env = "URINGAPI_NO_USE_COLORS")]
+    pub no_use_colors: bool,
     /// Directory the app is imported from (put first on sys.path). Default: the current one.
     #[arg(long, env = "URINGAPI_APP_DIR")]
     pub app_dir: Option<PathBuf>,
@@ -56,149 +84,193 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "auto", env = "URINGAPI_IO_DRIVER")]
     pub io_driver: IoDriver,
     /// Listen backlog.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, env = "URINGAPI_BACKLOG")]
     pub backlog: i32,
     /// Run the ASGI lifespan protocol: auto (if the app supports it), on, off.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", env = "URINGAPI_LIFESPAN")]
     pub lifespan: Lifespan,
     /// Bytes per shared-memory slot (request heads must fit in one; bodies stream through).
-    #[arg(long, default_value_t = 64 * 1024)]
+    #[arg(long, default_value_t = 64 * 1024, env = "URINGAPI_SLOT_SIZE")]
     pub slot_size: u32,
     /// Slots per channel direction.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, env = "URINGAPI_CHANNEL_SLOTS")]
     pub channel_slots: u32,
     /// Records per ring (a power of two).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, env = "URINGAPI_RING_CAPACITY")]
     pub ring_capacity: u32,
     /// Longest request line in bytes, without its CRLF (414 past it).
-    #[arg(long, default_value_t = 8190)]
+    #[arg(long, default_value_t = 8190, env = "URINGAPI_LIMIT_REQUEST_LINE")]
     pub limit_request_line: usize,
     /// Most header fields in a request (431 past it).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, env = "URINGAPI_LIMIT_REQUEST_FIELDS")]
     pub limit_request_fields: usize,
     /// Longest header field, name plus value, in bytes (431 past it).
-    #[arg(long, default_value_t = 8190)]
+    #[arg(
+        long,
+        default_value_t = 8190,
+        env = "URINGAPI_LIMIT_REQUEST_FIELD_SIZE"
+    )]
     pub limit_request_field_size: usize,
     /// Largest request body in bytes (413 past it); 0 means no limit.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "URINGAPI_LIMIT_REQUEST_BODY")]
     pub limit_request_body: u64,
     /// Most open connections per front-end thread; 0 means no limit.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "URINGAPI_LIMIT_CONNECTIONS")]
     pub limit_connections: usize,
     /// Seconds an idle keep-alive connection is kept open.
-    #[arg(long, default_value_t = 65.0)]
+    #[arg(long, default_value_t = 65.0, env = "URINGAPI_TIMEOUT_KEEP_ALIVE")]
     pub timeout_keep_alive: f64,
     /// Seconds a client has to send a whole request head, from its first byte.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, env = "URINGAPI_TIMEOUT_HEADER_READ")]
     pub timeout_header_read: f64,
     /// Seconds a client may pause while sending a request body.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, env = "URINGAPI_TIMEOUT_BODY_READ")]
     pub timeout_body_read: f64,
     /// Least average rate, in bytes per second, at which a request body must arrive after
     /// the first --timeout-body-read seconds (408 below it); 0 turns it off.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, env = "URINGAPI_MIN_BODY_RATE")]
     pub min_body_rate: u64,
     /// Seconds to let requests in flight finish on SIGTERM/SIGINT.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(
+        long,
+        default_value_t = 30.0,
+        env = "URINGAPI_TIMEOUT_GRACEFUL_SHUTDOWN"
+    )]
     pub timeout_graceful_shutdown: f64,
     /// Seconds a worker has to import the app and finish lifespan startup.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, env = "URINGAPI_TIMEOUT_WORKER_STARTUP")]
     pub timeout_worker_startup: f64,
     /// Do not send a Date header.
-    #[arg(long)]
+    #[arg(long, env = "URINGAPI_NO_DATE_HEADER")]
     pub no_date_header: bool,
     /// Do not send a Server header.
-    #[arg(long)]
+    #[arg(long, env = "URINGAPI_NO_SERVER_HEADER")]
     pub no_server_header: bool,
     /// ASGI root_path, for apps mounted below a prefix by a proxy.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", env = "URINGAPI_ROOT_PATH")]
     pub root_path: String,
     /// Seconds a worker's event loop may stay silent before the worker is killed (SIGABRT,
     /// which prints its Python stack, then SIGKILL) and replaced; 0 turns it off.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, env = "URINGAPI_TIMEOUT")]
     pub timeout: f64,
     /// Seconds a worker's event loop may make no progress before it gets no new requests
     /// (until it moves again); the log names the requests in flight on it.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, env = "URINGAPI_STALL_TIMEOUT")]
     pub stall_timeout: f64,
     /// Most requests in flight per worker; past it requests wait in the queue. 0: no limit.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "URINGAPI_LIMIT_CONCURRENCY")]
     pub limit_concurrency: u32,
     /// Most requests waiting for a worker per front-end thread; past it, 503 at once.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, env = "URINGAPI_LIMIT_QUEUE")]
     pub limit_queue: usize,
     /// Seconds a request may wait for a worker before it gets 503 with Retry-After.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, env = "URINGAPI_QUEUE_TIMEOUT")]
     pub queue_timeout: f64,
     /// Seconds a request may run before it gets 504 (or a closed connection once its
     /// response started) and its task is cancelled in the worker. 0: no limit.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, env = "URINGAPI_TIMEOUT_REQUEST")]
     pub timeout_request: f64,
     /// Recycle a worker once its RSS passes this many MiB (plus jitter). 0: never.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "URINGAPI_WORKERS_MAX_RSS")]
     pub workers_max_rss: u64,
     /// Recycle a worker after this many seconds (plus jitter). 0: never.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, env = "URINGAPI_WORKERS_LIFETIME")]
     pub workers_lifetime: f64,
     /// Recycle a worker after it served this many requests (plus jitter). 0: never.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "URINGAPI_LIMIT_MAX_REQUESTS")]
     pub limit_max_requests: u64,
     /// Each recycling threshold is raised by a random 0..this fraction per worker, so
     /// workers do not all recycle at once.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, env = "URINGAPI_RECYCLE_JITTER")]
     pub recycle_jitter: f64,
     /// Give every request an X-Request-ID: the client's if it sent one, else a generated one,
     /// passed to the app as a request header and written to the access log. Off by default
     /// so that apps see exactly the headers the client sent, as under uvicorn.
-    #[arg(long)]
+    #[arg(long, env = "URINGAPI_REQUEST_ID")]
     pub request_id: bool,
     /// Serve the files under DIR at URL prefix PREFIX from the front end, without Python
     /// (`/static=./public`); GET and HEAD, with ETag, Last-Modified, 304 and Range.
     /// Repeatable.
-    #[arg(long, value_name = "PREFIX=DIR", value_parser = crate::http1::static_files::parse_mount)]
+    #[arg(long, value_name = "PREFIX=DIR", value_parser = crate::http1::static_files::parse_mount, env = "URINGAPI_STATIC_MOUNT")]
     pub static_mount: Vec<crate::http1::static_files::Mount>,
     /// Answer GET PATH with 200 "ok" from the front end (503 while draining), e.g. for a
     /// load balancer's health check on the app port.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "URINGAPI_HEALTH_PATH")]
     pub health_path: Option<String>,
     /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on this port.
     #[arg(long, env = "URINGAPI_METRICS_PORT")]
     pub metrics_port: Option<u16>,
     /// Address for --metrics-port. Default: --host.
-    #[arg(long)]
+    #[arg(long, env = "URINGAPI_METRICS_HOST")]
     pub metrics_host: Option<IpAddr>,
     /// Write one access log line per request (off by default; written by the front end,
     /// not by the Python workers).
-    #[arg(long)]
+    #[arg(long, env = "URINGAPI_ACCESS_LOG")]
     pub access_log: bool,
     /// Access log format: common or combined (Apache's, plus request id and duration in
     /// microseconds), or json.
-    #[arg(long, value_enum, default_value = "combined")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "combined",
+        env = "URINGAPI_ACCESS_LOG_FORMAT"
+    )]
     pub access_log_format: crate::accesslog::Format,
     /// Write the access log to this file instead of stderr (implies --access-log); SIGUSR1
     /// reopens it after log rotation.
-    #[arg(long)]
+    #[arg(long, env = "URINGAPI_ACCESS_LOG_FILE")]
     pub access_log_file: Option<PathBuf>,
     /// Do not take the client address and scheme from X-Forwarded-For / X-Forwarded-Proto
     /// (by default they are believed from the peers in --forwarded-allow-ips, as uvicorn).
-    #[arg(long)]
+    #[arg(long, env = "URINGAPI_NO_PROXY_HEADERS")]
     pub no_proxy_headers: bool,
     /// Accepted for uvicorn compatibility: proxy headers are on unless --no-proxy-headers.
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "URINGAPI_PROXY_HEADERS")]
     pub proxy_headers: bool,
     /// Peers whose proxy headers are believed: IPs, CIDR networks, or `*`, comma-separated.
-    #[arg(long, default_value = "127.0.0.1", env = "FORWARDED_ALLOW_IPS", value_parser = crate::proxy::Trusted::parse)]
+    #[arg(long, default_value = "127.0.0.1", env = "URINGAPI_FORWARDED_ALLOW_IPS", value_parser = crate::proxy::Trusted::parse)]
     pub forwarded_allow_ips: crate::proxy::Trusted,
     /// Pin front-end threads and workers to these CPUs, e.g. `0-3` or `0,2,4,6`: thread t
     /// gets the t-th CPU, worker i the (threads + i)-th, wrapping around.
-    #[arg(long, value_parser = parse_cpu_list)]
+    #[arg(long, value_parser = parse_cpu_list, env = "URINGAPI_PIN_CPUS")]
     pub pin_cpus: Option<CpuList>,
     /// Scheduling policy of the front-end threads and workers: batch (SCHED_BATCH, a thread
     /// that wakes does not preempt a running one, so each wakeup finds more requests waiting)
     /// or normal (SCHED_OTHER). A real-time or idle policy the server was started under
     /// (`chrt`) is kept.
-    #[arg(long, value_enum, default_value = "batch")]
+    #[arg(long, value_enum, default_value = "batch", env = "URINGAPI_SCHED")]
     pub sched: crate::sys::Sched,
+}
+
+impl ServeArgs {
+    /// `--use-colors` / `--no-use-colors`; `None`: colour when stderr is a terminal.
+    pub fn colors(&self) -> Option<bool> {
+        if self.no_use_colors {
+            Some(false)
+        } else if self.use_colors {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
+/// Parses `--header NAME:VALUE`: the name must be an HTTP token (RFC 9110 §5.6.2), the
+/// value printable without CR, LF or NUL.
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not NAME:VALUE"))?;
+    let name = name.trim();
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(format!("{name:?} is not a valid header name"));
+    }
+    let value = value.trim();
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(format!("the value of {name:?} contains CR, LF or NUL"));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// CPUs this process may run on (cgroup quotas and affinity included).
@@ -255,15 +327,15 @@ pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
 
 #[derive(Debug, clap::Args)]
 pub struct NativeRefArgs {
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1", env = "URINGAPI_HOST")]
     pub host: IpAddr,
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = 8000, env = "URINGAPI_PORT")]
     pub port: u16,
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256), env = "URINGAPI_THREADS")]
     pub threads: u32,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", env = "URINGAPI_IO_DRIVER")]
     pub io_driver: IoDriver,
-    #[arg(long, default_value = "info")]
+    #[arg(long, default_value = "info", env = "URINGAPI_LOG_LEVEL")]
     pub log_level: LogLevel,
 }
 
@@ -339,12 +411,12 @@ pub fn seconds(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
 }
 
-fn init_logging(level: LogLevel) {
+fn init_logging(level: LogLevel, colors: Option<bool>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("URINGAPI_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{},monoio=warn", level.filter()))
     });
     use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal();
+    let ansi = colors.unwrap_or_else(|| std::io::stderr().is_terminal());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -355,6 +427,12 @@ fn init_logging(level: LogLevel) {
 
 /// Runs the command line; returns the process exit code.
 pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
+    // uvicorn's spelling of --forwarded-allow-ips' variable, honoured when ours is not set.
+    if std::env::var_os("URINGAPI_FORWARDED_ALLOW_IPS").is_none() {
+        if let Some(v) = std::env::var_os("FORWARDED_ALLOW_IPS") {
+            std::env::set_var("URINGAPI_FORWARDED_ALLOW_IPS", v);
+        }
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -382,11 +460,11 @@ pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
     };
     let result = match cli.command {
         Cmd::Serve(args) => {
-            init_logging(args.log_level);
+            init_logging(args.log_level, args.colors());
             crate::supervisor::serve(*args)
         }
         Cmd::NativeRef(args) => {
-            init_logging(args.log_level);
+            init_logging(args.log_level, None);
             crate::native::serve(args)
         }
     };
@@ -397,5 +475,106 @@ pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
             eprintln!("hint: {}", f.hint);
             f.code
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_option_of_every_subcommand_has_an_uringapi_variable() {
+        let cmd = Cli::command();
+        let mut missing = Vec::new();
+        for sub in cmd.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                let expected = format!("URINGAPI_{}", id.to_uppercase());
+                if arg.get_env().and_then(|e| e.to_str()) != Some(expected.as_str()) {
+                    missing.push(format!("{} --{id} (want {expected})", sub.get_name()));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "options without their variable: {missing:#?}"
+        );
+    }
+
+    /// The README's table of every option and its variable, made from the clap definitions.
+    fn options_table() -> String {
+        let mut out =
+            String::from("| command | option | variable | default |\n| --- | --- | --- | --- |\n");
+        for sub in Cli::command().get_subcommands() {
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") || arg.is_hide_set() {
+                    continue;
+                }
+                let name = match arg.get_long() {
+                    Some(long) => format!("`--{long}`"),
+                    None => format!("`{}` (positional)", id.to_uppercase()),
+                };
+                let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or("");
+                let default = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                // Defaults computed from this machine are named by their rule, not their value here.
+                let default = match (sub.get_name(), id) {
+                    ("serve", "workers") => "one per CPU".to_string(),
+                    ("serve", "threads") => "one per 8 CPUs".to_string(),
+                    _ if default.is_empty() => "-".to_string(),
+                    _ => format!("`{default}`"),
+                };
+                out += &format!("| {} | {name} | `{env}` | {default} |\n", sub.get_name());
+            }
+        }
+        out
+    }
+
+    /// `make readme-options` rewrites the table (UPDATE_README=1); otherwise a stale table fails.
+    #[test]
+    fn the_readme_lists_every_option_with_its_variable() {
+        const BEGIN: &str = "<!-- options:begin (generated by `make readme-options`) -->\n";
+        const END: &str = "<!-- options:end -->";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let start = readme
+            .find(BEGIN)
+            .expect("README has the options:begin marker")
+            + BEGIN.len();
+        let end = readme[start..]
+            .find(END)
+            .expect("README has the options:end marker")
+            + start;
+        let table = options_table();
+        if std::env::var_os("UPDATE_README").is_some() {
+            let updated = format!("{}{table}{}", &readme[..start], &readme[end..]);
+            std::fs::write(&path, updated).expect("write README.md");
+        } else {
+            assert_eq!(
+                &readme[start..end],
+                table,
+                "README option table is stale: run `make readme-options`"
+            );
+        }
+    }
+
+    #[test]
+    fn header_flags_are_checked() {
+        assert_eq!(
+            parse_header("X-Frame-Options: DENY"),
+            Ok(("X-Frame-Options".into(), "DENY".into()))
+        );
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header("bad name: x").is_err());
+        assert!(parse_header("X-A: a\r\nInjected: 1").is_err());
     }
 }

@@ -33,7 +33,8 @@ pub enum Started {
 /// Everything a thread needs.
 pub struct ThreadSetup {
     pub index: u32,
-    pub listener: std::net::TcpListener,
+    /// One listener per address the server listens on.
+    pub listeners: Vec<std::net::TcpListener>,
     pub mailbox: Arc<Mailbox>,
     pub reports: mpsc::Sender<Report>,
     pub initial: Vec<Command>,
@@ -171,40 +172,28 @@ async fn serve(setup: ThreadSetup) {
             return;
         }
     }
-    let listener = match monoio::net::TcpListener::from_std(setup.listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(thread = setup.index, error = %e, "cannot adopt the listener");
-            return;
-        }
-    };
     let cfg = Rc::new(setup.conn);
-    loop {
-        let accepted = monoio::select! {
-            _ = hub.drained() => break,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((sock, peer)) => {
-                if setup
-                    .max_connections
-                    .is_some_and(|m| hub.connections.get() >= m)
-                {
-                    // Over --limit-connections: refuse by closing at once, as gunicorn does.
-                    drop(sock);
-                    continue;
-                }
-                let local = sock.local_addr().unwrap_or(peer);
-                monoio::spawn(conn::serve(hub.clone(), cfg.clone(), sock, peer, local));
-            }
+    let mut accepting = Vec::new();
+    for listener in setup.listeners {
+        let listener = match monoio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
             Err(e) => {
-                // EMFILE/ENFILE and friends: back off a little instead of spinning.
-                tracing::warn!(thread = setup.index, error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(10)).await;
+                tracing::error!(thread = setup.index, error = %e, "cannot adopt the listener");
+                return;
             }
-        }
+        };
+        accepting.push(monoio::spawn(accept_loop(
+            hub.clone(),
+            cfg.clone(),
+            listener,
+            setup.index,
+            setup.max_connections,
+        )));
     }
-    drop(listener);
+    // Each accept loop ends (and closes its listener) once the thread drains.
+    for task in accepting {
+        task.await;
+    }
     let deadline = Instant::now() + setup.graceful;
     while hub.connections.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
@@ -217,4 +206,36 @@ async fn serve(setup: ThreadSetup) {
         );
     }
     hub.flush_access_log();
+}
+
+/// Accepts connections on one listener until the thread drains.
+async fn accept_loop(
+    hub: Rc<Hub>,
+    cfg: Rc<ConnConfig>,
+    listener: monoio::net::TcpListener,
+    index: u32,
+    max_connections: Option<usize>,
+) {
+    loop {
+        let accepted = monoio::select! {
+            _ = hub.drained() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((sock, peer)) => {
+                if max_connections.is_some_and(|m| hub.connections.get() >= m) {
+                    // Over --limit-connections: refuse by closing at once, as gunicorn does.
+                    drop(sock);
+                    continue;
+                }
+                let local = sock.local_addr().unwrap_or(peer);
+                monoio::spawn(conn::serve(hub.clone(), cfg.clone(), sock, peer, local));
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off a little instead of spinning.
+                tracing::warn!(thread = index, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }

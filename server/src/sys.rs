@@ -1,7 +1,7 @@
 //! The few raw OS calls the front end needs outside the protocol crate.
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -106,6 +106,32 @@ pub fn pollable(efd: &EventFd) -> std::io::Result<monoio::net::UnixStream> {
     // monoio never issues socket calls on it because we only poll it.
     let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(dup.into_raw_fd()) };
     monoio::net::UnixStream::from_std(std)
+}
+
+/// An `int` socket option of `fd`.
+pub fn getsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+) -> std::io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writes of the sizes passed; a bad fd is an error.
+    let rc = unsafe { libc::getsockopt(fd, level, opt, (&raw mut v).cast(), &mut len) };
+    if rc == 0 {
+        Ok(v)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Takes ownership of a descriptor this process inherited (`--fd`, LISTEN_FDS).
+///
+/// The caller has checked that `fd` is open (a socket option read succeeded); nothing else in
+/// the process owns it, since it was passed to us across exec and no code here opened it.
+pub fn adopt_inherited_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: see above: an open descriptor with no other owner in this process.
+    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// Sends `sig` to `pid`. Errors (the process is already gone) are ignored.

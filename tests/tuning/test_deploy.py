@@ -165,7 +165,9 @@ def test_systemd_unit_has_the_documented_settings():
     s = unit_settings()
     exec_start = s["ExecStart"][0].split()
     assert exec_start[1:3] == ["serve", "app:app"]
-    assert s["Type"] == ["exec"]
+    # uringapi sends READY=1 / STOPPING=1 / WATCHDOG=1 (tests/e2e/test_cli_ecosystem.py).
+    assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]
+    assert float(s["WatchdogSec"][0]) > 0
     assert s["ExecReload"] == ["/bin/kill -s HUP $MAINPID"]
     assert s["KillSignal"] == ["SIGTERM"] and s["KillMode"] == ["mixed"]
     graceful = float(arg_value(exec_start, "--timeout-graceful-shutdown"))

@@ -43,6 +43,24 @@ pub struct RequestSide {
 pub struct HeaderOptions {
     pub date: bool,
     pub server: bool,
+    /// `--header` lines, encoded once at start-up (`name: value\r\n` each), written into
+    /// every response after Server and Date.
+    pub extra: &'static [u8],
+}
+
+impl HeaderOptions {
+    /// Encodes `--header` pairs (already checked by the CLI) for [`HeaderOptions::extra`].
+    /// The bytes live as long as the process: the configuration never changes.
+    pub fn encode_extra(pairs: &[(String, String)]) -> &'static [u8] {
+        let mut out = Vec::new();
+        for (name, value) in pairs {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Box::leak(out.into_boxed_slice())
+    }
 }
 
 /// The outcome of encoding a head.
@@ -176,6 +194,7 @@ pub fn response_head(
         with_date(|d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(opts.extra);
     for (name, value) in headers {
         // The front end owns framing: the app's Transfer-Encoding is dropped, and its
         // Content-Length is written once below; Connection is ours too.
@@ -249,6 +268,7 @@ pub fn error_response(
         with_date(|d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(opts.extra);
     for (k, v) in extra {
         out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
@@ -308,6 +328,7 @@ mod tests {
     const OPTS: HeaderOptions = HeaderOptions {
         date: false,
         server: false,
+        extra: b"",
     };
     const REQ11: RequestSide = RequestSide {
         minor: 1,

@@ -29,6 +29,8 @@ use crate::load::LoadTable;
 use crate::metrics::{Metrics, ProcessSnapshot, WorkerSnapshot};
 
 mod board;
+mod listen;
+mod notify;
 mod watch;
 mod worker;
 
@@ -157,14 +159,33 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
     }
 
-    // Listeners first: a busy port should fail before any Python starts.
-    let mut addr = SocketAddr::new(args.host, args.port);
-    let mut listeners = Vec::new();
-    for _ in 0..args.threads {
-        let l = bind(addr, args.backlog)?;
-        addr = l.local_addr().unwrap_or(addr);
-        listeners.push(l);
+    if let Some(path) = &args.env_file {
+        // Before any worker starts: they inherit the variables. Ones already set win, as with
+        // python-dotenv's default.
+        dotenvy::from_path(path).map_err(|e| Failure {
+            code: 2,
+            ..Failure::new(
+                format!("--env-file {}: {e}", path.display()),
+                "point --env-file at a readable file of KEY=value lines",
+            )
+        })?;
     }
+    if let Some(path) = &args.log_config {
+        if !path.is_file() {
+            return Err(Failure {
+                code: 2,
+                ..Failure::new(
+                    format!("--log-config {} is not a file", path.display()),
+                    "pass a JSON dictConfig file or an .ini fileConfig file",
+                )
+            });
+        }
+    }
+    // Listeners first: a busy port should fail before any Python starts.
+    let listen::Listeners {
+        per_thread: listeners,
+        addrs,
+    } = listen::open(&args)?;
     let mailboxes: Vec<Arc<Mailbox>> = (0..args.threads)
         .map(|_| Mailbox::new().map(Arc::new))
         .collect::<Result<_, _>>()
@@ -175,6 +196,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         python: args.python.clone().unwrap_or_else(default_python),
         app: app.clone(),
         app_dir,
+        factory: args.factory,
+        log_config: args.log_config.clone(),
         geometry,
         thread_doorbells: mailboxes
             .iter()
@@ -196,6 +219,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         jitter: args.recycle_jitter,
     };
 
+    let notify = notify::Notifier::from_env();
     let signals = Signals::install()?;
     let load = Arc::new(LoadTable::default());
     let metrics = Metrics::new(args.threads as usize);
@@ -222,7 +246,11 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         ready: AtomicBool::new(false),
     });
     if let Some(port) = args.metrics_port {
-        let addr = SocketAddr::new(args.metrics_host.unwrap_or(args.host), port);
+        // Metrics stay on loopback unless --metrics-host says otherwise, whatever --host is.
+        let host = args
+            .metrics_host
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let addr = SocketAddr::new(host, port);
         let (bound, _) = crate::metrics::spawn_endpoint(addr, board.clone()).map_err(|e| {
             Failure::new(
                 format!("cannot serve metrics on {addr}: {e}"),
@@ -254,6 +282,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         headers: HeaderOptions {
             date: !args.no_date_header,
             server: !args.no_server_header,
+            extra: HeaderOptions::encode_extra(&args.header),
         },
         max_body: (args.limit_request_body > 0).then_some(args.limit_request_body),
         keep_alive: seconds(args.timeout_keep_alive),
@@ -271,10 +300,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();
     let mut threads = Vec::new();
-    for (t, listener) in listeners.into_iter().enumerate() {
+    for (t, listeners) in listeners.into_iter().enumerate() {
         let setup = ThreadSetup {
             index: t as u32,
-            listener,
+            listeners,
             mailbox: mailboxes[t].clone(),
             reports: report_tx.clone(),
             initial: workers
@@ -336,8 +365,13 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
     }
     let shm = geometry.segment_bytes() as u64 * u64::from(args.workers);
+    let urls = addrs
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     tracing::info!(
-        "listening on http://{addr} (app: {app}, workers: {}, threads: {}, io driver: {driver}, shared memory: {} MiB)",
+        "listening on {urls} (app: {app}, workers: {}, threads: {}, io driver: {driver}, shared memory: {} MiB)",
         args.workers,
         args.threads,
         shm >> 20
@@ -359,11 +393,14 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         board,
         access_log: access_log.map(|(sink, _)| sink),
         last_publish: Instant::now(),
+        notify,
     };
+    sup.notify.send("READY=1");
     sup.run(&report_rx, &signals);
     // Draining: load balancers should stop sending before connections are refused.
     sup.board.ready.store(false, Ordering::Relaxed);
 
+    sup.notify.send("STOPPING=1");
     tracing::info!("shutting down: draining connections");
     for m in &mailboxes {
         m.post(ThreadCmd::Drain);

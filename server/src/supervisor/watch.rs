@@ -30,12 +30,14 @@ pub(super) struct Supervisor {
     pub(super) board: Arc<Board>,
     pub(super) access_log: Option<Arc<Sink>>,
     pub(super) last_publish: Instant,
+    pub(super) notify: super::notify::Notifier,
 }
 
 impl Supervisor {
     /// Watches workers until a stop signal.
     pub(super) fn run(&mut self, reports: &mpsc::Receiver<Report>, signals: &Signals) {
         while !signals.term.load(Ordering::Relaxed) {
+            self.notify.tick();
             match reports.recv_timeout(TICK) {
                 Ok(Report::Violation {
                     worker,

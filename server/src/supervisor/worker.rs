@@ -8,6 +8,10 @@ pub(super) struct SpawnContext {
     pub(super) python: PathBuf,
     pub(super) app: String,
     pub(super) app_dir: PathBuf,
+    /// `--factory`: the worker calls the app attribute to get the app.
+    pub(super) factory: bool,
+    /// `--log-config`, applied by the worker after its own logging set-up.
+    pub(super) log_config: Option<PathBuf>,
     pub(super) geometry: Geometry,
     pub(super) thread_doorbells: Vec<i32>,
     pub(super) log_level: &'static str,
@@ -85,6 +89,13 @@ pub(super) fn spawn(
     cmd.args(["-m", "uringapi.worker"])
         .env("URINGAPI_APP", &ctx.app)
         .env("URINGAPI_APP_DIR", &ctx.app_dir)
+        .env("URINGAPI_FACTORY", if ctx.factory { "1" } else { "0" })
+        .env(
+            "URINGAPI_LOG_CONFIG",
+            ctx.log_config
+                .as_deref()
+                .unwrap_or(std::path::Path::new("")),
+        )
         .env("URINGAPI_WORKER_INDEX", index.to_string())
         .env("URINGAPI_SEGMENT_FD", segment.fd().to_string())
         .env(

@@ -4,11 +4,22 @@ The front end is its own executable (``uringapi/_bin/uringapi``, built with the 
 ``_native`` extension that workers load holds only the worker's end of the channels.
 """
 
+from __future__ import annotations
+
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 FRONTEND = Path(__file__).resolve().parent / "_bin" / "uringapi"
+
+
+def frontend_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The front end's environment: workers are started with the interpreter that runs this
+    code, so that they see the same environment (the venv uringapi and the app are in)."""
+    out = dict(env)
+    out.setdefault("URINGAPI_PYTHON", sys.executable)
+    return out
 
 
 def main() -> None:
@@ -16,10 +27,7 @@ def main() -> None:
         print(f"error: the uringapi front end is missing: {FRONTEND}", file=sys.stderr)
         print("hint: reinstall the package (`pip install .` or `make setup` builds it)", file=sys.stderr)
         sys.exit(2)
-    # Workers are started with the interpreter that runs this script, so that they see the
-    # same environment (the venv the user installed uringapi and the app into).
-    os.environ.setdefault("URINGAPI_PYTHON", sys.executable)
-    os.execv(FRONTEND, ["uringapi", *sys.argv[1:]])
+    os.execve(FRONTEND, ["uringapi", *sys.argv[1:]], frontend_env(os.environ))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import asyncio
 import faulthandler
 import gc
 import importlib
+import json
 import logging
 import os
 import signal
@@ -59,7 +60,7 @@ class StartupError(Exception):
         self.hint = hint
 
 
-def import_app(spec: str) -> Any:
+def import_app(spec: str, factory: bool = False) -> Any:
     module_name, _, attrs = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -89,9 +90,43 @@ def import_app(spec: str) -> Any:
                 f"attribute {attrs!r} not found in module {module_name!r}",
                 "check the name after the colon, e.g. 'main:app' for `app = FastAPI()` in main.py",
             ) from exc
+    if factory:
+        if not callable(app):
+            raise StartupError(f"--factory: {spec!r} is not callable", "point uringapi at a function that returns the app")
+        try:
+            app = app()
+        except BaseException as exc:  # noqa: BLE001 - a failing factory must not crash silently
+            traceback.print_exc()
+            raise StartupError(
+                f"the app factory {spec!r} raised {type(exc).__name__}: {exc}",
+                "fix the error in the traceback above",
+            ) from exc
     if not callable(app):
         raise StartupError(f"{spec!r} is not callable", "point uringapi at the ASGI application object")
     return app
+
+
+def apply_log_config(path: str) -> None:
+    """``--log-config``: a JSON dictConfig file, a YAML one (when PyYAML is installed), or an
+    .ini fileConfig file, applied on top of uringapi's own logging set-up."""
+    import logging.config
+
+    try:
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                logging.config.dictConfig(json.load(f))
+        elif path.endswith((".yaml", ".yml")):
+            import yaml  # type: ignore[import-untyped]
+
+            with open(path, encoding="utf-8") as f:
+                logging.config.dictConfig(yaml.safe_load(f))
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except Exception as exc:  # noqa: BLE001 - reported as a start-up error
+        raise StartupError(
+            f"--log-config {path}: {type(exc).__name__}: {exc}",
+            "pass a valid JSON dictConfig file (.json), YAML (.yaml, needs PyYAML) or an .ini fileConfig file",
+        ) from exc
 
 
 class Cycle:
@@ -508,6 +543,11 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
 def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | None = None) -> None:
     env = dict(os.environ if env is None else env)
     setup_logging(env.get("URINGAPI_LOG_LEVEL", "INFO"))
+    if env.get("URINGAPI_LOG_CONFIG"):
+        try:
+            apply_log_config(env["URINGAPI_LOG_CONFIG"])
+        except StartupError as exc:
+            fail(exc.error, exc.hint)
     # Ctrl-C reaches the whole process group; the front end decides when workers stop.
     # The front end's own control signals (SIGHUP rolling restart, SIGTTIN/SIGTTOU, SIGUSR1
     # log reopen) may be sent to the whole group too: they are not for workers.
@@ -518,7 +558,7 @@ def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | 
     app_dir = env.get("URINGAPI_APP_DIR") or os.getcwd()
     sys.path.insert(0, app_dir)
     try:
-        app = import_app(env.get("URINGAPI_APP", "uringapi.demo:app"))
+        app = import_app(env.get("URINGAPI_APP", "uringapi.demo:app"), env.get("URINGAPI_FACTORY") == "1")
     except StartupError as exc:
         fail(exc.error, exc.hint)
     try:

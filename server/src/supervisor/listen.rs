@@ -1,0 +1,195 @@
+//! Where the front end listens: `--host`/`--port` (IP literals or host names, every resolved
+//! address), `--fd N` (an inherited listening socket), or systemd socket activation
+//! (`LISTEN_FDS`/`LISTEN_PID`, as sd_listen_fds(3) describes).
+//!
+//! Every front-end thread gets its own listener per address. Bound addresses get one
+//! SO_REUSEPORT socket per thread, so the kernel spreads connections over the threads.
+//! An inherited socket cannot be multiplied that way: each thread gets a `dup` of it and
+//! the threads take turns accepting from the one queue.
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::RawFd;
+
+use super::bind;
+use crate::cli::{Failure, ServeArgs};
+
+/// The first file descriptor systemd passes (SD_LISTEN_FDS_START).
+const LISTEN_FDS_START: RawFd = 3;
+
+/// The listeners, one list per front-end thread, and the addresses they listen on.
+pub(super) struct Listeners {
+    pub(super) per_thread: Vec<Vec<TcpListener>>,
+    pub(super) addrs: Vec<SocketAddr>,
+}
+
+pub(super) fn open(args: &ServeArgs) -> Result<Listeners, Failure> {
+    let threads = args.threads as usize;
+    let inherited = match args.fd {
+        Some(fd) => vec![adopt(fd, "--fd")?],
+        None => socket_activation()?,
+    };
+    if !inherited.is_empty() {
+        let addrs = inherited
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| usage(format!("cannot read the inherited socket's address: {e}")))?;
+        let mut per_thread = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let dups = inherited
+                .iter()
+                .map(TcpListener::try_clone)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    Failure::new(format!("cannot dup a listener: {e}"), "check ulimit -n")
+                })?;
+            per_thread.push(dups);
+        }
+        return Ok(Listeners { per_thread, addrs });
+    }
+    let mut addrs = resolve(&args.host, args.port)?;
+    let mut per_thread: Vec<Vec<TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+    for addr in &mut addrs {
+        for list in &mut per_thread {
+            let l = bind(*addr, args.backlog)?;
+            // Port 0: the first bind picks a port; every other listener takes the same one.
+            *addr = l.local_addr().unwrap_or(*addr);
+            list.push(l);
+        }
+    }
+    Ok(Listeners { per_thread, addrs })
+}
+
+/// `--host` as an IP literal (`[::1]` accepted too) or a host name resolved once at start.
+fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let found = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| usage(format!("--host {host:?} does not resolve: {e}")))?;
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for a in found {
+        if !addrs.iter().any(|b| b.ip() == a.ip()) {
+            addrs.push(a);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(usage(format!("--host {host:?} resolves to no address")));
+    }
+    // With port 0 every address must share the port the first bind picks.
+    if port == 0 {
+        addrs.truncate(1);
+    }
+    Ok(addrs)
+}
+
+/// systemd socket activation: the fds 3..3+LISTEN_FDS, when LISTEN_PID names this process.
+/// The variables are removed afterwards, so that workers do not take the sockets for theirs.
+fn socket_activation() -> Result<Vec<TcpListener>, Failure> {
+    let (Some(pid), Some(count)) = (
+        std::env::var_os("LISTEN_PID"),
+        std::env::var_os("LISTEN_FDS"),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let pid = pid.to_str().and_then(|p| p.parse::<u32>().ok());
+    if pid != Some(std::process::id()) {
+        // Meant for another process (a parent that did not unset them): not ours.
+        return Ok(Vec::new());
+    }
+    let count = count
+        .to_str()
+        .and_then(|c| c.parse::<RawFd>().ok())
+        .filter(|&c| (1..=64).contains(&c))
+        .ok_or_else(|| {
+            usage(format!(
+                "LISTEN_FDS={count:?} is not a number of sockets (1-64)"
+            ))
+        })?;
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    (LISTEN_FDS_START..LISTEN_FDS_START + count)
+        .map(|fd| adopt(fd, "LISTEN_FDS"))
+        .collect()
+}
+
+/// Takes over an inherited fd after checking it is a listening TCP socket.
+fn adopt(fd: RawFd, from: &str) -> Result<TcpListener, Failure> {
+    let sock_type = getsockopt(fd, libc::SO_TYPE).ok_or_else(|| {
+        usage(format!(
+            "{from}: file descriptor {fd} is not an open socket"
+        ))
+    })?;
+    let listening = getsockopt(fd, libc::SO_ACCEPTCONN) == Some(1);
+    let domain = getsockopt(fd, libc::SO_DOMAIN).unwrap_or(-1);
+    if sock_type != libc::SOCK_STREAM
+        || !listening
+        || !matches!(domain, libc::AF_INET | libc::AF_INET6)
+    {
+        return Err(usage(format!(
+            "{from}: file descriptor {fd} is not a listening TCP socket"
+        )));
+    }
+    let listener = TcpListener::from(crate::sys::adopt_inherited_fd(fd));
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| usage(format!("{from}: cannot use file descriptor {fd}: {e}")))?;
+    Ok(listener)
+}
+
+fn getsockopt(fd: RawFd, opt: libc::c_int) -> Option<libc::c_int> {
+    crate::sys::getsockopt_int(fd, libc::SOL_SOCKET, opt).ok()
+}
+
+fn usage(error: String) -> Failure {
+    Failure {
+        code: 2,
+        ..Failure::new(
+            error,
+            "pass --fd the number of an inherited listening TCP socket, or start uringapi from a systemd .socket unit; otherwise use --host/--port",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_and_names_resolve() {
+        assert_eq!(
+            resolve("127.0.0.1", 80).unwrap(),
+            vec!["127.0.0.1:80".parse().unwrap()]
+        );
+        assert_eq!(
+            resolve("::1", 80).unwrap(),
+            vec!["[::1]:80".parse().unwrap()]
+        );
+        assert_eq!(
+            resolve("[::1]", 80).unwrap(),
+            vec!["[::1]:80".parse().unwrap()]
+        );
+        let local = resolve("localhost", 80).unwrap();
+        assert!(local.iter().all(|a| a.ip().is_loopback()), "{local:?}");
+        assert_eq!(resolve("localhost", 0).unwrap().len(), 1);
+        assert_eq!(resolve("no-such-host.invalid", 80).unwrap_err().code, 2);
+    }
+
+    #[test]
+    fn a_non_socket_fd_is_refused() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let e = adopt(fd, "--fd").unwrap_err();
+        assert!(e.error.contains("not an open socket"), "{}", e.error);
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let e = adopt(std::os::fd::AsRawFd::as_raw_fd(&udp), "--fd").unwrap_err();
+        assert!(
+            e.error.contains("not a listening TCP socket"),
+            "{}",
+            e.error
+        );
+    }
+}

@@ -1,0 +1,316 @@
+"""What a uvicorn or granian user types works here too: configuration from the environment,
+inherited sockets (--fd, systemd socket activation), host names, --factory, --env-file,
+python -m uringapi, uringapi.run(), --header, --log-config and sd_notify.
+
+Each test starts the real front end (the `uringapi` console script, which execs the Rust
+binary) and talks to it over real sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import APPS_DIR, HOST, URINGAPI_BIN, free_port, server_env
+
+pytestmark = pytest.mark.uringapi_only
+
+# Hang guards, not speed requirements.
+READY_TIMEOUT = 30.0
+EXIT_TIMEOUT = 30.0
+
+
+def get(port: int, path: str = "/", host: str = HOST) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 GET; status, lower-cased headers, body."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+def wait_answer(proc: subprocess.Popen, port: int, host: str = HOST) -> tuple[int, dict[str, str], bytes]:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            out = proc.stderr.read().decode() if proc.stderr else ""
+            pytest.fail(f"server exited with {proc.returncode} before answering:\n{out}")
+        try:
+            return get(port, host=host)
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail("server did not answer in time")
+            time.sleep(0.05)
+
+
+def start(args: list[str], env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen(args, env=server_env(env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True, **kw)
+
+
+def stop(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(timeout=EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail("server did not stop on SIGTERM")
+
+
+def assert_usage_error(args: list[str], env: dict[str, str] | None = None, *mentions: str, **kw) -> None:
+    out = subprocess.run(args, env=server_env(env), capture_output=True, text=True,
+                         timeout=EXIT_TIMEOUT, **kw)
+    assert out.returncode == 2, f"exit {out.returncode}\n{out.stderr}"
+    lines = out.stderr.splitlines()
+    assert any(line.startswith("error: ") for line in lines), out.stderr
+    assert any(line.startswith("hint: ") for line in lines), out.stderr
+    for m in mentions:
+        assert m in out.stderr, out.stderr
+
+
+def serve_cmd(*extra: str) -> list[str]:
+    return [str(URINGAPI_BIN), "serve", *extra]
+
+
+def test_a_server_configured_only_through_the_environment() -> None:
+    port = free_port()
+    env = {
+        "URINGAPI_APP": "env_app:app",
+        "URINGAPI_APP_DIR": str(APPS_DIR),
+        "URINGAPI_HOST": HOST,
+        "URINGAPI_PORT": str(port),
+        "URINGAPI_WORKERS": "1",
+        "URINGAPI_THREADS": "1",
+        "URINGAPI_HEADER": "x-configured-by: environment",
+        "URINGAPI_NO_SERVER_HEADER": "true",
+        "GREETING": "hello from env",
+    }
+    proc = start(serve_cmd(), env)
+    try:
+        status, headers, body = wait_answer(proc, port)
+        assert (status, body) == (200, b"hello from env")
+        assert headers.get("x-configured-by") == "environment"
+        assert "server" not in headers
+        # --header applies to the front end's own answers too (here a 400).
+        with socket.create_connection((HOST, port), timeout=10) as s:
+            s.sendall(b"NOT HTTP\r\n\r\n")
+            answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 400") and b"x-configured-by: environment\r\n" in answer, answer
+    finally:
+        assert stop(proc) == 0
+
+
+def test_help_shows_each_variable() -> None:
+    out = subprocess.run(serve_cmd("--help"), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    for var in ("URINGAPI_PORT", "URINGAPI_LIMIT_QUEUE", "URINGAPI_FACTORY", "URINGAPI_ENV_FILE"):
+        assert f"env: {var}" in out.stdout, var
+
+
+@pytest.mark.parametrize(("var", "value"), [("URINGAPI_WORKERS", "many"),
+                                             ("URINGAPI_LIFESPAN", "sometimes"),
+                                             ("URINGAPI_TIMEOUT", "soon")])
+def test_a_bad_environment_value_is_a_usage_error(var: str, value: str) -> None:
+    assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR)), {var: value}, value)
+
+
+def test_python_m_factory_localhost_and_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text('# settings\nexport GREETING="from the file"\nOTHER=1\n')
+    port = free_port()
+    proc = start([sys.executable, "-m", "uringapi", "serve", "env_app:create_app", "--factory",
+                  "--host", "localhost", "--port", str(port), "--env-file", str(env_file),
+                  "--app-dir", str(APPS_DIR), "--workers", "1", "--threads", "1"])
+    try:
+        status, _, body = wait_answer(proc, port, host="127.0.0.1")
+        assert (status, body) == (200, b"factory:from the file")
+        # Every address the name resolves to is bound (here: those getaddrinfo gives).
+        for info in socket.getaddrinfo("localhost", port, type=socket.SOCK_STREAM):
+            status, _, body = get(port, host=info[4][0])
+            assert (status, body) == (200, b"factory:from the file"), info
+    finally:
+        assert stop(proc) == 0
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+def test_ipv6_literal_host() -> None:
+    port = free_port()
+    proc = start(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--host", "::1", "--port", str(port),
+                           "--workers", "1"), {"GREETING": "v6"})
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            try:
+                assert get(port, host="::1")[2] == b"v6"
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        assert stop(proc) == 0
+
+
+def test_missing_env_file_and_bad_host_are_usage_errors(tmp_path: Path) -> None:
+    base = serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--port", str(free_port()))
+    assert_usage_error(base + ["--env-file", str(tmp_path / "nope.env")], None, "nope.env")
+    assert_usage_error(base + ["--host", "no-such-host.invalid"], None, "no-such-host.invalid")
+    assert_usage_error(base + ["--header", "bad header: x"], None, "header")
+
+
+def test_fd_serves_an_inherited_socket() -> None:
+    sock = socket.socket()
+    sock.bind((HOST, 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    proc = start(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--fd", str(sock.fileno()),
+                           "--workers", "1", "--threads", "2"), {"GREETING": "via fd"},
+                 pass_fds=(sock.fileno(),))
+    sock.close()
+    try:
+        for _ in range(4):
+            status, _, body = wait_answer(proc, port)
+            assert (status, body) == (200, b"via fd")
+    finally:
+        assert stop(proc) == 0
+
+
+LAUNCHER = r"""
+import os, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(128)
+if s.fileno() != 3:
+    os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+os.execve(sys.argv[2], sys.argv[2:], env)
+"""
+
+
+def test_socket_activation_with_listen_fds() -> None:
+    port = free_port()
+    proc = start([sys.executable, "-c", LAUNCHER, str(port), str(URINGAPI_BIN), "serve",
+                  "env_app:app", "--app-dir", str(APPS_DIR), "--workers", "1"],
+                 {"GREETING": "activated"})
+    try:
+        status, _, body = wait_answer(proc, port)
+        assert (status, body) == (200, b"activated")
+    finally:
+        assert stop(proc) == 0
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="systemd-socket-activate is not installed")
+def test_systemd_socket_activate() -> None:
+    port = free_port()
+    proc = start(["systemd-socket-activate", "-l", f"{HOST}:{port}", "-E", "GREETING", str(URINGAPI_BIN), "serve",
+                  "env_app:app", "--app-dir", str(APPS_DIR), "--workers", "1"],
+                 {"GREETING": "systemd"})
+    try:
+        status, _, body = wait_answer(proc, port)
+        assert (status, body) == (200, b"systemd")
+    finally:
+        assert stop(proc) == 0
+
+
+def test_inherited_fds_that_are_not_listening_sockets_are_refused(tmp_path: Path) -> None:
+    with open(os.devnull) as f:
+        assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--fd", str(f.fileno())),
+                           None, "not an open socket", pass_fds=(f.fileno(),))
+    launcher = LAUNCHER.replace('s.listen(128)\n', '').replace("s = socket.socket()", "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)")
+    assert_usage_error([sys.executable, "-c", launcher, str(free_port()), str(URINGAPI_BIN), "serve",
+                        "env_app:app", "--app-dir", str(APPS_DIR)], None, "LISTEN_FDS")
+
+
+def test_uringapi_run_serves_and_passes_sigterm_on() -> None:
+    port = free_port()
+    code = ("import uringapi; uringapi.run('env_app:app', app_dir=%r, host=%r, port=%d, workers=1, "
+            "threads=1, header=['x-run: yes'], access_log=False)" % (str(APPS_DIR), HOST, port))
+    proc = start([sys.executable, "-c", code], {"GREETING": "run()"})
+    try:
+        status, headers, body = wait_answer(proc, port)
+        assert (status, body, headers.get("x-run")) == (200, b"run()", "yes")
+        proc.send_signal(signal.SIGTERM)  # only the Python process: it passes it on
+        assert proc.wait(timeout=EXIT_TIMEOUT) == 0
+    finally:
+        stop(proc)
+    with pytest.raises(OSError):
+        get(port)
+
+
+def test_log_config_is_applied_in_the_workers(tmp_path: Path) -> None:
+    log_file = tmp_path / "app.log"
+    config = tmp_path / "logging.json"
+    config.write_text(json.dumps({
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "custom %(name)s %(message)s"}},
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(log_file), "formatter": "plain"}},
+        "loggers": {"env_app": {"handlers": ["file"], "level": "INFO"}},
+    }))
+    port = free_port()
+    proc = start(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--port", str(port),
+                           "--workers", "1", "--log-config", str(config)))
+    try:
+        wait_answer(proc, port)
+        get(port, "/logged")
+    finally:
+        assert stop(proc) == 0
+    assert "custom env_app served /logged" in log_file.read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    out = subprocess.run(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--port", str(free_port()),
+                                   "--workers", "1", "--log-config", str(bad)),
+                         env=server_env(), capture_output=True, text=True, timeout=EXIT_TIMEOUT)
+    assert out.returncode != 0 and "error: --log-config" in out.stderr, out.stderr
+
+
+def test_sd_notify_ready_and_stopping(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify.sock")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(path)
+    sink.settimeout(READY_TIMEOUT)
+    port = free_port()
+    proc = start(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--port", str(port), "--workers", "1"),
+                 {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"})
+    try:
+        seen = set()
+        while "READY=1" not in seen:
+            seen.add(sink.recv(4096).decode())
+        # Ready means serving: the first request after READY=1 is answered.
+        assert get(port)[0] == 200
+        while "WATCHDOG=1" not in seen:
+            seen.add(sink.recv(4096).decode())
+        os.killpg(proc.pid, signal.SIGTERM)
+        while "STOPPING=1" not in seen:
+            seen.add(sink.recv(4096).decode())
+    finally:
+        assert stop(proc) == 0
+        sink.close()
