@@ -28,7 +28,11 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 	touch $@
 
 demo: setup
-	$(BIN) serve --workers 2
+	@echo "uringapi demo: a FastAPI app on http://127.0.0.1:8000 (2 workers), metrics on :9100. Try:"
+	@echo "  curl -s localhost:8000/block &  curl -s -w ' %{time_total}s' localhost:8000/fast   # /fast stays fast while /block blocks a worker"
+	@echo "  curl -s localhost:8000/"
+	@echo "  curl -s localhost:9100/metrics | grep -E 'stall|requests_total'"
+	$(BIN) serve uringapi.demo_fastapi:app --workers 2 --metrics-port 9100
 
 test: setup lint test-rust loom e2e conformance
 

@@ -314,3 +314,25 @@ def test_sd_notify_ready_and_stopping(tmp_path: Path) -> None:
     finally:
         assert stop(proc) == 0
         sink.close()
+
+
+def test_the_demo_app_keeps_fast_fast_while_block_blocks_a_worker() -> None:
+    """`make demo`'s app: /fast is answered while /block holds one worker's loop. Asserted by
+    order (the /fast answer arrives before /block's), not by time."""
+    import threading
+
+    port = free_port()
+    proc = start(serve_cmd("uringapi.demo_fastapi:app", "--port", str(port), "--workers", "2"))
+    try:
+        wait_answer(proc, port)
+        done: list[str] = []
+        blocker = threading.Thread(target=lambda: (get(port, "/block?seconds=3"), done.append("block")))
+        blocker.start()
+        time.sleep(0.5)  # let /block reach a worker and stall it (--stall-timeout is 0.1 s)
+        status, _, body = get(port, "/fast")
+        done.append("fast")
+        blocker.join(timeout=EXIT_TIMEOUT)
+        assert status == 200 and b'"fast":true' in body
+        assert done == ["fast", "block"], done
+    finally:
+        assert stop(proc) == 0
