@@ -71,6 +71,20 @@ pub struct ServeArgs {
     /// Never colour the front end's log lines.
     #[arg(long, overrides_with = "use_colors", env = "URINGAPI_NO_USE_COLORS")]
     pub no_use_colors: bool,
+    /// Development: restart the workers (not the front end; the listeners stay open) when a
+    /// watched file changes. With --workers N, all N are replaced one at a time.
+    #[arg(long, env = "URINGAPI_RELOAD")]
+    pub reload: bool,
+    /// A directory to watch with --reload (repeatable). Default: --app-dir.
+    #[arg(long, value_name = "DIR", env = "URINGAPI_RELOAD_DIR")]
+    pub reload_dir: Vec<PathBuf>,
+    /// A glob of file names that trigger --reload (repeatable). Default: `*.py`.
+    #[arg(long, value_name = "GLOB", env = "URINGAPI_RELOAD_INCLUDE")]
+    pub reload_include: Vec<String>,
+    /// A glob of file names that never trigger --reload (repeatable), on top of the
+    /// defaults `.*`, `*.py[cod]`, `*.sw.*`, `~*`.
+    #[arg(long, value_name = "GLOB", env = "URINGAPI_RELOAD_EXCLUDE")]
+    pub reload_exclude: Vec<String>,
     /// Directory the app is imported from (put first on sys.path). Default: the current one.
     #[arg(long, env = "URINGAPI_APP_DIR")]
     pub app_dir: Option<PathBuf>,

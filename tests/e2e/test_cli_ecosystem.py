@@ -336,3 +336,41 @@ def test_the_demo_app_keeps_fast_fast_while_block_blocks_a_worker() -> None:
         assert done == ["fast", "block"], done
     finally:
         assert stop(proc) == 0
+
+
+RELOAD_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"%s"})
+'''
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reload_serves_an_edited_app_without_closing_the_listener(tmp_path: Path, workers: int) -> None:
+    module = tmp_path / "reload_app.py"
+    module.write_text(RELOAD_APP % "v1")
+    port = free_port()
+    proc = start(serve_cmd("reload_app:app", "--app-dir", str(tmp_path), "--port", str(port),
+                           "--workers", str(workers), "--reload"))
+    try:
+        assert wait_answer(proc, port)[2] == b"v1"
+        module.write_text(RELOAD_APP % "v2")
+        # The issue's bound: the edit is served within 5 s. Every request in between is
+        # answered (the listener never closes; old workers serve until new ones are ready).
+        deadline = time.monotonic() + 5.0
+        seen = []
+        while time.monotonic() < deadline:
+            status, _, body = get(port)
+            assert status == 200
+            seen.append(body)
+            if body == b"v2":
+                break
+            time.sleep(0.05)
+        assert seen[-1] == b"v2", f"still {seen[-1]!r} after 5 s"
+        assert proc.poll() is None
+    finally:
+        assert stop(proc) == 0
+        err = proc.stderr.read() if proc.stderr else b""
+    assert b"reload_app.py changed; restarting the workers" in err, err.decode()[-2000:]

@@ -31,6 +31,7 @@ use crate::metrics::{Metrics, ProcessSnapshot, WorkerSnapshot};
 mod board;
 mod listen;
 mod notify;
+mod reload;
 mod watch;
 mod worker;
 
@@ -221,6 +222,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
 
     let notify = notify::Notifier::from_env();
     let signals = Signals::install()?;
+    let _reloader = reload::start(&args, &ctx.app_dir, signals.hup.clone())?;
     let load = Arc::new(LoadTable::default());
     let metrics = Metrics::new(args.threads as usize);
     let access_log = if args.access_log || args.access_log_file.is_some() {
