@@ -238,6 +238,7 @@ impl Worker {
                 more: false,
                 slot: Some(slot),
                 head_len: HEAD_LEN,
+                ..
             } if s == stream => slot,
             other => panic!("expected the response to {stream}, got {other:?}"),
         };

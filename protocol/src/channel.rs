@@ -35,6 +35,8 @@ pub enum ChannelError {
     UnexpectedSlot(Kind),
     #[error("a PathSend record must end its response (MORE set)")]
     PathSendMore,
+    #[error("a BodyCredit record must return at least one record, without MORE (aux {0})")]
+    Credit(u32),
     #[error(transparent)]
     Return(#[from] BadReturn),
 }
@@ -50,6 +52,9 @@ pub struct Incoming {
     pub slot: Option<(SlotIndex, usize)>,
     /// Bytes of encoded head at the start of the slot (`Response` only).
     pub head_len: usize,
+    /// Body records returned (`BodyCredit` only, at least 1; 0 otherwise). Checked
+    /// against what was sent by the front end's stream table, not here.
+    pub credit: u32,
 }
 
 fn view<T: Copy>(
@@ -203,15 +208,19 @@ impl FrontChannel {
                 | Kind::ResponseBody
                 | Kind::Abort
                 | Kind::Continue
-                | Kind::PathSend),
+                | Kind::PathSend
+                | Kind::BodyCredit),
             ) => k,
             _ => return Err(ChannelError::Kind(rec.kind)),
         };
         if kind == Kind::PathSend && rec.has_more() {
             return Err(ChannelError::PathSendMore);
         }
-        if kind == Kind::Continue && rec.slot != NO_SLOT {
+        if matches!(kind, Kind::Continue | Kind::BodyCredit) && rec.slot != NO_SLOT {
             return Err(ChannelError::UnexpectedSlot(kind));
+        }
+        if kind == Kind::BodyCredit && (rec.aux == 0 || rec.has_more()) {
+            return Err(ChannelError::Credit(rec.aux));
         }
         let (len, head) = (rec.len, rec.aux);
         let slot = if rec.slot == NO_SLOT {
@@ -254,6 +263,7 @@ impl FrontChannel {
             more: rec.has_more(),
             slot,
             head_len,
+            credit: if kind == Kind::BodyCredit { rec.aux } else { 0 },
         }))
     }
 
@@ -538,6 +548,19 @@ mod tests {
             (Record::new(Kind::Request, 1), |e| {
                 matches!(e, ChannelError::Kind(1))
             }),
+            (Record::new(Kind::BodyCredit, 1).with_slot(0, 0, 1), |e| {
+                matches!(e, ChannelError::UnexpectedSlot(Kind::BodyCredit))
+            }),
+            (Record::new(Kind::BodyCredit, 1), |e| {
+                matches!(e, ChannelError::Credit(0))
+            }),
+            (
+                Record {
+                    aux: 1,
+                    ..Record::new(Kind::BodyCredit, 1).more(true)
+                },
+                |e| matches!(e, ChannelError::Credit(1)),
+            ),
         ];
         for (rec, expect) in cases {
             let (mut f, mut w) = pair();

@@ -39,6 +39,11 @@ pub enum Kind {
     /// `Response` record sent it already), then the absolute path of a file that the front
     /// end sends as the rest of the body. Always the last record of a response.
     PathSend = 20,
+    // ---- worker → front end, request body window (28–30) ----
+    /// The app took `aux` (≥ 1) body records of the stream out of the worker's buffer: the
+    /// front end may have that many more in flight (the request body window, ring.rs
+    /// rule 7). No slot.
+    BodyCredit = 28,
 }
 
 impl Kind {
@@ -54,6 +59,7 @@ impl Kind {
             18 => Self::Abort,
             19 => Self::Continue,
             20 => Self::PathSend,
+            28 => Self::BodyCredit,
             _ => return None,
         })
     }

@@ -51,6 +51,25 @@
 //!    gets a freshly created and zeroed segment with the next generation number. Nothing a
 //!    dead peer held can block the front end: there are no locks, and no operation waits for
 //!    the peer except an explicit sleep on an eventfd, which the supervisor can always ring.
+//!
+//! ## Request body window (records, not a shared counter)
+//! 7. The front end sends at most `BODY_WINDOW` (4) `Body` records of one request that the
+//!    worker has not returned; the worker returns them with a `BodyCredit` record (kind 28,
+//!    no slot, `aux` = records returned, ≥ 1) as the app's `receive()` takes them. With the
+//!    window full the connection does not read its socket, so TCP pushes back on the client
+//!    and an upload costs at most `BODY_WINDOW` slots of body in the worker, whatever its
+//!    size. The credit is untrusted (rule 5): the front end checks it against its own count
+//!    of records sent and treats more as a contract violation; credit for a finished stream
+//!    is dropped.
+//!
+//!    Why a record and not a per-stream counter in shared memory: a record needs no new
+//!    shared state (no stream table to size, index, validate and reset), it arrives in order
+//!    with the stream's response records (so "the response started while the body was held
+//!    back" is seen in one place), and it rides the existing wake-ups (rule 4): a counter
+//!    would need its own doorbell handshake for the blocked connection. It costs one
+//!    32-byte record per slot-sized body piece (64 KiB by default), which is noise beside
+//!    copying the piece. The same record, keyed by stream, is meant for WebSocket messages
+//!    and HTTP/2 stream windows (a returned credit becomes a WINDOW_UPDATE there).
 
 use std::marker::PhantomData;
 

@@ -17,6 +17,7 @@ use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::{ChannelError, FrontChannel, Kind, Record, Segment};
 
 use crate::accesslog;
+use crate::body_window::Window;
 use crate::load::LoadTable;
 use crate::metrics::{Metrics, ThreadMetrics};
 use crate::zerocopy::SlotLease;
@@ -128,6 +129,8 @@ struct Stream {
     waker: Option<Waker>,
     /// The worker has sent the last record for this stream.
     finished: bool,
+    /// Request body records on their way to the app (body_window.rs).
+    body: Window,
 }
 
 /// `Stream::worker` once the stream no longer counts against any worker (its response is
@@ -382,6 +385,7 @@ impl Hub {
             inbox: VecDeque::new(),
             waker: None,
             finished: false,
+            body: Window::default(),
         };
         let index = match inner.free_streams.pop() {
             Some(i) => {
@@ -727,6 +731,9 @@ impl Hub {
             // The client left and the stream closed; the lease drops and frees the slot.
             return Ok(());
         };
+        if inc.kind == Kind::BodyCredit {
+            return Self::route_credit(s, worker, inc);
+        }
         if s.finished {
             return Err(RouteError::AfterEnd(inc.stream));
         }
@@ -776,6 +783,55 @@ impl Hub {
             self.wake_queue();
         }
         Ok(())
+    }
+
+    /// A `BodyCredit` from the worker: the app took body records; the connection may send
+    /// more. Late credit (the response is complete) is dropped.
+    fn route_credit(
+        s: &mut Stream,
+        worker: usize,
+        inc: uringapi_protocol::Incoming,
+    ) -> Result<(), RouteError> {
+        if s.finished || s.worker == NO_WORKER {
+            return Ok(());
+        }
+        if s.worker != worker {
+            return Err(RouteError::ForeignStream(inc.stream));
+        }
+        s.body
+            .credit(inc.credit)
+            .map_err(|o| RouteError::Overcredit(inc.stream, o.credit, o.unreturned))?;
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Counts a body record sent on a stream against its window.
+    pub fn body_sent(&self, id: StreamId) {
+        if let Some(s) = Self::stream_mut(&mut self.inner.borrow_mut(), id) {
+            s.body.sent();
+        }
+    }
+
+    /// Waits until the stream's body window is open (`Ok`), or an event arrives first
+    /// (`Err`: the response started, or the worker is gone; the event stays queued).
+    pub async fn wait_body_window(&self, id: StreamId) -> Result<(), ()> {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            let Some(s) = Self::stream_mut(&mut inner, id) else {
+                return Poll::Ready(Err(()));
+            };
+            if !s.inbox.is_empty() {
+                return Poll::Ready(Err(()));
+            }
+            if s.body.open() {
+                return Poll::Ready(Ok(()));
+            }
+            s.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 
     fn wake_space_waiters(&self) {
@@ -957,4 +1013,6 @@ enum RouteError {
     ForeignStream(u64),
     #[error("record for stream {0:#x} after its last record")]
     AfterEnd(u64),
+    #[error("body credit {1} for stream {0:#x}, which has {2} body records unreturned")]
+    Overcredit(u64, u32, u32),
 }

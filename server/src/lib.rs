@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod accesslog;
+pub mod body_window;
 pub mod cli;
 pub mod dispatch;
 pub mod frontend;

@@ -396,6 +396,26 @@ impl Worker {
         Ok(sent)
     }
 
+    /// Returns `n` body records of request `key` to the front end's window (the app took
+    /// them out of the buffer; body_window.rs in the front end). False: no ring room; wait
+    /// for space and call again.
+    fn body_credit(&mut self, key: u128, n: u32) -> PyResult<bool> {
+        let (t, stream) = split_key(key);
+        let chan = self
+            .channels
+            .get_mut(t)
+            .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
+        let rec = Record {
+            aux: n,
+            ..Record::new(Kind::BodyCredit, stream)
+        };
+        let sent = chan.send(rec).map_err(broken)?;
+        if sent {
+            self.ring_front(t);
+        }
+        Ok(sent)
+    }
+
     /// The "wants space" half of rule 4: announce the wait, re-check. True: space is there
     /// already (flag cleared, do not wait).
     fn prepare_space_wait(&mut self) -> PyResult<bool> {

@@ -135,7 +135,7 @@ class Cycle:
     __slots__ = (
         "worker", "key", "scope", "body", "more_body", "chunks", "waiter",
         "disconnected", "started", "head", "head_sent", "complete", "task", "flushing",
-        "continue_pending",
+        "continue_pending", "owed", "crediting",
     )
 
     def __init__(self, worker: Worker, key: int, scope: dict[str, Any], body: bytes, more: int) -> None:
@@ -161,11 +161,16 @@ class Cycle:
         self.task: asyncio.Task[None] | None = None
         #: A head flushed on its own that is still waiting for ring space.
         self.flushing: asyncio.Task[None] | None = None
+        #: Body records taken and not yet returned to the front end's window (the front
+        #: end sends at most its window of them unreturned, so ``chunks`` stays short).
+        self.owed = 0
+        self.crediting = False
 
     # ---- events from the front end ----
     def feed(self, body: bytes, more: bool) -> None:
         if not body and more:
-            return  # nothing for the app yet
+            self._return_credit()  # nothing for the app yet
+            return
         if self.chunks is None:
             self.chunks = deque()
         self.chunks.append((body, more))
@@ -174,6 +179,31 @@ class Cycle:
     def disconnect(self) -> None:
         self.disconnected = True
         self._wake()
+
+    def _return_credit(self) -> None:
+        """Hands one body record back to the front end's window: it may read and send one
+        more. Retried in a task when the ring is full."""
+        self.owed += 1
+        if self.crediting:
+            return  # the retrying task sends it along
+        try:
+            if self.worker.native.body_credit(self.key, self.owed):
+                self.owed = 0
+                return
+        except _native.ChannelBroken as exc:
+            channel_broken(exc)
+        self.crediting = True
+        self.worker.loop.create_task(self._credit_when_room())
+
+    async def _credit_when_room(self) -> None:
+        try:
+            while not self.worker.native.body_credit(self.key, self.owed):
+                await self.worker.wait_space()
+            self.owed = 0
+        except _native.ChannelBroken as exc:
+            channel_broken(exc)
+        finally:
+            self.crediting = False
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -192,6 +222,7 @@ class Cycle:
                 return {"type": "http.request", "body": body, "more_body": self.more_body}
             if self.chunks:
                 body, more = self.chunks.popleft()
+                self._return_credit()
                 return {"type": "http.request", "body": body, "more_body": more}
             if self.continue_pending:
                 self.continue_pending = False

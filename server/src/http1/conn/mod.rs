@@ -406,7 +406,7 @@ impl Conn {
         // cannot be sent a 1xx; a body already on its way needs no invitation.)
         let wait_continue = expect_continue && minor >= 1 && self.buf.is_empty();
         match self
-            .send_request(sid, worker, framing, slot_size, wait_continue)
+            .send_request(sid, worker, framing, slot_size, wait_continue, deadline)
             .await
         {
             Ok(()) => {}
@@ -429,6 +429,13 @@ impl Conn {
                 return Next::Close;
             }
             Err(SendEnd::Client(None)) => return Next::Close,
+            Err(SendEnd::TimedOut) => {
+                tracing::warn!(peer = %self.peer, "request ran past --timeout-request while the app read its body; answering 504 and cancelling it");
+                self.hub.metrics().request_timeout();
+                self.hub.cancel_stream(sid);
+                self.reply_error(504, minor).await;
+                return Next::Close;
+            }
         }
         self.respond(sid, side, deadline).await
     }

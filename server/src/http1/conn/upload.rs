@@ -1,5 +1,6 @@
 //! Streaming a request (head, then body in slot-sized pieces) into a worker's channel,
-//! with backpressure, `Expect: 100-continue`, and the body deadlines.
+//! with backpressure (the body window, `body_window.rs`: the socket is not read while the
+//! app has `BODY_WINDOW` records unread), `Expect: 100-continue`, and the body deadlines.
 
 use super::*;
 
@@ -27,6 +28,7 @@ impl Conn {
         framing: BodyFraming,
         slot_size: usize,
         wait_continue: bool,
+        deadline: Option<Instant>,
     ) -> Result<(), SendEnd> {
         let mut body = BodyState::new(framing, self.cfg.max_body);
         let head_len = self.scratch.len();
@@ -74,6 +76,9 @@ impl Conn {
                     .expect_continue(first && more && wait_continue)
             };
             self.push(worker, rec).await?;
+            if !first {
+                self.hub.body_sent(sid);
+            }
             self.hub.flush(worker);
             if !more {
                 return Ok(());
@@ -84,9 +89,47 @@ impl Conn {
                 pace = Pace::new();
             }
             first = false;
+            // Backpressure: no more reading (nor sending) until the app has taken enough
+            // of what it was sent. The wait is the app's, not the client's: it does not
+            // count against --min-body-rate.
+            let waited = Instant::now();
+            self.await_window(sid, deadline).await?;
+            pace.since += waited.elapsed();
             if self.buf.is_empty() {
                 self.read_body(&mut pace).await?;
             }
+        }
+    }
+
+    /// Waits until the request's body window is open again (the worker returned credit).
+    async fn await_window(
+        &mut self,
+        sid: StreamId,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendEnd> {
+        let hub = self.hub.clone();
+        let wait = hub.wait_body_window(sid);
+        let res = match deadline {
+            None => wait.await,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                match monoio::time::timeout(left, wait).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(SendEnd::TimedOut),
+                }
+            }
+        };
+        match res {
+            Ok(()) => Ok(()),
+            // The response started (or the worker went) while the body was held back:
+            // the response is handled with the unread rest of the body left behind.
+            Err(()) => match hub.next_event(sid).await {
+                Event::WorkerLost => Err(SendEnd::WorkerLost),
+                ev => {
+                    hub.unget_event(sid, ev);
+                    Err(SendEnd::Answered)
+                }
+            },
         }
     }
 
@@ -164,6 +207,8 @@ pub(super) enum SendEnd {
     Answered,
     /// The client misbehaved (`Some(status)`: answer it) or went away (`None`).
     Client(Option<u16>),
+    /// `--timeout-request` passed while the body waited for the app to read.
+    TimedOut,
 }
 
 /// Request body progress.
