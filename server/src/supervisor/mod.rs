@@ -222,7 +222,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         ready: AtomicBool::new(false),
     });
     if let Some(port) = args.metrics_port {
-        let addr = SocketAddr::new(args.metrics_host.unwrap_or(args.host), port);
+        let addr = SocketAddr::new(args.metrics_host, port);
         let (bound, _) = crate::metrics::spawn_endpoint(addr, board.clone()).map_err(|e| {
             Failure::new(
                 format!("cannot serve metrics on {addr}: {e}"),
