@@ -5,6 +5,8 @@ thread that dies. The app is tests/apps/ops_app.py."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import urllib.request
@@ -110,3 +112,17 @@ def test_ring_occupancy_between_empty_and_full(servers: ServerFactory) -> None:
     assert any(0 < v < 1 for v in seen), f"occupancy samples: {sorted(set(seen))}"
     server.stop()
 
+
+def test_group_sigterm_shuts_down_quietly(servers: ServerFactory) -> None:
+    # Ctrl-C in a terminal (or `kill -TERM -PGID`) signals the front end and every worker
+    # at once. The workers' exits are the shutdown, not crashes: nothing is respawned and
+    # the process exits 0. Several rounds, since the race is one of timing.
+    for _ in range(3):
+        server = servers.start(APP, workers=3, threads=1, probe_path="/pid")
+        assert get(server, "/pid").status == 200
+        os.killpg(server.pgid, signal.SIGTERM)
+        assert server.wait_exit(60) == 0, server.diagnostics()
+        assert not server.wait_group_gone(30), server.diagnostics()
+        log = server.stderr()
+        assert "respawning" not in log, log
+        assert "exited uncleanly" not in log, log
