@@ -126,3 +126,52 @@ def test_group_sigterm_shuts_down_quietly(servers: ServerFactory) -> None:
         log = server.stderr()
         assert "respawning" not in log, log
         assert "exited uncleanly" not in log, log
+
+
+def test_wait_queue_is_fifo(servers: ServerFactory, tmp_path: Path) -> None:
+    # One worker taking two requests at a time; 30 requests arrive 5 ms apart and hold
+    # until a file appears. Each is sent once the one before it is known to be in (started
+    # in the app, or counted in the queue), so the arrival order is certain. Once released,
+    # the worker must start them in exactly that order.
+    events, release = tmp_path / "events.log", tmp_path / "release"
+    metrics_port = free_port()
+    server = servers.start(
+        APP, workers=1, threads=1, probe_path="/pid", env={"URINGAPI_TEST_EVENT_LOG": str(events)},
+        extra_args=("--metrics-port", str(metrics_port), "--limit-concurrency", "2",
+                    "--stall-timeout", "60", "--queue-timeout", "120"),
+    )
+
+    def started() -> list[str]:
+        if not events.exists():
+            return []
+        return [line.split()[2] for line in events.read_text().splitlines()
+                if line.startswith("hold-start") and len(line.split()) > 2]
+
+    def queue_depth() -> float:
+        return sum(sample(scrape(metrics_port)[1], "uringapi_queue_depth"))
+
+    def until(pred, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not pred():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.005)
+
+    conns = []
+    try:
+        for i in range(30):
+            c = rawhttp.Connection(server.host, server.port, timeout=120)
+            conns.append(c)
+            c.send(f"GET /hold?release={release}&tag=r{i:02d} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            if i < 2:
+                until(lambda i=i: len(started()) == i + 1, f"request {i} to start")
+            else:
+                until(lambda i=i: queue_depth() == i - 1, f"request {i} to queue")
+            time.sleep(0.005)
+        release.touch()
+        for c in conns:
+            assert c.read_response("GET").status == 200
+    finally:
+        for c in conns:
+            c.close()
+    assert started() == [f"r{i:02d}" for i in range(30)]
+    server.stop()
