@@ -95,9 +95,11 @@ impl RingHeader {
     /// corrupt counter cannot produce a nonsense figure.
     pub fn depth(&self, capacity: u64) -> u64 {
         // SYNC: relaxed on purpose; nobody acts on this figure, it is only reported.
+        // `head` first: `tail` only grows and never passes below `head`, so a later load of
+        // `tail` is at least the `head` just read, and the difference is what waits.
         let head = self.head.0.load(Ordering::Relaxed);
         let tail = self.tail.0.load(Ordering::Relaxed);
-        head.wrapping_sub(tail).min(capacity)
+        tail.wrapping_sub(head).min(capacity)
     }
 }
 
@@ -367,6 +369,22 @@ mod tests {
             let c = Consumer::attach(region.base(), capacity);
             (region, p, c)
         }
+    }
+
+    #[test]
+    fn depth_counts_the_records_waiting() {
+        let (_r, mut p, mut c) = pair(8);
+        let depth = |p: &Producer<u64>| p.ring.header().depth(8);
+        assert_eq!(depth(&p), 0);
+        for i in 0..5u64 {
+            p.try_push(i).unwrap();
+        }
+        assert_eq!(depth(&p), 5);
+        c.pop().unwrap();
+        c.pop().unwrap();
+        assert_eq!(depth(&p), 3, "between empty and full, not 0 or capacity");
+        while c.pop().unwrap().is_some() {}
+        assert_eq!(depth(&p), 0);
     }
 
     #[test]

@@ -214,9 +214,10 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on this port.
     #[arg(long, env = "URINGAPI_METRICS_PORT")]
     pub metrics_port: Option<u16>,
-    /// Address for --metrics-port. Default: --host.
-    #[arg(long, env = "URINGAPI_METRICS_HOST")]
-    pub metrics_host: Option<IpAddr>,
+    /// Address for --metrics-port. Loopback unless said otherwise, whatever --host is:
+    /// metrics and health are for the operator, not for the app's clients.
+    #[arg(long, env = "URINGAPI_METRICS_HOST", default_value = "127.0.0.1")]
+    pub metrics_host: IpAddr,
     /// Write one access log line per request (off by default; written by the front end,
     /// not by the Python workers).
     #[arg(long, env = "URINGAPI_ACCESS_LOG")]

@@ -169,8 +169,6 @@ struct Inner {
     /// Advances per new stream: whose turn it is among idle workers.
     rotation: usize,
     space_waiters: Vec<Waker>,
-    /// Requests waiting for a worker to accept them (all stalled, retiring or at the limit).
-    queue_waiters: Vec<Waker>,
     drain_waiters: Vec<Waker>,
     draining: bool,
 }
@@ -191,6 +189,8 @@ pub struct Hub {
     pub connections: Cell<usize>,
     /// Requests waiting for a worker.
     pub queued: Cell<usize>,
+    /// Those requests in arrival order (all workers stalled, retiring or at the limit).
+    pub waitq: crate::waitq::WaitQueue,
     /// Random per thread and start, so that generated request ids never repeat.
     id_prefix: u64,
     id_counter: Cell<u64>,
@@ -222,6 +222,7 @@ impl Hub {
             ),
             connections: Cell::new(0),
             queued: Cell::new(0),
+            waitq: crate::waitq::WaitQueue::default(),
             id_prefix: random_u64(),
             id_counter: Cell::new(0),
         }
@@ -471,30 +472,10 @@ impl Hub {
         self.flush(worker);
     }
 
-    /// Waits until a worker may accept a queued request (a response completed, a worker was
-    /// attached) or `poll` passed: stall and retire verdicts change without a wake-up.
-    pub async fn wait_queue(&self, poll: std::time::Duration) {
-        let mut registered = false;
-        let wait = std::future::poll_fn(|cx| {
-            if registered {
-                return Poll::Ready(());
-            }
-            registered = true;
-            self.inner
-                .borrow_mut()
-                .queue_waiters
-                .push(cx.waker().clone());
-            Poll::Pending
-        });
-        monoio::select! {
-            _ = wait => {},
-            _ = monoio::time::sleep(poll) => {},
-        }
-    }
-
+    /// A worker may accept a queued request (a response completed, a worker was attached):
+    /// the request at the front of the wait queue tries, only that one.
     fn wake_queue(&self) {
-        let waiters = std::mem::take(&mut self.inner.borrow_mut().queue_waiters);
-        waiters.into_iter().for_each(Waker::wake);
+        self.waitq.notify_front();
     }
 
     /// Runs `f` on `worker`'s link. A contract breach it reports makes the worker a

@@ -14,6 +14,7 @@ pub mod native;
 pub mod proxy;
 pub mod supervisor;
 mod sys;
+pub mod waitq;
 pub mod zerocopy;
 
 pub use cli::main_from_args;

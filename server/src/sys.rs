@@ -191,3 +191,10 @@ pub fn peek(sock: &impl AsRawFd) -> std::io::Result<usize> {
         Ok(n as usize)
     }
 }
+
+/// The kernel's page size (what /proc counts in pages use), not an assumed 4 KiB.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the running system; no memory is passed.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}

@@ -192,3 +192,28 @@ def test_app_supplied_transfer_encoding_is_ignored(echo_default: Server, mode: s
     else:
         assert r.chunked
     assert json.loads(r.body)["path"] == "/"
+
+
+# HTTP Garden differential payloads (uvicorn, hypercorn and granian all answer 400): an
+# invalid request-line is 400, not 505 (RFC 9112 §3), and a trailer line that is not a field
+# line is refused and the connection closed (RFC 9112 §7.1.2).
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        pytest.param(b"GE T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, id="space-in-method"),
+        pytest.param(b"GET /  HTTP/1.1\r\nHost: x\r\n\r\n", 400, id="two-spaces-before-version"),
+        pytest.param(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, id="well-formed-unsupported-version"),
+        pytest.param(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nfoo\r\n\r\n",
+            400,
+            id="trailer-not-a-field-line",
+        ),
+    ],
+)
+def test_garden_payloads_exact_status_and_close(fastapi_server: Server, raw: bytes, status: int) -> None:
+    with rawhttp.Connection(fastapi_server.host, fastapi_server.port, timeout=10) as c:
+        c.send(raw)
+        r = c.read_response()
+        assert r.status == status
+        assert c.closed_by_peer()

@@ -71,7 +71,7 @@ pub struct Encoded {
     pub keep_alive: bool,
 }
 
-fn is_tchar(b: u8) -> bool {
+pub(crate) fn is_tchar(b: u8) -> bool {
     // RFC 9110 §5.6.2 token characters.
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

@@ -1,5 +1,7 @@
 //! Request body framing: Content-Length and the chunked coding (RFC 9112 §7.1).
 
+use super::encode::is_tchar;
+
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
@@ -19,6 +21,8 @@ pub enum ChunkError {
     MissingCrlf,
     #[error("chunk line or trailer too long")]
     LineTooLong,
+    #[error("trailer line is not a field line")]
+    BadTrailer,
 }
 
 /// Longest chunk-size line (with extensions) or trailer line we accept.
@@ -156,14 +160,32 @@ impl ChunkedDecoder {
                     let Some((l, used)) = line(rest)? else {
                         return Ok(at);
                     };
-                    at += used;
                     if l.is_empty() {
                         self.state = State::Done;
+                    } else if !field_line(l) {
+                        return Err(ChunkError::BadTrailer);
                     }
+                    at += used;
                 }
             }
         }
     }
+}
+
+/// RFC 9112 §7.1.2, §5: a trailer line is `field-name ":" OWS field-value OWS`; the name
+/// is a token, the value visible chars, SP, HTAB or obs-text. A line that is anything else
+/// (no colon, obs-fold, a NUL or CR) makes the message unparseable: refusing it keeps a
+/// lax trailer from being read differently by a proxy in front (smuggling).
+fn field_line(l: &[u8]) -> bool {
+    let Some(colon) = l.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (name, value) = (&l[..colon], &l[colon + 1..]);
+    !name.is_empty()
+        && name.iter().all(|&b| is_tchar(b))
+        && value
+            .iter()
+            .all(|&b| b == b' ' || b == b'\t' || (b >= 0x21 && b != 0x7f))
 }
 
 #[cfg(test)]
@@ -199,6 +221,12 @@ mod tests {
             (b"fffffffffffffffffff\r\n", ChunkError::SizeOverflow),
             (b"-1\r\n", ChunkError::SizeLine),
             (b"\r\n", ChunkError::SizeLine),
+            // RFC 9112 §7.1.2: every trailer line is a field line (HTTP Garden payload).
+            (b"0\r\nfoo\r\n\r\n", ChunkError::BadTrailer),
+            (b"0\r\n: v\r\n\r\n", ChunkError::BadTrailer),
+            (b"0\r\nX Y: v\r\n\r\n", ChunkError::BadTrailer),
+            (b"0\r\nX: v\r\n folded\r\n\r\n", ChunkError::BadTrailer),
+            (b"0\r\nX: a\0b\r\n\r\n", ChunkError::BadTrailer),
         ];
         for (raw, err) in cases {
             assert_eq!(

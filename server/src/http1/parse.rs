@@ -488,16 +488,20 @@ fn escapes_ok(s: &[u8]) -> bool {
     true
 }
 
-/// httparse reports any version other than 1.0/1.1 as `Version`; tell a well-formed
-/// "HTTP/x.y" (505) from garbage (400).
+/// httparse reports any version other than 1.0/1.1 as `Version`, and also a line whose
+/// tokens are split wrongly (`GE T / HTTP/1.1`, `GET /  HTTP/1.1`). RFC 9112 §3: only a
+/// well-formed request-line (method SP target SP "HTTP/x.y") with an unsupported version
+/// gets 505; anything else is an invalid request-line → 400.
 fn version_error(buf: &[u8]) -> HeadError {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or(b"");
-    let v = line
-        .trim_ascii_end()
-        .rsplit(|&b| b == b' ')
-        .next()
-        .unwrap_or(b"");
-    let ok = v.len() == 8
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    let [method, target, v] = parts[..] else {
+        return HeadError::Malformed("request line");
+    };
+    let ok = !method.is_empty()
+        && !target.is_empty()
+        && v.len() == 8
         && v.starts_with(b"HTTP/")
         && v[5].is_ascii_digit()
         && v[6] == b'.'
@@ -687,6 +691,14 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
+            ("GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505),
+            // RFC 9112 §3: an invalid request-line is 400, whatever its last word says
+            // (HTTP Garden payloads; 505 is only for a well-formed line).
+            ("GE T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET /  HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET / HTTP/1.1 \r\nHost: h\r\n\r\n", 400),
+            ("GET /  HTTP/2.0\r\nHost: h\r\n\r\n", 400),
             ("GET / FOO\r\nHost: h\r\n\r\n", 400),
             ("G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n", 400),

@@ -248,11 +248,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         ready: AtomicBool::new(false),
     });
     if let Some(port) = args.metrics_port {
-        // Metrics stay on loopback unless --metrics-host says otherwise, whatever --host is.
-        let host = args
-            .metrics_host
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-        let addr = SocketAddr::new(host, port);
+        let addr = SocketAddr::new(args.metrics_host, port);
         let (bound, _) = crate::metrics::spawn_endpoint(addr, board.clone()).map_err(|e| {
             Failure::new(
                 format!("cannot serve metrics on {addr}: {e}"),

@@ -54,6 +54,12 @@ impl Supervisor {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
+            // A group signal (Ctrl-C, `kill -TERM -PGID`) reaches the workers as well: they
+            // may already have exited for it while we waited above. Those exits are the
+            // shutdown, not crashes; leave before reaping them as such (no respawn).
+            if signals.term.load(Ordering::Relaxed) {
+                return;
+            }
             if signals.hup.swap(false, Ordering::Relaxed) {
                 let active: Vec<usize> = self
                     .workers

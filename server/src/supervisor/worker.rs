@@ -256,5 +256,24 @@ pub(super) fn unit_random() -> f64 {
 pub(super) fn rss_bytes(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    Some(pages * crate::sys::page_size())
+}
+
+#[cfg(test)]
+mod rss_tests {
+    /// statm counts pages of the kernel's size (4 KiB on x86-64, 16/64 KiB on some arm64
+    /// and ppc64 kernels): the figure must match VmRSS, which the kernel gives in kB.
+    #[test]
+    fn rss_matches_vm_rss() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        let rss = super::rss_bytes(std::process::id()).unwrap();
+        let vm = kb * 1024;
+        // Both read the same counters; a little slack for pages touched in between.
+        assert!(rss.abs_diff(vm) <= vm / 8, "statm {rss} B, VmRSS {vm} B");
+    }
 }

@@ -511,13 +511,16 @@ impl Conn {
     /// none does. `None`: the queue is full or the wait passed `--queue-timeout` (503).
     /// `head_len`: bytes of `buf` that are this request's head.
     async fn open_stream(&self, what: impl Fn() -> Box<str>, head_len: usize) -> Opened {
-        if let Some((sid, worker)) = self.hub.open_stream(&what) {
-            return Opened::Stream(sid, worker);
+        // FIFO: nobody passes a request already waiting (see waitq.rs).
+        if self.hub.waitq.is_empty() {
+            if let Some((sid, worker)) = self.hub.open_stream(&what) {
+                return Opened::Stream(sid, worker);
+            }
         }
-        if self.hub.queued.get() >= self.cfg.queue_limit {
+        let Some(ticket) = self.hub.waitq.join(self.cfg.queue_limit) else {
             tracing::warn!(peer = %self.peer, "request queue full; answering 503");
             return Opened::Rejected;
-        }
+        };
         let _queued = Queued::new(&self.hub);
         let deadline = Instant::now() + self.cfg.queue_timeout;
         // While it waits, a client that leaves takes its request with it (no worker time
@@ -530,7 +533,16 @@ impl Conn {
                 tracing::warn!(peer = %self.peer, request = %what(), "no worker accepted the request within --queue-timeout; answering 503");
                 return Opened::Rejected;
             }
-            let wait = self.hub.wait_queue(left.min(QUEUE_POLL));
+            // The front also looks again every QUEUE_POLL: stall and retire verdicts change
+            // without a wake-up. Those behind it wait for their turn (or their deadline).
+            let front = ticket.is_front();
+            let nap = if front { left.min(QUEUE_POLL) } else { left };
+            let wait = async {
+                monoio::select! {
+                    _ = ticket.turn() => {},
+                    _ = monoio::time::sleep(nap) => {},
+                }
+            };
             if watch {
                 monoio::select! {
                     _ = wait => {},
@@ -545,6 +557,9 @@ impl Conn {
                 }
             } else {
                 wait.await;
+            }
+            if !ticket.is_front() {
+                continue;
             }
             if let Some((sid, worker)) = self.hub.open_stream(&what) {
                 return Opened::Stream(sid, worker);

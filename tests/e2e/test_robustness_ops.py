@@ -1,0 +1,177 @@
+"""Operational robustness (issue 15, robust-a): the ring-occupancy gauge under a queued
+load, where --metrics-port binds, the page size behind the RSS figures, a quiet shutdown on
+a group signal, FIFO order of the wait queue, a non-blocking access log and a front-end
+thread that dies. The app is tests/apps/ops_app.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import rawhttp
+from harness import APPS_DIR, Server, ServerFactory, free_port, server_command, server_env
+
+pytestmark = pytest.mark.uringapi_only
+
+APP = "ops_app:app"
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def sample(text: str, name: str) -> list[float]:
+    """Every value of the metric `name` (any labels)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            if key == name or key.startswith(name + "{"):
+                out.append(float(value))
+    return out
+
+
+def get(server: Server, path: str, timeout: float = 60) -> rawhttp.Response:
+    with rawhttp.Connection(server.host, server.port, timeout=timeout) as c:
+        return c.request("GET", path)
+
+
+def listening_addresses(port: int) -> list[str]:
+    """Local IPv4 addresses of the listening TCP sockets on `port` (from /proc/net/tcp)."""
+    out = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state = fields[1], fields[3]
+        addr, _, p = local.partition(":")
+        if state == "0A" and int(p, 16) == port:
+            octets = [str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0)]
+            out.append(".".join(octets))
+    return out
+
+
+def start_on_host(servers: ServerFactory, host: str, extra: tuple[str, ...]) -> Server:
+    """A server whose app port listens on `host` (the harness always passes 127.0.0.1)."""
+    port = free_port()
+    cmd = server_command(APP, port, 1, 1, APPS_DIR, "info", extra)
+    cmd[cmd.index("--host") + 1] = host
+    server = Server(cmd, port, 1, 1, servers.log_root / f"host-{host}-{port}", server_env())
+    servers.servers.append(server)
+    server.wait_ready("/pid")
+    return server
+
+
+@pytest.mark.parametrize(
+    ("extra", "bound"),
+    [
+        pytest.param((), "127.0.0.1", id="default-loopback"),
+        pytest.param(("--metrics-host", "0.0.0.0"), "0.0.0.0", id="metrics-host-says-otherwise"),
+    ],
+)
+def test_metrics_bind_loopback_unless_told(servers: ServerFactory, extra, bound) -> None:
+    metrics_port = free_port()
+    server = start_on_host(servers, "0.0.0.0", ("--metrics-port", str(metrics_port), *extra))
+    assert listening_addresses(server.port) == ["0.0.0.0"], "the app follows --host"
+    assert listening_addresses(metrics_port) == [bound]
+    assert scrape(metrics_port, "/healthz")[0] == 200
+    server.stop()
+
+
+def test_ring_occupancy_between_empty_and_full(servers: ServerFactory) -> None:
+    # One worker blocks its event loop; requests sent meanwhile wait in its request ring
+    # (a long stall timeout keeps them from being routed around it). The gauge must then
+    # read a fraction: more than 0, less than the whole ring.
+    metrics_port = free_port()
+    server = servers.start(
+        APP, workers=1, threads=1, probe_path="/pid",
+        extra_args=("--metrics-port", str(metrics_port), "--ring-capacity", "16",
+                    "--stall-timeout", "60"),
+    )
+    blocker = threading.Thread(target=get, args=(server, "/block?s=4"))
+    blocker.start()
+    time.sleep(0.5)
+    queued = [threading.Thread(target=get, args=(server, f"/pid?tag={i}")) for i in range(4)]
+    for t in queued:
+        t.start()
+    seen: list[float] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(0 < v < 1 for v in seen):
+        seen += sample(scrape(metrics_port)[1], "uringapi_worker_ring_occupancy_ratio")
+        time.sleep(0.05)
+    for t in [blocker, *queued]:
+        t.join(60)
+    assert any(0 < v < 1 for v in seen), f"occupancy samples: {sorted(set(seen))}"
+    server.stop()
+
+
+def test_group_sigterm_shuts_down_quietly(servers: ServerFactory) -> None:
+    # Ctrl-C in a terminal (or `kill -TERM -PGID`) signals the front end and every worker
+    # at once. The workers' exits are the shutdown, not crashes: nothing is respawned and
+    # the process exits 0. Several rounds, since the race is one of timing.
+    for _ in range(3):
+        server = servers.start(APP, workers=3, threads=1, probe_path="/pid")
+        assert get(server, "/pid").status == 200
+        os.killpg(server.pgid, signal.SIGTERM)
+        assert server.wait_exit(60) == 0, server.diagnostics()
+        assert not server.wait_group_gone(30), server.diagnostics()
+        log = server.stderr()
+        assert "respawning" not in log, log
+        assert "exited uncleanly" not in log, log
+
+
+def test_wait_queue_is_fifo(servers: ServerFactory, tmp_path: Path) -> None:
+    # One worker taking two requests at a time; 30 requests arrive 5 ms apart and hold
+    # until a file appears. Each is sent once the one before it is known to be in (started
+    # in the app, or counted in the queue), so the arrival order is certain. Once released,
+    # the worker must start them in exactly that order.
+    events, release = tmp_path / "events.log", tmp_path / "release"
+    metrics_port = free_port()
+    server = servers.start(
+        APP, workers=1, threads=1, probe_path="/pid", env={"URINGAPI_TEST_EVENT_LOG": str(events)},
+        extra_args=("--metrics-port", str(metrics_port), "--limit-concurrency", "2",
+                    "--stall-timeout", "60", "--queue-timeout", "120"),
+    )
+
+    def started() -> list[str]:
+        if not events.exists():
+            return []
+        return [line.split()[2] for line in events.read_text().splitlines()
+                if line.startswith("hold-start") and len(line.split()) > 2]
+
+    def queue_depth() -> float:
+        return sum(sample(scrape(metrics_port)[1], "uringapi_queue_depth"))
+
+    def until(pred, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not pred():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.005)
+
+    conns = []
+    try:
+        for i in range(30):
+            c = rawhttp.Connection(server.host, server.port, timeout=120)
+            conns.append(c)
+            c.send(f"GET /hold?release={release}&tag=r{i:02d} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            if i < 2:
+                until(lambda i=i: len(started()) == i + 1, f"request {i} to start")
+            else:
+                until(lambda i=i: queue_depth() == i - 1, f"request {i} to queue")
+            time.sleep(0.005)
+        release.touch()
+        for c in conns:
+            assert c.read_response("GET").status == 200
+    finally:
+        for c in conns:
+            c.close()
+    assert started() == [f"r{i:02d}" for i in range(30)]
+    server.stop()
