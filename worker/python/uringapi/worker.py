@@ -566,6 +566,11 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
     worker.start()
     native.set_ready()
     await stop.wait()
+    # One SIGTERM starts the shutdown. A second (a group SIGTERM reaches the worker and then
+    # the front end sends its own) must not kill the worker while it finishes requests or,
+    # once the loop is closed, while the interpreter exits.
+    loop.remove_signal_handler(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     worker.stop()
     await worker.drain_requests(timeout=float(os.environ.get("URINGAPI_GRACEFUL", "30")))
     await lifespan.shutdown()
