@@ -175,3 +175,40 @@ def test_wait_queue_is_fifo(servers: ServerFactory, tmp_path: Path) -> None:
             c.close()
     assert started() == [f"r{i:02d}" for i in range(30)]
     server.stop()
+
+
+def test_access_log_into_a_pipe_nobody_reads(servers: ServerFactory, tmp_path: Path) -> None:
+    # The log's destination stops draining (a FIFO whose reader never reads: the pipe fills
+    # after 64 KiB). Requests must keep being answered; the lines that do not fit the
+    # writer's bounded queue are dropped and counted.
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # held open, never read
+    try:
+        metrics_port = free_port()
+        server = servers.start(
+            APP, workers=1, threads=1, probe_path="/pid",
+            extra_args=("--metrics-port", str(metrics_port), "--access-log-file", str(fifo)),
+        )
+        tag = "x" * 2000  # ~2 KiB per line: the pipe and the 1 MiB queue fill in ~600 lines
+
+        def dropped() -> float:
+            return sum(sample(scrape(metrics_port)[1], "uringapi_access_log_dropped_lines_total"))
+
+        def burst(n: int) -> None:
+            with rawhttp.Connection(server.host, server.port, timeout=60) as c:
+                for i in range(n):
+                    assert c.request("GET", f"/pid?tag={tag}{i}").status == 200
+
+        marks = []
+        for _ in range(2):
+            burst(800)
+            deadline = time.monotonic() + 30
+            while dropped() <= (marks[-1] if marks else 0) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            marks.append(dropped())
+        assert 0 < marks[0] < marks[1], f"dropped lines after each burst: {marks}"
+        assert server.stop() == 0, server.diagnostics()
+    finally:
+        os.close(reader)
+

@@ -372,6 +372,11 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         let _ = t.join();
     }
     stop_workers(&mut sup.workers, graceful);
+    if let Some(sink) = &sup.access_log {
+        // The threads' last batches are queued; give the writer a bounded moment (a log
+        // whose destination does not drain must not hold the exit).
+        sink.settle(Duration::from_secs(2));
+    }
     tracing::info!("stopped");
     Ok(())
 }

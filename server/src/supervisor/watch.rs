@@ -133,6 +133,7 @@ impl Supervisor {
             worker_stalls: self.stalls,
             doorbells: uringapi_protocol::doorbell::rings_total() + worker_doorbells,
             connections: 0,
+            access_log_dropped_lines: self.access_log.as_ref().map_or(0, |s| s.dropped_lines()),
         };
         let ready = self
             .workers
