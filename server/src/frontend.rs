@@ -159,6 +159,9 @@ async fn serve(setup: ThreadSetup) {
             }
         });
     }
+    if setup.index == 0 {
+        test_panic_hook();
+    }
     for cmd in setup.initial {
         setup.mailbox.post(cmd);
     }
@@ -217,4 +220,21 @@ async fn serve(setup: ThreadSetup) {
         );
     }
     hub.flush_access_log();
+}
+
+/// Test-only (see `supervisor::threadwatch::TEST_PANIC_FILE`): panics this thread once the
+/// named file exists. Off unless that variable is set.
+fn test_panic_hook() {
+    use crate::supervisor::threadwatch::TEST_PANIC_FILE;
+    let Some(path) = std::env::var_os(TEST_PANIC_FILE) else {
+        return;
+    };
+    monoio::spawn(async move {
+        loop {
+            monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if std::path::Path::new(&path).exists() {
+                panic!("{TEST_PANIC_FILE}: {path:?} exists; panicking as asked (test hook)");
+            }
+        }
+    });
 }

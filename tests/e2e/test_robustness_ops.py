@@ -212,3 +212,40 @@ def test_access_log_into_a_pipe_nobody_reads(servers: ServerFactory, tmp_path: P
     finally:
         os.close(reader)
 
+
+def test_a_dead_frontend_thread_turns_readyz_503_and_exits_non_zero(
+        servers: ServerFactory, tmp_path: Path) -> None:
+    # Test-only hook (URINGAPI_TEST_PANIC_FILE): front-end thread 0 panics once the file
+    # exists. A worker kept busy in a blocking call holds the shutdown open for a while, so
+    # /readyz can be seen saying 503 before the process exits.
+    trigger = tmp_path / "panic-now"
+    metrics_port = free_port()
+    server = servers.start(
+        APP, workers=1, threads=1, probe_path="/pid",
+        env={"URINGAPI_TEST_PANIC_FILE": str(trigger)},
+        extra_args=("--metrics-port", str(metrics_port)),
+    )
+    deadline = time.monotonic() + 30
+    while scrape(metrics_port, "/readyz")[0] != 200:
+        assert time.monotonic() < deadline, server.diagnostics()
+        time.sleep(0.05)
+    busy = rawhttp.Connection(server.host, server.port, timeout=60)
+    busy.send(b"GET /block?s=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.5)
+    trigger.touch()
+    statuses = set()
+    deadline = time.monotonic() + 60
+    while server.proc.poll() is None and time.monotonic() < deadline:
+        try:
+            statuses.add(scrape(metrics_port, "/readyz")[0])
+        except OSError:
+            pass  # the endpoint goes with the process
+        time.sleep(0.02)
+    busy.close()
+    code = server.wait_exit(60)
+    assert 503 in statuses, (statuses, server.stderr_tail())
+    assert code not in (None, 0), server.diagnostics()
+    log = server.stderr()
+    assert "front-end thread panicked" in log, log
+    assert "a front-end thread died" in log, log
+

@@ -29,6 +29,7 @@ use crate::load::LoadTable;
 use crate::metrics::{Metrics, ProcessSnapshot, WorkerSnapshot};
 
 mod board;
+pub(crate) mod threadwatch;
 mod watch;
 mod worker;
 
@@ -271,6 +272,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();
     let mut threads = Vec::new();
+    let deaths = threadwatch::Deaths::default();
     for (t, listener) in listeners.into_iter().enumerate() {
         let setup = ThreadSetup {
             index: t as u32,
@@ -298,9 +300,13 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             sched: args.sched,
         };
         let started = started_tx.clone();
+        let watch = deaths.watch(t);
         let handle = std::thread::Builder::new()
             .name(format!("uringapi-io-{t}"))
-            .spawn(move || frontend::run(setup, started))
+            .spawn(move || {
+                let _watch = watch;
+                frontend::run(setup, started)
+            })
             .map_err(|e| {
                 Failure::new(
                     format!("cannot start a front-end thread: {e}"),
@@ -359,6 +365,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         board,
         access_log: access_log.map(|(sink, _)| sink),
         last_publish: Instant::now(),
+        deaths: deaths.clone(),
     };
     sup.run(&report_rx, &signals);
     // Draining: load balancers should stop sending before connections are refused.
@@ -376,6 +383,12 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         // The threads' last batches are queued; give the writer a bounded moment (a log
         // whose destination does not drain must not hold the exit).
         sink.settle(Duration::from_secs(2));
+    }
+    if deaths.any() {
+        return Err(Failure::new(
+            "a front-end thread died (see the panic above); its connections were lost",
+            "the process exits so that its supervisor (systemd, Kubernetes) starts a fresh one; please report the panic",
+        ));
     }
     tracing::info!("stopped");
     Ok(())

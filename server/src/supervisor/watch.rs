@@ -30,6 +30,8 @@ pub(super) struct Supervisor {
     pub(super) board: Arc<Board>,
     pub(super) access_log: Option<Arc<Sink>>,
     pub(super) last_publish: Instant,
+    /// Front-end threads that died after start-up: the process stops (exit non-zero).
+    pub(super) deaths: super::threadwatch::Deaths,
 }
 
 impl Supervisor {
@@ -56,6 +58,11 @@ impl Supervisor {
             // may already have exited for it while we waited above. Those exits are the
             // shutdown, not crashes; leave before reaping them as such (no respawn).
             if signals.term.load(Ordering::Relaxed) {
+                return;
+            }
+            if self.deaths.any() {
+                // Not ready from now on (the caller drains and exits non-zero).
+                self.board.ready.store(false, Ordering::Relaxed);
                 return;
             }
             if signals.hup.swap(false, Ordering::Relaxed) {
