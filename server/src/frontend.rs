@@ -182,6 +182,7 @@ async fn serve(setup: ThreadSetup) {
         }
     };
     let cfg = Rc::new(setup.conn);
+    let mut refusals = crate::connlimit::Refusals::default();
     loop {
         let accepted = monoio::select! {
             _ = hub.drained() => break,
@@ -189,12 +190,20 @@ async fn serve(setup: ThreadSetup) {
         };
         match accepted {
             Ok((sock, peer)) => {
-                if setup
+                if let Some(limit) = setup
                     .max_connections
-                    .is_some_and(|m| hub.connections.get() >= m)
+                    .filter(|&m| hub.connections.get() >= m)
                 {
                     // Over --limit-connections: refuse by closing at once, as gunicorn does.
                     drop(sock);
+                    if let Some(refused) = refusals.refused(Instant::now()) {
+                        tracing::warn!(
+                            thread = setup.index,
+                            limit,
+                            refused,
+                            "--limit-connections reached; new connections are closed at once (this line at most every 10 s)"
+                        );
+                    }
                     continue;
                 }
                 let local = sock.local_addr().unwrap_or(peer);

@@ -4,6 +4,7 @@
 
 pub mod accesslog;
 pub mod cli;
+pub mod connlimit;
 pub mod dispatch;
 pub mod frontend;
 pub mod http1;

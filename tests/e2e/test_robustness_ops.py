@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import urllib.request
@@ -249,3 +250,55 @@ def test_a_dead_frontend_thread_turns_readyz_503_and_exits_non_zero(
     assert "front-end thread panicked" in log, log
     assert "a front-end thread died" in log, log
 
+
+def test_connection_limit_defaults_from_the_fd_limit(servers: ServerFactory) -> None:
+    # Soft and hard fd limit 300: the default is (300 - 256 reserved) / 1 thread = 44
+    # connections. The 45th is closed at once, and the log says so once, not per refusal.
+    port = free_port()
+    cmd = server_command(APP, port, 1, 1, APPS_DIR, "info", ())
+    wrapper = ("import os, resource, sys; "
+               "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)); "
+               "os.execv(sys.argv[1], sys.argv[1:])")
+    server = Server([sys.executable, "-c", wrapper, *cmd], port, 1, 1,
+                    servers.log_root / f"nofile-{port}", server_env())
+    servers.servers.append(server)
+    server.wait_ready("/pid")
+    assert "connection limit: 44 per front-end thread" in server.stderr(), server.stderr_tail()
+    held = []
+    try:
+        # wait_ready's probes are closed, but the thread may still count one for a moment:
+        # a refused connection is retried (bounded).
+        deadline = time.monotonic() + 60
+        while len(held) < 44:
+            c = rawhttp.Connection(server.host, server.port, timeout=30)
+            try:
+                assert c.request("GET", "/pid").status == 200
+                held.append(c)
+            except (OSError, AssertionError):
+                c.close()
+                assert time.monotonic() < deadline, f"only {len(held)} connections taken"
+                time.sleep(0.1)
+        refused = 0
+        for _ in range(5):
+            with rawhttp.Connection(server.host, server.port, timeout=30) as c:
+                try:
+                    c.send(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+                    refused += c.closed_by_peer()
+                except OSError:
+                    refused += 1
+        assert refused == 5
+    finally:
+        for c in held:
+            c.close()
+    log = server.stderr()
+    assert log.count("--limit-connections reached") == 1, log
+    # Room again once connections close.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert get(server, "/pid", timeout=5).status == 200
+            break
+        except (OSError, AssertionError):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    server.stop()

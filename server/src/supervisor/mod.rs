@@ -271,6 +271,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     };
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();
+    let max_connections = connection_limit(&args);
     let mut threads = Vec::new();
     let deaths = threadwatch::Deaths::default();
     for (t, listener) in listeners.into_iter().enumerate() {
@@ -287,7 +288,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             conn: conn.clone(),
             driver: args.io_driver,
             graceful,
-            max_connections: (args.limit_connections > 0).then_some(args.limit_connections),
+            max_connections,
             load: load.clone(),
             limit_concurrency: args.limit_concurrency,
             metrics: metrics.clone(),
@@ -392,6 +393,23 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--limit-connections`, or by default what the fd limit allows (see `connlimit`).
+fn connection_limit(args: &ServeArgs) -> Option<usize> {
+    let nofile = crate::sys::raise_nofile();
+    match args.limit_connections {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => {
+            let n = crate::connlimit::default_per_thread(nofile, args.threads);
+            tracing::info!(
+                "connection limit: {n} per front-end thread (fd limit {nofile}, {} kept in reserve; --limit-connections to change)",
+                crate::connlimit::FD_RESERVE
+            );
+            Some(n)
+        }
+    }
 }
 
 fn cpu_online(cpu: usize) -> bool {
