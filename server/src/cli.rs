@@ -128,9 +128,11 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 past it); 0 means no limit.
     #[arg(long, default_value_t = 0, env = "URINGAPI_LIMIT_REQUEST_BODY")]
     pub limit_request_body: u64,
-    /// Most open connections per front-end thread; 0 means no limit.
-    #[arg(long, default_value_t = 0, env = "URINGAPI_LIMIT_CONNECTIONS")]
-    pub limit_connections: usize,
+    /// Most open connections per front-end thread; 0 means no limit. Default: the fd
+    /// limit (raised to its hard maximum at start-up) minus a reserve of 256, split over
+    /// --threads.
+    #[arg(long, env = "URINGAPI_LIMIT_CONNECTIONS")]
+    pub limit_connections: Option<usize>,
     /// Seconds an idle keep-alive connection is kept open.
     #[arg(long, default_value_t = 65.0, env = "URINGAPI_TIMEOUT_KEEP_ALIVE")]
     pub timeout_keep_alive: f64,

@@ -160,6 +160,9 @@ async fn serve(setup: ThreadSetup) {
             }
         });
     }
+    if setup.index == 0 {
+        test_panic_hook();
+    }
     for cmd in setup.initial {
         setup.mailbox.post(cmd);
     }
@@ -216,6 +219,7 @@ async fn accept_loop(
     index: u32,
     max_connections: Option<usize>,
 ) {
+    let mut refusals = crate::connlimit::Refusals::default();
     loop {
         let accepted = monoio::select! {
             _ = hub.drained() => break,
@@ -223,9 +227,17 @@ async fn accept_loop(
         };
         match accepted {
             Ok((sock, peer)) => {
-                if max_connections.is_some_and(|m| hub.connections.get() >= m) {
+                if let Some(limit) = max_connections.filter(|&m| hub.connections.get() >= m) {
                     // Over --limit-connections: refuse by closing at once, as gunicorn does.
                     drop(sock);
+                    if let Some(refused) = refusals.refused(Instant::now()) {
+                        tracing::warn!(
+                            thread = index,
+                            limit,
+                            refused,
+                            "--limit-connections reached; new connections are closed at once (this line at most every 10 s)"
+                        );
+                    }
                     continue;
                 }
                 let local = sock.local_addr().unwrap_or(peer);
@@ -238,4 +250,21 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Test-only (see `supervisor::threadwatch::TEST_PANIC_FILE`): panics this thread once the
+/// named file exists. Off unless that variable is set.
+fn test_panic_hook() {
+    use crate::supervisor::threadwatch::TEST_PANIC_FILE;
+    let Some(path) = std::env::var_os(TEST_PANIC_FILE) else {
+        return;
+    };
+    monoio::spawn(async move {
+        loop {
+            monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if std::path::Path::new(&path).exists() {
+                panic!("{TEST_PANIC_FILE}: {path:?} exists; panicking as asked (test hook)");
+            }
+        }
+    });
 }

@@ -5,6 +5,7 @@
 pub mod accesslog;
 pub mod body_window;
 pub mod cli;
+pub mod connlimit;
 pub mod dispatch;
 pub mod frontend;
 pub mod http1;

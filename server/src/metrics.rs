@@ -220,6 +220,12 @@ impl Metrics {
                 "Open client connections.",
                 process.connections,
             ),
+            (
+                "uringapi_access_log_dropped_lines_total",
+                "counter",
+                "Access log lines dropped because the log's destination did not keep up.",
+                process.access_log_dropped_lines,
+            ),
         ];
         for (name, kind, help, n) in process_families {
             family(&mut out, name, kind, help);
@@ -381,6 +387,8 @@ pub struct ProcessSnapshot {
     pub worker_stalls: u64,
     pub doorbells: u64,
     pub connections: u64,
+    /// Access log lines dropped because its writer did not keep up.
+    pub access_log_dropped_lines: u64,
 }
 
 fn workers(out: &mut String, workers: &[WorkerSnapshot]) {
@@ -721,6 +729,7 @@ mod tests {
         worker_stalls: 5,
         doorbells: 123_456,
         connections: 17,
+        access_log_dropped_lines: 9,
     };
 
     #[test]
@@ -746,6 +755,7 @@ mod tests {
             "uringapi_worker_stalls_total counter",
             "uringapi_doorbells_total counter",
             "uringapi_connections gauge",
+            "uringapi_access_log_dropped_lines_total counter",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {family}\n")),
@@ -862,6 +872,10 @@ mod tests {
         assert_eq!(value(&s, "uringapi_worker_stalls_total", &[]), Some(5.0));
         assert_eq!(value(&s, "uringapi_doorbells_total", &[]), Some(123_456.0));
         assert_eq!(value(&s, "uringapi_connections", &[]), Some(17.0));
+        assert_eq!(
+            value(&s, "uringapi_access_log_dropped_lines_total", &[]),
+            Some(9.0)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import urllib.request
@@ -174,4 +175,130 @@ def test_wait_queue_is_fifo(servers: ServerFactory, tmp_path: Path) -> None:
         for c in conns:
             c.close()
     assert started() == [f"r{i:02d}" for i in range(30)]
+    server.stop()
+
+
+def test_access_log_into_a_pipe_nobody_reads(servers: ServerFactory, tmp_path: Path) -> None:
+    # The log's destination stops draining (a FIFO whose reader never reads: the pipe fills
+    # after 64 KiB). Requests must keep being answered; the lines that do not fit the
+    # writer's bounded queue are dropped and counted.
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # held open, never read
+    try:
+        metrics_port = free_port()
+        server = servers.start(
+            APP, workers=1, threads=1, probe_path="/pid",
+            extra_args=("--metrics-port", str(metrics_port), "--access-log-file", str(fifo)),
+        )
+        tag = "x" * 2000  # ~2 KiB per line: the pipe and the 1 MiB queue fill in ~600 lines
+
+        def dropped() -> float:
+            return sum(sample(scrape(metrics_port)[1], "uringapi_access_log_dropped_lines_total"))
+
+        def burst(n: int) -> None:
+            with rawhttp.Connection(server.host, server.port, timeout=60) as c:
+                for i in range(n):
+                    assert c.request("GET", f"/pid?tag={tag}{i}").status == 200
+
+        marks = []
+        for _ in range(2):
+            burst(800)
+            deadline = time.monotonic() + 30
+            while dropped() <= (marks[-1] if marks else 0) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            marks.append(dropped())
+        assert 0 < marks[0] < marks[1], f"dropped lines after each burst: {marks}"
+        assert server.stop() == 0, server.diagnostics()
+    finally:
+        os.close(reader)
+
+
+def test_a_dead_frontend_thread_turns_readyz_503_and_exits_non_zero(
+        servers: ServerFactory, tmp_path: Path) -> None:
+    # Test-only hook (URINGAPI_TEST_PANIC_FILE): front-end thread 0 panics once the file
+    # exists. A worker kept busy in a blocking call holds the shutdown open for a while, so
+    # /readyz can be seen saying 503 before the process exits.
+    trigger = tmp_path / "panic-now"
+    metrics_port = free_port()
+    server = servers.start(
+        APP, workers=1, threads=1, probe_path="/pid",
+        env={"URINGAPI_TEST_PANIC_FILE": str(trigger)},
+        extra_args=("--metrics-port", str(metrics_port)),
+    )
+    deadline = time.monotonic() + 30
+    while scrape(metrics_port, "/readyz")[0] != 200:
+        assert time.monotonic() < deadline, server.diagnostics()
+        time.sleep(0.05)
+    busy = rawhttp.Connection(server.host, server.port, timeout=60)
+    busy.send(b"GET /block?s=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.5)
+    trigger.touch()
+    statuses = set()
+    deadline = time.monotonic() + 60
+    while server.proc.poll() is None and time.monotonic() < deadline:
+        try:
+            statuses.add(scrape(metrics_port, "/readyz")[0])
+        except OSError:
+            pass  # the endpoint goes with the process
+        time.sleep(0.02)
+    busy.close()
+    code = server.wait_exit(60)
+    assert 503 in statuses, (statuses, server.stderr_tail())
+    assert code not in (None, 0), server.diagnostics()
+    log = server.stderr()
+    assert "front-end thread panicked" in log, log
+    assert "a front-end thread died" in log, log
+
+
+def test_connection_limit_defaults_from_the_fd_limit(servers: ServerFactory) -> None:
+    # Soft and hard fd limit 300: the default is (300 - 256 reserved) / 1 thread = 44
+    # connections. The 45th is closed at once, and the log says so once, not per refusal.
+    port = free_port()
+    cmd = server_command(APP, port, 1, 1, APPS_DIR, "info", ())
+    wrapper = ("import os, resource, sys; "
+               "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)); "
+               "os.execv(sys.argv[1], sys.argv[1:])")
+    server = Server([sys.executable, "-c", wrapper, *cmd], port, 1, 1,
+                    servers.log_root / f"nofile-{port}", server_env())
+    servers.servers.append(server)
+    server.wait_ready("/pid")
+    assert "connection limit: 44 per front-end thread" in server.stderr(), server.stderr_tail()
+    held = []
+    try:
+        # wait_ready's probes are closed, but the thread may still count one for a moment:
+        # a refused connection is retried (bounded).
+        deadline = time.monotonic() + 60
+        while len(held) < 44:
+            c = rawhttp.Connection(server.host, server.port, timeout=30)
+            try:
+                assert c.request("GET", "/pid").status == 200
+                held.append(c)
+            except (OSError, AssertionError):
+                c.close()
+                assert time.monotonic() < deadline, f"only {len(held)} connections taken"
+                time.sleep(0.1)
+        refused = 0
+        for _ in range(5):
+            with rawhttp.Connection(server.host, server.port, timeout=30) as c:
+                try:
+                    c.send(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+                    refused += c.closed_by_peer()
+                except OSError:
+                    refused += 1
+        assert refused == 5
+    finally:
+        for c in held:
+            c.close()
+    log = server.stderr()
+    assert log.count("--limit-connections reached") == 1, log
+    # Room again once connections close.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert get(server, "/pid", timeout=5).status == 200
+            break
+        except (OSError, AssertionError):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
     server.stop()

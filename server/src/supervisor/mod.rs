@@ -32,6 +32,7 @@ mod board;
 mod listen;
 mod notify;
 mod reload;
+pub(crate) mod threadwatch;
 mod watch;
 mod worker;
 
@@ -297,7 +298,9 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     };
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();
+    let max_connections = connection_limit(&args);
     let mut threads = Vec::new();
+    let deaths = threadwatch::Deaths::default();
     for (t, listeners) in listeners.into_iter().enumerate() {
         let setup = ThreadSetup {
             index: t as u32,
@@ -312,7 +315,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             conn: conn.clone(),
             driver: args.io_driver,
             graceful,
-            max_connections: (args.limit_connections > 0).then_some(args.limit_connections),
+            max_connections,
             load: load.clone(),
             limit_concurrency: args.limit_concurrency,
             metrics: metrics.clone(),
@@ -325,9 +328,13 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             sched: args.sched,
         };
         let started = started_tx.clone();
+        let watch = deaths.watch(t);
         let handle = std::thread::Builder::new()
             .name(format!("uringapi-io-{t}"))
-            .spawn(move || frontend::run(setup, started))
+            .spawn(move || {
+                let _watch = watch;
+                frontend::run(setup, started)
+            })
             .map_err(|e| {
                 Failure::new(
                     format!("cannot start a front-end thread: {e}"),
@@ -392,6 +399,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         access_log: access_log.map(|(sink, _)| sink),
         last_publish: Instant::now(),
         notify,
+        deaths: deaths.clone(),
     };
     sup.notify.send("READY=1");
     sup.run(&report_rx, &signals);
@@ -407,8 +415,36 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         let _ = t.join();
     }
     stop_workers(&mut sup.workers, graceful);
+    if let Some(sink) = &sup.access_log {
+        // The threads' last batches are queued; give the writer a bounded moment (a log
+        // whose destination does not drain must not hold the exit).
+        sink.settle(Duration::from_secs(2));
+    }
+    if deaths.any() {
+        return Err(Failure::new(
+            "a front-end thread died (see the panic above); its connections were lost",
+            "the process exits so that its supervisor (systemd, Kubernetes) starts a fresh one; please report the panic",
+        ));
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--limit-connections`, or by default what the fd limit allows (see `connlimit`).
+fn connection_limit(args: &ServeArgs) -> Option<usize> {
+    let nofile = crate::sys::raise_nofile();
+    match args.limit_connections {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => {
+            let n = crate::connlimit::default_per_thread(nofile, args.threads);
+            tracing::info!(
+                "connection limit: {n} per front-end thread (fd limit {nofile}, {} kept in reserve; --limit-connections to change)",
+                crate::connlimit::FD_RESERVE
+            );
+            Some(n)
+        }
+    }
 }
 
 fn cpu_online(cpu: usize) -> bool {

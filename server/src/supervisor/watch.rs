@@ -31,6 +31,8 @@ pub(super) struct Supervisor {
     pub(super) access_log: Option<Arc<Sink>>,
     pub(super) last_publish: Instant,
     pub(super) notify: super::notify::Notifier,
+    /// Front-end threads that died after start-up: the process stops (exit non-zero).
+    pub(super) deaths: super::threadwatch::Deaths,
 }
 
 impl Supervisor {
@@ -58,6 +60,11 @@ impl Supervisor {
             // may already have exited for it while we waited above. Those exits are the
             // shutdown, not crashes; leave before reaping them as such (no respawn).
             if signals.term.load(Ordering::Relaxed) {
+                return;
+            }
+            if self.deaths.any() {
+                // Not ready from now on (the caller drains and exits non-zero).
+                self.board.ready.store(false, Ordering::Relaxed);
                 return;
             }
             if signals.hup.swap(false, Ordering::Relaxed) {
@@ -135,6 +142,7 @@ impl Supervisor {
             worker_stalls: self.stalls,
             doorbells: uringapi_protocol::doorbell::rings_total() + worker_doorbells,
             connections: 0,
+            access_log_dropped_lines: self.access_log.as_ref().map_or(0, |s| s.dropped_lines()),
         };
         let ready = self
             .workers

@@ -566,11 +566,14 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
     worker.start()
     native.set_ready()
     await stop.wait()
-    # One SIGTERM starts the shutdown. A second (a group SIGTERM reaches the worker and then
-    # the front end sends its own) must not kill the worker while it finishes requests or,
-    # once the loop is closed, while the interpreter exits.
+    # A group signal (Ctrl-C, `kill -TERM -PGID`) reaches us first and the front end's own
+    # SIGTERM follows. Once stopping, more SIGTERMs mean nothing (the front end SIGKILLs
+    # after the graceful timeout), but one arriving after the loop dropped its handler
+    # would kill us half-way through lifespan shutdown: ignore them from here on.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     loop.remove_signal_handler(signal.SIGTERM)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     worker.stop()
     await worker.drain_requests(timeout=float(os.environ.get("URINGAPI_GRACEFUL", "30")))
     await lifespan.shutdown()
