@@ -96,18 +96,15 @@ pub fn format(fmt: Format, e: &Entry<'_>, out: &mut Vec<u8>) {
 }
 
 fn text(e: &Entry<'_>, combined: bool, out: &mut Vec<u8>) {
-    let t = Civil::from(e.time);
+    // Apache's `%t` from the IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 §5.6.7:
+    // fixed width): `06/Nov/1994:08:49:37 +0000`.
+    let imf = httpdate::fmt_http_date(logged_time(e.time));
+    let (day, month, year, hms) = (&imf[5..7], &imf[8..11], &imf[12..16], &imf[17..25]);
     // Writing to a Vec cannot fail.
     let _ = write!(
         out,
-        "{} - - [{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000] \"",
+        "{} - - [{day}/{month}/{year}:{hms} +0000] \"",
         e.peer.to_canonical(),
-        t.day,
-        MONTHS[t.month as usize - 1],
-        t.year,
-        t.hour,
-        t.minute,
-        t.second
     );
     escape(e.method, Quoting::Text, out);
     out.push(b' ');
@@ -144,17 +141,10 @@ fn quoted_or_dash(v: Option<&[u8]>, out: &mut Vec<u8>) {
 }
 
 fn json(e: &Entry<'_>, out: &mut Vec<u8>) {
-    let t = Civil::from(e.time);
     let _ = write!(
         out,
-        "{{\"time\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\",\"peer\":\"{}\",\"method\":",
-        t.year,
-        t.month,
-        t.day,
-        t.hour,
-        t.minute,
-        t.second,
-        t.millis,
+        "{{\"time\":\"{}\",\"peer\":\"{}\",\"method\":",
+        humantime::format_rfc3339_millis(logged_time(e.time)),
         e.peer.to_canonical()
     );
     json_string(Some(e.method), out);
@@ -218,60 +208,10 @@ fn escape(bytes: &[u8], q: Quoting, out: &mut Vec<u8>) {
     }
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// A UTC calendar time. Times before 1970 are shown as 1970-01-01 00:00:00 (a clock that
-/// far off is not worth a branch in every caller).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Civil {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
-    millis: u32,
-}
-
-impl From<SystemTime> for Civil {
-    fn from(t: SystemTime) -> Self {
-        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = since.as_secs();
-        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-        let rem = (secs % 86_400) as u32;
-        Civil {
-            year,
-            month,
-            day,
-            hour: rem / 3600,
-            minute: rem / 60 % 60,
-            second: rem % 60,
-            millis: since.subsec_millis(),
-        }
-    }
-}
-
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31) in the proleptic Gregorian
-/// calendar. The year is counted from March, so that the leap day is the last day of the
-/// year; 400-year eras repeat exactly (146,097 days each).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Shift the epoch to 0000-03-01, the start of an era.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097); // 0..=146_096
-                                            // Years of the era: 365 days each, plus a leap day every 4 years, less every 100th,
-                                            // plus every 400th (the era's last day).
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    // Months from March: 31,30,31,30,31 repeating in 153-day groups of five.
-    let m = (5 * day_of_year + 2) / 153; // 0 = March .. 11 = February
-    let day = (day_of_year - (153 * m + 2) / 5 + 1) as u32;
-    let month = if m < 10 { m + 3 } else { m - 9 } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// The time a line shows: a clock before 1970 is shown as 1970-01-01 00:00:00 (not worth a
+/// branch in every caller, and the date crates refuse it).
+fn logged_time(t: SystemTime) -> SystemTime {
+    t.max(UNIX_EPOCH)
 }
 
 // ---- writing ------------------------------------------------------------------------------
@@ -750,69 +690,19 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates_match_known_days() {
-        // (days since 1970-01-01, date), cross-checked with `date -u -d @<days*86400>`.
-        for (days, ymd) in [
-            (0, (1970, 1, 1)),
-            (-1, (1969, 12, 31)),
-            (59, (1970, 3, 1)),
-            (11_016, (2000, 2, 29)),
-            (11_017, (2000, 3, 1)),
-            (11_240, (2000, 10, 10)),
-            (47_540, (2100, 2, 28)),
-            (47_541, (2100, 3, 1)), // 2100 is not a leap year
-            (19_723, (2024, 1, 1)),
-            (2_932_896, (9999, 12, 31)),
-        ] {
-            assert_eq!(civil_from_days(days), ymd, "day {days}");
-        }
-    }
-
-    #[test]
-    fn civil_dates_advance_one_day_at_a_time_for_a_thousand_years() {
-        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let mut prev = civil_from_days(-1);
-        for d in 0..366_000 {
-            let (y, m, day) = civil_from_days(d);
-            let (py, pm, pday) = prev;
-            let month_len = match pm {
-                2 if leap(py) => 29,
-                2 => 28,
-                4 | 6 | 9 | 11 => 30,
-                _ => 31,
-            };
-            let expected = if pday < month_len {
-                (py, pm, pday + 1)
-            } else if pm < 12 {
-                (py, pm + 1, 1)
-            } else {
-                (py + 1, 1, 1)
-            };
-            assert_eq!((y, m, day), expected, "day {d}");
-            prev = (y, m, day);
-        }
-    }
-
-    #[test]
-    fn times_print_hours_minutes_seconds_and_millis() {
-        let c = Civil::from(UNIX_EPOCH + Duration::from_millis(951_868_799_999)); // leap day
-        assert_eq!(
-            c,
-            Civil {
-                year: 2000,
-                month: 2,
-                day: 29,
-                hour: 23,
-                minute: 59,
-                second: 59,
-                millis: 999
-            }
-        );
-        let before = Civil::from(UNIX_EPOCH - Duration::from_secs(5));
-        assert_eq!(
-            (before.year, before.month, before.day, before.second),
-            (1970, 1, 1, 0)
-        );
+    fn times_show_leap_days_millis_and_never_before_1970() {
+        let leap = Entry {
+            time: UNIX_EPOCH + Duration::from_millis(951_868_799_999),
+            ..entry()
+        };
+        assert!(line(Format::Common, &leap).contains(" [29/Feb/2000:23:59:59 +0000] "));
+        assert!(line(Format::Json, &leap).starts_with("{\"time\":\"2000-02-29T23:59:59.999Z\","));
+        let early = Entry {
+            time: UNIX_EPOCH - Duration::from_secs(5),
+            ..entry()
+        };
+        assert!(line(Format::Common, &early).contains(" [01/Jan/1970:00:00:00 +0000] "));
+        assert!(line(Format::Json, &early).starts_with("{\"time\":\"1970-01-01T00:00:00.000Z\","));
     }
 
     /// A fresh directory under the system temp dir, removed on drop.
