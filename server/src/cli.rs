@@ -199,6 +199,9 @@ pub struct ServeArgs {
     /// (`chrt`) is kept.
     #[arg(long, value_enum, default_value = "batch")]
     pub sched: crate::sys::Sched,
+    /// TLS: uvicorn's `--ssl-*` flags and `--ktls` (server/src/tls/).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// CPUs this process may run on (cgroup quotas and affinity included).

@@ -100,6 +100,16 @@ fn default_python() -> PathBuf {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
+    // TLS files are read first: a bad one stops start-up before anything runs.
+    let tls = if args.tls.enabled()? {
+        let acceptor = crate::tls::Acceptor::new(&args.tls)?;
+        if acceptor.ktls() {
+            crate::tls::ktls::announce();
+        }
+        Some(acceptor)
+    } else {
+        None
+    };
     let app = match &args.app {
         Some(app) => {
             let ok = app
@@ -267,6 +277,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         min_body_rate: args.min_body_rate,
         mounts: args.static_mount.clone(),
         health_path: args.health_path.clone(),
+        tls,
     };
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();
@@ -336,8 +347,9 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
     }
     let shm = geometry.segment_bytes() as u64 * u64::from(args.workers);
+    let scheme = if conn.tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        "listening on http://{addr} (app: {app}, workers: {}, threads: {}, io driver: {driver}, shared memory: {} MiB)",
+        "listening on {scheme}://{addr} (app: {app}, workers: {}, threads: {}, io driver: {driver}, shared memory: {} MiB)",
         args.workers,
         args.threads,
         shm >> 20
@@ -359,6 +371,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         board,
         access_log: access_log.map(|(sink, _)| sink),
         last_publish: Instant::now(),
+        tls: conn.tls.clone(),
     };
     sup.run(&report_rx, &signals);
     // Draining: load balancers should stop sending before connections are refused.

@@ -30,6 +30,8 @@ pub(super) struct Supervisor {
     pub(super) board: Arc<Board>,
     pub(super) access_log: Option<Arc<Sink>>,
     pub(super) last_publish: Instant,
+    /// TLS config, reloaded from its files on SIGHUP.
+    pub(super) tls: Option<crate::tls::Acceptor>,
 }
 
 impl Supervisor {
@@ -53,6 +55,9 @@ impl Supervisor {
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
             if signals.hup.swap(false, Ordering::Relaxed) {
+                if let Some(tls) = &self.tls {
+                    tls.reload();
+                }
                 let active: Vec<usize> = self
                     .workers
                     .0
