@@ -151,6 +151,23 @@ def test_https_get_and_post_with_scheme_https(tls_server: Server, certs: Path) -
         assert posted.http_version == "HTTP/1.1"
 
 
+def test_front_end_answers_go_through_tls_too(servers: ServerFactory, certs: Path,
+                                              tmp_path: Path) -> None:
+    """Static files and the health path are written by the front end itself: over TLS they
+    must be encrypted like app responses (never sent in the clear)."""
+    blob = os.urandom(300_000)
+    (tmp_path / "blob.bin").write_bytes(blob)
+    server = _start(servers, certs, *_tls_args(certs, "--static-mount", f"/static={tmp_path}",
+                                               "--health-path", "/healthz"))
+    with httpx.Client(verify=_client_ctx(certs), timeout=HANG_GUARD) as client:
+        got = client.get(_url(server, "/static/blob.bin"))
+        assert got.status_code == 200
+        assert got.content == blob
+        assert client.get(_url(server, "/healthz")).status_code == 200
+        assert client.get(_url(server, "/")).json()["scheme"] == "https"
+    server.stop()
+
+
 def test_tls_extension_in_the_scope(tls_server: Server, certs: Path) -> None:
     got = httpx.get(_url(tls_server), verify=_client_ctx(certs), timeout=HANG_GUARD).json()
     tls = got["tls"]
