@@ -450,3 +450,42 @@ impl rustls::server::ResolvesServerCert for OneCert {
         Some(self.0.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cipher_names_map_from_openssl_and_iana_and_unknown_ones_are_refused() {
+        let all = cipher_suites("TLSv1").unwrap();
+        assert_eq!(all.len(), provider::ALL_CIPHER_SUITES.len());
+        let two = cipher_suites("TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256").unwrap();
+        let names: Vec<String> = two.iter().map(|s| format!("{:?}", s.suite())).collect();
+        assert_eq!(
+            names,
+            [
+                "TLS13_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+            ]
+        );
+        let iana = cipher_suites("TLS13_CHACHA20_POLY1305_SHA256").unwrap();
+        assert_eq!(iana.len(), 1);
+        let bad = cipher_suites("AES128-SHA:RC4-MD5").unwrap_err();
+        assert_eq!(bad.code, 2);
+        assert!(bad.error.contains("AES128-SHA"), "{}", bad.error);
+        assert!(
+            bad.hint.contains("ECDHE-ECDSA-AES128-GCM-SHA256"),
+            "{}",
+            bad.hint
+        );
+    }
+
+    #[test]
+    fn protocol_min_takes_12_and_13_only() {
+        assert_eq!(versions("1.2").unwrap().len(), 2);
+        assert_eq!(versions("TLSv1.3").unwrap().len(), 1);
+        for bad in ["1.1", "1.0", "", "2"] {
+            assert_eq!(versions(bad).unwrap_err().code, 2, "{bad}");
+        }
+    }
+}
