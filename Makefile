@@ -12,7 +12,7 @@ LOOM_TARGET := target/loom
 SOURCES := $(shell find protocol/src server/src worker/src worker/python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null) \
            Cargo.toml Cargo.lock protocol/Cargo.toml server/Cargo.toml worker/Cargo.toml pyproject.toml
 
-.PHONY: readme-options setup demo test test-rust loom e2e lint bench bench-micro clean conformance
+.PHONY: readme-options setup demo test test-rust loom e2e tls-tools lint bench bench-micro clean conformance
 
 setup: $(VENV)/.built
 
@@ -48,8 +48,12 @@ loom:
 		cargo test -p uringapi-protocol --release --test loom_ring 2>&1 | tee $(LOOM_TARGET).log
 	@grep -Eq 'test result: ok\. [1-9][0-9]* passed' $(LOOM_TARGET).log || { echo "error: no loom model ran"; exit 1; }
 
-e2e: setup
+e2e: setup tls-tools
 	$(VENV)/bin/pytest tests -q --timeout 300
+
+# tests/e2e/test_tls.py makes its certificates with the openssl CLI.
+tls-tools:
+	command -v openssl >/dev/null || (apt-get update -q && apt-get install -y -q openssl)
 
 # Part of make test: a format difference, a clippy warning or a ruff finding fails the run.
 lint: $(VENV)/.deps

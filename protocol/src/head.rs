@@ -13,6 +13,7 @@
 //! u8  client ip len (0, 4, 16)  u8 server ip len   16 B client ip   16 B server ip
 //! method, path, query bytes
 //! header count × (u16 name len, u16 value len), then all names and values interleaved
+//! [TLS section, when bit 1 of the scheme byte is set (see `TlsSection`)]
 //! ```
 //! Response head:
 //! ```text
@@ -187,6 +188,8 @@ pub struct RequestView<'a> {
     pub query: &'a [u8],
     pub client: Option<SocketAddr>,
     pub server: Option<SocketAddr>,
+    /// The connection's TLS facts (the ASGI tls extension); `None` on plain HTTP.
+    pub tls: Option<TlsSection<'a>>,
     header_count: usize,
     header_bytes: &'a [u8],
 }
@@ -195,7 +198,8 @@ impl<'a> RequestView<'a> {
     pub fn decode(buf: &'a [u8]) -> Result<Self, Malformed> {
         let mut r = Reader { buf, at: 0 };
         let http_minor = r.u8()?;
-        let https = r.u8()? != 0;
+        let scheme = r.u8()?;
+        let https = scheme != 0;
         let (ml, pl, ql, hc) = (r.u16()?, r.u16()?, r.u16()?, r.u16()?);
         let (cport, sport) = (r.u16()?, r.u16()?);
         let (clen, slen) = (r.u8()?, r.u8()?);
@@ -205,7 +209,7 @@ impl<'a> RequestView<'a> {
         let path = r.bytes(pl)?;
         let query = r.bytes(ql)?;
         let header_bytes = &buf[r.at..];
-        let view = Self {
+        let mut view = Self {
             http_minor,
             https,
             method,
@@ -213,6 +217,7 @@ impl<'a> RequestView<'a> {
             query,
             client: addr(cip, clen, cport),
             server: addr(sip, slen, sport),
+            tls: None,
             header_count: hc,
             header_bytes,
         };
@@ -223,6 +228,21 @@ impl<'a> RequestView<'a> {
             n += 1;
         }
         debug_assert_eq!(n, hc);
+        if scheme & SCHEME_TLS_SECTION != 0 {
+            let mut end = Reader {
+                buf: header_bytes,
+                at: 0,
+            };
+            for _ in 0..hc {
+                let (nl, vl) = (end.u16()?, end.u16()?);
+                end.bytes(nl + vl)?;
+            }
+            let base = buf.len() - header_bytes.len() + end.at;
+            view.tls = Some(
+                TlsSection::decode(&header_bytes[end.at..])
+                    .map_err(|m| Malformed { at: base + m.at })?,
+            );
+        }
         Ok(view)
     }
 
@@ -244,6 +264,83 @@ impl<'a> RequestView<'a> {
     /// Headers in the order the client sent them (validated by `decode`).
     pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
         self.headers_checked().map_while(Result::ok)
+    }
+}
+
+/// Bit of the request head's scheme byte: a TLS section follows the header table. Older
+/// readers see a non-zero scheme byte (https) and ignore the bytes after the headers.
+pub const SCHEME_TLS_SECTION: u8 = 2;
+
+/// What the front end knows about a TLS connection, appended to each of its request heads
+/// (the worker builds the ASGI tls extension from it):
+/// ```text
+/// u16 TLS version (0x0303, 0x0304)   u16 IANA cipher suite
+/// u16 len, server certificate (DER)
+/// u16 len, client certificate subject (RFC 4514, UTF-8; empty: none)
+/// u8  client chain count, count × (u16 len, certificate DER), leaf first
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSection<'a> {
+    pub version: u16,
+    pub cipher_suite: u16,
+    pub server_cert: &'a [u8],
+    pub client_name: &'a [u8],
+    pub client_chain: Vec<&'a [u8]>,
+}
+
+impl<'a> TlsSection<'a> {
+    /// The section's bytes, made once per connection and appended to each request head.
+    pub fn encode(&self) -> Result<Vec<u8>, TooLarge> {
+        let len = 9
+            + self.server_cert.len()
+            + self.client_name.len()
+            + self.client_chain.iter().map(|c| 2 + c.len()).sum::<usize>();
+        let mut out = vec![0u8; len];
+        let mut at = 0;
+        put_u16(&mut out, &mut at, self.version as usize)?;
+        put_u16(&mut out, &mut at, self.cipher_suite as usize)?;
+        put_u16(&mut out, &mut at, self.server_cert.len())?;
+        put_bytes(&mut out, &mut at, self.server_cert);
+        put_u16(&mut out, &mut at, self.client_name.len())?;
+        put_bytes(&mut out, &mut at, self.client_name);
+        out[at] = u8::try_from(self.client_chain.len()).map_err(|_| TooLarge {
+            needed: self.client_chain.len(),
+            available: u8::MAX as usize,
+        })?;
+        at += 1;
+        for cert in &self.client_chain {
+            put_u16(&mut out, &mut at, cert.len())?;
+            put_bytes(&mut out, &mut at, cert);
+        }
+        debug_assert_eq!(at, len);
+        Ok(out)
+    }
+
+    /// Decodes a section written by `encode`; every length is checked and nothing may follow.
+    pub fn decode(buf: &'a [u8]) -> Result<Self, Malformed> {
+        let mut r = Reader { buf, at: 0 };
+        let version = r.u16()? as u16;
+        let cipher_suite = r.u16()? as u16;
+        let n = r.u16()?;
+        let server_cert = r.bytes(n)?;
+        let n = r.u16()?;
+        let client_name = r.bytes(n)?;
+        let count = r.u8()?;
+        let mut client_chain = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let n = r.u16()?;
+            client_chain.push(r.bytes(n)?);
+        }
+        if r.at != buf.len() {
+            return Err(Malformed { at: r.at });
+        }
+        Ok(Self {
+            version,
+            cipher_suite,
+            server_cert,
+            client_name,
+            client_chain,
+        })
     }
 }
 
@@ -333,6 +430,44 @@ mod tests {
         let hs: Vec<_> = v.headers().collect();
         let want: Vec<(&[u8], &[u8])> = vec![(b"host", b"example"), (b"x-a", b"1"), (b"x-a", b"2")];
         assert_eq!(hs, want);
+    }
+
+    #[test]
+    fn tls_section_rides_after_the_headers_and_old_readers_see_https() {
+        let head = RequestHead {
+            http_minor: 1,
+            https: true,
+            method: b"GET",
+            path: b"/",
+            query: b"",
+            client: None,
+            server: None,
+            headers: vec![(b"Host", b"example")],
+        };
+        let tls = TlsSection {
+            version: 0x0304,
+            cipher_suite: 0x1301,
+            server_cert: b"server-der",
+            client_name: b"CN=alice",
+            client_chain: vec![b"leaf", b"ca"],
+        };
+        let section = tls.encode().unwrap();
+        let mut buf = vec![0u8; head.encoded_len()];
+        let n = head.encode(&mut buf).unwrap();
+        let plain = RequestView::decode(&buf[..n]).unwrap();
+        assert_eq!(plain.tls, None);
+        buf.extend_from_slice(&section);
+        buf[1] |= SCHEME_TLS_SECTION;
+        let v = RequestView::decode(&buf).unwrap();
+        assert!(v.https);
+        assert_eq!(v.tls.as_ref(), Some(&tls));
+        assert_eq!(v.headers().count(), 1);
+        // Every truncation of the section is refused, and so is a byte too many.
+        for cut in n..buf.len() {
+            assert!(RequestView::decode(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+        buf.push(0);
+        assert!(RequestView::decode(&buf).is_err());
     }
 
     #[test]

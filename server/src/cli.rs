@@ -257,6 +257,9 @@ pub struct ServeArgs {
     /// (`chrt`) is kept.
     #[arg(long, value_enum, default_value = "batch", env = "URINGAPI_SCHED")]
     pub sched: crate::sys::Sched,
+    /// TLS: uvicorn's `--ssl-*` flags and `--ktls` (server/src/tls/).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 impl ServeArgs {

@@ -15,6 +15,7 @@ pub mod native;
 pub mod proxy;
 pub mod supervisor;
 mod sys;
+pub mod tls;
 pub mod waitq;
 pub mod zerocopy;
 

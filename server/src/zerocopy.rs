@@ -146,6 +146,19 @@ impl Frame {
         self.start == self.n
     }
 
+    /// The bytes still to write, in order (TLS encrypts them from here).
+    pub fn pieces(&self) -> Vec<&[u8]> {
+        self.iov[self.start..self.n]
+            .iter()
+            .map(|v| {
+                // SAFETY: each iovec points into the frame's prefix, its leased shared-memory
+                // slot or its static suffix (see the `IoVecBuf` impl below), all alive and
+                // unchanged while `self` is borrowed.
+                unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) }
+            })
+            .collect()
+    }
+
     /// Gives the prefix buffer back for reuse.
     pub fn into_prefix(self) -> Vec<u8> {
         self.prefix

@@ -252,9 +252,61 @@ impl ScopeBuilder {
         // The server sends files named by http.response.pathsend itself.
         let ext = PyDict::new(py);
         ext.set_item(&k.pathsend, PyDict::new(py))?;
+        // TLS hook: the connection's TLS facts (WebSocket scopes get the same once `wss` lands).
+        if let Some(tls) = &req.tls {
+            ext.set_item("tls", tls_extension(py, tls)?)?;
+        }
         d.set_item(&k.extensions, ext)?;
         Ok(d)
     }
+}
+
+/// The ASGI tls extension from the front end's TLS facts. rustls refuses a client
+/// certificate it cannot verify during the handshake, so `client_cert_error` is always None.
+fn tls_extension<'py>(
+    py: Python<'py>,
+    tls: &uringapi_protocol::head::TlsSection<'_>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let server = (!tls.server_cert.is_empty()).then(|| pem(tls.server_cert));
+    d.set_item("server_cert", server)?;
+    let chain: Vec<String> = tls.client_chain.iter().map(|c| pem(c)).collect();
+    d.set_item("client_cert_chain", chain)?;
+    // The front end wrote the name as UTF-8; anything else is refused, not guessed at.
+    let name = match std::str::from_utf8(tls.client_name) {
+        Ok("") | Err(_) => None,
+        Ok(name) => Some(name),
+    };
+    d.set_item("client_cert_name", name)?;
+    d.set_item("client_cert_error", py.None())?;
+    d.set_item("tls_version", tls.version)?;
+    d.set_item("cipher_suite", tls.cipher_suite)?;
+    Ok(d)
+}
+
+/// A DER certificate as PEM text (base64 in 64-character lines).
+fn pem(der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
+    for chunk in der.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 /// Percent-decodes a path; malformed escapes stay as they are (as urllib.parse.unquote).
@@ -264,7 +316,19 @@ pub fn percent_decode(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{pem, percent_decode};
+
+    #[test]
+    fn pem_is_base64_in_lines_of_64() {
+        assert_eq!(
+            pem(b"foobar!"),
+            "-----BEGIN CERTIFICATE-----\nZm9vYmFyIQ==\n-----END CERTIFICATE-----\n"
+        );
+        let long = pem(&[0u8; 60]);
+        let lines: Vec<&str> = long.lines().collect();
+        assert_eq!(lines[1].len(), 64);
+        assert_eq!(lines[2], "AAAAAAAAAAAAAAAA");
+    }
 
     #[test]
     fn percent_decoding_matches_unquote() {

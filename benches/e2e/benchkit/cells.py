@@ -30,6 +30,8 @@ class Cell:
     """Served by uringapi's front end without Python (`uringapi_args`), so only uringapi
     and native-ref run it."""
     uringapi_args: tuple[str, ...] = ()
+    tls: bool = False
+    """HTTPS with a self-signed certificate (benchkit/tlscert.py), under every server."""
 
     def check(self, status: int, body: bytes) -> str | None:
         """Why a response is wrong for this cell, or None when it is right."""
@@ -69,6 +71,18 @@ CELLS: tuple[Cell, ...] = (
         reference=True,
         native_route=True,
         uringapi_args=("--static-mount", "/static=static"),
+    ),
+    # TLS ended by each server: keep-alive (record encryption), and a new connection per
+    # request (a full TLS 1.3 handshake each, ECDSA P-256).
+    Cell("https-hello", "https", "hello_asgi:app", "/", expect_contains=b"Hello, world!", tls=True),
+    Cell(
+        "https-hello-newconn",
+        "https",
+        "hello_asgi:app",
+        "/",
+        headers={"Connection": "close"},
+        expect_contains=b"Hello, world!",
+        tls=True,
     ),
 )
 QUICK_CELLS = ("hello", "fastapi-json")

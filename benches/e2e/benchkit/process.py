@@ -7,6 +7,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -75,7 +76,12 @@ def _wait_ready(proc: subprocess.Popen[bytes], cell: Cell, port: int, log: Path)
 
 def request(cell: Cell, port: int) -> tuple[int, bytes]:
     """One request as the benchmark sends it; returns status and body."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    if cell.tls:
+        # The bench's own self-signed certificate: only the answer is checked here.
+        ctx = ssl._create_unverified_context()
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request(cell.method, cell.path, body=cell.body or None, headers=cell.headers)
         response = conn.getresponse()

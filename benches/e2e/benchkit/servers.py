@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from . import paths
+from . import paths, tlscert
 from .cells import Cell
 
 
@@ -34,6 +34,7 @@ def _uringapi(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
         "--workers", str(s.workers), "--threads", str(s.threads),
         "--app-dir", str(paths.APPS_DIR), "--log-level", "warning",
         *[a.replace("=static", f"={paths.APPS_DIR / 'static'}") for a in cell.uringapi_args],
+        *_tls(("--ssl-certfile", "--ssl-keyfile"), cell),
     ]  # fmt: skip
 
 
@@ -42,7 +43,8 @@ def _granian(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
     return [
         exe, "--interface", "asgi", "--loop", "uvloop", "--http", "1",
         "--workers", str(s.workers), *_bind(port),
-        "--working-dir", str(paths.APPS_DIR), "--log-level", "warning", cell.target,
+        "--working-dir", str(paths.APPS_DIR), "--log-level", "warning",
+        *_tls(("--ssl-certificate", "--ssl-keyfile"), cell), cell.target,
     ]  # fmt: skip
 
 
@@ -51,7 +53,16 @@ def _uvicorn(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
         exe, cell.target, *_bind(port), "--app-dir", str(paths.APPS_DIR),
         "--loop", "uvloop", "--http", "httptools", "--workers", str(s.workers),
         "--no-access-log", "--log-level", "warning",
+        *_tls(("--ssl-certfile", "--ssl-keyfile"), cell),
     ]  # fmt: skip
+
+
+def _tls(flags: tuple[str, str], cell: Cell) -> list[str]:
+    """The certificate and key flags of a server (cert flag, key flag) for an HTTPS cell."""
+    if not cell.tls:
+        return []
+    cert, key = tlscert.files()
+    return [flags[0], str(cert), flags[1], str(key)]
 
 
 def _bind(port: int) -> list[str]:

@@ -59,7 +59,7 @@ def write_script(cell: Cell) -> str:
 
 
 def run(wrk: str, cell: Cell, port: int, duration_s: int, shape: LoadShape) -> WrkResult:
-    url = f"http://127.0.0.1:{port}{cell.path}"
+    url = f"{'https' if cell.tls else 'http'}://127.0.0.1:{port}{cell.path}"
     cmd = [
         wrk, f"-t{shape.threads}", f"-c{shape.connections}", f"-d{_wrk_duration(duration_s)}",
         "--latency", "--timeout", "5s", "-s", write_script(cell), url,

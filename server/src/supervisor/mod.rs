@@ -104,6 +104,16 @@ fn default_python() -> PathBuf {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
+    // TLS files are read first: a bad one stops start-up before anything runs.
+    let tls = if args.tls.enabled()? {
+        let acceptor = crate::tls::Acceptor::new(&args.tls)?;
+        if acceptor.ktls() {
+            crate::tls::ktls::announce();
+        }
+        Some(acceptor)
+    } else {
+        None
+    };
     let app = match &args.app {
         Some(app) => {
             let ok = app
@@ -295,6 +305,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         min_body_rate: args.min_body_rate,
         mounts: args.static_mount.clone(),
         health_path: args.health_path.clone(),
+        tls,
     };
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();
@@ -370,9 +381,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
     }
     let shm = geometry.segment_bytes() as u64 * u64::from(args.workers);
+    let scheme = if conn.tls.is_some() { "https" } else { "http" };
     let urls = addrs
         .iter()
-        .map(|a| format!("http://{a}"))
+        .map(|a| format!("{scheme}://{a}"))
         .collect::<Vec<_>>()
         .join(", ");
     tracing::info!(
@@ -400,6 +412,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         last_publish: Instant::now(),
         notify,
         deaths: deaths.clone(),
+        tls: conn.tls.clone(),
     };
     sup.notify.send("READY=1");
     sup.run(&report_rx, &signals);

@@ -33,6 +33,8 @@ pub(super) struct Supervisor {
     pub(super) notify: super::notify::Notifier,
     /// Front-end threads that died after start-up: the process stops (exit non-zero).
     pub(super) deaths: super::threadwatch::Deaths,
+    /// TLS config, reloaded from its files on SIGHUP.
+    pub(super) tls: Option<crate::tls::Acceptor>,
 }
 
 impl Supervisor {
@@ -68,6 +70,9 @@ impl Supervisor {
                 return;
             }
             if signals.hup.swap(false, Ordering::Relaxed) {
+                if let Some(tls) = &self.tls {
+                    tls.reload();
+                }
                 let active: Vec<usize> = self
                     .workers
                     .0

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use uringapi_protocol::arena::SlotIndex;
 use uringapi_protocol::head::{RequestHead, ResponseView};
@@ -21,6 +20,7 @@ use crate::http1::encode::{self, Framing, HeaderOptions, RequestSide};
 use crate::http1::framing::{BodyFraming, ChunkedDecoder};
 use crate::http1::parse::{self, HeadLimits};
 use crate::http1::static_files;
+use crate::tls::Transport;
 use crate::zerocopy::{Frame, SlotLease};
 
 mod download;
@@ -60,6 +60,8 @@ pub struct ConnConfig {
     pub mounts: Vec<static_files::Mount>,
     /// `--health-path`: answered "ok" by the front end itself.
     pub health_path: Option<String>,
+    /// TLS on this listener (`--ssl-certfile`/`--ssl-keyfile`); `None`: plain HTTP.
+    pub tls: Option<crate::tls::Acceptor>,
 }
 
 /// How often a queued request re-checks the workers: stall and retire verdicts change
@@ -132,6 +134,17 @@ pub async fn serve(
 ) {
     let _live = Live::new(&hub);
     let _ = sock.set_nodelay(true);
+    // TLS hook: the handshake runs before the first read, bounded by --timeout-header-read.
+    let sock = match &cfg.tls {
+        None => Transport::Plain(sock),
+        Some(tls) => {
+            match crate::tls::handshake(sock, tls.current(), cfg.header_read, peer).await {
+                Some(stream) => Transport::Tls(Box::new(stream)),
+                None => return,
+            }
+        }
+    };
+    let tls_section = sock.tls_section();
     let mut conn = Conn {
         hub,
         cfg,
@@ -140,6 +153,7 @@ pub async fn serve(
         local,
         buf: Vec::with_capacity(READ_CHUNK),
         scratch: Vec::new(),
+        tls_section,
         unwatched: false,
         gone: false,
         served: Served::default(),
@@ -150,13 +164,15 @@ pub async fn serve(
 struct Conn {
     hub: Rc<Hub>,
     cfg: Rc<ConnConfig>,
-    sock: TcpStream,
+    sock: Transport,
     peer: SocketAddr,
     local: SocketAddr,
     /// Bytes read from the client and not yet used.
     buf: Vec<u8>,
     /// Reused for encoding request heads and response prefixes.
     scratch: Vec<u8>,
+    /// TLS: the tls extension facts appended to every request head of the connection.
+    tls_section: Option<Vec<u8>>,
     /// Stop watching the socket for the client leaving until the next request: it left (the
     /// worker was told), or bytes of a pipelined request are waiting.
     unwatched: bool,
@@ -278,12 +294,11 @@ impl Conn {
         if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
         }
-        let (len, cap) = (buf.len(), buf.capacity());
-        let read = self.sock.read(buf.slice_mut(len..cap));
+        let read = self.sock.read(buf);
         match monoio::time::timeout(wait, read).await {
             Err(_) => Err(ReadEnd::TimedOut),
-            Ok((res, slice)) => {
-                self.buf = slice.into_inner();
+            Ok((res, buf)) => {
+                self.buf = buf;
                 match res {
                     Ok(0) => Err(ReadEnd::Eof),
                     Ok(_) => Ok(()),
@@ -375,6 +390,7 @@ impl Conn {
             }
         }
         let (client, https) = self.forwarded(&head.headers);
+        let https = https || matches!(self.sock, Transport::Tls(_));
         let encoded = RequestHead {
             http_minor: minor,
             https,
@@ -389,14 +405,19 @@ impl Conn {
             self.reply_error(502, minor).await;
             return Next::Close;
         };
-        let head_len = encoded.encoded_len();
+        let tls_len = self.tls_section.as_ref().map_or(0, Vec::len);
+        let head_len = encoded.encoded_len() + tls_len;
         if head_len > slot_size {
             self.reply_error(431, minor).await;
             return Next::Close;
         }
         self.scratch.clear();
-        self.scratch.resize(head_len, 0);
+        self.scratch.resize(head_len - tls_len, 0);
         let _ = encoded.encode(&mut self.scratch);
+        if let Some(section) = &self.tls_section {
+            self.scratch.extend_from_slice(section);
+            self.scratch[1] |= uringapi_protocol::head::SCHEME_TLS_SECTION;
+        }
         drop(encoded);
         drop(head);
         self.buf.drain(..end);
@@ -546,7 +567,7 @@ impl Conn {
             if watch {
                 monoio::select! {
                     _ = wait => {},
-                    r = self.sock.readable(false) => match self.socket_news(r) {
+                    r = self.sock.readable() => match self.socket_news(r) {
                         News::Gone => {
                             tracing::debug!(peer = %self.peer, "client left while its request was queued");
                             return Opened::ClientGone;
@@ -586,7 +607,7 @@ impl Conn {
             let step = if watch {
                 monoio::select! {
                     ev = hub.next_event(sid) => Some(ev),
-                    r = self.sock.readable(false) => {
+                    r = self.sock.readable() => {
                         self.check_gone(sid, r);
                         None
                     },
@@ -615,7 +636,10 @@ impl Conn {
 
     /// What a socket that turned readable while we were not reading has to say.
     fn socket_news(&self, readable: std::io::Result<()>) -> News {
-        match readable.and_then(|()| crate::sys::peek(&self.sock)) {
+        if self.sock.buffered() {
+            return News::Data;
+        }
+        match readable.and_then(|()| crate::sys::peek(self.sock.tcp())) {
             Ok(0) => News::Gone,
             // Bytes of a body or a next request: nothing to learn until they are read.
             Ok(_) => News::Data,

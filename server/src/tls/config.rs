@@ -1,0 +1,491 @@
+//! The `--ssl-*` flags (uvicorn's names and meanings) and the rustls `ServerConfig` they
+//! make. Every way a file can be wrong is an `error:` + `hint:` at start-up (exit 2); on
+//! SIGHUP the same loading runs again and a failure keeps the config in force.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::crypto::ring as provider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
+
+use crate::cli::Failure;
+
+/// uvicorn's TLS flags. TLS is on when `--ssl-certfile` and `--ssl-keyfile` are given.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1; PKCS#8 may be encrypted).
+    #[arg(long, env = "URINGAPI_SSL_KEYFILE")]
+    pub ssl_keyfile: Option<PathBuf>,
+    /// TLS certificate chain (PEM, leaf first).
+    #[arg(long, env = "URINGAPI_SSL_CERTFILE")]
+    pub ssl_certfile: Option<PathBuf>,
+    /// Password of an encrypted (PKCS#8) --ssl-keyfile.
+    #[arg(long, env = "URINGAPI_SSL_KEYFILE_PASSWORD")]
+    pub ssl_keyfile_password: Option<String>,
+    /// CA certificates (PEM) that client certificates are checked against.
+    #[arg(long, env = "URINGAPI_SSL_CA_CERTS")]
+    pub ssl_ca_certs: Option<PathBuf>,
+    /// Client certificates: 0 not asked for, 1 optional, 2 required (mutual TLS).
+    #[arg(long, default_value_t = 0, env = "URINGAPI_SSL_CERT_REQS", value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub ssl_cert_reqs: u8,
+    /// Cipher suites, colon-separated (OpenSSL or IANA names of the suites rustls has);
+    /// uvicorn's default `TLSv1` means all of them.
+    #[arg(long, default_value = "TLSv1", env = "URINGAPI_SSL_CIPHERS")]
+    pub ssl_ciphers: String,
+    /// Oldest TLS version accepted: 1.2 or 1.3.
+    #[arg(long, default_value = "1.2", env = "URINGAPI_SSL_PROTOCOL_MIN")]
+    pub ssl_protocol_min: String,
+    /// Hand the symmetric crypto to the kernel (kTLS) after the handshake when it has it;
+    /// falls back to rustls with one log line when it does not.
+    #[arg(long, env = "URINGAPI_KTLS")]
+    pub ktls: bool,
+}
+
+impl TlsArgs {
+    /// Whether TLS is asked for at all; one of the two files alone is a mistake.
+    pub fn enabled(&self) -> Result<bool, Failure> {
+        match (&self.ssl_certfile, &self.ssl_keyfile) {
+            (Some(_), Some(_)) => Ok(true),
+            (None, None) => {
+                let stray = [
+                    (
+                        self.ssl_keyfile_password.is_some(),
+                        "--ssl-keyfile-password",
+                    ),
+                    (self.ssl_ca_certs.is_some(), "--ssl-ca-certs"),
+                    (self.ssl_cert_reqs != 0, "--ssl-cert-reqs"),
+                    (self.ktls, "--ktls"),
+                ];
+                match stray.iter().find(|(set, _)| *set) {
+                    Some((_, flag)) => Err(usage(
+                        format!("{flag} was given without --ssl-certfile and --ssl-keyfile"),
+                        "TLS is on only with both --ssl-certfile and --ssl-keyfile",
+                    )),
+                    None => Ok(false),
+                }
+            }
+            (Some(_), None) => Err(usage(
+                "--ssl-certfile was given without --ssl-keyfile",
+                "pass the certificate's private key with --ssl-keyfile",
+            )),
+            (None, Some(_)) => Err(usage(
+                "--ssl-keyfile was given without --ssl-certfile",
+                "pass the certificate chain with --ssl-certfile",
+            )),
+        }
+    }
+}
+
+fn usage(error: impl Into<String>, hint: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        ..Failure::new(error, hint)
+    }
+}
+
+/// The TLS config new handshakes use; shared by every front-end thread, swapped on reload.
+/// Handshakes already done keep the config they started with.
+#[derive(Clone)]
+pub struct Acceptor {
+    args: Arc<TlsArgs>,
+    current: Arc<RwLock<Loaded>>,
+}
+
+/// A config and the leaf certificate it serves (for the tls extension's `server_cert`).
+#[derive(Clone)]
+pub struct Loaded {
+    pub config: Arc<ServerConfig>,
+    pub leaf: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("certfile", &self.args.ssl_certfile)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Acceptor {
+    /// Loads the files named by `args` (checked by `TlsArgs::enabled`).
+    pub fn new(args: &TlsArgs) -> Result<Self, Failure> {
+        let loaded = build(args)?;
+        Ok(Self {
+            args: Arc::new(args.clone()),
+            current: Arc::new(RwLock::new(loaded)),
+        })
+    }
+
+    /// The config for a new handshake.
+    pub fn current(&self) -> Loaded {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn ktls(&self) -> bool {
+        self.args.ktls
+    }
+
+    /// Reads the files again (SIGHUP). A failure keeps the config in force and says why.
+    pub fn reload(&self) {
+        match build(&self.args) {
+            Ok(loaded) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+                tracing::info!("SIGHUP: TLS certificate and key reloaded; new handshakes use them");
+            }
+            Err(f) => tracing::error!(
+                error = %f.error,
+                hint = %f.hint,
+                "SIGHUP: TLS files not reloaded; the previous certificate stays in use"
+            ),
+        }
+    }
+}
+
+/// The protocol versions, oldest first, as `--ssl-protocol-min` names them.
+fn versions(min: &str) -> Result<&'static [&'static rustls::SupportedProtocolVersion], Failure> {
+    static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS12, &rustls::version::TLS13];
+    static ONLY13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match min
+        .trim()
+        .trim_start_matches("TLSv")
+        .trim_start_matches("tls")
+    {
+        "1.2" | "1_2" => Ok(&BOTH),
+        "1.3" | "1_3" => Ok(&ONLY13),
+        other => Err(usage(
+            format!("--ssl-protocol-min {other:?} is not a TLS version uringapi speaks"),
+            "use 1.2 (TLS 1.2 and 1.3, the default) or 1.3 (TLS 1.3 only)",
+        )),
+    }
+}
+
+/// OpenSSL's names for the suites rustls (ring) has; IANA names are matched too.
+const OPENSSL_NAMES: &[(&str, &str)] = &[
+    ("TLS_AES_128_GCM_SHA256", "TLS13_AES_128_GCM_SHA256"),
+    ("TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384"),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "TLS13_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// The suites `--ssl-ciphers` names. uvicorn's default `TLSv1` (and `DEFAULT`, `ALL`) mean
+/// every suite rustls offers; anything else must name suites it has.
+fn cipher_suites(spec: &str) -> Result<Vec<SupportedCipherSuite>, Failure> {
+    let all = provider::ALL_CIPHER_SUITES;
+    let spec = spec.trim();
+    if spec.is_empty() || ["TLSv1", "TLSv1.2", "DEFAULT", "ALL", "HIGH"].contains(&spec) {
+        return Ok(all.to_vec());
+    }
+    let name_of = |s: &SupportedCipherSuite| format!("{:?}", s.suite());
+    let mut chosen = Vec::new();
+    for name in spec
+        .split([':', ','])
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        let iana = OPENSSL_NAMES
+            .iter()
+            .find(|(openssl, _)| openssl.eq_ignore_ascii_case(name))
+            .map_or(name, |(_, iana)| iana);
+        match all.iter().find(|s| name_of(s).eq_ignore_ascii_case(iana)) {
+            Some(s)
+                if !chosen
+                    .iter()
+                    .any(|c: &SupportedCipherSuite| c.suite() == s.suite()) =>
+            {
+                chosen.push(*s)
+            }
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = OPENSSL_NAMES.iter().map(|(o, _)| *o).collect();
+                return Err(usage(
+                    format!("--ssl-ciphers names {name:?}, a cipher suite rustls does not have"),
+                    format!(
+                        "use TLSv1 (all of them) or a colon-separated list of: {}",
+                        known.join(":")
+                    ),
+                ));
+            }
+        }
+    }
+    if chosen.is_empty() {
+        return Err(usage(
+            "--ssl-ciphers names no cipher suite",
+            "use TLSv1 (all of them)",
+        ));
+    }
+    Ok(chosen)
+}
+
+fn read(path: &Path, what: &str, flag: &str) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| {
+        usage(
+            format!("cannot read the {what} {}: {e}", path.display()),
+            format!("{flag} must name a readable PEM file"),
+        )
+    })
+}
+
+fn certs(path: &Path, what: &str, flag: &str) -> Result<Vec<CertificateDer<'static>>, Failure> {
+    let pem = read(path, what, flag)?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Ok(c),
+        Ok(_) => Err(usage(
+            format!("{} holds no certificate", path.display()),
+            format!("{flag} must name a PEM file with -----BEGIN CERTIFICATE----- blocks"),
+        )),
+        Err(e) => Err(usage(
+            format!("{} is not valid PEM: {e}", path.display()),
+            format!("{flag} must name a PEM file with -----BEGIN CERTIFICATE----- blocks"),
+        )),
+    }
+}
+
+fn private_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'static>, Failure> {
+    let pem = read(path, "private key", "--ssl-keyfile")?;
+    let text = String::from_utf8_lossy(&pem);
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        let Some(password) = password else {
+            return Err(usage(
+                format!(
+                    "the private key {} is encrypted and no password was given",
+                    path.display()
+                ),
+                "pass its password with --ssl-keyfile-password (or URINGAPI_SSL_KEYFILE_PASSWORD)",
+            ));
+        };
+        let start = text
+            .find("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+            .unwrap_or(0);
+        let (_, der) = pkcs8::der::pem::decode_vec(text[start..].as_bytes()).map_err(|e| {
+            usage(
+                format!(
+                    "{} is not a valid encrypted PKCS#8 key: {e}",
+                    path.display()
+                ),
+                "write it with `openssl pkcs8 -topk8 -v2 aes-256-cbc`",
+            )
+        })?;
+        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice()).map_err(|e| {
+            usage(
+                format!(
+                    "{} is not a valid encrypted PKCS#8 key: {e}",
+                    path.display()
+                ),
+                "write it with `openssl pkcs8 -topk8 -v2 aes-256-cbc`",
+            )
+        })?;
+        let plain = info.decrypt(password.as_bytes()).map_err(|e| {
+            usage(
+                format!("cannot decrypt the private key {}: {e}", path.display()),
+                "check --ssl-keyfile-password: it is most likely wrong",
+            )
+        })?;
+        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            plain.as_bytes().to_vec(),
+        )));
+    }
+    if text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(usage(
+            format!(
+                "the private key {} is encrypted in the legacy OpenSSL format",
+                path.display()
+            ),
+            "convert it to encrypted PKCS#8: openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD -out NEW",
+        ));
+    }
+    match rustls_pemfile::private_key(&mut pem.as_slice()) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => Err(usage(
+            format!("{} holds no private key", path.display()),
+            "--ssl-keyfile must name a PEM file with a PRIVATE KEY block (PKCS#8, RSA or EC)",
+        )),
+        Err(e) => Err(usage(
+            format!("{} is not valid PEM: {e}", path.display()),
+            "--ssl-keyfile must name a PEM file with a PRIVATE KEY block (PKCS#8, RSA or EC)",
+        )),
+    }
+}
+
+/// Builds the config from the files; every failure names the file and what to do.
+fn build(args: &TlsArgs) -> Result<Loaded, Failure> {
+    let (Some(certfile), Some(keyfile)) = (&args.ssl_certfile, &args.ssl_keyfile) else {
+        return Err(usage(
+            "TLS needs --ssl-certfile and --ssl-keyfile",
+            "pass both",
+        ));
+    };
+    let versions = versions(&args.ssl_protocol_min)?;
+    let mut crypto = provider::default_provider();
+    crypto.cipher_suites = cipher_suites(&args.ssl_ciphers)?;
+    if !crypto
+        .cipher_suites
+        .iter()
+        .any(|s| versions.iter().any(|v| s.version() == *v))
+    {
+        return Err(usage(
+            "--ssl-ciphers leaves no cipher suite for the versions --ssl-protocol-min allows",
+            "name at least one TLS 1.3 suite (TLS_AES_128_GCM_SHA256) with --ssl-protocol-min 1.3",
+        ));
+    }
+    let crypto = Arc::new(crypto);
+    let chain = certs(certfile, "certificate", "--ssl-certfile")?;
+    let key = private_key(keyfile, args.ssl_keyfile_password.as_deref())?;
+    let signer = crypto.key_provider.load_private_key(key).map_err(|e| {
+        usage(
+            format!("the private key {} cannot be used: {e}", keyfile.display()),
+            "use an RSA, ECDSA (P-256/P-384) or Ed25519 key",
+        )
+    })?;
+    let leaf: Arc<[u8]> = chain[0].as_ref().into();
+    let certified = CertifiedKey::new(chain, signer);
+    certified.keys_match().map_err(|e| {
+        usage(
+            format!(
+                "the private key {} does not match the certificate {}: {e}",
+                keyfile.display(),
+                certfile.display()
+            ),
+            "--ssl-keyfile must be the key the --ssl-certfile certificate was issued for",
+        )
+    })?;
+    let builder = ServerConfig::builder_with_provider(crypto.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| {
+            usage(
+                format!("TLS settings rejected: {e}"),
+                "check --ssl-ciphers and --ssl-protocol-min",
+            )
+        })?;
+    let builder = match (args.ssl_cert_reqs, &args.ssl_ca_certs) {
+        (0, _) => builder.with_no_client_auth(),
+        (_, None) => {
+            return Err(usage(
+                format!(
+                    "--ssl-cert-reqs {} needs --ssl-ca-certs",
+                    args.ssl_cert_reqs
+                ),
+                "name the CA certificates that client certificates are checked against",
+            ))
+        }
+        (reqs, Some(ca)) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certs(ca, "CA certificates", "--ssl-ca-certs")? {
+                roots.add(cert).map_err(|e| {
+                    usage(
+                        format!("a CA certificate in {} is unusable: {e}", ca.display()),
+                        "--ssl-ca-certs must hold X.509 CA certificates",
+                    )
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto);
+            let verifier = if reqs == 1 {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier.build().map_err(|e| {
+                usage(
+                    format!(
+                        "cannot check client certificates against {}: {e}",
+                        ca.display()
+                    ),
+                    "--ssl-ca-certs must hold X.509 CA certificates",
+                )
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
+    // ALPN: HTTP/1.1 only. `h2` goes first here once HTTP/2 lands.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if args.ktls {
+        config.enable_secret_extraction = true;
+    }
+    Ok(Loaded {
+        config: Arc::new(config),
+        leaf,
+    })
+}
+
+/// The one certificate chain of a config (a reload builds a new config around a new one).
+#[derive(Debug)]
+struct OneCert(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for OneCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cipher_names_map_from_openssl_and_iana_and_unknown_ones_are_refused() {
+        let all = cipher_suites("TLSv1").unwrap();
+        assert_eq!(all.len(), provider::ALL_CIPHER_SUITES.len());
+        let two = cipher_suites("TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256").unwrap();
+        let names: Vec<String> = two.iter().map(|s| format!("{:?}", s.suite())).collect();
+        assert_eq!(
+            names,
+            [
+                "TLS13_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+            ]
+        );
+        let iana = cipher_suites("TLS13_CHACHA20_POLY1305_SHA256").unwrap();
+        assert_eq!(iana.len(), 1);
+        let bad = cipher_suites("AES128-SHA:RC4-MD5").unwrap_err();
+        assert_eq!(bad.code, 2);
+        assert!(bad.error.contains("AES128-SHA"), "{}", bad.error);
+        assert!(
+            bad.hint.contains("ECDHE-ECDSA-AES128-GCM-SHA256"),
+            "{}",
+            bad.hint
+        );
+    }
+
+    #[test]
+    fn protocol_min_takes_12_and_13_only() {
+        assert_eq!(versions("1.2").unwrap().len(), 2);
+        assert_eq!(versions("TLSv1.3").unwrap().len(), 1);
+        for bad in ["1.1", "1.0", "", "2"] {
+            assert_eq!(versions(bad).unwrap_err().code, 2, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! TLS in the front end: rustls (ring provider) driven over the connection's own socket.
+//!
+//! - `config`: uvicorn's `--ssl-*` flags, the files they name, and the `ServerConfig` built
+//!   from them (reloaded on SIGHUP).
+//! - `transport`: what a connection reads and writes through, plain TCP (zero-copy `writev`
+//!   from shared memory, unchanged) or TLS (rustls encrypts from the shared-memory slice).
+//! - `names`: a certificate subject as an RFC 4514 string (`client_cert_name`).
+//! - `ktls`: the `--ktls` probe and its fallback.
+
+mod config;
+pub mod ktls;
+mod names;
+mod transport;
+
+pub use config::{Acceptor, Loaded, TlsArgs};
+pub use transport::{handshake, Transport};
