@@ -13,6 +13,7 @@ pub mod native;
 pub mod proxy;
 pub mod supervisor;
 mod sys;
+pub mod ws;
 pub mod zerocopy;
 
 pub use cli::main_from_args;
