@@ -169,26 +169,26 @@ impl Inflater {
             // Vec's growth may reserve more than asked: the output can pass the limit by at
             // most what was already there before the limit check stops it.
             out.reserve((input.len() * 4).clamp(256, 1 << 16));
-            let before = self.inner.total_in();
+            let (in_before, out_before) = (self.inner.total_in(), self.inner.total_out());
             let status = self
                 .inner
                 .decompress_vec(input, out, FlushDecompress::None)
                 .map_err(|_| InflateError::Corrupt)?;
-            input = &input[(self.inner.total_in() - before) as usize..];
+            input = &input[(self.inner.total_in() - in_before) as usize..];
             if out.len() > limit {
                 return Err(InflateError::TooBig);
             }
-            match status {
-                Status::StreamEnd => {
-                    return if input.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(InflateError::Corrupt)
-                    }
-                }
-                // Output space left over means all the input that can be used now was used.
-                _ if out.len() < out.capacity() => return Ok(()),
-                _ => {}
+            if status == Status::StreamEnd {
+                return if input.is_empty() {
+                    Ok(())
+                } else {
+                    Err(InflateError::Corrupt)
+                };
+            }
+            // The backend may stop with output space left while it still holds output (it
+            // drains its window in pieces): done only when a call moves nothing.
+            if self.inner.total_in() == in_before && self.inner.total_out() == out_before {
+                return Ok(());
             }
         }
     }
