@@ -343,6 +343,35 @@ mod tests {
     }
 
     proptest! {
+        /// Arbitrary bytes from a client end in events or a violation, never a panic, and the
+        /// reader never claims more bytes than it was given.
+        #[test]
+        fn garbage_never_panics(mut wire in proptest::collection::vec(any::<u8>(), 0..600), deflate: bool, step in 1usize..64) {
+            let mut reader = Reader::new(256, deflate.then(Agreed::default));
+            // Masked and with a small length, so that the first frame gets past the header.
+            if let [b0, b1, ..] = &mut wire[..] {
+                *b0 &= 0x8f;
+                *b1 = 0x80 | (*b1 & 0x3f);
+            }
+            let mut buf = Vec::new();
+            'feed: for piece in wire.chunks(step) {
+                buf.extend_from_slice(piece);
+                loop {
+                    match reader.read(&buf) {
+                        Ok((0, _)) => break,
+                        Ok((used, _)) => {
+                            prop_assert!(used <= buf.len());
+                            buf.drain(..used);
+                        }
+                        Err(v) => {
+                            prop_assert!(matches!(v.code, 1002 | 1007 | 1009));
+                            break 'feed;
+                        }
+                    }
+                }
+            }
+        }
+
         /// Any message, fragmented anyhow, compressed or not, masked with any key and
         /// delivered in any read sizes, comes out whole and equal.
         #[test]
