@@ -17,6 +17,7 @@ pub mod supervisor;
 mod sys;
 pub mod tls;
 pub mod waitq;
+pub mod ws;
 pub mod zerocopy;
 
 pub use cli::main_from_args;

@@ -1,0 +1,168 @@
+//! The sending half: server frames (never masked) for the app's messages, pongs, pings and
+//! close frames, compressed under permessage-deflate when that was negotiated.
+
+use super::close;
+use super::deflate::{Agreed, Deflater};
+use super::frame::{encode_frame, encode_header, Opcode, MAX_CONTROL_PAYLOAD};
+
+/// Messages shorter than this go out uncompressed even under permessage-deflate: the
+/// deflate block overhead would make them longer, and RSV1 is chosen per message (RFC 7692
+/// §6.1).
+const MIN_COMPRESS: usize = 64;
+
+/// The sending state of one connection.
+pub struct Writer {
+    deflater: Option<Deflater>,
+    scratch: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new(deflate: Option<Agreed>) -> Self {
+        Self {
+            deflater: deflate.map(Deflater::new),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Appends one data message as a single frame.
+    pub fn message(&mut self, out: &mut Vec<u8>, text: bool, data: &[u8]) {
+        let opcode = if text { Opcode::Text } else { Opcode::Binary };
+        match &mut self.deflater {
+            Some(deflater) if data.len() >= MIN_COMPRESS => {
+                self.scratch.clear();
+                deflater.compress(data, &mut self.scratch);
+                encode_frame(out, true, true, opcode, &self.scratch);
+            }
+            _ => {
+                encode_header(out, true, false, opcode, data.len(), None);
+                out.extend_from_slice(data);
+            }
+        }
+    }
+
+    /// Appends the pong that answers a ping with `payload` (at most 125 bytes, as parsed).
+    pub fn pong(&mut self, out: &mut Vec<u8>, payload: &[u8]) {
+        encode_frame(
+            out,
+            true,
+            false,
+            Opcode::Pong,
+            &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)],
+        );
+    }
+
+    /// Appends a keep-alive ping.
+    pub fn ping(&mut self, out: &mut Vec<u8>, payload: &[u8]) {
+        encode_frame(
+            out,
+            true,
+            false,
+            Opcode::Ping,
+            &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)],
+        );
+    }
+
+    /// Appends a close frame; codes that may not be sent (1005, 1006, ...) become an empty
+    /// close, as RFC 6455 §7.1.5 reads for "no status".
+    pub fn close(&mut self, out: &mut Vec<u8>, code: u16, reason: &str) {
+        if close::is_sendable(code) {
+            encode_frame(
+                out,
+                true,
+                false,
+                Opcode::Close,
+                &close::payload(code, reason),
+            );
+        } else {
+            encode_frame(out, true, false, Opcode::Close, &[]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::frame::{apply_mask, parse_header};
+    use super::super::message::{Event, Reader};
+    use super::*;
+
+    /// Turns server frames into client frames (the same bytes, masked), so that the
+    /// server-side reader can check what the writer produced.
+    fn as_client(wire: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let (h, len) = parse_header(&wire[at..]).unwrap().unwrap();
+            assert_eq!(h.mask, None, "server frames are never masked");
+            let payload = &wire[at + len..at + len + h.len as usize];
+            let mask = [9, 8, 7, 6];
+            encode_header(&mut out, h.fin, h.rsv1, h.opcode, payload.len(), Some(mask));
+            at += len + payload.len();
+            let start = out.len();
+            out.extend_from_slice(payload);
+            apply_mask(&mut out[start..], mask, 0);
+        }
+        out
+    }
+
+    #[test]
+    fn frames_written_read_back() {
+        for deflate in [
+            None,
+            Some(Agreed::default()),
+            Some(Agreed {
+                server_no_context_takeover: true,
+                client_no_context_takeover: false,
+            }),
+        ] {
+            let mut w = Writer::new(deflate);
+            let mut wire = Vec::new();
+            let long = "héllo ".repeat(5000);
+            w.message(&mut wire, true, b"hi");
+            w.message(&mut wire, true, long.as_bytes());
+            w.message(&mut wire, false, long.as_bytes());
+            w.pong(&mut wire, b"p");
+            w.ping(&mut wire, b"");
+            w.close(&mut wire, 1000, &"x".repeat(300));
+            w.close(&mut wire, close::NO_STATUS, "ignored");
+            let peer = Agreed {
+                client_no_context_takeover: deflate.is_some_and(|a| a.server_no_context_takeover),
+                ..Agreed::default()
+            };
+            let mut reader = Reader::new(1 << 20, deflate.map(|_| peer));
+            let client = as_client(&wire);
+            let mut events = Vec::new();
+            let mut at = 0;
+            while at < client.len() {
+                let (used, event) = reader.read(&client[at..]).unwrap();
+                assert!(used > 0);
+                at += used;
+                events.extend(event);
+            }
+            assert_eq!(
+                events,
+                [
+                    Event::Message {
+                        text: true,
+                        data: b"hi".to_vec()
+                    },
+                    Event::Message {
+                        text: true,
+                        data: long.clone().into_bytes()
+                    },
+                    Event::Message {
+                        text: false,
+                        data: long.clone().into_bytes()
+                    },
+                    Event::Pong(b"p".to_vec()),
+                    Event::Ping(Vec::new()),
+                    Event::Close(Some((1000, "x".repeat(123)))),
+                    Event::Close(None),
+                ],
+                "{deflate:?}"
+            );
+            if deflate.is_some() {
+                assert!(wire.len() < long.len(), "long messages are compressed");
+            }
+        }
+    }
+}
