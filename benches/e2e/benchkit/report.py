@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import paths
 from .runner import NOISE_WARNING_SHARE, fmt_us
 from .servers import BASELINE
 
@@ -24,13 +25,28 @@ def write_json(doc: Doc, path: Path) -> None:
 
 def markdown(doc: Doc) -> str:
     parts = [_preamble(doc), _saturation_table(doc)]
-    for section in (_fixed_rate_section(doc), _blocking_section(doc)):
+    for section in (_policy_table(doc), _fixed_rate_section(doc), _blocking_section(doc)):
         if section:
             parts.append(section)
     notes = _notes(doc)
     if notes:
         parts.append(notes)
     return "\n\n".join(parts) + "\n"
+
+
+def readme_section(doc: Doc, json_path: Path) -> str:
+    """The README's bench section: the tables, then where the chart and the raw figures
+    are. A function of the results file alone (`run.py --readme-from`)."""
+    png = json_path.with_suffix(".png")
+    chart_part = f"Chart: `{_relative(png)}`; raw" if png.exists() else "Raw"
+    return markdown(doc) + f"\n{chart_part} figures: `{_relative(json_path)}`.\n"
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(paths.REPO))
+    except ValueError:
+        return str(path)
 
 
 def update_readme(readme: Path, table: str) -> bool:
@@ -75,20 +91,61 @@ def _preamble(doc: Doc) -> str:
 
 
 def _saturation_table(doc: Doc) -> str:
+    intro = [
+        "Each server at its best scheduling policy (the one with the higher median req/s), named in the "
+        f"Policy column; the {BASELINE} ratio is against {BASELINE} at its best too.",
+        "",
+    ]
     lines = [
-        f"| Cell | Server | req/s | vs {BASELINE} | p50 | p99 | CPU-µs/req | doorbells/req | errors |",
-        "|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
+        *(intro if _has_policies(doc) else []),
+        f"| Cell | Server | Policy | req/s | vs {BASELINE} | p50 | p99 | CPU-µs/req | doorbells/req | errors |",
+        "|:--|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for cell, by_server in doc["medians"].items():
         base = by_server.get(BASELINE, {}).get("rps")
         for server, m in _ordered(by_server.items()):
             lines.append(
-                f"| {cell} | {server} | {_fmt_int(m['rps'])} | {_ratio(m['rps'], base)} | "
+                f"| {cell} | {server} | {_policy_name(m.get('policy'))} | {_fmt_int(m['rps'])} | "
+                f"{_ratio(m['rps'], base)} | "
                 f"{fmt_us(m['p50_us'])} | {fmt_us(m['p99_us'])} | {_fmt_cpu(m['cpu_us_per_req'])} | "
                 f"{_fmt_doorbells(m)} | {m['errors_total']} |"
             )
-    if len(lines) == 2:
-        lines.append("| — | no cell was measured | | | | | | | |")
+    if lines[-1].startswith("|:--"):
+        lines.append("| — | no cell was measured | | | | | | | | |")
+    return "\n".join(lines)
+
+
+POLICY_NAMES = {"other": "SCHED_OTHER", "batch": "SCHED_BATCH"}
+
+
+def _has_policies(doc: Doc) -> bool:
+    """Results schema 2 on: every run names its scheduling policy."""
+    return int(doc.get("schema", 1)) >= 2
+
+
+def _policy_name(policy: str | None) -> str:
+    return POLICY_NAMES.get(policy or "", policy or "—")
+
+
+def _policy_table(doc: Doc) -> str | None:
+    """Every server under every policy side by side, when the run had more than one."""
+    policies = doc["config"].get("policies") or []
+    if len(policies) < 2:
+        return None
+    head = " | ".join(f"{_policy_name(p)}: req/s · CPU-µs/req" for p in policies)
+    lines = [
+        "Every server under each scheduling policy (uringapi: `--sched`; the others under `chrt`):",
+        "",
+        f"| Cell | Server | {head} |",
+        "|:--|:--|" + "--:|" * len(policies),
+    ]
+    for cell, by_server in doc["medians"].items():
+        for server, m in _ordered(by_server.items()):
+            cells = []
+            for policy in policies:
+                pm = m.get("by_policy", {}).get(policy)
+                cells.append("—" if pm is None else f"{_fmt_int(pm['rps'])} · {_fmt_cpu(pm['cpu_us_per_req'])}")
+            lines.append(f"| {cell} | {server} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -97,18 +154,24 @@ def _fixed_rate_section(doc: Doc) -> str | None:
     if not fr or not fr.get("medians"):
         return None
     basis = fr["basis"]
+    basis_policy, each_at_best = "", ""
+    if _has_policies(doc):
+        basis_policy = f" under {_policy_name(basis.get('policy'))}"
+        each_at_best = " Each server at its best policy (the lower CPU-µs/req)."
     lines = [
         f"Latency without saturation: `{fr['cell']}` at a fixed {fr['rate']:,.0f} req/s "
         f"({fr['fraction']:.0%} of {'the slowest median peak, ' if basis.get('slowest', True) else ''}"
-        f"{basis['server']}'s median peak of {basis['rps']:,.0f} req/s); "
-        f"open loop over {fr['connections']} connections, each request timed from its scheduled send time.",
+        f"{'the best peer, ' if basis.get('best_peer') else ''}"
+        f"{basis['server']}'s median peak of {basis['rps']:,.0f} req/s{basis_policy}); "
+        f"open loop over {fr['connections']} connections, each request timed from its scheduled send time."
+        f"{each_at_best}",
         "",
-        "| Server | achieved req/s | p50 | p90 | p99 | CPU-µs/req | doorbells/req | errors |",
-        "|:--|--:|--:|--:|--:|--:|--:|--:|",
+        "| Server | Policy | achieved req/s | p50 | p90 | p99 | CPU-µs/req | doorbells/req | errors |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for server, m in _ordered(fr["medians"].items()):
         lines.append(
-            f"| {server} | {_fmt_int(m['achieved_rate'])} | {fmt_us(m['p50_us'])} | {fmt_us(m['p90_us'])} | "
+            f"| {server} | {_policy_name(m.get('policy'))} | {_fmt_int(m['achieved_rate'])} | {fmt_us(m['p50_us'])} | {fmt_us(m['p90_us'])} | "
             f"{fmt_us(m['p99_us'])} | {_fmt_cpu(m['cpu_us_per_req'])} | {_fmt_doorbells(m)} | "
             f"{m['errors_total']} |"
         )
@@ -120,7 +183,8 @@ def _blocking_section(doc: Doc) -> str | None:
     if not b or not b.get("medians"):
         return None
     lines = [
-        f"Blocking endpoint: `{b['app']}` on {b['workers']} workers per server. `GET {b['block_path']}` "
+        f"Blocking endpoint: `{b['app']}` on {b['workers']} workers per server, every server under "
+        f"{_policy_name(b.get('policy'))}. `GET {b['block_path']}` "
         f"calls `time.sleep({b['block_ms'] / 1000:g})` inside `async def` (its worker's event loop stops for "
         f"{b['block_ms']} ms), {b['block_rate']:g} req/s over {b['block_connections']} connections of its own, "
         f"while `GET {b['fast_path']}` gets a fixed {b['fast_rate']:,.0f} req/s, open loop over "
@@ -141,6 +205,12 @@ def _blocking_section(doc: Doc) -> str | None:
 
 def _notes(doc: Doc) -> str | None:
     notes = [f"- Not measured: {s['server']} ({', '.join(s['cells'])}): {s['reason']}" for s in doc["skipped"]]
+    if doc.get("schema", 1) < 2:
+        notes.append(
+            "- Policy —: this run predates per-run scheduling policies (results schema 1) and its rows "
+            "name none; its commands show no `chrt` and no `--sched`, so uringapi ran with its default "
+            "`--sched batch` and the other servers under the SCHED_OTHER they inherited."
+        )
     fr = doc.get("fixed_rate") or {}
     if fr.get("skipped"):
         notes.append(f"- Fixed-rate run skipped: {fr['skipped']}")

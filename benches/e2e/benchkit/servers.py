@@ -21,6 +21,17 @@ class Settings:
     """uringapi front-end threads (also native-ref's threads)."""
 
 
+POLICIES = ("other", "batch")
+"""Scheduling policies every server runs under: SCHED_OTHER (the kernel's default) and
+SCHED_BATCH (a woken thread does not preempt the running one). uringapi sets its own with
+`--sched normal|batch`; every other server, native-ref included, is started under
+`chrt --other 0` or `chrt --batch 0`, which its processes and threads inherit."""
+GC_FREEZE_APP = "gc_frozen:app"
+"""uringapi's worker calls gc.freeze() after lifespan startup; peers get the same after
+importing the app through `apps/gc_frozen.py` (see there)."""
+GC_FREEZE_ENV = "BENCH_GC_FREEZE_TARGET"
+
+
 CommandBuilder = Callable[[str, Cell, int, Settings], list[str]]
 
 
@@ -42,13 +53,13 @@ def _granian(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
     return [
         exe, "--interface", "asgi", "--loop", "uvloop", "--http", "1",
         "--workers", str(s.workers), *_bind(port),
-        "--working-dir", str(paths.APPS_DIR), "--log-level", "warning", cell.target,
+        "--working-dir", str(paths.APPS_DIR), "--log-level", "warning", GC_FREEZE_APP,
     ]  # fmt: skip
 
 
 def _uvicorn(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
     return [
-        exe, cell.target, *_bind(port), "--app-dir", str(paths.APPS_DIR),
+        exe, GC_FREEZE_APP, *_bind(port), "--app-dir", str(paths.APPS_DIR),
         "--loop", "uvloop", "--http", "httptools", "--workers", str(s.workers),
         "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
@@ -70,6 +81,10 @@ class Server:
     """False for native-ref, which serves its fixed response and no Python app."""
     metrics_flag: str | None = None
     """Option that serves Prometheus metrics on a port (uringapi: --metrics-port)."""
+    sched_flag: str | None = None
+    """Option that sets the scheduling policy (uringapi: --sched); others run under chrt."""
+    freezes_gc: bool = False
+    """The server's worker calls gc.freeze() itself (uringapi); others get apps/gc_frozen.py."""
 
     @property
     def binary(self) -> Path:
@@ -90,11 +105,28 @@ class Server:
             return self.name in ("uringapi", "native-ref")
         return self.serves_apps or cell.reference
 
-    def command(self, cell: Cell, port: int, settings: Settings, metrics_port: int | None = None) -> list[str]:
+    def command(
+        self, cell: Cell, port: int, settings: Settings, metrics_port: int | None = None, policy: str = "batch"
+    ) -> list[str]:
         cmd = self.build(str(self.binary), cell, port, settings)
         if metrics_port is not None and self.metrics_flag is not None:
             cmd += [self.metrics_flag, str(metrics_port)]
-        return cmd
+        if self.sched_flag is not None:
+            return [*cmd, self.sched_flag, "normal" if policy == "other" else policy]
+        return ["chrt", f"--{policy}", "0", *cmd]
+
+    def env(self, cell: Cell) -> dict[str, str]:
+        """Environment for one run: peers import the cell's app through gc_frozen."""
+        if self.freezes_gc or not self.serves_apps:
+            return {}
+        return {GC_FREEZE_ENV: cell.target}
+
+    def gc_note(self) -> str:
+        if not self.serves_apps:
+            return "no Python"
+        if self.freezes_gc:
+            return "gc.freeze() in each worker after lifespan startup (its own)"
+        return "gc.freeze() in each worker after importing the app (apps/gc_frozen.py)"
 
     def version(self) -> str:
         """Installed version, or 'unknown'; never raises."""
@@ -112,7 +144,10 @@ class Server:
 
 SERVERS: tuple[Server, ...] = (
     Server("native-ref", "uringapi", "uringapi", _native_ref, serves_apps=False),
-    Server("uringapi", "uringapi", "uringapi", _uringapi, metrics_flag="--metrics-port"),
+    Server(
+        "uringapi", "uringapi", "uringapi", _uringapi, metrics_flag="--metrics-port", sched_flag="--sched",
+        freezes_gc=True,
+    ),
     Server("granian", "granian", "granian", _granian),
     Server("uvicorn", "uvicorn", "uvicorn", _uvicorn),
 )

@@ -13,7 +13,12 @@ from .cells import FIXED_RATE_CELL, Cell, by_name
 from .servers import Server, Settings
 from .wrk import LoadShape
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: rows name their scheduling policy; medians are each server's at its best policy,
+with every policy's under "by_policy"."""
+BEST_PEER = "best-peer"
+"""--fixed-rate-basis: the fastest server that is not uringapi's (granian or uvicorn)."""
+OURS = ("uringapi", "native-ref")
 WRK_THREADS = 1
 """One wrk thread: on 2 cores, a second would take CPU from the servers under test."""
 Doc = dict[str, Any]
@@ -35,9 +40,13 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
         env={"BENCH_STATIC_DIR": str(prereqs.write_static_file())},
         log_dir=paths.WORK_DIR / "logs" / started.strftime("%Y%m%d-%H%M%S"),
         fixed_rate=fixed_plan,
+        policies=tuple(args.policies),
     )
     _say(f"servers: {', '.join(s.name for s in available) or 'none'}; cells: {', '.join(c.name for c in cells)}")
     _say(f"logs: {plan.log_dir}")
+    _say(f"scheduling policies: {', '.join(plan.policies)} (uringapi --sched; every other server under chrt)")
+    for server in available:
+        _say(f"gc: {server.name}: {server.gc_note()}")
     saturation = runner.run_saturation(plan)
     medians = runner.summarize_saturation(saturation.rows)
     fixed = _fixed_rate(plan, medians, fixed_skip)
@@ -71,7 +80,7 @@ def write_outputs(doc: Doc, out: Path, stem: str, update_readme: bool) -> int:
     if doc["medians"]:
         chart.draw(doc, out / f"{stem}.png")
         written.append(out / f"{stem}.png")
-    if update_readme and report.update_readme(paths.README, table + _sources(written)):
+    if update_readme and report.update_readme(paths.README, report.readme_section(doc, written[0])):
         written.append(paths.README)
     print(table)
     for path in written:
@@ -84,20 +93,6 @@ def write_outputs(doc: Doc, out: Path, stem: str, update_readme: bool) -> int:
     if not doc["medians"]:
         _say("warning: nothing was measured (every server was skipped)")
     return 0
-
-
-def _sources(written: list[Path]) -> str:
-    """The README section's last line: where the chart and the raw figures are."""
-    names = {path.suffix: _relative(path) for path in written}
-    chart_part = f"Chart: `{names['.png']}`; raw" if ".png" in names else "Raw"
-    return f"\n{chart_part} figures: `{names['.json']}`.\n"
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(paths.REPO))
-    except ValueError:
-        return str(path)
 
 
 def _split_available(servers: list[Server], cells: list[Cell]) -> tuple[list[Server], list[dict[str, Any]]]:
@@ -138,16 +133,30 @@ def _fixed_rate(plan: runner.Plan, medians: dict[str, dict[str, Any]], skip: str
     peaks = {s: m["rps"] for s, m in medians.get(fr.cell.name, {}).items() if m["rps"]}
     if not peaks:
         return {"skipped": f"no saturation figures for {fr.cell.name}"}
-    basis = fr.basis if fr.basis in peaks else min(peaks, key=peaks.__getitem__)
+    peers = {s: rps for s, rps in peaks.items() if s not in OURS}
+    if fr.basis == BEST_PEER and peers:
+        basis = max(peers, key=peers.__getitem__)
+    else:
+        basis = fr.basis if fr.basis in peaks else min(peaks, key=peaks.__getitem__)
+    basis_policy = medians[fr.cell.name][basis].get("policy")
     rate = peaks[basis] * fr.fraction
-    _say(f"fixed rate: {rate:,.0f} req/s = {fr.fraction:.0%} of {basis}'s {peaks[basis]:,.0f} req/s")
+    _say(
+        f"fixed rate: {rate:,.0f} req/s = {fr.fraction:.0%} of {basis}'s {peaks[basis]:,.0f} req/s "
+        f"(under {basis_policy})"
+    )
     outcome = runner.run_fixed_rate(plan, fr, rate)
     return {
         "cell": fr.cell.name,
         "rate": round(rate, 1),
         "fraction": fr.fraction,
         "connections": fr.connections,
-        "basis": {"server": basis, "rps": peaks[basis], "slowest": basis != fr.basis},
+        "basis": {
+            "server": basis,
+            "policy": basis_policy,
+            "rps": peaks[basis],
+            "slowest": basis != fr.basis and not (fr.basis == BEST_PEER and basis in peers),
+            "best_peer": fr.basis == BEST_PEER and basis in peers,
+        },
         "generator": "benches/e2e/loadgen/fixed_rate.rs (open loop, latency from scheduled send time)",
         "rounds": outcome.rows,
         "failures": outcome.failures,
@@ -186,6 +195,7 @@ def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
         "warmup_s": args.warmup,
         "workers": args.workers,
         "threads": args.threads,
+        "policies": list(args.policies),
         "wrk_threads": WRK_THREADS,
         "connections": args.connections,
         "blocking_duration_s": args.blocking_duration,
@@ -195,7 +205,9 @@ def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
 
 
 def _server_info(available: list[Server], skipped: list[dict[str, Any]]) -> dict[str, Any]:
-    info: dict[str, Any] = {s.name: {"status": "available", "version": s.version()} for s in available}
+    info: dict[str, Any] = {
+        s.name: {"status": "available", "version": s.version(), "gc": s.gc_note()} for s in available
+    }
     for s in skipped:
         info[s["server"]] = {"status": "skipped", "reason": s["reason"]}
     return info
