@@ -25,8 +25,8 @@ from types import FrameType
 
 from benchkit import blocking, cells, paths, prereqs, servers
 
-QUICK = {"rounds": 1, "duration": 3, "warmup": 1, "blocking_duration": 2, "policies": ["batch"]}
-FULL = {"rounds": 3, "duration": 10, "warmup": 2, "policies": list(servers.POLICIES)}
+QUICK = {"rounds": 1, "duration": 3, "warmup": 1, "blocking_duration": 2, "policies": ["batch"], "probe_duration": 1}
+FULL = {"rounds": 3, "duration": 10, "warmup": 2, "policies": list(servers.POLICIES), "probe_duration": 2}
 """Presets for options left unset; a full run's --blocking-duration follows --duration."""
 
 
@@ -47,6 +47,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=_policies,
         help="scheduling policies every server runs under: other, batch (full: both; quick: batch)",
     )
+    p.add_argument(
+        "--probe-duration", type=_positive_int, help="seconds of wrk per config-search probe (full 2, quick 1)"
+    )
+    p.add_argument(
+        "--no-search",
+        action="store_true",
+        help="no config search: every server at --workers/--threads and its default options",
+    )
     p.add_argument("--connections", type=_positive_int, default=64, help="wrk connections (default 64)")
     p.add_argument(
         "--fixed-rate-fraction", type=float, default=0.5, help="of the basis server's hello peak (default 0.5)"
@@ -62,6 +70,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--fixed-rate-connections", type=_positive_int, default=32, help="open-loop connections (default 32)"
     )
     p.add_argument("--no-fixed-rate", action="store_true", help="skip the fixed-rate latency run")
+    p.add_argument(
+        "--noisy-fraction",
+        type=float,
+        default=0.3,
+        help="noisy-neighbour cell: fixed rate as a fraction of the same basis peak, beside a CPU hog (default 0.3)",
+    )
+    p.add_argument(
+        "--no-overhead", action="store_true", help="skip the server-overhead runs (app CPU measured in the worker)"
+    )
+    p.add_argument("--no-noisy", action="store_true", help="skip the noisy-neighbour cell")
     p.add_argument("--no-blocking", action="store_true", help="skip the blocking-endpoint scenario")
     p.add_argument(
         "--blocking-rate",
@@ -92,6 +110,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.blocking_duration = args.duration
     if not 0 < args.fixed_rate_fraction <= 1:
         p.error("--fixed-rate-fraction must be in (0, 1]")
+    if not 0 < args.noisy_fraction <= 1:
+        p.error("--noisy-fraction must be in (0, 1]")
     if not args.blocking_rate > 0:
         p.error("--blocking-rate must be positive")
     return args

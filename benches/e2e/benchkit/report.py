@@ -25,7 +25,10 @@ def write_json(doc: Doc, path: Path) -> None:
 
 def markdown(doc: Doc) -> str:
     parts = [_preamble(doc), _saturation_table(doc)]
-    for section in (_policy_table(doc), _fixed_rate_section(doc), _blocking_section(doc)):
+    sections = (
+        _config_section(doc), _policy_table(doc), _overhead_section(doc), _fixed_rate_section(doc), _noisy_section(doc), _blocking_section(doc),
+    )  # fmt: skip
+    for section in sections:
         if section:
             parts.append(section)
     notes = _notes(doc)
@@ -71,8 +74,14 @@ def _preamble(doc: Doc) -> str:
         [
             f"Measured {doc['date']} ({doc['mode']} run) on {m['nproc']} CPUs ({m['cpu_model']}), "
             f"Linux {m['kernel']}, Python {m['python']}.",
-            f"Servers: {versions or 'none'}. Each runs {c['workers']} worker processes "
-            f"(uringapi and native-ref: {c['threads']} front-end thread{'s' if c['threads'] != 1 else ''}).",
+            f"Servers: {versions or 'none'}. "
+            + (
+                "Workers, threads and options per server, cell and policy: the config table below "
+                f"(the blocking scenario: {c['workers']} workers each, defaults)."
+                if c.get("search")
+                else f"Each runs {c['workers']} worker processes "
+                f"(uringapi and native-ref: {c['threads']} front-end thread{'s' if c['threads'] != 1 else ''})."
+            ),
             f"Load: wrk -t{c['wrk_threads']} -c{c['connections']}, keep-alive over loopback; "
             f"{c['rounds']} round{'s' if c['rounds'] != 1 else ''} of {c['duration_s']} s after "
             f"{c['warmup_s']} s warm-up, servers in rotating order; figures are medians over rounds.",
@@ -127,6 +136,34 @@ def _policy_name(policy: str | None) -> str:
     return POLICY_NAMES.get(policy or "", policy or "—")
 
 
+def _config_section(doc: Doc) -> str | None:
+    """What each server was given: the config search's choice per cell and policy."""
+    found = doc.get("search")
+    if not found or "skipped" in found:
+        return None
+    lines = [
+        f"Config each server was given: the best of short wrk probes ({doc['config'].get('probe_duration_s')} s "
+        "each, one knob at a time; `benches/e2e/README.md`) per cell and policy; granian always gets "
+        "`--loop uvloop --http 1`, uvicorn `--loop uvloop --http httptools`.",
+        "",
+        "| Cell | Server | Policy | Config | probes | best probe req/s |",
+        "|:--|:--|:--|:--|--:|--:|",
+    ]
+    for cell, by_server in found.items():
+        for server, by_policy in _ordered(by_server.items()):
+            for policy, r in by_policy.items():
+                lines.append(
+                    f"| {cell} | {server} | {_policy_name(policy)} | {_describe(r['config'])} | "
+                    f"{len(r['probes'])} | {_fmt_int(r['rps'])} |"
+                )
+    return "\n".join(lines)
+
+
+def _describe(config: dict[str, Any]) -> str:
+    parts = [f"`{k} {v}`" if k.startswith("--") else f"{k} {v}" for k, v in config.items() if v is not None]
+    return ", ".join(parts) or "defaults"
+
+
 def _policy_table(doc: Doc) -> str | None:
     """Every server under every policy side by side, when the run had more than one."""
     policies = doc["config"].get("policies") or []
@@ -178,6 +215,50 @@ def _fixed_rate_section(doc: Doc) -> str | None:
     return "\n".join(lines)
 
 
+def _overhead_section(doc: Doc) -> str | None:
+    o = doc.get("overhead")
+    if not o or not o.get("rows"):
+        return None
+    lines = [
+        "Server overhead per request: total CPU-µs/req (the saturation median above) minus the app's own, "
+        "measured inside each worker around the app's synchronous steps (`benches/e2e/apps/app_cpu.py`, "
+        "a separate run of the same server, config and policy).",
+        "",
+        "| Cell | Server | Policy | total CPU-µs/req | app CPU-µs/req | server overhead CPU-µs/req |",
+        "|:--|:--|:--|--:|--:|--:|",
+    ]
+    rows = sorted(o["rows"], key=lambda r: (list(doc["medians"]).index(r["cell"]), SERVER_ORDER.index(r["server"])))
+    for r in rows:
+        lines.append(
+            f"| {r['cell']} | {r['server']} | {_policy_name(r['policy'])} | {_fmt_cpu(r['total_cpu_us_per_req'])} | "
+            f"{_fmt_cpu(r['app_cpu_us_per_req'])} | {_fmt_cpu(r['server_overhead_us_per_req'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _noisy_section(doc: Doc) -> str | None:
+    n = doc.get("noisy")
+    if not n or not n.get("medians"):
+        return None
+    basis = n["basis"]
+    lines = [
+        f"Noisy neighbour: `{n['cell']}` at a fixed {n['rate']:,.0f} req/s ({n['fraction']:.0%} of "
+        f"{basis['server']}'s median peak) beside a CPU hog ({n['hog']}); open loop over {n['connections']} "
+        "connections, latency from each request's scheduled send time (coordinated omission corrected). "
+        "Each server at its best policy (the lower CPU-µs/req).",
+        "",
+        "| Server | Policy | achieved req/s | p50 | p99 | p99.9 | CPU-µs/req | errors |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|",
+    ]
+    for server, m in _ordered(n["medians"].items()):
+        lines.append(
+            f"| {server} | {_policy_name(m.get('policy'))} | {_fmt_int(m['achieved_rate'])} | "
+            f"{fmt_us(m['p50_us'])} | {fmt_us(m['p99_us'])} | {fmt_us(m['p999_us'])} | "
+            f"{_fmt_cpu(m['cpu_us_per_req'])} | {m['errors_total']} |"
+        )
+    return "\n".join(lines)
+
+
 def _blocking_section(doc: Doc) -> str | None:
     b = doc.get("blocking")
     if not b or not b.get("medians"):
@@ -214,6 +295,12 @@ def _notes(doc: Doc) -> str | None:
     fr = doc.get("fixed_rate") or {}
     if fr.get("skipped"):
         notes.append(f"- Fixed-rate run skipped: {fr['skipped']}")
+    over = doc.get("overhead") or {}
+    if over.get("skipped"):
+        notes.append(f"- Server overhead skipped: {over['skipped']}")
+    noisy = doc.get("noisy") or {}
+    if noisy.get("skipped"):
+        notes.append(f"- Noisy-neighbour cell skipped: {noisy['skipped']}")
     b = doc.get("blocking") or {}
     if b.get("skipped"):
         notes.append(f"- Blocking-endpoint scenario skipped: {b['skipped']}")
@@ -221,10 +308,10 @@ def _notes(doc: Doc) -> str | None:
     for server, n in stalls.items():
         notes.append(f"- Blocking endpoint: workers marked stalled by {server} (--stall-timeout): {n}.")
     notes.extend(_error_notes(doc["rounds"]))
-    noise = _noise_note(doc["rounds"] + fr.get("rounds", []) + b.get("rounds", []))
+    noise = _noise_note(doc["rounds"] + fr.get("rounds", []) + noisy.get("rounds", []) + b.get("rounds", []))
     if noise:
         notes.append(noise)
-    failures = doc["failures"] + fr.get("failures", []) + b.get("failures", [])
+    failures = doc["failures"] + over.get("failures", []) + fr.get("failures", []) + noisy.get("failures", []) + b.get("failures", [])
     for f in failures:
         first_line = f["error"].splitlines()[0] if f["error"] else "?"
         notes.append(f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first_line}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import fixed_rate, machine, metrics, process, proctree, wrk
+from . import fixed_rate, machine, metrics, process, proctree, search, wrk
 from .cells import Cell
 from .servers import Server, Settings
 
@@ -50,6 +51,15 @@ class Plan:
     policies: tuple[str, ...] = ("batch",)
     """Scheduling policies each server runs under (servers.POLICIES); every run is one pair."""
 
+    configs: dict[str, dict[str, dict[str, search.Config]]] | None = None
+    """{cell: {server: {policy: config}}} from the config search; None: everyone at `settings`."""
+
+    def config(self, cell: Cell, server: Server, policy: str) -> search.Config:
+        return ((self.configs or {}).get(cell.name, {}).get(server.name, {})).get(policy, {})
+
+    def settings_for(self, cell: Cell, server: Server, policy: str) -> Settings:
+        return search.settings_for(self.settings, self.config(cell, server, policy))
+
     def variants(self, cell: Cell) -> list[tuple[Server, str]]:
         """(server, policy) pairs that run `cell`, in a fixed order that `rotated` turns."""
         return [(s, p) for s in self.servers if s.runs(cell) for p in self.policies]
@@ -76,19 +86,23 @@ def run_saturation(plan: Plan) -> Outcome:
         for cell in plan.cells:
             for position, (server, policy) in enumerate(rotated(plan.variants(cell), r)):
                 where = {"round": r + 1, "cell": cell.name, "server": server.name, "policy": policy}
+                where["config"] = plan.config(cell, server, policy)
                 where["position"] = position
                 measure = partial(_saturation_once, plan, cell, server, policy, r)
                 attempt(outcome, where, measure, _print_saturation)
     return outcome
 
 
-def run_fixed_rate(plan: Plan, fr: FixedRatePlan, rate: float) -> Outcome:
+def run_fixed_rate(plan: Plan, fr: FixedRatePlan, rate: float, hog: bool = False) -> Outcome:
+    """Every server at the same fixed rate; with `hog`, beside a CPU-bound process
+    (`process.cpu_hog`) for the whole run (the noisy-neighbour cell)."""
     outcome = Outcome([], [])
     for r in range(plan.rounds):
         for position, (server, policy) in enumerate(rotated(plan.variants(fr.cell), r)):
             where = {"round": r + 1, "cell": fr.cell.name, "server": server.name, "policy": policy}
+            where["config"] = plan.config(fr.cell, server, policy)
             where["position"] = position
-            measure = partial(_fixed_rate_once, plan, fr, server, policy, rate, r)
+            measure = partial(_fixed_rate_once, plan, fr, server, policy, rate, r, hog)
             attempt(outcome, where, measure, _print_fixed_rate)
     return outcome
 
@@ -111,7 +125,7 @@ def attempt(outcome: Outcome, where: Row, measure: Callable[[], Row], show: Call
         return
     outcome.rows.append(row)
     show(row)
-    if row["other_cpu_share"] > NOISE_WARNING_SHARE:
+    if row.get("other_cpu_share", 0.0) > NOISE_WARNING_SHARE:
         say(f"  warning: other processes used {row['other_cpu_share']:.0%} of the busy CPU during this run")
 
 
@@ -126,7 +140,7 @@ def ports_for(server: Server) -> tuple[int, int | None]:
 def _saturation_once(plan: Plan, cell: Cell, server: Server, policy: str, r: int) -> Row:
     port, metrics_port = ports_for(server)
     log = plan.log_dir / f"r{r + 1}-{cell.name}-{server.name}-{policy}.log"
-    cmd = server.command(cell, port, plan.settings, metrics_port, policy)
+    cmd = server.command(cell, port, plan.settings_for(cell, server, policy), metrics_port, policy)
     with process.running(cmd, cell, port, log, {**plan.env, **server.env(cell)}) as pid:
         wrk.run(plan.wrk, cell, port, plan.warmup_s, plan.shape)
         # The counters are read outside the CPU window: the reads cost the server nothing measured.
@@ -154,19 +168,34 @@ def _saturation_once(plan: Plan, cell: Cell, server: Server, policy: str, r: int
     }
 
 
-def _fixed_rate_once(plan: Plan, fr: FixedRatePlan, server: Server, policy: str, rate: float, r: int) -> Row:
+def _fixed_rate_once(
+    plan: Plan, fr: FixedRatePlan, server: Server, policy: str, rate: float, r: int, hog: bool
+) -> Row:
     port, metrics_port = ports_for(server)
-    log = plan.log_dir / f"r{r + 1}-fixed-rate-{server.name}-{policy}.log"
-    cmd = server.command(fr.cell, port, plan.settings, metrics_port, policy)
+    log = plan.log_dir / f"r{r + 1}-{'noisy' if hog else 'fixed-rate'}-{server.name}-{policy}.log"
+    cmd = server.command(fr.cell, port, plan.settings_for(fr.cell, server, policy), metrics_port, policy)
+    with contextlib.ExitStack() as stack:
+        hog_pid = stack.enter_context(process.cpu_hog()) if hog else None
+        row = _fixed_rate_measure(plan, fr, server, rate, cmd, port, metrics_port, log, hog_pid)
+    return row
+
+
+def _fixed_rate_measure(
+    plan: Plan, fr: FixedRatePlan, server: Server, rate: float, cmd: list[str], port: int,
+    metrics_port: int | None, log: Path, hog_pid: int | None,
+) -> Row:  # fmt: skip
     with process.running(cmd, fr.cell, port, log, {**plan.env, **server.env(fr.cell)}) as pid:
         # Warm up at the target rate too: the server should meet the measured
         # load in the state that load brings it to, not straight from saturation.
         fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.warmup_s)
         channel = metrics.Window.open(metrics_port)
         before, times_before = proctree.snapshot(pid), machine.cpu_times()
+        hog_before = proctree.snapshot(hog_pid) if hog_pid is not None else None
         result = fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.duration_s)
         cpu, times_after = proctree.window(before, proctree.snapshot(pid)), machine.cpu_times()
+        hog_s = 0.0 if hog_before is None else proctree.window(hog_before, proctree.snapshot(hog_pid)).cpu_s
         channel_figures = metrics.close(channel)
+    # The hog's CPU is the point of the noisy cell, not noise: it counts as the client's side.
     return {
         "target_rate": result.target_rate,
         "achieved_rate": result.achieved_rate,
@@ -181,7 +210,8 @@ def _fixed_rate_once(plan: Plan, fr: FixedRatePlan, server: Server, policy: str,
         "cpu_us_per_req": per_request_us(cpu.cpu_s, result.completed),
         "cpu_by_process": cpu.by_process,
         "client_cpu_s": round(result.client_cpu_s, 3),
-        **machine_fields(times_before, times_after, cpu.cpu_s, result.client_cpu_s),
+        **({"hog_cpu_s": round(hog_s, 3)} if hog_pid is not None else {}),
+        **machine_fields(times_before, times_after, cpu.cpu_s, result.client_cpu_s + hog_s),
         **channel_figures,
         "command": cmd,
     }
@@ -210,6 +240,7 @@ def summarize_saturation(rows: list[Row]) -> dict[str, dict[str, Row]]:
     for (cell, server, policy), group in _grouped(rows).items():
         by_policy.setdefault(cell, {}).setdefault(server, {})[policy] = {
             "rounds": len(group),
+            "config": group[0].get("config"),
             "rps": median_of(group, lambda r: r["rps"]),
             "rps_min": min(r["rps"] for r in group),
             "rps_max": max(r["rps"] for r in group),
@@ -242,6 +273,7 @@ def summarize_fixed_rate(rows: list[Row]) -> dict[str, Row]:
     for (_cell, server, policy), group in _grouped(rows).items():
         by_policy.setdefault(server, {})[policy] = {
             "rounds": len(group),
+            "config": group[0].get("config"),
             "achieved_rate": median_of(group, lambda r: r["achieved_rate"]),
             "p50_us": median_of(group, lambda r: r["latency_us"]["p50"]),
             "p90_us": median_of(group, lambda r: r["latency_us"]["p90"]),

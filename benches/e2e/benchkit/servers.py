@@ -19,6 +19,9 @@ class Settings:
     workers: int
     threads: int
     """uringapi front-end threads (also native-ref's threads)."""
+    extra: tuple[str, ...] = ()
+    """Server-specific options chosen by the config search (`search.py`), e.g. granian's
+    `--runtime-mode st`."""
 
 
 POLICIES = ("other", "batch")
@@ -36,7 +39,7 @@ CommandBuilder = Callable[[str, Cell, int, Settings], list[str]]
 
 
 def _native_ref(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
-    return [exe, "native-ref", *_bind(port), "--threads", str(s.threads), "--log-level", "warning"]
+    return [exe, "native-ref", *_bind(port), "--threads", str(s.threads), "--log-level", "warning", *s.extra]
 
 
 def _uringapi(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
@@ -45,6 +48,7 @@ def _uringapi(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
         "--workers", str(s.workers), "--threads", str(s.threads),
         "--app-dir", str(paths.APPS_DIR), "--log-level", "warning",
         *[a.replace("=static", f"={paths.APPS_DIR / 'static'}") for a in cell.uringapi_args],
+        *s.extra,
     ]  # fmt: skip
 
 
@@ -54,6 +58,7 @@ def _granian(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
         exe, "--interface", "asgi", "--loop", "uvloop", "--http", "1",
         "--workers", str(s.workers), *_bind(port),
         "--working-dir", str(paths.APPS_DIR), "--log-level", "warning", GC_FREEZE_APP,
+        *s.extra,
     ]  # fmt: skip
 
 
@@ -62,6 +67,7 @@ def _uvicorn(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
         exe, GC_FREEZE_APP, *_bind(port), "--app-dir", str(paths.APPS_DIR),
         "--loop", "uvloop", "--http", "httptools", "--workers", str(s.workers),
         "--no-access-log", "--log-level", "warning",
+        *s.extra,
     ]  # fmt: skip
 
 
@@ -85,6 +91,19 @@ class Server:
     """Option that sets the scheduling policy (uringapi: --sched); others run under chrt."""
     freezes_gc: bool = False
     """The server's worker calls gc.freeze() itself (uringapi); others get apps/gc_frozen.py."""
+    options: tuple[tuple[str, tuple[str | None, ...]], ...] = ()
+    """Options the config search tries besides workers/threads, each with its values; the
+    first is what the server gets without search (None: the option is left out)."""
+    searches_workers: bool = True
+    searches_threads: bool = False
+
+    def help_text(self) -> str:
+        """`--help` of the installed version, to leave out options it lacks."""
+        try:
+            done = subprocess.run([str(self.binary), "--help"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout + done.stderr
 
     @property
     def binary(self) -> Path:
@@ -143,12 +162,20 @@ class Server:
 
 
 SERVERS: tuple[Server, ...] = (
-    Server("native-ref", "uringapi", "uringapi", _native_ref, serves_apps=False),
+    Server("native-ref", "uringapi", "uringapi", _native_ref, serves_apps=False, searches_workers=False,
+           searches_threads=True),
     Server(
         "uringapi", "uringapi", "uringapi", _uringapi, metrics_flag="--metrics-port", sched_flag="--sched",
-        freezes_gc=True,
+        freezes_gc=True, searches_threads=True,
     ),
-    Server("granian", "granian", "granian", _granian),
+    Server(
+        "granian", "granian", "granian", _granian,
+        options=(
+            ("--runtime-mode", (None, "st", "mt")),
+            ("--runtime-threads", (None, "1", "2")),
+            ("--backpressure", (None, "64", "256")),
+        ),
+    ),
     Server("uvicorn", "uvicorn", "uvicorn", _uvicorn),
 )
 BASELINE = "granian"

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import blocking, chart, machine, paths, prereqs, report, runner
+import dataclasses
+
+from . import blocking, chart, machine, overhead, paths, prereqs, report, runner, search
 from .cells import FIXED_RATE_CELL, Cell, by_name
 from .servers import Server, Settings
 from .wrk import LoadShape
@@ -47,9 +49,20 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
     _say(f"scheduling policies: {', '.join(plan.policies)} (uringapi --sched; every other server under chrt)")
     for server in available:
         _say(f"gc: {server.name}: {server.gc_note()}")
+    found: dict[str, Any] = {"skipped": "disabled with --no-search"}
+    if not args.no_search:
+        _say(f"config search: {args.probe_duration} s wrk probes per setting, one knob at a time")
+        found = search.run_all(plan, search.SearchPlan(probe_s=args.probe_duration))
+        configs = {
+            cell: {server: {policy: r["config"] for policy, r in by_policy.items()} for server, by_policy in servers.items()}
+            for cell, servers in found.items()
+        }
+        plan = dataclasses.replace(plan, configs=configs)
     saturation = runner.run_saturation(plan)
     medians = runner.summarize_saturation(saturation.rows)
+    server_overhead = _overhead(args, plan, medians)
     fixed = _fixed_rate(plan, medians, fixed_skip)
+    noisy = _noisy(args, plan, medians, fixed_skip)
     blocked = _blocking(args, plan)
     return {
         "schema": SCHEMA_VERSION,
@@ -65,7 +78,10 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
         "rounds": saturation.rows,
         "failures": saturation.failures,
         "medians": medians,
+        "search": found,
+        "overhead": server_overhead,
         "fixed_rate": fixed,
+        "noisy": noisy,
         "blocking": blocked,
     }
 
@@ -85,7 +101,7 @@ def write_outputs(doc: Doc, out: Path, stem: str, update_readme: bool) -> int:
     print(table)
     for path in written:
         _say(f"wrote {path}")
-    failures = sum(len((doc.get(key) or {}).get("failures", [])) for key in ("fixed_rate", "blocking"))
+    failures = sum(len((doc.get(key) or {}).get("failures", [])) for key in ("overhead", "fixed_rate", "noisy", "blocking"))
     failures += len(doc["failures"])
     if failures:
         _say(f"error: {failures} run(s) failed (see the notes above and the server logs)")
@@ -126,23 +142,36 @@ def _fixed_rate_plan(args: argparse.Namespace, cells: list[Cell]) -> tuple[runne
     ), None
 
 
-def _fixed_rate(plan: runner.Plan, medians: dict[str, dict[str, Any]], skip: str | None) -> Doc:
-    fr = plan.fixed_rate
-    if fr is None:
-        return {"skipped": skip}
+def _basis(fr: runner.FixedRatePlan, medians: dict[str, dict[str, Any]]) -> Doc | None:
+    """The server whose median peak on the fixed-rate cell sets the rate, or None."""
     peaks = {s: m["rps"] for s, m in medians.get(fr.cell.name, {}).items() if m["rps"]}
     if not peaks:
-        return {"skipped": f"no saturation figures for {fr.cell.name}"}
+        return None
     peers = {s: rps for s, rps in peaks.items() if s not in OURS}
     if fr.basis == BEST_PEER and peers:
         basis = max(peers, key=peers.__getitem__)
     else:
         basis = fr.basis if fr.basis in peaks else min(peaks, key=peaks.__getitem__)
-    basis_policy = medians[fr.cell.name][basis].get("policy")
-    rate = peaks[basis] * fr.fraction
+    return {
+        "server": basis,
+        "policy": medians[fr.cell.name][basis].get("policy"),
+        "rps": peaks[basis],
+        "slowest": basis != fr.basis and not (fr.basis == BEST_PEER and basis in peers),
+        "best_peer": fr.basis == BEST_PEER and basis in peers,
+    }
+
+
+def _fixed_rate(plan: runner.Plan, medians: dict[str, dict[str, Any]], skip: str | None) -> Doc:
+    fr = plan.fixed_rate
+    if fr is None:
+        return {"skipped": skip}
+    basis = _basis(fr, medians)
+    if basis is None:
+        return {"skipped": f"no saturation figures for {fr.cell.name}"}
+    rate = basis["rps"] * fr.fraction
     _say(
-        f"fixed rate: {rate:,.0f} req/s = {fr.fraction:.0%} of {basis}'s {peaks[basis]:,.0f} req/s "
-        f"(under {basis_policy})"
+        f"fixed rate: {rate:,.0f} req/s = {fr.fraction:.0%} of {basis['server']}'s {basis['rps']:,.0f} req/s "
+        f"(under {basis['policy']})"
     )
     outcome = runner.run_fixed_rate(plan, fr, rate)
     return {
@@ -150,13 +179,44 @@ def _fixed_rate(plan: runner.Plan, medians: dict[str, dict[str, Any]], skip: str
         "rate": round(rate, 1),
         "fraction": fr.fraction,
         "connections": fr.connections,
-        "basis": {
-            "server": basis,
-            "policy": basis_policy,
-            "rps": peaks[basis],
-            "slowest": basis != fr.basis and not (fr.basis == BEST_PEER and basis in peers),
-            "best_peer": fr.basis == BEST_PEER and basis in peers,
-        },
+        "basis": basis,
+        "generator": "benches/e2e/loadgen/fixed_rate.rs (open loop, latency from scheduled send time)",
+        "rounds": outcome.rows,
+        "failures": outcome.failures,
+        "medians": runner.summarize_fixed_rate(outcome.rows),
+    }
+
+
+def _overhead(args: argparse.Namespace, plan: runner.Plan, medians: dict[str, dict[str, Any]]) -> Doc:
+    if args.no_overhead:
+        return {"skipped": "disabled with --no-overhead"}
+    _say("server overhead: one more run per cell and server with the app wrapped by apps/app_cpu.py")
+    outcome = overhead.run(plan, medians)
+    return {**overhead.describe(), "rows": outcome.rows, "failures": outcome.failures}
+
+
+def _noisy(args: argparse.Namespace, plan: runner.Plan, medians: dict[str, dict[str, Any]], skip: str | None) -> Doc:
+    """The noisy-neighbour cell: the fixed-rate run again, at `--noisy-fraction` of the
+    same basis peak, with a CPU-bound process beside the server."""
+    fr = plan.fixed_rate
+    if args.no_noisy:
+        return {"skipped": "disabled with --no-noisy"}
+    if fr is None:
+        return {"skipped": skip}
+    basis = _basis(fr, medians)
+    if basis is None:
+        return {"skipped": f"no saturation figures for {fr.cell.name}"}
+    rate = basis["rps"] * args.noisy_fraction
+    _say(f"noisy neighbour: {rate:,.0f} req/s = {args.noisy_fraction:.0%} of {basis['server']}'s peak, beside a CPU hog")
+    outcome = runner.run_fixed_rate(plan, fr, rate, hog=True)
+    return {
+        "cell": fr.cell.name,
+        "rate": round(rate, 1),
+        "fraction": args.noisy_fraction,
+        "connections": fr.connections,
+        "basis": basis,
+        "hog": "one `python3 -c 'while True: pass'` process, SCHED_OTHER, unpinned, running from before the "
+        "server starts until it stops",
         "generator": "benches/e2e/loadgen/fixed_rate.rs (open loop, latency from scheduled send time)",
         "rounds": outcome.rows,
         "failures": outcome.failures,
@@ -196,6 +256,8 @@ def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
         "workers": args.workers,
         "threads": args.threads,
         "policies": list(args.policies),
+        "search": not args.no_search,
+        "probe_duration_s": args.probe_duration,
         "wrk_threads": WRK_THREADS,
         "connections": args.connections,
         "blocking_duration_s": args.blocking_duration,
