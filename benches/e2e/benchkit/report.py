@@ -26,7 +26,8 @@ def write_json(doc: Doc, path: Path) -> None:
 def markdown(doc: Doc) -> str:
     parts = [_preamble(doc), _saturation_table(doc)]
     sections = (
-        _config_section(doc), _policy_table(doc), _overhead_section(doc), _fixed_rate_section(doc), _noisy_section(doc), _blocking_section(doc),
+        _config_section(doc), _policy_table(doc), _overhead_section(doc),
+        _fixed_rate_section(doc), _noisy_section(doc), _blocking_section(doc),
     )  # fmt: skip
     for section in sections:
         if section:
@@ -208,7 +209,8 @@ def _fixed_rate_section(doc: Doc) -> str | None:
     ]
     for server, m in _ordered(fr["medians"].items()):
         lines.append(
-            f"| {server} | {_policy_name(m.get('policy'))} | {_fmt_int(m['achieved_rate'])} | {fmt_us(m['p50_us'])} | {fmt_us(m['p90_us'])} | "
+            f"| {server} | {_policy_name(m.get('policy'))} | {_fmt_int(m['achieved_rate'])} | "
+            f"{fmt_us(m['p50_us'])} | {fmt_us(m['p90_us'])} | "
             f"{fmt_us(m['p99_us'])} | {_fmt_cpu(m['cpu_us_per_req'])} | {_fmt_doorbells(m)} | "
             f"{m['errors_total']} |"
         )
@@ -311,7 +313,8 @@ def _notes(doc: Doc) -> str | None:
     noise = _noise_note(doc["rounds"] + fr.get("rounds", []) + noisy.get("rounds", []) + b.get("rounds", []))
     if noise:
         notes.append(noise)
-    failures = doc["failures"] + over.get("failures", []) + fr.get("failures", []) + noisy.get("failures", []) + b.get("failures", [])
+    failures = doc["failures"] + over.get("failures", []) + fr.get("failures", [])
+    failures += noisy.get("failures", []) + b.get("failures", [])
     for f in failures:
         first_line = f["error"].splitlines()[0] if f["error"] else "?"
         notes.append(f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first_line}")

@@ -285,7 +285,12 @@ def summarize_fixed_rate(rows: list[Row]) -> dict[str, Row]:
             "other_cpu_share_max": max(r["other_cpu_share"] for r in group),
             "doorbells_per_request": median_of(group, _doorbells_per_request),
         }
-    return {server: at_best(policies, lambda m: -(m["cpu_us_per_req"] or 1e9)) for server, policies in by_policy.items()}
+    return {server: at_best(policies, _lowest_cpu) for server, policies in by_policy.items()}
+
+
+def _lowest_cpu(medians: Row) -> float:
+    cpu: float | None = medians["cpu_us_per_req"]
+    return -1e9 if cpu is None else -cpu
 
 
 def _doorbells_per_request(row: Row) -> float | None:

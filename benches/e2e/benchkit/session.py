@@ -54,8 +54,8 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
         _say(f"config search: {args.probe_duration} s wrk probes per setting, one knob at a time")
         found = search.run_all(plan, search.SearchPlan(probe_s=args.probe_duration))
         configs = {
-            cell: {server: {policy: r["config"] for policy, r in by_policy.items()} for server, by_policy in servers.items()}
-            for cell, servers in found.items()
+            cell: {server: {policy: r["config"] for policy, r in by_policy.items()} for server, by_policy in s.items()}
+            for cell, s in found.items()
         }
         plan = dataclasses.replace(plan, configs=configs)
     saturation = runner.run_saturation(plan)
@@ -101,7 +101,8 @@ def write_outputs(doc: Doc, out: Path, stem: str, update_readme: bool) -> int:
     print(table)
     for path in written:
         _say(f"wrote {path}")
-    failures = sum(len((doc.get(key) or {}).get("failures", [])) for key in ("overhead", "fixed_rate", "noisy", "blocking"))
+    sections = ("overhead", "fixed_rate", "noisy", "blocking")
+    failures = sum(len((doc.get(key) or {}).get("failures", [])) for key in sections)
     failures += len(doc["failures"])
     if failures:
         _say(f"error: {failures} run(s) failed (see the notes above and the server logs)")
@@ -207,7 +208,8 @@ def _noisy(args: argparse.Namespace, plan: runner.Plan, medians: dict[str, dict[
     if basis is None:
         return {"skipped": f"no saturation figures for {fr.cell.name}"}
     rate = basis["rps"] * args.noisy_fraction
-    _say(f"noisy neighbour: {rate:,.0f} req/s = {args.noisy_fraction:.0%} of {basis['server']}'s peak, beside a CPU hog")
+    share = f"{args.noisy_fraction:.0%} of {basis['server']}'s peak"
+    _say(f"noisy neighbour: {rate:,.0f} req/s = {share}, beside a CPU hog")
     outcome = runner.run_fixed_rate(plan, fr, rate, hog=True)
     return {
         "cell": fr.cell.name,
