@@ -9,13 +9,14 @@ another endpoint blocks its worker's event loop for 50 ms, 4 times a second.
 Writes benches/results/<date>.{json,md,png} and, for full runs, the README
 section between <!-- bench:start --> and <!-- bench:end -->.
 
-    .venv/bin/python benches/e2e/run.py            # full run (about 25 minutes)
+    .venv/bin/python benches/e2e/run.py            # full run, both policies (about 50 minutes)
     .venv/bin/python benches/e2e/run.py --quick    # about a minute, README untouched
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -24,8 +25,8 @@ from types import FrameType
 
 from benchkit import blocking, cells, paths, prereqs, servers
 
-QUICK = {"rounds": 1, "duration": 3, "warmup": 1, "blocking_duration": 2}
-FULL = {"rounds": 3, "duration": 10, "warmup": 2}
+QUICK = {"rounds": 1, "duration": 3, "warmup": 1, "blocking_duration": 2, "policies": ["batch"], "probe_duration": 1}
+FULL = {"rounds": 3, "duration": 10, "warmup": 2, "policies": list(servers.POLICIES), "probe_duration": 2}
 """Presets for options left unset; a full run's --blocking-duration follows --duration."""
 
 
@@ -41,20 +42,44 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=_positive_int, help="rounds over all cells (full 3, quick 1)")
     p.add_argument("--workers", type=_positive_int, default=2, help="worker processes per server (default 2)")
     p.add_argument("--threads", type=_positive_int, default=1, help="uringapi/native-ref front-end threads (default 1)")
+    p.add_argument(
+        "--policies",
+        type=_policies,
+        help="scheduling policies every server runs under: other, batch (full: both; quick: batch)",
+    )
+    p.add_argument(
+        "--probe-duration", type=_positive_int, help="seconds of wrk per config-search probe (full 2, quick 1)"
+    )
+    p.add_argument(
+        "--no-search",
+        action="store_true",
+        help="no config search: every server at --workers/--threads and its default options",
+    )
     p.add_argument("--connections", type=_positive_int, default=64, help="wrk connections (default 64)")
     p.add_argument(
         "--fixed-rate-fraction", type=float, default=0.5, help="of the basis server's hello peak (default 0.5)"
     )
     p.add_argument(
         "--fixed-rate-basis",
-        default="granian",
-        help="server whose hello peak sets the fixed rate, or 'slowest' (default granian, the reference "
-        "the performance targets name; the slowest server when granian was not measured)",
+        default="best-peer",
+        help="server whose hello peak sets the fixed rate, 'best-peer' (default: the fastest of granian and "
+        "uvicorn, each at its best policy, as the performance targets say) or 'slowest' (also the fallback "
+        "when the named server was not measured)",
     )
     p.add_argument(
         "--fixed-rate-connections", type=_positive_int, default=32, help="open-loop connections (default 32)"
     )
     p.add_argument("--no-fixed-rate", action="store_true", help="skip the fixed-rate latency run")
+    p.add_argument(
+        "--noisy-fraction",
+        type=float,
+        default=0.3,
+        help="noisy-neighbour cell: fixed rate as a fraction of the same basis peak, beside a CPU hog (default 0.3)",
+    )
+    p.add_argument(
+        "--no-overhead", action="store_true", help="skip the server-overhead runs (app CPU measured in the worker)"
+    )
+    p.add_argument("--no-noisy", action="store_true", help="skip the noisy-neighbour cell")
     p.add_argument("--no-blocking", action="store_true", help="skip the blocking-endpoint scenario")
     p.add_argument(
         "--blocking-rate",
@@ -69,6 +94,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--no-setup", action="store_true", help="do not pip/apt-install anything")
     p.add_argument("--no-readme", action="store_true", help="do not update README.md even on a full run")
+    p.add_argument(
+        "--readme-from",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: rewrite README.md's bench section (and JSON's .md beside it) from a results file",
+    )
     p.add_argument("--out", type=Path, default=paths.RESULTS_DIR, help="output folder (default benches/results)")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -79,6 +110,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.blocking_duration = args.duration
     if not 0 < args.fixed_rate_fraction <= 1:
         p.error("--fixed-rate-fraction must be in (0, 1]")
+    if not 0 < args.noisy_fraction <= 1:
+        p.error("--noisy-fraction must be in (0, 1]")
     if not args.blocking_rate > 0:
         p.error("--blocking-rate must be positive")
     return args
@@ -86,6 +119,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _policies(text: str) -> list[str]:
+    names = _names(text)
+    unknown = [n for n in names if n not in servers.POLICIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of {', '.join(servers.POLICIES)}")
+    return list(dict.fromkeys(names))
 
 
 def _positive_int(text: str) -> int:
@@ -108,6 +149,8 @@ def fail(message: str, hint: str) -> int:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.readme_from is not None:
+        return readme_from(args.readme_from)
     try:
         chosen_cells = cells.select(args.apps or (list(cells.QUICK_CELLS) if args.quick else None))
         chosen_servers = servers.select(args.servers)
@@ -125,6 +168,22 @@ def main(argv: list[str]) -> int:
     doc = session.run(args, chosen_cells, chosen_servers, wrk)
     stem = doc["date"] + ("-quick" if args.quick else "")
     return session.write_outputs(doc, args.out, stem, update_readme=not (args.quick or args.no_readme))
+
+
+def readme_from(path: Path) -> int:
+    """The README's bench section is a pure function of a results file: regenerate it."""
+    from benchkit import report
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return fail(f"cannot read {path}: {exc}", "pass a benches/results/<date>.json written by run.py")
+    section = report.readme_section(doc, path)
+    if not report.update_readme(paths.README, section):
+        return fail(f"{paths.README} has no {report.README_START} … {report.README_END} markers", "add them back")
+    path.with_suffix(".md").write_text(report.markdown(doc))
+    print(f"wrote {paths.README} and {path.with_suffix('.md')} from {path}", file=sys.stderr)
+    return 0
 
 
 def exit_on_sigterm() -> None:

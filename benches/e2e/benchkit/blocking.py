@@ -74,16 +74,22 @@ def run(plan: Plan, bp: BlockingPlan) -> Outcome:
     servers = [s for s in plan.servers if s.runs(FAST)]
     for r in range(plan.rounds):
         for position, server in enumerate(rotated(servers, r)):
-            where = {"round": r + 1, "cell": SCENARIO, "server": server.name, "position": position}
+            where = {"round": r + 1, "cell": SCENARIO, "server": server.name, "policy": policy(plan)}
+            where["position"] = position
             runner.attempt(outcome, where, partial(_once, plan, bp, server, r), _print)
     return outcome
+
+
+def policy(plan: Plan) -> str:
+    """One policy for every server in this scenario: batch when it is among the run's."""
+    return "batch" if "batch" in plan.policies else plan.policies[0]
 
 
 def _once(plan: Plan, bp: BlockingPlan, server: Server, r: int) -> Row:
     port, metrics_port = runner.ports_for(server)
     log = plan.log_dir / f"r{r + 1}-{SCENARIO}-{server.name}.log"
-    cmd = server.command(FAST, port, plan.settings, metrics_port)
-    with process.running(cmd, FAST, port, log, plan.env) as pid:
+    cmd = server.command(FAST, port, plan.settings, metrics_port, policy(plan))
+    with process.running(cmd, FAST, port, log, {**plan.env, **server.env(FAST)}) as pid:
         _check(BLOCK, port)
         fixed_rate.run(bp.binary, FAST, port, bp.fast_rate, bp.fast_connections, plan.warmup_s)
         alone = fixed_rate.run(bp.binary, FAST, port, bp.fast_rate, bp.fast_connections, bp.duration_s)
@@ -186,6 +192,7 @@ def describe(plan: Plan, bp: BlockingPlan) -> dict[str, Any]:
         "block_path": BLOCK.path,
         "block_ms": BLOCK_MS,
         "workers": plan.settings.workers,
+        "policy": policy(plan),
         "fast_rate": bp.fast_rate,
         "fast_connections": bp.fast_connections,
         "block_rate": BLOCK_RATE,

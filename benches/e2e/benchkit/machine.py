@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import platform
 import subprocess
@@ -89,8 +90,31 @@ def _read(path: str) -> str | None:
 
 def cpu_times() -> list[int]:
     """The aggregate line of /proc/stat: user nice system idle iowait irq softirq steal ..."""
-    first = (_read("/proc/stat") or "cpu 0").splitlines()[0]
+    return parse_cpu_line(_read("/proc/stat") or "cpu 0 0 0 0 0 0 0 0")
+
+
+def parse_cpu_line(proc_stat: str) -> list[int]:
+    """The aggregate `cpu` line of a /proc/stat text, in clock ticks."""
+    first = proc_stat.splitlines()[0]
     return [int(v) for v in first.split()[1:]]
+
+
+def irq_time_accounting() -> bool:
+    """Whether the kernel accounts interrupt time apart from the interrupted task
+    (CONFIG_IRQ_TIME_ACCOUNTING). Off (the common default, and this machine's), a tick
+    that lands in softirq context is charged both to /proc/stat's softirq column and
+    to the running task's stime; on, only to the softirq column. Unknown counts as off."""
+    config = _read(f"/boot/config-{platform.release()}")
+    if config is None:
+        try:
+            with gzip.open("/proc/config.gz", "rt") as f:
+                config = f.read()
+        except OSError:
+            return False
+    return "CONFIG_IRQ_TIME_ACCOUNTING=y" in config.splitlines()
+
+
+IRQ_TIME_ACCOUNTING = irq_time_accounting()
 
 
 def cpu_usage(before: list[int], after: list[int]) -> dict[str, float]:
@@ -108,12 +132,19 @@ def cpu_usage(before: list[int], after: list[int]) -> dict[str, float]:
     }
 
 
-def other_cpu_share(usage: dict[str, float], server_s: float, client_s: float) -> float:
-    """Share of the machine's busy time used by neither the server, the load
-    generator nor softirq: other processes (a compiler, an indexer...). A rough
-    figure: with IRQ time accounting off, softirq is also inside process times."""
+def other_cpu_share(
+    usage: dict[str, float], server_s: float, client_s: float, irq_accounted_apart: bool | None = None
+) -> float:
+    """Share of the machine's busy time used by neither the server nor the load
+    generator: other processes (a compiler, an indexer...), and steal.
+
+    Softirq time is subtracted only when the kernel keeps it out of task times
+    (`irq_time_accounting`); otherwise it is already inside the server's and the
+    client's stime, and subtracting the softirq column as well would count it twice
+    (which pinned this figure at 0 on every run before 2026-12-04)."""
     busy = usage["busy_s"]
     if busy <= 0:
         return 0.0
-    other = busy - server_s - client_s - usage["softirq_s"]
+    apart = IRQ_TIME_ACCOUNTING if irq_accounted_apart is None else irq_accounted_apart
+    other = busy - server_s - client_s - (usage["softirq_s"] if apart else 0.0)
     return round(max(0.0, other) / busy, 3)

@@ -118,3 +118,20 @@ def _tail(log: Path, lines: int = 30) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(f"    | {line}" for line in text[-lines:]) or "    | (empty log)"
+
+
+HOG_CODE = "while True:\n    pass\n"
+
+
+@contextmanager
+def cpu_hog() -> Iterator[int]:
+    """A noisy neighbour: one process spinning on a CPU (SCHED_OTHER, the policy a
+    neighbour would have) for as long as the block runs; yields its pid."""
+    hog = subprocess.Popen(
+        ["python3", "-c", HOG_CODE], stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        yield hog.pid
+    finally:
+        hog.kill()
+        hog.wait(timeout=STOP_TIMEOUT_S)

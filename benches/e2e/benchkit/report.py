@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import paths
 from .runner import NOISE_WARNING_SHARE, fmt_us
 from .servers import BASELINE
 
@@ -24,13 +25,32 @@ def write_json(doc: Doc, path: Path) -> None:
 
 def markdown(doc: Doc) -> str:
     parts = [_preamble(doc), _saturation_table(doc)]
-    for section in (_fixed_rate_section(doc), _blocking_section(doc)):
+    sections = (
+        _config_section(doc), _policy_table(doc), _overhead_section(doc),
+        _fixed_rate_section(doc), _noisy_section(doc), _blocking_section(doc),
+    )  # fmt: skip
+    for section in sections:
         if section:
             parts.append(section)
     notes = _notes(doc)
     if notes:
         parts.append(notes)
     return "\n\n".join(parts) + "\n"
+
+
+def readme_section(doc: Doc, json_path: Path) -> str:
+    """The README's bench section: the tables, then where the chart and the raw figures
+    are. A function of the results file alone (`run.py --readme-from`)."""
+    png = json_path.with_suffix(".png")
+    chart_part = f"Chart: `{_relative(png)}`; raw" if png.exists() else "Raw"
+    return markdown(doc) + f"\n{chart_part} figures: `{_relative(json_path)}`.\n"
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(paths.REPO))
+    except ValueError:
+        return str(path)
 
 
 def update_readme(readme: Path, table: str) -> bool:
@@ -55,8 +75,14 @@ def _preamble(doc: Doc) -> str:
         [
             f"Measured {doc['date']} ({doc['mode']} run) on {m['nproc']} CPUs ({m['cpu_model']}), "
             f"Linux {m['kernel']}, Python {m['python']}.",
-            f"Servers: {versions or 'none'}. Each runs {c['workers']} worker processes "
-            f"(uringapi and native-ref: {c['threads']} front-end thread{'s' if c['threads'] != 1 else ''}).",
+            f"Servers: {versions or 'none'}. "
+            + (
+                "Workers, threads and options per server, cell and policy: the config table below "
+                f"(the blocking scenario: {c['workers']} workers each, defaults)."
+                if c.get("search")
+                else f"Each runs {c['workers']} worker processes "
+                f"(uringapi and native-ref: {c['threads']} front-end thread{'s' if c['threads'] != 1 else ''})."
+            ),
             f"Load: wrk -t{c['wrk_threads']} -c{c['connections']}, keep-alive over loopback; "
             f"{c['rounds']} round{'s' if c['rounds'] != 1 else ''} of {c['duration_s']} s after "
             f"{c['warmup_s']} s warm-up, servers in rotating order; figures are medians over rounds.",
@@ -75,20 +101,89 @@ def _preamble(doc: Doc) -> str:
 
 
 def _saturation_table(doc: Doc) -> str:
+    intro = [
+        "Each server at its best scheduling policy (the one with the higher median req/s), named in the "
+        f"Policy column; the {BASELINE} ratio is against {BASELINE} at its best too.",
+        "",
+    ]
     lines = [
-        f"| Cell | Server | req/s | vs {BASELINE} | p50 | p99 | CPU-µs/req | doorbells/req | errors |",
-        "|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
+        *(intro if _has_policies(doc) else []),
+        f"| Cell | Server | Policy | req/s | vs {BASELINE} | p50 | p99 | CPU-µs/req | doorbells/req | errors |",
+        "|:--|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for cell, by_server in doc["medians"].items():
         base = by_server.get(BASELINE, {}).get("rps")
         for server, m in _ordered(by_server.items()):
             lines.append(
-                f"| {cell} | {server} | {_fmt_int(m['rps'])} | {_ratio(m['rps'], base)} | "
+                f"| {cell} | {server} | {_policy_name(m.get('policy'))} | {_fmt_int(m['rps'])} | "
+                f"{_ratio(m['rps'], base)} | "
                 f"{fmt_us(m['p50_us'])} | {fmt_us(m['p99_us'])} | {_fmt_cpu(m['cpu_us_per_req'])} | "
                 f"{_fmt_doorbells(m)} | {m['errors_total']} |"
             )
-    if len(lines) == 2:
-        lines.append("| — | no cell was measured | | | | | | | |")
+    if lines[-1].startswith("|:--"):
+        lines.append("| — | no cell was measured | | | | | | | | |")
+    return "\n".join(lines)
+
+
+POLICY_NAMES = {"other": "SCHED_OTHER", "batch": "SCHED_BATCH"}
+
+
+def _has_policies(doc: Doc) -> bool:
+    """Results schema 2 on: every run names its scheduling policy."""
+    return int(doc.get("schema", 1)) >= 2
+
+
+def _policy_name(policy: str | None) -> str:
+    return POLICY_NAMES.get(policy or "", policy or "—")
+
+
+def _config_section(doc: Doc) -> str | None:
+    """What each server was given: the config search's choice per cell and policy."""
+    found = doc.get("search")
+    if not found or "skipped" in found:
+        return None
+    lines = [
+        f"Config each server was given: the best of short wrk probes ({doc['config'].get('probe_duration_s')} s "
+        "each, one knob at a time; `benches/e2e/README.md`) per cell and policy; granian always gets "
+        "`--loop uvloop --http 1`, uvicorn `--loop uvloop --http httptools`.",
+        "",
+        "| Cell | Server | Policy | Config | probes | best probe req/s |",
+        "|:--|:--|:--|:--|--:|--:|",
+    ]
+    for cell, by_server in found.items():
+        for server, by_policy in _ordered(by_server.items()):
+            for policy, r in by_policy.items():
+                lines.append(
+                    f"| {cell} | {server} | {_policy_name(policy)} | {_describe(r['config'])} | "
+                    f"{len(r['probes'])} | {_fmt_int(r['rps'])} |"
+                )
+    return "\n".join(lines)
+
+
+def _describe(config: dict[str, Any]) -> str:
+    parts = [f"`{k} {v}`" if k.startswith("--") else f"{k} {v}" for k, v in config.items() if v is not None]
+    return ", ".join(parts) or "defaults"
+
+
+def _policy_table(doc: Doc) -> str | None:
+    """Every server under every policy side by side, when the run had more than one."""
+    policies = doc["config"].get("policies") or []
+    if len(policies) < 2:
+        return None
+    head = " | ".join(f"{_policy_name(p)}: req/s · CPU-µs/req" for p in policies)
+    lines = [
+        "Every server under each scheduling policy (uringapi: `--sched`; the others under `chrt`):",
+        "",
+        f"| Cell | Server | {head} |",
+        "|:--|:--|" + "--:|" * len(policies),
+    ]
+    for cell, by_server in doc["medians"].items():
+        for server, m in _ordered(by_server.items()):
+            cells = []
+            for policy in policies:
+                pm = m.get("by_policy", {}).get(policy)
+                cells.append("—" if pm is None else f"{_fmt_int(pm['rps'])} · {_fmt_cpu(pm['cpu_us_per_req'])}")
+            lines.append(f"| {cell} | {server} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -97,20 +192,71 @@ def _fixed_rate_section(doc: Doc) -> str | None:
     if not fr or not fr.get("medians"):
         return None
     basis = fr["basis"]
+    basis_policy, each_at_best = "", ""
+    if _has_policies(doc):
+        basis_policy = f" under {_policy_name(basis.get('policy'))}"
+        each_at_best = " Each server at its best policy (the lower CPU-µs/req)."
     lines = [
         f"Latency without saturation: `{fr['cell']}` at a fixed {fr['rate']:,.0f} req/s "
         f"({fr['fraction']:.0%} of {'the slowest median peak, ' if basis.get('slowest', True) else ''}"
-        f"{basis['server']}'s median peak of {basis['rps']:,.0f} req/s); "
-        f"open loop over {fr['connections']} connections, each request timed from its scheduled send time.",
+        f"{'the best peer, ' if basis.get('best_peer') else ''}"
+        f"{basis['server']}'s median peak of {basis['rps']:,.0f} req/s{basis_policy}); "
+        f"open loop over {fr['connections']} connections, each request timed from its scheduled send time."
+        f"{each_at_best}",
         "",
-        "| Server | achieved req/s | p50 | p90 | p99 | CPU-µs/req | doorbells/req | errors |",
-        "|:--|--:|--:|--:|--:|--:|--:|--:|",
+        "| Server | Policy | achieved req/s | p50 | p90 | p99 | CPU-µs/req | doorbells/req | errors |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for server, m in _ordered(fr["medians"].items()):
         lines.append(
-            f"| {server} | {_fmt_int(m['achieved_rate'])} | {fmt_us(m['p50_us'])} | {fmt_us(m['p90_us'])} | "
+            f"| {server} | {_policy_name(m.get('policy'))} | {_fmt_int(m['achieved_rate'])} | "
+            f"{fmt_us(m['p50_us'])} | {fmt_us(m['p90_us'])} | "
             f"{fmt_us(m['p99_us'])} | {_fmt_cpu(m['cpu_us_per_req'])} | {_fmt_doorbells(m)} | "
             f"{m['errors_total']} |"
+        )
+    return "\n".join(lines)
+
+
+def _overhead_section(doc: Doc) -> str | None:
+    o = doc.get("overhead")
+    if not o or not o.get("rows"):
+        return None
+    lines = [
+        "Server overhead per request: total CPU-µs/req (the saturation median above) minus the app's own, "
+        "measured inside each worker around the app's synchronous steps (`benches/e2e/apps/app_cpu.py`, "
+        "a separate run of the same server, config and policy).",
+        "",
+        "| Cell | Server | Policy | total CPU-µs/req | app CPU-µs/req | server overhead CPU-µs/req |",
+        "|:--|:--|:--|--:|--:|--:|",
+    ]
+    rows = sorted(o["rows"], key=lambda r: (list(doc["medians"]).index(r["cell"]), SERVER_ORDER.index(r["server"])))
+    for r in rows:
+        lines.append(
+            f"| {r['cell']} | {r['server']} | {_policy_name(r['policy'])} | {_fmt_cpu(r['total_cpu_us_per_req'])} | "
+            f"{_fmt_cpu(r['app_cpu_us_per_req'])} | {_fmt_cpu(r['server_overhead_us_per_req'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _noisy_section(doc: Doc) -> str | None:
+    n = doc.get("noisy")
+    if not n or not n.get("medians"):
+        return None
+    basis = n["basis"]
+    lines = [
+        f"Noisy neighbour: `{n['cell']}` at a fixed {n['rate']:,.0f} req/s ({n['fraction']:.0%} of "
+        f"{basis['server']}'s median peak) beside a CPU hog ({n['hog']}); open loop over {n['connections']} "
+        "connections, latency from each request's scheduled send time (coordinated omission corrected). "
+        "Each server at its best policy (the lower CPU-µs/req).",
+        "",
+        "| Server | Policy | achieved req/s | p50 | p99 | p99.9 | CPU-µs/req | errors |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|",
+    ]
+    for server, m in _ordered(n["medians"].items()):
+        lines.append(
+            f"| {server} | {_policy_name(m.get('policy'))} | {_fmt_int(m['achieved_rate'])} | "
+            f"{fmt_us(m['p50_us'])} | {fmt_us(m['p99_us'])} | {fmt_us(m['p999_us'])} | "
+            f"{_fmt_cpu(m['cpu_us_per_req'])} | {m['errors_total']} |"
         )
     return "\n".join(lines)
 
@@ -120,7 +266,8 @@ def _blocking_section(doc: Doc) -> str | None:
     if not b or not b.get("medians"):
         return None
     lines = [
-        f"Blocking endpoint: `{b['app']}` on {b['workers']} workers per server. `GET {b['block_path']}` "
+        f"Blocking endpoint: `{b['app']}` on {b['workers']} workers per server, every server under "
+        f"{_policy_name(b.get('policy'))}. `GET {b['block_path']}` "
         f"calls `time.sleep({b['block_ms'] / 1000:g})` inside `async def` (its worker's event loop stops for "
         f"{b['block_ms']} ms), {b['block_rate']:g} req/s over {b['block_connections']} connections of its own, "
         f"while `GET {b['fast_path']}` gets a fixed {b['fast_rate']:,.0f} req/s, open loop over "
@@ -141,9 +288,21 @@ def _blocking_section(doc: Doc) -> str | None:
 
 def _notes(doc: Doc) -> str | None:
     notes = [f"- Not measured: {s['server']} ({', '.join(s['cells'])}): {s['reason']}" for s in doc["skipped"]]
+    if doc.get("schema", 1) < 2:
+        notes.append(
+            "- Policy —: this run predates per-run scheduling policies (results schema 1) and its rows "
+            "name none; its commands show no `chrt` and no `--sched`, so uringapi ran with its default "
+            "`--sched batch` and the other servers under the SCHED_OTHER they inherited."
+        )
     fr = doc.get("fixed_rate") or {}
     if fr.get("skipped"):
         notes.append(f"- Fixed-rate run skipped: {fr['skipped']}")
+    over = doc.get("overhead") or {}
+    if over.get("skipped"):
+        notes.append(f"- Server overhead skipped: {over['skipped']}")
+    noisy = doc.get("noisy") or {}
+    if noisy.get("skipped"):
+        notes.append(f"- Noisy-neighbour cell skipped: {noisy['skipped']}")
     b = doc.get("blocking") or {}
     if b.get("skipped"):
         notes.append(f"- Blocking-endpoint scenario skipped: {b['skipped']}")
@@ -151,10 +310,11 @@ def _notes(doc: Doc) -> str | None:
     for server, n in stalls.items():
         notes.append(f"- Blocking endpoint: workers marked stalled by {server} (--stall-timeout): {n}.")
     notes.extend(_error_notes(doc["rounds"]))
-    noise = _noise_note(doc["rounds"] + fr.get("rounds", []) + b.get("rounds", []))
+    noise = _noise_note(doc["rounds"] + fr.get("rounds", []) + noisy.get("rounds", []) + b.get("rounds", []))
     if noise:
         notes.append(noise)
-    failures = doc["failures"] + fr.get("failures", []) + b.get("failures", [])
+    failures = doc["failures"] + over.get("failures", []) + fr.get("failures", [])
+    failures += noisy.get("failures", []) + b.get("failures", [])
     for f in failures:
         first_line = f["error"].splitlines()[0] if f["error"] else "?"
         notes.append(f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first_line}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import fixed_rate, machine, metrics, process, proctree, wrk
+from . import fixed_rate, machine, metrics, process, proctree, search, wrk
 from .cells import Cell
 from .servers import Server, Settings
 
@@ -47,6 +48,21 @@ class Plan:
     env: dict[str, str]
     log_dir: Path
     fixed_rate: FixedRatePlan | None
+    policies: tuple[str, ...] = ("batch",)
+    """Scheduling policies each server runs under (servers.POLICIES); every run is one pair."""
+
+    configs: dict[str, dict[str, dict[str, search.Config]]] | None = None
+    """{cell: {server: {policy: config}}} from the config search; None: everyone at `settings`."""
+
+    def config(self, cell: Cell, server: Server, policy: str) -> search.Config:
+        return ((self.configs or {}).get(cell.name, {}).get(server.name, {})).get(policy, {})
+
+    def settings_for(self, cell: Cell, server: Server, policy: str) -> Settings:
+        return search.settings_for(self.settings, self.config(cell, server, policy))
+
+    def variants(self, cell: Cell) -> list[tuple[Server, str]]:
+        """(server, policy) pairs that run `cell`, in a fixed order that `rotated` turns."""
+        return [(s, p) for s in self.servers if s.runs(cell) for p in self.policies]
 
 
 @dataclass
@@ -68,20 +84,26 @@ def run_saturation(plan: Plan) -> Outcome:
     outcome = Outcome([], [])
     for r in range(plan.rounds):
         for cell in plan.cells:
-            servers = [s for s in plan.servers if s.runs(cell)]
-            for position, server in enumerate(rotated(servers, r)):
-                where = {"round": r + 1, "cell": cell.name, "server": server.name, "position": position}
-                attempt(outcome, where, partial(_saturation_once, plan, cell, server, r), _print_saturation)
+            for position, (server, policy) in enumerate(rotated(plan.variants(cell), r)):
+                where = {"round": r + 1, "cell": cell.name, "server": server.name, "policy": policy}
+                where["config"] = plan.config(cell, server, policy)
+                where["position"] = position
+                measure = partial(_saturation_once, plan, cell, server, policy, r)
+                attempt(outcome, where, measure, _print_saturation)
     return outcome
 
 
-def run_fixed_rate(plan: Plan, fr: FixedRatePlan, rate: float) -> Outcome:
+def run_fixed_rate(plan: Plan, fr: FixedRatePlan, rate: float, hog: bool = False) -> Outcome:
+    """Every server at the same fixed rate; with `hog`, beside a CPU-bound process
+    (`process.cpu_hog`) for the whole run (the noisy-neighbour cell)."""
     outcome = Outcome([], [])
-    servers = [s for s in plan.servers if s.runs(fr.cell)]
     for r in range(plan.rounds):
-        for position, server in enumerate(rotated(servers, r)):
-            where = {"round": r + 1, "cell": fr.cell.name, "server": server.name, "position": position}
-            attempt(outcome, where, partial(_fixed_rate_once, plan, fr, server, rate, r), _print_fixed_rate)
+        for position, (server, policy) in enumerate(rotated(plan.variants(fr.cell), r)):
+            where = {"round": r + 1, "cell": fr.cell.name, "server": server.name, "policy": policy}
+            where["config"] = plan.config(fr.cell, server, policy)
+            where["position"] = position
+            measure = partial(_fixed_rate_once, plan, fr, server, policy, rate, r, hog)
+            attempt(outcome, where, measure, _print_fixed_rate)
     return outcome
 
 
@@ -99,11 +121,11 @@ def attempt(outcome: Outcome, where: Row, measure: Callable[[], Row], show: Call
     ) as exc:
         failure = {**where, "error": str(exc)}
         outcome.failures.append(failure)
-        say(f"round {where['round']} {where['cell']:<18} {where['server']:<10} FAILED: {exc}")
+        say(f"round {where['round']} {where['cell']:<18} {where['server']:<10} {where['policy']:<5} FAILED: {exc}")
         return
     outcome.rows.append(row)
     show(row)
-    if row["other_cpu_share"] > NOISE_WARNING_SHARE:
+    if row.get("other_cpu_share", 0.0) > NOISE_WARNING_SHARE:
         say(f"  warning: other processes used {row['other_cpu_share']:.0%} of the busy CPU during this run")
 
 
@@ -115,11 +137,11 @@ def ports_for(server: Server) -> tuple[int, int | None]:
     return port, metrics_port
 
 
-def _saturation_once(plan: Plan, cell: Cell, server: Server, r: int) -> Row:
+def _saturation_once(plan: Plan, cell: Cell, server: Server, policy: str, r: int) -> Row:
     port, metrics_port = ports_for(server)
-    log = plan.log_dir / f"r{r + 1}-{cell.name}-{server.name}.log"
-    cmd = server.command(cell, port, plan.settings, metrics_port)
-    with process.running(cmd, cell, port, log, plan.env) as pid:
+    log = plan.log_dir / f"r{r + 1}-{cell.name}-{server.name}-{policy}.log"
+    cmd = server.command(cell, port, plan.settings_for(cell, server, policy), metrics_port, policy)
+    with process.running(cmd, cell, port, log, {**plan.env, **server.env(cell)}) as pid:
         wrk.run(plan.wrk, cell, port, plan.warmup_s, plan.shape)
         # The counters are read outside the CPU window: the reads cost the server nothing measured.
         channel = metrics.Window.open(metrics_port)
@@ -146,19 +168,34 @@ def _saturation_once(plan: Plan, cell: Cell, server: Server, r: int) -> Row:
     }
 
 
-def _fixed_rate_once(plan: Plan, fr: FixedRatePlan, server: Server, rate: float, r: int) -> Row:
+def _fixed_rate_once(
+    plan: Plan, fr: FixedRatePlan, server: Server, policy: str, rate: float, r: int, hog: bool
+) -> Row:
     port, metrics_port = ports_for(server)
-    log = plan.log_dir / f"r{r + 1}-fixed-rate-{server.name}.log"
-    cmd = server.command(fr.cell, port, plan.settings, metrics_port)
-    with process.running(cmd, fr.cell, port, log, plan.env) as pid:
+    log = plan.log_dir / f"r{r + 1}-{'noisy' if hog else 'fixed-rate'}-{server.name}-{policy}.log"
+    cmd = server.command(fr.cell, port, plan.settings_for(fr.cell, server, policy), metrics_port, policy)
+    with contextlib.ExitStack() as stack:
+        hog_pid = stack.enter_context(process.cpu_hog()) if hog else None
+        row = _fixed_rate_measure(plan, fr, server, rate, cmd, port, metrics_port, log, hog_pid)
+    return row
+
+
+def _fixed_rate_measure(
+    plan: Plan, fr: FixedRatePlan, server: Server, rate: float, cmd: list[str], port: int,
+    metrics_port: int | None, log: Path, hog_pid: int | None,
+) -> Row:  # fmt: skip
+    with process.running(cmd, fr.cell, port, log, {**plan.env, **server.env(fr.cell)}) as pid:
         # Warm up at the target rate too: the server should meet the measured
         # load in the state that load brings it to, not straight from saturation.
         fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.warmup_s)
         channel = metrics.Window.open(metrics_port)
         before, times_before = proctree.snapshot(pid), machine.cpu_times()
+        hog_before = proctree.snapshot(hog_pid) if hog_pid is not None else None
         result = fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.duration_s)
         cpu, times_after = proctree.window(before, proctree.snapshot(pid)), machine.cpu_times()
+        hog_s = 0.0 if hog_before is None else proctree.window(hog_before, proctree.snapshot(hog_pid)).cpu_s
         channel_figures = metrics.close(channel)
+    # The hog's CPU is the point of the noisy cell, not noise: it counts as the client's side.
     return {
         "target_rate": result.target_rate,
         "achieved_rate": result.achieved_rate,
@@ -173,7 +210,8 @@ def _fixed_rate_once(plan: Plan, fr: FixedRatePlan, server: Server, rate: float,
         "cpu_us_per_req": per_request_us(cpu.cpu_s, result.completed),
         "cpu_by_process": cpu.by_process,
         "client_cpu_s": round(result.client_cpu_s, 3),
-        **machine_fields(times_before, times_after, cpu.cpu_s, result.client_cpu_s),
+        **({"hog_cpu_s": round(hog_s, 3)} if hog_pid is not None else {}),
+        **machine_fields(times_before, times_after, cpu.cpu_s, result.client_cpu_s + hog_s),
         **channel_figures,
         "command": cmd,
     }
@@ -197,11 +235,12 @@ def median_of(rows: Iterable[Row], pick: Callable[[Row], float | None]) -> float
 
 
 def summarize_saturation(rows: list[Row]) -> dict[str, dict[str, Row]]:
-    """{cell: {server: medians over rounds}}; errors are summed, not medianed."""
-    summary: dict[str, dict[str, Row]] = {}
-    for (cell, server), group in _grouped(rows).items():
-        summary.setdefault(cell, {})[server] = {
+    """{cell: {server: medians at its best policy}}; errors are summed, not medianed."""
+    by_policy: dict[str, dict[str, dict[str, Row]]] = {}
+    for (cell, server, policy), group in _grouped(rows).items():
+        by_policy.setdefault(cell, {}).setdefault(server, {})[policy] = {
             "rounds": len(group),
+            "config": group[0].get("config"),
             "rps": median_of(group, lambda r: r["rps"]),
             "rps_min": min(r["rps"] for r in group),
             "rps_max": max(r["rps"] for r in group),
@@ -215,14 +254,26 @@ def summarize_saturation(rows: list[Row]) -> dict[str, dict[str, Row]]:
             "other_cpu_share_max": max(r["other_cpu_share"] for r in group),
             "doorbells_per_request": median_of(group, _doorbells_per_request),
         }
-    return summary
+    return {
+        cell: {server: at_best(policies, lambda m: m["rps"] or 0.0) for server, policies in servers.items()}
+        for cell, servers in by_policy.items()
+    }
+
+
+def at_best(by_policy: dict[str, Row], score: Callable[[Row], float]) -> Row:
+    """A server's medians under the policy where `score` is highest, naming that policy,
+    with every policy's medians under "by_policy"."""
+    best = max(by_policy, key=lambda p: score(by_policy[p]))
+    return {**by_policy[best], "policy": best, "by_policy": by_policy}
 
 
 def summarize_fixed_rate(rows: list[Row]) -> dict[str, Row]:
-    summary: dict[str, Row] = {}
-    for (_cell, server), group in _grouped(rows).items():
-        summary[server] = {
+    """{server: medians at its best policy}: the lowest CPU-µs/req at the common rate."""
+    by_policy: dict[str, dict[str, Row]] = {}
+    for (_cell, server, policy), group in _grouped(rows).items():
+        by_policy.setdefault(server, {})[policy] = {
             "rounds": len(group),
+            "config": group[0].get("config"),
             "achieved_rate": median_of(group, lambda r: r["achieved_rate"]),
             "p50_us": median_of(group, lambda r: r["latency_us"]["p50"]),
             "p90_us": median_of(group, lambda r: r["latency_us"]["p90"]),
@@ -234,7 +285,12 @@ def summarize_fixed_rate(rows: list[Row]) -> dict[str, Row]:
             "other_cpu_share_max": max(r["other_cpu_share"] for r in group),
             "doorbells_per_request": median_of(group, _doorbells_per_request),
         }
-    return summary
+    return {server: at_best(policies, _lowest_cpu) for server, policies in by_policy.items()}
+
+
+def _lowest_cpu(medians: Row) -> float:
+    cpu: float | None = medians["cpu_us_per_req"]
+    return -1e9 if cpu is None else -cpu
 
 
 def _doorbells_per_request(row: Row) -> float | None:
@@ -243,10 +299,10 @@ def _doorbells_per_request(row: Row) -> float | None:
     return value
 
 
-def _grouped(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
-    groups: dict[tuple[str, str], list[Row]] = {}
+def _grouped(rows: list[Row]) -> dict[tuple[str, str, str], list[Row]]:
+    groups: dict[tuple[str, str, str], list[Row]] = {}
     for row in rows:
-        groups.setdefault((row["cell"], row["server"]), []).append(row)
+        groups.setdefault((row["cell"], row["server"], row.get("policy", "other")), []).append(row)
     return groups
 
 
@@ -266,7 +322,7 @@ def _max_or_none(values: Iterable[float | None]) -> float | None:
 def _print_saturation(row: Row) -> None:
     lat = row["latency_us"]
     say(
-        f"round {row['round']} {row['cell']:<18} {row['server']:<10} "
+        f"round {row['round']} {row['cell']:<18} {row['server']:<10} {row['policy']:<5} "
         f"{row['rps']:>10,.0f} req/s  p50 {fmt_us(lat['p50']):>8}  p99 {fmt_us(lat['p99']):>8}  "
         f"{_fmt_cpu(row['cpu_us_per_req'])} CPU-µs/req  errors {row['errors_total']}{_fmt_doorbells(row)}"
     )
@@ -275,7 +331,7 @@ def _print_saturation(row: Row) -> None:
 def _print_fixed_rate(row: Row) -> None:
     lat = row["latency_us"]
     say(
-        f"round {row['round']} fixed-rate {row['target_rate']:,.0f}/s {row['server']:<10} "
+        f"round {row['round']} fixed-rate {row['target_rate']:,.0f}/s {row['server']:<10} {row['policy']:<5} "
         f"achieved {row['achieved_rate']:>9,.0f}/s  p50 {fmt_us(lat['p50']):>8}  p99 {fmt_us(lat['p99']):>8}  "
         f"{_fmt_cpu(row['cpu_us_per_req'])} CPU-µs/req  errors {row['errors'] + row['non_2xx']}{_fmt_doorbells(row)}"
     )

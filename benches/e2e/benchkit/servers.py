@@ -19,13 +19,27 @@ class Settings:
     workers: int
     threads: int
     """uringapi front-end threads (also native-ref's threads)."""
+    extra: tuple[str, ...] = ()
+    """Server-specific options chosen by the config search (`search.py`), e.g. granian's
+    `--runtime-mode st`."""
+
+
+POLICIES = ("other", "batch")
+"""Scheduling policies every server runs under: SCHED_OTHER (the kernel's default) and
+SCHED_BATCH (a woken thread does not preempt the running one). uringapi sets its own with
+`--sched normal|batch`; every other server, native-ref included, is started under
+`chrt --other 0` or `chrt --batch 0`, which its processes and threads inherit."""
+GC_FREEZE_APP = "gc_frozen:app"
+"""uringapi's worker calls gc.freeze() after lifespan startup; peers get the same after
+importing the app through `apps/gc_frozen.py` (see there)."""
+GC_FREEZE_ENV = "BENCH_GC_FREEZE_TARGET"
 
 
 CommandBuilder = Callable[[str, Cell, int, Settings], list[str]]
 
 
 def _native_ref(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
-    return [exe, "native-ref", *_bind(port), "--threads", str(s.threads), "--log-level", "warning"]
+    return [exe, "native-ref", *_bind(port), "--threads", str(s.threads), "--log-level", "warning", *s.extra]
 
 
 def _uringapi(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
@@ -35,6 +49,7 @@ def _uringapi(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
         "--app-dir", str(paths.APPS_DIR), "--log-level", "warning",
         *[a.replace("=static", f"={paths.APPS_DIR / 'static'}") for a in cell.uringapi_args],
         *_tls(("--ssl-certfile", "--ssl-keyfile"), cell),
+        *s.extra,
     ]  # fmt: skip
 
 
@@ -44,16 +59,18 @@ def _granian(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
         exe, "--interface", "asgi", "--loop", "uvloop", "--http", "1",
         "--workers", str(s.workers), *_bind(port),
         "--working-dir", str(paths.APPS_DIR), "--log-level", "warning",
-        *_tls(("--ssl-certificate", "--ssl-keyfile"), cell), cell.target,
+        *_tls(("--ssl-certificate", "--ssl-keyfile"), cell), GC_FREEZE_APP,
+        *s.extra,
     ]  # fmt: skip
 
 
 def _uvicorn(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
     return [
-        exe, cell.target, *_bind(port), "--app-dir", str(paths.APPS_DIR),
+        exe, GC_FREEZE_APP, *_bind(port), "--app-dir", str(paths.APPS_DIR),
         "--loop", "uvloop", "--http", "httptools", "--workers", str(s.workers),
         "--no-access-log", "--log-level", "warning",
         *_tls(("--ssl-certfile", "--ssl-keyfile"), cell),
+        *s.extra,
     ]  # fmt: skip
 
 
@@ -81,6 +98,23 @@ class Server:
     """False for native-ref, which serves its fixed response and no Python app."""
     metrics_flag: str | None = None
     """Option that serves Prometheus metrics on a port (uringapi: --metrics-port)."""
+    sched_flag: str | None = None
+    """Option that sets the scheduling policy (uringapi: --sched); others run under chrt."""
+    freezes_gc: bool = False
+    """The server's worker calls gc.freeze() itself (uringapi); others get apps/gc_frozen.py."""
+    options: tuple[tuple[str, tuple[str | None, ...]], ...] = ()
+    """Options the config search tries besides workers/threads, each with its values; the
+    first is what the server gets without search (None: the option is left out)."""
+    searches_workers: bool = True
+    searches_threads: bool = False
+
+    def help_text(self) -> str:
+        """`--help` of the installed version, to leave out options it lacks."""
+        try:
+            done = subprocess.run([str(self.binary), "--help"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout + done.stderr
 
     @property
     def binary(self) -> Path:
@@ -101,11 +135,28 @@ class Server:
             return self.name in ("uringapi", "native-ref")
         return self.serves_apps or cell.reference
 
-    def command(self, cell: Cell, port: int, settings: Settings, metrics_port: int | None = None) -> list[str]:
+    def command(
+        self, cell: Cell, port: int, settings: Settings, metrics_port: int | None = None, policy: str = "batch"
+    ) -> list[str]:
         cmd = self.build(str(self.binary), cell, port, settings)
         if metrics_port is not None and self.metrics_flag is not None:
             cmd += [self.metrics_flag, str(metrics_port)]
-        return cmd
+        if self.sched_flag is not None:
+            return [*cmd, self.sched_flag, "normal" if policy == "other" else policy]
+        return ["chrt", f"--{policy}", "0", *cmd]
+
+    def env(self, cell: Cell) -> dict[str, str]:
+        """Environment for one run: peers import the cell's app through gc_frozen."""
+        if self.freezes_gc or not self.serves_apps:
+            return {}
+        return {GC_FREEZE_ENV: cell.target}
+
+    def gc_note(self) -> str:
+        if not self.serves_apps:
+            return "no Python"
+        if self.freezes_gc:
+            return "gc.freeze() in each worker after lifespan startup (its own)"
+        return "gc.freeze() in each worker after importing the app (apps/gc_frozen.py)"
 
     def version(self) -> str:
         """Installed version, or 'unknown'; never raises."""
@@ -122,9 +173,20 @@ class Server:
 
 
 SERVERS: tuple[Server, ...] = (
-    Server("native-ref", "uringapi", "uringapi", _native_ref, serves_apps=False),
-    Server("uringapi", "uringapi", "uringapi", _uringapi, metrics_flag="--metrics-port"),
-    Server("granian", "granian", "granian", _granian),
+    Server("native-ref", "uringapi", "uringapi", _native_ref, serves_apps=False, searches_workers=False,
+           searches_threads=True),
+    Server(
+        "uringapi", "uringapi", "uringapi", _uringapi, metrics_flag="--metrics-port", sched_flag="--sched",
+        freezes_gc=True, searches_threads=True,
+    ),
+    Server(
+        "granian", "granian", "granian", _granian,
+        options=(
+            ("--runtime-mode", (None, "st", "mt")),
+            ("--runtime-threads", (None, "1", "2")),
+            ("--backpressure", (None, "64", "256")),
+        ),
+    ),
     Server("uvicorn", "uvicorn", "uvicorn", _uvicorn),
 )
 BASELINE = "granian"

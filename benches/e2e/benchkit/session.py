@@ -8,12 +8,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import blocking, chart, machine, paths, prereqs, report, runner
+import dataclasses
+
+from . import blocking, chart, machine, overhead, paths, prereqs, report, runner, search
 from .cells import FIXED_RATE_CELL, Cell, by_name
 from .servers import Server, Settings
 from .wrk import LoadShape
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: rows name their scheduling policy; medians are each server's at its best policy,
+with every policy's under "by_policy"."""
+BEST_PEER = "best-peer"
+"""--fixed-rate-basis: the fastest server that is not uringapi's (granian or uvicorn)."""
+OURS = ("uringapi", "native-ref")
 WRK_THREADS = 1
 """One wrk thread: on 2 cores, a second would take CPU from the servers under test."""
 Doc = dict[str, Any]
@@ -35,12 +42,27 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
         env={"BENCH_STATIC_DIR": str(prereqs.write_static_file())},
         log_dir=paths.WORK_DIR / "logs" / started.strftime("%Y%m%d-%H%M%S"),
         fixed_rate=fixed_plan,
+        policies=tuple(args.policies),
     )
     _say(f"servers: {', '.join(s.name for s in available) or 'none'}; cells: {', '.join(c.name for c in cells)}")
     _say(f"logs: {plan.log_dir}")
+    _say(f"scheduling policies: {', '.join(plan.policies)} (uringapi --sched; every other server under chrt)")
+    for server in available:
+        _say(f"gc: {server.name}: {server.gc_note()}")
+    found: dict[str, Any] = {"skipped": "disabled with --no-search"}
+    if not args.no_search:
+        _say(f"config search: {args.probe_duration} s wrk probes per setting, one knob at a time")
+        found = search.run_all(plan, search.SearchPlan(probe_s=args.probe_duration))
+        configs = {
+            cell: {server: {policy: r["config"] for policy, r in by_policy.items()} for server, by_policy in s.items()}
+            for cell, s in found.items()
+        }
+        plan = dataclasses.replace(plan, configs=configs)
     saturation = runner.run_saturation(plan)
     medians = runner.summarize_saturation(saturation.rows)
+    server_overhead = _overhead(args, plan, medians)
     fixed = _fixed_rate(plan, medians, fixed_skip)
+    noisy = _noisy(args, plan, medians, fixed_skip)
     blocked = _blocking(args, plan)
     return {
         "schema": SCHEMA_VERSION,
@@ -56,7 +78,10 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
         "rounds": saturation.rows,
         "failures": saturation.failures,
         "medians": medians,
+        "search": found,
+        "overhead": server_overhead,
         "fixed_rate": fixed,
+        "noisy": noisy,
         "blocking": blocked,
     }
 
@@ -71,12 +96,13 @@ def write_outputs(doc: Doc, out: Path, stem: str, update_readme: bool) -> int:
     if doc["medians"]:
         chart.draw(doc, out / f"{stem}.png")
         written.append(out / f"{stem}.png")
-    if update_readme and report.update_readme(paths.README, table + _sources(written)):
+    if update_readme and report.update_readme(paths.README, report.readme_section(doc, written[0])):
         written.append(paths.README)
     print(table)
     for path in written:
         _say(f"wrote {path}")
-    failures = sum(len((doc.get(key) or {}).get("failures", [])) for key in ("fixed_rate", "blocking"))
+    sections = ("overhead", "fixed_rate", "noisy", "blocking")
+    failures = sum(len((doc.get(key) or {}).get("failures", [])) for key in sections)
     failures += len(doc["failures"])
     if failures:
         _say(f"error: {failures} run(s) failed (see the notes above and the server logs)")
@@ -84,20 +110,6 @@ def write_outputs(doc: Doc, out: Path, stem: str, update_readme: bool) -> int:
     if not doc["medians"]:
         _say("warning: nothing was measured (every server was skipped)")
     return 0
-
-
-def _sources(written: list[Path]) -> str:
-    """The README section's last line: where the chart and the raw figures are."""
-    names = {path.suffix: _relative(path) for path in written}
-    chart_part = f"Chart: `{names['.png']}`; raw" if ".png" in names else "Raw"
-    return f"\n{chart_part} figures: `{names['.json']}`.\n"
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(paths.REPO))
-    except ValueError:
-        return str(path)
 
 
 def _split_available(servers: list[Server], cells: list[Cell]) -> tuple[list[Server], list[dict[str, Any]]]:
@@ -131,23 +143,82 @@ def _fixed_rate_plan(args: argparse.Namespace, cells: list[Cell]) -> tuple[runne
     ), None
 
 
+def _basis(fr: runner.FixedRatePlan, medians: dict[str, dict[str, Any]]) -> Doc | None:
+    """The server whose median peak on the fixed-rate cell sets the rate, or None."""
+    peaks = {s: m["rps"] for s, m in medians.get(fr.cell.name, {}).items() if m["rps"]}
+    if not peaks:
+        return None
+    peers = {s: rps for s, rps in peaks.items() if s not in OURS}
+    if fr.basis == BEST_PEER and peers:
+        basis = max(peers, key=peers.__getitem__)
+    else:
+        basis = fr.basis if fr.basis in peaks else min(peaks, key=peaks.__getitem__)
+    return {
+        "server": basis,
+        "policy": medians[fr.cell.name][basis].get("policy"),
+        "rps": peaks[basis],
+        "slowest": basis != fr.basis and not (fr.basis == BEST_PEER and basis in peers),
+        "best_peer": fr.basis == BEST_PEER and basis in peers,
+    }
+
+
 def _fixed_rate(plan: runner.Plan, medians: dict[str, dict[str, Any]], skip: str | None) -> Doc:
     fr = plan.fixed_rate
     if fr is None:
         return {"skipped": skip}
-    peaks = {s: m["rps"] for s, m in medians.get(fr.cell.name, {}).items() if m["rps"]}
-    if not peaks:
+    basis = _basis(fr, medians)
+    if basis is None:
         return {"skipped": f"no saturation figures for {fr.cell.name}"}
-    basis = fr.basis if fr.basis in peaks else min(peaks, key=peaks.__getitem__)
-    rate = peaks[basis] * fr.fraction
-    _say(f"fixed rate: {rate:,.0f} req/s = {fr.fraction:.0%} of {basis}'s {peaks[basis]:,.0f} req/s")
+    rate = basis["rps"] * fr.fraction
+    _say(
+        f"fixed rate: {rate:,.0f} req/s = {fr.fraction:.0%} of {basis['server']}'s {basis['rps']:,.0f} req/s "
+        f"(under {basis['policy']})"
+    )
     outcome = runner.run_fixed_rate(plan, fr, rate)
     return {
         "cell": fr.cell.name,
         "rate": round(rate, 1),
         "fraction": fr.fraction,
         "connections": fr.connections,
-        "basis": {"server": basis, "rps": peaks[basis], "slowest": basis != fr.basis},
+        "basis": basis,
+        "generator": "benches/e2e/loadgen/fixed_rate.rs (open loop, latency from scheduled send time)",
+        "rounds": outcome.rows,
+        "failures": outcome.failures,
+        "medians": runner.summarize_fixed_rate(outcome.rows),
+    }
+
+
+def _overhead(args: argparse.Namespace, plan: runner.Plan, medians: dict[str, dict[str, Any]]) -> Doc:
+    if args.no_overhead:
+        return {"skipped": "disabled with --no-overhead"}
+    _say("server overhead: one more run per cell and server with the app wrapped by apps/app_cpu.py")
+    outcome = overhead.run(plan, medians)
+    return {**overhead.describe(), "rows": outcome.rows, "failures": outcome.failures}
+
+
+def _noisy(args: argparse.Namespace, plan: runner.Plan, medians: dict[str, dict[str, Any]], skip: str | None) -> Doc:
+    """The noisy-neighbour cell: the fixed-rate run again, at `--noisy-fraction` of the
+    same basis peak, with a CPU-bound process beside the server."""
+    fr = plan.fixed_rate
+    if args.no_noisy:
+        return {"skipped": "disabled with --no-noisy"}
+    if fr is None:
+        return {"skipped": skip}
+    basis = _basis(fr, medians)
+    if basis is None:
+        return {"skipped": f"no saturation figures for {fr.cell.name}"}
+    rate = basis["rps"] * args.noisy_fraction
+    share = f"{args.noisy_fraction:.0%} of {basis['server']}'s peak"
+    _say(f"noisy neighbour: {rate:,.0f} req/s = {share}, beside a CPU hog")
+    outcome = runner.run_fixed_rate(plan, fr, rate, hog=True)
+    return {
+        "cell": fr.cell.name,
+        "rate": round(rate, 1),
+        "fraction": args.noisy_fraction,
+        "connections": fr.connections,
+        "basis": basis,
+        "hog": "one `python3 -c 'while True: pass'` process, SCHED_OTHER, unpinned, running from before the "
+        "server starts until it stops",
         "generator": "benches/e2e/loadgen/fixed_rate.rs (open loop, latency from scheduled send time)",
         "rounds": outcome.rows,
         "failures": outcome.failures,
@@ -186,6 +257,9 @@ def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
         "warmup_s": args.warmup,
         "workers": args.workers,
         "threads": args.threads,
+        "policies": list(args.policies),
+        "search": not args.no_search,
+        "probe_duration_s": args.probe_duration,
         "wrk_threads": WRK_THREADS,
         "connections": args.connections,
         "blocking_duration_s": args.blocking_duration,
@@ -195,7 +269,9 @@ def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
 
 
 def _server_info(available: list[Server], skipped: list[dict[str, Any]]) -> dict[str, Any]:
-    info: dict[str, Any] = {s.name: {"status": "available", "version": s.version()} for s in available}
+    info: dict[str, Any] = {
+        s.name: {"status": "available", "version": s.version(), "gc": s.gc_note()} for s in available
+    }
     for s in skipped:
         info[s["server"]] = {"status": "skipped", "reason": s["reason"]}
     return info
