@@ -25,6 +25,7 @@ use crate::zerocopy::{Frame, SlotLease};
 
 mod download;
 mod native;
+mod revoke;
 mod upload;
 
 use download::Body;
