@@ -287,13 +287,17 @@ impl ResponsesModel {
             18 => Kind::Abort,
             19 => Kind::Continue,
             20 => Kind::PathSend,
+            28 => Kind::BodyCredit,
             other => return Err(ChannelError::Kind(other)),
         };
         if kind == Kind::PathSend && rec.flags & MORE != 0 {
             return Err(ChannelError::PathSendMore);
         }
-        if kind == Kind::Continue && rec.slot != NO_SLOT {
+        if matches!(kind, Kind::Continue | Kind::BodyCredit) && rec.slot != NO_SLOT {
             return Err(ChannelError::UnexpectedSlot(kind));
+        }
+        if kind == Kind::BodyCredit && (rec.aux == 0 || rec.flags & MORE != 0) {
+            return Err(ChannelError::Credit(rec.aux));
         }
         let more = rec.flags & MORE != 0;
         let has_head = matches!(kind, Kind::Response | Kind::PathSend);
@@ -338,7 +342,7 @@ fn assert_in_bounds(f: &FrontChannel, inc: &Incoming, held: &[SlotIndex]) {
     let (slotted, slotless) = match inc.kind {
         Kind::Response | Kind::PathSend => (true, false),
         Kind::ResponseBody | Kind::Abort => (true, true),
-        Kind::Continue => (false, true),
+        Kind::Continue | Kind::BodyCredit => (false, true),
         _ => panic!("accepted a non-response kind: {inc:?}"),
     };
     if inc.kind == Kind::PathSend {
