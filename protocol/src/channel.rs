@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::arena::{Arena, BadReturn, SlotIndex, SlotPool};
+use crate::claim;
 use crate::record::{Kind, Record, NO_SLOT};
 use crate::ring::{Consumer, Corrupt, Producer, PushError};
 use crate::segment::Segment;
@@ -110,6 +111,10 @@ pub struct FrontChannel {
     req_pool: SlotPool,
     /// Response slots the front end is still reading or sending from.
     resp_held: Vec<bool>,
+    /// Claim words not naming a queued request (ring.rs rule 8).
+    claims_free: Vec<u32>,
+    /// The last claim tag handed out.
+    claim_tag: u32,
 }
 
 impl FrontChannel {
@@ -126,6 +131,8 @@ impl FrontChannel {
             response_returns: producer(&seg, c.resp_free, fcap),
             req_pool: SlotPool::new(g.slots),
             resp_held: vec![false; g.slots as usize],
+            claims_free: (0..g.ring_capacity).rev().collect(),
+            claim_tag: 0,
             req_arena,
             resp_arena,
             thread,
@@ -189,6 +196,37 @@ impl FrontChannel {
             Ok(()) => Ok(true),
             Err(PushError::Full) => Ok(false),
             Err(PushError::Corrupt(c)) => Err(c.into()),
+        }
+    }
+
+    /// Makes a claim word say "queued" for a request about to be sent (ring.rs rule 8);
+    /// returns the `Record::extra` that names it, or 0 (not revocable) when every word is
+    /// in use.
+    pub fn queue_claim(&mut self) -> u64 {
+        let Some(index) = self.claims_free.pop() else {
+            return 0;
+        };
+        self.claim_tag = claim::next_tag(self.claim_tag);
+        claim::queue(
+            &self.seg.claims(self.thread)[index as usize],
+            self.claim_tag,
+        );
+        claim::encode(index, self.claim_tag)
+    }
+
+    /// Takes back a queued request (ring.rs rule 9): true if the worker will not run it.
+    pub fn revoke_claim(&self, extra: u64) -> bool {
+        claim::decode(extra).is_some_and(|(index, tag)| {
+            claim::revoke(&self.seg.claims(self.thread)[index as usize], tag)
+        })
+    }
+
+    /// The request named by `extra` is over (answered, revoked or abandoned): its word may
+    /// name the next one. A stale claim by the worker then fails on the new tag (rule 9).
+    pub fn free_claim(&mut self, extra: u64) {
+        if let Some((index, _)) = claim::decode(extra) {
+            debug_assert!(!self.claims_free.contains(&index));
+            self.claims_free.push(index);
         }
     }
 
@@ -355,6 +393,19 @@ impl WorkerChannel {
             thread,
             seg,
         }
+    }
+
+    /// Claims a request as its task starts (ring.rs rule 9). `extra` is the `Request`
+    /// record's: 0 (no claim word) runs. False: the front end took the request back (or the
+    /// word names another use); it must not run.
+    pub fn claim(&self, extra: u64) -> bool {
+        let Some((index, tag)) = claim::decode(extra) else {
+            return true;
+        };
+        self.seg
+            .claims(self.thread)
+            .get(index as usize)
+            .is_some_and(|w| claim::claim(w, tag))
     }
 
     pub fn thread(&self) -> u32 {

@@ -7,6 +7,7 @@
 //!                  request returns  (u32 × free_capacity)      worker → front end: freed slots
 //!                  response ring    (Record × ring_capacity)   worker → front end
 //!                  response returns (u32 × free_capacity)      front end → worker: freed slots
+//!                  claim words      (u64 × ring_capacity)      requests' claim/revoke (claim.rs)
 //!                  (padding to 4096)
 //!                  request arena    (slots × slot_size)
 //!                  response arena   (slots × slot_size)
@@ -16,7 +17,7 @@ use crate::record::Record;
 use crate::ring::{ring_bytes, Padded};
 
 /// Bumped whenever anything in this file, `ring.rs`, `record.rs` or `head.rs` changes shape.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// "URINGAPI" in ASCII.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"URINGAPI");
 pub const HEADER_BYTES: usize = 4096;
@@ -61,6 +62,8 @@ pub struct ChannelOffsets {
     pub req_free: usize,
     pub resp_ring: usize,
     pub resp_free: usize,
+    /// `ring_capacity` claim words (ring.rs rules 8 to 10), 64-byte aligned.
+    pub claims: usize,
     pub req_arena: usize,
     pub resp_arena: usize,
 }
@@ -111,7 +114,9 @@ impl Geometry {
         round_up(
             std::mem::size_of::<ChannelControl>()
                 + 2 * ring_bytes::<Record>(cap)
-                + 2 * ring_bytes::<u32>(self.free_capacity()),
+                + 2 * ring_bytes::<u32>(self.free_capacity())
+                + 64
+                + cap * 8,
             PAGE,
         )
     }
@@ -138,6 +143,7 @@ impl Geometry {
         let req_free = req_ring + ring_bytes::<Record>(cap);
         let resp_ring = req_free + ring_bytes::<u32>(self.free_capacity());
         let resp_free = resp_ring + ring_bytes::<Record>(cap);
+        let claims = round_up(resp_free + ring_bytes::<u32>(self.free_capacity()), 64);
         let req_arena = base + self.rings_bytes();
         let resp_arena = req_arena + self.arena_bytes();
         ChannelOffsets {
@@ -146,6 +152,7 @@ impl Geometry {
             req_free,
             resp_ring,
             resp_free,
+            claims,
             req_arena,
             resp_arena,
         }
@@ -173,7 +180,9 @@ mod tests {
         for t in 0..g.threads {
             let c = g.channel(t);
             assert!(c.control >= prev_end);
-            assert!(c.resp_free + ring_bytes::<u32>(g.free_capacity()) <= c.req_arena);
+            assert!(c.resp_free + ring_bytes::<u32>(g.free_capacity()) <= c.claims);
+            assert!(c.claims + 8 * g.ring_capacity as usize <= c.req_arena);
+            assert_eq!(c.claims % 64, 0);
             assert_eq!(c.req_arena % 4096, 0);
             prev_end = c.resp_arena + g.slots as usize * g.slot_size as usize;
         }

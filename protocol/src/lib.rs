@@ -7,6 +7,7 @@
 //! [`ring`]. This crate does no I/O besides creating and mapping memory and ringing eventfds,
 //! and knows nothing of HTTP runtimes or Python.
 
+pub mod claim;
 pub mod doorbell;
 pub mod ring;
 pub mod sync;

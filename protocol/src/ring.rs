@@ -70,6 +70,34 @@
 //!    32-byte record per slot-sized body piece (64 KiB by default), which is noise beside
 //!    copying the piece. The same record, keyed by stream, is meant for WebSocket messages
 //!    and HTTP/2 stream windows (a returned credit becomes a WINDOW_UPDATE there).
+//!
+//! ## Revocable dispatch (claim words, `claim.rs`)
+//! A request sent whole in one `Request` record may be taken back while it waits in the
+//! ring of a worker whose loop is blocked. Each channel has `ring_capacity` 64-bit claim
+//! words (after the rings, `layout.rs`); a word is `tag << 2 | state`, state QUEUED (1),
+//! RUNNING (2) or REVOKED (3). The front end alone hands out words and tags (never 0).
+//! 8. Queue: before publishing the `Request` record the front end stores QUEUED(tag) in a
+//!    free word and names (index, tag) in the record's `extra` (`extra == 0`: no word, the
+//!    worker just runs it). The store is ordered before the record by rule 1 and seen by the
+//!    worker through rule 2. A word is handed out again (with a new tag) only once its
+//!    request is over for the front end: answered, revoked, or its stream closed.
+//! 9. Claim or revoke: the worker claims a request as its task starts, by one CAS
+//!    QUEUED(tag) -> RUNNING(tag); the front end, told a worker stalled (`--stall-timeout`),
+//!    revokes each request of that worker that has no event yet by one CAS QUEUED(tag) ->
+//!    REVOKED(tag). Both CAS the same word from the same value, which the front end writes
+//!    once per tag, so exactly one wins (loom: `exactly_one_of_claim_and_revoke_wins`).
+//!    A worker whose claim fails drops the request without running it; a front end whose
+//!    revoke succeeds sends it to another worker under a new stream id. A late claim on a
+//!    word that was revoked and handed out again sees another tag and fails
+//!    (`a_late_claim_on_a_reused_word_never_wins`). So no request runs twice.
+//! 10. Trust and crashes: the worker can write any word. The front end only ever CASes from
+//!    the exact QUEUED(tag) it wrote; anything else means "leave the request with the
+//!    worker", which is what happens without revocation, so garbage cannot make a request
+//!    run twice on compliant workers nor lose one. No one waits on a word: a peer that
+//!    crashes between any two steps leaves nothing held (its segment, words included, is
+//!    dropped under rule 6, and its requests fail with 502 as before). A worker that
+//!    answers a revoked request anyway is refused (a record after the stream's end) or,
+//!    once the stream closed, its records are dropped.
 
 use std::marker::PhantomData;
 

@@ -360,6 +360,22 @@ impl Segment {
         unsafe { &*self.base.cast::<SegmentHeader>() }
     }
 
+    /// Channel `t`'s claim words (ring.rs rules 8 to 10), `ring_capacity` of them. Both
+    /// sides write them; the front end trusts none of what it reads there (rule 10).
+    pub fn claims(&self, t: u32) -> &[AtomicU64] {
+        let g = self.geometry;
+        let c = g.channel(t);
+        // SAFETY: `Geometry::channel` keeps the claim words inside the mapping, 64-byte
+        // aligned; a fresh segment is zeroed (a valid `AtomicU64` is any bit pattern), and
+        // every access to them is atomic. The slice lives as long as `&self` (the mapping).
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base.add(c.claims).cast::<AtomicU64>(),
+                g.ring_capacity as usize,
+            )
+        }
+    }
+
     pub fn worker_sleeping(&self) -> &SleepFlag {
         &self.header().worker.0.sleeping
     }

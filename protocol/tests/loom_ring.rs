@@ -293,3 +293,61 @@ fn full_ring_refuses_then_recovers() {
         assert_eq!(c.pop().unwrap(), None);
     });
 }
+
+// ---- claim words (ring.rs rules 8 to 10) ----
+
+use loom::sync::atomic::AtomicU64;
+use uringapi_protocol::claim;
+
+/// Rule 9: the worker's claim and the front end's revoke race on a queued request; in every
+/// interleaving exactly one of them wins. The request is queued (rule 8) and published
+/// through a real ring, as on the front end, so the worker claims only what it popped.
+#[test]
+fn exactly_one_of_claim_and_revoke_wins() {
+    loom::model(|| {
+        let (_region, mut p, mut c) = ring(2);
+        let word = Arc::new(AtomicU64::new(0));
+        claim::queue(&word, 5);
+        p.try_push(claim::encode(0, 5)).unwrap();
+
+        let worker = {
+            let word = word.clone();
+            thread::spawn(move || {
+                let extra = pop_spin(&mut c);
+                let (_, tag) = claim::decode(extra).unwrap();
+                claim::claim(&word, tag)
+            })
+        };
+        let revoked = claim::revoke(&word, 5);
+        let claimed = worker.join().unwrap();
+        assert!(claimed ^ revoked, "claimed {claimed}, revoked {revoked}");
+    });
+}
+
+/// Rules 8 and 9 with reuse: the front end revokes a request, frees its word and queues the
+/// next request on it under a new tag while the stalled worker, late, claims the old one.
+/// The late claim never wins (the revoked request never runs), and the new request is
+/// still claimable by its own tag.
+#[test]
+fn a_late_claim_on_a_reused_word_never_wins() {
+    loom::model(|| {
+        let word = Arc::new(AtomicU64::new(0));
+        claim::queue(&word, 1);
+        let late = {
+            let word = word.clone();
+            thread::spawn(move || claim::claim(&word, 1))
+        };
+        let revoked = claim::revoke(&word, 1);
+        if revoked {
+            claim::queue(&word, 2);
+        }
+        let stale = late.join().unwrap();
+        assert!(stale ^ revoked, "claimed {stale}, revoked {revoked}");
+        if revoked {
+            assert!(
+                claim::claim(&word, 2),
+                "the next use of the word must be claimable"
+            );
+        }
+    });
+}

@@ -116,6 +116,9 @@ pub enum Event {
     },
     /// The worker is gone or broke the contract: answer 502 if nothing was sent.
     WorkerLost,
+    /// The request was taken back from a stalled worker before it started (ring.rs rule 9):
+    /// send it again, to another worker.
+    Revoked,
 }
 
 /// A request in flight, from the thread's point of view.
@@ -131,6 +134,9 @@ struct Stream {
     finished: bool,
     /// Request body records on their way to the app (body_window.rs).
     body: Window,
+    /// The request's claim word while it may still be taken back (`Record::extra`; 0:
+    /// none). Only requests sent whole in one record get one (revoke.rs in http1/conn).
+    claim: u64,
 }
 
 /// `Stream::worker` once the stream no longer counts against any worker (its response is
@@ -387,6 +393,7 @@ impl Hub {
             waker: None,
             finished: false,
             body: Window::default(),
+            claim: 0,
         };
         let index = match inner.free_streams.pop() {
             Some(i) => {
@@ -425,7 +432,7 @@ impl Hub {
         let Some(s) = Self::stream_mut(&mut inner, id) else {
             return;
         };
-        let (worker, finished) = (s.worker, s.finished);
+        let (worker, finished, claim) = (s.worker, s.finished, s.claim);
         let index = (id & 0xffff_ffff) as usize;
         // Events still queued for the stream may hold slot leases, whose drop borrows
         // `inner` to hand the slot back: the stream is dropped only after `inner` is.
@@ -438,6 +445,7 @@ impl Hub {
         }
         self.load.get(worker).done(false);
         if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            link.chan.free_claim(claim);
             if !finished {
                 // Best effort: a full ring means the worker is far behind; it will see the
                 // stream's records dropped on our side either way.
@@ -755,10 +763,12 @@ impl Hub {
             // The stream stays open until its connection task closes it; mark the worker's
             // side done so that close does not send a Disconnect nor count it twice.
             s.worker = NO_WORKER;
+            let claim = std::mem::take(&mut s.claim);
             inner.completions += 1;
             let now = inner.completions;
             if let Some(link) = inner.links[worker].as_mut() {
                 link.last_done = now;
+                link.chan.free_claim(claim);
             }
             drop(inner);
             self.wake_queue();
@@ -843,10 +853,84 @@ impl Hub {
                     inner.draining = true;
                     inner.drain_waiters.drain(..).for_each(Waker::wake);
                 }
-                Command::Stalled { worker, silent } => self.log_stalled(worker, silent),
+                Command::Stalled { worker, silent } => {
+                    self.log_stalled(worker, silent);
+                    self.revoke_queued(worker);
+                }
             }
         }
         any
+    }
+
+    /// Makes a request about to be sent whole in one record revocable (ring.rs rule 8):
+    /// returns the `Record::extra` to send with it (0: not revocable, every word in use).
+    pub fn queue_claim(&self, id: StreamId, worker: usize) -> u64 {
+        let mut inner = self.inner.borrow_mut();
+        let Inner { links, streams, .. } = &mut *inner;
+        let Some(link) = links.get_mut(worker).and_then(Option::as_mut) else {
+            return 0;
+        };
+        let index = (id & 0xffff_ffff) as usize;
+        let Some(s) = streams
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .filter(|s| s.seq == (id >> 32) as u32 && s.worker == worker)
+        else {
+            return 0;
+        };
+        link.chan.free_claim(std::mem::take(&mut s.claim));
+        s.claim = link.chan.queue_claim();
+        s.claim
+    }
+
+    /// Takes back the requests of a stalled worker that it has not started (ring.rs rule
+    /// 9), so that their connections send them to another worker; returns how many.
+    fn revoke_queued(&self, worker: usize) -> usize {
+        let mut inner = self.inner.borrow_mut();
+        let Inner { links, streams, .. } = &mut *inner;
+        let Some(link) = links.get_mut(worker).and_then(Option::as_mut) else {
+            return 0;
+        };
+        let load = self.load.get(worker);
+        let mut revoked = 0;
+        for s in streams.iter_mut().flatten() {
+            if s.worker != worker || s.finished || s.claim == 0 || !s.inbox.is_empty() {
+                continue;
+            }
+            // Anything but a clean QUEUED -> REVOKED leaves the request with the worker,
+            // as without revocation (rule 10).
+            if !link.chan.revoke_claim(s.claim) {
+                continue;
+            }
+            link.chan.free_claim(std::mem::take(&mut s.claim));
+            // The worker will not run it: no record of its may follow (one would be a
+            // contract violation), and it no longer counts against the worker.
+            s.worker = NO_WORKER;
+            s.finished = true;
+            load.done(false);
+            s.inbox.push_back(Event::Revoked);
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+            revoked += 1;
+        }
+        drop(inner);
+        if revoked > 0 {
+            tracing::info!(
+                worker,
+                thread = self.thread,
+                revoked,
+                "took back requests the stalled worker had not started; sending them to another"
+            );
+            self.wake_queue();
+        }
+        revoked
+    }
+
+    /// "METHOD /path" of a stream, for the log lines of a request sent again.
+    pub fn stream_what(&self, id: StreamId) -> Box<str> {
+        Self::stream_mut(&mut self.inner.borrow_mut(), id)
+            .map_or_else(|| "?".into(), |s| s.what.clone())
     }
 
     fn log_stalled(&self, worker: usize, silent: std::time::Duration) {

@@ -174,7 +174,8 @@ impl Worker {
     }
 
     /// Takes every waiting record from every channel and returns them as event tuples:
-    /// `(0, key, scope, body, more)`, `(1, key, body, more)`, `(2, key)`, `(3, key)`.
+    /// `(0, key, scope, body, more, claim)`, `(1, key, body, more)`, `(2, key)`, `(3, key)`.
+    /// `claim` goes to `claim()` when the request's task starts.
     /// For a request, `more` is 2 when the client waits for `100 Continue` before its body
     /// (answer with `send_continue` when the app first asks for the body).
     /// None when nothing waits.
@@ -204,7 +205,7 @@ impl Worker {
                             (true, false) => 1,
                             (false, _) => 0,
                         };
-                        out((EV_REQUEST, k, scope, body, more).into_pyobject(py)?)?;
+                        out((EV_REQUEST, k, scope, body, more, rec.extra).into_pyobject(py)?)?;
                         self.channels[t].free_request_slot(slot);
                         freed = true;
                     }
@@ -394,6 +395,17 @@ impl Worker {
             self.ring_front(t);
         }
         Ok(sent)
+    }
+
+    /// Claims request `key` as its task starts (`claim`: from its event; ring.rs rule 9).
+    /// False: the front end took it back to run elsewhere; the app must not see it.
+    fn claim(&self, key: u128, claim: u64) -> PyResult<bool> {
+        let (t, _) = split_key(key);
+        let chan = self
+            .channels
+            .get(t)
+            .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
+        Ok(chan.claim(claim))
     }
 
     /// Returns `n` body records of request `key` to the front end's window (the app took

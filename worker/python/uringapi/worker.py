@@ -135,11 +135,15 @@ class Cycle:
     __slots__ = (
         "worker", "key", "scope", "body", "more_body", "chunks", "waiter",
         "disconnected", "started", "head", "head_sent", "complete", "task", "flushing",
-        "continue_pending", "owed", "crediting",
+        "continue_pending", "owed", "crediting", "claim",
     )
 
-    def __init__(self, worker: Worker, key: int, scope: dict[str, Any], body: bytes, more: int) -> None:
+    def __init__(self, worker: Worker, key: int, scope: dict[str, Any], body: bytes, more: int,
+                 claim: int = 0) -> None:
         self.worker = worker
+        #: The request's claim word (0: none): the front end may take a request back from a
+        #: stalled worker until its task starts and claims it (ring.rs rules 8 to 10).
+        self.claim = claim
         self.key = key
         self.scope = scope
         #: The body that came with the request, until ``receive()`` hands it out; later
@@ -306,6 +310,10 @@ class Cycle:
             self.flushing = self.worker.loop.create_task(self.worker.write(self.key, head, b"", True))
 
     async def run(self, app: Any) -> None:
+        if self.claim and not self.worker.native.claim(self.key, self.claim):
+            # Taken back while this worker's loop was blocked; it runs on another worker.
+            self.worker.cycles.pop(self.key, None)
+            return
         try:
             await app(self.scope, self.receive, self.send)
         except ClientDisconnected:
@@ -420,8 +428,8 @@ class Worker:
         for ev in events:
             kind = ev[0]
             if kind == EV_REQUEST:
-                _, key, scope, body, more = ev
-                cycle = Cycle(self, key, scope, body, more)
+                _, key, scope, body, more, claim = ev
+                cycle = Cycle(self, key, scope, body, more, claim)
                 cycles[key] = cycle
                 coro = cycle.run(self.app)
                 # PERF: see EAGER_TASKS and TASK_NAME (loop.create_task can do neither):

@@ -37,6 +37,9 @@ impl Conn {
                 self.reply_error(502, side.minor).await;
                 return Next::Close;
             }
+            Waited::Event(Event::Revoked) => {
+                return Box::pin(self.redispatch(sid, side, deadline)).await;
+            }
             // The app saw http.disconnect and ended without a response.
             Waited::Event(Event::Abort) if self.gone => return Next::Close,
             Waited::Event(
@@ -111,7 +114,9 @@ impl Conn {
                     ok = false;
                 }
                 Waited::Event(Event::Abort) if self.gone => ok = false,
-                Waited::Event(Event::Abort | Event::WorkerLost | Event::Continue) => {
+                Waited::Event(
+                    Event::Abort | Event::WorkerLost | Event::Continue | Event::Revoked,
+                ) => {
                     tracing::warn!(peer = %self.peer, "response aborted after it started; closing the connection");
                     ok = false;
                 }

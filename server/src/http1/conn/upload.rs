@@ -70,10 +70,15 @@ impl Conn {
                 self.hub.untake_slot(worker, slot);
                 Record::new(kind, sid).more(more)
             } else {
-                Record::new(kind, sid)
+                let mut rec = Record::new(kind, sid)
                     .with_slot(slot.get(), filled as u32, aux)
                     .more(more)
-                    .expect_continue(first && more && wait_continue)
+                    .expect_continue(first && more && wait_continue);
+                if first && !more && filled == head_len {
+                    // The whole request is this record (and `scratch`): revocable.
+                    rec.extra = self.hub.queue_claim(sid, worker);
+                }
+                rec
             };
             self.push(worker, rec).await?;
             if !first {
