@@ -94,7 +94,7 @@ def test_requests_queued_on_a_blocked_worker_go_elsewhere(servers: ServerFactory
     blocked_by_run: dict[int, int] = {}
     for run in range(RUNS):
         block: dict[str, rawhttp.Response] = {}
-        t = threading.Thread(target=lambda: block.setdefault("r", get(
+        t = threading.Thread(target=lambda block=block, run=run: block.setdefault("r", get(
             server, f"/block?s={BLOCK_S}&tag=b{run}")), daemon=True)
         t.start()
         blocked = wait_event(event_log, "block-start", f"b{run}")
@@ -103,7 +103,7 @@ def test_requests_queued_on_a_blocked_worker_go_elsewhere(servers: ServerFactory
         fast_tags += tags
         with ThreadPoolExecutor(FAST) as pool:
             got = list(pool.map(lambda tag: get(server, f"/pid?s=0.02&tag={tag}"), tags))
-        for tag, r in zip(tags, got):
+        for tag, r in zip(tags, got, strict=True):
             assert r.status == 200, (tag, r.status, r.body[:200])
             answered[tag] = json.loads(r.body)["pid"]
             assert answered[tag] != blocked, f"{tag} answered by the blocked worker"
