@@ -175,7 +175,10 @@ struct Inner {
     /// Advances per new stream: whose turn it is among idle workers.
     rotation: usize,
     space_waiters: Vec<Waker>,
-    drain_waiters: Vec<Waker>,
+    /// Futures waiting in [`Hub::drained`], by id: one entry each, removed when the future
+    /// ends or is dropped (a keep-alive connection waits once per request).
+    drain_waiters: std::collections::HashMap<u64, Waker>,
+    next_drain_waiter: u64,
     draining: bool,
 }
 
@@ -851,7 +854,7 @@ impl Hub {
                 Command::Drain => {
                     let mut inner = self.inner.borrow_mut();
                     inner.draining = true;
-                    inner.drain_waiters.drain(..).for_each(Waker::wake);
+                    inner.drain_waiters.drain().for_each(|(_, w)| w.wake());
                 }
                 Command::Stalled { worker, silent } => {
                     self.log_stalled(worker, silent);
@@ -971,14 +974,27 @@ impl Hub {
 
     /// Resolves once the supervisor asks this thread to drain.
     pub async fn drained(&self) {
+        /// This future's entry in `drain_waiters`, taken out again when it is dropped.
+        struct Entry<'a>(&'a Hub, Option<u64>);
+        impl Drop for Entry<'_> {
+            fn drop(&mut self) {
+                if let Some(id) = self.1 {
+                    self.0.inner.borrow_mut().drain_waiters.remove(&id);
+                }
+            }
+        }
+        let mut entry = Entry(self, None);
         std::future::poll_fn(|cx| {
             let mut inner = self.inner.borrow_mut();
             if inner.draining {
-                Poll::Ready(())
-            } else {
-                inner.drain_waiters.push(cx.waker().clone());
-                Poll::Pending
+                return Poll::Ready(());
             }
+            let id = *entry.1.get_or_insert_with(|| {
+                inner.next_drain_waiter += 1;
+                inner.next_drain_waiter
+            });
+            inner.drain_waiters.insert(id, cx.waker().clone());
+            Poll::Pending
         })
         .await
     }
