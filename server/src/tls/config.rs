@@ -290,7 +290,7 @@ fn private_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'sta
         let start = text
             .find("-----BEGIN ENCRYPTED PRIVATE KEY-----")
             .unwrap_or(0);
-        let (_, der) = pkcs8::der::pem::decode_vec(text[start..].as_bytes()).map_err(|e| {
+        let not_pkcs8 = |e: &dyn std::fmt::Display| {
             usage(
                 format!(
                     "{} is not a valid encrypted PKCS#8 key: {e}",
@@ -298,16 +298,11 @@ fn private_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'sta
                 ),
                 "write it with `openssl pkcs8 -topk8 -v2 aes-256-cbc`",
             )
-        })?;
-        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice()).map_err(|e| {
-            usage(
-                format!(
-                    "{} is not a valid encrypted PKCS#8 key: {e}",
-                    path.display()
-                ),
-                "write it with `openssl pkcs8 -topk8 -v2 aes-256-cbc`",
-            )
-        })?;
+        };
+        let (_, der) =
+            pkcs8::der::pem::decode_vec(text[start..].as_bytes()).map_err(|e| not_pkcs8(&e))?;
+        let info =
+            pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice()).map_err(|e| not_pkcs8(&e))?;
         let plain = info.decrypt(password.as_bytes()).map_err(|e| {
             usage(
                 format!("cannot decrypt the private key {}: {e}", path.display()),
