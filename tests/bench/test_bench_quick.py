@@ -25,6 +25,10 @@ QUICK_CELLS = ("hello", "fastapi-json")
 sys.path.insert(0, str(E2E))
 from benchkit import prereqs  # noqa: E402
 
+# The quick run (config search, overhead and noisy cells included) takes several minutes on a
+# busy 2-core box: longer than make e2e's per-test --timeout, which is for hangs elsewhere.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
