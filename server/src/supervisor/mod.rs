@@ -21,7 +21,6 @@ use uringapi_protocol::{Geometry, Segment};
 use crate::accesslog::Sink;
 use crate::cli::{seconds, Failure, ServeArgs};
 use crate::dispatch::{Command as ThreadCmd, Mailbox, Report};
-use crate::http1::conn::ConnConfig;
 use crate::load::LoadTable;
 use crate::metrics::{Metrics, ProcessSnapshot, WorkerSnapshot};
 
@@ -31,6 +30,7 @@ mod notify;
 mod reload;
 mod start;
 pub(crate) mod threadwatch;
+mod uds;
 mod watch;
 mod worker;
 
@@ -84,7 +84,16 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     start::load_env_file(&args)?;
     start::check_log_config(&args)?;
     // Listeners first: a busy port should fail before any Python starts.
-    let listen::Listeners { per_thread, addrs } = listen::open(&args)?;
+    let scheme = if checked.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let listen::Listeners {
+        per_thread,
+        urls,
+        socket_file,
+    } = listen::open(&args, scheme)?;
     let mailboxes = start::mailboxes(args.threads)?;
     let ctx = start::spawn_context(&args, &checked, &mailboxes);
     let recycling = start::recycling(&args);
@@ -100,14 +109,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let fronts = start::front_ends(
         &args, per_thread, &mailboxes, &workers, &conn, &shared, &ctx,
     )?;
-    announce(
-        &args,
-        &checked.app,
-        checked.geometry,
-        &conn,
-        &addrs,
-        fronts.driver,
-    );
+    announce(&args, &checked.app, checked.geometry, &urls, fronts.driver);
 
     let mut sup = Supervisor {
         workers,
@@ -131,25 +133,13 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     };
     sup.notify.send("READY=1");
     sup.run(&fronts.reports, &signals);
-    shut_down(sup, &mailboxes, fronts)
+    shut_down(sup, &mailboxes, fronts, socket_file)
 }
 
 /// The start-up log line: where it listens and with what.
-fn announce(
-    args: &ServeArgs,
-    app: &str,
-    geometry: Geometry,
-    conn: &ConnConfig,
-    addrs: &[SocketAddr],
-    driver: &str,
-) {
+fn announce(args: &ServeArgs, app: &str, geometry: Geometry, urls: &[String], driver: &str) {
     let shm = geometry.segment_bytes() as u64 * u64::from(args.workers);
-    let scheme = if conn.tls.is_some() { "https" } else { "http" };
-    let urls = addrs
-        .iter()
-        .map(|a| format!("{scheme}://{a}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let urls = urls.join(", ");
     tracing::info!(
         "listening on {urls} (app: {app}, workers: {}, threads: {}, io driver: {driver}, shared memory: {} MiB)",
         args.workers,
@@ -164,6 +154,7 @@ fn shut_down(
     mut sup: Supervisor,
     mailboxes: &[Arc<Mailbox>],
     fronts: start::FrontEnds,
+    socket_file: Option<uds::SocketFile>,
 ) -> Result<(), Failure> {
     // Draining: load balancers should stop sending before connections are refused.
     sup.board.ready.store(false, Ordering::Relaxed);
@@ -176,6 +167,8 @@ fn shut_down(
         let _ = t.join();
     }
     stop_workers(&mut sup.workers, sup.ctx.graceful);
+    // The threads closed their listeners: the socket file can go.
+    drop(socket_file);
     if let Some(sink) = &sup.access_log {
         // The threads' last batches are queued; give the writer a bounded moment (a log
         // whose destination does not drain must not hold the exit).

@@ -195,6 +195,7 @@ pub(super) fn spawn_context(
         log_level: args.log_level.python(),
         lifespan: args.lifespan.as_str(),
         root_path: args.root_path.clone(),
+        uds: args.uds.clone(),
         heartbeat: (stall / 4).clamp(Duration::from_millis(5), Duration::from_secs(1)),
         graceful: seconds(args.timeout_graceful_shutdown),
         cpus: args.pin_cpus.as_ref().map(|c| c.0.clone()),
@@ -388,7 +389,7 @@ pub(super) struct FrontEnds {
 /// until each has its I/O driver running.
 pub(super) fn front_ends(
     args: &ServeArgs,
-    listeners: Vec<Vec<std::net::TcpListener>>,
+    listeners: Vec<Vec<crate::net::Listener>>,
     mailboxes: &[Arc<Mailbox>],
     workers: &Workers,
     conn: &ConnConfig,
