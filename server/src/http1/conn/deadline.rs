@@ -29,6 +29,19 @@ struct Deadlines {
     started: bool,
 }
 
+/// At thread exit the runtime is gone: a waker dropped now could free a task left pending
+/// and run its destructors without a runtime. monoio leaks such tasks itself; so do we.
+impl Drop for Deadlines {
+    fn drop(&mut self) {
+        for (_, waker) in std::mem::take(&mut self.waiting) {
+            std::mem::forget(waker);
+        }
+        if let Some((_, waker)) = self.timer.take() {
+            std::mem::forget(waker);
+        }
+    }
+}
+
 thread_local! {
     static DEADLINES: RefCell<Deadlines> = RefCell::new(Deadlines::default());
 }
