@@ -210,11 +210,9 @@ mod tests {
         let (listener, file) = bind(&path, None, 16).unwrap();
         // Replaced while we still listen, as in a real server: our bound socket holds its
         // inode, so the newcomer's file cannot reuse the number (after we stop listening it
-        // could, on ext4, and the identity check would be fooled).
+        // could, on ext4; the change time in the identity then still tells them apart,
+        // unless both files were made within one tick of the kernel's coarse clock).
         std::fs::remove_file(&path).unwrap();
-        // The new file may get the freed inode; file times tick at the kernel's coarse clock
-        // (a few ms), so a later one differs in its change time.
-        std::thread::sleep(std::time::Duration::from_millis(50));
         let other = UnixListener::bind(&path).unwrap();
         drop(listener);
         drop(file);
