@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+// Re-exported: callers written before `failure.rs` name it `cli::Failure`.
 pub use crate::failure::Failure;
 use crate::frontend::IoDriver;
 
