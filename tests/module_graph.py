@@ -11,7 +11,29 @@ import re
 import sys
 from pathlib import Path
 
-TEST_MODULE = re.compile(r"#\[cfg\((?:test|all\(test[^)]*\))\)\]\s*mod tests")
+TEST_MODULE = re.compile(r"#\[cfg\((?:test|all\(test[^)]*\))\)\]\s*mod \w+\s*\{")
+
+
+def without_test_modules(text: str) -> str:
+    """The text minus the bodies of inline `#[cfg(test)] mod x { ... }` (braces counted,
+    skipping string and char literals and comments)."""
+    while m := TEST_MODULE.search(text):
+        depth, i = 1, m.end()
+        while depth and i < len(text):
+            if skip := LITERAL.match(text, i):
+                i = skip.end()
+                continue
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        text = text[: m.start()] + text[i:]
+    return text
+
+
+# Comments, raw strings, strings and char literals (not lifetimes), so their braces do not count.
+LITERAL = re.compile(
+    r"//[^\n]*|/\*.*?\*/|b?r(#*)\".*?\"\1|b?\"(?:\\.|[^\"\\])*\"|b?'(?:\\.[^']*|[^'\\])'",
+    re.S,
+)
 
 
 def edges(src: Path) -> dict[str, set[str]]:
@@ -23,9 +45,7 @@ def edges(src: Path) -> dict[str, set[str]]:
         if parts in (["lib"], ["main"]):
             continue
         top = parts[0]
-        text = path.read_text()
-        if m := TEST_MODULE.search(text):
-            text = text[: m.start()]
+        text = without_test_modules(path.read_text())
         named = set(re.findall(r"crate::(\w+)", text))
         for group in re.findall(r"use crate::\{([^}]*)\}", text):
             named |= set(re.findall(r"(?:^|,)\s*(\w+)", group))
