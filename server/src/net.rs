@@ -3,6 +3,7 @@
 //! writes a [`Socket`] and does not care which it is; only the addresses differ: a Unix
 //! socket's client has no address the ASGI scope can show (`client` is `None`, as uvicorn
 //! gives it), and its `server` is the socket's path, which the workers know from start-up.
+//! [`bind`] opens the TCP listeners (the supervisor's, and the `native-ref` server's).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +12,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::BufResult;
+
+use crate::failure::Failure;
 
 /// A listening socket handed to a front-end thread (std types: built before the runtime).
 #[derive(Debug)]
@@ -146,10 +149,7 @@ impl AsyncWriteRent for Socket {
 }
 
 /// Binds one SO_REUSEPORT listener (each front-end thread gets its own).
-pub fn bind(
-    addr: SocketAddr,
-    backlog: i32,
-) -> Result<std::net::TcpListener, crate::failure::Failure> {
+pub fn bind(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, Failure> {
     use socket2::{Domain, Protocol, Socket, Type};
     let fail = |e: std::io::Error| {
         let hint = match e.raw_os_error() {
@@ -166,7 +166,7 @@ pub fn bind(
             }
             _ => "check --host and --port".to_string(),
         };
-        crate::failure::Failure::new(format!("cannot listen on {addr}: {e}"), hint)
+        Failure::new(format!("cannot listen on {addr}: {e}"), hint)
     };
     let s =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
