@@ -119,6 +119,22 @@ pub enum Event {
     /// The request was taken back from a stalled worker before it started (ring.rs rule 9):
     /// send it again, to another worker.
     Revoked,
+    /// WebSocket: the app accepted; the head it sent (subprotocol and extra headers), not
+    /// yet validated.
+    WsAccept {
+        head: Vec<u8>,
+    },
+    /// WebSocket: an app message, or a slot-sized piece of one (`more`: it continues).
+    WsSend {
+        data: Option<SlotLease>,
+        text: bool,
+        more: bool,
+    },
+    /// WebSocket: the app closed with this code (unchecked) and reason (unchecked bytes).
+    WsClose {
+        code: u32,
+        reason: Option<SlotLease>,
+    },
 }
 
 /// A request in flight, from the thread's point of view.
@@ -483,6 +499,59 @@ impl Hub {
         self.flush(worker);
     }
 
+    /// Tells the worker behind a WebSocket that the client side ended with `code` (unless
+    /// the app closed it first).
+    pub fn notify_ws_disconnect(&self, id: StreamId, code: u16) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(s) = Self::stream_mut(&mut inner, id) else {
+            return;
+        };
+        let worker = s.worker;
+        if s.finished || worker == NO_WORKER {
+            return;
+        }
+        // The stream stays open (and counted) until the connection closes it, so that
+        // records the worker sent meanwhile are still recognised and dropped.
+        if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            let rec = Record {
+                aux: u32::from(code),
+                ..Record::new(Kind::WsDisconnect, id)
+            };
+            // Best effort, as for Disconnect: a full ring means the worker is far behind.
+            if let Ok(true) = link.chan.send(rec) {
+                link.unflushed = true;
+            }
+        }
+        drop(inner);
+        self.flush(worker);
+    }
+
+    /// A WebSocket's next event; with `window`, `None` as soon as its window for client
+    /// messages is open again (ring.rs rule 7).
+    pub async fn ws_event(&self, id: StreamId, window: bool) -> Option<Event> {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            let Some(s) = Self::stream_mut(&mut inner, id) else {
+                return Poll::Ready(Some(Event::WorkerLost));
+            };
+            if let Some(ev) = s.inbox.pop_front() {
+                return Poll::Ready(Some(ev));
+            }
+            if window && s.body.open_for(uringapi_protocol::record::WS_WINDOW) {
+                return Poll::Ready(None);
+            }
+            s.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether a WebSocket may send another client message record to its worker.
+    pub fn ws_window_open(&self, id: StreamId) -> bool {
+        Self::stream_mut(&mut self.inner.borrow_mut(), id)
+            .is_some_and(|s| s.body.open_for(uringapi_protocol::record::WS_WINDOW))
+    }
+
     /// A worker may accept a queued request (a response completed, a worker was attached):
     /// the request at the front of the wait queue tries, only that one.
     fn wake_queue(&self) {
@@ -699,7 +768,7 @@ impl Hub {
                 .as_ref()
                 .expect("link checked by caller")
                 .chan;
-            if matches!(inc.kind, Kind::Response | Kind::PathSend) {
+            if matches!(inc.kind, Kind::Response | Kind::PathSend | Kind::WsAccept) {
                 let (slot, len) = inc.slot.expect("these records carry a slot (validated)");
                 chan.copy_out(slot, 0..inc.head_len, &mut head);
                 if inc.kind == Kind::PathSend {
@@ -710,7 +779,7 @@ impl Hub {
                 SlotLease::new(self.clone(), worker, generation, chan, slot, len)
             })
         };
-        if inc.kind == Kind::Response {
+        if matches!(inc.kind, Kind::Response | Kind::WsAccept) {
             body = body.map(|lease| lease.skip(inc.head_len));
         }
         if inc.kind == Kind::PathSend {
@@ -753,9 +822,24 @@ impl Hub {
                 head: (!head.is_empty()).then_some(head),
                 path,
             },
+            Kind::WsAccept => Event::WsAccept { head },
+            Kind::WsSend => Event::WsSend {
+                data: body,
+                text: inc.value == uringapi_protocol::record::WS_TEXT,
+                more: inc.more,
+            },
+            Kind::WsClose => Event::WsClose {
+                code: inc.value,
+                reason: body,
+            },
             _ => Event::Abort,
         };
-        s.finished = !inc.more || inc.kind == Kind::Abort;
+        // A WebSocket's stream lasts until the app closes it (or the client leaves).
+        s.finished = match inc.kind {
+            Kind::WsAccept | Kind::WsSend => false,
+            Kind::WsClose => true,
+            _ => !inc.more || inc.kind == Kind::Abort,
+        };
         let finished = s.finished;
         s.inbox.push_back(ev);
         if let Some(w) = s.waker.take() {

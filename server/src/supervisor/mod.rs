@@ -306,6 +306,13 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         mounts: args.static_mount.clone(),
         health_path: args.health_path.clone(),
         tls,
+        ws: (args.ws == crate::cli::WsMode::Auto).then(|| crate::http1::conn::WsConfig {
+            max_size: usize::try_from(args.ws_max_size).unwrap_or(usize::MAX),
+            ping_interval: (args.ws_ping_interval > 0.0).then(|| seconds(args.ws_ping_interval)),
+            ping_timeout: (args.ws_ping_timeout > 0.0).then(|| seconds(args.ws_ping_timeout)),
+            deflate: args.ws_per_message_deflate,
+            graceful,
+        }),
     };
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();

@@ -24,6 +24,11 @@ impl Writer {
         }
     }
 
+    /// Whether [`message`](Self::message) compresses a message of `len` bytes.
+    pub fn compresses(&self, len: usize) -> bool {
+        self.deflater.is_some() && len >= MIN_COMPRESS
+    }
+
     /// Appends one data message as a single frame.
     pub fn message(&mut self, out: &mut Vec<u8>, text: bool, data: &[u8]) {
         let opcode = if text { Opcode::Text } else { Opcode::Binary };

@@ -28,9 +28,11 @@ mod download;
 mod native;
 mod revoke;
 mod upload;
+mod websocket;
 
 use download::Body;
 use upload::SendEnd;
+pub use websocket::WsConfig;
 
 /// Per-connection settings, shared by all connections of a thread.
 #[derive(Debug, Clone)]
@@ -64,6 +66,8 @@ pub struct ConnConfig {
     pub health_path: Option<String>,
     /// TLS on this listener (`--ssl-certfile`/`--ssl-keyfile`); `None`: plain HTTP.
     pub tls: Option<crate::tls::Acceptor>,
+    /// WebSocket settings; `None` (`--ws off`): upgrade requests reach the app as http.
+    pub ws: Option<WsConfig>,
 }
 
 /// How often a queued request re-checks the workers: stall and retire verdicts change
@@ -404,6 +408,10 @@ impl Conn {
             self.buf.drain(..end);
             return self.answer_native(native, side).await;
         }
+        let upgrade = match websocket::upgrade(&self.cfg, &head).transpose() {
+            Ok(up) => up,
+            Err(status) => return self.refuse_upgrade(status, minor).await,
+        };
         if let (Some(max), BodyFraming::Length(n)) = (self.cfg.max_body, framing) {
             if n > max {
                 self.reply_error(413, minor).await;
@@ -471,6 +479,9 @@ impl Conn {
         drop(encoded);
         drop(head);
         self.buf.drain(..end);
+        if let Some(up) = upgrade {
+            return self.websocket(sid, worker, up, side).await;
+        }
 
         // RFC 9110 §10.1.1: a client that expects 100-continue waits for it before sending
         // the body; it goes out when the app first asks for the body. (HTTP/1.0 clients

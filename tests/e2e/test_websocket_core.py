@@ -1,0 +1,240 @@
+"""WebSockets end to end, the core path: an unmodified FastAPI `@app.websocket` route
+(tests/apps/ws_core_app.py) served by `uringapi serve`, driven by the `websockets` client.
+
+Echo of text and bytes (one slot and many), the scope, subprotocol and accept headers,
+permessage-deflate, close codes both ways, close before accept → 403, an exception before
+accept → 500, ping/pong answered by the front end, --ws-max-size → 1009, protocol errors
+from a raw socket → 1002/1007 without reaching the app, `--ws off`, a worker killed with
+SIGKILL → 1011 and the next WebSocket served, SIGTERM → 1001.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import time
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from harness import Server, ServerFactory
+
+APP = "ws_core_app:app"
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def ws_url(server: Server, path: str = "/echo") -> str:
+    return f"ws://{server.host}:{server.port}{path}"
+
+
+def open_ws(server: Server, path: str = "/echo", **kwargs):
+    kwargs.setdefault("open_timeout", 10)
+    kwargs.setdefault("max_size", None)
+    return connect(ws_url(server, path), proxy=None, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server(servers: ServerFactory) -> Server:
+    return servers.start(APP, workers=1, threads=1, extra_args=("--ws-max-size", "2000000"))
+
+
+def test_text_and_bytes_echo_through_one_slot_and_many(server: Server) -> None:
+    with open_ws(server) as ws:
+        ws.send("héllo wörld")
+        assert ws.recv(timeout=10) == "héllo wörld"
+        ws.send(b"\x00\x01\xff")
+        assert ws.recv(timeout=10) == b"\x00\x01\xff"
+        ws.send("")
+        assert ws.recv(timeout=10) == ""
+        big = os.urandom(1 << 20)  # 16 slots of 64 KiB each way
+        ws.send(big)
+        assert ws.recv(timeout=30) == big
+        text = "€uro " * 60_000  # 480 KB of UTF-8, cut across slots mid-character
+        ws.send(text)
+        assert ws.recv(timeout=30) == text
+
+
+def test_scope_subprotocol_headers_and_deflate(server: Server) -> None:
+    with open_ws(server, "/echo?x=1", subprotocols=["chat.v2", "chat.v1"]) as ws:
+        assert ws.subprotocol == "chat.v2"
+        assert ws.response.headers["x-echo"] == "yes"
+        assert "permessage-deflate" in ws.response.headers.get("sec-websocket-extensions", "")
+        ws.send("scope")
+        scope = json.loads(ws.recv(timeout=10))
+    assert scope == {
+        "type": "websocket", "scheme": "ws", "path": "/echo", "raw_path": "/echo",
+        "query_string": "x=1", "subprotocols": ["chat.v2", "chat.v1"], "http_version": "1.1",
+        "spec_version": "2.4", "extensions": ["websocket.http.response"], "has_method": False,
+    }
+    # A long, compressible message goes out compressed and comes back whole.
+    with open_ws(server) as ws:
+        msg = "abc" * 10_000
+        ws.send(msg)
+        assert ws.recv(timeout=10) == msg
+
+
+def test_client_close_code_reaches_the_app(server: Server) -> None:
+    with open_ws(server) as ws:
+        ws.send("x")
+        ws.recv(timeout=10)
+        ws.close(4001, "bye")
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{server.base_url}/last-close").json()["code"] != 4001:
+        assert time.monotonic() < deadline, "the app never saw close code 4001"
+        time.sleep(0.05)
+
+
+def test_server_close_code_and_reason_reach_the_client(server: Server) -> None:
+    with open_ws(server) as ws:
+        ws.send("close:4002:done here")
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (4002, "done here")
+
+
+def test_close_before_accept_is_403_and_exception_is_500(server: Server) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        open_ws(server, "/deny")
+    assert info.value.response.status_code == 403
+    with pytest.raises(InvalidStatus) as info:
+        open_ws(server, "/boom")
+    assert info.value.response.status_code == 500
+    assert "boom before accept" in server.stderr()
+
+
+def test_ping_is_answered(server: Server) -> None:
+    with open_ws(server) as ws:
+        pong = ws.ping(b"are you there")
+        assert pong.wait(timeout=10)
+
+
+def test_message_over_ws_max_size_closes_1009(server: Server) -> None:
+    with open_ws(server) as ws:
+        ws.send(b"x" * 2_000_001)
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
+
+def raw_upgrade(server: Server) -> socket.socket:
+    sock = socket.create_connection((server.host, server.port), timeout=10)
+    sock.sendall(
+        f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed during the handshake: {head!r}"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+    return sock
+
+
+def read_close(sock: socket.socket) -> int:
+    """Reads frames until a close frame; returns its code."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed without a close frame: {data!r}"
+        data += chunk
+        while len(data) >= 2:
+            opcode, n = data[0] & 0x0F, data[1] & 0x7F
+            if len(data) < 2 + n:
+                break
+            payload, data = data[2:2 + n], data[2 + n:]
+            if opcode == 0x8:
+                return struct.unpack("!H", payload[:2])[0]
+
+
+@pytest.mark.uringapi_only
+@pytest.mark.parametrize(("frame", "code"), [
+    (b"\x81\x02hi", 1002),  # unmasked client frame
+    (b"\x83\x80\x00\x00\x00\x00", 1002),  # reserved opcode 3
+    (b"\x81\x82\x00\x00\x00\x00\xc3\x28", 1007),  # invalid UTF-8 in a text message
+    (b"\x89\xfe\x00\x7e" + b"\x00" * 4 + b"p" * 126, 1002),  # control frame > 125 bytes
+])
+def test_protocol_errors_close_with_their_code(server: Server, frame: bytes, code: int) -> None:
+    with raw_upgrade(server) as sock:
+        sock.sendall(frame)
+        assert read_close(sock) == code
+    # The app saw a disconnect with that code, never the bad frame as data.
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{server.base_url}/last-close").json()["code"] != code:
+        assert time.monotonic() < deadline, f"the app never saw close code {code}"
+        time.sleep(0.05)
+
+
+@pytest.mark.uringapi_only
+def test_other_versions_get_426(server: Server) -> None:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(
+            f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 8\r\n\r\n".encode()
+        )
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 426 ")
+    assert b"Sec-WebSocket-Version: 13" in answer
+
+
+@pytest.mark.uringapi_only
+def test_ws_off_sends_upgrades_to_the_app_as_http(servers: ServerFactory) -> None:
+    server = servers.start(APP, workers=1, threads=1, extra_args=("--ws", "off"))
+    try:
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(
+                f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            answer = sock.recv(4096)
+        # FastAPI has no http route /echo: the request reached it as plain http.
+        assert answer.startswith(b"HTTP/1.1 404 "), answer
+    finally:
+        server.stop()
+
+
+@pytest.mark.uringapi_only
+def test_killed_worker_closes_its_websockets_1011_and_serving_goes_on(servers: ServerFactory) -> None:
+    server = servers.start(APP, workers=1, threads=1)
+    try:
+        with open_ws(server) as ws:
+            ws.send("pid")
+            pid = int(ws.recv(timeout=10))
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=15)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+        # The respawned worker serves new WebSockets.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with open_ws(server) as ws:
+                    ws.send("pid")
+                    assert int(ws.recv(timeout=10)) != pid
+                    break
+            except (InvalidStatus, ConnectionClosed, OSError):
+                assert time.monotonic() < deadline, "no WebSocket served after the worker died"
+                time.sleep(0.2)
+    finally:
+        server.stop()
+
+
+@pytest.mark.uringapi_only
+def test_sigterm_closes_open_websockets_1001(servers: ServerFactory) -> None:
+    server = servers.start(APP, workers=1, threads=1,
+                           extra_args=("--timeout-graceful-shutdown", "1"))
+    with open_ws(server) as ws:
+        ws.send("x")
+        assert ws.recv(timeout=10) == "x"
+        server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=15)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    assert server.wait_exit(15) == 0
