@@ -124,6 +124,17 @@ impl WorkerLoad {
     /// A new worker takes the slot.
     pub fn reset(&self) {
         self.served.store(0, Ordering::Relaxed);
+        for c in [
+            &self.ws.messages_in,
+            &self.ws.messages_out,
+            &self.ws.bytes_in,
+            &self.ws.bytes_out,
+        ]
+        .into_iter()
+        .chain(&self.ws.closes)
+        {
+            c.store(0, Ordering::Relaxed);
+        }
         self.stalled.store(false, Ordering::Relaxed);
         self.retiring.store(false, Ordering::Relaxed);
     }

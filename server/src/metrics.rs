@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod endpoint;
+pub mod websocket;
 
 pub use endpoint::{spawn_endpoint, Source};
 

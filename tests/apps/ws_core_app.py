@@ -4,12 +4,14 @@ the last echo saw."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 app = FastAPI()
 last: dict[str, int | None] = {"code": None}
+flood = {"sent": 0}
 
 
 @app.get("/")
@@ -20,6 +22,30 @@ def root() -> dict[str, bool]:
 @app.get("/last-close")
 def last_close() -> dict[str, int | None]:
     return last
+
+
+@app.get("/flood-count")
+def flood_count() -> dict[str, int]:
+    return flood
+
+
+@app.websocket("/flood")
+async def flood_route(ws: WebSocket) -> None:
+    """Sends 64 KiB messages as fast as send() lets it, counting them."""
+    await ws.accept()
+    chunk = b"f" * 65536
+    while True:
+        await ws.send_bytes(chunk)
+        flood["sent"] += 1
+
+
+@app.websocket("/sink")
+async def sink(ws: WebSocket) -> None:
+    """Accepts, receives nothing for 5 s, then reads until the client leaves."""
+    await ws.accept()
+    await asyncio.sleep(5)
+    while (await ws.receive())["type"] != "websocket.disconnect":
+        pass
 
 
 @app.websocket("/echo")

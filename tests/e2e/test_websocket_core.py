@@ -22,7 +22,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from harness import Server, ServerFactory
+from harness import Server, ServerFactory, free_port
 
 APP = "ws_core_app:app"
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -38,9 +38,21 @@ def open_ws(server: Server, path: str = "/echo", **kwargs):
     return connect(ws_url(server, path), proxy=None, **kwargs)
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def server(servers: ServerFactory) -> Server:
-    return servers.start(APP, workers=1, threads=1, extra_args=("--ws-max-size", "2000000"))
+    args = ("--ws-max-size", "2000000", "--metrics-port", str(METRICS_PORT))
+    return servers.start(APP, workers=1, threads=1, extra_args=args)
+
+
+def metric(server: Server, line_start: str) -> float:
+    text = httpx.get(f"http://{server.host}:{METRICS_PORT}/metrics").text
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{line_start} not in /metrics")
 
 
 def test_text_and_bytes_echo_through_one_slot_and_many(server: Server) -> None:
@@ -76,6 +88,26 @@ def test_scope_subprotocol_headers_and_deflate(server: Server) -> None:
         msg = "abc" * 10_000
         ws.send(msg)
         assert ws.recv(timeout=10) == msg
+
+
+@pytest.mark.uringapi_only
+def test_metrics_count_websockets_messages_and_closes(server: Server) -> None:
+    before_in = metric(server, 'uringapi_websocket_messages_in_total{worker="0"}')
+    before_out = metric(server, 'uringapi_websocket_bytes_out_total{worker="0"}')
+    before_close = metric(server, 'uringapi_websocket_closes_total{worker="0",code="other"}')
+    with open_ws(server) as ws:
+        assert metric(server, 'uringapi_websockets_open{worker="0"}') == 1
+        for _ in range(3):
+            ws.send("12345")
+            ws.recv(timeout=10)
+        ws.close(4321)
+    assert metric(server, 'uringapi_websocket_messages_in_total{worker="0"}') == before_in + 3
+    assert metric(server, 'uringapi_websocket_bytes_out_total{worker="0"}') == before_out + 15
+    deadline = time.monotonic() + 10
+    while metric(server, 'uringapi_websocket_closes_total{worker="0",code="other"}') != before_close + 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert metric(server, 'uringapi_websockets_open{worker="0"}') == 0
 
 
 def test_client_close_code_reaches_the_app(server: Server) -> None:
@@ -123,9 +155,13 @@ def test_message_over_ws_max_size_closes_1009(server: Server) -> None:
 
 
 def raw_upgrade(server: Server) -> socket.socket:
+    return raw_upgrade_to(server, "/echo")
+
+
+def raw_upgrade_to(server: Server, path: str) -> socket.socket:
     sock = socket.create_connection((server.host, server.port), timeout=10)
     sock.sendall(
-        f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     head = b""
@@ -170,6 +206,65 @@ def test_protocol_errors_close_with_their_code(server: Server, frame: bytes, cod
     while httpx.get(f"{server.base_url}/last-close").json()["code"] != code:
         assert time.monotonic() < deadline, f"the app never saw close code {code}"
         time.sleep(0.05)
+
+
+def masked_frame(payload: bytes, opcode: int = 0x2) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + body
+
+
+@pytest.mark.uringapi_only
+def test_a_client_that_does_not_read_holds_the_apps_send(server: Server) -> None:
+    with raw_upgrade_to(server, "/flood") as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        # Nothing is read: once the socket buffers are full, send() must stop the app.
+        counts = []
+        for _ in range(3):
+            time.sleep(1.0)
+            counts.append(httpx.get(f"{server.base_url}/flood-count").json()["sent"])
+        assert counts[1] == counts[2], f"the app kept sending to a client that reads nothing: {counts}"
+        assert counts[2] < 1000, counts  # well under 64 MiB held anywhere
+        # Reading again lets it go on.
+        for _ in range(64):
+            assert sock.recv(65536)
+        time.sleep(0.5)
+        assert httpx.get(f"{server.base_url}/flood-count").json()["sent"] > counts[2]
+
+
+@pytest.mark.uringapi_only
+def test_an_app_that_does_not_receive_stops_reading_that_socket_only(server: Server) -> None:
+    with raw_upgrade_to(server, "/sink") as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        sock.setblocking(False)
+        frame = masked_frame(b"s" * 60000)
+        sent = 0
+        deadline = time.monotonic() + 20
+        stuck_since = None
+        while True:
+            try:
+                n = sock.send(frame[sent % len(frame):])
+                sent += n
+                stuck_since = None
+            except BlockingIOError:
+                stuck_since = stuck_since or time.monotonic()
+                if time.monotonic() - stuck_since > 1.0:
+                    break
+                time.sleep(0.01)
+            assert time.monotonic() < deadline, f"the front end kept reading: {sent} bytes"
+        assert sent < 64 << 20
+        # Other WebSockets on the same worker and channel are served meanwhile.
+        with open_ws(server) as ws:
+            ws.send(b"still here" * 10_000)
+            assert ws.recv(timeout=10) == b"still here" * 10_000
 
 
 @pytest.mark.uringapi_only
