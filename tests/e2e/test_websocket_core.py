@@ -333,3 +333,31 @@ def test_sigterm_closes_open_websockets_1001(servers: ServerFactory) -> None:
             ws.recv(timeout=15)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1001
     assert server.wait_exit(15) == 0
+
+
+@pytest.mark.uringapi_only
+def test_wss_echo_and_scope(servers: ServerFactory, tmp_path) -> None:
+    import ssl
+    import subprocess
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )
+    server = servers.start(APP, workers=1, threads=1, probe_path=None, extra_args=(
+        "--ssl-certfile", str(tmp_path / "cert.pem"), "--ssl-keyfile", str(tmp_path / "key.pem")))
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    try:
+        url = f"wss://{server.host}:{server.port}/echo"
+        with connect(url, ssl=ctx, proxy=None, open_timeout=10, max_size=None) as ws:
+            big = os.urandom(300_000)
+            ws.send(big)
+            assert ws.recv(timeout=10) == big
+            ws.send("scope")
+            scope = json.loads(ws.recv(timeout=10))
+        assert scope["scheme"] == "wss"
+        assert "tls" in scope["extensions"]
+    finally:
+        server.stop()
