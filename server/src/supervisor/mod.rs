@@ -33,6 +33,7 @@ mod listen;
 mod notify;
 mod reload;
 pub(crate) mod threadwatch;
+mod uds;
 mod watch;
 mod worker;
 
@@ -194,10 +195,12 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
     }
     // Listeners first: a busy port should fail before any Python starts.
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listen::Listeners {
         per_thread: listeners,
-        addrs,
-    } = listen::open(&args)?;
+        urls,
+        socket_file,
+    } = listen::open(&args, scheme)?;
     let mailboxes: Vec<Arc<Mailbox>> = (0..args.threads)
         .map(|_| Mailbox::new().map(Arc::new))
         .collect::<Result<_, _>>()
@@ -218,6 +221,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         log_level: args.log_level.python(),
         lifespan: args.lifespan.as_str(),
         root_path: args.root_path.clone(),
+        uds: args.uds.clone(),
         heartbeat: (stall / 4).clamp(Duration::from_millis(5), Duration::from_secs(1)),
         graceful,
         cpus: args.pin_cpus.as_ref().map(|c| c.0.clone()),
@@ -388,12 +392,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
     }
     let shm = geometry.segment_bytes() as u64 * u64::from(args.workers);
-    let scheme = if conn.tls.is_some() { "https" } else { "http" };
-    let urls = addrs
-        .iter()
-        .map(|a| format!("{scheme}://{a}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let urls = urls.join(", ");
     tracing::info!(
         "listening on {urls} (app: {app}, workers: {}, threads: {}, io driver: {driver}, shared memory: {} MiB)",
         args.workers,
@@ -435,6 +434,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         let _ = t.join();
     }
     stop_workers(&mut sup.workers, graceful);
+    // The threads closed their listeners: the socket file can go.
+    drop(socket_file);
     if let Some(sink) = &sup.access_log {
         // The threads' last batches are queued; give the writer a bounded moment (a log
         // whose destination does not drain must not hold the exit).
