@@ -204,6 +204,9 @@ impl Conn {
     /// The open WebSocket, until it closes.
     async fn ws_loop(&mut self, sid: StreamId, worker: usize, deflate: Option<Agreed>) -> Ended {
         let cfg = self.cfg.ws.expect("websocket without --ws settings");
+        if self.scratch.capacity() > SCRATCH_KEPT {
+            self.scratch = Vec::new();
+        }
         let hub = self.hub.clone();
         let load = hub.load().get(worker);
         let mut reader = Reader::new(cfg.max_size, deflate);
@@ -312,7 +315,15 @@ impl Conn {
                 };
             }
 
-            // 4. Wait for the worker, the client, a timer or the drain.
+            // 4. Wait for the worker, the client, a timer or the drain. An idle WebSocket
+            // holds no read buffer (it goes back to the thread's pool, bufpool.rs) and no
+            // outsized write buffer.
+            if self.buf.is_empty() && self.buf.capacity() > 0 {
+                bufpool::put(std::mem::take(&mut self.buf));
+            }
+            if out.capacity() > SCRATCH_KEPT {
+                out = Vec::new();
+            }
             let timer = [next_ping, pong_due, closing.map(|(t, _)| t), going_away]
                 .into_iter()
                 .flatten()
