@@ -133,6 +133,8 @@ impl Drop for StreamGuard<'_> {
 enum Next {
     KeepAlive,
     Close,
+    /// The connection is an open WebSocket now (websocket.rs).
+    WebSocket(websocket::Open),
 }
 
 pub async fn serve(
@@ -252,6 +254,7 @@ impl Conn {
             self.account();
             match next {
                 Next::KeepAlive if !self.hub.is_draining() || !self.buf.is_empty() => continue,
+                Next::WebSocket(open) => return Box::pin(self.ws_session(open)).await,
                 _ => {
                     let _ = self.sock.shutdown().await;
                     return;
@@ -433,7 +436,7 @@ impl Conn {
             }
         };
         let hub = self.hub.clone();
-        let _guard = StreamGuard(&hub, sid);
+        let guard = StreamGuard(&hub, sid);
         let deadline = self.cfg.request_timeout.map(|t| Instant::now() + t);
         let mut rid = [0u8; REQUEST_ID_LEN];
         if self.cfg.request_id
@@ -481,7 +484,7 @@ impl Conn {
         drop(head);
         self.buf.drain(..end);
         if let Some(up) = upgrade {
-            return self.websocket(sid, worker, up, side).await;
+            return self.websocket(guard, worker, up, side).await;
         }
 
         // RFC 9110 §10.1.1: a client that expects 100-continue waits for it before sending

@@ -107,6 +107,14 @@ fn accept_response(head: &[u8], up: &Upgrade) -> Result<Vec<u8>, String> {
     ))
 }
 
+/// An accepted WebSocket, handed from the request (whose state is dropped) to the
+/// connection's own loop: it costs only the loop's state while it lives.
+pub(super) struct Open {
+    sid: StreamId,
+    worker: usize,
+    deflate: Option<Agreed>,
+}
+
 /// What woke the loop.
 enum Step {
     Worker(Option<Event>),
@@ -136,11 +144,12 @@ impl Conn {
     /// open on `worker`.
     pub(super) async fn websocket(
         &mut self,
-        sid: StreamId,
+        guard: StreamGuard<'_>,
         worker: usize,
         up: Upgrade,
         side: RequestSide,
     ) -> Next {
+        let sid = guard.1;
         let head_len = self.scratch.len();
         let sent = async {
             let slot = self.take_slot(worker).await?;
@@ -193,12 +202,24 @@ impl Conn {
             self.hub.notify_ws_disconnect(sid, close::ABNORMAL);
             return Next::Close;
         }
+        self.hub.load().get(worker).ws_opened();
+        // The stream outlives the request: `ws_session` closes it.
+        std::mem::forget(guard);
+        Next::WebSocket(Open {
+            sid,
+            worker,
+            deflate: up.deflate,
+        })
+    }
+
+    /// The open WebSocket, until it closes; then the connection closes.
+    pub(super) async fn ws_session(&mut self, open: Open) {
         let hub = self.hub.clone();
-        hub.load().get(worker).ws_opened();
-        let ended = Box::pin(self.ws_loop(sid, worker, up.deflate)).await;
-        hub.load().get(worker).ws_closed(ended.code);
+        let _guard = StreamGuard(&hub, open.sid);
+        let ended = self.ws_loop(open.sid, open.worker, open.deflate).await;
+        hub.load().get(open.worker).ws_closed(ended.code);
         tracing::debug!(peer = %self.peer, code = ended.code, "websocket closed");
-        Next::Close
+        let _ = self.sock.shutdown().await;
     }
 
     /// The open WebSocket, until it closes.
