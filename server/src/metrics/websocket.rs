@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{family, sample};
+use super::text::{family, sample};
 use crate::load::{LoadTable, WsCounters, WS_CLOSE_CODES};
 
 /// Appends the WebSocket families for the workers in `indices`.
