@@ -201,9 +201,12 @@ mod tests {
     fn a_replaced_file_is_left_alone() {
         let path = tmp("replaced");
         let (listener, file) = bind(&path, None, 16).unwrap();
-        drop(listener);
+        // Replaced while we still listen, as in a real server: our bound socket holds its
+        // inode, so the newcomer's file cannot reuse the number (after we stop listening it
+        // could, on ext4, and the identity check would be fooled).
         std::fs::remove_file(&path).unwrap();
         let other = UnixListener::bind(&path).unwrap();
+        drop(listener);
         drop(file);
         assert!(path.exists(), "another server's socket was removed");
         drop(other);
