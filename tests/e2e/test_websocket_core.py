@@ -361,3 +361,50 @@ def test_wss_echo_and_scope(servers: ServerFactory, tmp_path) -> None:
         assert "tls" in scope["extensions"]
     finally:
         server.stop()
+
+
+@pytest.mark.uringapi_only
+def test_sighup_leaves_open_websockets_on_the_old_worker(servers: ServerFactory) -> None:
+    server = servers.start(APP, workers=1, threads=1)
+    try:
+        with open_ws(server) as old:
+            old.send("pid")
+            old_pid = int(old.recv(timeout=10))
+            server.proc.send_signal(signal.SIGHUP)
+            # New WebSockets go to the replacement once it is ready...
+            deadline = time.monotonic() + 30
+            while True:
+                with open_ws(server) as new:
+                    new.send("pid")
+                    if int(new.recv(timeout=10)) != old_pid:
+                        break
+                assert time.monotonic() < deadline, "no replacement worker took WebSockets"
+                time.sleep(0.2)
+            # ...while the open one keeps its worker.
+            old.send("pid")
+            assert int(old.recv(timeout=10)) == old_pid
+            old.send("still open")
+            assert old.recv(timeout=10) == "still open"
+        assert "open WebSockets stay on the retiring worker" in server.stderr()
+    finally:
+        server.stop()
+
+
+@pytest.mark.uringapi_only
+def test_a_retiring_worker_past_the_graceful_timeout_closes_its_websockets_1001(
+        servers: ServerFactory) -> None:
+    server = servers.start(APP, workers=1, threads=1,
+                           extra_args=("--timeout-graceful-shutdown", "1"))
+    try:
+        with open_ws(server) as ws:
+            ws.send("x")
+            assert ws.recv(timeout=10) == "x"
+            server.proc.send_signal(signal.SIGHUP)
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=30)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+        with open_ws(server) as ws:  # the replacement serves
+            ws.send("y")
+            assert ws.recv(timeout=10) == "y"
+    finally:
+        server.stop()

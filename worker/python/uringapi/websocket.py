@@ -113,11 +113,23 @@ class WebSocketCycle:
         self.window += n
         self._wake_window()
 
-    def going_away(self) -> None:
-        """The worker stops (SIGTERM, a rolling restart past its grace): close 1001."""
+    def going_away(self) -> asyncio.Task[None] | None:
+        """The worker stops (SIGTERM, a rolling restart past its grace): close 1001. The
+        close goes out at once when there is room (the worker may exit right after), else
+        from the returned task, which the caller waits for."""
+        task = None
         if self.state == ACCEPTED and not self.client_gone:
-            self.worker.loop.create_task(self._close(1001, "server shutting down"))
+            self.state = CLOSED
+            self.messages.clear()
+            raw = _cut_reason("server shutting down")
+            if not self.native.ws_close(self.key, 1001, raw):
+                task = self.worker.loop.create_task(self._send_close(1001, raw))
         self.disconnect(1001)
+        return task
+
+    async def _send_close(self, code: int, raw: bytes) -> None:
+        while not self.native.ws_close(self.key, code, raw):
+            await self.worker.wait_space()
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -174,10 +186,10 @@ class WebSocketCycle:
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "websocket.send":
+            if self.client_gone and self.state != CONNECTING:
+                raise WebSocketDisconnected("the client has disconnected")
             if self.state != ACCEPTED:
                 raise RuntimeError(f"websocket.send before websocket.accept or after websocket.close (state {self.state})")
-            if self.client_gone:
-                raise WebSocketDisconnected("the client has disconnected")
             text = message.get("text")
             if text is not None:
                 await self._send_message(text.encode(), True)

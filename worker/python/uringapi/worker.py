@@ -527,10 +527,9 @@ class Worker:
     async def drain_requests(self, timeout: float) -> None:
         # Open WebSockets never end by themselves: close them (1001, going away) and let
         # their apps see websocket.disconnect, then wait for every task as for requests.
-        for c in list(self.cycles.values()):
-            if isinstance(c, WebSocketCycle):
-                c.going_away()
+        closing = [c.going_away() for c in list(self.cycles.values()) if isinstance(c, WebSocketCycle)]
         tasks = [c.task for c in self.cycles.values() if c.task is not None]
+        tasks += [t for t in closing if t is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
