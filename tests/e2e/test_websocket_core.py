@@ -408,3 +408,34 @@ def test_a_retiring_worker_past_the_graceful_timeout_closes_its_websockets_1001(
             assert ws.recv(timeout=10) == "y"
     finally:
         server.stop()
+
+
+@pytest.mark.uringapi_only
+def test_keepalive_pings_and_an_unanswered_one_closes_1011(servers: ServerFactory) -> None:
+    server = servers.start(APP, workers=1, threads=1, extra_args=(
+        "--ws-ping-interval", "0.3", "--ws-ping-timeout", "0.5"))
+    try:
+        # A client that answers pings (the websockets library does) stays open.
+        with open_ws(server, ping_interval=None) as ws:
+            time.sleep(1.5)
+            ws.send("alive")
+            assert ws.recv(timeout=10) == "alive"
+        # One that never answers is closed with 1011 after the timeout.
+        with raw_upgrade(server) as sock:
+            opcodes = []
+            data = b""
+            deadline = time.monotonic() + 10
+            while 0x8 not in opcodes:
+                assert time.monotonic() < deadline, opcodes
+                chunk = sock.recv(4096)
+                assert chunk, "closed without a close frame"
+                data += chunk
+                while len(data) >= 2 and len(data) >= 2 + (data[1] & 0x7F):
+                    n = data[1] & 0x7F
+                    opcodes.append(data[0] & 0x0F)
+                    if data[0] & 0x0F == 0x8:
+                        assert struct.unpack("!H", data[2:4])[0] == 1011
+                    data = data[2 + n:]
+            assert opcodes[0] == 0x9  # a ping came first
+    finally:
+        server.stop()

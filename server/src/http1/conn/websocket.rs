@@ -407,6 +407,11 @@ impl Conn {
                         ));
                         going_away = None;
                     }
+                    if pending.is_some() {
+                        // The socket is not read while the app catches up: a pong could not
+                        // be seen, so keep-alive waits until reading resumes.
+                        pong_due = None;
+                    }
                     if pong_due.is_some_and(|t| now >= t) && closing.is_none() {
                         tracing::debug!(peer = %self.peer, "websocket keep-alive ping unanswered within --ws-ping-timeout; closing with 1011");
                         hub.notify_ws_disconnect(sid, close::INTERNAL_ERROR);
@@ -418,7 +423,7 @@ impl Conn {
                     }
                     if next_ping.is_some_and(|t| now >= t) {
                         next_ping = cfg.ping_interval.map(|i| now + i);
-                        if closing.is_none() {
+                        if closing.is_none() && pending.is_none() {
                             writer.ping(&mut out, b"");
                             if pong_due.is_none() {
                                 pong_due = cfg.ping_timeout.map(|t| now + t);
