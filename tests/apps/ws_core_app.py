@@ -8,6 +8,7 @@ import asyncio
 import os
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import PlainTextResponse
 
 app = FastAPI()
 last: dict[str, int | None] = {"code": None}
@@ -90,3 +91,9 @@ async def deny(ws: WebSocket) -> None:
 @app.websocket("/boom")
 async def boom(ws: WebSocket) -> None:
     raise RuntimeError("boom before accept")
+
+
+@app.websocket("/teapot")
+async def teapot(ws: WebSocket) -> None:
+    """A denial response with a body (the websocket.http.response extension)."""
+    await ws.send_denial_response(PlainTextResponse("no tea here", status_code=418))

@@ -22,7 +22,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from harness import Server, ServerFactory, free_port
+from harness import SERVER_KIND, Server, ServerFactory, free_port
 
 APP = "ws_core_app:app"
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -43,7 +43,9 @@ METRICS_PORT = free_port()
 
 @pytest.fixture(scope="module")
 def server(servers: ServerFactory) -> Server:
-    args = ("--ws-max-size", "2000000", "--metrics-port", str(METRICS_PORT))
+    args: tuple[str, ...] = ("--ws-max-size", "2000000")
+    if SERVER_KIND == "uringapi":
+        args += ("--metrics-port", str(METRICS_PORT))
     return servers.start(APP, workers=1, threads=1, extra_args=args)
 
 
@@ -138,6 +140,13 @@ def test_close_before_accept_is_403_and_exception_is_500(server: Server) -> None
         open_ws(server, "/boom")
     assert info.value.response.status_code == 500
     assert "boom before accept" in server.stderr()
+
+
+def test_denial_response_with_a_body(server: Server) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        open_ws(server, "/teapot")
+    assert info.value.response.status_code == 418
+    assert info.value.response.body == b"no tea here"
 
 
 def test_ping_is_answered(server: Server) -> None:
