@@ -359,7 +359,7 @@ impl Conn {
                 monoio::select! {
                     ev = hub.ws_event(sid, pending.is_some()) => Step::Worker(ev),
                     _ = self.sock.readable(), if read => Step::Readable,
-                    _ = monoio::time::sleep(nap) => Step::Timer,
+                    _ = super::deadline::until(Instant::now() + nap) => Step::Timer,
                     _ = hub.drained(), if !drained => Step::Drain,
                 }
             };
