@@ -43,7 +43,11 @@ pub(super) struct Upgrade {
 /// `Err` with the answer for a bad one (RFC 6455 §4.2.2: 426 for another version, 400
 /// otherwise).
 pub(super) fn upgrade(cfg: &ConnConfig, head: &parse::Head<'_>) -> Option<Result<Upgrade, u16>> {
-    let ws = cfg.ws.as_ref()?;
+    check_upgrade(cfg.ws.as_ref(), head)
+}
+
+fn check_upgrade(ws: Option<&WsConfig>, head: &parse::Head<'_>) -> Option<Result<Upgrade, u16>> {
+    let ws = ws?;
     let headers: Vec<(&str, &[u8])> = head
         .headers
         .iter()
@@ -562,5 +566,112 @@ impl Conn {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: WsConfig = WsConfig {
+        max_size: 1 << 20,
+        ping_interval: None,
+        ping_timeout: None,
+        deflate: true,
+        graceful: Duration::from_secs(1),
+    };
+
+    fn head_of(raw: &[u8]) -> parse::Head<'_> {
+        parse::parse_complete(raw, &HeadLimits::default()).unwrap()
+    }
+
+    const UP: &str = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+    #[test]
+    fn upgrade_requests_table() {
+        let deflate = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+        // None: plain http; Ok(deflate agreed); Err(status).
+        type Want = Option<Result<bool, u16>>;
+        let cases: Vec<(String, Option<&WsConfig>, Want)> = vec![
+            (
+                format!("GET / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 13\r\n\r\n"),
+                Some(&CFG),
+                Some(Ok(false)),
+            ),
+            (
+                format!("GET / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 13\r\n{deflate}\r\n"),
+                Some(&CFG),
+                Some(Ok(true)),
+            ),
+            (
+                format!("GET / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 13\r\n\r\n"),
+                None,
+                None,
+            ),
+            (
+                format!("GET / HTTP/1.0\r\n{UP}Sec-WebSocket-Version: 13\r\n\r\n"),
+                Some(&CFG),
+                None,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+                Some(&CFG),
+                None,
+            ),
+            (
+                format!("GET / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 8\r\n\r\n"),
+                Some(&CFG),
+                Some(Err(426)),
+            ),
+            (
+                format!(
+                    "POST / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n"
+                ),
+                Some(&CFG),
+                Some(Err(400)),
+            ),
+        ];
+        for (raw, ws, want) in cases {
+            let head = head_of(raw.as_bytes());
+            let got = check_upgrade(ws, &head).map(|r| r.map(|up| up.deflate.is_some()));
+            assert_eq!(got, want, "{raw:?}");
+        }
+        let off = WsConfig {
+            deflate: false,
+            ..CFG
+        };
+        let raw = format!("GET / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 13\r\n{deflate}\r\n");
+        let up = check_upgrade(Some(&off), &head_of(raw.as_bytes()))
+            .unwrap()
+            .unwrap();
+        assert!(
+            up.deflate.is_none(),
+            "--ws-per-message-deflate false declines the offer"
+        );
+    }
+
+    #[test]
+    fn the_apps_accept_head_becomes_the_101() {
+        let up = Upgrade {
+            key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
+            deflate: None,
+        };
+        let mut head = vec![0u8; 256];
+        let headers: [(&[u8], &[u8]); 3] = [
+            (b"sec-websocket-protocol", b"chat"),
+            (b"x-a", b"1"),
+            (b"connection", b"close"),
+        ];
+        let n = uringapi_protocol::head::encode_response_head(101, headers.into_iter(), &mut head)
+            .unwrap();
+        let out = accept_response(&head[..n], &up).unwrap();
+        assert_eq!(
+            out,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nx-a: 1\r\n\r\n"
+        );
+        let bad: [(&[u8], &[u8]); 1] = [(b"x-a", b"1\r\nx-b: 2")];
+        let n =
+            uringapi_protocol::head::encode_response_head(101, bad.into_iter(), &mut head).unwrap();
+        assert!(accept_response(&head[..n], &up).is_err());
     }
 }
