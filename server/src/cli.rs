@@ -218,8 +218,9 @@ pub struct ServeArgs {
     /// Seconds between keep-alive pings on an open WebSocket (0: none).
     #[arg(long, default_value_t = 20.0, env = "URINGAPI_WS_PING_INTERVAL")]
     pub ws_ping_interval: f64,
-    /// Seconds a ping waits for its pong before the WebSocket is closed with 1011 (0: for
-    /// ever).
+    /// Seconds a ping waits for its pong before the WebSocket is closed with 1011, and a
+    /// write to a client that reads nothing waits before it is dropped (1011 to the app);
+    /// 0: for ever.
     #[arg(long, default_value_t = 20.0, env = "URINGAPI_WS_PING_TIMEOUT")]
     pub ws_ping_timeout: f64,
     /// Offer permessage-deflate (RFC 7692) to WebSocket clients that ask for it.

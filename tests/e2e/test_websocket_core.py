@@ -448,3 +448,28 @@ def test_keepalive_pings_and_an_unanswered_one_closes_1011(servers: ServerFactor
             assert opcodes[0] == 0x9  # a ping came first
     finally:
         server.stop()
+
+
+@pytest.mark.uringapi_only
+def test_a_client_that_never_reads_is_dropped_after_the_ping_timeout(
+        servers: ServerFactory) -> None:
+    server = servers.start(APP, workers=1, threads=1, extra_args=(
+        "--ws-ping-interval", "0", "--ws-ping-timeout", "1"))
+    try:
+        with raw_upgrade_to(server, "/flood") as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            time.sleep(4)  # reads nothing while the app floods it
+            # The front end gave up on it: what was buffered drains, then the end.
+            sock.settimeout(10)
+            while True:
+                try:
+                    if not sock.recv(1 << 20):
+                        break
+                except ConnectionResetError:
+                    break
+        # The worker is free for others.
+        with open_ws(server) as ws:
+            ws.send("next")
+            assert ws.recv(timeout=10) == "next"
+    finally:
+        server.stop()

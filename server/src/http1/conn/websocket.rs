@@ -333,11 +333,9 @@ impl Conn {
             }
 
             // 3. Control frames (pongs) queued above go out now.
-            if !out.is_empty() && !self.write_ws(&mut out).await {
-                hub.notify_ws_disconnect(sid, close::ABNORMAL);
-                return Ended {
-                    code: close::ABNORMAL,
-                };
+            if let Err(code) = self.write_ws(&mut out).await {
+                hub.notify_ws_disconnect(sid, code);
+                return Ended { code };
             }
 
             // 4. Wait for the worker, the client, a timer or the drain. An idle WebSocket
@@ -459,7 +457,8 @@ impl Conn {
                     (false, true) => Opcode::Text,
                     (false, false) => Opcode::Binary,
                 };
-                let ok = if !*fragmenting && !more && data.is_some() && writer.compresses(len) {
+                let written = if !*fragmenting && !more && data.is_some() && writer.compresses(len)
+                {
                     // A whole message in one record: compressed (RFC 7692 §6.1).
                     let mut plain = Vec::with_capacity(len);
                     if let Some(d) = &data {
@@ -472,14 +471,12 @@ impl Conn {
                     // Pieces of a long message go out as fragments, uncompressed, straight
                     // from the slot (no copy, nothing of the message held here).
                     encode_header(&mut out, !more, false, opcode, len, None);
-                    self.write_frame(out, data).await
+                    self.write_frame(out, data).await.map(drop)
                 };
                 *fragmenting = more;
-                if !ok {
-                    self.hub.notify_ws_disconnect(sid, close::ABNORMAL);
-                    return Some(Ended {
-                        code: close::ABNORMAL,
-                    });
+                if let Err(code) = written {
+                    self.hub.notify_ws_disconnect(sid, code);
+                    return Some(Ended { code });
                 }
                 // Written: the app may send one more record (ring.rs rule 7).
                 let credit = Record {
@@ -504,7 +501,7 @@ impl Conn {
                     .unwrap_or(close::NORMAL);
                 let reason = std::str::from_utf8(&raw).unwrap_or("");
                 writer.close(&mut out, code, reason);
-                if !self.write_ws(&mut out).await {
+                if self.write_ws(&mut out).await.is_err() {
                     return Some(Ended { code });
                 }
                 *closing = Some((Instant::now() + CLOSE_WAIT, code));
@@ -534,38 +531,52 @@ impl Conn {
         Ended { code }
     }
 
-    /// Writes and empties `out`; false when the client is gone.
-    async fn write_ws(&mut self, out: &mut Vec<u8>) -> bool {
+    /// Writes and empties `out`; `Err` with the code the WebSocket ends with (see
+    /// [`write_frame`](Self::write_frame)).
+    async fn write_ws(&mut self, out: &mut Vec<u8>) -> Result<(), u16> {
         if out.is_empty() {
-            return true;
+            return Ok(());
         }
-        let bytes = std::mem::take(out);
-        match self.write(bytes).await {
-            Ok(mut b) => {
-                b.clear();
-                *out = b;
-                true
-            }
-            Err(()) => false,
-        }
+        let mut back = self.write_frame(std::mem::take(out), None).await?;
+        back.clear();
+        *out = back;
+        Ok(())
     }
 
-    /// Writes a frame header and its payload straight from a slot.
-    async fn write_frame(&mut self, header: Vec<u8>, data: Option<SlotLease>) -> bool {
+    /// Writes a frame header and its payload straight from a slot; gives the header's
+    /// buffer back. `Err(1006)`: the client is gone; `Err(1011)`: it read nothing for
+    /// `--ws-ping-timeout` (a client that never reads would otherwise hold the connection
+    /// and the app's `send()` for ever; no close frame can reach it).
+    async fn write_frame(
+        &mut self,
+        header: Vec<u8>,
+        data: Option<SlotLease>,
+    ) -> Result<Vec<u8>, u16> {
+        let stall = self.cfg.ws.and_then(|c| c.ping_timeout);
         let mut frame = Frame::new(header, data, b"");
         while frame.total_len() > 0 {
-            let (res, f) = self.sock.writev(frame).await;
+            let write = self.sock.writev(frame);
+            let (res, f) = match stall {
+                None => write.await,
+                Some(t) => monoio::select! {
+                    r = write => r,
+                    _ = super::deadline::until(Instant::now() + t) => {
+                        tracing::debug!(peer = %self.peer, "websocket client read nothing for --ws-ping-timeout; dropping it (1011)");
+                        return Err(close::INTERNAL_ERROR);
+                    }
+                },
+            };
             frame = f;
             match res {
-                Ok(0) => return false,
+                Ok(0) => return Err(close::ABNORMAL),
                 Ok(n) => {
                     frame.advance(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
+                Err(_) => return Err(close::ABNORMAL),
             }
         }
-        true
+        Ok(frame.into_prefix())
     }
 }
 
