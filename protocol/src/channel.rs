@@ -276,9 +276,11 @@ impl FrontChannel {
         if kind == Kind::WsClose && (rec.has_more() || (rec.slot != NO_SLOT && rec.len > 123)) {
             return Err(ChannelError::WsClose);
         }
-        // Only these kinds put a head length in `aux`; the others a number of their own.
+        // WsSend and WsClose carry a number of their own in `aux`; for every other kind with
+        // a slot it is a head length that must fit the bytes used (0 when there is none).
         let has_head = matches!(kind, Kind::Response | Kind::PathSend | Kind::WsAccept);
-        let (len, head) = (rec.len, if has_head { rec.aux } else { 0 });
+        let numbered = matches!(kind, Kind::WsSend | Kind::WsClose);
+        let (len, head) = (rec.len, if numbered { 0 } else { rec.aux });
         let slot = if rec.slot == NO_SLOT {
             if matches!(kind, Kind::Response | Kind::PathSend | Kind::WsAccept) {
                 return Err(ChannelError::MissingSlot(kind));
