@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import pytest
 
@@ -214,3 +215,40 @@ def test_client_that_never_reads_is_dropped_and_the_app_unblocked(pinging: WsSer
             for i in range(3):
                 healthy.send(f"healthy {i}")
                 assert healthy.recv(GUARD) == f"healthy {i}"
+
+
+# ---------------------------------------------------------------------------------------
+# what the operator sees
+
+
+@pytest.fixture(scope="module")
+def debug_server(servers: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> WsServer:
+    return start(servers, tmp_path_factory.mktemp("ws-debug"), "fastapi", log_level="debug")
+
+
+@pytest.mark.uringapi_only  # the wording and levels of the log are uringapi's own
+@pytest.mark.parametrize("case, frames, code", [BAD_CLIENTS[0], BAD_CLIENTS[2], BAD_CLIENTS[7]],
+                         ids=["unmasked", "bad UTF-8", "long ping"])
+def test_bad_client_is_logged_at_debug_only(debug_server: WsServer, case: str, frames: bytes,
+                                            code: int) -> None:
+    """A misbehaving client is the client's problem: the server notes it at debug level,
+    naming the peer and the close code, and not above; the bad frame sent fifty times
+    over is noted a bounded number of times, not once per frame."""
+    with wsraw.connect(debug_server.host, debug_server.port, "/ws/echo", timeout=GUARD) as bad:
+        peer = "%s:%d" % bad.sock.getsockname()
+        try:
+            bad.send(frames * 50)
+        except OSError:
+            pass  # the server may close before it has read all fifty
+        _, close = bad.read_until_close()
+        assert close.close_code == code
+        assert bad.closed_by_server()
+    deadline = time.monotonic() + GUARD
+    while True:
+        lines = [line for line in debug_server.server.stderr().splitlines() if peer in line]
+        if any(str(code) in line for line in lines) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert any(str(code) in line for line in lines), f"no log line names {peer} and {code}"
+    assert all("DEBUG" in line for line in lines), lines
+    assert len(lines) <= 3, lines

@@ -84,9 +84,9 @@ class WsServer:
 
 
 def start(servers: ServerFactory, tmp: Path, app: str = "fastapi", *flags: str,
-          workers: int = 1, threads: int = 1) -> WsServer:
+          workers: int = 1, threads: int = 1, log_level: str = "info") -> WsServer:
     log = tmp / f"events-{uuid.uuid4().hex[:8]}.log"
-    server = servers.start(APPS.get(app, app), workers=workers, threads=threads,
+    server = servers.start(APPS.get(app, app), workers=workers, threads=threads, log_level=log_level,
                            extra_args=server_args(*flags),
                            env={"URINGAPI_TEST_EVENT_LOG": str(log)})
     return WsServer(server, Events(log))
