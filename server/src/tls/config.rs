@@ -11,7 +11,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 
-use crate::cli::Failure;
+use crate::failure::Failure;
 
 /// uvicorn's TLS flags. TLS is on when `--ssl-certfile` and `--ssl-keyfile` are given.
 #[derive(Debug, Clone, clap::Args)]

@@ -14,7 +14,7 @@ use uringapi_protocol::arena::SlotIndex;
 use uringapi_protocol::head::{RequestHead, ResponseView};
 use uringapi_protocol::{Kind, Record};
 
-use crate::dispatch::{Event, Hub, Lost, Need, StreamId};
+use crate::dispatch::{Event, Hub, Lost, Need, StreamId, REQUEST_ID_LEN};
 use crate::http1::encode::{self, Framing, HeaderOptions, RequestSide};
 use crate::http1::framing::{BodyFraming, ChunkedDecoder};
 use crate::http1::parse::{self, HeadLimits};
@@ -717,9 +717,6 @@ impl Conn {
         }
     }
 }
-
-/// Length of a generated X-Request-ID: 32 hex digits (128 bits).
-pub const REQUEST_ID_LEN: usize = 32;
 
 /// "METHOD target" for log lines, cut to a sane length.
 fn describe(method: &[u8], target: &[u8]) -> Box<str> {
