@@ -455,10 +455,16 @@ impl WorkerChannel {
                 slots,
             })?;
         let slot_size = self.req_arena.slot_size();
-        if rec.len as usize > slot_size || rec.aux > rec.len {
+        // `aux` is a head length only for the kinds that start a stream; a `WsDisconnect`
+        // carries its close code there (and the reason in the slot).
+        let head = match Kind::from_u8(rec.kind) {
+            Some(Kind::Request | Kind::WsConnect) => rec.aux,
+            _ => 0,
+        };
+        if rec.len as usize > slot_size || head > rec.len {
             return Err(ChannelError::Length {
                 len: rec.len,
-                head: rec.aux,
+                head,
                 slot_size,
             });
         }
@@ -694,5 +700,26 @@ mod tests {
         assert_eq!(inc.slot.map(|(_, len)| len), Some(3));
         let inc = f.recv().unwrap().unwrap();
         assert_eq!((inc.kind, inc.value, inc.more), (Kind::WsSend, 1, true));
+    }
+
+    #[test]
+    fn a_client_close_reason_rides_in_a_slot_beside_its_code() {
+        let (mut f, mut w) = pair();
+        let s = f.take_slot().unwrap().unwrap();
+        f.write_slot(s, 0, b"done");
+        let rec = Record::new(Kind::WsDisconnect, 5).with_slot(s.get(), 4, 4000);
+        assert!(f.send(rec).unwrap());
+        let (rec, slot) = w.recv().unwrap().unwrap();
+        assert_eq!(rec.aux, 4000);
+        assert_eq!(w.request_bytes(slot.unwrap(), rec.len as usize), b"done");
+        // A stream-starting record still has its head length checked.
+        let s2 = f.take_slot().unwrap().unwrap();
+        assert!(f
+            .send(Record::new(Kind::WsConnect, 6).with_slot(s2.get(), 4, 5))
+            .unwrap());
+        assert!(matches!(
+            w.recv().unwrap_err(),
+            ChannelError::Length { head: 5, .. }
+        ));
     }
 }

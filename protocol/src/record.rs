@@ -45,7 +45,8 @@ pub enum Kind {
     WsMessage = 6,
     /// The WebSocket ended on the client's side: `aux` is the close code the app sees in
     /// `websocket.disconnect` (the client's, 1005 for a close without one, 1006 for a lost
-    /// connection, or the code the front end closed with). No slot.
+    /// connection, or the code the front end closed with). The slot (optional, `len` ≤ 123)
+    /// holds the client's UTF-8 close reason; `aux` is not a head length here.
     WsDisconnect = 7,
     /// The front end wrote `aux` (≥ 1) `WsSend` records of the stream to the client: the
     /// worker may have that many more in flight (the send window, ring.rs rule 7). No slot.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::head::{encode_response_head, response_head_len, RequestView};
 use uringapi_protocol::record::{NO_SLOT, WS_TEXT, WS_WINDOW};
@@ -183,7 +183,7 @@ impl Worker {
     /// Takes every waiting record from every channel and returns them as event tuples:
     /// `(0, key, scope, body, more, claim)`, `(1, key, body, more)`, `(2, key)`, `(3, key)`.
     /// WebSocket streams: `(4, key, scope)` (the upgrade), `(5, key, data, text, more)` (a
-    /// client message or a piece of one), `(6, key, code)` (the client side ended),
+    /// client message or a piece of one), `(6, key, code, reason)` (the client side ended),
     /// `(7, key, n)` (n sent records written to the client: the send window reopens).
     /// `claim` goes to `claim()` when the request's task starts.
     /// For a request, `more` is 2 when the client waits for `100 Continue` before its body
@@ -259,7 +259,18 @@ impl Worker {
                         out((EV_WS_MESSAGE, k, data, text, more).into_pyobject(py)?)?;
                     }
                     Some(Kind::WsDisconnect) => {
-                        out((EV_WS_DISCONNECT, k, rec.aux).into_pyobject(py)?)?
+                        // The client's close reason, when it gave one, is in the slot (the
+                        // front end checked it is UTF-8; a bad one would read as "").
+                        let reason = match slot {
+                            Some(s) => {
+                                let bytes = self.channels[t].request_bytes(s, rec.len as usize);
+                                let r = PyString::new(py, std::str::from_utf8(bytes).unwrap_or(""));
+                                self.channels[t].free_request_slot(s);
+                                r
+                            }
+                            None => PyString::new(py, ""),
+                        };
+                        out((EV_WS_DISCONNECT, k, rec.aux, reason).into_pyobject(py)?)?
                     }
                     Some(Kind::WsSendCredit) => out((EV_WS_CREDIT, k, rec.aux).into_pyobject(py)?)?,
                     Some(Kind::Disconnect) => out((EV_DISCONNECT, k).into_pyobject(py)?)?,

@@ -248,10 +248,11 @@ impl Hub {
         self.flush(worker);
     }
 
-    /// Tells the worker behind a WebSocket that the client side ended with `code` (unless
-    /// the app closed it first). The stream stays open (and counted) until the connection
-    /// closes it, so that records the worker sent meanwhile are recognised and dropped.
-    pub fn notify_ws_disconnect(&self, id: StreamId, code: u16) {
+    /// Tells the worker behind a WebSocket that the client side ended with `code` and
+    /// `reason` (unless the app closed it first). The stream stays open (and counted) until
+    /// the connection closes it, so that records the worker sent meanwhile are recognised
+    /// and dropped.
+    pub fn notify_ws_disconnect(&self, id: StreamId, code: u16, reason: &str) {
         let mut inner = self.inner.borrow_mut();
         let Some(s) = inner.streams.get_mut(id) else {
             return;
@@ -261,13 +262,30 @@ impl Hub {
             return;
         }
         if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
-            let rec = Record {
+            let mut rec = Record {
                 aux: u32::from(code),
                 ..Record::new(Kind::WsDisconnect, id)
             };
+            // The reason (≤ 123 bytes, UTF-8 checked by the reader) rides in a slot when
+            // one is free; without one the app still gets the code.
+            let reason = reason.as_bytes();
+            let slot = if reason.is_empty() || reason.len() > link.chan.slot_size() {
+                None
+            } else {
+                link.chan.take_slot().ok().flatten()
+            };
+            if let Some(slot) = slot {
+                link.chan.write_slot(slot, 0, reason);
+                rec = rec.with_slot(slot.get(), reason.len() as u32, u32::from(code));
+            }
             // Best effort, as for Disconnect: a full ring means the worker is far behind.
-            if let Ok(true) = link.chan.send(rec) {
-                link.unflushed = true;
+            match link.chan.send(rec) {
+                Ok(true) => link.unflushed = true,
+                _ => {
+                    if let Some(slot) = slot {
+                        link.chan.untake_slot(slot);
+                    }
+                }
             }
         }
         drop(inner);

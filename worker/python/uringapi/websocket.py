@@ -48,7 +48,7 @@ class WebSocketCycle:
 
     __slots__ = (
         "worker", "native", "key", "scope", "state", "connect_taken", "messages", "parts",
-        "part_text", "close_code", "client_gone", "waiter", "window", "window_waiter",
+        "part_text", "close_code", "close_reason", "client_gone", "waiter", "window", "window_waiter",
         "owed", "crediting", "head", "complete", "task", "disconnected", "send_lock",
     )
 
@@ -66,6 +66,8 @@ class WebSocketCycle:
         self.part_text = False
         #: The code ``receive()`` reports as ``websocket.disconnect`` once set.
         self.close_code: int | None = None
+        #: The client's close reason that goes with it ("" when it gave none).
+        self.close_reason = ""
         #: The client side ended (the front end said so): nothing more can be sent.
         self.client_gone = False
         self.waiter: asyncio.Future[None] | None = None
@@ -102,10 +104,11 @@ class WebSocketCycle:
         self.messages.append((data, text))
         self._wake()
 
-    def disconnect(self, code: int = 1006) -> None:
+    def disconnect(self, code: int = 1006, reason: str = "") -> None:
         self.client_gone = True
         if self.close_code is None:
             self.close_code = code
+            self.close_reason = reason
         self._wake()
         self._wake_window()
 
@@ -176,7 +179,8 @@ class WebSocketCycle:
                     return {"type": "websocket.receive", "text": data.decode()}
                 return {"type": "websocket.receive", "bytes": data}
             if self.close_code is not None:
-                return {"type": "websocket.disconnect", "code": self.close_code, "reason": ""}
+                return {"type": "websocket.disconnect", "code": self.close_code,
+                        "reason": self.close_reason}
             self.waiter = self.worker.loop.create_future()
             try:
                 await self.waiter

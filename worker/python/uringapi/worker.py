@@ -464,7 +464,7 @@ class Worker:
             elif kind == EV_WS_DISCONNECT:
                 ws = cycles.get(ev[1])
                 if isinstance(ws, WebSocketCycle):
-                    ws.disconnect(ev[2])
+                    ws.disconnect(ev[2], ev[3])
             elif kind == EV_WS_CONNECT:
                 ws = WebSocketCycle(self, ev[1], ev[2])
                 cycles[ev[1]] = ws

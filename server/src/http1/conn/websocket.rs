@@ -196,14 +196,14 @@ impl Conn {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(peer = %self.peer, error = %e, "worker sent an invalid websocket.accept");
-                self.hub.notify_ws_disconnect(sid, close::ABNORMAL);
+                self.hub.notify_ws_disconnect(sid, close::ABNORMAL, "");
                 self.reply_error(500, 1).await;
                 return Next::Close;
             }
         };
         self.served.status = 101;
         if self.write(response).await.is_err() {
-            self.hub.notify_ws_disconnect(sid, close::ABNORMAL);
+            self.hub.notify_ws_disconnect(sid, close::ABNORMAL, "");
             return Next::Close;
         }
         self.hub.load().get(worker).ws_opened();
@@ -297,7 +297,7 @@ impl Conn {
                         writer.close(&mut out, v.code, v.reason);
                         let _ = self.write_ws(&mut out).await;
                         if closing.is_none() {
-                            hub.notify_ws_disconnect(sid, v.code);
+                            hub.notify_ws_disconnect(sid, v.code, "");
                         }
                         return Ended { code: v.code };
                     }
@@ -318,7 +318,7 @@ impl Conn {
                     None | Some(WsIn::Message { .. } | WsIn::Ping(_)) => {}
                     Some(WsIn::Pong(_)) => pong_due = None,
                     Some(WsIn::Close(c)) => {
-                        let code = c.as_ref().map_or(close::NO_STATUS, |(code, _)| *code);
+                        let (code, reason) = c.map_or((close::NO_STATUS, String::new()), |c| c);
                         if let Some((_, sent)) = closing {
                             // The answer to our close: the handshake is complete.
                             return Ended { code: sent };
@@ -326,7 +326,7 @@ impl Conn {
                         // RFC 6455 §5.5.1: answer with a close frame, echoing the code.
                         writer.close(&mut out, code, "");
                         let _ = self.write_ws(&mut out).await;
-                        hub.notify_ws_disconnect(sid, code);
+                        hub.notify_ws_disconnect(sid, code, &reason);
                         return Ended { code };
                     }
                 }
@@ -334,7 +334,7 @@ impl Conn {
 
             // 3. Control frames (pongs) queued above go out now.
             if let Err(code) = self.write_ws(&mut out).await {
-                hub.notify_ws_disconnect(sid, code);
+                hub.notify_ws_disconnect(sid, code, "");
                 return Ended { code };
             }
 
@@ -380,7 +380,7 @@ impl Conn {
                     Err(_) => {
                         let code = closing.map_or(close::ABNORMAL, |(_, c)| c);
                         if closing.is_none() {
-                            hub.notify_ws_disconnect(sid, close::ABNORMAL);
+                            hub.notify_ws_disconnect(sid, close::ABNORMAL, "");
                         }
                         return Ended { code };
                     }
@@ -400,7 +400,7 @@ impl Conn {
                         }
                     }
                     if going_away.is_some_and(|t| now >= t) && closing.is_none() {
-                        hub.notify_ws_disconnect(sid, close::GOING_AWAY);
+                        hub.notify_ws_disconnect(sid, close::GOING_AWAY, "");
                         writer.close(&mut out, close::GOING_AWAY, "server shutting down");
                         let _ = self.write_ws(&mut out).await;
                         closing = Some((
@@ -416,7 +416,7 @@ impl Conn {
                     }
                     if pong_due.is_some_and(|t| now >= t) && closing.is_none() {
                         tracing::debug!(peer = %self.peer, "websocket keep-alive ping unanswered within --ws-ping-timeout; closing with 1011");
-                        hub.notify_ws_disconnect(sid, close::INTERNAL_ERROR);
+                        hub.notify_ws_disconnect(sid, close::INTERNAL_ERROR, "");
                         writer.close(&mut out, close::INTERNAL_ERROR, "keepalive ping timeout");
                         let _ = self.write_ws(&mut out).await;
                         return Ended {
@@ -475,7 +475,7 @@ impl Conn {
                 };
                 *fragmenting = more;
                 if let Err(code) = written {
-                    self.hub.notify_ws_disconnect(sid, code);
+                    self.hub.notify_ws_disconnect(sid, code, "");
                     return Some(Ended { code });
                 }
                 // Written: the app may send one more record (ring.rs rule 7).
