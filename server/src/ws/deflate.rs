@@ -112,8 +112,16 @@ impl Deflater {
     /// Appends the compressed form of a whole message to `out` (the payload of a frame with
     /// RSV1 set).
     pub fn compress(&mut self, message: &[u8], out: &mut Vec<u8>) {
+        self.compress_piece(message, true, out);
+    }
+
+    /// Appends the compressed form of one piece of a message to `out`: the payload of one
+    /// of its frames (RSV1 on the first only, §6.1). Every piece ends on a sync flush, so
+    /// the frame can go out at once; only the `last` drops the flush's tail (§7.2.1), the
+    /// others keep it as an empty stored block the peer inflates past.
+    pub fn compress_piece(&mut self, piece: &[u8], last: bool, out: &mut Vec<u8>) {
         let start = out.len();
-        let mut input = message;
+        let mut input = piece;
         loop {
             out.reserve(input.len() / 2 + 64);
             let before = self.inner.total_in();
@@ -124,6 +132,9 @@ impl Deflater {
             if input.is_empty() && out.len() < out.capacity() || status.is_err() {
                 break;
             }
+        }
+        if !last {
+            return;
         }
         if out[start..].ends_with(&TAIL) {
             out.truncate(out.len() - TAIL.len());

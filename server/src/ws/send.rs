@@ -5,11 +5,6 @@ use super::close;
 use super::deflate::{Agreed, Deflater};
 use super::frame::{encode_frame, encode_header, Opcode, MAX_CONTROL_PAYLOAD};
 
-/// Messages shorter than this go out uncompressed even under permessage-deflate: the
-/// deflate block overhead would make them longer, and RSV1 is chosen per message (RFC 7692
-/// §6.1).
-const MIN_COMPRESS: usize = 64;
-
 /// The sending state of one connection.
 pub struct Writer {
     deflate: Option<Agreed>,
@@ -28,23 +23,35 @@ impl Writer {
         }
     }
 
-    /// Whether [`message`](Self::message) compresses a message of `len` bytes.
-    pub fn compresses(&self, len: usize) -> bool {
-        self.deflate.is_some() && len >= MIN_COMPRESS
+    /// Whether data messages go out compressed: all of them once permessage-deflate was
+    /// negotiated, however short (as websockets and uvicorn do; some clients, Autobahn's
+    /// kosoku among them, mis-handle an uncompressed message on a deflate connection).
+    pub fn compresses(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// Appends one data message as a single frame.
     pub fn message(&mut self, out: &mut Vec<u8>, text: bool, data: &[u8]) {
         let opcode = if text { Opcode::Text } else { Opcode::Binary };
+        self.frame(out, opcode, true, data);
+    }
+
+    /// Appends one frame of a data message: `opcode` Text or Binary for its first frame,
+    /// Continuation for the others; `fin` on its last. Compressed when [`compresses`]
+    /// (RSV1 on the first frame only, RFC 7692 §6.1).
+    ///
+    /// [`compresses`]: Self::compresses
+    pub fn frame(&mut self, out: &mut Vec<u8>, opcode: Opcode, fin: bool, data: &[u8]) {
         match self.deflate {
-            Some(agreed) if data.len() >= MIN_COMPRESS => {
+            Some(agreed) => {
                 let deflater = self.deflater.get_or_insert_with(|| Deflater::new(agreed));
                 self.scratch.clear();
-                deflater.compress(data, &mut self.scratch);
-                encode_frame(out, true, true, opcode, &self.scratch);
+                deflater.compress_piece(data, fin, &mut self.scratch);
+                let first = opcode != Opcode::Continuation;
+                encode_frame(out, fin, first, opcode, &self.scratch);
             }
-            _ => {
-                encode_header(out, true, false, opcode, data.len(), None);
+            None => {
+                encode_header(out, fin, false, opcode, data.len(), None);
                 out.extend_from_slice(data);
             }
         }
@@ -130,6 +137,21 @@ mod tests {
             w.message(&mut wire, true, b"hi");
             w.message(&mut wire, true, long.as_bytes());
             w.message(&mut wire, false, long.as_bytes());
+            // A message longer than one slot goes out as fragments, each compressed.
+            w.frame(&mut wire, Opcode::Binary, false, &long.as_bytes()[..7000]);
+            w.frame(
+                &mut wire,
+                Opcode::Continuation,
+                false,
+                &long.as_bytes()[7000..20000],
+            );
+            w.frame(
+                &mut wire,
+                Opcode::Continuation,
+                true,
+                &long.as_bytes()[20000..],
+            );
+            w.message(&mut wire, false, b"");
             w.pong(&mut wire, b"p");
             w.ping(&mut wire, b"");
             w.close(&mut wire, 1000, &"x".repeat(300));
@@ -163,6 +185,14 @@ mod tests {
                         text: false,
                         data: long.clone().into_bytes()
                     },
+                    Event::Message {
+                        text: false,
+                        data: long.clone().into_bytes()
+                    },
+                    Event::Message {
+                        text: false,
+                        data: Vec::new()
+                    },
                     Event::Pong(b"p".to_vec()),
                     Event::Ping(Vec::new()),
                     Event::Close(Some((1000, "x".repeat(123)))),
@@ -172,6 +202,17 @@ mod tests {
             );
             if deflate.is_some() {
                 assert!(wire.len() < long.len(), "long messages are compressed");
+                // Every data frame's first byte: FIN, RSV1 on each message's first frame.
+                let mut firsts = Vec::new();
+                let mut at = 0;
+                while at < wire.len() {
+                    let (h, len) = parse_header(&wire[at..]).unwrap().unwrap();
+                    firsts.push((h.fin, h.rsv1, h.opcode));
+                    at += len + h.len as usize;
+                }
+                let rsv1: Vec<bool> = firsts[..6].iter().map(|f| f.1).collect();
+                assert_eq!(rsv1, [true, true, true, true, false, false]);
+                assert!(firsts[6].1, "an empty message is compressed too");
             }
         }
     }

@@ -457,19 +457,19 @@ impl Conn {
                     (false, true) => Opcode::Text,
                     (false, false) => Opcode::Binary,
                 };
-                let written = if !*fragmenting && !more && data.is_some() && writer.compresses(len)
-                {
-                    // A whole message in one record: compressed (RFC 7692 §6.1).
+                let written = if writer.compresses() {
+                    // Under permessage-deflate every message is compressed, a long one
+                    // piece by piece into its fragments (RFC 7692 §6.1, §7.2.1).
                     let mut plain = Vec::with_capacity(len);
                     if let Some(d) = &data {
                         d.copy_into(&mut plain);
                     }
                     drop(data);
-                    writer.message(&mut out, text, &plain);
+                    writer.frame(&mut out, opcode, !more, &plain);
                     self.write_ws(&mut out).await
                 } else {
-                    // Pieces of a long message go out as fragments, uncompressed, straight
-                    // from the slot (no copy, nothing of the message held here).
+                    // Uncompressed, each record goes out as one frame straight from the
+                    // slot (no copy, nothing of the message held here).
                     encode_header(&mut out, !more, false, opcode, len, None);
                     self.write_frame(out, data).await.map(drop)
                 };
