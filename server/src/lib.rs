@@ -8,6 +8,7 @@ pub mod cli;
 pub mod connlimit;
 pub mod dispatch;
 pub mod frontend;
+pub mod h2;
 pub mod http1;
 pub mod load;
 pub mod metrics;

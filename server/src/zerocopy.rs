@@ -67,6 +67,14 @@ impl SlotLease {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The leased bytes (HTTP/2 copies them into its DATA frames).
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` lies within a slot `chan.recv()` handed out and validated
+        // (`new`), held out of the worker's hands and kept mapped by `_segment` while the
+        // lease lives; the worker writes a slot only after it is released.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 impl Drop for SlotLease {

@@ -106,7 +106,11 @@ fn default_python() -> PathBuf {
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     // TLS files are read first: a bad one stops start-up before anything runs.
     let tls = if args.tls.enabled()? {
-        let acceptor = crate::tls::Acceptor::new(&args.tls)?;
+        let tls_args = crate::tls::TlsArgs {
+            http: args.http,
+            ..args.tls.clone()
+        };
+        let acceptor = crate::tls::Acceptor::new(&tls_args)?;
         if acceptor.ktls() {
             crate::tls::ktls::announce();
         }
@@ -306,6 +310,11 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         mounts: args.static_mount.clone(),
         health_path: args.health_path.clone(),
         tls,
+        h2: crate::h2::Settings {
+            mode: args.http,
+            max_streams: args.h2_max_concurrent_streams,
+            ..crate::h2::Settings::default()
+        },
     };
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let (started_tx, started_rx) = mpsc::channel::<Started>();

@@ -42,6 +42,9 @@ pub struct TlsArgs {
     /// falls back to rustls with one log line when it does not.
     #[arg(long, env = "URINGAPI_KTLS")]
     pub ktls: bool,
+    /// `--http`, for the protocols offered by ALPN (set from the serve arguments).
+    #[arg(skip)]
+    pub http: crate::h2::HttpMode,
 }
 
 impl TlsArgs {
@@ -425,8 +428,12 @@ fn build(args: &TlsArgs) -> Result<Loaded, Failure> {
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
-    // ALPN: HTTP/1.1 only. `h2` goes first here once HTTP/2 lands.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // ALPN (RFC 7301): h2 first when HTTP/2 is on, as clients expect of a server that has it.
+    config.alpn_protocols = match args.http {
+        crate::h2::HttpMode::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        crate::h2::HttpMode::One => vec![b"http/1.1".to_vec()],
+        crate::h2::HttpMode::Two => vec![b"h2".to_vec()],
+    };
     if args.ktls {
         config.enable_secret_extraction = true;
     }

@@ -64,6 +64,8 @@ pub struct ConnConfig {
     pub health_path: Option<String>,
     /// TLS on this listener (`--ssl-certfile`/`--ssl-keyfile`); `None`: plain HTTP.
     pub tls: Option<crate::tls::Acceptor>,
+    /// HTTP/2: `--http` and the `--h2-*` settings.
+    pub h2: crate::h2::Settings,
 }
 
 /// How often a queued request re-checks the workers: stall and retire verdicts change
@@ -145,12 +147,28 @@ pub async fn serve(
         None => Transport::Plain(sock),
         Some(tls) => {
             match crate::tls::handshake(sock, tls.current(), cfg.header_read, peer).await {
+                // HTTP/2 hook: ALPN chose h2.
+                Some(stream) if stream.alpn_h2() => {
+                    let section = stream.section();
+                    let (tcp, tls) = stream.into_parts();
+                    let io = crate::h2::H2Io::tls(tcp, tls);
+                    return crate::h2::serve(hub, cfg, io, peer, local, section).await;
+                }
                 Some(stream) => Transport::Tls(Box::new(stream)),
                 None => return,
             }
         }
     };
+    // HTTP/2 hook: `--http 2` on a plain port speaks nothing else.
+    let sock = match sock {
+        Transport::Plain(tcp) if cfg.h2.mode == crate::h2::HttpMode::Two => {
+            let io = crate::h2::H2Io::plain(tcp, Vec::new());
+            return crate::h2::serve(hub, cfg, io, peer, local, None).await;
+        }
+        sock => sock,
+    };
     let tls_section = sock.tls_section();
+    let h2c_allowed = cfg.tls.is_none() && cfg.h2.mode == crate::h2::HttpMode::Auto;
     let mut conn = Conn {
         hub,
         cfg,
@@ -163,9 +181,18 @@ pub async fn serve(
         tls_section,
         unwatched: false,
         gone: false,
+        h2c: false,
+        h2c_allowed,
         served: Served::default(),
     };
     conn.run().await;
+    // HTTP/2 hook: the connection opened with the client preface (h2c prior knowledge).
+    if conn.h2c {
+        if let Transport::Plain(tcp) = conn.sock {
+            let io = crate::h2::H2Io::plain(tcp, conn.buf);
+            crate::h2::serve(conn.hub, conn.cfg, io, peer, local, None).await;
+        }
+    }
 }
 
 struct Conn {
@@ -186,6 +213,10 @@ struct Conn {
     /// The client closed the connection while its request ran.
     gone: bool,
     served: Served,
+    /// The first bytes were the HTTP/2 client preface: `run` returned to hand over.
+    h2c: bool,
+    /// No request yet on a plain connection under `--http auto`: the preface may come.
+    h2c_allowed: bool,
 }
 
 /// What a readable socket says while no read is pending.
@@ -238,6 +269,7 @@ impl Conn {
                     return;
                 }
             };
+            self.h2c_allowed = false;
             self.served.begin(self.hub.access_log_on());
             // Boxed: the request's state machine (streaming both ways, the response
             // loop) is large, and inline it would sit in every idle connection's task
@@ -289,7 +321,21 @@ impl Conn {
         loop {
             if !self.buf.is_empty() {
                 started.get_or_insert_with(Instant::now);
-                match parse::scan(&self.buf, &self.cfg.limits) {
+                // HTTP/2 hook: prior knowledge, on a fresh plain connection only.
+                let sniff = match self.h2c_allowed {
+                    true => crate::h2::sniff(&self.buf),
+                    false => crate::h2::Sniff::Http1,
+                };
+                if sniff == crate::h2::Sniff::H2 {
+                    self.h2c = true;
+                    return Err(None);
+                }
+                let partial = sniff == crate::h2::Sniff::Partial;
+                match if partial {
+                    Ok(None)
+                } else {
+                    parse::scan(&self.buf, &self.cfg.limits)
+                } {
                     Ok(Some(end)) => return Ok(end),
                     Ok(None) => {}
                     Err(e) => {
