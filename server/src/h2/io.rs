@@ -157,40 +157,45 @@ impl H2Io {
                 self.inpos += n;
                 Some(Ok(()))
             }
-            Some(tls) => match tls.reader().read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    self.meter.feed(&buf.initialize_unfilled()[..n]);
-                    buf.advance(n);
-                    Some(Ok(()))
+            Some(tls) => loop {
+                match tls.reader().read(buf.initialize_unfilled()) {
+                    // Ok(0): the client closed with close_notify.
+                    Ok(n) => {
+                        self.meter.feed(&buf.initialize_unfilled()[..n]);
+                        buf.advance(n);
+                        return Some(Ok(()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Some(Err(e)),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-                Err(e) => Some(Err(e)),
+                // rustls holds at most 16 KiB of plaintext: ciphertext is handed over as
+                // h2 takes what was decrypted, the rest waits in `inbuf`.
+                let mut rest = self.inbuf.get(self.inpos..).unwrap_or_default();
+                if rest.is_empty() {
+                    return None;
+                }
+                let before = rest.len();
+                if let Err(e) = tls.read_tls(&mut rest) {
+                    return Some(Err(e));
+                }
+                if rest.len() == before {
+                    // Nothing taken although no plaintext waits: never loop on it.
+                    return Some(Err(io::Error::other("TLS records not taken")));
+                }
+                self.inpos += before - rest.len();
+                let processed = tls.process_new_packets();
+                // Alerts, KeyUpdate answers: sent with the next drain.
+                while tls.wants_write() {
+                    if let Err(e) = tls.write_tls(&mut self.out) {
+                        return Some(Err(e));
+                    }
+                }
+                if let Err(e) = processed {
+                    self.inpos = self.inbuf.len();
+                    return Some(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                }
             },
         }
-    }
-
-    /// Gives the ciphertext just read to rustls. On a protocol error the alert rustls
-    /// queued goes out with the next drain.
-    fn decrypt(&mut self) -> io::Result<()> {
-        let Some(tls) = &mut self.tls else {
-            return Ok(());
-        };
-        let mut rest = &self.inbuf[..];
-        if rest.is_empty() {
-            // End of stream: rustls tells a clean close (close_notify) from a cut one.
-            tls.read_tls(&mut rest)?;
-        }
-        while !rest.is_empty() {
-            tls.read_tls(&mut rest)?;
-            if let Err(e) = tls.process_new_packets() {
-                self.inbuf.clear();
-                let _ = self.take_tls_out();
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-        }
-        self.inbuf.clear();
-        // A KeyUpdate or an alert to answer.
-        self.take_tls_out()
     }
 }
 
@@ -206,7 +211,14 @@ impl tokio::io::AsyncRead for H2Io {
             return Poll::Pending;
         }
         loop {
-            if let Some(done) = this.take_in(buf) {
+            let taken = this.take_in(buf);
+            if !this.out.is_empty() && this.writing.is_none() {
+                // What rustls had to say goes out without waiting for h2 to write.
+                if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if let Some(done) = taken {
                 return Poll::Ready(done);
             }
             if this.eof {
@@ -232,6 +244,11 @@ impl tokio::io::AsyncRead for H2Io {
                 Ok(0) => {
                     this.eof = true;
                     this.inbuf.clear();
+                    if let Some(tls) = &mut this.tls {
+                        // End of stream: rustls tells a clean close (close_notify) from a
+                        // cut one.
+                        let _ = tls.read_tls(&mut &[][..]);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -239,14 +256,6 @@ impl tokio::io::AsyncRead for H2Io {
                     return Poll::Ready(Err(e));
                 }
             }
-            let decrypted = this.decrypt();
-            if !this.out.is_empty() {
-                // Alerts and KeyUpdate answers go out without waiting for h2 to write.
-                if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-                    return Poll::Ready(Err(e));
-                }
-            }
-            decrypted?;
         }
     }
 }

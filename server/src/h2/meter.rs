@@ -69,6 +69,12 @@ const CONTROL: Bucket = Bucket::new(4000.0, 2000.0);
 pub struct Trip {
     hit: Cell<Option<Defence>>,
     waker: Cell<Option<Waker>>,
+    /// Frames of the header block in progress (HEADERS and its CONTINUATIONs so far).
+    block: Cell<usize>,
+    /// Type of the last frame seen.
+    last: Cell<u8>,
+    /// RST_STREAM frames seen.
+    resets: Cell<u64>,
 }
 
 impl Trip {
@@ -155,6 +161,16 @@ impl Meter {
     fn frame(&mut self, kind: u8, flags: u8, len: usize) {
         const ACK: u8 = 0x1;
         const END_STREAM: u8 = 0x1;
+        const END_HEADERS: u8 = 0x4;
+        let t = &self.trip;
+        t.last.set(kind);
+        match kind {
+            0x1 => t.block.set(usize::from(flags & END_HEADERS == 0)),
+            0x9 if flags & END_HEADERS == 0 => t.block.set(t.block.get() + 1),
+            0x9 => t.block.set(0),
+            0x3 => t.resets.set(t.resets.get() + 1),
+            _ => {}
+        }
         self.refill(Instant::now());
         let bucket = match kind {
             // DATA: only empty ones that do not end the stream cost without carrying.
@@ -188,20 +204,26 @@ impl Meter {
     }
 }
 
-/// The defence behind a GOAWAY h2 sent itself, from its debug data.
-pub fn classify(e: &h2::Error) -> Option<Defence> {
-    let text = e.to_string();
-    if text.contains("too_many_resets") || text.contains("too_many_internal_resets") {
-        Some(Defence::RapidReset)
-    } else if text.contains("too_many_continuations") {
-        Some(Defence::ContinuationFlood)
-    } else if text.contains("header_list_way_too_large") {
-        Some(Defence::HeaderListSize)
-    } else if text.contains("too_many_data_frames") {
-        Some(Defence::ControlFlood)
-    } else {
-        None
+/// The defence behind an ENHANCE_YOUR_CALM GOAWAY h2 sent itself, from what the meter saw
+/// last (h2 does not hand its debug data back): a header block still open after several
+/// CONTINUATIONs (too_many_continuations), a stream of resets (too_many_resets), or a
+/// HEADERS frame whose list decoded past h2's abuse bound (header_list_way_too_large).
+pub fn classify(e: &h2::Error, trip: &Trip) -> Option<Defence> {
+    if let Some(hit) = trip.hit.get() {
+        return Some(hit);
     }
+    if e.reason() != Some(Reason::ENHANCE_YOUR_CALM) {
+        return None;
+    }
+    Some(if trip.block.get() >= 3 {
+        Defence::ContinuationFlood
+    } else if trip.resets.get() >= 10 {
+        Defence::RapidReset
+    } else if trip.last.get() == 0x1 {
+        Defence::HeaderListSize
+    } else {
+        Defence::ControlFlood
+    })
 }
 
 #[cfg(test)]

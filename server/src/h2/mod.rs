@@ -209,10 +209,10 @@ pub async fn serve(
             }
             Turn::Stream(None) => return,
             Turn::Stream(Some(Err(e))) => {
-                if e.is_go_away() && e.is_library() {
+                if e.is_go_away() && !e.is_remote() {
                     let code = e.reason().map_or(u32::MAX, u32::from);
                     hub.metrics().h2.goaway(code);
-                    if let Some(d) = meter::classify(&e) {
+                    if let Some(d) = meter::classify(&e, &meter) {
                         hub.metrics().h2.defence(d);
                     }
                     tracing::info!(%peer, error = %e, "HTTP/2 connection closed with GOAWAY");

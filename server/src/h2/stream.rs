@@ -438,10 +438,12 @@ enum Waited {
     Reset,
 }
 
+/// The stream's next event, watching for the client resetting the stream (`reset`: the
+/// response's or, once the head went out, the body's poll_reset) and for the deadline.
 async fn next_event(
     hub: &Hub,
     sid: StreamId,
-    respond: &mut SendResponse<Bytes>,
+    mut reset: impl FnMut(&mut std::task::Context<'_>) -> Poll<Result<Reason, h2::Error>>,
     deadline: Option<Instant>,
 ) -> Waited {
     let left = match deadline {
@@ -453,7 +455,7 @@ async fn next_event(
     }
     monoio::select! {
         ev = hub.next_event(sid) => Waited::Event(ev),
-        _ = poll_fn(|cx| respond.poll_reset(cx)) => Waited::Reset,
+        _ = poll_fn(&mut reset) => Waited::Reset,
         _ = monoio::time::sleep(left) => Waited::TimedOut,
     }
 }
@@ -471,7 +473,8 @@ async fn respond_from(
         status: 499,
         bytes: 0,
     };
-    let (head, first, mut more, file) = match next_event(hub, sid, respond, deadline).await {
+    let waited = next_event(hub, sid, |cx| respond.poll_reset(cx), deadline).await;
+    let (head, first, mut more, file) = match waited {
         Waited::Event(Event::Head { head, body, more }) => (head, body, more, None),
         Waited::Event(Event::File {
             head: Some(head),
@@ -529,7 +532,7 @@ async fn respond_from(
         };
     }
     while ok && more {
-        match next_event(hub, sid, respond, deadline).await {
+        match next_event(hub, sid, |cx| sender.out.poll_reset(cx), deadline).await {
             Waited::Event(Event::Body { body, more: m }) => {
                 more = m;
                 let bytes = body.as_ref().map_or(&[][..], |b| b.as_slice());
