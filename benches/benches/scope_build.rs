@@ -94,7 +94,8 @@ fn scopes(c: &mut Criterion) {
             ("browser", browser(), false, "/api/items/café"),
             ("state", small(), true, "/json"),
         ] {
-            let mut builder = ScopeBuilder::new(py, String::new()).expect("scope builder");
+            let mut builder =
+                ScopeBuilder::new(py, String::new(), String::new()).expect("scope builder");
             if with_state {
                 let state = PyDict::new(py);
                 for (i, key) in ["db", "cache", "settings", "client"].iter().enumerate() {

@@ -76,7 +76,8 @@ fn version(byte: u8) -> &'static str {
 /// One finished request, as the front end saw it.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
-    pub peer: IpAddr,
+    /// `None` on a Unix socket (logged as `-`, `null` in JSON).
+    pub peer: Option<IpAddr>,
     pub method: &'a [u8],
     /// The request target as received (not decoded or normalised).
     pub target: &'a [u8],
@@ -110,11 +111,13 @@ fn text(e: &Entry<'_>, combined: bool, out: &mut Vec<u8>) {
     let imf = httpdate::fmt_http_date(logged_time(e.time));
     let (day, month, year, hms) = (&imf[5..7], &imf[8..11], &imf[12..16], &imf[17..25]);
     // Writing to a Vec cannot fail.
-    let _ = write!(
-        out,
-        "{} - - [{day}/{month}/{year}:{hms} +0000] \"",
-        e.peer.to_canonical(),
-    );
+    match e.peer {
+        Some(ip) => {
+            let _ = write!(out, "{}", ip.to_canonical());
+        }
+        None => out.push(b'-'),
+    }
+    let _ = write!(out, " - - [{day}/{month}/{year}:{hms} +0000] \"");
     escape(e.method, Quoting::Text, out);
     out.push(b' ');
     escape(e.target, Quoting::Text, out);
@@ -152,10 +155,16 @@ fn quoted_or_dash(v: Option<&[u8]>, out: &mut Vec<u8>) {
 fn json(e: &Entry<'_>, out: &mut Vec<u8>) {
     let _ = write!(
         out,
-        "{{\"time\":\"{}\",\"peer\":\"{}\",\"method\":",
+        "{{\"time\":\"{}\",\"peer\":",
         humantime::format_rfc3339_millis(logged_time(e.time)),
-        e.peer.to_canonical()
     );
+    match e.peer {
+        Some(ip) => {
+            let _ = write!(out, "\"{}\"", ip.to_canonical());
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"method\":");
     json_string(Some(e.method), out);
     out.extend_from_slice(b",\"target\":");
     json_string(Some(e.target), out);
@@ -492,7 +501,7 @@ mod tests {
 
     fn entry() -> Entry<'static> {
         Entry {
-            peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+            peer: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))),
             method: b"GET",
             target: b"/apache_pb.gif?a=1",
             http_minor: 1,
@@ -543,7 +552,7 @@ mod tests {
     #[test]
     fn missing_values_are_dashes_or_null() {
         let e = Entry {
-            peer: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            peer: Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
             method: b"HEAD",
             target: b"/",
             http_minor: 0,
@@ -574,11 +583,21 @@ mod tests {
     #[test]
     fn ipv4_mapped_peers_are_shown_as_ipv4() {
         let e = Entry {
-            peer: IpAddr::V6(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped()),
+            peer: Some(IpAddr::V6(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped())),
             ..entry()
         };
         assert!(line(Format::Common, &e).starts_with("10.1.2.3 - - ["));
         assert!(line(Format::Json, &e).contains("\"peer\":\"10.1.2.3\""));
+    }
+
+    #[test]
+    fn a_unix_socket_peer_is_a_dash_or_null() {
+        let e = Entry {
+            peer: None,
+            ..entry()
+        };
+        assert!(line(Format::Common, &e).starts_with("- - - ["));
+        assert!(line(Format::Json, &e).contains("\"peer\":null,\"method\""));
     }
 
     const HOSTILE_TARGET: &[u8] =

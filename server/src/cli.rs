@@ -57,6 +57,15 @@ pub struct ServeArgs {
     /// --host/--port). Under systemd socket activation (LISTEN_FDS) this is automatic.
     #[arg(long, value_name = "N", env = "URINGAPI_FD")]
     pub fd: Option<i32>,
+    /// Serve on a Unix domain socket at this path instead of TCP (behind nginx or another
+    /// proxy on the same host). A stale socket file left by a crash is replaced; the file
+    /// is removed on exit. Not with --host/--port/--fd.
+    #[arg(long, value_name = "PATH", env = "URINGAPI_UDS", conflicts_with_all = ["host", "port", "fd"])]
+    pub uds: Option<PathBuf>,
+    /// Permissions of the --uds socket file, in octal (`660`, `0o600`). Default: what the
+    /// umask leaves. Connecting needs write permission on the file.
+    #[arg(long, value_name = "MODE", value_parser = parse_octal_mode, requires = "uds", env = "URINGAPI_UDS_PERMS")]
+    pub uds_perms: Option<u32>,
     /// Add this header to every response, `NAME:VALUE` (repeatable). The app's own headers
     /// come first; a default header is sent as well even when the app set the same name.
     #[arg(long, value_name = "NAME:VALUE", value_parser = parse_header, env = "URINGAPI_HEADER")]
@@ -417,6 +426,17 @@ impl Lifespan {
     }
 }
 
+/// `--uds-perms`: an octal file mode (`660`, `0660`, `0o660`), at most `777`.
+fn parse_octal_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 && !digits.is_empty() => Ok(mode),
+        _ => Err(format!(
+            "{s:?} is not an octal file mode from 000 to 777 (e.g. 660)"
+        )),
+    }
+}
+
 /// A failure to report as `error: …` / `hint: …` with a non-zero exit code.
 #[derive(Debug)]
 pub struct Failure {
@@ -479,10 +499,23 @@ pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
                 };
             }
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let mut lines = rendered.lines();
+            let first = lines.next().unwrap_or("invalid arguments");
+            let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+            // "the following required arguments were not provided:" names them below.
+            if first.ends_with(':') {
+                let named: Vec<&str> = lines
+                    .take_while(|l| l.starts_with("  "))
+                    .map(str::trim)
+                    .collect();
+                first = format!("{first} {}", named.join(", "));
+            }
             eprintln!("error: {first}");
-            eprintln!("hint: run 'uringapi serve --help' to see the options and their values");
+            if e.kind() == ErrorKind::ArgumentConflict && first.contains("--uds") {
+                eprintln!("hint: --uds serves on a Unix socket instead of TCP: pass either --uds or --host/--port/--fd (or their URINGAPI_* variables), not both");
+            } else {
+                eprintln!("hint: run 'uringapi serve --help' to see the options and their values");
+            }
             return 2;
         }
     };

@@ -34,7 +34,7 @@ pub enum Started {
 pub struct ThreadSetup {
     pub index: u32,
     /// One listener per address the server listens on.
-    pub listeners: Vec<std::net::TcpListener>,
+    pub listeners: Vec<crate::net::Listener>,
     pub mailbox: Arc<Mailbox>,
     pub reports: mpsc::Sender<Report>,
     pub initial: Vec<Command>,
@@ -178,7 +178,7 @@ async fn serve(setup: ThreadSetup) {
     let cfg = Rc::new(setup.conn);
     let mut accepting = Vec::new();
     for listener in setup.listeners {
-        let listener = match monoio::net::TcpListener::from_std(listener) {
+        let listener = match crate::net::Accepting::adopt(listener) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(thread = setup.index, error = %e, "cannot adopt the listener");
@@ -215,7 +215,7 @@ async fn serve(setup: ThreadSetup) {
 async fn accept_loop(
     hub: Rc<Hub>,
     cfg: Rc<ConnConfig>,
-    listener: monoio::net::TcpListener,
+    listener: crate::net::Accepting,
     index: u32,
     max_connections: Option<usize>,
 ) {
@@ -226,7 +226,7 @@ async fn accept_loop(
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((sock, peer)) => {
+            Ok((sock, peer, local)) => {
                 if let Some(limit) = max_connections.filter(|&m| hub.connections.get() >= m) {
                     // Over --limit-connections: refuse by closing at once, as gunicorn does.
                     drop(sock);
@@ -240,7 +240,6 @@ async fn accept_loop(
                     }
                     continue;
                 }
-                let local = sock.local_addr().unwrap_or(peer);
                 monoio::spawn(conn::serve(hub.clone(), cfg.clone(), sock, peer, local));
             }
             Err(e) => {

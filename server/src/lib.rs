@@ -13,6 +13,7 @@ pub mod http1;
 pub mod load;
 pub mod metrics;
 pub mod native;
+pub mod net;
 pub mod proxy;
 pub mod supervisor;
 mod sys;

@@ -41,6 +41,12 @@ impl Trusted {
         Ok(t)
     }
 
+    /// Whether the connection's peer is a trusted proxy. A Unix socket's peer (`None`) has
+    /// no address to match: only `*` trusts it, as in uvicorn.
+    pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        peer.map_or(self.any, |ip| self.contains(ip))
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
         let ip = match ip {
@@ -110,6 +116,15 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_unix_socket_peer_is_trusted_only_by_star() {
+        assert!(!Trusted::parse("127.0.0.1").unwrap().trusts(None));
+        assert!(Trusted::parse("*").unwrap().trusts(None));
+        assert!(Trusted::parse("127.0.0.1")
+            .unwrap()
+            .trusts(Some("127.0.0.1".parse().unwrap())));
     }
 
     #[test]

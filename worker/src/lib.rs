@@ -81,13 +81,16 @@ struct Worker {
 #[pymethods]
 impl Worker {
     /// Adopts the inherited segment and eventfds (their numbers come from the environment).
+    /// `uds`: the `--uds` path (empty for TCP), each scope's `server` as `(path, None)`.
     #[new]
+    #[pyo3(signature = (segment_fd, doorbell_fd, thread_fds, root_path, uds = String::new()))]
     fn new(
         py: Python<'_>,
         segment_fd: i32,
         doorbell_fd: i32,
         thread_fds: Vec<i32>,
         root_path: String,
+        uds: String,
     ) -> PyResult<Self> {
         // SAFETY: the front end passed us these descriptors for our exclusive use.
         let segment = unsafe { Segment::open(segment_fd) }
@@ -115,7 +118,7 @@ impl Worker {
             channels,
             thread_bells,
             doorbell,
-            scope: scope::ScopeBuilder::new(py, root_path)?,
+            scope: scope::ScopeBuilder::new(py, root_path, uds)?,
         })
     }
 

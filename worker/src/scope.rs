@@ -78,6 +78,8 @@ pub struct ScopeBuilder {
     /// The last client address string, and the last server address tuple.
     client_ip: Option<(IpAddr, Py<PyString>)>,
     server: Option<(SocketAddr, Py<PyTuple>)>,
+    /// `--uds`: every scope's `server`, `(path, None)`.
+    unix_server: Option<Py<PyTuple>>,
 }
 
 struct Keys {
@@ -101,7 +103,8 @@ fn s(py: Python<'_>, v: &str) -> Py<PyString> {
 }
 
 impl ScopeBuilder {
-    pub fn new(py: Python<'_>, root_path: String) -> PyResult<Self> {
+    /// `uds`: the path of the front end's Unix socket, empty for TCP.
+    pub fn new(py: Python<'_>, root_path: String, uds: String) -> PyResult<Self> {
         let asgi = PyDict::new(py);
         asgi.set_item(s(py, "version"), s(py, "3.0"))?;
         asgi.set_item(s(py, "spec_version"), s(py, "2.4"))?;
@@ -136,6 +139,17 @@ impl ScopeBuilder {
                 .collect(),
             client_ip: None,
             server: None,
+            unix_server: if uds.is_empty() {
+                None
+            } else {
+                Some(
+                    PyTuple::new(
+                        py,
+                        [PyString::new(py, &uds).into_any(), py.None().into_bound(py)],
+                    )?
+                    .unbind(),
+                )
+            },
         };
         b.template = b.make_template(py)?;
         Ok(b)
@@ -163,7 +177,11 @@ impl ScopeBuilder {
         d.set_item(s(py, "root_path"), &self.root_path)?;
         d.set_item(&k.headers, &none)?;
         d.set_item(&k.client, &none)?;
-        d.set_item(&k.server, &none)?;
+        // A Unix socket's requests carry no server address: uvicorn's `(path, None)`.
+        match &self.unix_server {
+            Some(server) => d.set_item(&k.server, server)?,
+            None => d.set_item(&k.server, &none)?,
+        }
         if self.state.is_some() {
             d.set_item(&k.state, &none)?;
         }

@@ -20,11 +20,12 @@ use std::task::{ready, Context, Poll};
 use monoio::io::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
 };
-use monoio::net::TcpStream;
+use monoio::net::{TcpStream, UnixStream};
 use rustls::ServerConnection;
 use tokio::io::ReadBuf;
 
 use super::meter::{Meter, Trip};
+use crate::net::Socket;
 
 /// Bytes asked of the socket per read: one full TLS record and its overhead (a larger read
 /// could decrypt to more plaintext than rustls buffers).
@@ -35,21 +36,44 @@ const READ_SIZE: usize = 16 * 1024 + 512;
 const WRITE_HIGH: usize = 64 * 1024;
 
 type Op<T> = Pin<Box<dyn Future<Output = T>>>;
-type ReadDone = (io::Result<usize>, Vec<u8>, OwnedReadHalf<TcpStream>);
-type WriteDone = (io::Result<usize>, Vec<u8>, OwnedWriteHalf<TcpStream>);
+type ReadDone = (io::Result<usize>, Vec<u8>, ReadHalf);
+type WriteDone = (io::Result<usize>, Vec<u8>, WriteHalf);
+
+enum ReadHalf {
+    Tcp(OwnedReadHalf<TcpStream>),
+    Unix(OwnedReadHalf<UnixStream>),
+}
+
+enum WriteHalf {
+    Tcp(OwnedWriteHalf<TcpStream>),
+    Unix(OwnedWriteHalf<UnixStream>),
+}
+
+fn split(sock: Socket) -> (ReadHalf, WriteHalf) {
+    match sock {
+        Socket::Tcp(s) => {
+            let (r, w) = s.into_split();
+            (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+        }
+        Socket::Unix(s) => {
+            let (r, w) = s.into_split();
+            (ReadHalf::Unix(r), WriteHalf::Unix(w))
+        }
+    }
+}
 
 pub struct H2Io {
     tls: Option<Box<ServerConnection>>,
     /// Follows the frames h2 is handed (meter.rs).
     meter: Meter,
-    rd: Option<OwnedReadHalf<TcpStream>>,
+    rd: Option<ReadHalf>,
     reading: Option<Op<ReadDone>>,
     /// Plain: bytes read and not yet handed to h2 (from `inpos`). TLS: the last read's
     /// ciphertext, already given to rustls.
     inbuf: Vec<u8>,
     inpos: usize,
     eof: bool,
-    wr: Option<OwnedWriteHalf<TcpStream>>,
+    wr: Option<WriteHalf>,
     writing: Option<Op<WriteDone>>,
     closing: Option<Op<io::Result<()>>>,
     /// Bytes for the socket not yet handed to a write operation.
@@ -58,16 +82,29 @@ pub struct H2Io {
     spare: Vec<u8>,
 }
 
-async fn read_op(mut rd: OwnedReadHalf<TcpStream>, mut buf: Vec<u8>) -> ReadDone {
+async fn read_op(mut rd: ReadHalf, mut buf: Vec<u8>) -> ReadDone {
     buf.clear();
     buf.reserve(READ_SIZE);
-    let (res, buf) = rd.read(buf).await;
+    let (res, buf) = match &mut rd {
+        ReadHalf::Tcp(h) => h.read(buf).await,
+        ReadHalf::Unix(h) => h.read(buf).await,
+    };
     (res, buf, rd)
 }
 
-async fn write_op(mut wr: OwnedWriteHalf<TcpStream>, buf: Vec<u8>) -> WriteDone {
-    let (res, buf) = wr.write_all(buf).await;
+async fn write_op(mut wr: WriteHalf, buf: Vec<u8>) -> WriteDone {
+    let (res, buf) = match &mut wr {
+        WriteHalf::Tcp(h) => h.write_all(buf).await,
+        WriteHalf::Unix(h) => h.write_all(buf).await,
+    };
     (res, buf, wr)
+}
+
+async fn shutdown_op(mut wr: WriteHalf) -> io::Result<()> {
+    match &mut wr {
+        WriteHalf::Tcp(h) => h.shutdown().await,
+        WriteHalf::Unix(h) => h.shutdown().await,
+    }
 }
 
 fn gone() -> io::Error {
@@ -77,19 +114,19 @@ fn gone() -> io::Error {
 impl H2Io {
     /// A plain connection whose first bytes (`read`, the client preface and whatever came
     /// with it) were already read by the HTTP/1.1 side.
-    pub fn plain(sock: TcpStream, read: Vec<u8>) -> Self {
+    pub fn plain(sock: Socket, read: Vec<u8>) -> Self {
         Self::new(sock, None, read)
     }
 
     /// A TLS connection after its handshake (rustls may already hold decrypted bytes).
-    pub fn tls(sock: TcpStream, mut tls: Box<ServerConnection>) -> Self {
+    pub fn tls(sock: Socket, mut tls: Box<ServerConnection>) -> Self {
         // Everything written is drained into `out` at once; `WRITE_HIGH` bounds it there.
         tls.set_buffer_limit(None);
         Self::new(sock, Some(tls), Vec::new())
     }
 
-    fn new(sock: TcpStream, tls: Option<Box<ServerConnection>>, read: Vec<u8>) -> Self {
-        let (rd, wr) = sock.into_split();
+    fn new(sock: Socket, tls: Option<Box<ServerConnection>>, read: Vec<u8>) -> Self {
+        let (rd, wr) = split(sock);
         Self {
             tls,
             meter: Meter::new(),
@@ -303,10 +340,10 @@ impl tokio::io::AsyncWrite for H2Io {
                 this.take_tls_out()?;
             }
             ready!(this.poll_drain(cx))?;
-            let Some(mut wr) = this.wr.take() else {
+            let Some(wr) = this.wr.take() else {
                 return Poll::Ready(Ok(()));
             };
-            this.closing = Some(Box::pin(async move { wr.shutdown().await }));
+            this.closing = Some(Box::pin(shutdown_op(wr)));
         }
         match &mut this.closing {
             Some(op) => op.as_mut().poll(cx),

@@ -24,6 +24,7 @@ use h2::Reason;
 use crate::dispatch::Hub;
 use crate::http1::conn::ConnConfig;
 use crate::metrics::h2::Defence;
+use crate::net::Peer;
 
 mod io;
 mod meter;
@@ -83,8 +84,8 @@ const SEND_BUFFER: usize = 64 * 1024;
 pub(crate) struct Shared {
     hub: Rc<Hub>,
     cfg: Rc<ConnConfig>,
-    peer: SocketAddr,
-    local: SocketAddr,
+    peer: Peer,
+    local: Option<SocketAddr>,
     tls_section: Option<Vec<u8>>,
     /// Streams running.
     active: Cell<usize>,
@@ -134,8 +135,8 @@ pub async fn serve(
     hub: Rc<Hub>,
     cfg: Rc<ConnConfig>,
     io: H2Io,
-    peer: SocketAddr,
-    local: SocketAddr,
+    peer: Peer,
+    local: Option<SocketAddr>,
     tls_section: Option<Vec<u8>>,
 ) {
     hub.metrics().h2.connection();

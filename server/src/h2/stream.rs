@@ -197,8 +197,8 @@ async fn run(
         method: parts.method.as_str().as_bytes(),
         path: path.as_bytes(),
         query: query.as_bytes(),
-        client: Some(sh.peer),
-        server: Some(sh.local),
+        client: sh.peer.addr(),
+        server: sh.local,
         headers,
     };
     let tls_len = sh.tls_section.as_ref().map_or(0, Vec::len);

@@ -89,15 +89,15 @@ impl Counters {
 pub fn render<'a>(out: &mut String, shards: impl Iterator<Item = &'a Counters> + Clone) {
     let sum = |f: &dyn Fn(&Counters) -> u64| shards.clone().map(f).sum::<u64>();
     let name = "uringapi_h2_connections_total";
-    super::family(
+    super::text::family(
         out,
         name,
         "counter",
         "HTTP/2 connections (h2c and ALPN h2).",
     );
-    super::sample(out, name, &[], sum(&|c| c.connections.load(Relaxed)));
+    super::text::sample(out, name, &[], sum(&|c| c.connections.load(Relaxed)));
     let name = "uringapi_h2_goaway_total";
-    super::family(
+    super::text::family(
         out,
         name,
         "counter",
@@ -106,11 +106,11 @@ pub fn render<'a>(out: &mut String, shards: impl Iterator<Item = &'a Counters> +
     for (i, code) in REASONS.iter().enumerate() {
         let n = sum(&|c| c.goaway[i].load(Relaxed));
         if n > 0 {
-            super::sample(out, name, &[("code", code)], n);
+            super::text::sample(out, name, &[("code", code)], n);
         }
     }
     let name = "uringapi_h2_defence_total";
-    super::family(
+    super::text::family(
         out,
         name,
         "counter",
@@ -119,7 +119,7 @@ pub fn render<'a>(out: &mut String, shards: impl Iterator<Item = &'a Counters> +
     for (i, kind) in DEFENCES.iter().enumerate() {
         let n = sum(&|c| c.defences[i].load(Relaxed));
         if n > 0 {
-            super::sample(out, name, &[("kind", kind)], n);
+            super::text::sample(out, name, &[("kind", kind)], n);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Where the front end listens: `--host`/`--port` (IP literals or host names, every resolved
-//! address), `--fd N` (an inherited listening socket), or systemd socket activation
-//! (`LISTEN_FDS`/`LISTEN_PID`, as sd_listen_fds(3) describes).
+//! address), `--fd N` (an inherited listening socket), systemd socket activation
+//! (`LISTEN_FDS`/`LISTEN_PID`, as sd_listen_fds(3) describes), or `--uds PATH` (uds.rs).
 //!
 //! Every front-end thread gets its own listener per address. Bound addresses get one
 //! SO_REUSEPORT socket per thread, so the kernel spreads connections over the threads.
@@ -10,20 +10,40 @@
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::RawFd;
 
-use super::bind;
+use super::{bind, uds};
 use crate::cli::{Failure, ServeArgs};
+use crate::net::Listener;
 
 /// The first file descriptor systemd passes (SD_LISTEN_FDS_START).
 const LISTEN_FDS_START: RawFd = 3;
 
 /// The listeners, one list per front-end thread, and the addresses they listen on.
 pub(super) struct Listeners {
-    pub(super) per_thread: Vec<Vec<TcpListener>>,
-    pub(super) addrs: Vec<SocketAddr>,
+    pub(super) per_thread: Vec<Vec<Listener>>,
+    /// What the log line names: `http://addr` or `unix:path`, one per address.
+    pub(super) urls: Vec<String>,
+    /// `--uds`: the socket file, removed when this is dropped (after the threads stopped).
+    pub(super) socket_file: Option<uds::SocketFile>,
 }
 
-pub(super) fn open(args: &ServeArgs) -> Result<Listeners, Failure> {
+pub(super) fn open(args: &ServeArgs, scheme: &str) -> Result<Listeners, Failure> {
     let threads = args.threads as usize;
+    if let Some(path) = &args.uds {
+        let (listener, file) = uds::bind(path, args.uds_perms, args.backlog)?;
+        let mut per_thread = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let dup = listener.try_clone().map_err(|e| {
+                Failure::new(format!("cannot dup a listener: {e}"), "check ulimit -n")
+            })?;
+            per_thread.push(vec![Listener::Unix(dup)]);
+        }
+        return Ok(Listeners {
+            per_thread,
+            urls: vec![format!("{scheme}+unix:{}", path.display())],
+            socket_file: Some(file),
+        });
+    }
+    let urls = |addrs: &[SocketAddr]| addrs.iter().map(|a| format!("{scheme}://{a}")).collect();
     let inherited = match args.fd {
         Some(fd) => vec![adopt(fd, "--fd")?],
         None => socket_activation()?,
@@ -38,26 +58,34 @@ pub(super) fn open(args: &ServeArgs) -> Result<Listeners, Failure> {
         for _ in 0..threads {
             let dups = inherited
                 .iter()
-                .map(TcpListener::try_clone)
+                .map(|l| l.try_clone().map(Listener::Tcp))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| {
                     Failure::new(format!("cannot dup a listener: {e}"), "check ulimit -n")
                 })?;
             per_thread.push(dups);
         }
-        return Ok(Listeners { per_thread, addrs });
+        return Ok(Listeners {
+            per_thread,
+            urls: urls(&addrs),
+            socket_file: None,
+        });
     }
     let mut addrs = resolve(&args.host, args.port)?;
-    let mut per_thread: Vec<Vec<TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut per_thread: Vec<Vec<Listener>> = (0..threads).map(|_| Vec::new()).collect();
     for addr in &mut addrs {
         for list in &mut per_thread {
             let l = bind(*addr, args.backlog)?;
             // Port 0: the first bind picks a port; every other listener takes the same one.
             *addr = l.local_addr().unwrap_or(*addr);
-            list.push(l);
+            list.push(Listener::Tcp(l));
         }
     }
-    Ok(Listeners { per_thread, addrs })
+    Ok(Listeners {
+        per_thread,
+        urls: urls(&addrs),
+        socket_file: None,
+    })
 }
 
 /// `--host` as an IP literal (`[::1]` accepted too) or a host name resolved once at start.

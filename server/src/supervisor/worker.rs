@@ -17,6 +17,8 @@ pub(super) struct SpawnContext {
     pub(super) log_level: &'static str,
     pub(super) lifespan: &'static str,
     pub(super) root_path: String,
+    /// `--uds`: the path the app sees as its scope's `server`.
+    pub(super) uds: Option<PathBuf>,
     /// The worker's heartbeat period: a quarter of --stall-timeout, within bounds.
     pub(super) heartbeat: Duration,
     pub(super) graceful: Duration,
@@ -107,6 +109,10 @@ pub(super) fn spawn(
         .env("URINGAPI_LOG_LEVEL", ctx.log_level)
         .env("URINGAPI_LIFESPAN", ctx.lifespan)
         .env("URINGAPI_ROOT_PATH", &ctx.root_path)
+        .env(
+            "URINGAPI_UDS",
+            ctx.uds.as_deref().unwrap_or(std::path::Path::new("")),
+        )
         .env(
             "URINGAPI_HEARTBEAT",
             ctx.heartbeat.as_secs_f64().to_string(),

@@ -1,6 +1,6 @@
 //! What a connection reads and writes through.
 //!
-//! Plain TCP passes every call straight to the socket: responses still go out with one
+//! A plain socket (TCP or Unix) passes every call straight to the socket: responses still go out with one
 //! `writev` from shared memory, untouched by TLS. A TLS connection runs a
 //! `rustls::ServerConnection` over the same socket: reads decrypt into the connection's read
 //! buffer, and a response frame is encrypted straight from its shared-memory slice into one
@@ -12,23 +12,23 @@ use std::time::Duration;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 use rustls::ServerConnection;
 
 use super::config::Loaded;
 
+use crate::net::{Peer, Socket};
 use crate::zerocopy::Frame;
 
 /// Ciphertext read per socket read: one full TLS record and its overhead.
 const RECORD_READ: usize = 16 * 1024 + 512;
 
 pub enum Transport {
-    Plain(TcpStream),
+    Plain(Socket),
     Tls(Box<TlsStream>),
 }
 
 pub struct TlsStream {
-    sock: TcpStream,
+    sock: Socket,
     tls: ServerConnection,
     /// Ciphertext read from the socket and not yet handed to rustls.
     incoming: Vec<u8>,
@@ -50,10 +50,10 @@ fn broken(e: rustls::Error) -> std::io::Error {
 /// failed (garbage, plain HTTP, a stall past the limit, a bad client certificate); the
 /// socket is closed and the reason logged at debug level.
 pub async fn handshake(
-    sock: TcpStream,
+    sock: Socket,
     loaded: Loaded,
     limit: Duration,
-    peer: std::net::SocketAddr,
+    peer: Peer,
 ) -> Option<TlsStream> {
     let tls = match ServerConnection::new(loaded.config) {
         Ok(t) => t,
@@ -218,7 +218,7 @@ impl TlsStream {
 
     /// The socket and the session, for HTTP/2 to drive itself (`h2::H2Io`). Nothing is
     /// lost: after the handshake, bytes read and not yet taken are inside the session.
-    pub fn into_parts(self) -> (TcpStream, Box<ServerConnection>) {
+    pub fn into_parts(self) -> (Socket, Box<ServerConnection>) {
         (self.sock, Box::new(self.tls))
     }
 
@@ -251,7 +251,8 @@ impl TlsStream {
 }
 
 impl Transport {
-    pub fn tcp(&self) -> &TcpStream {
+    /// The socket under the stream (for a peek).
+    pub fn socket(&self) -> &Socket {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(t) => &t.sock,
@@ -296,9 +297,9 @@ impl Transport {
     /// rustls already decrypted count as ready at once.
     pub async fn readable(&self) -> std::io::Result<()> {
         match self {
-            Transport::Plain(sock) => sock.readable(false).await,
+            Transport::Plain(sock) => sock.readable().await,
             Transport::Tls(t) if t.plaintext > 0 => Ok(()),
-            Transport::Tls(t) => t.sock.readable(false).await,
+            Transport::Tls(t) => t.sock.readable().await,
         }
     }
 

@@ -614,6 +614,7 @@ def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | 
             int(env["URINGAPI_DOORBELL_FD"]),
             [int(fd) for fd in env["URINGAPI_THREAD_FDS"].split(",") if fd],
             env.get("URINGAPI_ROOT_PATH", ""),
+            env.get("URINGAPI_UDS", ""),
         )
     except (KeyError, ValueError, _native.SegmentError) as exc:
         fail(f"this process was not started by the uringapi front end ({exc})", "start workers with `uringapi serve`, not directly")

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::net::TcpStream;
 use uringapi_protocol::arena::SlotIndex;
 use uringapi_protocol::head::{RequestHead, ResponseView};
 use uringapi_protocol::{Kind, Record};
@@ -20,6 +19,7 @@ use crate::http1::encode::{self, Framing, HeaderOptions, RequestSide};
 use crate::http1::framing::{BodyFraming, ChunkedDecoder};
 use crate::http1::parse::{self, HeadLimits};
 use crate::http1::static_files;
+use crate::net::{Peer, Socket};
 use crate::tls::Transport;
 use crate::zerocopy::{Frame, SlotLease};
 
@@ -136,12 +136,11 @@ enum Next {
 pub async fn serve(
     hub: Rc<Hub>,
     cfg: Rc<ConnConfig>,
-    sock: TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
+    sock: Socket,
+    peer: Peer,
+    local: Option<SocketAddr>,
 ) {
     let _live = Live::new(&hub);
-    let _ = sock.set_nodelay(true);
     // TLS hook: the handshake runs before the first read, bounded by --timeout-header-read.
     let sock = match &cfg.tls {
         None => Transport::Plain(sock),
@@ -199,8 +198,10 @@ struct Conn {
     hub: Rc<Hub>,
     cfg: Rc<ConnConfig>,
     sock: Transport,
-    peer: SocketAddr,
-    local: SocketAddr,
+    /// No address on a Unix socket.
+    peer: Peer,
+    /// `None` on a Unix socket: the app's `server` is then the socket's path.
+    local: Option<SocketAddr>,
     /// Bytes read from the client and not yet used.
     buf: Vec<u8>,
     /// Reused for encoding request heads and response prefixes.
@@ -493,8 +494,8 @@ impl Conn {
             method: head.method,
             path: head.path,
             query: head.query,
-            client: Some(client),
-            server: Some(self.local),
+            client,
+            server: self.local,
             headers: std::mem::take(&mut head.headers),
         };
         let Ok(slot_size) = self.hub.slot_size(worker) else {
@@ -591,14 +592,14 @@ impl Conn {
 
     /// The client address and scheme the app sees: the connection's, or with
     /// `--proxy-headers` and a trusted peer, what X-Forwarded-For/-Proto say.
-    fn forwarded(&self, headers: &[(&[u8], &[u8])]) -> (SocketAddr, bool) {
+    fn forwarded(&self, headers: &[(&[u8], &[u8])]) -> (Option<SocketAddr>, bool) {
         let trusted = self
             .cfg
             .proxies
             .as_ref()
-            .filter(|t| t.contains(self.peer.ip()));
+            .filter(|t| t.trusts(self.peer.ip()));
         let Some(trusted) = trusted else {
-            return (self.peer, false);
+            return (self.peer.addr(), false);
         };
         let mut https = false;
         let mut xff: Vec<u8> = Vec::new();
@@ -621,7 +622,7 @@ impl Conn {
         } else {
             trusted.client(&xff)
         };
-        (client.unwrap_or(self.peer), https)
+        (client.or(self.peer.addr()), https)
     }
 
     /// Opens a stream on a worker that accepts work, waiting in the thread's queue while
@@ -735,7 +736,7 @@ impl Conn {
         if self.sock.buffered() {
             return News::Data;
         }
-        match readable.and_then(|()| crate::sys::peek(self.sock.tcp())) {
+        match readable.and_then(|()| crate::sys::peek(self.sock.socket())) {
             Ok(0) => News::Gone,
             // Bytes of a body or a next request: nothing to learn until they are read.
             Ok(_) => News::Data,

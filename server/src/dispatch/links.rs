@@ -1,0 +1,174 @@
+//! The thread's channels to its workers: attaching and detaching a worker, and the calls a
+//! connection task makes to put a request into a worker's ring (slots, records, claims,
+//! doorbells).
+
+use std::sync::Arc;
+
+use uringapi_protocol::arena::SlotIndex;
+use uringapi_protocol::doorbell::EventFd;
+use uringapi_protocol::{ChannelError, FrontChannel, Record, Segment};
+
+use super::{Hub, Inner, Lost};
+
+/// One attached worker, as this thread sees it.
+pub(super) struct Link {
+    pub chan: FrontChannel,
+    pub doorbell: EventFd,
+    pub generation: u64,
+    pub pid: u32,
+    /// Records were sent since the last doorbell check.
+    pub unflushed: bool,
+    /// `Inner::completions` when this thread last saw the worker finish a response: among
+    /// workers with as many requests in flight, the one that finished most recently is
+    /// the least likely to be blocked (a loop stuck in `time.sleep` finishes nothing).
+    pub last_done: u64,
+}
+
+impl Hub {
+    pub(super) fn attach(&self, worker: usize, segment: Arc<Segment>, doorbell: EventFd, pid: u32) {
+        let generation = segment.generation();
+        let chan = FrontChannel::new(segment, self.thread);
+        let mut inner = self.inner.borrow_mut();
+        if inner.links.len() <= worker {
+            inner.links.resize_with(worker + 1, || None);
+        }
+        let link = Link {
+            chan,
+            doorbell,
+            generation,
+            pid,
+            unflushed: false,
+            last_done: 0,
+        };
+        let replaced = inner.links[worker].replace(link).is_some();
+        drop(inner);
+        if replaced {
+            self.fail_streams_of(worker);
+        }
+        self.wake_queue();
+        tracing::debug!(
+            thread = self.thread,
+            worker,
+            generation,
+            pid,
+            "worker attached"
+        );
+    }
+
+    /// Forgets a worker and fails its requests in flight on this thread.
+    pub(super) fn detach(&self, worker: usize, generation: u64) {
+        let mut inner = self.inner.borrow_mut();
+        let matches = inner
+            .links
+            .get(worker)
+            .and_then(Option::as_ref)
+            .is_some_and(|l| l.generation == generation);
+        if matches {
+            inner.links[worker] = None;
+            drop(inner);
+            self.fail_streams_of(worker);
+        }
+    }
+
+    /// Runs `f` on `worker`'s link. A contract breach it reports makes the worker a
+    /// violator; a missing link (the worker is gone) is `Lost` either way.
+    fn with_link<R>(
+        &self,
+        worker: usize,
+        f: impl FnOnce(&mut Link) -> Result<R, ChannelError>,
+    ) -> Result<R, Lost> {
+        let res = {
+            let mut inner = self.inner.borrow_mut();
+            let link = inner
+                .links
+                .get_mut(worker)
+                .and_then(Option::as_mut)
+                .ok_or(Lost)?;
+            f(link)
+        };
+        res.map_err(|e| {
+            self.violation(worker, &e);
+            Lost
+        })
+    }
+
+    /// Takes a request slot on `worker`. `Ok(None)`: none free, wait with `wait_space`.
+    pub fn take_slot(&self, worker: usize) -> Result<Option<SlotIndex>, Lost> {
+        self.with_link(worker, |link| link.chan.take_slot())
+    }
+
+    pub fn untake_slot(&self, worker: usize, slot: SlotIndex) {
+        let _ = self.with_link(worker, |link| {
+            link.chan.untake_slot(slot);
+            Ok(())
+        });
+    }
+
+    pub fn slot_size(&self, worker: usize) -> Result<usize, Lost> {
+        self.with_link(worker, |link| Ok(link.chan.slot_size()))
+    }
+
+    pub fn write_slot(
+        &self,
+        worker: usize,
+        slot: SlotIndex,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), Lost> {
+        self.with_link(worker, |link| {
+            link.chan.write_slot(slot, offset, bytes);
+            Ok(())
+        })
+    }
+
+    /// Publishes a record. `Ok(false)`: the ring is full, wait with `wait_space`.
+    pub fn send(&self, worker: usize, rec: Record) -> Result<bool, Lost> {
+        self.with_link(worker, |link| {
+            let sent = link.chan.send(rec)?;
+            link.unflushed |= sent;
+            Ok(sent)
+        })
+    }
+
+    /// Rings the worker's doorbell if records were sent and it is asleep (rule 4).
+    pub fn flush(&self, worker: usize) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            if link.unflushed {
+                link.unflushed = false;
+                if link.chan.worker_asleep() {
+                    link.doorbell.ring();
+                }
+            }
+        }
+    }
+
+    /// Returns a response slot to its worker (from `SlotLease::drop`).
+    pub fn release_slot(&self, worker: usize, generation: u64, slot: SlotIndex) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            if link.generation == generation {
+                link.chan.release(slot);
+                if link.chan.worker_wants_space() {
+                    link.doorbell.ring();
+                }
+            }
+        }
+    }
+
+    /// Makes a request about to be sent whole in one record revocable (ring.rs rule 8):
+    /// returns the `Record::extra` to send with it (0: not revocable, every word in use).
+    pub fn queue_claim(&self, id: super::StreamId, worker: usize) -> u64 {
+        let mut inner = self.inner.borrow_mut();
+        let Inner { links, streams, .. } = &mut *inner;
+        let Some(link) = links.get_mut(worker).and_then(Option::as_mut) else {
+            return 0;
+        };
+        let Some(s) = streams.get_mut(id).filter(|s| s.worker == worker) else {
+            return 0;
+        };
+        link.chan.free_claim(std::mem::take(&mut s.claim));
+        s.claim = link.chan.queue_claim();
+        s.claim
+    }
+}

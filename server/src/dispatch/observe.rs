@@ -1,0 +1,96 @@
+//! What a thread records about its requests: its metrics shard, its batch of access log
+//! lines, and the request ids it makes up for requests that bring none.
+
+use super::Hub;
+use crate::accesslog;
+use crate::http1::conn::REQUEST_ID_LEN;
+use crate::load::LoadTable;
+use crate::metrics::ThreadMetrics;
+
+impl Hub {
+    pub fn metrics(&self) -> &ThreadMetrics {
+        self.metrics.thread(self.thread as usize)
+    }
+
+    pub fn load(&self) -> &LoadTable {
+        &self.load
+    }
+
+    pub fn access_log_on(&self) -> bool {
+        self.access_log.borrow().is_some()
+    }
+
+    /// Adds a line to this thread's access log batch (written at 32 KiB or by the timer).
+    pub fn log_access(&self, entry: &accesslog::Entry<'_>) {
+        if let Some((buf, fmt)) = self.access_log.borrow_mut().as_mut() {
+            buf.push(*fmt, entry);
+        }
+    }
+
+    pub fn flush_access_log(&self) {
+        if let Some((buf, _)) = self.access_log.borrow_mut().as_mut() {
+            buf.flush();
+        }
+    }
+
+    /// Writes a fresh request id (32 lowercase hex digits) into `out`.
+    pub fn new_request_id(&self, out: &mut [u8; REQUEST_ID_LEN]) {
+        let n = self.id_counter.get().wrapping_add(1);
+        self.id_counter.set(n);
+        write_request_id(self.id_prefix, n, out);
+    }
+}
+
+/// Request id number `n` of a thread whose random prefix is `prefix`, as hex.
+fn write_request_id(prefix: u64, n: u64, out: &mut [u8; REQUEST_ID_LEN]) {
+    let id = (u128::from(prefix) << 64) | u128::from(n);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+/// 64 random bits (fastrand's per-thread generator, seeded from the OS at first use).
+pub(super) fn random_u64() -> u64 {
+    fastrand::u64(..)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::Rig;
+    use super::*;
+
+    #[test]
+    fn a_request_id_is_the_prefix_then_the_counter_in_hex() {
+        let mut out = [0u8; REQUEST_ID_LEN];
+        write_request_id(0x0123_4567_89ab_cdef, 0x2a, &mut out);
+        assert_eq!(&out, b"0123456789abcdef000000000000002a");
+    }
+
+    #[test]
+    fn request_ids_do_not_repeat_within_or_across_threads() {
+        let (a, b) = (Rig::new(1), Rig::new(1));
+        let mut seen = std::collections::HashSet::new();
+        for rig in [&a, &b] {
+            for _ in 0..1000 {
+                let mut out = [0u8; REQUEST_ID_LEN];
+                rig.hub.new_request_id(&mut out);
+                assert!(out
+                    .iter()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+                assert!(
+                    seen.insert(out),
+                    "repeated id {}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_metrics_shard_is_the_threads_own() {
+        let rig = Rig::new(1);
+        assert!(std::ptr::eq(rig.hub.metrics(), rig.metrics.thread(0)));
+        assert!(!rig.hub.access_log_on());
+    }
+}

@@ -1,0 +1,343 @@
+//! A request's life on the thread: the stream table, the events a connection task reads
+//! from it, and the calls that open, feed and end a stream.
+
+use std::collections::VecDeque;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use uringapi_protocol::{Kind, Record};
+
+use super::{policy, Hub};
+use crate::body_window::Window;
+use crate::zerocopy::SlotLease;
+
+/// What a connection task learns about its request.
+pub enum Event {
+    /// The response head (encoded by the worker, copied out, not yet validated) and the
+    /// first body bytes. `more`: body records follow.
+    Head {
+        head: Vec<u8>,
+        body: Option<SlotLease>,
+        more: bool,
+    },
+    Body {
+        body: Option<SlotLease>,
+        more: bool,
+    },
+    /// The app failed after the response started: close the connection.
+    Abort,
+    /// The app asked for the body of an `Expect: 100-continue` request.
+    Continue,
+    /// `http.response.pathsend`: the rest of the body is this file (raw path bytes, not
+    /// yet checked). `head`: the response head, unless a `Head` event brought it.
+    File {
+        head: Option<Vec<u8>>,
+        path: Vec<u8>,
+    },
+    /// The worker is gone or broke the contract: answer 502 if nothing was sent.
+    WorkerLost,
+    /// The request was taken back from a stalled worker before it started (ring.rs rule 9):
+    /// send it again, to another worker.
+    Revoked,
+}
+
+/// A request in flight, from the thread's point of view.
+pub(super) struct Stream {
+    pub worker: usize,
+    seq: u32,
+    /// "METHOD /path", for the log line that names a stalled worker's requests.
+    pub what: Box<str>,
+    pub since: Instant,
+    pub inbox: VecDeque<Event>,
+    pub waker: Option<Waker>,
+    /// The worker has sent the last record for this stream.
+    pub finished: bool,
+    /// Request body records on their way to the app (body_window.rs).
+    pub body: Window,
+    /// The request's claim word while it may still be taken back (`Record::extra`; 0:
+    /// none). Only requests sent whole in one record get one (revoke.rs in http1/conn).
+    pub claim: u64,
+}
+
+impl Stream {
+    /// Queues an event and wakes the connection task waiting on the stream.
+    pub fn deliver(&mut self, ev: Event) {
+        self.inbox.push_back(ev);
+        self.wake();
+    }
+
+    pub fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// `Stream::worker` once the stream no longer counts against any worker (its response is
+/// complete, or its worker is gone).
+pub(super) const NO_WORKER: usize = usize::MAX;
+
+/// Stream ids carry a slab index and a sequence number, so that a late record for a stream
+/// that was closed and whose index was reused is recognised and dropped.
+pub type StreamId = u64;
+
+fn stream_id(index: usize, seq: u32) -> StreamId {
+    (u64::from(seq) << 32) | index as u64
+}
+
+fn split(id: StreamId) -> (usize, u32) {
+    ((id & 0xffff_ffff) as usize, (id >> 32) as u32)
+}
+
+/// The thread's streams: a slab whose indices are reused, with a sequence number per use.
+#[derive(Default)]
+pub(super) struct StreamTable {
+    slots: Vec<Option<Stream>>,
+    free: Vec<usize>,
+    next_seq: u32,
+}
+
+impl StreamTable {
+    /// Opens a stream on `worker`.
+    pub fn open(&mut self, worker: usize, what: Box<str>) -> StreamId {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let seq = self.next_seq;
+        let stream = Stream {
+            worker,
+            seq,
+            what,
+            since: Instant::now(),
+            inbox: VecDeque::new(),
+            waker: None,
+            finished: false,
+            body: Window::default(),
+            claim: 0,
+        };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(stream);
+                i
+            }
+            None => {
+                self.slots.push(Some(stream));
+                self.slots.len() - 1
+            }
+        };
+        stream_id(index, seq)
+    }
+
+    /// The stream `id` names, unless it was closed (its index may now serve another).
+    pub fn get_mut(&mut self, id: StreamId) -> Option<&mut Stream> {
+        let (index, seq) = split(id);
+        self.slots.get_mut(index)?.as_mut().filter(|s| s.seq == seq)
+    }
+
+    /// Takes the stream out of the table; its index is free for reuse.
+    pub fn remove(&mut self, id: StreamId) -> Option<Stream> {
+        self.get_mut(id)?;
+        let index = split(id).0;
+        self.free.push(index);
+        self.slots[index].take()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Stream> {
+        self.slots.iter().flatten()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Stream> {
+        self.slots.iter_mut().flatten()
+    }
+}
+
+impl Hub {
+    /// Opens a stream for request `what` on the worker the routing policy picks (policy.rs)
+    /// among those that accept work: attached, not stalled, not retiring, under
+    /// `--limit-concurrency`. `None`: no worker accepts now; wait with `wait_queue`.
+    pub fn open_stream(&self, what: impl FnOnce() -> Box<str>) -> Option<(StreamId, usize)> {
+        let mut inner = self.inner.borrow_mut();
+        inner.rotation = inner.rotation.wrapping_add(1);
+        let candidates = inner.links.iter().enumerate().filter_map(|(i, l)| {
+            let l = l.as_ref()?;
+            let load = self.load.get(i);
+            Some(policy::Candidate {
+                index: i,
+                accepts: load.accepts(self.limit),
+                in_flight: load.in_flight(),
+                last_done: l.last_done,
+            })
+        });
+        let worker = policy::pick(candidates, inner.links.len(), inner.rotation)?;
+        self.load.get(worker).dispatched();
+        let id = inner.streams.open(worker, what());
+        Some((id, worker))
+    }
+
+    /// Ends a stream. If the worker has not finished it, tell the worker the client is gone.
+    pub fn close_stream(&self, id: StreamId) {
+        self.end_stream(id, Kind::Disconnect);
+    }
+
+    /// Ends a stream whose request ran out of time: the worker cancels the app's task.
+    pub fn cancel_stream(&self, id: StreamId) {
+        self.end_stream(id, Kind::Cancel);
+    }
+
+    fn end_stream(&self, id: StreamId, notice: Kind) {
+        let mut inner = self.inner.borrow_mut();
+        // Events still queued for the stream may hold slot leases, whose drop borrows
+        // `inner` to hand the slot back: the stream is dropped only after `inner` is.
+        let Some(stream) = inner.streams.remove(id) else {
+            return;
+        };
+        let (worker, finished, claim) = (stream.worker, stream.finished, stream.claim);
+        if worker == NO_WORKER {
+            drop(inner);
+            drop(stream);
+            return;
+        }
+        self.load.get(worker).done(false);
+        if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            link.chan.free_claim(claim);
+            if !finished {
+                // Best effort: a full ring means the worker is far behind; it will see the
+                // stream's records dropped on our side either way.
+                if let Ok(true) = link.chan.send(Record::new(notice, id)) {
+                    link.unflushed = true;
+                }
+            }
+        }
+        drop(inner);
+        drop(stream);
+        self.flush(worker);
+        self.wake_queue();
+    }
+
+    /// Tells the worker behind a stream that its client has gone (the stream stays open, so
+    /// that the worker's last records are still recognised and dropped).
+    pub fn notify_disconnect(&self, id: StreamId) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(s) = inner.streams.get_mut(id) else {
+            return;
+        };
+        let worker = s.worker;
+        if s.finished || worker == NO_WORKER {
+            return;
+        }
+        if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            if let Ok(true) = link.chan.send(Record::new(Kind::Disconnect, id)) {
+                link.unflushed = true;
+            }
+        }
+        drop(inner);
+        self.flush(worker);
+    }
+
+    /// Puts an event back at the front of a stream's inbox.
+    pub fn unget_event(&self, id: StreamId, ev: Event) {
+        if let Some(s) = self.inner.borrow_mut().streams.get_mut(id) {
+            s.inbox.push_front(ev);
+        }
+    }
+
+    /// The next event for a stream.
+    pub async fn next_event(&self, id: StreamId) -> Event {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            let Some(s) = inner.streams.get_mut(id) else {
+                return Poll::Ready(Event::WorkerLost);
+            };
+            match s.inbox.pop_front() {
+                Some(ev) => Poll::Ready(ev),
+                None => {
+                    s.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Counts a body record sent on a stream against its window.
+    pub fn body_sent(&self, id: StreamId) {
+        if let Some(s) = self.inner.borrow_mut().streams.get_mut(id) {
+            s.body.sent();
+        }
+    }
+
+    /// Waits until the stream's body window is open (`Ok`), or an event arrives first
+    /// (`Err`: the response started, or the worker is gone; the event stays queued).
+    pub async fn wait_body_window(&self, id: StreamId) -> Result<(), ()> {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            let Some(s) = inner.streams.get_mut(id) else {
+                return Poll::Ready(Err(()));
+            };
+            if !s.inbox.is_empty() {
+                return Poll::Ready(Err(()));
+            }
+            if s.body.open() {
+                return Poll::Ready(Ok(()));
+            }
+            s.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// "METHOD /path" of a stream, for the log lines of a request sent again.
+    pub fn stream_what(&self, id: StreamId) -> Box<str> {
+        self.inner
+            .borrow_mut()
+            .streams
+            .get_mut(id)
+            .map_or_else(|| "?".into(), |s| s.what.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_streams_id_is_refused_after_its_index_is_reused() {
+        let mut t = StreamTable::default();
+        let a = t.open(0, "GET /a".into());
+        assert!(t.remove(a).is_some());
+        let b = t.open(1, "GET /b".into());
+        assert_eq!(split(a).0, split(b).0, "index reused");
+        assert_ne!(a, b);
+        assert!(t.get_mut(a).is_none(), "a late record for the old stream");
+        assert!(t.remove(a).is_none(), "and it cannot close the new one");
+        assert_eq!(&*t.get_mut(b).unwrap().what, "GET /b");
+    }
+
+    #[test]
+    fn ids_stay_unique_while_streams_are_open() {
+        let mut t = StreamTable::default();
+        let ids: Vec<_> = (0..100).map(|i| t.open(i % 3, "x".into())).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len());
+        assert_eq!(t.iter().count(), 100);
+        for id in &ids[..50] {
+            t.remove(*id).unwrap();
+        }
+        assert_eq!(t.iter().count(), 50);
+        assert!(ids[50..].iter().all(|id| t.get_mut(*id).is_some()));
+    }
+
+    #[test]
+    fn deliver_queues_in_order_and_wakes_the_reader_once() {
+        let mut t = StreamTable::default();
+        let id = t.open(0, "x".into());
+        let s = t.get_mut(id).unwrap();
+        let (count, waker) = super::super::testkit::counting_waker();
+        s.waker = Some(waker);
+        s.deliver(Event::Continue);
+        s.deliver(Event::Abort);
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(matches!(s.inbox.pop_front(), Some(Event::Continue)));
+        assert!(matches!(s.inbox.pop_front(), Some(Event::Abort)));
+    }
+}

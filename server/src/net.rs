@@ -1,0 +1,146 @@
+//! The sockets a front-end thread serves: TCP (`--host/--port`, `--fd`, socket activation)
+//! or a Unix stream socket (`--uds`). Everything above this file (TLS, HTTP/1.1) reads and
+//! writes a [`Socket`] and does not care which it is; only the addresses differ: a Unix
+//! socket's client has no address the ASGI scope can show (`client` is `None`, as uvicorn
+//! gives it), and its `server` is the socket's path, which the workers know from start-up.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::BufResult;
+
+/// A listening socket handed to a front-end thread (std types: built before the runtime).
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// A listener adopted by a thread's runtime.
+pub enum Accepting {
+    Tcp(monoio::net::TcpListener),
+    Unix(monoio::net::UnixListener),
+}
+
+impl Accepting {
+    pub fn adopt(l: Listener) -> std::io::Result<Self> {
+        Ok(match l {
+            Listener::Tcp(l) => Self::Tcp(monoio::net::TcpListener::from_std(l)?),
+            Listener::Unix(l) => Self::Unix(monoio::net::UnixListener::from_std(l)?),
+        })
+    }
+
+    /// The next connection, with its peer and the local address (TCP only).
+    pub async fn accept(&self) -> std::io::Result<(Socket, Peer, Option<SocketAddr>)> {
+        match self {
+            Self::Tcp(l) => {
+                let (sock, peer) = l.accept().await?;
+                let local = sock.local_addr().unwrap_or(peer);
+                let _ = sock.set_nodelay(true);
+                Ok((Socket::Tcp(sock), Peer(Some(peer)), Some(local)))
+            }
+            Self::Unix(l) => {
+                let (sock, _) = l.accept().await?;
+                Ok((Socket::Unix(sock), Peer(None), None))
+            }
+        }
+    }
+}
+
+/// Who is on the other end: an IP address, or `None` on a Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub Option<SocketAddr>);
+
+impl Peer {
+    pub fn addr(self) -> Option<SocketAddr> {
+        self.0
+    }
+
+    pub fn ip(self) -> Option<IpAddr> {
+        self.0.map(|a| a.ip())
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("unix-socket"),
+        }
+    }
+}
+
+/// A connected stream socket.
+pub enum Socket {
+    Tcp(monoio::net::TcpStream),
+    Unix(monoio::net::UnixStream),
+}
+
+impl Socket {
+    /// Waits until the socket is readable (data or EOF) while no read is pending.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.readable(false).await,
+            Self::Unix(s) => s.readable(false).await,
+        }
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Self::Tcp(s) => s.as_raw_fd(),
+            Self::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+// Plain delegation: both arms submit the same io_uring (or epoll) operation on their fd.
+impl AsyncReadRent for Socket {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Self::Tcp(s) => s.read(buf).await,
+            Self::Unix(s) => s.read(buf).await,
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Self::Tcp(s) => s.readv(buf).await,
+            Self::Unix(s) => s.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for Socket {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Self::Tcp(s) => s.write(buf).await,
+            Self::Unix(s) => s.write(buf).await,
+        }
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Self::Tcp(s) => s.writev(buf).await,
+            Self::Unix(s) => s.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.flush().await,
+            Self::Unix(s) => s.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.shutdown().await,
+            Self::Unix(s) => s.shutdown().await,
+        }
+    }
+}
