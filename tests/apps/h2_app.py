@@ -5,6 +5,7 @@ bodies hashed as they stream in and out, and a handler that blocks its worker's 
   GET  /block?s=3          -> {"pid"} after time.sleep(s): the worker's loop is stuck
   POST /upload             -> {"bytes", "sha256"} of the body, read as a stream
   GET  /download?n=N       -> N deterministic bytes, streamed in 64 KiB pieces
+  GET  /headers            -> {"headers": [[name, value], ...]} as the app received them
 """
 
 from __future__ import annotations
@@ -57,7 +58,12 @@ async def download(request: Request) -> StreamingResponse:
     return StreamingResponse(pieces(), media_type="application/octet-stream")
 
 
+async def headers(request: Request) -> JSONResponse:
+    return JSONResponse({"headers": [[k.decode(), v.decode()] for k, v in request.scope["headers"]]})
+
+
 app = Starlette(routes=[
+    Route("/headers", headers),
     Route("/sleep", sleep),
     Route("/block", block),
     Route("/upload", upload, methods=["POST"]),

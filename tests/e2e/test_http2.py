@@ -125,15 +125,17 @@ def test_a_blocked_handler_holds_up_no_other_stream(h2_server: tuple[Server, int
 
     async def run() -> tuple[bool, list[httpx.Response], httpx.Response]:
         async with _client(server) as client:
-            blocked = asyncio.ensure_future(client.get("/block?s=4"))
-            await asyncio.sleep(0.3)
+            blocked = asyncio.ensure_future(client.get("/block?s=8"))
+            # Time for the worker's silence to pass --stall-timeout on a busy machine.
+            await asyncio.sleep(1.5)
             others = await asyncio.gather(*(client.get("/sleep?s=0") for _ in range(10)))
             still_blocked = not blocked.done()
             return still_blocked, others, await blocked
 
     still_blocked, others, blocked = asyncio.run(run())
     assert all(r.status_code == 200 for r in others)
-    assert still_blocked, "the other streams only answered after the blocked one"
+    assert still_blocked, ("the other streams only answered after the blocked one: "
+                           f"{[r.json()['pid'] for r in others]}")
     assert blocked.status_code == 200
     assert {r.json()["pid"] for r in others} != {blocked.json()["pid"]}
 
@@ -318,3 +320,18 @@ def test_alpn_h2_on_the_tls_port(servers: ServerFactory, tmp_path: Path) -> None
     r = httpx.get(f"{url}/sleep?s=0", verify=ssl.create_default_context(cafile=str(cert)),
                   timeout=HANG_GUARD)
     assert r.http_version == "HTTP/1.1" and r.json()["http_version"] == "1.1"
+
+
+def test_health_path_request_id_host_and_cookies_over_http2(servers: ServerFactory) -> None:
+    server, _ = _start(servers, "--health-path", "/healthz", "--request-id")
+    with httpx.Client(base_url=server.base_url, http1=False, http2=True,
+                      timeout=HANG_GUARD) as client:
+        health = client.get("/healthz")
+        assert (health.status_code, health.text, health.http_version) == (200, "ok", "HTTP/2")
+        assert client.post("/healthz").status_code == 405
+        # Two cookie fields (as HPACK may split them) reach the app as one (RFC 9113 §8.2.3).
+        r = client.get("/headers", headers=[("cookie", "a=1"), ("cookie", "b=2")])
+    seen = dict((k, v) for k, v in r.json()["headers"])
+    assert seen["host"] == f"{HOST}:{server.port}"
+    assert seen["cookie"] == "a=1; b=2"
+    assert len(seen["x-request-id"]) == 32

@@ -28,6 +28,7 @@ use uringapi_protocol::{Kind, Record};
 
 use super::Shared;
 use crate::dispatch::{Event, Hub, Lost, Need, StreamId};
+use crate::http1::conn::REQUEST_ID_LEN;
 use crate::metrics::h2::Defence;
 
 /// How often a queued request re-checks the workers (as HTTP/1.1's queue does).
@@ -97,7 +98,17 @@ pub(super) async fn serve(
     let started = Instant::now();
     let time = sh.hub.access_log_on().then(std::time::SystemTime::now);
     let (parts, body) = req.into_parts();
-    let out = run(&sh, &parts, body, &mut respond).await;
+    // `--request-id`: the client's X-Request-ID, else a generated one.
+    let mut generated = [0u8; REQUEST_ID_LEN];
+    let client_id = parts.headers.get("x-request-id").map(HeaderValue::as_bytes);
+    let rid = match (sh.cfg.request_id, client_id) {
+        (true, None) => {
+            sh.hub.new_request_id(&mut generated);
+            Some(&generated[..])
+        }
+        _ => None,
+    };
+    let out = run(&sh, &parts, body, &mut respond, rid).await;
     let latency = started.elapsed();
     let method = parts.method.as_str().as_bytes();
     if out.status == 499 {
@@ -120,10 +131,36 @@ pub(super) async fn serve(
             bytes: out.bytes,
             referer: header(http::header::REFERER),
             user_agent: header(http::header::USER_AGENT),
-            request_id: "",
+            request_id: &String::from_utf8_lossy(rid.or(client_id).unwrap_or_default()),
             duration: latency,
             time,
         });
+    }
+}
+
+/// The `--health-path` answer: "ok" with 200, an empty body otherwise.
+fn health(respond: &mut SendResponse<Bytes>, status: u16, head: bool) -> Outcome {
+    let mut resp = Response::new(());
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+    let body: &'static [u8] = if status == 200 { b"ok" } else { b"" };
+    let map = resp.headers_mut();
+    map.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if status == 405 {
+        map.insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    let end = head || body.is_empty();
+    let sent = match respond.send_response(resp, end) {
+        Ok(mut out) if !end => out.send_data(Bytes::from_static(body), true).is_ok(),
+        Ok(_) => true,
+        Err(_) => false,
+    };
+    Outcome {
+        status: if sent { status } else { 499 },
+        bytes: if sent && !head { body.len() as u64 } else { 0 },
     }
 }
 
@@ -144,6 +181,7 @@ async fn run(
     parts: &http::request::Parts,
     mut body: RecvStream,
     respond: &mut SendResponse<Bytes>,
+    request_id: Option<&[u8]>,
 ) -> Outcome {
     let hub = &sh.hub;
     let cfg = &sh.cfg;
@@ -151,6 +189,15 @@ async fn run(
         Some(pq) => (pq.path(), pq.query().unwrap_or("")),
         None => ("/", ""),
     };
+    // `--health-path`: answered here, as over HTTP/1.1 (503 while draining).
+    if cfg.health_path.as_deref() == Some(path) {
+        let status = match parts.method {
+            http::Method::GET | http::Method::HEAD if hub.is_draining() => 503,
+            http::Method::GET | http::Method::HEAD => 200,
+            _ => 405,
+        };
+        return health(respond, status, parts.method == http::Method::HEAD);
+    }
     // The request head as HTTP/1.1 would carry it: :authority becomes Host (RFC 9113
     // §8.3.1), and cookie fields split for compression are joined again (§8.2.3).
     let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(parts.headers.len() + 1);
@@ -172,6 +219,9 @@ async fn run(
     }
     if !cookie.is_empty() {
         headers.push((b"cookie", &cookie));
+    }
+    if let Some(id) = request_id {
+        headers.push((b"x-request-id", id));
     }
     let declared = parts
         .headers
