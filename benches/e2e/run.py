@@ -5,7 +5,9 @@ Every cell (one app endpoint) runs under every server, same worker count, in
 rotating order per round; wrk saturates each server over loopback keep-alive,
 then an open-loop generator measures latency at a fixed rate below saturation,
 and the blocking-endpoint scenario measures a fast endpoint's latency while
-another endpoint blocks its worker's event loop for 50 ms, 4 times a second.
+another endpoint blocks its worker's event loop for 50 ms, 4 times a second;
+the idle-connections cell holds 10,000 idle keep-alive connections per server and
+reports the RSS each costs (benchkit/idle.py).
 Writes benches/results/<date>.{json,md,png} and, for full runs, the README
 section between <!-- bench:start --> and <!-- bench:end -->.
 
@@ -23,10 +25,12 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from benchkit import blocking, cells, paths, prereqs, servers
+from benchkit import blocking, cells, idle, paths, prereqs, servers
 
-QUICK = {"rounds": 1, "duration": 3, "warmup": 1, "blocking_duration": 2, "policies": ["batch"], "probe_duration": 1}
-FULL = {"rounds": 3, "duration": 10, "warmup": 2, "policies": list(servers.POLICIES), "probe_duration": 2}
+QUICK = {"rounds": 1, "duration": 3, "warmup": 1, "blocking_duration": 2, "policies": ["batch"], "probe_duration": 1,
+         "idle_connections": idle.QUICK_CONNECTIONS}
+FULL = {"rounds": 3, "duration": 10, "warmup": 2, "policies": list(servers.POLICIES), "probe_duration": 2,
+        "idle_connections": idle.DEFAULT_CONNECTIONS}
 """Presets for options left unset; a full run's --blocking-duration follows --duration."""
 
 
@@ -92,6 +96,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=_positive_int,
         help="measured seconds per phase of the blocking-endpoint scenario (full: --duration, quick 2)",
     )
+    p.add_argument(
+        "--idle-connections",
+        type=_positive_int,
+        help=f"idle keep-alive connections per server in the idle-connections cell (full {idle.DEFAULT_CONNECTIONS:,}, "
+        f"quick {idle.QUICK_CONNECTIONS:,})",
+    )
+    p.add_argument("--no-idle", action="store_true", help="skip the idle-connections cell (RSS per idle connection)")
     p.add_argument("--no-setup", action="store_true", help="do not pip/apt-install anything")
     p.add_argument("--no-readme", action="store_true", help="do not update README.md even on a full run")
     p.add_argument(

@@ -560,3 +560,22 @@ def test_app_cpu_wrapper_counts_the_apps_own_steps_and_not_the_loops_other_work(
     assert requests == 5
     per_request_ms = ns / requests / 1e6
     assert 2.9 <= per_request_ms < 3.9, per_request_ms
+
+
+def test_idle_connections_cell_measures_every_python_server(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, _ = quick_run
+    doc = _doc(out)
+    idle = doc["idle"]
+    assert idle["failures"] == []
+    python_servers = {s for s, info in doc["servers"].items() if info["status"] == "available"} - {"native-ref"}
+    assert set(idle["medians"]) == python_servers
+    for row in idle["rounds"]:
+        assert row["held"] == row["connections"] == idle["connections"], row["server"]
+        assert row["rss_after"] > row["rss_before"] > 0, row["server"]
+        assert row["per_connection_bytes"] > 0 and len(row["rss_by_process"]) >= 2, row["server"]
+    table = _only(out, ".md").read_text()
+    assert "| Server | held | RSS before | RSS with them | per connection |" in table
+    for server in python_servers:
+        assert f"| {server} | {idle['connections']:,} | " in table, server

@@ -14,6 +14,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,6 +176,26 @@ def test_tls_over_a_unix_socket(sock_path: Path, tmp_path: Path) -> None:
             time.sleep(0.05)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout) == {"client": None, "server": [str(sock_path), None], "scheme": "https"}
+    finally:
+        assert stop(proc) == 0
+    assert not sock_path.exists()
+
+
+def test_uringapi_run_spells_uds_options_as_the_cli_does(sock_path: Path) -> None:
+    from uringapi import serve_args
+
+    # A Python int mode (0o660 == 432) must reach the CLI as that mode, not as octal "432".
+    assert serve_args("m:app", uds=sock_path, uds_perms=0o660) == [
+        "serve", "m:app", "--uds", str(sock_path), "--uds-perms", "0o660"]
+
+
+def test_uringapi_run_serves_a_unix_socket(sock_path: Path) -> None:
+    code = ("import uringapi; uringapi.run('uds_app:app', app_dir=%r, uds=%r, uds_perms=0o600, workers=1)"
+            % (str(APPS_DIR), str(sock_path)))
+    proc = start([sys.executable, "-c", code])
+    try:
+        wait_served(proc, sock_path)
+        assert stat.S_IMODE(sock_path.stat().st_mode) == 0o600
     finally:
         assert stop(proc) == 0
     assert not sock_path.exists()

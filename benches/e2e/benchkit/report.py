@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from . import idle, paths
 from .runner import NOISE_WARNING_SHARE, fmt_us
 from .servers import BASELINE
 
@@ -27,7 +27,7 @@ def markdown(doc: Doc) -> str:
     parts = [_preamble(doc), _saturation_table(doc)]
     sections = (
         _config_section(doc), _policy_table(doc), _overhead_section(doc),
-        _fixed_rate_section(doc), _noisy_section(doc), _blocking_section(doc),
+        _fixed_rate_section(doc), _noisy_section(doc), _blocking_section(doc), idle.section(doc),
     )  # fmt: skip
     for section in sections:
         if section:

@@ -10,7 +10,7 @@ from typing import Any
 
 import dataclasses
 
-from . import blocking, chart, machine, overhead, paths, prereqs, report, runner, search
+from . import blocking, chart, idle, machine, overhead, paths, prereqs, report, runner, search
 from .cells import FIXED_RATE_CELL, Cell, by_name
 from .servers import Server, Settings
 from .wrk import LoadShape
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
     fixed = _fixed_rate(plan, medians, fixed_skip)
     noisy = _noisy(args, plan, medians, fixed_skip)
     blocked = _blocking(args, plan)
+    idle_cell = idle.cell(plan, None if args.no_idle else args.idle_connections)
     return {
         "schema": SCHEMA_VERSION,
         "date": started.date().isoformat(),
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
         "fixed_rate": fixed,
         "noisy": noisy,
         "blocking": blocked,
+        "idle": idle_cell,
     }
 
 
@@ -101,7 +103,7 @@ def write_outputs(doc: Doc, out: Path, stem: str, update_readme: bool) -> int:
     print(table)
     for path in written:
         _say(f"wrote {path}")
-    sections = ("overhead", "fixed_rate", "noisy", "blocking")
+    sections = ("overhead", "fixed_rate", "noisy", "blocking", "idle")
     failures = sum(len((doc.get(key) or {}).get("failures", [])) for key in sections)
     failures += len(doc["failures"])
     if failures:

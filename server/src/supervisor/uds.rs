@@ -6,8 +6,9 @@
 //!   does accept, start-up stops with an error instead of stealing its path. Anything that is
 //!   not a socket is never removed.
 //! - `--uds-perms` is applied with chmod right after the bind, before the first accept.
-//! - The file is removed on exit, but only while it is still the one we created (same device
-//!   and inode): a second server that replaced it keeps its own.
+//! - The file is removed on exit, but only while it is still the one we created (same device,
+//!   inode and change time: a file made later on the same freed inode has another change
+//!   time): a second server that replaced it keeps its own.
 //!
 //! There is one socket: every front-end thread accepts from a `dup` of it (SO_REUSEPORT does
 //! not spread Unix sockets over threads).
@@ -23,14 +24,17 @@ use crate::cli::Failure;
 #[derive(Debug)]
 pub(super) struct SocketFile {
     path: PathBuf,
-    dev: u64,
-    ino: u64,
+    /// (device, inode, ctime seconds, ctime nanoseconds) once set up.
+    id: (u64, u64, i64, i64),
+}
+
+fn identity(m: &std::fs::Metadata) -> (u64, u64, i64, i64) {
+    (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
+        let ours = std::fs::symlink_metadata(&self.path).is_ok_and(|m| identity(&m) == self.id);
         if ours {
             if let Err(e) = std::fs::remove_file(&self.path) {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the --uds socket file");
@@ -70,14 +74,17 @@ pub(super) fn bind(
     sock.bind(&addr).map_err(|e| fail("cannot bind", e))?;
     let meta = std::fs::symlink_metadata(path).map_err(|e| fail("cannot stat the socket", e))?;
     // From here on the file is ours, and removed again if anything below fails.
-    let file = SocketFile {
+    let mut file = SocketFile {
         path: path.to_path_buf(),
-        dev: meta.dev(),
-        ino: meta.ino(),
+        id: identity(&meta),
     };
     if let Some(mode) = perms {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| fail("cannot set --uds-perms", e))?;
+        // chmod changed the change time.
+        let meta =
+            std::fs::symlink_metadata(path).map_err(|e| fail("cannot stat the socket", e))?;
+        file.id = identity(&meta);
     }
     sock.listen(backlog).map_err(|e| fail("cannot listen", e))?;
     sock.set_nonblocking(true)
@@ -203,7 +210,8 @@ mod tests {
         let (listener, file) = bind(&path, None, 16).unwrap();
         // Replaced while we still listen, as in a real server: our bound socket holds its
         // inode, so the newcomer's file cannot reuse the number (after we stop listening it
-        // could, on ext4, and the identity check would be fooled).
+        // could, on ext4; the change time in the identity then still tells them apart,
+        // unless both files were made within one tick of the kernel's coarse clock).
         std::fs::remove_file(&path).unwrap();
         let other = UnixListener::bind(&path).unwrap();
         drop(listener);

@@ -267,7 +267,10 @@ impl Transport {
                 let (res, slice) = sock.read(buf.slice_mut(len..cap)).await;
                 (res, slice.into_inner())
             }
-            Transport::Tls(t) => t.read_into(buf).await,
+            // Boxed (here and below): a TLS call's state is large and would size the
+            // task of every connection, plain ones included, idle ones included.
+            // PERF: one allocation per TLS read or write, next to its crypto.
+            Transport::Tls(t) => Box::pin(t.read_into(buf)).await,
         }
     }
 
@@ -275,7 +278,7 @@ impl Transport {
         match self {
             Transport::Plain(sock) => sock.write_all(bytes).await,
             Transport::Tls(t) => {
-                let res = t.send(&[&bytes]).await;
+                let res = Box::pin(t.send(&[&bytes])).await;
                 (res, bytes)
             }
         }
@@ -287,7 +290,7 @@ impl Transport {
         match self {
             Transport::Plain(sock) => sock.writev(frame).await,
             Transport::Tls(t) => {
-                let res = t.send(&frame.pieces()).await;
+                let res = Box::pin(t.send(&frame.pieces())).await;
                 (res, frame)
             }
         }
@@ -314,7 +317,7 @@ impl Transport {
             Transport::Plain(sock) => sock.shutdown().await,
             Transport::Tls(t) => {
                 t.tls.send_close_notify();
-                let _ = t.flush().await;
+                let _ = Box::pin(t.flush()).await;
                 t.sock.shutdown().await
             }
         }

@@ -24,7 +24,8 @@ def serve_args(app: str | None = None, **options: Any) -> list[str]:
     """The ``uringapi serve`` arguments for ``app`` and keyword options, spelled as on the
     command line with ``_`` for ``-``: ``workers=2`` → ``--workers 2``, ``access_log=True``
     → ``--access-log``, ``False``/``None`` → left out, a list or tuple → the flag repeated
-    (``header=["x-a: 1", "x-b: 2"]``)."""
+    (``header=["x-a: 1", "x-b: 2"]``). ``uds_perms`` as an int is a mode: ``uds_perms=0o660``
+    → ``--uds-perms 0o660``."""
     argv = ["serve"]
     if app is not None:
         if not isinstance(app, str):
@@ -37,6 +38,8 @@ def serve_args(app: str | None = None, **options: Any) -> list[str]:
             continue
         if value is True:
             argv.append(flag)
+        elif name == "uds_perms" and isinstance(value, int):
+            argv += [flag, f"0o{value:o}"]
         elif isinstance(value, (list, tuple)):
             for item in value:
                 argv += [flag, str(item)]

@@ -24,6 +24,7 @@ use crate::tls::Transport;
 use crate::zerocopy::{Frame, SlotLease};
 
 mod bufpool;
+mod deadline;
 mod download;
 mod native;
 mod revoke;
@@ -145,13 +146,16 @@ pub async fn serve(
     let sock = match &cfg.tls {
         None => Transport::Plain(sock),
         Some(tls) => {
-            match crate::tls::handshake(sock, tls.current(), cfg.header_read, peer).await {
+            // Boxed: the handshake's state is large and would otherwise size every
+            // connection's task, plain ones included.
+            let handshake = crate::tls::handshake(sock, tls.current(), cfg.header_read, peer);
+            match Box::pin(handshake).await {
                 // HTTP/2 hook: ALPN chose h2.
                 Some(stream) if stream.alpn_h2() => {
                     let section = stream.section();
                     let (tcp, tls) = stream.into_parts();
                     let io = crate::h2::H2Io::tls(tcp, tls);
-                    return crate::h2::serve(hub, cfg, io, peer, local, section).await;
+                    return Box::pin(crate::h2::serve(hub, cfg, io, peer, local, section)).await;
                 }
                 Some(stream) => Transport::Tls(Box::new(stream)),
                 None => return,
@@ -162,7 +166,7 @@ pub async fn serve(
     let sock = match sock {
         Transport::Plain(tcp) if cfg.h2.mode == crate::h2::HttpMode::Two => {
             let io = crate::h2::H2Io::plain(tcp, Vec::new());
-            return crate::h2::serve(hub, cfg, io, peer, local, None).await;
+            return Box::pin(crate::h2::serve(hub, cfg, io, peer, local, None)).await;
         }
         sock => sock,
     };
@@ -189,7 +193,7 @@ pub async fn serve(
     if conn.h2c {
         if let Transport::Plain(tcp) = conn.sock {
             let io = crate::h2::H2Io::plain(tcp, conn.buf);
-            crate::h2::serve(conn.hub, conn.cfg, io, peer, local, None).await;
+            Box::pin(crate::h2::serve(conn.hub, conn.cfg, io, peer, local, None)).await;
         }
     }
 }
@@ -308,10 +312,8 @@ impl Conn {
         let hub = self.hub.clone();
         monoio::select! {
             _ = hub.drained() => Err(()),
-            r = monoio::time::timeout(wait, self.sock.readable()) => match r {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(()),
-            },
+            _ = deadline::until(Instant::now() + wait) => Err(()),
+            r = self.sock.readable() => r.map_err(|_| ()),
         }
     }
 
@@ -392,9 +394,9 @@ impl Conn {
             buf.reserve(READ_CHUNK);
         }
         let read = self.sock.read(buf);
-        match monoio::time::timeout(wait, read).await {
-            Err(_) => Err(ReadEnd::TimedOut),
-            Ok((res, buf)) => {
+        monoio::select! {
+            _ = deadline::until(Instant::now() + wait) => Err(ReadEnd::TimedOut),
+            (res, buf) = read => {
                 self.buf = buf;
                 match res {
                     Ok(0) => Err(ReadEnd::Eof),
@@ -827,5 +829,28 @@ impl Served {
         if let Some(id) = find(b"x-request-id") {
             self.request_id = String::from_utf8_lossy(&id).into_owned();
         }
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+
+    /// Size and alignment of what an async fn returns, without calling it.
+    fn future_of<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> (usize, usize) {
+        (std::mem::size_of::<F>(), std::mem::align_of::<F>())
+    }
+
+    /// The connection's task is allocated at the size of its largest state, idle or not:
+    /// large and rarely used states (the request, TLS calls, the TLS handshake) are boxed,
+    /// and deadlines use `deadline::until` instead of monoio's 640-byte, 128-aligned
+    /// `Sleep`. This was 3,200 bytes (128-aligned) before; growing it past the bound costs
+    /// every idle keep-alive connection (tests/e2e/test_idle_connections.py).
+    #[test]
+    fn the_connection_task_stays_small() {
+        let (size, align) = future_of(serve);
+        eprintln!("connection future: {size} bytes, aligned to {align}");
+        assert!(size <= 1408, "{size} bytes");
+        assert!(align <= 16, "aligned to {align}");
     }
 }
