@@ -130,8 +130,46 @@ enum Turn {
 }
 
 /// Serves an HTTP/2 connection until it closes. `tls_section`: the tls extension facts of
-/// a TLS connection (`None`: plain h2c).
-pub async fn serve(
+/// a TLS connection (`None`: plain h2c). Boxed here, in a plain function, so that the large
+/// HTTP/2 state never sizes the HTTP/1.1 connection task that hands over to it (not even
+/// as a temporary of the statement that awaits it).
+pub fn serve(
+    hub: Rc<Hub>,
+    cfg: Rc<ConnConfig>,
+    io: H2Io,
+    peer: Peer,
+    local: Option<SocketAddr>,
+    tls_section: Option<Vec<u8>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(drive(hub, cfg, io, peer, local, tls_section))
+}
+
+/// [`serve`] for a plain connection whose first bytes (`read`) were already read.
+pub fn serve_plain(
+    hub: Rc<Hub>,
+    cfg: Rc<ConnConfig>,
+    sock: crate::net::Socket,
+    read: Vec<u8>,
+    peer: Peer,
+    local: Option<SocketAddr>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    serve(hub, cfg, H2Io::plain(sock, read), peer, local, None)
+}
+
+/// [`serve`] for a TLS connection whose ALPN chose h2.
+pub fn serve_tls(
+    hub: Rc<Hub>,
+    cfg: Rc<ConnConfig>,
+    stream: Box<crate::tls::TlsStream>,
+    peer: Peer,
+    local: Option<SocketAddr>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    let section = stream.section();
+    let (sock, tls) = stream.into_parts();
+    serve(hub, cfg, H2Io::tls(sock, tls), peer, local, section)
+}
+
+async fn drive(
     hub: Rc<Hub>,
     cfg: Rc<ConnConfig>,
     io: H2Io,

@@ -218,8 +218,9 @@ impl TlsStream {
 
     /// The socket and the session, for HTTP/2 to drive itself (`h2::H2Io`). Nothing is
     /// lost: after the handshake, bytes read and not yet taken are inside the session.
-    pub fn into_parts(self) -> (Socket, Box<ServerConnection>) {
-        (self.sock, Box::new(self.tls))
+    pub fn into_parts(self: Box<Self>) -> (Socket, Box<ServerConnection>) {
+        let this = *self;
+        (this.sock, Box::new(this.tls))
     }
 
     /// The connection's facts for the ASGI tls extension, encoded once for every request

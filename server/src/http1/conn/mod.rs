@@ -149,24 +149,20 @@ pub async fn serve(
             // Boxed: the handshake's state is large and would otherwise size every
             // connection's task, plain ones included.
             let handshake = crate::tls::handshake(sock, tls.current(), cfg.header_read, peer);
-            match Box::pin(handshake).await {
-                // HTTP/2 hook: ALPN chose h2.
-                Some(stream) if stream.alpn_h2() => {
-                    let section = stream.section();
-                    let (tcp, tls) = stream.into_parts();
-                    let io = crate::h2::H2Io::tls(tcp, tls);
-                    return Box::pin(crate::h2::serve(hub, cfg, io, peer, local, section)).await;
-                }
-                Some(stream) => Transport::Tls(Box::new(stream)),
-                None => return,
+            let Some(stream) = Box::pin(handshake).await.map(Box::new) else {
+                return;
+            };
+            // HTTP/2 hook: ALPN chose h2.
+            if stream.alpn_h2() {
+                return crate::h2::serve_tls(hub, cfg, stream, peer, local).await;
             }
+            Transport::Tls(stream)
         }
     };
     // HTTP/2 hook: `--http 2` on a plain port speaks nothing else.
     let sock = match sock {
         Transport::Plain(tcp) if cfg.h2.mode == crate::h2::HttpMode::Two => {
-            let io = crate::h2::H2Io::plain(tcp, Vec::new());
-            return Box::pin(crate::h2::serve(hub, cfg, io, peer, local, None)).await;
+            return crate::h2::serve_plain(hub, cfg, tcp, Vec::new(), peer, local).await;
         }
         sock => sock,
     };
@@ -192,8 +188,7 @@ pub async fn serve(
     // HTTP/2 hook: the connection opened with the client preface (h2c prior knowledge).
     if conn.h2c {
         if let Transport::Plain(tcp) = conn.sock {
-            let io = crate::h2::H2Io::plain(tcp, conn.buf);
-            Box::pin(crate::h2::serve(conn.hub, conn.cfg, io, peer, local, None)).await;
+            crate::h2::serve_plain(conn.hub, conn.cfg, tcp, conn.buf, peer, local).await;
         }
     }
 }
