@@ -335,3 +335,24 @@ def test_health_path_request_id_host_and_cookies_over_http2(servers: ServerFacto
     assert seen["host"] == f"{HOST}:{server.port}"
     assert seen["cookie"] == "a=1; b=2"
     assert len(seen["x-request-id"]) == 32
+
+
+def test_http_flag_restricts_the_protocols(servers: ServerFactory) -> None:
+    only1, _ = _start(servers, "--http", "1")
+    only2 = servers.start("h2_app:app", probe_path=None, workers=1, extra_args=("--http", "2"))
+
+    def curl(server: Server, *flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["curl", "-sS", *flags, "-w", "\n%{http_version}",
+                               f"{server.base_url}/sleep?s=0"],
+                              capture_output=True, text=True, timeout=HANG_GUARD)
+
+    assert curl(only1).stdout.endswith("\n1.1")
+    # --http 1: the preface is not taken for HTTP/2 (an HTTP/1.1 error, then close).
+    assert not curl(only1, "--http2-prior-knowledge").stdout.endswith("\n2")
+    deadline = time.monotonic() + HANG_GUARD
+    while (done := curl(only2, "--http2-prior-knowledge")).returncode != 0:
+        assert time.monotonic() < deadline, done.stderr
+        time.sleep(0.2)
+    assert done.stdout.endswith("\n2")
+    # --http 2: an HTTP/1.1 request gets no HTTP/1.1 answer.
+    assert not curl(only2).stdout.endswith("\n1.1")
