@@ -60,6 +60,7 @@ lint: $(VENV)/.deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check worker/python tests benches tuning
+	$(PY) tests/module_graph.py protocol/src server/src worker/src
 
 # Regenerates the README's table of every option and its variable (from the clap definitions).
 readme-options:

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use uringapi_protocol::record::{Kind, Record};
+use uringapi_protocol::region::HeapRegion;
 use uringapi_protocol::ring::{init, ring_bytes, Consumer, Producer};
-use uringapi_protocol::segment::HeapRegion;
 
 const CAPACITY: usize = 1024;
 

@@ -9,6 +9,7 @@
 
 pub mod claim;
 pub mod doorbell;
+pub mod region;
 pub mod ring;
 pub mod sync;
 

@@ -386,7 +386,7 @@ impl<T: Copy> Consumer<T> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::segment::HeapRegion;
+    use crate::region::HeapRegion;
 
     fn pair(capacity: usize) -> (HeapRegion, Producer<u64>, Consumer<u64>) {
         let region = HeapRegion::new(ring_bytes::<u64>(capacity));

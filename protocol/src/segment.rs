@@ -1,6 +1,6 @@
-//! Memory regions: a sealed memfd mapping shared with one worker (the real thing) and a heap
-//! region for unit and loom tests. The segment header is versioned; an opener refuses any
-//! mismatch with a typed error.
+//! The segment: a sealed memfd mapping shared with one worker, laid out per `layout.rs`
+//! (the heap stand-in for tests is `region::HeapRegion`). The segment header is versioned;
+//! an opener refuses any mismatch with a typed error.
 //!
 //! # The worker control block (ordering rules, cited as `SYNC: segment rule N`)
 //! The segment header's fixed part (magic, layout version, geometry) is written by the front
@@ -25,6 +25,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use crate::doorbell::SleepFlag;
 use crate::layout::{ChannelControl, Geometry, GeometryError, HEADER_BYTES, LAYOUT_VERSION, MAGIC};
 use crate::record::Record;
+use crate::region::Region;
 use crate::ring::{self, Padded};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
@@ -38,57 +39,6 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
-
-/// A mapped region of memory that rings and arenas are laid out in.
-pub trait Region {
-    /// Start of the region, 4096-byte aligned.
-    fn base(&self) -> *mut u8;
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Zeroed, page-aligned heap memory standing in for shared memory in tests.
-pub struct HeapRegion {
-    ptr: *mut u8,
-    layout: std::alloc::Layout,
-}
-
-impl HeapRegion {
-    pub fn new(len: usize) -> Self {
-        let layout = std::alloc::Layout::from_size_align(len.max(64), 4096).expect("layout");
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        assert!(!ptr.is_null(), "out of memory");
-        Self { ptr, layout }
-    }
-
-    pub fn base(&self) -> *mut u8 {
-        self.ptr
-    }
-}
-
-impl Region for HeapRegion {
-    fn base(&self) -> *mut u8 {
-        self.ptr
-    }
-    fn len(&self) -> usize {
-        self.layout.size()
-    }
-}
-
-impl Drop for HeapRegion {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout, freed once.
-        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
-    }
-}
-
-// SAFETY: the region is plain memory; concurrent access is governed by the ring protocol.
-unsafe impl Send for HeapRegion {}
-// SAFETY: as above.
-unsafe impl Sync for HeapRegion {}
 
 /// The control block a worker writes: readiness, pid, its sleeping flag and its heartbeat.
 #[repr(C)]

@@ -36,8 +36,8 @@ use proptest::prelude::*;
 use uringapi_protocol::arena::{BadReturn, SlotIndex};
 use uringapi_protocol::layout::ChannelOffsets;
 use uringapi_protocol::record::{MORE, NO_SLOT};
+use uringapi_protocol::region::Region;
 use uringapi_protocol::ring::{ring_bytes, Corrupt, RingHeader};
-use uringapi_protocol::segment::Region;
 use uringapi_protocol::{ChannelError, FrontChannel, Geometry, Incoming, Kind, Record, Segment};
 
 const SLOTS: u32 = 4;

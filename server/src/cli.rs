@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+// Re-exported: callers written before `failure.rs` name it `cli::Failure`.
+pub use crate::failure::Failure;
 use crate::frontend::IoDriver;
 
 /// uringapi: serve ASGI apps (FastAPI, Starlette, Litestar) from an io_uring front end and
@@ -437,29 +439,11 @@ fn parse_octal_mode(s: &str) -> Result<u32, String> {
     }
 }
 
-/// A failure to report as `error: …` / `hint: …` with a non-zero exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub error: String,
-    pub hint: String,
-    pub code: u8,
-}
-
-impl Failure {
-    pub fn new(error: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self {
-            error: error.into(),
-            hint: hint.into(),
-            code: 1,
-        }
-    }
-}
-
 pub fn seconds(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
 }
 
-fn init_logging(level: LogLevel, colors: Option<bool>) {
+pub fn init_logging(level: LogLevel, colors: Option<bool>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("URINGAPI_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{},monoio=warn", level.filter()))
     });
@@ -473,8 +457,9 @@ fn init_logging(level: LogLevel, colors: Option<bool>) {
         .try_init();
 }
 
-/// Runs the command line; returns the process exit code.
-pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
+/// Parses the command line. `Err`: the exit code, once help, the version or an
+/// `error:`/`hint:` pair for bad arguments is printed.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
     // uvicorn's spelling of --forwarded-allow-ips' variable, honoured when ours is not set.
     if std::env::var_os("URINGAPI_FORWARDED_ALLOW_IPS").is_none() {
         if let Some(v) = std::env::var_os("FORWARDED_ALLOW_IPS") {
@@ -492,11 +477,13 @@ pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
                 let _ = e.print();
-                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                    2
-                } else {
-                    0
-                };
+                return Err(
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        2
+                    } else {
+                        0
+                    },
+                );
             }
             let rendered = e.render().to_string();
             let mut lines = rendered.lines();
@@ -516,27 +503,10 @@ pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
             } else {
                 eprintln!("hint: run 'uringapi serve --help' to see the options and their values");
             }
-            return 2;
+            return Err(2);
         }
     };
-    let result = match cli.command {
-        Cmd::Serve(args) => {
-            init_logging(args.log_level, args.colors());
-            crate::supervisor::serve(*args)
-        }
-        Cmd::NativeRef(args) => {
-            init_logging(args.log_level, None);
-            crate::native::serve(args)
-        }
-    };
-    match result {
-        Ok(()) => 0,
-        Err(f) => {
-            eprintln!("error: {}", f.error);
-            eprintln!("hint: {}", f.hint);
-            f.code
-        }
-    }
+    Ok(cli)
 }
 
 #[cfg(test)]

@@ -251,10 +251,14 @@ async fn accept_loop(
     }
 }
 
-/// Test-only (see `supervisor::threadwatch::TEST_PANIC_FILE`): panics this thread once the
+/// Test-only hook: with `URINGAPI_TEST_PANIC_FILE=<path>` in the environment, front-end
+/// thread 0 panics once that file exists (it looks every 50 ms). For the end-to-end test of
+/// `supervisor::threadwatch`; never set it in production.
+pub const TEST_PANIC_FILE: &str = "URINGAPI_TEST_PANIC_FILE";
+
+/// Test-only (see [`TEST_PANIC_FILE`]): panics this thread once the
 /// named file exists. Off unless that variable is set.
 fn test_panic_hook() {
-    use crate::supervisor::threadwatch::TEST_PANIC_FILE;
     let Some(path) = std::env::var_os(TEST_PANIC_FILE) else {
         return;
     };

@@ -5,8 +5,10 @@
 pub mod accesslog;
 pub mod body_window;
 pub mod cli;
+mod commands;
 pub mod connlimit;
 pub mod dispatch;
+pub mod failure;
 pub mod frontend;
 pub mod h2;
 pub mod http1;
@@ -22,4 +24,4 @@ pub mod waitq;
 pub mod ws;
 pub mod zerocopy;
 
-pub use cli::main_from_args;
+pub use commands::main_from_args;

@@ -8,10 +8,11 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
-use crate::cli::{Failure, NativeRefArgs};
+use crate::cli::NativeRefArgs;
+use crate::failure::Failure;
 use crate::frontend::IoDriver;
 use crate::http1::parse::{self, HeadLimits};
-use crate::supervisor::bind;
+use crate::net::bind;
 
 const BODY: &[u8] = b"Hello, world!";
 

@@ -3,6 +3,7 @@
 //! writes a [`Socket`] and does not care which it is; only the addresses differ: a Unix
 //! socket's client has no address the ASGI scope can show (`client` is `None`, as uvicorn
 //! gives it), and its `server` is the socket's path, which the workers know from start-up.
+//! [`bind`] opens the TCP listeners (the supervisor's, and the `native-ref` server's).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +12,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::BufResult;
+
+use crate::failure::Failure;
 
 /// A listening socket handed to a front-end thread (std types: built before the runtime).
 #[derive(Debug)]
@@ -143,4 +146,34 @@ impl AsyncWriteRent for Socket {
             Self::Unix(s) => s.shutdown().await,
         }
     }
+}
+
+/// Binds one SO_REUSEPORT listener (each front-end thread gets its own).
+pub fn bind(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, Failure> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let fail = |e: std::io::Error| {
+        let hint = match e.raw_os_error() {
+            Some(libc::EADDRINUSE) => format!(
+                "another process is listening on port {}; stop it or pick another with --port",
+                addr.port()
+            ),
+            Some(libc::EACCES) => {
+                "ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port above 1024"
+                    .to_string()
+            }
+            Some(libc::EADDRNOTAVAIL) => {
+                "that address is not on this machine; use 127.0.0.1 or 0.0.0.0".to_string()
+            }
+            _ => "check --host and --port".to_string(),
+        };
+        Failure::new(format!("cannot listen on {addr}: {e}"), hint)
+    };
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    s.set_reuse_address(true).map_err(fail)?;
+    s.set_reuse_port(true).map_err(fail)?;
+    s.set_nonblocking(true).map_err(fail)?;
+    s.bind(&addr.into()).map_err(fail)?;
+    s.listen(backlog).map_err(fail)?;
+    Ok(s.into())
 }

@@ -14,11 +14,15 @@ use monoio::buf::IoVecBuf;
 use uringapi_protocol::arena::SlotIndex;
 use uringapi_protocol::{FrontChannel, Segment};
 
-use crate::dispatch::Hub;
+/// Who takes a response slot back when its lease ends: the thread's dispatch hub. A trait
+/// here, so that this module needs nothing from `dispatch` (which hands out the leases).
+pub trait SlotOwner {
+    fn release_slot(&self, worker: usize, generation: u64, slot: SlotIndex);
+}
 
 /// A held response slot: `len` bytes at `ptr`, returned to its worker on drop.
 pub struct SlotLease {
-    hub: Rc<Hub>,
+    owner: Rc<dyn SlotOwner>,
     worker: usize,
     generation: u64,
     slot: SlotIndex,
@@ -31,7 +35,7 @@ pub struct SlotLease {
 impl SlotLease {
     /// Leases a slot that `chan.recv()` handed out (validated, held, `len <= slot_size`).
     pub(crate) fn new(
-        hub: Rc<Hub>,
+        owner: Rc<dyn SlotOwner>,
         worker: usize,
         generation: u64,
         chan: &FrontChannel,
@@ -41,7 +45,7 @@ impl SlotLease {
         assert!(len <= chan.slot_size(), "lease longer than its slot");
         let ptr = chan.slot_ptr(slot);
         Self {
-            hub,
+            owner,
             worker,
             generation,
             slot,
@@ -79,7 +83,7 @@ impl SlotLease {
 
 impl Drop for SlotLease {
     fn drop(&mut self) {
-        self.hub
+        self.owner
             .release_slot(self.worker, self.generation, self.slot);
     }
 }

@@ -143,7 +143,7 @@ impl Hub {
         }
     }
 
-    /// Returns a response slot to its worker (from `SlotLease::drop`).
+    /// Returns a response slot to its worker (from `SlotLease::drop`, through `SlotOwner`).
     pub fn release_slot(&self, worker: usize, generation: u64, slot: SlotIndex) {
         let mut inner = self.inner.borrow_mut();
         if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
@@ -170,5 +170,11 @@ impl Hub {
         link.chan.free_claim(std::mem::take(&mut s.claim));
         s.claim = link.chan.queue_claim();
         s.claim
+    }
+}
+
+impl crate::zerocopy::SlotOwner for Hub {
+    fn release_slot(&self, worker: usize, generation: u64, slot: SlotIndex) {
+        Hub::release_slot(self, worker, generation, slot);
     }
 }

@@ -40,6 +40,7 @@ mod testkit;
 mod wake;
 
 pub use mailbox::{Command, Mailbox, Report};
+pub use observe::REQUEST_ID_LEN;
 pub use streams::{Event, StreamId};
 pub use wake::Need;
 

@@ -3,9 +3,11 @@
 
 use super::Hub;
 use crate::accesslog;
-use crate::http1::conn::REQUEST_ID_LEN;
 use crate::load::LoadTable;
 use crate::metrics::ThreadMetrics;
+
+/// Length of a generated X-Request-ID: 32 hex digits (128 bits).
+pub const REQUEST_ID_LEN: usize = 32;
 
 impl Hub {
     pub fn metrics(&self) -> &ThreadMetrics {

@@ -22,9 +22,9 @@ use bytes::Bytes;
 use h2::Reason;
 
 use crate::dispatch::Hub;
-use crate::http1::conn::ConnConfig;
 use crate::metrics::h2::Defence;
 use crate::net::Peer;
+use std::sync::Arc;
 
 mod io;
 mod meter;
@@ -48,7 +48,9 @@ pub enum HttpMode {
     Two,
 }
 
-/// HTTP/2 settings shared by every connection of a thread.
+/// How HTTP/2 connections are served: `--http`, the `--h2-*` settings, and the limits,
+/// timeouts and answers HTTP/1.1 connections get too (its own copy, so that this module
+/// does not name the HTTP/1.1 one).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub mode: HttpMode,
@@ -57,6 +59,23 @@ pub struct Settings {
     /// SETTINGS_MAX_HEADER_LIST_SIZE we announce: past it a stream is refused (431), past
     /// h2's abuse bound (several times this) the connection is closed.
     pub max_header_list: u32,
+    /// Largest request body accepted (413 past it); `None`: unlimited.
+    pub max_body: Option<u64>,
+    /// How long a connection without streams is kept.
+    pub keep_alive: Duration,
+    /// Deadline for the connection preface and SETTINGS exchange.
+    pub header_read: Duration,
+    /// Longest a client may keep its flow-control window shut while a response waits.
+    pub body_read: Duration,
+    pub queue_timeout: Duration,
+    pub queue_limit: usize,
+    pub request_timeout: Option<Duration>,
+    pub request_id: bool,
+    pub health_path: Option<String>,
+    /// Date and Server response fields, and the `--header` lines (`name: value\r\n` each).
+    pub date: bool,
+    pub server: bool,
+    pub extra: &'static [u8],
 }
 
 impl Default for Settings {
@@ -65,7 +84,28 @@ impl Default for Settings {
             mode: HttpMode::Auto,
             max_streams: 200,
             max_header_list: 64 * 1024,
+            max_body: None,
+            keep_alive: Duration::from_secs(5),
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(60),
+            queue_timeout: Duration::from_secs(10),
+            queue_limit: 1024,
+            request_timeout: None,
+            request_id: false,
+            health_path: None,
+            date: true,
+            server: true,
+            extra: b"",
         }
+    }
+}
+
+/// The ALPN protocols a TLS listener offers under `--http`, preferred first.
+pub fn alpn(mode: HttpMode) -> Vec<Vec<u8>> {
+    match mode {
+        HttpMode::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        HttpMode::One => vec![b"http/1.1".to_vec()],
+        HttpMode::Two => vec![b"h2".to_vec()],
     }
 }
 
@@ -83,7 +123,7 @@ const SEND_BUFFER: usize = 64 * 1024;
 /// What the streams of one connection share with its driver.
 pub(crate) struct Shared {
     hub: Rc<Hub>,
-    cfg: Rc<ConnConfig>,
+    cfg: Arc<Settings>,
     peer: Peer,
     local: Option<SocketAddr>,
     tls_section: Option<Vec<u8>>,
@@ -135,7 +175,7 @@ enum Turn {
 /// as a temporary of the statement that awaits it).
 pub fn serve(
     hub: Rc<Hub>,
-    cfg: Rc<ConnConfig>,
+    cfg: Arc<Settings>,
     io: H2Io,
     peer: Peer,
     local: Option<SocketAddr>,
@@ -147,7 +187,7 @@ pub fn serve(
 /// [`serve`] for a plain connection whose first bytes (`read`) were already read.
 pub fn serve_plain(
     hub: Rc<Hub>,
-    cfg: Rc<ConnConfig>,
+    cfg: Arc<Settings>,
     sock: crate::net::Socket,
     read: Vec<u8>,
     peer: Peer,
@@ -159,7 +199,7 @@ pub fn serve_plain(
 /// [`serve`] for a TLS connection whose ALPN chose h2.
 pub fn serve_tls(
     hub: Rc<Hub>,
-    cfg: Rc<ConnConfig>,
+    cfg: Arc<Settings>,
     stream: Box<crate::tls::TlsStream>,
     peer: Peer,
     local: Option<SocketAddr>,
@@ -171,7 +211,7 @@ pub fn serve_tls(
 
 async fn drive(
     hub: Rc<Hub>,
-    cfg: Rc<ConnConfig>,
+    cfg: Arc<Settings>,
     io: H2Io,
     peer: Peer,
     local: Option<SocketAddr>,
@@ -181,10 +221,10 @@ async fn drive(
     let meter = io.meter();
     let mut builder = h2::server::Builder::new();
     builder
-        .max_concurrent_streams(cfg.h2.max_streams)
+        .max_concurrent_streams(cfg.max_streams)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_header_list_size(cfg.h2.max_header_list)
+        .max_header_list_size(cfg.max_header_list)
         .max_send_buffer_size(SEND_BUFFER);
     let handshake = builder.handshake::<_, Bytes>(io);
     let mut conn = match monoio::time::timeout(cfg.header_read, handshake).await {

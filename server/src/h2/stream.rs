@@ -27,8 +27,8 @@ use uringapi_protocol::head::{RequestHead, ResponseView, HTTP_2};
 use uringapi_protocol::{Kind, Record};
 
 use super::Shared;
+use crate::dispatch::REQUEST_ID_LEN;
 use crate::dispatch::{Event, Hub, Lost, Need, StreamId};
-use crate::http1::conn::REQUEST_ID_LEN;
 use crate::metrics::h2::Defence;
 
 /// How often a queued request re-checks the workers (as HTTP/1.1's queue does).
@@ -557,7 +557,7 @@ async fn respond_from(
         tracing::error!(peer = %sh.peer, "worker sent an undecodable response head");
         return reply(respond, 502);
     };
-    let Some((resp, declared)) = build_response(&view, &sh.cfg.headers) else {
+    let Some((resp, declared)) = build_response(&view, &sh.cfg) else {
         tracing::error!(peer = %sh.peer, "worker sent an invalid response head");
         return reply(respond, 502);
     };
@@ -630,7 +630,7 @@ async fn respond_from(
 /// declared content-length.
 fn build_response(
     view: &ResponseView<'_>,
-    opts: &crate::http1::encode::HeaderOptions,
+    opts: &super::Settings,
 ) -> Option<(Response<()>, Option<u64>)> {
     let mut resp = Response::new(());
     *resp.status_mut() = http::StatusCode::from_u16(view.status).ok()?;

@@ -10,8 +10,10 @@
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::RawFd;
 
-use super::{bind, uds};
-use crate::cli::{Failure, ServeArgs};
+use super::uds;
+use crate::cli::ServeArgs;
+use crate::failure::Failure;
+use crate::net::bind;
 use crate::net::Listener;
 
 /// The first file descriptor systemd passes (SD_LISTEN_FDS_START).

@@ -8,7 +8,6 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +18,9 @@ use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::{Geometry, Segment};
 
 use crate::accesslog::Sink;
-use crate::cli::{seconds, Failure, ServeArgs};
+use crate::cli::{seconds, ServeArgs};
 use crate::dispatch::{Command as ThreadCmd, Mailbox, Report};
+use crate::failure::Failure;
 use crate::load::LoadTable;
 use crate::metrics::{Metrics, ProcessSnapshot, WorkerSnapshot};
 
@@ -45,36 +45,6 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A worker that stayed up this long resets its backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-
-/// Binds one SO_REUSEPORT listener (each front-end thread gets its own).
-pub fn bind(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, Failure> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let fail = |e: std::io::Error| {
-        let hint = match e.raw_os_error() {
-            Some(libc::EADDRINUSE) => format!(
-                "another process is listening on port {}; stop it or pick another with --port",
-                addr.port()
-            ),
-            Some(libc::EACCES) => {
-                "ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port above 1024"
-                    .to_string()
-            }
-            Some(libc::EADDRNOTAVAIL) => {
-                "that address is not on this machine; use 127.0.0.1 or 0.0.0.0".to_string()
-            }
-            _ => "check --host and --port".to_string(),
-        };
-        Failure::new(format!("cannot listen on {addr}: {e}"), hint)
-    };
-    let s =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
-    s.set_reuse_address(true).map_err(fail)?;
-    s.set_reuse_port(true).map_err(fail)?;
-    s.set_nonblocking(true).map_err(fail)?;
-    s.bind(&addr.into()).map_err(fail)?;
-    s.listen(backlog).map_err(fail)?;
-    Ok(s.into())
-}
 
 /// Runs the server until a stop signal. Start-up is a sequence of steps, each of which
 /// fails with an `error:`/`hint:` before the next one runs (see start.rs); then the

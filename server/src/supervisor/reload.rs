@@ -16,7 +16,8 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use notify::{RecursiveMode, Watcher};
 
-use crate::cli::{Failure, ServeArgs};
+use crate::cli::ServeArgs;
+use crate::failure::Failure;
 
 /// Quiet time after a change before the restart starts.
 const SETTLE: Duration = Duration::from_millis(200);

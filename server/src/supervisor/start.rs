@@ -15,8 +15,9 @@ use super::threadwatch;
 use super::worker::{spawn, Recycling, SpawnContext, Worker, Workers};
 use super::TICK;
 use crate::accesslog::{self, Destination, Sink};
-use crate::cli::{seconds, Failure, ServeArgs};
+use crate::cli::{seconds, ServeArgs};
 use crate::dispatch::{Mailbox, Report};
+use crate::failure::Failure;
 use crate::frontend::{self, Started, ThreadSetup};
 use crate::http1::conn::ConnConfig;
 use crate::http1::encode::HeaderOptions;
@@ -61,7 +62,7 @@ fn tls_acceptor(args: &ServeArgs) -> Result<Option<crate::tls::Acceptor>, Failur
     }
     // ALPN offers what --http allows.
     let tls_args = crate::tls::TlsArgs {
-        http: args.http,
+        alpn: crate::h2::alpn(args.http),
         ..args.tls.clone()
     };
     let acceptor = crate::tls::Acceptor::new(&tls_args)?;
@@ -376,11 +377,23 @@ pub(super) fn conn_config(args: &ServeArgs, tls: Option<crate::tls::Acceptor>) -
         mounts: args.static_mount.clone(),
         health_path: args.health_path.clone(),
         tls,
-        h2: crate::h2::Settings {
+        h2: std::sync::Arc::new(crate::h2::Settings {
             mode: args.http,
             max_streams: args.h2_max_concurrent_streams,
-            ..crate::h2::Settings::default()
-        },
+            max_header_list: 64 * 1024,
+            max_body: (args.limit_request_body > 0).then_some(args.limit_request_body),
+            keep_alive: seconds(args.timeout_keep_alive),
+            header_read: seconds(args.timeout_header_read),
+            body_read: seconds(args.timeout_body_read),
+            queue_timeout: seconds(args.queue_timeout),
+            queue_limit: args.limit_queue,
+            request_timeout: (args.timeout_request > 0.0).then(|| seconds(args.timeout_request)),
+            request_id: args.request_id,
+            health_path: args.health_path.clone(),
+            date: !args.no_date_header,
+            server: !args.no_server_header,
+            extra: HeaderOptions::encode_extra(&args.header),
+        }),
     }
 }
 

@@ -46,11 +46,6 @@ impl Drop for Watch {
     }
 }
 
-/// Test-only hook: with `URINGAPI_TEST_PANIC_FILE=<path>` in the environment, front-end
-/// thread 0 panics once that file exists (it looks every 50 ms). For the end-to-end test of
-/// the above; never set it in production.
-pub const TEST_PANIC_FILE: &str = "URINGAPI_TEST_PANIC_FILE";
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use crate::cli::Failure;
+use crate::failure::Failure;
 
 /// The socket file we created; removed when dropped (after the threads stopped).
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 
-use crate::cli::Failure;
+use crate::failure::Failure;
 
 /// uvicorn's TLS flags. TLS is on when `--ssl-certfile` and `--ssl-keyfile` are given.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,9 +42,10 @@ pub struct TlsArgs {
     /// falls back to rustls with one log line when it does not.
     #[arg(long, env = "URINGAPI_KTLS")]
     pub ktls: bool,
-    /// `--http`, for the protocols offered by ALPN (set from the serve arguments).
+    /// The protocols offered by ALPN, preferred first (set from `--http`); empty:
+    /// `http/1.1` alone.
     #[arg(skip)]
-    pub http: crate::h2::HttpMode,
+    pub alpn: Vec<Vec<u8>>,
 }
 
 impl TlsArgs {
@@ -429,10 +430,10 @@ fn build(args: &TlsArgs) -> Result<Loaded, Failure> {
     };
     let mut config = builder.with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
     // ALPN (RFC 7301): h2 first when HTTP/2 is on, as clients expect of a server that has it.
-    config.alpn_protocols = match args.http {
-        crate::h2::HttpMode::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        crate::h2::HttpMode::One => vec![b"http/1.1".to_vec()],
-        crate::h2::HttpMode::Two => vec![b"h2".to_vec()],
+    config.alpn_protocols = if args.alpn.is_empty() {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        args.alpn.clone()
     };
     if args.ktls {
         config.enable_secret_extraction = true;

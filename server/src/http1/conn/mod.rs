@@ -14,7 +14,7 @@ use uringapi_protocol::arena::SlotIndex;
 use uringapi_protocol::head::{RequestHead, ResponseView};
 use uringapi_protocol::{Kind, Record};
 
-use crate::dispatch::{Event, Hub, Lost, Need, StreamId};
+use crate::dispatch::{Event, Hub, Lost, Need, StreamId, REQUEST_ID_LEN};
 use crate::http1::encode::{self, Framing, HeaderOptions, RequestSide};
 use crate::http1::framing::{BodyFraming, ChunkedDecoder};
 use crate::http1::parse::{self, HeadLimits};
@@ -65,8 +65,8 @@ pub struct ConnConfig {
     pub health_path: Option<String>,
     /// TLS on this listener (`--ssl-certfile`/`--ssl-keyfile`); `None`: plain HTTP.
     pub tls: Option<crate::tls::Acceptor>,
-    /// HTTP/2: `--http` and the `--h2-*` settings.
-    pub h2: crate::h2::Settings,
+    /// HTTP/2: `--http`, the `--h2-*` settings, and the limits above as HTTP/2 needs them.
+    pub h2: std::sync::Arc<crate::h2::Settings>,
 }
 
 /// How often a queued request re-checks the workers: stall and retire verdicts change
@@ -154,7 +154,7 @@ pub async fn serve(
             };
             // HTTP/2 hook: ALPN chose h2.
             if stream.alpn_h2() {
-                return crate::h2::serve_tls(hub, cfg, stream, peer, local).await;
+                return crate::h2::serve_tls(hub, cfg.h2.clone(), stream, peer, local).await;
             }
             Transport::Tls(stream)
         }
@@ -162,7 +162,7 @@ pub async fn serve(
     // HTTP/2 hook: `--http 2` on a plain port speaks nothing else.
     let sock = match sock {
         Transport::Plain(tcp) if cfg.h2.mode == crate::h2::HttpMode::Two => {
-            return crate::h2::serve_plain(hub, cfg, tcp, Vec::new(), peer, local).await;
+            return crate::h2::serve_plain(hub, cfg.h2.clone(), tcp, Vec::new(), peer, local).await;
         }
         sock => sock,
     };
@@ -188,7 +188,7 @@ pub async fn serve(
     // HTTP/2 hook: the connection opened with the client preface (h2c prior knowledge).
     if conn.h2c {
         if let Transport::Plain(tcp) = conn.sock {
-            crate::h2::serve_plain(conn.hub, conn.cfg, tcp, conn.buf, peer, local).await;
+            crate::h2::serve_plain(conn.hub, conn.cfg.h2.clone(), tcp, conn.buf, peer, local).await;
         }
     }
 }
@@ -758,9 +758,6 @@ impl Conn {
         }
     }
 }
-
-/// Length of a generated X-Request-ID: 32 hex digits (128 bits).
-pub const REQUEST_ID_LEN: usize = 32;
 
 /// "METHOD target" for log lines, cut to a sane length.
 fn describe(method: &[u8], target: &[u8]) -> Box<str> {

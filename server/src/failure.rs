@@ -1,0 +1,21 @@
+//! The one error type of start-up and the command line: an `error:` line, a `hint:` line,
+//! and the exit code. Owned here (not by `cli`) so that the modules that fail with it do
+//! not depend on the command line's module, nor it on them.
+
+/// A failure to report as `error: …` / `hint: …` with a non-zero exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: String,
+    pub hint: String,
+    pub code: u8,
+}
+
+impl Failure {
+    pub fn new(error: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            hint: hint.into(),
+            code: 1,
+        }
+    }
+}
