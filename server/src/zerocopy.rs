@@ -72,12 +72,17 @@ impl SlotLease {
         self.len == 0
     }
 
-    /// The leased bytes (HTTP/2 copies them into its DATA frames).
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr..ptr+len` lies within a slot `chan.recv()` handed out and validated
-        // (`new`), held out of the worker's hands and kept mapped by `_segment` while the
-        // lease lives; the worker writes a slot only after it is released.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    /// Appends a copy of the leased bytes to `out` (for bytes the front end must look at or
+    /// transform, such as a WebSocket message it compresses).
+    pub fn copy_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len);
+        // SAFETY: `ptr..ptr + len` lies inside a held slot of a mapped segment (see `new`);
+        // `out` has room for `len` more bytes after `reserve`; the copy is raw, so a
+        // misbehaving worker writing the slot meanwhile changes only the bytes we copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr, out.as_mut_ptr().add(out.len()), self.len);
+            out.set_len(out.len() + self.len);
+        }
     }
 }
 

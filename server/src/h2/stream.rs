@@ -538,8 +538,10 @@ async fn respond_from(
                 bytes: 0,
             };
         }
-        Waited::Event(Event::Body { .. } | Event::Continue | Event::File { .. }) => {
-            tracing::error!(peer = %sh.peer, "worker sent a body before the response head");
+        // A body before the head, or WebSocket records on an HTTP/2 stream (no WebSocket
+        // scope is ever opened over HTTP/2).
+        Waited::Event(_) => {
+            tracing::error!(peer = %sh.peer, "worker sent a body or WebSocket records before the response head");
             return reply(respond, 500);
         }
         Waited::TimedOut => {
@@ -577,15 +579,15 @@ async fn respond_from(
     if !empty {
         ok = match (&file, first) {
             (Some(path), _) => sender.file(path).await,
-            (None, Some(b)) => sender.data(b.as_slice(), !more).await,
-            (None, None) => more || sender.data(&[], true).await,
+            (None, Some(b)) => sender.data(leased(&b), !more).await,
+            (None, None) => more || sender.data(Bytes::new(), true).await,
         };
     }
     while ok && more {
         match next_event(hub, sid, |cx| sender.out.poll_reset(cx), deadline).await {
             Waited::Event(Event::Body { body, more: m }) => {
                 more = m;
-                let bytes = body.as_ref().map_or(&[][..], |b| b.as_slice());
+                let bytes = body.as_ref().map(leased).unwrap_or_default();
                 ok = sender.data(bytes, !more).await;
             }
             Waited::Event(Event::File { head: None, path }) => {
@@ -683,6 +685,14 @@ fn build_response(
     Some((resp, declared))
 }
 
+/// A response slot's bytes as a DATA payload: copied out (h2 needs owned bytes, and the
+/// slot goes back to the worker when the lease drops).
+fn leased(lease: &crate::zerocopy::SlotLease) -> Bytes {
+    let mut v = Vec::with_capacity(lease.len());
+    lease.copy_into(&mut v);
+    Bytes::from(v)
+}
+
 /// Writes response body bytes under the client's flow-control window.
 struct Sender<'a> {
     sh: &'a Shared,
@@ -695,12 +705,11 @@ struct Sender<'a> {
 impl Sender<'_> {
     /// Sends `bytes` (copied out of the slot, which goes back to the worker at once), the
     /// last piece when `end`. `false`: the stream is gone or stalled.
-    async fn data(&mut self, bytes: &[u8], end: bool) -> bool {
-        self.sent += bytes.len() as u64;
+    async fn data(&mut self, mut data: Bytes, end: bool) -> bool {
+        self.sent += data.len() as u64;
         if self.skip {
             return true;
         }
-        let mut data = Bytes::copy_from_slice(bytes);
         if data.is_empty() {
             return !end || self.out.send_data(data, true).is_ok();
         }
@@ -748,10 +757,10 @@ impl Sender<'_> {
             let (res, b) = file.read_at(buf, pos).await;
             buf = b;
             match res {
-                Ok(0) => return self.data(&[], true).await,
+                Ok(0) => return self.data(Bytes::new(), true).await,
                 Ok(n) => {
                     pos += n as u64;
-                    if !self.data(&buf[..n], false).await {
+                    if !self.data(Bytes::copy_from_slice(&buf[..n]), false).await {
                         return false;
                     }
                 }

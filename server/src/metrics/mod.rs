@@ -37,6 +37,7 @@ pub mod h2;
 mod shard;
 mod snapshot;
 mod text;
+pub mod websocket;
 
 pub use endpoint::{spawn_endpoint, Source};
 pub use shard::ThreadMetrics;

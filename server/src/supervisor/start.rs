@@ -394,6 +394,13 @@ pub(super) fn conn_config(args: &ServeArgs, tls: Option<crate::tls::Acceptor>) -
             server: !args.no_server_header,
             extra: HeaderOptions::encode_extra(&args.header),
         }),
+        ws: (args.ws == crate::cli::WsMode::Auto).then(|| crate::http1::conn::WsConfig {
+            max_size: usize::try_from(args.ws_max_size).unwrap_or(usize::MAX),
+            ping_interval: (args.ws_ping_interval > 0.0).then(|| seconds(args.ws_ping_interval)),
+            ping_timeout: (args.ws_ping_timeout > 0.0).then(|| seconds(args.ws_ping_timeout)),
+            deflate: args.ws_per_message_deflate,
+            graceful: seconds(args.timeout_graceful_shutdown),
+        }),
     }
 }
 
