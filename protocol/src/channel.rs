@@ -38,6 +38,10 @@ pub enum ChannelError {
     PathSendMore,
     #[error("a BodyCredit record must return at least one record, without MORE (aux {0})")]
     Credit(u32),
+    #[error("a WsSend record names {0} for its message type (0 binary, 1 text)")]
+    WsType(u32),
+    #[error("a WsClose record must end its stream (MORE set) and carry at most 123 bytes")]
+    WsClose,
     #[error(transparent)]
     Return(#[from] BadReturn),
 }
@@ -56,6 +60,9 @@ pub struct Incoming {
     /// Body records returned (`BodyCredit` only, at least 1; 0 otherwise). Checked
     /// against what was sent by the front end's stream table, not here.
     pub credit: u32,
+    /// `WsSend`: [`crate::record::WS_TEXT`] or 0; `WsClose`: the close code (not checked
+    /// here: the front end maps a code nobody may send to an empty close). 0 otherwise.
+    pub value: u32,
 }
 
 fn view<T: Copy>(
@@ -247,7 +254,10 @@ impl FrontChannel {
                 | Kind::Abort
                 | Kind::Continue
                 | Kind::PathSend
-                | Kind::BodyCredit),
+                | Kind::BodyCredit
+                | Kind::WsAccept
+                | Kind::WsSend
+                | Kind::WsClose),
             ) => k,
             _ => return Err(ChannelError::Kind(rec.kind)),
         };
@@ -260,9 +270,19 @@ impl FrontChannel {
         if kind == Kind::BodyCredit && (rec.aux == 0 || rec.has_more()) {
             return Err(ChannelError::Credit(rec.aux));
         }
-        let (len, head) = (rec.len, rec.aux);
+        if kind == Kind::WsSend && rec.aux > crate::record::WS_TEXT {
+            return Err(ChannelError::WsType(rec.aux));
+        }
+        if kind == Kind::WsClose && (rec.has_more() || (rec.slot != NO_SLOT && rec.len > 123)) {
+            return Err(ChannelError::WsClose);
+        }
+        // WsSend and WsClose carry a number of their own in `aux`; for every other kind with
+        // a slot it is a head length that must fit the bytes used (0 when there is none).
+        let has_head = matches!(kind, Kind::Response | Kind::PathSend | Kind::WsAccept);
+        let numbered = matches!(kind, Kind::WsSend | Kind::WsClose);
+        let (len, head) = (rec.len, if numbered { 0 } else { rec.aux });
         let slot = if rec.slot == NO_SLOT {
-            if matches!(kind, Kind::Response | Kind::PathSend) {
+            if matches!(kind, Kind::Response | Kind::PathSend | Kind::WsAccept) {
                 return Err(ChannelError::MissingSlot(kind));
             }
             None
@@ -290,11 +310,7 @@ impl FrontChannel {
             *held = true;
             Some((idx, len as usize))
         };
-        let head_len = if matches!(kind, Kind::Response | Kind::PathSend) {
-            head as usize
-        } else {
-            0
-        };
+        let head_len = if has_head { head as usize } else { 0 };
         Ok(Some(Incoming {
             kind,
             stream: rec.stream,
@@ -302,6 +318,11 @@ impl FrontChannel {
             slot,
             head_len,
             credit: if kind == Kind::BodyCredit { rec.aux } else { 0 },
+            value: if matches!(kind, Kind::WsSend | Kind::WsClose) {
+                rec.aux
+            } else {
+                0
+            },
         }))
     }
 
@@ -612,6 +633,25 @@ mod tests {
                 },
                 |e| matches!(e, ChannelError::Credit(1)),
             ),
+            (Record::new(Kind::WsAccept, 1), |e| {
+                matches!(e, ChannelError::MissingSlot(Kind::WsAccept))
+            }),
+            (
+                Record {
+                    aux: 2,
+                    ..Record::new(Kind::WsSend, 1)
+                },
+                |e| matches!(e, ChannelError::WsType(2)),
+            ),
+            (Record::new(Kind::WsClose, 1).more(true), |e| {
+                matches!(e, ChannelError::WsClose)
+            }),
+            (Record::new(Kind::WsClose, 1).with_slot(0, 124, 1000), |e| {
+                matches!(e, ChannelError::WsClose)
+            }),
+            (Record::new(Kind::WsConnect, 1), |e| {
+                matches!(e, ChannelError::Kind(5))
+            }),
         ];
         for (rec, expect) in cases {
             let (mut f, mut w) = pair();
@@ -629,5 +669,30 @@ mod tests {
         assert!(w.send(rec).unwrap());
         assert!(f.recv().unwrap().is_some());
         assert_eq!(f.recv().unwrap_err(), ChannelError::SlotBusy(0));
+    }
+
+    #[test]
+    fn websocket_records_carry_their_number_not_a_head_length() {
+        let (mut f, mut w) = pair();
+        let slot = w.take_slot().unwrap().unwrap();
+        w.slot_mut(slot)[..3].copy_from_slice(b"bye");
+        let close = Record {
+            aux: 4001,
+            ..Record::new(Kind::WsClose, 3).with_slot(slot.get(), 3, 0)
+        };
+        assert!(w.send(close).unwrap());
+        let text = Record {
+            aux: crate::record::WS_TEXT,
+            ..Record::new(Kind::WsSend, 3).more(true)
+        };
+        assert!(w.send(text).unwrap());
+        let inc = f.recv().unwrap().unwrap();
+        assert_eq!(
+            (inc.kind, inc.value, inc.head_len),
+            (Kind::WsClose, 4001, 0)
+        );
+        assert_eq!(inc.slot.map(|(_, len)| len), Some(3));
+        let inc = f.recv().unwrap().unwrap();
+        assert_eq!((inc.kind, inc.value, inc.more), (Kind::WsSend, 1, true));
     }
 }

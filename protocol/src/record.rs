@@ -10,6 +10,14 @@ pub const MORE: u8 = 1;
 /// for the body.
 pub const EXPECT_CONTINUE: u8 = 2;
 
+/// `aux` of a `WsMessage` or `WsSend` record: a text message (0: binary).
+pub const WS_TEXT: u32 = 1;
+/// Records of one WebSocket direction that may be unacknowledged at once: client messages
+/// not yet taken by the app (`BodyCredit`), app messages not yet written to the client
+/// (`WsSendCredit`). At the default 64 KiB slot that bounds a WebSocket's buffered
+/// messages to 256 KiB each way, however slow the app or the client.
+pub const WS_WINDOW: u32 = 4;
+
 /// What a record means. Values are part of the wire contract.
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +32,24 @@ pub enum Kind {
     Disconnect = 3,
     /// The front end gave up on the request (timeout); the worker cancels the task. No slot.
     Cancel = 4,
+    // ---- front end → worker, WebSocket streams (5–8) ----
+    /// A WebSocket upgrade the front end checked (RFC 6455 §4.2.1): the slot holds an
+    /// encoded [`crate::head::RequestHead`] of `aux` (= `len`) bytes; the worker builds the
+    /// `websocket` scope and the app's first `receive()` is `websocket.connect`.
+    WsConnect = 5,
+    /// A client message (or a slot-sized piece of one): bytes in the slot (none for an
+    /// empty message), `aux` [`WS_TEXT`] or 0 (binary), the same on every piece. `MORE`:
+    /// the message continues in the next record. Text pieces may split a character; the
+    /// whole message is valid UTF-8 (checked by the front end). Counted against the
+    /// stream's window and returned with `BodyCredit` (ring.rs rule 7).
+    WsMessage = 6,
+    /// The WebSocket ended on the client's side: `aux` is the close code the app sees in
+    /// `websocket.disconnect` (the client's, 1005 for a close without one, 1006 for a lost
+    /// connection, or the code the front end closed with). No slot.
+    WsDisconnect = 7,
+    /// The front end wrote `aux` (≥ 1) `WsSend` records of the stream to the client: the
+    /// worker may have that many more in flight (the send window, ring.rs rule 7). No slot.
+    WsSendCredit = 8,
     // ---- worker → front end ----
     /// Response start: the slot holds an encoded response head of `aux` bytes, then the
     /// first `len - aux` body bytes. No `MORE`: the response is complete.
@@ -39,6 +65,20 @@ pub enum Kind {
     /// `Response` record sent it already), then the absolute path of a file that the front
     /// end sends as the rest of the body. Always the last record of a response.
     PathSend = 20,
+    // ---- worker → front end, WebSocket streams (21–23) ----
+    /// `websocket.accept`: the slot holds an encoded response head of `aux` (= `len`) bytes
+    /// whose status is ignored; a `sec-websocket-protocol` header names the chosen
+    /// subprotocol, the other headers go into the 101 answer as they are (checked like any
+    /// response header). Before it, a `Response` is the denial response (`websocket.http.
+    /// response.*`), sent as plain HTTP.
+    WsAccept = 21,
+    /// An app message (or a piece of one) after `WsAccept`: bytes in the slot (none for an
+    /// empty message), `aux` [`WS_TEXT`] or 0 as on `WsMessage`; `MORE`: the message
+    /// continues. At most the send window of them unacknowledged (`WsSendCredit`).
+    WsSend = 22,
+    /// `websocket.close`: `aux` is the close code, the slot (optional) the UTF-8 reason of
+    /// at most 123 bytes. The stream's last record.
+    WsClose = 23,
     // ---- worker → front end, request body window (28–30) ----
     /// The app took `aux` (≥ 1) body records of the stream out of the worker's buffer: the
     /// front end may have that many more in flight (the request body window, ring.rs
@@ -54,11 +94,18 @@ impl Kind {
             2 => Self::Body,
             3 => Self::Disconnect,
             4 => Self::Cancel,
+            5 => Self::WsConnect,
+            6 => Self::WsMessage,
+            7 => Self::WsDisconnect,
+            8 => Self::WsSendCredit,
             16 => Self::Response,
             17 => Self::ResponseBody,
             18 => Self::Abort,
             19 => Self::Continue,
             20 => Self::PathSend,
+            21 => Self::WsAccept,
+            22 => Self::WsSend,
+            23 => Self::WsClose,
             28 => Self::BodyCredit,
             _ => return None,
         })

@@ -68,8 +68,19 @@
 //!    back" is seen in one place), and it rides the existing wake-ups (rule 4): a counter
 //!    would need its own doorbell handshake for the blocked connection. It costs one
 //!    32-byte record per slot-sized body piece (64 KiB by default), which is noise beside
-//!    copying the piece. The same record, keyed by stream, is meant for WebSocket messages
-//!    and HTTP/2 stream windows (a returned credit becomes a WINDOW_UPDATE there).
+//!    copying the piece. The same record, keyed by stream, is meant for HTTP/2 stream
+//!    windows (a returned credit becomes a WINDOW_UPDATE there).
+//!
+//!    WebSockets use the window both ways, `WS_WINDOW` (4) records each. Client messages:
+//!    `WsMessage` records count like `Body` ones and come back in `BodyCredit` (the worker
+//!    returns a piece of a long message as it copies it into the message being assembled,
+//!    the last piece when the app's `receive()` takes the message); with the window full the
+//!    front end does not read that socket. App messages: the worker sends at most
+//!    `WS_WINDOW` `WsSend` records the front end has not acknowledged, and the front end
+//!    acknowledges them with `WsSendCredit` (kind 8, `aux` ≥ 1) once their bytes are written
+//!    to the socket, so a client that does not read holds the app's `send()` instead of
+//!    slots and memory. Both credits are checked like the body credit: a worker returning
+//!    more than it was sent breaks the contract; the worker trusts the front end's.
 //!
 //! ## Revocable dispatch (claim words, `claim.rs`)
 //! A request sent whole in one `Request` record may be taken back while it waits in the

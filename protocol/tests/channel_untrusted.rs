@@ -287,6 +287,9 @@ impl ResponsesModel {
             18 => Kind::Abort,
             19 => Kind::Continue,
             20 => Kind::PathSend,
+            21 => Kind::WsAccept,
+            22 => Kind::WsSend,
+            23 => Kind::WsClose,
             28 => Kind::BodyCredit,
             other => return Err(ChannelError::Kind(other)),
         };
@@ -300,7 +303,19 @@ impl ResponsesModel {
             return Err(ChannelError::Credit(rec.aux));
         }
         let more = rec.flags & MORE != 0;
-        let has_head = matches!(kind, Kind::Response | Kind::PathSend);
+        if kind == Kind::WsSend && rec.aux > 1 {
+            return Err(ChannelError::WsType(rec.aux));
+        }
+        if kind == Kind::WsClose && (more || (rec.slot != NO_SLOT && rec.len > 123)) {
+            return Err(ChannelError::WsClose);
+        }
+        let has_head = matches!(kind, Kind::Response | Kind::PathSend | Kind::WsAccept);
+        // WsSend and WsClose carry a number in `aux`, not a head length.
+        let head = if matches!(kind, Kind::WsSend | Kind::WsClose) {
+            0
+        } else {
+            rec.aux
+        };
         if rec.slot == NO_SLOT {
             if has_head {
                 return Err(ChannelError::MissingSlot(kind));
@@ -313,10 +328,10 @@ impl ResponsesModel {
                 slots: SLOTS,
             });
         }
-        if rec.len > SLOT_SIZE || rec.aux > rec.len {
+        if rec.len > SLOT_SIZE || head > rec.len {
             return Err(ChannelError::Length {
                 len: rec.len,
-                head: rec.aux,
+                head,
                 slot_size: SLOT_SIZE as usize,
             });
         }
@@ -325,7 +340,7 @@ impl ResponsesModel {
             return Err(ChannelError::SlotBusy(rec.slot));
         }
         *held = true;
-        let head_len = if has_head { rec.aux } else { 0 };
+        let head_len = if has_head { head } else { 0 };
         Ok((
             kind,
             rec.stream,
@@ -340,8 +355,8 @@ impl ResponsesModel {
 /// build slices from these values.
 fn assert_in_bounds(f: &FrontChannel, inc: &Incoming, held: &[SlotIndex]) {
     let (slotted, slotless) = match inc.kind {
-        Kind::Response | Kind::PathSend => (true, false),
-        Kind::ResponseBody | Kind::Abort => (true, true),
+        Kind::Response | Kind::PathSend | Kind::WsAccept => (true, false),
+        Kind::ResponseBody | Kind::Abort | Kind::WsSend | Kind::WsClose => (true, true),
         Kind::Continue | Kind::BodyCredit => (false, true),
         _ => panic!("accepted a non-response kind: {inc:?}"),
     };

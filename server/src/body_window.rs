@@ -54,7 +54,13 @@ impl Window {
 
     /// Whether another body record may go out.
     pub fn open(&self) -> bool {
-        self.unreturned < BODY_WINDOW
+        self.open_for(BODY_WINDOW)
+    }
+
+    /// Whether another record may go out under a window of `window` records (WebSockets
+    /// use `WS_WINDOW` of the protocol crate).
+    pub fn open_for(&self, window: u32) -> bool {
+        self.unreturned < window
     }
 }
 

@@ -210,6 +210,24 @@ pub struct ServeArgs {
     /// workers do not all recycle at once.
     #[arg(long, default_value_t = 0.1, env = "URINGAPI_RECYCLE_JITTER")]
     pub recycle_jitter: f64,
+    /// WebSockets: auto (upgrade requests become the ASGI websocket scope, framed by the
+    /// front end), off (they reach the app as plain http requests).
+    #[arg(long, value_enum, default_value = "auto", env = "URINGAPI_WS")]
+    pub ws: WsMode,
+    /// Largest WebSocket message in bytes, after decompression (close 1009 past it).
+    #[arg(long, default_value_t = 16 * 1024 * 1024, env = "URINGAPI_WS_MAX_SIZE")]
+    pub ws_max_size: u64,
+    /// Seconds between keep-alive pings on an open WebSocket (0: none).
+    #[arg(long, default_value_t = 20.0, env = "URINGAPI_WS_PING_INTERVAL")]
+    pub ws_ping_interval: f64,
+    /// Seconds a ping waits for its pong before the WebSocket is closed with 1011, and a
+    /// write to a client that reads nothing waits before it is dropped (1011 to the app);
+    /// 0: for ever.
+    #[arg(long, default_value_t = 20.0, env = "URINGAPI_WS_PING_TIMEOUT")]
+    pub ws_ping_timeout: f64,
+    /// Offer permessage-deflate (RFC 7692) to WebSocket clients that ask for it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "URINGAPI_WS_PER_MESSAGE_DEFLATE")]
+    pub ws_per_message_deflate: bool,
     /// Give every request an X-Request-ID: the client's if it sent one, else a generated one,
     /// passed to the app as a request header and written to the access log. Off by default
     /// so that apps see exactly the headers the client sent, as under uvicorn.
@@ -418,6 +436,12 @@ impl Lifespan {
             Self::Off => "off",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WsMode {
+    Auto,
+    Off,
 }
 
 /// `--uds-perms`: an octal file mode (`660`, `0660`, `0o660`), at most `777`.

@@ -197,7 +197,9 @@ async fn serve(setup: ThreadSetup) {
     for task in accepting {
         task.await;
     }
-    let deadline = Instant::now() + setup.graceful;
+    // Open WebSockets get their close 1001 at the graceful timeout (http1/conn/websocket.rs);
+    // a second more lets those frames go out.
+    let deadline = Instant::now() + setup.graceful + WS_CLOSE_GRACE;
     while hub.connections.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -210,6 +212,10 @@ async fn serve(setup: ThreadSetup) {
     }
     hub.flush_access_log();
 }
+
+/// How long past the graceful timeout a draining thread waits for its WebSockets' close
+/// frames.
+const WS_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Accepts connections on one listener until the thread drains.
 async fn accept_loop(

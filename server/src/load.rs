@@ -24,6 +24,24 @@ pub struct WorkerLoad {
     stalled: AtomicBool,
     /// Being replaced or removed: no new requests; it stops once `in_flight` is zero.
     retiring: AtomicBool,
+    /// Its WebSockets, for /metrics.
+    pub ws: WsCounters,
+}
+
+/// Close codes counted one by one in `uringapi_websocket_closes_total`; others count as
+/// "other".
+pub const WS_CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011];
+
+/// One worker's WebSocket figures (relaxed counters: only reported).
+#[derive(Default)]
+pub struct WsCounters {
+    pub open: AtomicU32,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// By [`WS_CLOSE_CODES`] index; the last one is every other code.
+    pub closes: [AtomicU64; WS_CLOSE_CODES.len() + 1],
 }
 
 impl WorkerLoad {
@@ -64,6 +82,37 @@ impl WorkerLoad {
         }
     }
 
+    pub fn ws_opened(&self) {
+        self.ws.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A WebSocket ended with `code` (the one sent or received in the close handshake,
+    /// 1006 when the connection dropped).
+    pub fn ws_closed(&self, code: u16) {
+        let _ = self
+            .ws
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let i = WS_CLOSE_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(WS_CLOSE_CODES.len());
+        self.ws.closes[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn ws_message_in(&self, len: usize) {
+        self.ws.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.ws.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// A record of an app message went out (`len` payload bytes; `last`: its last one).
+    pub fn ws_message_out(&self, len: usize, last: bool) {
+        if last {
+            self.ws.messages_out.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ws.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
     pub fn set_stalled(&self, stalled: bool) {
         self.stalled.store(stalled, Ordering::Relaxed);
     }
@@ -75,6 +124,17 @@ impl WorkerLoad {
     /// A new worker takes the slot.
     pub fn reset(&self) {
         self.served.store(0, Ordering::Relaxed);
+        for c in [
+            &self.ws.messages_in,
+            &self.ws.messages_out,
+            &self.ws.bytes_in,
+            &self.ws.bytes_out,
+        ]
+        .into_iter()
+        .chain(&self.ws.closes)
+        {
+            c.store(0, Ordering::Relaxed);
+        }
         self.stalled.store(false, Ordering::Relaxed);
         self.retiring.store(false, Ordering::Relaxed);
     }

@@ -71,6 +71,19 @@ impl SlotLease {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Appends a copy of the leased bytes to `out` (for bytes the front end must look at or
+    /// transform, such as a WebSocket message it compresses).
+    pub fn copy_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len);
+        // SAFETY: `ptr..ptr + len` lies inside a held slot of a mapped segment (see `new`);
+        // `out` has room for `len` more bytes after `reserve`; the copy is raw, so a
+        // misbehaving worker writing the slot meanwhile changes only the bytes we copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr, out.as_mut_ptr().add(out.len()), self.len);
+            out.set_len(out.len() + self.len);
+        }
+    }
 }
 
 impl Drop for SlotLease {

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::head::{encode_response_head, response_head_len, RequestView};
-use uringapi_protocol::record::NO_SLOT;
+use uringapi_protocol::record::{NO_SLOT, WS_TEXT, WS_WINDOW};
 use uringapi_protocol::{Kind, Record, Segment, WorkerChannel};
 
 pyo3::create_exception!(
@@ -42,6 +42,10 @@ const EV_REQUEST: u8 = 0;
 const EV_BODY: u8 = 1;
 const EV_DISCONNECT: u8 = 2;
 const EV_CANCEL: u8 = 3;
+const EV_WS_CONNECT: u8 = 4;
+const EV_WS_MESSAGE: u8 = 5;
+const EV_WS_DISCONNECT: u8 = 6;
+const EV_WS_CREDIT: u8 = 7;
 
 fn broken(e: impl std::fmt::Display) -> PyErr {
     ChannelBroken::new_err(e.to_string())
@@ -178,6 +182,9 @@ impl Worker {
 
     /// Takes every waiting record from every channel and returns them as event tuples:
     /// `(0, key, scope, body, more, claim)`, `(1, key, body, more)`, `(2, key)`, `(3, key)`.
+    /// WebSocket streams: `(4, key, scope)` (the upgrade), `(5, key, data, text, more)` (a
+    /// client message or a piece of one), `(6, key, code)` (the client side ended),
+    /// `(7, key, n)` (n sent records written to the client: the send window reopens).
     /// `claim` goes to `claim()` when the request's task starts.
     /// For a request, `more` is 2 when the client waits for `100 Continue` before its body
     /// (answer with `send_continue` when the app first asks for the body).
@@ -227,6 +234,34 @@ impl Worker {
                         };
                         out((EV_BODY, k, body, more).into_pyobject(py)?)?;
                     }
+                    Some(Kind::WsConnect) => {
+                        let slot = slot.ok_or_else(|| broken("websocket record without a slot"))?;
+                        let bytes = self.channels[t].request_bytes(slot, rec.len as usize);
+                        let head = bytes.get(..rec.aux as usize).unwrap_or(bytes);
+                        let view = RequestView::decode(head).map_err(broken)?;
+                        let scope = self.scope.build_websocket(py, &view)?;
+                        out((EV_WS_CONNECT, k, scope).into_pyobject(py)?)?;
+                        self.channels[t].free_request_slot(slot);
+                    }
+                    Some(Kind::WsMessage) => {
+                        let data = match slot {
+                            Some(s) => {
+                                let b = PyBytes::new(
+                                    py,
+                                    self.channels[t].request_bytes(s, rec.len as usize),
+                                );
+                                self.channels[t].free_request_slot(s);
+                                b
+                            }
+                            None => PyBytes::new(py, b""),
+                        };
+                        let text = rec.aux == WS_TEXT;
+                        out((EV_WS_MESSAGE, k, data, text, more).into_pyobject(py)?)?;
+                    }
+                    Some(Kind::WsDisconnect) => {
+                        out((EV_WS_DISCONNECT, k, rec.aux).into_pyobject(py)?)?
+                    }
+                    Some(Kind::WsSendCredit) => out((EV_WS_CREDIT, k, rec.aux).into_pyobject(py)?)?,
                     Some(Kind::Disconnect) => out((EV_DISCONNECT, k).into_pyobject(py)?)?,
                     Some(Kind::Cancel) => out((EV_CANCEL, k).into_pyobject(py)?)?,
                     _ => {
@@ -431,6 +466,111 @@ impl Worker {
         Ok(sent)
     }
 
+    /// `websocket.accept`: `head` is `encode_head(101, headers)`, the chosen subprotocol
+    /// among the headers as `sec-websocket-protocol`. False: no slot or ring room; wait for
+    /// space and call again.
+    fn ws_accept(&mut self, key: u128, head: &[u8]) -> PyResult<bool> {
+        let (t, stream) = split_key(key);
+        let chan = self
+            .channels
+            .get_mut(t)
+            .ok_or_else(|| PyValueError::new_err("unknown websocket key"))?;
+        if !chan.has_room().map_err(broken)? {
+            return Ok(false);
+        }
+        let Some(slot) = chan.take_slot().map_err(broken)? else {
+            return Ok(false);
+        };
+        let buf = chan.slot_mut(slot);
+        let head_len = match write_head(buf, Some(head)) {
+            Ok(n) => n,
+            Err(e) => {
+                chan.untake_slot(slot);
+                return Err(e);
+            }
+        };
+        let rec = Record::new(Kind::WsAccept, stream).with_slot(
+            slot.get(),
+            head_len as u32,
+            head_len as u32,
+        );
+        chan.send(rec).map_err(broken)?;
+        self.ring_front(t);
+        Ok(true)
+    }
+
+    /// Sends one record of a WebSocket message: as much of `data[offset:]` as a slot holds
+    /// (the rest follows with `more`). Returns the bytes sent, or -1 when there is no slot
+    /// or ring room (wait for space and call again). The caller keeps to the send window
+    /// (`WS_WINDOW` records until `WsSendCredit` returns them).
+    fn ws_send(&mut self, key: u128, data: &[u8], text: bool, offset: usize) -> PyResult<i64> {
+        let (t, stream) = split_key(key);
+        let chan = self
+            .channels
+            .get_mut(t)
+            .ok_or_else(|| PyValueError::new_err("unknown websocket key"))?;
+        let data = data.get(offset..).unwrap_or(&[]);
+        if !chan.has_room().map_err(broken)? {
+            return Ok(-1);
+        }
+        let aux = if text { WS_TEXT } else { 0 };
+        if data.is_empty() {
+            let rec = Record {
+                aux,
+                ..Record::new(Kind::WsSend, stream)
+            };
+            chan.send(rec).map_err(broken)?;
+            self.ring_front(t);
+            return Ok(0);
+        }
+        let Some(slot) = chan.take_slot().map_err(broken)? else {
+            return Ok(-1);
+        };
+        let buf = chan.slot_mut(slot);
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        let rec = Record {
+            aux,
+            ..Record::new(Kind::WsSend, stream)
+                .with_slot(slot.get(), n as u32, 0)
+                .more(n < data.len())
+        };
+        chan.send(rec).map_err(broken)?;
+        self.ring_front(t);
+        Ok(n as i64)
+    }
+
+    /// `websocket.close` after accept: `code` and a UTF-8 `reason` (cut to 123 bytes by
+    /// the caller). False: no slot or ring room; wait for space and call again.
+    fn ws_close(&mut self, key: u128, code: u16, reason: &[u8]) -> PyResult<bool> {
+        let (t, stream) = split_key(key);
+        let chan = self
+            .channels
+            .get_mut(t)
+            .ok_or_else(|| PyValueError::new_err("unknown websocket key"))?;
+        if !chan.has_room().map_err(broken)? {
+            return Ok(false);
+        }
+        let mut rec = Record {
+            aux: u32::from(code),
+            ..Record::new(Kind::WsClose, stream)
+        };
+        if !reason.is_empty() {
+            let Some(slot) = chan.take_slot().map_err(broken)? else {
+                return Ok(false);
+            };
+            let n = reason.len().min(123);
+            chan.slot_mut(slot)[..n].copy_from_slice(&reason[..n]);
+            rec = Record {
+                aux: u32::from(code),
+                ..rec.with_slot(slot.get(), n as u32, 0)
+            };
+        }
+        chan.send(rec).map_err(broken)?;
+        self.ring_front(t);
+        Ok(true)
+    }
+
     /// The "wants space" half of rule 4: announce the wait, re-check. True: space is there
     /// already (flag cleared, do not wait).
     fn prepare_space_wait(&mut self) -> PyResult<bool> {
@@ -574,5 +714,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EV_DISCONNECT", EV_DISCONNECT)?;
     m.add("EV_CANCEL", EV_CANCEL)?;
     m.add("NO_SLOT", NO_SLOT)?;
+    m.add("EV_WS_CONNECT", EV_WS_CONNECT)?;
+    m.add("EV_WS_MESSAGE", EV_WS_MESSAGE)?;
+    m.add("EV_WS_DISCONNECT", EV_WS_DISCONNECT)?;
+    m.add("EV_WS_CREDIT", EV_WS_CREDIT)?;
+    m.add("WS_WINDOW", WS_WINDOW)?;
     Ok(())
 }

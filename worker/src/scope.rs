@@ -279,6 +279,41 @@ impl ScopeBuilder {
     }
 }
 
+impl ScopeBuilder {
+    /// The ASGI `websocket` scope (spec 2.4) of an upgrade request the front end checked:
+    /// the `http` scope's keys without `method`, scheme `ws`/`wss`, the client's
+    /// `subprotocols` in its order, and the `websocket.http.response` extension (denial
+    /// responses) instead of pathsend.
+    pub fn build_websocket<'py>(
+        &mut self,
+        py: Python<'py>,
+        req: &RequestView<'_>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let d = self.build(py, req)?;
+        d.set_item("type", "websocket")?;
+        d.del_item(&self.keys.method)?;
+        d.set_item(&self.keys.scheme, if req.https { "wss" } else { "ws" })?;
+        let subprotocols = PyList::empty(py);
+        for (name, value) in req.headers() {
+            if name == b"sec-websocket-protocol" {
+                for p in String::from_utf8_lossy(value).split(',') {
+                    let p = p.trim();
+                    if !p.is_empty() {
+                        subprotocols.append(p)?;
+                    }
+                }
+            }
+        }
+        d.set_item("subprotocols", subprotocols)?;
+        if let Some(ext) = d.get_item(&self.keys.extensions)? {
+            let ext = ext.cast_into::<PyDict>()?;
+            ext.del_item(&self.keys.pathsend)?;
+            ext.set_item("websocket.http.response", PyDict::new(py))?;
+        }
+        Ok(d)
+    }
+}
+
 /// The ASGI tls extension from the front end's TLS facts. rustls refuses a client
 /// certificate it cannot verify during the handshake, so `client_cert_error` is always None.
 fn tls_extension<'py>(

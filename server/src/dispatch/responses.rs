@@ -94,7 +94,7 @@ impl Hub {
                 .as_ref()
                 .expect("link checked by caller")
                 .chan;
-            if matches!(inc.kind, Kind::Response | Kind::PathSend) {
+            if matches!(inc.kind, Kind::Response | Kind::PathSend | Kind::WsAccept) {
                 let (slot, len) = inc.slot.expect("these records carry a slot (validated)");
                 chan.copy_out(slot, 0..inc.head_len, &mut head);
                 if inc.kind == Kind::PathSend {
@@ -105,7 +105,7 @@ impl Hub {
                 SlotLease::new(self.clone(), worker, generation, chan, slot, len)
             })
         };
-        if inc.kind == Kind::Response {
+        if matches!(inc.kind, Kind::Response | Kind::WsAccept) {
             body = body.map(|lease| lease.skip(inc.head_len));
         }
         if inc.kind == Kind::PathSend {
@@ -145,9 +145,24 @@ impl Hub {
                 head: (!head.is_empty()).then_some(head),
                 path,
             },
+            Kind::WsAccept => Event::WsAccept { head },
+            Kind::WsSend => Event::WsSend {
+                data: body,
+                text: inc.value == uringapi_protocol::record::WS_TEXT,
+                more: inc.more,
+            },
+            Kind::WsClose => Event::WsClose {
+                code: inc.value,
+                reason: body,
+            },
             _ => Event::Abort,
         };
-        s.finished = !inc.more || inc.kind == Kind::Abort;
+        // A WebSocket's stream lasts until the app closes it (or the client leaves).
+        s.finished = match inc.kind {
+            Kind::WsAccept | Kind::WsSend => false,
+            Kind::WsClose => true,
+            _ => !inc.more || inc.kind == Kind::Abort,
+        };
         let finished = s.finished;
         s.deliver(ev);
         if finished {

@@ -39,6 +39,22 @@ pub enum Event {
     /// The request was taken back from a stalled worker before it started (ring.rs rule 9):
     /// send it again, to another worker.
     Revoked,
+    /// WebSocket: the app accepted; the head it sent (subprotocol and extra headers), not
+    /// yet validated.
+    WsAccept {
+        head: Vec<u8>,
+    },
+    /// WebSocket: an app message, or a slot-sized piece of one (`more`: it continues).
+    WsSend {
+        data: Option<SlotLease>,
+        text: bool,
+        more: bool,
+    },
+    /// WebSocket: the app closed with this code (unchecked) and reason (unchecked bytes).
+    WsClose {
+        code: u32,
+        reason: Option<SlotLease>,
+    },
 }
 
 /// A request in flight, from the thread's point of view.
@@ -230,6 +246,61 @@ impl Hub {
         }
         drop(inner);
         self.flush(worker);
+    }
+
+    /// Tells the worker behind a WebSocket that the client side ended with `code` (unless
+    /// the app closed it first). The stream stays open (and counted) until the connection
+    /// closes it, so that records the worker sent meanwhile are recognised and dropped.
+    pub fn notify_ws_disconnect(&self, id: StreamId, code: u16) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(s) = inner.streams.get_mut(id) else {
+            return;
+        };
+        let worker = s.worker;
+        if s.finished || worker == NO_WORKER {
+            return;
+        }
+        if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            let rec = Record {
+                aux: u32::from(code),
+                ..Record::new(Kind::WsDisconnect, id)
+            };
+            // Best effort, as for Disconnect: a full ring means the worker is far behind.
+            if let Ok(true) = link.chan.send(rec) {
+                link.unflushed = true;
+            }
+        }
+        drop(inner);
+        self.flush(worker);
+    }
+
+    /// A WebSocket's next event; with `window`, `None` as soon as its window for client
+    /// messages is open again (ring.rs rule 7).
+    pub async fn ws_event(&self, id: StreamId, window: bool) -> Option<Event> {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            let Some(s) = inner.streams.get_mut(id) else {
+                return Poll::Ready(Some(Event::WorkerLost));
+            };
+            if let Some(ev) = s.inbox.pop_front() {
+                return Poll::Ready(Some(ev));
+            }
+            if window && s.body.open_for(uringapi_protocol::record::WS_WINDOW) {
+                return Poll::Ready(None);
+            }
+            s.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether a WebSocket may send another client message record to its worker.
+    pub fn ws_window_open(&self, id: StreamId) -> bool {
+        self.inner
+            .borrow_mut()
+            .streams
+            .get_mut(id)
+            .is_some_and(|s| s.body.open_for(uringapi_protocol::record::WS_WINDOW))
     }
 
     /// Puts an event back at the front of a stream's inbox.

@@ -153,8 +153,11 @@ impl Hub {
     /// One round of the poller without the sleep: commands, response rings, space waiters.
     /// Returns whether it did anything (then the poller yields and goes again).
     pub(super) fn poll_once(self: &Rc<Self>) -> bool {
+        // What a worker wrote before it exited reaches its streams before its Detach is
+        // handled (a retiring worker's WebSocket closes 1001, not 1011 "worker lost").
+        let early = self.mailbox.pending() && self.poll_rings();
         let cmds = self.handle_commands();
-        let got = self.poll_rings();
+        let got = self.poll_rings() || early;
         self.wake_space_waiters();
         got || cmds
     }

@@ -36,6 +36,7 @@ mod exposition_check;
 mod shard;
 mod snapshot;
 mod text;
+pub mod websocket;
 
 pub use endpoint::{spawn_endpoint, Source};
 pub use shard::ThreadMetrics;

@@ -33,7 +33,10 @@ impl crate::metrics::Source for Board {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         process.connections = self.load.connections.load(Ordering::Relaxed) as u64;
-        self.metrics.render(&workers, &process)
+        let indices: Vec<usize> = workers.iter().map(|w| w.index).collect();
+        let mut text = self.metrics.render(&workers, &process);
+        crate::metrics::websocket::render(&mut text, &self.load, &indices);
+        text
     }
 
     fn ready(&self) -> bool {

@@ -372,6 +372,13 @@ pub(super) fn conn_config(args: &ServeArgs, tls: Option<crate::tls::Acceptor>) -
         mounts: args.static_mount.clone(),
         health_path: args.health_path.clone(),
         tls,
+        ws: (args.ws == crate::cli::WsMode::Auto).then(|| crate::http1::conn::WsConfig {
+            max_size: usize::try_from(args.ws_max_size).unwrap_or(usize::MAX),
+            ping_interval: (args.ws_ping_interval > 0.0).then(|| seconds(args.ws_ping_interval)),
+            ping_timeout: (args.ws_ping_timeout > 0.0).then(|| seconds(args.ws_ping_timeout)),
+            deflate: args.ws_per_message_deflate,
+            graceful: seconds(args.timeout_graceful_shutdown),
+        }),
     }
 }
 

@@ -2,6 +2,7 @@
 //! kill, rolling restarts and recycling, SIGTTIN/SIGTTOU, readiness and metrics.
 
 use super::*;
+use std::sync::atomic::Ordering;
 
 /// How long a worker sent SIGABRT (or SIGTERM past the graceful timeout) has before SIGKILL.
 pub(super) const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -308,6 +309,19 @@ impl Supervisor {
                         pid = w.pid,
                         "replacement ready; retiring worker"
                     );
+                    let open = self.load.get(old).ws.open.load(Ordering::Relaxed);
+                    if open > 0 {
+                        // WebSockets are pinned to their worker: they stay on the old one
+                        // until they end, or until the graceful timeout stops it (its
+                        // WebSockets then get close 1001 from the worker).
+                        tracing::info!(
+                            worker = old,
+                            pid = w.pid,
+                            websockets = open,
+                            "open WebSockets stay on the retiring worker for up to --timeout-graceful-shutdown ({} s), then close 1001",
+                            self.ctx.graceful.as_secs_f64()
+                        );
+                    }
                     w.role = Role::Retiring {
                         since: Instant::now(),
                     };

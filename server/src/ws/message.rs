@@ -58,6 +58,10 @@ struct Partial {
 /// The receiving state of one connection.
 pub struct Reader {
     max_size: usize,
+    /// The negotiated permessage-deflate, if any.
+    deflate: Option<Agreed>,
+    /// Made at the first compressed message: an idle WebSocket holds no inflate state
+    /// (about 40 KiB with the window).
     inflater: Option<Inflater>,
     partial: Option<Partial>,
     scratch: Vec<u8>,
@@ -69,7 +73,8 @@ impl Reader {
     pub fn new(max_size: usize, deflate: Option<Agreed>) -> Self {
         Self {
             max_size,
-            inflater: deflate.map(Inflater::new),
+            deflate,
+            inflater: None,
             partial: None,
             scratch: Vec::new(),
         }
@@ -93,7 +98,7 @@ impl Reader {
         };
         let opcode = header.opcode;
         if header.rsv1
-            && (self.inflater.is_none() || !matches!(opcode, Opcode::Text | Opcode::Binary))
+            && (self.deflate.is_none() || !matches!(opcode, Opcode::Text | Opcode::Binary))
         {
             return Err(protocol("RSV1 set without a compressed message"));
         }
@@ -149,10 +154,8 @@ impl Reader {
             apply_mask(&mut self.scratch, mask, 0);
             partial.wire_len += len;
             // Set whenever `compressed` is (RSV1 is refused without it).
-            let inflater = self
-                .inflater
-                .as_mut()
-                .ok_or(protocol("compressed without deflate"))?;
+            let agreed = self.deflate.ok_or(protocol("compressed without deflate"))?;
+            let inflater = self.inflater.get_or_insert_with(|| Inflater::new(agreed));
             let limit = self.max_size;
             let inflated = inflater
                 .inflate(&self.scratch, &mut partial.data, limit)

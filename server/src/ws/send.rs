@@ -12,6 +12,9 @@ const MIN_COMPRESS: usize = 64;
 
 /// The sending state of one connection.
 pub struct Writer {
+    deflate: Option<Agreed>,
+    /// Made at the first compressed message: an idle WebSocket holds no deflate state
+    /// (a few hundred KiB with its hash tables).
     deflater: Option<Deflater>,
     scratch: Vec<u8>,
 }
@@ -19,16 +22,23 @@ pub struct Writer {
 impl Writer {
     pub fn new(deflate: Option<Agreed>) -> Self {
         Self {
-            deflater: deflate.map(Deflater::new),
+            deflate,
+            deflater: None,
             scratch: Vec::new(),
         }
+    }
+
+    /// Whether [`message`](Self::message) compresses a message of `len` bytes.
+    pub fn compresses(&self, len: usize) -> bool {
+        self.deflate.is_some() && len >= MIN_COMPRESS
     }
 
     /// Appends one data message as a single frame.
     pub fn message(&mut self, out: &mut Vec<u8>, text: bool, data: &[u8]) {
         let opcode = if text { Opcode::Text } else { Opcode::Binary };
-        match &mut self.deflater {
-            Some(deflater) if data.len() >= MIN_COMPRESS => {
+        match self.deflate {
+            Some(agreed) if data.len() >= MIN_COMPRESS => {
+                let deflater = self.deflater.get_or_insert_with(|| Deflater::new(agreed));
                 self.scratch.clear();
                 deflater.compress(data, &mut self.scratch);
                 encode_frame(out, true, true, opcode, &self.scratch);

@@ -22,6 +22,7 @@ from typing import Any, Callable, NoReturn
 
 from uringapi import _native
 from uringapi.lifespan import Lifespan, LifespanFailed
+from uringapi.websocket import WebSocketCycle
 
 logger = logging.getLogger("uringapi.error")
 
@@ -44,6 +45,12 @@ EV_REQUEST, EV_BODY, EV_DISCONNECT, EV_CANCEL = (
     _native.EV_BODY,
     _native.EV_DISCONNECT,
     _native.EV_CANCEL,
+)
+EV_WS_CONNECT, EV_WS_MESSAGE, EV_WS_DISCONNECT, EV_WS_CREDIT = (
+    _native.EV_WS_CONNECT,
+    _native.EV_WS_MESSAGE,
+    _native.EV_WS_DISCONNECT,
+    _native.EV_WS_CREDIT,
 )
 
 
@@ -381,7 +388,7 @@ class Worker:
         self.app = app
         self.native = native
         self.loop = loop
-        self.cycles: dict[int, Cycle] = {}
+        self.cycles: dict[int, Cycle | WebSocketCycle] = {}
         self.polling = False
         self.space_waiters: list[asyncio.Future[None]] = []
         #: Cycles whose response head waits for its body; flushed alone on the next turn.
@@ -445,7 +452,23 @@ class Worker:
             elif kind == EV_BODY:
                 cycle = cycles.get(ev[1])
                 if cycle is not None:
-                    cycle.feed(ev[2], ev[3])
+                    cycle.feed(ev[2], ev[3])  # type: ignore[call-arg]
+            elif kind == EV_WS_MESSAGE:
+                ws = cycles.get(ev[1])
+                if isinstance(ws, WebSocketCycle):
+                    ws.feed(ev[2], ev[3], ev[4])
+            elif kind == EV_WS_CREDIT:
+                ws = cycles.get(ev[1])
+                if isinstance(ws, WebSocketCycle):
+                    ws.credit(ev[2])
+            elif kind == EV_WS_DISCONNECT:
+                ws = cycles.get(ev[1])
+                if isinstance(ws, WebSocketCycle):
+                    ws.disconnect(ev[2])
+            elif kind == EV_WS_CONNECT:
+                ws = WebSocketCycle(self, ev[1], ev[2])
+                cycles[ev[1]] = ws
+                ws.task = self.loop.create_task(ws.run(self.app))
             elif kind == EV_DISCONNECT:
                 cycle = cycles.get(ev[1])
                 if cycle is not None:
@@ -502,7 +525,11 @@ class Worker:
             await self.wait_space()
 
     async def drain_requests(self, timeout: float) -> None:
+        # Open WebSockets never end by themselves: close them (1001, going away) and let
+        # their apps see websocket.disconnect, then wait for every task as for requests.
+        closing = [c.going_away() for c in list(self.cycles.values()) if isinstance(c, WebSocketCycle)]
         tasks = [c.task for c in self.cycles.values() if c.task is not None]
+        tasks += [t for t in closing if t is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 

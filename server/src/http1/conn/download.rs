@@ -43,7 +43,13 @@ impl Conn {
             // The app saw http.disconnect and ended without a response.
             Waited::Event(Event::Abort) if self.gone => return Next::Close,
             Waited::Event(
-                Event::Abort | Event::Body { .. } | Event::Continue | Event::File { .. },
+                Event::Abort
+                | Event::Body { .. }
+                | Event::Continue
+                | Event::File { .. }
+                | Event::WsAccept { .. }
+                | Event::WsSend { .. }
+                | Event::WsClose { .. },
             ) => {
                 tracing::error!(peer = %self.peer, "worker sent a body or an abort before the response head");
                 self.reply_error(500, side.minor).await;
@@ -115,7 +121,13 @@ impl Conn {
                 }
                 Waited::Event(Event::Abort) if self.gone => ok = false,
                 Waited::Event(
-                    Event::Abort | Event::WorkerLost | Event::Continue | Event::Revoked,
+                    Event::Abort
+                    | Event::WorkerLost
+                    | Event::Continue
+                    | Event::Revoked
+                    | Event::WsAccept { .. }
+                    | Event::WsSend { .. }
+                    | Event::WsClose { .. },
                 ) => {
                     tracing::warn!(peer = %self.peer, "response aborted after it started; closing the connection");
                     ok = false;

@@ -28,10 +28,13 @@ mod deadline;
 mod download;
 mod native;
 mod revoke;
+mod served;
 mod upload;
+mod websocket;
 
 use download::Body;
 use upload::SendEnd;
+pub use websocket::WsConfig;
 
 /// Per-connection settings, shared by all connections of a thread.
 #[derive(Debug, Clone)]
@@ -65,6 +68,8 @@ pub struct ConnConfig {
     pub health_path: Option<String>,
     /// TLS on this listener (`--ssl-certfile`/`--ssl-keyfile`); `None`: plain HTTP.
     pub tls: Option<crate::tls::Acceptor>,
+    /// WebSocket settings; `None` (`--ws off`): upgrade requests reach the app as http.
+    pub ws: Option<WsConfig>,
 }
 
 /// How often a queued request re-checks the workers: stall and retire verdicts change
@@ -130,6 +135,8 @@ impl Drop for StreamGuard<'_> {
 enum Next {
     KeepAlive,
     Close,
+    /// The connection is an open WebSocket now (websocket.rs).
+    WebSocket(websocket::Open),
 }
 
 pub async fn serve(
@@ -252,6 +259,7 @@ impl Conn {
             self.account();
             match next {
                 Next::KeepAlive if !self.hub.is_draining() || !self.buf.is_empty() => continue,
+                Next::WebSocket(open) => return Box::pin(self.ws_session(open)).await,
                 _ => {
                     let _ = self.sock.shutdown().await;
                     return;
@@ -407,6 +415,10 @@ impl Conn {
             self.buf.drain(..end);
             return self.answer_native(native, side).await;
         }
+        let upgrade = match websocket::upgrade(&self.cfg, &head).transpose() {
+            Ok(up) => up,
+            Err(status) => return self.refuse_upgrade(status, minor).await,
+        };
         if let (Some(max), BodyFraming::Length(n)) = (self.cfg.max_body, framing) {
             if n > max {
                 self.reply_error(413, minor).await;
@@ -427,7 +439,7 @@ impl Conn {
             }
         };
         let hub = self.hub.clone();
-        let _guard = StreamGuard(&hub, sid);
+        let guard = StreamGuard(&hub, sid);
         let deadline = self.cfg.request_timeout.map(|t| Instant::now() + t);
         let mut rid = [0u8; REQUEST_ID_LEN];
         if self.cfg.request_id
@@ -474,6 +486,9 @@ impl Conn {
         drop(encoded);
         drop(head);
         self.buf.drain(..end);
+        if let Some(up) = upgrade {
+            return self.websocket(guard, worker, up, side).await;
+        }
 
         // RFC 9110 §10.1.1: a client that expects 100-continue waits for it before sending
         // the body; it goes out when the app first asks for the body. (HTTP/1.0 clients
@@ -744,42 +759,6 @@ impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.0.queued.set(self.0.queued.get() - 1);
         self.0.metrics().queue_leave();
-    }
-}
-
-impl Served {
-    /// A new request starts (its first bytes are in); `logging`: keep what the log needs.
-    fn begin(&mut self, logging: bool) {
-        self.started = Some(Instant::now());
-        self.time = logging.then(std::time::SystemTime::now);
-        self.method.clear();
-        self.status = 0;
-        self.bytes = 0;
-        self.minor = 1;
-    }
-
-    fn note_head(&mut self, head: &parse::Head<'_>) {
-        self.method.extend_from_slice(head.method);
-        self.minor = head.minor;
-        if self.time.is_none() {
-            return;
-        }
-        self.target.clear();
-        self.target.extend_from_slice(head.target);
-        let find = |name: &[u8]| {
-            head.headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.to_vec())
-        };
-        self.referer = find(b"referer");
-        self.user_agent = find(b"user-agent");
-        self.request_id.clear();
-        // The client's id is logged even without --request-id; a generated one replaces
-        // this when there is none.
-        if let Some(id) = find(b"x-request-id") {
-            self.request_id = String::from_utf8_lossy(&id).into_owned();
-        }
     }
 }
 

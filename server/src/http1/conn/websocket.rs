@@ -1,0 +1,688 @@
+//! A connection after a WebSocket upgrade: the opening handshake with the app (accept, or
+//! a denial response sent as plain HTTP), then one loop that drives the `ws` module from
+//! the connection's buffers — frames in, whole messages to the worker under the window of
+//! ring.rs rule 7; the app's messages out, acknowledged once written; pings answered here;
+//! the close handshake; protocol errors closed with their code and never passed on.
+
+use std::time::{Duration, Instant};
+
+use uringapi_protocol::record::WS_TEXT;
+
+use super::*;
+use crate::ws::close;
+use crate::ws::deflate::{self, Agreed};
+use crate::ws::frame::{encode_header, Opcode};
+use crate::ws::handshake::{self, Refusal};
+use crate::ws::message::{Event as WsIn, Reader};
+use crate::ws::send::Writer;
+
+/// WebSocket settings (`--ws*`); `ConnConfig::ws` is `None` with `--ws off`.
+#[derive(Debug, Clone, Copy)]
+pub struct WsConfig {
+    /// Largest message after inflating (1009 past it).
+    pub max_size: usize,
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Option<Duration>,
+    /// Offer permessage-deflate to clients that ask for it.
+    pub deflate: bool,
+    /// `--timeout-graceful-shutdown`: on a drain, open WebSockets get this long, then 1001.
+    pub graceful: Duration,
+}
+
+/// How long the front end waits for the client's close frame after sending its own
+/// before it drops the connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// A checked upgrade request, owned (the head it came from is gone once the stream opens).
+pub(super) struct Upgrade {
+    key: String,
+    deflate: Option<Agreed>,
+}
+
+/// Checks an upgrade request: `None` when it does not ask for a WebSocket (or `--ws off`),
+/// `Err` with the answer for a bad one (RFC 6455 §4.2.2: 426 for another version, 400
+/// otherwise).
+pub(super) fn upgrade(cfg: &ConnConfig, head: &parse::Head<'_>) -> Option<Result<Upgrade, u16>> {
+    check_upgrade(cfg.ws.as_ref(), head)
+}
+
+fn check_upgrade(ws: Option<&WsConfig>, head: &parse::Head<'_>) -> Option<Result<Upgrade, u16>> {
+    let ws = ws?;
+    let headers: Vec<(&str, &[u8])> = head
+        .headers
+        .iter()
+        .filter_map(|(n, v)| std::str::from_utf8(n).ok().map(|n| (n, *v)))
+        .collect();
+    if head.minor == 0 || !handshake::wants_websocket(headers.iter().copied()) {
+        return None;
+    }
+    let method = std::str::from_utf8(head.method).unwrap_or("");
+    Some(match handshake::check(method, &headers) {
+        Ok(up) => Ok(Upgrade {
+            key: up.key.to_owned(),
+            deflate: if ws.deflate {
+                deflate::negotiate(&up.extensions)
+            } else {
+                None
+            },
+        }),
+        Err(Refusal::Version) => Err(426),
+        Err(e) => {
+            tracing::debug!(error = %e, "bad WebSocket upgrade request");
+            Err(400)
+        }
+    })
+}
+
+/// The 101 answer to the app's `websocket.accept` head: its `sec-websocket-protocol` is the
+/// subprotocol, its other headers go out as they are, once checked like response headers.
+fn accept_response(head: &[u8], up: &Upgrade) -> Result<Vec<u8>, String> {
+    let view = ResponseView::decode(head).map_err(|e| e.to_string())?;
+    let mut subprotocol = None;
+    let mut extra = Vec::new();
+    for &(name, value) in &view.headers {
+        if name.is_empty() || !name.iter().all(|&b| encode::is_tchar(b)) {
+            return Err(format!(
+                "bad header name {:?}",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(format!("bad value for {:?}", String::from_utf8_lossy(name)));
+        }
+        if name.eq_ignore_ascii_case(b"sec-websocket-protocol") {
+            subprotocol = Some(String::from_utf8_lossy(value).into_owned());
+        } else if !(name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"connection")
+            || name.eq_ignore_ascii_case(b"sec-websocket-accept")
+            || name.eq_ignore_ascii_case(b"sec-websocket-extensions")
+            || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding"))
+        {
+            extra.push((name, value));
+        }
+    }
+    let ext = up.deflate.map(Agreed::response_value);
+    Ok(handshake::response_head(
+        &up.key,
+        subprotocol.as_deref(),
+        ext.as_deref(),
+        &extra,
+    ))
+}
+
+/// An accepted WebSocket, handed from the request (whose state is dropped) to the
+/// connection's own loop: it costs only the loop's state while it lives.
+pub(super) struct Open {
+    sid: StreamId,
+    worker: usize,
+    deflate: Option<Agreed>,
+}
+
+/// What woke the loop.
+enum Step {
+    Worker(Option<Event>),
+    Readable,
+    Timer,
+    Drain,
+}
+
+/// How a WebSocket ended, for the log and the metrics.
+struct Ended {
+    code: u16,
+}
+
+impl Conn {
+    /// Answers a bad upgrade request (426 names the version we speak) and closes.
+    pub(super) async fn refuse_upgrade(&mut self, status: u16, minor: u8) -> Next {
+        if status == 426 {
+            self.served.status = 426;
+            let _ = self.write(handshake::VERSION_REFUSAL.to_vec()).await;
+        } else {
+            self.reply_error(status, minor).await;
+        }
+        Next::Close
+    }
+
+    /// Serves a WebSocket whose upgrade request is encoded in `scratch` and whose stream is
+    /// open on `worker`.
+    pub(super) async fn websocket(
+        &mut self,
+        guard: StreamGuard<'_>,
+        worker: usize,
+        up: Upgrade,
+        side: RequestSide,
+    ) -> Next {
+        let sid = guard.1;
+        let head_len = self.scratch.len();
+        let sent = async {
+            let slot = self.take_slot(worker).await?;
+            self.hub
+                .write_slot(worker, slot, 0, &self.scratch)
+                .map_err(|_| SendEnd::WorkerLost)?;
+            let (len, aux) = (head_len as u32, head_len as u32);
+            let rec = Record::new(Kind::WsConnect, sid).with_slot(slot.get(), len, aux);
+            self.push(worker, rec).await?;
+            self.hub.flush(worker);
+            Ok::<(), SendEnd>(())
+        };
+        if sent.await.is_err() {
+            self.reply_error(502, 1).await;
+            return Next::Close;
+        }
+        let head = match self.next_event(sid, None).await {
+            Waited::Event(Event::WsAccept { head }) => head,
+            Waited::Event(ev @ (Event::Head { .. } | Event::File { .. })) => {
+                // A denial response (or the 403 of a close before accept): plain HTTP.
+                self.hub.unget_event(sid, ev);
+                let side = RequestSide {
+                    keep_alive: false,
+                    ..side
+                };
+                return self.respond(sid, side, None).await;
+            }
+            Waited::Event(Event::WorkerLost) => {
+                self.reply_error(502, 1).await;
+                return Next::Close;
+            }
+            Waited::Event(Event::Abort) if self.gone => return Next::Close,
+            _ => {
+                tracing::error!(peer = %self.peer, "worker answered a WebSocket upgrade with something else than an accept or a response");
+                self.reply_error(500, 1).await;
+                return Next::Close;
+            }
+        };
+        let response = match accept_response(&head, &up) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(peer = %self.peer, error = %e, "worker sent an invalid websocket.accept");
+                self.hub.notify_ws_disconnect(sid, close::ABNORMAL);
+                self.reply_error(500, 1).await;
+                return Next::Close;
+            }
+        };
+        self.served.status = 101;
+        if self.write(response).await.is_err() {
+            self.hub.notify_ws_disconnect(sid, close::ABNORMAL);
+            return Next::Close;
+        }
+        self.hub.load().get(worker).ws_opened();
+        // The stream outlives the request: `ws_session` closes it.
+        std::mem::forget(guard);
+        Next::WebSocket(Open {
+            sid,
+            worker,
+            deflate: up.deflate,
+        })
+    }
+
+    /// The open WebSocket, until it closes; then the connection closes.
+    pub(super) async fn ws_session(&mut self, open: Open) {
+        let hub = self.hub.clone();
+        let _guard = StreamGuard(&hub, open.sid);
+        let ended = self.ws_loop(open.sid, open.worker, open.deflate).await;
+        hub.load().get(open.worker).ws_closed(ended.code);
+        tracing::debug!(peer = %self.peer, code = ended.code, "websocket closed");
+        let _ = self.sock.shutdown().await;
+    }
+
+    /// The open WebSocket, until it closes.
+    async fn ws_loop(&mut self, sid: StreamId, worker: usize, deflate: Option<Agreed>) -> Ended {
+        let cfg = self.cfg.ws.expect("websocket without --ws settings");
+        if self.scratch.capacity() > SCRATCH_KEPT {
+            self.scratch = Vec::new();
+        }
+        let hub = self.hub.clone();
+        let load = hub.load().get(worker);
+        let mut reader = Reader::new(cfg.max_size, deflate);
+        let mut writer = Writer::new(deflate);
+        let mut out: Vec<u8> = Vec::new();
+        // The client message being handed to the worker: bytes, text, offset sent so far.
+        let mut pending: Option<(Vec<u8>, bool, usize)> = None;
+        // An app message is half sent: its next piece is a continuation frame.
+        let mut fragmenting = false;
+        // We sent a close frame: the client's answer is awaited until then.
+        let mut closing: Option<(Instant, u16)> = None;
+        let now = Instant::now();
+        let mut next_ping = cfg.ping_interval.map(|i| now + i);
+        let mut pong_due: Option<Instant> = None;
+        let mut going_away: Option<Instant> = None;
+        let mut drained = false;
+        let slot_size = match hub.slot_size(worker) {
+            Ok(n) => n,
+            Err(Lost) => return self.ws_fail(&mut writer, close::INTERNAL_ERROR).await,
+        };
+        loop {
+            // 1. Hand the client's message to the worker while its window allows.
+            while let Some((data, text, off)) = pending.as_mut() {
+                if !hub.ws_window_open(sid) {
+                    break;
+                }
+                let n = (data.len() - *off).min(slot_size);
+                let more = *off + n < data.len();
+                let mut rec = Record::new(Kind::WsMessage, sid).more(more);
+                rec.aux = if *text { WS_TEXT } else { 0 };
+                if n > 0 {
+                    let Ok(slot) = self.take_slot(worker).await else {
+                        return self.ws_fail(&mut writer, close::INTERNAL_ERROR).await;
+                    };
+                    if hub
+                        .write_slot(worker, slot, 0, &data[*off..*off + n])
+                        .is_err()
+                    {
+                        return self.ws_fail(&mut writer, close::INTERNAL_ERROR).await;
+                    }
+                    rec = Record {
+                        aux: rec.aux,
+                        ..rec.with_slot(slot.get(), n as u32, 0)
+                    };
+                }
+                if self.push(worker, rec).await.is_err() {
+                    return self.ws_fail(&mut writer, close::INTERNAL_ERROR).await;
+                }
+                hub.body_sent(sid);
+                *off += n;
+                if !more {
+                    pending = None;
+                }
+            }
+            hub.flush(worker);
+
+            // 2. Frames already buffered.
+            while pending.is_none() {
+                let (used, event) = match reader.read(&self.buf) {
+                    Ok(step) => step,
+                    Err(v) => {
+                        tracing::debug!(peer = %self.peer, code = v.code, reason = v.reason, "websocket protocol error; closing");
+                        writer.close(&mut out, v.code, v.reason);
+                        let _ = self.write_ws(&mut out).await;
+                        if closing.is_none() {
+                            hub.notify_ws_disconnect(sid, v.code);
+                        }
+                        return Ended { code: v.code };
+                    }
+                };
+                if used == 0 {
+                    break;
+                }
+                self.buf.drain(..used);
+                // Once we sent a close, data and pings are read past (RFC 6455 §5.5.1).
+                match event {
+                    Some(WsIn::Message { text, data }) if closing.is_none() => {
+                        load.ws_message_in(data.len());
+                        pending = Some((data, text, 0));
+                    }
+                    Some(WsIn::Ping(payload)) if closing.is_none() => {
+                        writer.pong(&mut out, &payload);
+                    }
+                    None | Some(WsIn::Message { .. } | WsIn::Ping(_)) => {}
+                    Some(WsIn::Pong(_)) => pong_due = None,
+                    Some(WsIn::Close(c)) => {
+                        let code = c.as_ref().map_or(close::NO_STATUS, |(code, _)| *code);
+                        if let Some((_, sent)) = closing {
+                            // The answer to our close: the handshake is complete.
+                            return Ended { code: sent };
+                        }
+                        // RFC 6455 §5.5.1: answer with a close frame, echoing the code.
+                        writer.close(&mut out, code, "");
+                        let _ = self.write_ws(&mut out).await;
+                        hub.notify_ws_disconnect(sid, code);
+                        return Ended { code };
+                    }
+                }
+            }
+
+            // 3. Control frames (pongs) queued above go out now.
+            if let Err(code) = self.write_ws(&mut out).await {
+                hub.notify_ws_disconnect(sid, code);
+                return Ended { code };
+            }
+
+            // 4. Wait for the worker, the client, a timer or the drain. An idle WebSocket
+            // holds no read buffer (it goes back to the thread's pool, bufpool.rs) and no
+            // outsized write buffer.
+            if self.buf.is_empty() && self.buf.capacity() > 0 {
+                bufpool::put(std::mem::take(&mut self.buf));
+            }
+            if out.capacity() > SCRATCH_KEPT {
+                out = Vec::new();
+            }
+            let timer = [next_ping, pong_due, closing.map(|(t, _)| t), going_away]
+                .into_iter()
+                .flatten()
+                .min();
+            let nap = timer.map_or(Duration::from_secs(3600), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            let read = pending.is_none();
+            let step = if read && self.sock.buffered() {
+                Step::Readable
+            } else {
+                monoio::select! {
+                    ev = hub.ws_event(sid, pending.is_some()) => Step::Worker(ev),
+                    _ = self.sock.readable(), if read => Step::Readable,
+                    _ = super::deadline::until(Instant::now() + nap) => Step::Timer,
+                    _ = hub.drained(), if !drained => Step::Drain,
+                }
+            };
+            match step {
+                Step::Worker(None) => {}
+                Step::Worker(Some(ev)) => {
+                    if let Some(ended) = self
+                        .ws_from_app(ev, sid, worker, &mut writer, &mut fragmenting, &mut closing)
+                        .await
+                    {
+                        return ended;
+                    }
+                }
+                Step::Readable => match self.read_more(Duration::from_secs(3600)).await {
+                    Ok(()) => {}
+                    Err(_) => {
+                        let code = closing.map_or(close::ABNORMAL, |(_, c)| c);
+                        if closing.is_none() {
+                            hub.notify_ws_disconnect(sid, close::ABNORMAL);
+                        }
+                        return Ended { code };
+                    }
+                },
+                Step::Drain => {
+                    drained = true;
+                    let until = Instant::now() + cfg.graceful;
+                    tracing::info!(peer = %self.peer, "draining: the open WebSocket gets --timeout-graceful-shutdown ({} s), then close 1001", cfg.graceful.as_secs_f64());
+                    going_away = Some(until);
+                }
+                Step::Timer => {
+                    let now = Instant::now();
+                    if let Some((t, code)) = closing {
+                        if now >= t {
+                            tracing::debug!(peer = %self.peer, "no close frame from the client in answer to ours; dropping the connection");
+                            return Ended { code };
+                        }
+                    }
+                    if going_away.is_some_and(|t| now >= t) && closing.is_none() {
+                        hub.notify_ws_disconnect(sid, close::GOING_AWAY);
+                        writer.close(&mut out, close::GOING_AWAY, "server shutting down");
+                        let _ = self.write_ws(&mut out).await;
+                        closing = Some((
+                            now + CLOSE_WAIT.min(Duration::from_secs(1)),
+                            close::GOING_AWAY,
+                        ));
+                        going_away = None;
+                    }
+                    if pending.is_some() {
+                        // The socket is not read while the app catches up: a pong could not
+                        // be seen, so keep-alive waits until reading resumes.
+                        pong_due = None;
+                    }
+                    if pong_due.is_some_and(|t| now >= t) && closing.is_none() {
+                        tracing::debug!(peer = %self.peer, "websocket keep-alive ping unanswered within --ws-ping-timeout; closing with 1011");
+                        hub.notify_ws_disconnect(sid, close::INTERNAL_ERROR);
+                        writer.close(&mut out, close::INTERNAL_ERROR, "keepalive ping timeout");
+                        let _ = self.write_ws(&mut out).await;
+                        return Ended {
+                            code: close::INTERNAL_ERROR,
+                        };
+                    }
+                    if next_ping.is_some_and(|t| now >= t) {
+                        next_ping = cfg.ping_interval.map(|i| now + i);
+                        if closing.is_none() && pending.is_none() {
+                            writer.ping(&mut out, b"");
+                            if pong_due.is_none() {
+                                pong_due = cfg.ping_timeout.map(|t| now + t);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One event from the app's side of an open WebSocket; `Some` when it ends it.
+    async fn ws_from_app(
+        &mut self,
+        ev: Event,
+        sid: StreamId,
+        worker: usize,
+        writer: &mut Writer,
+        fragmenting: &mut bool,
+        closing: &mut Option<(Instant, u16)>,
+    ) -> Option<Ended> {
+        let mut out = Vec::new();
+        match ev {
+            Event::WsSend { data, text, more } => {
+                let len = data.as_ref().map_or(0, |d| d.len());
+                self.hub.load().get(worker).ws_message_out(len, !more);
+                let opcode = match (*fragmenting, text) {
+                    (true, _) => Opcode::Continuation,
+                    (false, true) => Opcode::Text,
+                    (false, false) => Opcode::Binary,
+                };
+                let written = if !*fragmenting && !more && data.is_some() && writer.compresses(len)
+                {
+                    // A whole message in one record: compressed (RFC 7692 §6.1).
+                    let mut plain = Vec::with_capacity(len);
+                    if let Some(d) = &data {
+                        d.copy_into(&mut plain);
+                    }
+                    drop(data);
+                    writer.message(&mut out, text, &plain);
+                    self.write_ws(&mut out).await
+                } else {
+                    // Pieces of a long message go out as fragments, uncompressed, straight
+                    // from the slot (no copy, nothing of the message held here).
+                    encode_header(&mut out, !more, false, opcode, len, None);
+                    self.write_frame(out, data).await.map(drop)
+                };
+                *fragmenting = more;
+                if let Err(code) = written {
+                    self.hub.notify_ws_disconnect(sid, code);
+                    return Some(Ended { code });
+                }
+                // Written: the app may send one more record (ring.rs rule 7).
+                let credit = Record {
+                    aux: 1,
+                    ..Record::new(Kind::WsSendCredit, sid)
+                };
+                if self.push(worker, credit).await.is_err() {
+                    return Some(self.ws_fail(writer, close::INTERNAL_ERROR).await);
+                }
+                self.hub.flush(worker);
+                None
+            }
+            Event::WsClose { code, reason } => {
+                let mut raw = Vec::new();
+                if let Some(r) = &reason {
+                    r.copy_into(&mut raw);
+                }
+                drop(reason);
+                let code = u16::try_from(code)
+                    .ok()
+                    .filter(|&c| close::is_sendable(c))
+                    .unwrap_or(close::NORMAL);
+                let reason = std::str::from_utf8(&raw).unwrap_or("");
+                writer.close(&mut out, code, reason);
+                if self.write_ws(&mut out).await.is_err() {
+                    return Some(Ended { code });
+                }
+                *closing = Some((Instant::now() + CLOSE_WAIT, code));
+                None
+            }
+            Event::WorkerLost => {
+                tracing::warn!(peer = %self.peer, worker, "the worker of an open WebSocket is gone; closing it with 1011");
+                let mut w = Writer::new(None);
+                w.close(&mut out, close::INTERNAL_ERROR, "worker lost");
+                let _ = self.write_ws(&mut out).await;
+                Some(Ended {
+                    code: close::INTERNAL_ERROR,
+                })
+            }
+            _ => {
+                tracing::error!(peer = %self.peer, worker, "worker sent an HTTP record on an open WebSocket; closing it with 1011");
+                Some(self.ws_fail(writer, close::INTERNAL_ERROR).await)
+            }
+        }
+    }
+
+    /// Closes with `code` on the front end's initiative, telling the app.
+    async fn ws_fail(&mut self, writer: &mut Writer, code: u16) -> Ended {
+        let mut out = Vec::new();
+        writer.close(&mut out, code, "");
+        let _ = self.write_ws(&mut out).await;
+        Ended { code }
+    }
+
+    /// Writes and empties `out`; `Err` with the code the WebSocket ends with (see
+    /// [`write_frame`](Self::write_frame)).
+    async fn write_ws(&mut self, out: &mut Vec<u8>) -> Result<(), u16> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let mut back = self.write_frame(std::mem::take(out), None).await?;
+        back.clear();
+        *out = back;
+        Ok(())
+    }
+
+    /// Writes a frame header and its payload straight from a slot; gives the header's
+    /// buffer back. `Err(1006)`: the client is gone; `Err(1011)`: it read nothing for
+    /// `--ws-ping-timeout` (a client that never reads would otherwise hold the connection
+    /// and the app's `send()` for ever; no close frame can reach it).
+    async fn write_frame(
+        &mut self,
+        header: Vec<u8>,
+        data: Option<SlotLease>,
+    ) -> Result<Vec<u8>, u16> {
+        let stall = self.cfg.ws.and_then(|c| c.ping_timeout);
+        let mut frame = Frame::new(header, data, b"");
+        while frame.total_len() > 0 {
+            let write = self.sock.writev(frame);
+            let (res, f) = match stall {
+                None => write.await,
+                Some(t) => monoio::select! {
+                    r = write => r,
+                    _ = super::deadline::until(Instant::now() + t) => {
+                        tracing::debug!(peer = %self.peer, "websocket client read nothing for --ws-ping-timeout; dropping it (1011)");
+                        return Err(close::INTERNAL_ERROR);
+                    }
+                },
+            };
+            frame = f;
+            match res {
+                Ok(0) => return Err(close::ABNORMAL),
+                Ok(n) => {
+                    frame.advance(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(close::ABNORMAL),
+            }
+        }
+        Ok(frame.into_prefix())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: WsConfig = WsConfig {
+        max_size: 1 << 20,
+        ping_interval: None,
+        ping_timeout: None,
+        deflate: true,
+        graceful: Duration::from_secs(1),
+    };
+
+    fn head_of(raw: &[u8]) -> parse::Head<'_> {
+        parse::parse_complete(raw, &HeadLimits::default()).unwrap()
+    }
+
+    const UP: &str = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+    #[test]
+    fn upgrade_requests_table() {
+        let deflate = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+        // None: plain http; Ok(deflate agreed); Err(status).
+        type Want = Option<Result<bool, u16>>;
+        let cases: Vec<(String, Option<&WsConfig>, Want)> = vec![
+            (
+                format!("GET / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 13\r\n\r\n"),
+                Some(&CFG),
+                Some(Ok(false)),
+            ),
+            (
+                format!("GET / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 13\r\n{deflate}\r\n"),
+                Some(&CFG),
+                Some(Ok(true)),
+            ),
+            (
+                format!("GET / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 13\r\n\r\n"),
+                None,
+                None,
+            ),
+            (
+                format!("GET / HTTP/1.0\r\n{UP}Sec-WebSocket-Version: 13\r\n\r\n"),
+                Some(&CFG),
+                None,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+                Some(&CFG),
+                None,
+            ),
+            (
+                format!("GET / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 8\r\n\r\n"),
+                Some(&CFG),
+                Some(Err(426)),
+            ),
+            (
+                format!(
+                    "POST / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n"
+                ),
+                Some(&CFG),
+                Some(Err(400)),
+            ),
+        ];
+        for (raw, ws, want) in cases {
+            let head = head_of(raw.as_bytes());
+            let got = check_upgrade(ws, &head).map(|r| r.map(|up| up.deflate.is_some()));
+            assert_eq!(got, want, "{raw:?}");
+        }
+        let off = WsConfig {
+            deflate: false,
+            ..CFG
+        };
+        let raw = format!("GET / HTTP/1.1\r\n{UP}Sec-WebSocket-Version: 13\r\n{deflate}\r\n");
+        let up = check_upgrade(Some(&off), &head_of(raw.as_bytes()))
+            .unwrap()
+            .unwrap();
+        assert!(
+            up.deflate.is_none(),
+            "--ws-per-message-deflate false declines the offer"
+        );
+    }
+
+    #[test]
+    fn the_apps_accept_head_becomes_the_101() {
+        let up = Upgrade {
+            key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
+            deflate: None,
+        };
+        let mut head = vec![0u8; 256];
+        let headers: [(&[u8], &[u8]); 3] = [
+            (b"sec-websocket-protocol", b"chat"),
+            (b"x-a", b"1"),
+            (b"connection", b"close"),
+        ];
+        let n = uringapi_protocol::head::encode_response_head(101, headers.into_iter(), &mut head)
+            .unwrap();
+        let out = accept_response(&head[..n], &up).unwrap();
+        assert_eq!(
+            out,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nx-a: 1\r\n\r\n"
+        );
+        let bad: [(&[u8], &[u8]); 1] = [(b"x-a", b"1\r\nx-b: 2")];
+        let n =
+            uringapi_protocol::head::encode_response_head(101, bad.into_iter(), &mut head).unwrap();
+        assert!(accept_response(&head[..n], &up).is_err());
+    }
+}

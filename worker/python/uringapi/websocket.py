@@ -1,0 +1,312 @@
+"""The ASGI ``websocket`` scope (spec 2.4) on a worker: one task per WebSocket, its
+``receive``/``send``, and the two windows that keep its memory bounded.
+
+The front end owns the protocol (handshake, framing, ping/pong, the close handshake, UTF-8
+and size checks), so only whole, valid messages reach here, a slot-sized piece per record.
+Backpressure both ways (``ring.rs`` rule 7 in the protocol crate): a client message's last
+piece is handed back to the front end's window only when the app's ``receive()`` takes the
+message, so a slow app stops the front end reading that socket; and ``send()`` keeps at
+most ``WS_WINDOW`` records that the front end has not yet written to the client, so a
+client that does not read holds the app's ``send()`` instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from uringapi import _native
+
+if TYPE_CHECKING:
+    from uringapi.worker import Worker
+
+logger = logging.getLogger("uringapi.error")
+
+#: Records of one direction that may be unacknowledged (protocol/src/record.rs).
+WS_WINDOW = _native.WS_WINDOW
+
+CONNECTING, ACCEPTED, RESPONSE, CLOSED = range(4)
+
+
+class WebSocketDisconnected(OSError):
+    """Raised by ``send()`` once the client has gone (Starlette turns an ``OSError`` there
+    into ``WebSocketDisconnect``, as under uvicorn)."""
+
+
+def _cut_reason(reason: str) -> bytes:
+    """A close reason as UTF-8, cut at a character boundary to fit a control frame."""
+    raw = reason.encode()
+    if len(raw) <= 123:
+        return raw
+    return raw[:123].decode(errors="ignore").encode()
+
+
+class WebSocketCycle:
+    """One WebSocket: the app's task, the messages waiting for it, and its send window."""
+
+    __slots__ = (
+        "worker", "native", "key", "scope", "state", "connect_taken", "messages", "parts",
+        "part_text", "close_code", "client_gone", "waiter", "window", "window_waiter",
+        "owed", "crediting", "head", "complete", "task", "disconnected", "send_lock",
+    )
+
+    def __init__(self, worker: Worker, key: int, scope: dict[str, Any]) -> None:
+        self.worker = worker
+        self.native = worker.native
+        self.key = key
+        self.scope = scope
+        self.state = CONNECTING
+        self.connect_taken = False
+        #: Whole client messages the app has not taken yet: (data, text).
+        self.messages: deque[tuple[bytes, bool]] = deque()
+        #: Pieces of a client message longer than a slot, until its last one arrives.
+        self.parts: list[bytes] = []
+        self.part_text = False
+        #: The code ``receive()`` reports as ``websocket.disconnect`` once set.
+        self.close_code: int | None = None
+        #: The client side ended (the front end said so): nothing more can be sent.
+        self.client_gone = False
+        self.waiter: asyncio.Future[None] | None = None
+        #: ``WsSend`` records the front end may still take before it acknowledges some.
+        self.window = WS_WINDOW
+        self.window_waiter: asyncio.Future[None] | None = None
+        self.owed = 0
+        self.crediting = False
+        #: A denial response's encoded head, until its body goes with it.
+        self.head: bytes | None = None
+        self.complete = False
+        self.task: asyncio.Task[None] | None = None
+        #: Set by a cancel from the front end (shared with the http cycle's interface).
+        self.disconnected = False
+        self.send_lock = asyncio.Lock()
+
+    # ---- events from the front end ----
+    def feed(self, data: bytes, text: bool, more: bool) -> None:
+        if more:
+            if not self.parts:
+                self.part_text = text
+            self.parts.append(data)
+            # Copied into the message being assembled: the front end may send the next
+            # piece (the whole message is bounded by --ws-max-size there).
+            self._return_credit()
+            return
+        if self.parts:
+            self.parts.append(data)
+            data, text = b"".join(self.parts), self.part_text
+            self.parts = []
+        if self.state == CLOSED:
+            self._return_credit()  # the app closed; nobody will take it
+            return
+        self.messages.append((data, text))
+        self._wake()
+
+    def disconnect(self, code: int = 1006) -> None:
+        self.client_gone = True
+        if self.close_code is None:
+            self.close_code = code
+        self._wake()
+        self._wake_window()
+
+    def credit(self, n: int) -> None:
+        self.window += n
+        self._wake_window()
+
+    def going_away(self) -> asyncio.Task[None] | None:
+        """The worker stops (SIGTERM, a rolling restart past its grace): close 1001. The
+        close goes out at once when there is room (the worker may exit right after), else
+        from the returned task, which the caller waits for."""
+        task = None
+        if self.state == ACCEPTED and not self.client_gone:
+            self.state = CLOSED
+            self.messages.clear()
+            raw = _cut_reason("server shutting down")
+            if not self.native.ws_close(self.key, 1001, raw):
+                task = self.worker.loop.create_task(self._send_close(1001, raw))
+        self.disconnect(1001)
+        return task
+
+    async def _send_close(self, code: int, raw: bytes) -> None:
+        while not self.native.ws_close(self.key, code, raw):
+            await self.worker.wait_space()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _wake_window(self) -> None:
+        if self.window_waiter is not None and not self.window_waiter.done():
+            self.window_waiter.set_result(None)
+
+    def _return_credit(self) -> None:
+        self.owed += 1
+        if self.crediting:
+            return
+        try:
+            if self.native.body_credit(self.key, self.owed):
+                self.owed = 0
+                return
+        except _native.ChannelBroken as exc:
+            from uringapi.worker import channel_broken
+
+            channel_broken(exc)
+        self.crediting = True
+        self.worker.loop.create_task(self._credit_when_room())
+
+    async def _credit_when_room(self) -> None:
+        try:
+            while not self.native.body_credit(self.key, self.owed):
+                await self.worker.wait_space()
+            self.owed = 0
+        finally:
+            self.crediting = False
+
+    # ---- the ASGI callables ----
+    async def receive(self) -> dict[str, Any]:
+        if not self.connect_taken:
+            self.connect_taken = True
+            return {"type": "websocket.connect"}
+        while True:
+            if self.messages:
+                data, text = self.messages.popleft()
+                self._return_credit()
+                if text:
+                    # The front end checked it is UTF-8 (1007 otherwise).
+                    return {"type": "websocket.receive", "text": data.decode()}
+                return {"type": "websocket.receive", "bytes": data}
+            if self.close_code is not None:
+                return {"type": "websocket.disconnect", "code": self.close_code, "reason": ""}
+            self.waiter = self.worker.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "websocket.send":
+            if self.client_gone and self.state != CONNECTING:
+                raise WebSocketDisconnected("the client has disconnected")
+            if self.state != ACCEPTED:
+                raise RuntimeError(f"websocket.send before websocket.accept or after websocket.close (state {self.state})")
+            text = message.get("text")
+            if text is not None:
+                await self._send_message(text.encode(), True)
+            else:
+                await self._send_message(bytes(message.get("bytes") or b""), False)
+        elif kind == "websocket.accept":
+            if self.state != CONNECTING:
+                raise RuntimeError("websocket.accept sent twice, or after a close or a response")
+            headers = list(message.get("headers") or ())
+            subprotocol = message.get("subprotocol")
+            if subprotocol is not None:
+                headers.append((b"sec-websocket-protocol", subprotocol.encode()))
+            head = self.native.encode_head(101, headers)
+            self.state = ACCEPTED
+            if self.client_gone:
+                return
+            while not self.native.ws_accept(self.key, head):
+                await self.worker.wait_space()
+        elif kind == "websocket.close":
+            if self.state == CONNECTING:
+                # Closed before accept: the handshake is refused with 403 (ASGI spec).
+                self.state = RESPONSE
+                await self._respond(403, b"")
+            elif self.state == ACCEPTED:
+                await self._close(int(message.get("code") or 1000), message.get("reason") or "")
+            else:
+                raise RuntimeError("websocket.close after the websocket was closed or denied")
+        elif kind == "websocket.http.response.start":
+            if self.state != CONNECTING:
+                raise RuntimeError("websocket.http.response.start after accept, close or another response")
+            self.head = self.native.encode_head(int(message["status"]), message.get("headers") or ())
+            self.state = RESPONSE
+        elif kind == "websocket.http.response.body":
+            if self.state != RESPONSE or self.complete:
+                raise RuntimeError("websocket.http.response.body without a response started, or after its end")
+            body = message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if not more:
+                self.complete = True
+            head, self.head = self.head, None
+            await self.worker.write(self.key, head, bytes(body), more)
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} for a websocket scope")
+
+    async def _send_message(self, payload: bytes, text: bool) -> None:
+        async with self.send_lock:
+            offset = 0
+            while True:
+                while self.window <= 0:
+                    if self.client_gone:
+                        raise WebSocketDisconnected("the client has disconnected")
+                    self.window_waiter = self.worker.loop.create_future()
+                    try:
+                        await self.window_waiter
+                    finally:
+                        self.window_waiter = None
+                if self.client_gone:
+                    raise WebSocketDisconnected("the client has disconnected")
+                n = self.native.ws_send(self.key, payload, text, offset)
+                if n < 0:
+                    await self.worker.wait_space()
+                    continue
+                self.window -= 1
+                offset += n
+                if offset >= len(payload):
+                    return
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.state != ACCEPTED:
+            return
+        self.state = CLOSED
+        self.messages.clear()
+        if self.close_code is None:
+            self.close_code = code
+        self._wake()
+        if self.client_gone:
+            return
+        raw = _cut_reason(reason)
+        async with self.send_lock:
+            while not self.native.ws_close(self.key, code, raw):
+                await self.worker.wait_space()
+
+    async def _respond(self, status: int, body: bytes) -> None:
+        self.complete = True
+        headers = [(b"content-type", b"text/plain; charset=utf-8")] if body else []
+        await self.worker.write(self.key, self.native.encode_head(status, headers), body, False)
+
+    async def run(self, app: Any) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except _native.ChannelBroken as exc:
+            from uringapi.worker import channel_broken
+
+            channel_broken(exc)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the app's failure becomes a 500 or a 1011
+            if self.client_gone and isinstance(exc, OSError):
+                return
+            logger.error("exception in ASGI application", exc_info=exc)
+            await self._finish(500, 1011)
+        else:
+            if self.state == CONNECTING:
+                logger.error("ASGI callable returned without sending handshake")
+            await self._finish(500, 1000)
+        finally:
+            self.worker.cycles.pop(self.key, None)
+
+    async def _finish(self, status: int, code: int) -> None:
+        """Ends whatever the app left open: no handshake → ``status``; accepted → close with
+        ``code``; a denial response without its end → the end (or an abort if none went)."""
+        if self.state == CONNECTING:
+            self.state = RESPONSE
+            await self._respond(status, b"Internal Server Error" if status == 500 else b"")
+        elif self.state == ACCEPTED:
+            await self._close(code, "")
+        elif self.state == RESPONSE and not self.complete:
+            self.complete = True
+            head, self.head = self.head, None
+            await self.worker.write(self.key, head, b"", False)
