@@ -56,10 +56,21 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+fail() {
+    echo "error: $1" >&2
+    echo "hint: the server's log follows; run make setup if the package is stale" >&2
+    tail -n 20 "$TMP/server.log" >&2
+    exit 1
+}
+up=0
 for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
+    if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
+        up=1
+        break
+    fi
     sleep 0.1
 done
+[[ $up == 1 ]] || fail "the server did not answer on 127.0.0.1:$PORT within 10 s"
 
 load() { # seconds -> stdout of the generator
     if [[ $RATE == wrk ]]; then
@@ -68,9 +79,13 @@ load() { # seconds -> stdout of the generator
         "$GEN" --addr "127.0.0.1:$PORT" --rate "$RATE" --connections 32 --duration "$1"
     fi
 }
-metric() { curl -s "http://127.0.0.1:$MPORT/metrics" | awk -v k="$1" '$1==k || index($1, k "{")==1 {s+=$2} END {print s+0}'; }
+metric() {
+    local body
+    body=$(curl -sf "http://127.0.0.1:$MPORT/metrics") || fail "cannot read /metrics on port $MPORT (did the server die?)"
+    awk -v k="$1" '$1==k || index($1, k "{")==1 {s+=$2} END {print s+0}' <<<"$body"
+}
 
-load 2 >/dev/null
+load 2 >/dev/null || fail "the warm-up load failed"
 sleep 0.3
 D0=$(metric uringapi_doorbells_total)
 R0=$(metric uringapi_requests_total)
@@ -81,7 +96,7 @@ perf stat --per-thread -o "$TMP/perf.txt" \
     -p "$PIDS" -- sleep "$((DUR + 1))" &
 PERF=$!
 sleep 0.3
-load "$DUR" >"$TMP/load.out"
+load "$DUR" >"$TMP/load.out" || fail "the measured load failed"
 wait "$PERF"
 sleep 0.4 # the supervisor republishes counters every 100 ms
 D1=$(metric uringapi_doorbells_total)
