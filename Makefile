@@ -77,7 +77,8 @@ bench-micro:
 	cargo bench -p uringapi-benches
 
 # Outside checkers (tests/conformance/README.md): asgion inside the worker, daphne's own HTTP
-# tests, and smoke runs on Python 3.10, 3.12 and 3.13. One wheel, built once, goes into a
+# and websocket tests, Autobahn's 517 WebSocket cases (kosoku), and smoke runs on Python
+# 3.10, 3.12 and 3.13. One wheel, built once, goes into a
 # venv per Python under target/conformance (kept between runs; rebuilt when its
 # requirements change, reinstalled when the wheel does).
 CONF           := target/conformance
@@ -93,12 +94,12 @@ $(CONF)/wheel/.built: $(VENV)/.deps $(SOURCES)
 	$(VENV)/bin/maturin build --release --quiet --out $(CONF)/wheel
 	touch $@
 
-$(CONF)/venv312/.deps: tests/conformance/requirements-asgion.txt
+$(CONF)/venv312/.deps: tests/conformance/requirements-asgion.txt tests/conformance/requirements-websocket.txt
 $(CONF)/venv310/.deps $(CONF)/venv313/.deps: tests/conformance/requirements-smoke.txt
 $(CONF)/venv%/.deps:
 	py="$$(tests/conformance/find-python.sh $*)" && rm -rf $(@D) && "$$py" -m venv $(@D)
 	$(@D)/bin/pip install -q --upgrade pip
-	$(@D)/bin/pip install -q -r $<
+	$(@D)/bin/pip install -q $(addprefix -r ,$^)
 	touch $@
 
 $(CONF)/venv%/.wheel: $(CONF)/venv%/.deps $(CONF)/wheel/.built

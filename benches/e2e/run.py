@@ -27,10 +27,12 @@ from types import FrameType
 
 from benchkit import blocking, cells, idle, paths, prereqs, servers
 
-QUICK = {"rounds": 1, "duration": 3, "warmup": 1, "blocking_duration": 2, "policies": ["batch"], "probe_duration": 1,
-         "idle_connections": idle.QUICK_CONNECTIONS}
+QUICK = {
+    "rounds": 1, "duration": 3, "warmup": 1, "blocking_duration": 2, "policies": ["batch"], "probe_duration": 1,
+    "idle_connections": idle.QUICK_CONNECTIONS, "ws_idle": 1000,
+}  # fmt: skip
 FULL = {"rounds": 3, "duration": 10, "warmup": 2, "policies": list(servers.POLICIES), "probe_duration": 2,
-        "idle_connections": idle.DEFAULT_CONNECTIONS}
+        "idle_connections": idle.DEFAULT_CONNECTIONS, "ws_idle": 10_000}  # fmt: skip
 """Presets for options left unset; a full run's --blocking-duration follows --duration."""
 
 
@@ -103,6 +105,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f"quick {idle.QUICK_CONNECTIONS:,})",
     )
     p.add_argument("--no-idle", action="store_true", help="skip the idle-connections cell (RSS per idle connection)")
+    p.add_argument("--no-websocket", action="store_true", help="skip the WebSocket cell")
+    p.add_argument(
+        "--ws-connections", type=_positive_int, default=64, help="WebSockets in the echo load (default 64)"
+    )
+    p.add_argument(
+        "--ws-idle", type=_positive_int, help="idle WebSockets whose memory is measured (full 10,000, quick 1,000)"
+    )
     p.add_argument("--no-setup", action="store_true", help="do not pip/apt-install anything")
     p.add_argument("--no-readme", action="store_true", help="do not update README.md even on a full run")
     p.add_argument(

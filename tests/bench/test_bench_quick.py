@@ -1,6 +1,7 @@
 """The end-to-end benchmark harness works: a short quick run against the servers
 installed here (at least uvicorn) produces well-formed JSON, markdown and PNG,
-including the blocking-endpoint scenario and uringapi's doorbells per request.
+including the blocking-endpoint scenario, the WebSocket cell and uringapi's doorbells per
+request.
 
 Nothing here asserts on speed; it checks that the figures exist and make sense.
 """
@@ -336,6 +337,32 @@ def test_blocking_scenario_measures_the_fast_endpoint_on_every_app_server(
     table = _only(quick_run[0], ".md").read_text()
     assert "| Server | p50 | p90 | p99 | p99.9 | p99 alone | p99.9 alone | errors | /block served |" in table
     for server in blocking["medians"]:
+        assert f"| {server} | " in table
+
+
+def test_websocket_cell_measures_echo_and_idle_memory_on_every_app_server(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    doc = _doc(quick_run[0])
+    ws = doc["websocket"]
+    assert ws["failures"] == [], ws["failures"]
+    assert ws["sizes"] == [64, 16384] and ws["connections"] == 64 and ws["idle_connections"] == 1000
+    app_servers = {n for n, i in doc["servers"].items() if i["status"] == "available"} - {"native-ref"}
+    cells = {"ws-echo-64", "ws-echo-16384", "ws-idle"}
+    assert set(ws["medians"]) == cells
+    for cell in cells:
+        assert set(ws["medians"][cell]) == app_servers, cell
+    for row in ws["rounds"]:
+        if row["cell"] == "ws-idle":
+            # Every idle WebSocket opened and echoed once; holding them costs memory.
+            assert row["open"] == 1000 and row["failed"] == 0, row
+            assert row["rss_open_mib"] > row["rss_idle_mib"] > 0, row
+        else:
+            assert row["messages"] > 0 and row["errors"] == 0, row
+            assert row["cpu_us_per_msg"] > 0, row
+    table = _only(quick_run[0], ".md").read_text()
+    assert "| Server | 64 B msgs/s | 64 B CPU-µs/msg | 16 KiB msgs/s | 16 KiB CPU-µs/msg |" in table
+    for server in app_servers:
         assert f"| {server} | " in table
 
 

@@ -28,6 +28,10 @@ tests are stricter than ASGI and HTTP:
   makes the test client send: daphne's tests send HTTP/1.1 requests without Host, which a
   server must answer with 400 (RFC 9112 §3.2), and uringapi does.
 
+- For daphne's websocket tests: a websocket scope is recorded without `http_version`,
+  which the ASGI websocket spec lists (default "1.1") but daphne's list of allowed keys
+  does not; after websocket.disconnect the next receive() ends the app, as for http.
+
 Each instance appends "start"/"end" to $TMPDIR/daphne-apps.log, so the test side can wait
 until the previous test's app is done before it writes the next test's setup file.
 """
@@ -85,7 +89,7 @@ def _log(word: str) -> None:
 
 
 async def app(scope, receive, send):
-    assert scope["type"] == "http", f"daphne's tests use http scopes only, got {scope['type']}"
+    assert scope["type"] in ("http", "websocket"), f"daphne's tests use no {scope['type']} scope"
     seen_disconnect = False
 
     async def receive_until_disconnect():
@@ -100,10 +104,11 @@ async def app(scope, receive, send):
             assert message["type"] in ("http.request", "http.disconnect"), message
         if message["type"] == "http.request" and body:
             message = {**message, "body": b"".join(body) + message.get("body", b"")}
-        seen_disconnect = message["type"] == "http.disconnect"
+        seen_disconnect = message["type"] in ("http.disconnect", "websocket.disconnect")
         return message
 
-    recorded = {k: v for k, v in scope.items() if k not in ("extensions", "state")}
+    left_out = ("extensions", "state") + (("http_version",) if scope["type"] == "websocket" else ())
+    recorded = {k: v for k, v in scope.items() if k not in left_out}
     recorded["headers"] = [h for h in scope["headers"] if tuple(h) != (b"host", ADDED_HOST)]
     for key in ("client", "server"):
         if recorded.get(key) is not None:

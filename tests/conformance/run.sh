@@ -29,6 +29,19 @@ run "daphne HTTP tests" env -C "$DAPHNE_DIR" DAPHNE_CONFORMANCE_DIR="$CONF/tmp/d
     --hypothesis-seed 0 \
     --rootdir "$DAPHNE_DIR" --basetemp "$CONF/tmp/daphne-pytest" \
     tests/test_http_request.py tests/test_http_response.py
+run "daphne websocket tests" env -C "$DAPHNE_DIR" DAPHNE_CONFORMANCE_DIR="$CONF/tmp/daphne-ws" \
+    PYTHONPATH="$REPO/tests/conformance:$DAPHNE_DIR" \
+    "$CONF/venv312/bin/python" -m pytest "${PYTEST_ARGS[@]}" -rs -p daphne_swap \
+    --hypothesis-seed 0 \
+    --rootdir "$DAPHNE_DIR" --basetemp "$CONF/tmp/daphne-ws-pytest" \
+    tests/test_websocket.py
+# Autobahn's 517 cases take minutes (pytest-timeout's limit is raised inside the check).
+rm -f "$CONF"/autobahn/summary-*.txt
+run "autobahn (kosoku)" "$CONF/venv312/bin/python" -m pytest "${PYTEST_ARGS[@]}" -s \
+    --basetemp "$CONF/tmp/autobahn" tests/conformance/check_autobahn.py
+if [ -f "$CONF/autobahn/summary-${CONFORMANCE_SERVER:-uringapi}.txt" ]; then
+    cat "$CONF/autobahn/summary-${CONFORMANCE_SERVER:-uringapi}.txt"
+fi
 
 if [ ${#failed[@]} -ne 0 ]; then
     printf 'conformance: FAILED: %s\n' "${failed[@]}"

@@ -9,6 +9,7 @@ one installed in *this* interpreter's environment, never the main .venv's.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -23,13 +24,29 @@ from harness import HOST, Server, free_port, server_env  # noqa: E402
 #: The uringapi console script of the environment running this check.
 URINGAPI = Path(sys.prefix) / "bin" / "uringapi"
 
+#: The server that the checks able to run against another one (check_autobahn.py and
+#: daphne's websocket tests) start: uringapi, or `uvicorn` (websockets backend, from
+#: requirements-websocket.txt) to show that such a check itself is right.
+CHECKED_SERVER = os.environ.get("CONFORMANCE_SERVER", "uringapi").strip().lower()
+if CHECKED_SERVER not in ("uringapi", "uvicorn"):
+    raise SystemExit(f"error: CONFORMANCE_SERVER={CHECKED_SERVER!r}\n"
+                     "hint: use uringapi (the default) or uvicorn")
+
 
 def start(log_dir: Path, app: str, *, app_dir: Path = APPS_DIR, workers: int = 1,
           env: dict[str, str] | None = None, extra: tuple[str, ...] = (),
-          probe_path: str | None = "/") -> Server:
-    """`uringapi serve app` on a free port; returns once it answers (see harness)."""
-    assert URINGAPI.exists(), f"{URINGAPI} missing: install the uringapi wheel into {sys.prefix}"
+          probe_path: str | None = "/", kind: str = "uringapi") -> Server:
+    """`uringapi serve app` (or, with kind="uvicorn", uvicorn with the same flags, which
+    share uvicorn's spellings) on a free port; returns once it answers (see harness)."""
     port = free_port()
+    if kind == "uvicorn":
+        cmd = [sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
+               "--workers", str(workers), "--app-dir", str(app_dir), "--loop", "uvloop",
+               "--http", "httptools", "--ws", "websockets", *extra]
+        server = Server(cmd, port, workers, 1, log_dir, server_env(env))
+        server.wait_ready(probe_path)
+        return server
+    assert URINGAPI.exists(), f"{URINGAPI} missing: install the uringapi wheel into {sys.prefix}"
     cmd = [str(URINGAPI), "serve", app, "--host", HOST, "--port", str(port),
            "--workers", str(workers), "--threads", "1", "--app-dir", str(app_dir), *extra]
     server = Server(cmd, port, workers, 1, log_dir, server_env(env))

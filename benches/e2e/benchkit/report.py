@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import idle, paths
+from . import idle, paths, websocket
 from .runner import NOISE_WARNING_SHARE, fmt_us
 from .servers import BASELINE
 
@@ -28,6 +28,7 @@ def markdown(doc: Doc) -> str:
     sections = (
         _config_section(doc), _policy_table(doc), _overhead_section(doc),
         _fixed_rate_section(doc), _noisy_section(doc), _blocking_section(doc), idle.section(doc),
+        websocket.section(doc),
     )  # fmt: skip
     for section in sections:
         if section:
@@ -318,6 +319,7 @@ def _notes(doc: Doc) -> str | None:
     for f in failures:
         first_line = f["error"].splitlines()[0] if f["error"] else "?"
         notes.append(f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first_line}")
+    notes.extend(websocket.notes(doc))
     return "\n".join(notes) if notes else None
 
 

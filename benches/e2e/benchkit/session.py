@@ -10,7 +10,7 @@ from typing import Any
 
 import dataclasses
 
-from . import blocking, chart, idle, machine, overhead, paths, prereqs, report, runner, search
+from . import blocking, chart, idle, machine, overhead, paths, prereqs, report, runner, search, websocket
 from .cells import FIXED_RATE_CELL, Cell, by_name
 from .servers import Server, Settings
 from .wrk import LoadShape
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
     noisy = _noisy(args, plan, medians, fixed_skip)
     blocked = _blocking(args, plan)
     idle_cell = idle.cell(plan, None if args.no_idle else args.idle_connections)
+    ws = _websocket(args, plan)
     return {
         "schema": SCHEMA_VERSION,
         "date": started.date().isoformat(),
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
         "noisy": noisy,
         "blocking": blocked,
         "idle": idle_cell,
+        "websocket": ws,
     }
 
 
@@ -103,7 +105,7 @@ def write_outputs(doc: Doc, out: Path, stem: str, update_readme: bool) -> int:
     print(table)
     for path in written:
         _say(f"wrote {path}")
-    sections = ("overhead", "fixed_rate", "noisy", "blocking", "idle")
+    sections = ("overhead", "fixed_rate", "noisy", "blocking", "idle", "websocket")
     failures = sum(len((doc.get(key) or {}).get("failures", [])) for key in sections)
     failures += len(doc["failures"])
     if failures:
@@ -249,6 +251,25 @@ def _blocking(args: argparse.Namespace, plan: runner.Plan) -> Doc:
         "rounds": outcome.rows,
         "failures": outcome.failures,
         "medians": blocking.summarize(outcome.rows),
+    }
+
+
+def _websocket(args: argparse.Namespace, plan: runner.Plan) -> Doc:
+    if args.no_websocket:
+        return {"skipped": "disabled with --no-websocket"}
+    if not any(s.runs(websocket.CELL) for s in plan.servers):
+        return {"skipped": "no selected server runs Python apps"}
+    wp = websocket.WsPlan(args.ws_connections, args.ws_idle)
+    _say(
+        f"websocket: echo of {', '.join(websocket.label(s) for s in wp.sizes)} messages over "
+        f"{wp.connections} WebSockets; memory of {wp.idle:,} idle WebSockets"
+    )
+    outcome = websocket.run(plan, wp)
+    return {
+        **websocket.describe(plan, wp),
+        "rounds": outcome.rows,
+        "failures": outcome.failures,
+        "medians": websocket.summarize(outcome.rows),
     }
 
 

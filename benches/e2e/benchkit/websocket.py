@@ -1,0 +1,254 @@
+"""The WebSocket cell: echo throughput and the memory of idle WebSockets.
+
+`apps/ws_echo_asgi.py` (plain ASGI) sends every message back. Every server runs it with
+the same `--workers`, under one scheduling policy (batch when it is among the run's, as
+the blocking scenario), with gc frozen alike (uringapi's own, gc_frozen.py for the peers),
+and with its WebSocket defaults (uvicorn: the `websockets` backend; granian: its built-in
+one). The HTTP config search does not apply here: its knobs were chosen for HTTP.
+
+Per round, per server (rotating order), on a fresh server each:
+
+1. echo, once per message size (64 B and 16 KiB, binary): `--ws-connections` WebSockets in
+   a closed loop (benchkit/wsload.py, the `websockets` client over several processes),
+   warm-up, then a measured window of `--duration` s: round trips per second, and the
+   server's CPU (its whole process tree, proctree.py) per message;
+2. idle memory: the server's RSS (summed over its process tree) after one WebSocket has
+   been opened, echoed and closed (so each server has loaded its WebSocket code), then
+   with `--ws-idle` WebSockets open, each having echoed one 16-byte message; the
+   difference is what the idle WebSockets cost.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from . import blocking, machine, process, proctree, runner, wsload
+from .cells import Cell
+from .runner import Outcome, Plan, Row, median_of, rotated, say
+from .servers import Server
+
+APP = "ws_echo_asgi:app"
+CELL = Cell("websocket", "websocket", APP, "/", expect_contains=b"ws echo")
+SIZES = (64, 16 * 1024)
+ECHO_PROCESSES = 2
+"""Client processes for the echo load (one per core of the 2-core machine)."""
+IDLE_PROCESSES = 4
+SETTLE_S = 1.0
+"""Pause before reading memory, so that buffers freed after the handshakes are returned."""
+SCENARIO = "websocket"
+
+
+@dataclass(frozen=True)
+class WsPlan:
+    connections: int
+    idle: int
+    sizes: tuple[int, ...] = SIZES
+
+
+def label(size: int) -> str:
+    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
+
+
+def echo_cell(size: int) -> str:
+    return f"ws-echo-{size}"
+
+
+IDLE_CELL = "ws-idle"
+
+
+def run(plan: Plan, wp: WsPlan) -> Outcome:
+    outcome = Outcome([], [])
+    servers = [s for s in plan.servers if s.runs(CELL)]
+    policy = blocking.policy(plan)
+    for r in range(plan.rounds):
+        for position, server in enumerate(rotated(servers, r)):
+            base = {"round": r + 1, "server": server.name, "policy": policy, "position": position}
+            for size in wp.sizes:
+                where = {**base, "cell": echo_cell(size)}
+                runner.attempt(outcome, where, partial(_echo_once, plan, wp, server, size, r), _print_echo)
+            where = {**base, "cell": IDLE_CELL}
+            runner.attempt(outcome, where, partial(_idle_once, plan, wp, server, r), _print_idle)
+    return outcome
+
+
+def _start(plan: Plan, server: Server, name: str, r: int):
+    port = process.free_port()
+    log = plan.log_dir / f"r{r + 1}-{name}-{server.name}.log"
+    cmd = server.command(CELL, port, plan.settings, None, blocking.policy(plan))
+    return cmd, port, process.running(cmd, CELL, port, log, {**plan.env, **server.env(CELL)})
+
+
+def _echo_once(plan: Plan, wp: WsPlan, server: Server, size: int, r: int) -> Row:
+    cmd, port, running = _start(plan, server, echo_cell(size), r)
+    marks: dict[str, Any] = {}
+    with running as pid:
+        def on_window(edge: str) -> None:
+            marks[edge] = (proctree.snapshot(pid), machine.cpu_times())
+
+        result = wsload.echo(f"ws://127.0.0.1:{port}/", wp.connections, size, plan.warmup_s,
+                             plan.duration_s, ECHO_PROCESSES, on_window)
+    (before, times_before), (after, times_after) = marks["start"], marks["end"]
+    cpu = proctree.window(before, after)
+    if result.messages == 0:
+        raise process.ServerError(f"no echo completed in {plan.duration_s} s ({result.errors} errors)")
+    return {
+        "size": size,
+        "connections": wp.connections,
+        "messages": result.messages,
+        "msgs_per_s": round(result.messages / result.window_s, 1),
+        "errors": result.errors,
+        "cpu_s": round(cpu.cpu_s, 3),
+        "cpu_us_per_msg": runner.per_request_us(cpu.cpu_s, result.messages),
+        "cpu_by_process": cpu.by_process,
+        "client_cpu_s": result.client_cpu_s,
+        **runner.machine_fields(times_before, times_after, cpu.cpu_s, result.client_cpu_s),
+        "command": cmd,
+    }
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """VmRSS summed over the server's process tree (shared pages count once per process)."""
+    total = 0
+    for stat in proctree.tree(pid):
+        try:
+            status = Path(f"/proc/{stat.pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def _idle_once(plan: Plan, wp: WsPlan, server: Server, r: int) -> Row:
+    cmd, port, running = _start(plan, server, IDLE_CELL, r)
+    url = f"ws://127.0.0.1:{port}/"
+    with running as pid:
+        wsload.idle(url, 1, 1, dict)  # loads each server's WebSocket code before the baseline
+        time.sleep(SETTLE_S)
+        idle_rss = tree_rss_bytes(pid)
+
+        def measure() -> dict:
+            time.sleep(SETTLE_S)
+            return {"rss_open_bytes": tree_rss_bytes(pid)}
+
+        got = wsload.idle(url, wp.idle, IDLE_PROCESSES, measure)
+    delta = got["rss_open_bytes"] - idle_rss
+    return {
+        "idle_connections": wp.idle,
+        "open": got["open"],
+        "failed": got["failed"],
+        "rss_idle_mib": round(idle_rss / 2**20, 1),
+        "rss_open_mib": round(got["rss_open_bytes"] / 2**20, 1),
+        "rss_delta_mib": round(delta / 2**20, 1),
+        "kib_per_connection": round(delta / 1024 / max(1, got["open"]), 2),
+        "command": cmd,
+    }
+
+
+def summarize(rows: list[Row]) -> dict[str, dict[str, Row]]:
+    """{cell: {server: medians over rounds}}; errors are summed."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row["cell"], row["server"]), []).append(row)
+    out: dict[str, dict[str, Row]] = {}
+    for (cell, server), group in groups.items():
+        if cell == IDLE_CELL:
+            m = {k: median_of(group, lambda r, k=k: r[k])
+                 for k in ("rss_idle_mib", "rss_open_mib", "rss_delta_mib", "kib_per_connection")}
+            m["failed_total"] = sum(r["failed"] for r in group)
+        else:
+            m = {k: median_of(group, lambda r, k=k: r[k]) for k in ("msgs_per_s", "cpu_us_per_msg")}
+            m["errors_total"] = sum(r["errors"] for r in group)
+            m["size"] = group[0]["size"]
+        out.setdefault(cell, {})[server] = {"rounds": len(group), "policy": group[0]["policy"], **m}
+    return out
+
+
+def describe(plan: Plan, wp: WsPlan) -> dict[str, Any]:
+    return {
+        "app": APP,
+        "workers": plan.settings.workers,
+        "threads": plan.settings.threads,
+        "policy": blocking.policy(plan),
+        "connections": wp.connections,
+        "sizes": list(wp.sizes),
+        "idle_connections": wp.idle,
+        "duration_s": plan.duration_s,
+        "warmup_s": plan.warmup_s,
+        "client": f"benches/e2e/benchkit/wsload.py: websockets on uvloop, {ECHO_PROCESSES} processes "
+        f"(echo), {IDLE_PROCESSES} (idle); binary messages; no permessage-deflate",
+    }
+
+
+def section(doc: dict[str, Any]) -> str | None:
+    """The report's WebSocket table (report.markdown)."""
+    w = doc.get("websocket")
+    if not w or not w.get("medians"):
+        return None
+    med = w["medians"]
+    sizes = w["sizes"]
+    head = ["Server"]
+    for size in sizes:
+        head += [f"{label(size)} msgs/s", f"{label(size)} CPU-µs/msg"]
+    head += [f"{w['idle_connections']:,} idle: MiB over idle", "KiB each", "errors"]
+    lines = [
+        f"WebSocket echo: `{w['app']}` on {w['workers']} workers per server (uringapi: {w['threads']} "
+        f"front-end thread(s)), under {w['policy']}, each server's WebSocket defaults. "
+        f"{w['connections']} WebSockets in a closed loop (send one binary message, wait for its "
+        f"echo) for {w['duration_s']} s; CPU is the server's whole process tree per message. "
+        f"Idle: the server's RSS with {w['idle_connections']:,} open WebSockets minus its RSS "
+        "after one WebSocket came and went.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|:--|" + "--:|" * (len(head) - 1),
+    ]
+    servers = sorted({s for cell in med.values() for s in cell},
+                     key=lambda s: ("native-ref", "uringapi", "granian", "uvicorn").index(s)
+                     if s in ("native-ref", "uringapi", "granian", "uvicorn") else 9)
+    for server in servers:
+        cells = [server]
+        errors = 0
+        for size in sizes:
+            m = med.get(echo_cell(size), {}).get(server)
+            cells += [_num(m and m["msgs_per_s"]), _cpu(m and m["cpu_us_per_msg"])]
+            errors += m["errors_total"] if m else 0
+        idle = med.get(IDLE_CELL, {}).get(server)
+        cells += [_num(idle and idle["rss_delta_mib"], 1), _num(idle and idle["kib_per_connection"], 1)]
+        errors += idle["failed_total"] if idle else 0
+        cells.append(f"{errors:,}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def notes(doc: dict[str, Any]) -> list[str]:
+    w = doc.get("websocket") or {}
+    out = [f"- WebSocket cell skipped: {w['skipped']}"] if w.get("skipped") else []
+    for f in w.get("failures", []):
+        first = f["error"].splitlines()[0] if f["error"] else "?"
+        out.append(f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first}")
+    return out
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _cpu(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.1f}"
+
+
+def _print_echo(row: Row) -> None:
+    say(f"round {row['round']} {row['cell']:<18} {row['server']:<10} {row['policy']:<5} "
+        f"{row['msgs_per_s']:>10,.0f} msgs/s  {_cpu(row['cpu_us_per_msg']):>7} CPU-µs/msg  "
+        f"errors {row['errors']}")
+
+
+def _print_idle(row: Row) -> None:
+    say(f"round {row['round']} {row['cell']:<18} {row['server']:<10} {row['policy']:<5} "
+        f"{row['open']:,} idle WebSockets: +{row['rss_delta_mib']:,.1f} MiB "
+        f"({row['kib_per_connection']:.1f} KiB each; idle server {row['rss_idle_mib']:,.1f} MiB)")

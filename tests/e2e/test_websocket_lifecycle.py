@@ -1,0 +1,96 @@
+"""WebSockets across the server's life: a worker killed with SIGKILL closes the sockets
+pinned to it with 1011 (RFC 6455 §7.4.1: the server met an unexpected condition) while the
+other worker's sockets carry on and new connections are served; SIGTERM closes open
+WebSockets with 1001 (going away) once --timeout-graceful-shutdown has passed.
+
+URINGAPI_TEST_SERVER=uvicorn runs them against uvicorn too, which shows the tests observe
+what they claim; uvicorn's own answers differ and are the `UVICORN` values below: a killed
+uvicorn worker takes its sockets with it (no close frame: 1006), and uvicorn closes with
+1012 (service restart) on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from harness import SERVER_KIND, ServerFactory
+from wsserver import GUARD, WsServer, start
+
+KILLED_WORKER_CODE = {"uringapi": 1011, "uvicorn": None}  # None: no close frame came
+SIGTERM_CODE = {"uringapi": 1001, "uvicorn": 1012}
+
+
+def open_on(server: WsServer, stack: ExitStack) -> tuple[ClientConnection, int]:
+    """A WebSocket to /ws/pid (closed with `stack`) and the pid of the worker holding it."""
+    ws = stack.enter_context(connect(server.url("/ws/pid"), open_timeout=GUARD))
+    return ws, int(ws.recv(GUARD))
+
+
+def echo_ok(ws: ClientConnection, text: str) -> None:
+    ws.send(text)
+    assert ws.recv(GUARD) == text
+
+
+def closed_code(ws: ClientConnection) -> int | None:
+    """Waits (bounded) for the server to end the socket; the close code it sent, or None
+    when the connection ended without a close frame."""
+    with pytest.raises(ConnectionClosed) as e:
+        ws.recv(GUARD)
+    return e.value.rcvd.code if e.value.rcvd else None
+
+
+def test_worker_kill_9_closes_its_sockets_with_1011(servers: ServerFactory,
+                                                    tmp_path: Path) -> None:
+    server = start(servers, tmp_path, "fastapi", workers=2, threads=2)
+    sockets: dict[int, list[ClientConnection]] = {}
+    with ExitStack() as stack:
+        # New WebSockets go to the least loaded worker: a few connections reach both. (The
+        # bounded retry also covers uvicorn, whose kernel-balanced accept may hand a burst
+        # to one worker, or start serving before its second worker is up.)
+        deadline = time.monotonic() + GUARD
+        while time.monotonic() < deadline:
+            ws, pid = open_on(server, stack)
+            sockets.setdefault(pid, []).append(ws)
+            if len(sockets) == 2 and all(len(v) >= 2 for v in sockets.values()):
+                break
+            if sum(map(len, sockets.values())) >= 4:
+                time.sleep(0.05)
+        assert len(sockets) == 2, f"every WebSocket landed on one worker: {list(sockets)}"
+        victim, survivor = sorted(sockets, key=lambda p: -len(sockets[p]))
+        os.kill(victim, signal.SIGKILL)
+        for ws in sockets[victim]:
+            assert closed_code(ws) == KILLED_WORKER_CODE[SERVER_KIND]
+        # The other worker's sockets never noticed.
+        for i, ws in enumerate(sockets[survivor]):
+            echo_ok(ws, f"survivor {i}")
+        # New connections are served (by the survivor, or by the respawned worker).
+        deadline = time.monotonic() + GUARD
+        while True:
+            try:
+                ws, pid = open_on(server, stack)
+                break
+            except (OSError, ConnectionClosed):
+                assert time.monotonic() < deadline, "no new WebSocket after the kill"
+                time.sleep(0.1)
+        assert pid != victim
+        echo_ok(ws, "after the kill")
+        assert server.server.proc.poll() is None, "the server exited"
+
+
+def test_sigterm_closes_open_websockets_with_1001(servers: ServerFactory,
+                                                  tmp_path: Path) -> None:
+    server = start(servers, tmp_path, "fastapi", "--timeout-graceful-shutdown", "1",
+                   workers=1, threads=1)
+    with connect(server.url("/ws/echo?tag=term"), open_timeout=GUARD) as ws:
+        echo_ok(ws, "before SIGTERM")
+        server.server.proc.send_signal(signal.SIGTERM)
+        assert closed_code(ws) == SIGTERM_CODE[SERVER_KIND]
+    assert server.server.wait_exit(GUARD) is not None, "the server did not exit after SIGTERM"
