@@ -32,7 +32,7 @@ mod preface;
 mod stream;
 
 pub use io::H2Io;
-pub use preface::{sniff, Sniff, PREFACE};
+pub use preface::{sniff, sniff_if, Sniff, PREFACE};
 
 /// `--http`: which protocols a connection may speak (granian's spelling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

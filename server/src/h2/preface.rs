@@ -26,6 +26,16 @@ pub fn sniff(buf: &[u8]) -> Sniff {
     }
 }
 
+/// [`sniff`] where prior knowledge is `allowed` (a fresh plain connection under
+/// `--http auto`); HTTP/1.x otherwise.
+pub fn sniff_if(allowed: bool, buf: &[u8]) -> Sniff {
+    if allowed {
+        sniff(buf)
+    } else {
+        Sniff::Http1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,10 +27,13 @@ mod bufpool;
 mod deadline;
 mod download;
 mod native;
+mod queued;
 mod revoke;
 mod served;
 mod upload;
 mod websocket;
+
+use queued::{describe, Queued};
 
 use download::Body;
 use upload::SendEnd;
@@ -328,10 +331,7 @@ impl Conn {
             if !self.buf.is_empty() {
                 started.get_or_insert_with(Instant::now);
                 // HTTP/2 hook: prior knowledge, on a fresh plain connection only.
-                let sniff = match self.h2c_allowed {
-                    true => crate::h2::sniff(&self.buf),
-                    false => crate::h2::Sniff::Http1,
-                };
+                let sniff = crate::h2::sniff_if(self.h2c_allowed, &self.buf);
                 if sniff == crate::h2::Sniff::H2 {
                     self.h2c = true;
                     return Err(None);
@@ -771,35 +771,6 @@ impl Conn {
             tracing::debug!(peer = %self.peer, "client closed the connection while its request ran");
             self.hub.notify_disconnect(sid);
         }
-    }
-}
-
-/// "METHOD target" for log lines, cut to a sane length.
-fn describe(method: &[u8], target: &[u8]) -> Box<str> {
-    let target = &target[..target.len().min(200)];
-    format!(
-        "{} {}",
-        String::from_utf8_lossy(method),
-        String::from_utf8_lossy(target)
-    )
-    .into_boxed_str()
-}
-
-/// Counts a request in the thread's queue while it waits.
-struct Queued<'h>(&'h Hub);
-
-impl<'h> Queued<'h> {
-    fn new(hub: &'h Hub) -> Self {
-        hub.queued.set(hub.queued.get() + 1);
-        hub.metrics().queue_enter();
-        Self(hub)
-    }
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.queued.set(self.0.queued.get() - 1);
-        self.0.metrics().queue_leave();
     }
 }
 
