@@ -32,6 +32,7 @@ demo: setup
 	@echo "  curl -s localhost:8000/block &  curl -s -w ' %{time_total}s' localhost:8000/fast   # /fast stays fast while /block blocks a worker"
 	@echo "  curl -s localhost:8000/"
 	@echo "  curl -s localhost:9100/metrics | grep -E 'stall|requests_total'"
+	@echo "  .venv/bin/python -m websockets ws://localhost:8000/ws   # WebSocket echo"
 	$(BIN) serve uringapi.demo_fastapi:app --workers 2 --metrics-port 9100
 
 test: setup lint test-rust loom e2e conformance
