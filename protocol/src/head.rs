@@ -7,7 +7,7 @@
 //!
 //! Request head:
 //! ```text
-//! u8  http minor version (0 or 1)     u8  scheme (0 http, 1 https)
+//! u8  http version (0: 1.0, 1: 1.1, HTTP_2: 2)   u8  scheme (0 http, 1 https)
 //! u16 method len   u16 path len   u16 query len   u16 header count
 //! u16 client port  u16 server port
 //! u8  client ip len (0, 4, 16)  u8 server ip len   16 B client ip   16 B server ip
@@ -21,6 +21,9 @@
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The version byte of an HTTP/2 request (the byte is the minor version for HTTP/1.x).
+pub const HTTP_2: u8 = 2;
 
 /// A request head to encode: borrowed from the front end's read buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]

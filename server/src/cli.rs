@@ -286,6 +286,14 @@ pub struct ServeArgs {
     /// (`chrt`) is kept.
     #[arg(long, value_enum, default_value = "batch", env = "URINGAPI_SCHED")]
     pub sched: crate::sys::Sched,
+    /// HTTP versions served: auto (HTTP/1.1, plus HTTP/2 chosen by ALPN on TLS or by the
+    /// client preface on a plain port), 1 (HTTP/1.1 only) or 2 (HTTP/2 only).
+    #[arg(long, value_enum, default_value = "auto", env = "URINGAPI_HTTP")]
+    pub http: crate::h2::HttpMode,
+    /// HTTP/2: most streams a client may have open at once on one connection
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, default_value_t = 200, env = "URINGAPI_H2_MAX_CONCURRENT_STREAMS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_max_concurrent_streams: u32,
     /// TLS: uvicorn's `--ssl-*` flags and `--ktls` (server/src/tls/).
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,

@@ -10,6 +10,7 @@ pub mod connlimit;
 pub mod dispatch;
 pub mod failure;
 pub mod frontend;
+pub mod h2;
 pub mod http1;
 pub mod load;
 pub mod metrics;

@@ -338,6 +338,23 @@ def test_the_demo_app_keeps_fast_fast_while_block_blocks_a_worker() -> None:
         assert stop(proc) == 0
 
 
+def test_the_demo_app_echoes_websocket_messages() -> None:
+    """`make demo`'s `/ws` route: text and bytes come back as sent, and a client close ends it."""
+    from websockets.sync.client import connect
+
+    port = free_port()
+    proc = start(serve_cmd("uringapi.demo_fastapi:app", "--port", str(port), "--workers", "2"))
+    try:
+        wait_answer(proc, port)
+        with connect(f"ws://{HOST}:{port}/ws", open_timeout=EXIT_TIMEOUT) as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=EXIT_TIMEOUT) == "hello"
+            ws.send(b"\x00\xff" * 1000)
+            assert ws.recv(timeout=EXIT_TIMEOUT) == b"\x00\xff" * 1000
+    finally:
+        assert stop(proc) == 0
+
+
 RELOAD_APP = '''
 async def app(scope, receive, send):
     if scope["type"] != "http":

@@ -190,13 +190,14 @@ def test_tls_extension_over_tls12(tls_server: Server, certs: Path) -> None:
     assert tls["cipher_suite"] == 0xC02B  # TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
 
 
-def test_alpn_offers_http11(tls_server: Server, certs: Path) -> None:
-    ctx = _client_ctx(certs)
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
-    with socket.create_connection((HOST, tls_server.port), timeout=HANG_GUARD) as raw:
-        with ctx.wrap_socket(raw, server_hostname=HOST) as tls:
-            assert tls.selected_alpn_protocol() == "http/1.1"
-            assert tls.version() == "TLSv1.3"
+def test_alpn_prefers_h2_and_offers_http11(tls_server: Server, certs: Path) -> None:
+    for offered, chosen in ((["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1")):
+        ctx = _client_ctx(certs)
+        ctx.set_alpn_protocols(offered)
+        with socket.create_connection((HOST, tls_server.port), timeout=HANG_GUARD) as raw:
+            with ctx.wrap_socket(raw, server_hostname=HOST) as tls:
+                assert tls.selected_alpn_protocol() == chosen
+                assert tls.version() == "TLSv1.3"
 
 
 def test_tls12_still_accepted_by_default(tls_server: Server, certs: Path) -> None:

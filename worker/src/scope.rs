@@ -72,6 +72,7 @@ pub struct ScopeBuilder {
     state: Option<Py<PyDict>>,
     scheme_https: Py<PyString>,
     v10: Py<PyString>,
+    v2: Py<PyString>,
     methods: Vec<Py<PyString>>,
     header_names: Vec<Py<PyBytes>>,
     /// The last client address string, and the last server address tuple.
@@ -130,6 +131,7 @@ impl ScopeBuilder {
             state: None,
             scheme_https: s(py, "https"),
             v10: s(py, "1.0"),
+            v2: s(py, "2"),
             methods: COMMON_METHODS.iter().map(|m| s(py, m)).collect(),
             header_names: COMMON_HEADERS
                 .iter()
@@ -197,6 +199,8 @@ impl ScopeBuilder {
         d.set_item(&k.asgi, self.asgi.bind(py).copy()?)?;
         if req.http_minor == 0 {
             d.set_item(&k.http_version, &self.v10)?;
+        } else if req.http_minor == uringapi_protocol::head::HTTP_2 {
+            d.set_item(&k.http_version, &self.v2)?;
         }
         let method = COMMON_METHODS
             .iter()

@@ -65,6 +65,15 @@ pub enum Format {
     Json,
 }
 
+/// The HTTP version as a log line names it ("1.1", "2").
+fn version(byte: u8) -> &'static str {
+    match byte {
+        0 => "1.0",
+        uringapi_protocol::head::HTTP_2 => "2",
+        _ => "1.1",
+    }
+}
+
 /// One finished request, as the front end saw it.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
@@ -73,7 +82,7 @@ pub struct Entry<'a> {
     pub method: &'a [u8],
     /// The request target as received (not decoded or normalised).
     pub target: &'a [u8],
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1, `HTTP_2` for HTTP/2.
     pub http_minor: u8,
     pub status: u16,
     /// Body bytes sent (not counting the head).
@@ -113,7 +122,7 @@ fn text(e: &Entry<'_>, combined: bool, out: &mut Vec<u8>) {
     escape(e.method, Quoting::Text, out);
     out.push(b' ');
     escape(e.target, Quoting::Text, out);
-    let _ = write!(out, " HTTP/1.{}\" {} ", e.http_minor, e.status);
+    let _ = write!(out, " HTTP/{}\" {} ", version(e.http_minor), e.status);
     if e.bytes == 0 {
         out.push(b'-');
     } else {
@@ -162,8 +171,10 @@ fn json(e: &Entry<'_>, out: &mut Vec<u8>) {
     json_string(Some(e.target), out);
     let _ = write!(
         out,
-        ",\"http_version\":\"1.{}\",\"status\":{},\"bytes\":{},\"referer\":",
-        e.http_minor, e.status, e.bytes
+        ",\"http_version\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":",
+        version(e.http_minor),
+        e.status,
+        e.bytes
     );
     json_string(e.referer, out);
     out.extend_from_slice(b",\"user_agent\":");

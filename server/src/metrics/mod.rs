@@ -33,6 +33,7 @@ use std::sync::Arc;
 mod endpoint;
 #[cfg(test)]
 mod exposition_check;
+pub mod h2;
 mod shard;
 mod snapshot;
 mod text;
@@ -165,6 +166,7 @@ impl Metrics {
             sample(&mut out, name, &[], n);
         }
 
+        h2::render(&mut out, self.shards.iter().map(|s| &s.h2));
         self::workers(&mut out, workers);
 
         let process_families = [

@@ -60,7 +60,12 @@ fn tls_acceptor(args: &ServeArgs) -> Result<Option<crate::tls::Acceptor>, Failur
     if !args.tls.enabled()? {
         return Ok(None);
     }
-    let acceptor = crate::tls::Acceptor::new(&args.tls)?;
+    // ALPN offers what --http allows.
+    let tls_args = crate::tls::TlsArgs {
+        alpn: crate::h2::alpn(args.http),
+        ..args.tls.clone()
+    };
+    let acceptor = crate::tls::Acceptor::new(&tls_args)?;
     if acceptor.ktls() {
         crate::tls::ktls::announce();
     }
@@ -372,6 +377,23 @@ pub(super) fn conn_config(args: &ServeArgs, tls: Option<crate::tls::Acceptor>) -
         mounts: args.static_mount.clone(),
         health_path: args.health_path.clone(),
         tls,
+        h2: std::sync::Arc::new(crate::h2::Settings {
+            mode: args.http,
+            max_streams: args.h2_max_concurrent_streams,
+            max_header_list: 64 * 1024,
+            max_body: (args.limit_request_body > 0).then_some(args.limit_request_body),
+            keep_alive: seconds(args.timeout_keep_alive),
+            header_read: seconds(args.timeout_header_read),
+            body_read: seconds(args.timeout_body_read),
+            queue_timeout: seconds(args.queue_timeout),
+            queue_limit: args.limit_queue,
+            request_timeout: (args.timeout_request > 0.0).then(|| seconds(args.timeout_request)),
+            request_id: args.request_id,
+            health_path: args.health_path.clone(),
+            date: !args.no_date_header,
+            server: !args.no_server_header,
+            extra: HeaderOptions::encode_extra(&args.header),
+        }),
         ws: (args.ws == crate::cli::WsMode::Auto).then(|| crate::http1::conn::WsConfig {
             max_size: usize::try_from(args.ws_max_size).unwrap_or(usize::MAX),
             ping_interval: (args.ws_ping_interval > 0.0).then(|| seconds(args.ws_ping_interval)),

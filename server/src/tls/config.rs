@@ -42,6 +42,10 @@ pub struct TlsArgs {
     /// falls back to rustls with one log line when it does not.
     #[arg(long, env = "URINGAPI_KTLS")]
     pub ktls: bool,
+    /// The protocols offered by ALPN, preferred first (set from `--http`); empty:
+    /// `http/1.1` alone.
+    #[arg(skip)]
+    pub alpn: Vec<Vec<u8>>,
 }
 
 impl TlsArgs {
@@ -425,8 +429,12 @@ fn build(args: &TlsArgs) -> Result<Loaded, Failure> {
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
-    // ALPN: HTTP/1.1 only. `h2` goes first here once HTTP/2 lands.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // ALPN (RFC 7301): h2 first when HTTP/2 is on, as clients expect of a server that has it.
+    config.alpn_protocols = if args.alpn.is_empty() {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        args.alpn.clone()
+    };
     if args.ktls {
         config.enable_secret_extraction = true;
     }

@@ -13,4 +13,4 @@ mod names;
 mod transport;
 
 pub use config::{Acceptor, Loaded, TlsArgs};
-pub use transport::{handshake, Transport};
+pub use transport::{handshake, TlsStream, Transport};

@@ -211,6 +211,18 @@ impl TlsStream {
         Ok(total)
     }
 
+    /// Whether ALPN chose HTTP/2.
+    pub fn alpn_h2(&self) -> bool {
+        self.tls.alpn_protocol() == Some(b"h2")
+    }
+
+    /// The socket and the session, for HTTP/2 to drive itself (`h2::H2Io`). Nothing is
+    /// lost: after the handshake, bytes read and not yet taken are inside the session.
+    pub fn into_parts(self: Box<Self>) -> (Socket, Box<ServerConnection>) {
+        let this = *self;
+        (this.sock, Box::new(this.tls))
+    }
+
     /// The connection's facts for the ASGI tls extension, encoded once for every request
     /// head of the connection (`uringapi_protocol::head::TlsSection`).
     pub fn section(&self) -> Option<Vec<u8>> {

@@ -7,6 +7,10 @@ front end sees the stalled worker and sends `/fast` to the other one:
 
     curl -s localhost:8000/block &  curl -s -w ' %{time_total}s\n' localhost:8000/fast
     curl -s localhost:9100/metrics | grep -E 'stall|requests_total'
+
+`/ws` echoes WebSocket messages (framing, pings and close handshakes in the front end):
+
+    python -m websockets ws://localhost:8000/ws
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 app = FastAPI(title="uringapi demo")
 
@@ -23,7 +27,7 @@ app = FastAPI(title="uringapi demo")
 async def index() -> dict[str, object]:
     return {
         "worker_pid": os.getpid(),
-        "try": ["/fast", "/block", "http://127.0.0.1:9100/metrics"],
+        "try": ["/fast", "/block", "ws://127.0.0.1:8000/ws", "http://127.0.0.1:9100/metrics"],
     }
 
 
@@ -39,4 +43,17 @@ async def block(seconds: float = 2.0) -> dict[str, object]:
     return {"blocked_for": seconds, "worker_pid": os.getpid()}
 
 
-# The WebSocket echo route goes here once WebSockets are served (README, known limits).
+@app.websocket("/ws")
+async def echo(ws: WebSocket) -> None:
+    await ws.accept()
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await ws.send_text(message["text"])
+            else:
+                await ws.send_bytes(message.get("bytes") or b"")
+    except WebSocketDisconnect:
+        return

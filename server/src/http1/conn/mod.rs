@@ -27,10 +27,13 @@ mod bufpool;
 mod deadline;
 mod download;
 mod native;
+mod queued;
 mod revoke;
 mod served;
 mod upload;
 mod websocket;
+
+use queued::{describe, Queued};
 
 use download::Body;
 use upload::SendEnd;
@@ -68,6 +71,8 @@ pub struct ConnConfig {
     pub health_path: Option<String>,
     /// TLS on this listener (`--ssl-certfile`/`--ssl-keyfile`); `None`: plain HTTP.
     pub tls: Option<crate::tls::Acceptor>,
+    /// HTTP/2: `--http`, the `--h2-*` settings, and the limits above as HTTP/2 needs them.
+    pub h2: std::sync::Arc<crate::h2::Settings>,
     /// WebSocket settings; `None` (`--ws off`): upgrade requests reach the app as http.
     pub ws: Option<WsConfig>,
 }
@@ -154,13 +159,25 @@ pub async fn serve(
             // Boxed: the handshake's state is large and would otherwise size every
             // connection's task, plain ones included.
             let handshake = crate::tls::handshake(sock, tls.current(), cfg.header_read, peer);
-            match Box::pin(handshake).await {
-                Some(stream) => Transport::Tls(Box::new(stream)),
-                None => return,
+            let Some(stream) = Box::pin(handshake).await.map(Box::new) else {
+                return;
+            };
+            // HTTP/2 hook: ALPN chose h2.
+            if stream.alpn_h2() {
+                return crate::h2::serve_tls(hub, cfg.h2.clone(), stream, peer, local).await;
             }
+            Transport::Tls(stream)
         }
     };
+    // HTTP/2 hook: `--http 2` on a plain port speaks nothing else.
+    let sock = match sock {
+        Transport::Plain(tcp) if cfg.h2.mode == crate::h2::HttpMode::Two => {
+            return crate::h2::serve_plain(hub, cfg.h2.clone(), tcp, Vec::new(), peer, local).await;
+        }
+        sock => sock,
+    };
     let tls_section = sock.tls_section();
+    let h2c_allowed = cfg.tls.is_none() && cfg.h2.mode == crate::h2::HttpMode::Auto;
     let mut conn = Conn {
         hub,
         cfg,
@@ -173,9 +190,17 @@ pub async fn serve(
         tls_section,
         unwatched: false,
         gone: false,
+        h2c: false,
+        h2c_allowed,
         served: Served::default(),
     };
     conn.run().await;
+    // HTTP/2 hook: the connection opened with the client preface (h2c prior knowledge).
+    if conn.h2c {
+        if let Transport::Plain(tcp) = conn.sock {
+            crate::h2::serve_plain(conn.hub, conn.cfg.h2.clone(), tcp, conn.buf, peer, local).await;
+        }
+    }
 }
 
 struct Conn {
@@ -198,6 +223,10 @@ struct Conn {
     /// The client closed the connection while its request ran.
     gone: bool,
     served: Served,
+    /// The first bytes were the HTTP/2 client preface: `run` returned to hand over.
+    h2c: bool,
+    /// No request yet on a plain connection under `--http auto`: the preface may come.
+    h2c_allowed: bool,
 }
 
 /// What a readable socket says while no read is pending.
@@ -250,6 +279,7 @@ impl Conn {
                     return;
                 }
             };
+            self.h2c_allowed = false;
             self.served.begin(self.hub.access_log_on());
             // Boxed: the request's state machine (streaming both ways, the response
             // loop) is large, and inline it would sit in every idle connection's task
@@ -300,7 +330,18 @@ impl Conn {
         loop {
             if !self.buf.is_empty() {
                 started.get_or_insert_with(Instant::now);
-                match parse::scan(&self.buf, &self.cfg.limits) {
+                // HTTP/2 hook: prior knowledge, on a fresh plain connection only.
+                let sniff = crate::h2::sniff_if(self.h2c_allowed, &self.buf);
+                if sniff == crate::h2::Sniff::H2 {
+                    self.h2c = true;
+                    return Err(None);
+                }
+                let partial = sniff == crate::h2::Sniff::Partial;
+                match if partial {
+                    Ok(None)
+                } else {
+                    parse::scan(&self.buf, &self.cfg.limits)
+                } {
                     Ok(Some(end)) => return Ok(end),
                     Ok(None) => {}
                     Err(e) => {
@@ -730,35 +771,6 @@ impl Conn {
             tracing::debug!(peer = %self.peer, "client closed the connection while its request ran");
             self.hub.notify_disconnect(sid);
         }
-    }
-}
-
-/// "METHOD target" for log lines, cut to a sane length.
-fn describe(method: &[u8], target: &[u8]) -> Box<str> {
-    let target = &target[..target.len().min(200)];
-    format!(
-        "{} {}",
-        String::from_utf8_lossy(method),
-        String::from_utf8_lossy(target)
-    )
-    .into_boxed_str()
-}
-
-/// Counts a request in the thread's queue while it waits.
-struct Queued<'h>(&'h Hub);
-
-impl<'h> Queued<'h> {
-    fn new(hub: &'h Hub) -> Self {
-        hub.queued.set(hub.queued.get() + 1);
-        hub.metrics().queue_enter();
-        Self(hub)
-    }
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.queued.set(self.0.queued.get() - 1);
-        self.0.metrics().queue_leave();
     }
 }
 

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Where uringapi's work per request goes at a fixed rate, in counts that do not depend on
+# how fast the machine is: doorbells, syscalls by kind, context switches, per process.
+#
+#   benches/e2e/wakeup_counts.sh RATE [DURATION] [SCHED]       # open loop at RATE req/s
+#   benches/e2e/wakeup_counts.sh wrk [DURATION] [SCHED]        # closed loop, wrk -t1 -c64
+#
+# Serves benches/e2e/apps/hello_asgi:app with .venv/bin/uringapi, 2 workers, 1 thread,
+# warms up for 2 s, then counts over DURATION (default 5) seconds with `perf stat
+# --per-thread` (tracepoints: needs root or perf_event_paranoid <= -1). Prints requests,
+# doorbells per request (uringapi_doorbells_total), the generator's p50/p99 and late sends,
+# and per process name: write, read, epoll_pwait, io_uring_enter, context switches and
+# CPU-µs per request. `late` above ~1 % of the requests means the machine, not the server,
+# set the pace: such a run's counts are not comparable (wake-ups batch when CPUs are short).
+set -euo pipefail
+
+if [[ $# -lt 1 ]]; then
+    echo "error: missing RATE (req/s) or 'wrk'" >&2
+    echo "hint: benches/e2e/wakeup_counts.sh 8000 5 batch" >&2
+    exit 2
+fi
+RATE=$1
+DUR=${2:-5}
+SCHED=${3:-batch}
+if ! [[ $RATE == wrk || $RATE =~ ^[0-9]+$ ]] || ! [[ $DUR =~ ^[1-9][0-9]*$ ]] || ! [[ $SCHED == batch || $SCHED == normal ]]; then
+    echo "error: bad arguments: RATE '$RATE', DURATION '$DUR', SCHED '$SCHED'" >&2
+    echo "hint: RATE is a whole number of req/s or 'wrk', DURATION whole seconds, SCHED batch|normal" >&2
+    exit 2
+fi
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+EXE=$ROOT/.venv/bin/uringapi
+if [[ ! -x $EXE ]]; then
+    echo "error: $EXE not found" >&2
+    echo "hint: run make setup first" >&2
+    exit 2
+fi
+for tool in perf curl python3; do
+    command -v "$tool" >/dev/null || { echo "error: $tool not found" >&2; echo "hint: apt-get install linux-perf curl" >&2; exit 2; }
+done
+TMP=$(mktemp -d)
+GEN=$ROOT/target/bench-e2e/bin/fixed_rate_counts
+if [[ ! -x $GEN || $ROOT/benches/e2e/loadgen/fixed_rate.rs -nt $GEN ]]; then
+    mkdir -p "$(dirname "$GEN")"
+    rustc -O -o "$GEN" "$ROOT/benches/e2e/loadgen/fixed_rate.rs"
+fi
+
+PORT=$((20000 + RANDOM % 20000))
+MPORT=$((PORT + 1))
+cd "$ROOT/benches/e2e/apps"
+setsid "$EXE" serve hello_asgi:app --host 127.0.0.1 --port "$PORT" --workers 2 --threads 1 \
+    --app-dir . --log-level warning --metrics-port "$MPORT" --sched "$SCHED" >"$TMP/server.log" 2>&1 &
+SPID=$!
+cleanup() {
+    kill -TERM -- "-$SPID" 2>/dev/null || true
+    wait "$SPID" 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+fail() {
+    echo "error: $1" >&2
+    echo "hint: the server's log follows; run make setup if the package is stale" >&2
+    tail -n 20 "$TMP/server.log" >&2
+    exit 1
+}
+up=0
+for _ in $(seq 100); do
+    if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
+        up=1
+        break
+    fi
+    sleep 0.1
+done
+[[ $up == 1 ]] || fail "the server did not answer on 127.0.0.1:$PORT within 10 s"
+
+load() { # seconds -> stdout of the generator
+    if [[ $RATE == wrk ]]; then
+        wrk -t1 -c64 -d"${1}s" "http://127.0.0.1:$PORT/"
+    else
+        "$GEN" --addr "127.0.0.1:$PORT" --rate "$RATE" --connections 32 --duration "$1"
+    fi
+}
+metric() {
+    local body
+    body=$(curl -sf "http://127.0.0.1:$MPORT/metrics") || fail "cannot read /metrics on port $MPORT (did the server die?)"
+    awk -v k="$1" '$1==k || index($1, k "{")==1 {s+=$2} END {print s+0}' <<<"$body"
+}
+
+load 2 >/dev/null || fail "the warm-up load failed"
+sleep 0.3
+D0=$(metric uringapi_doorbells_total)
+R0=$(metric uringapi_requests_total)
+PIDS=$(pgrep -s "$SPID" | paste -sd,)
+perf stat --per-thread -o "$TMP/perf.txt" \
+    -e syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_pwait \
+    -e syscalls:sys_enter_io_uring_enter,context-switches,task-clock \
+    -p "$PIDS" -- sleep "$((DUR + 1))" &
+PERF=$!
+sleep 0.3
+load "$DUR" >"$TMP/load.out" || fail "the measured load failed"
+wait "$PERF"
+sleep 0.4 # the supervisor republishes counters every 100 ms
+D1=$(metric uringapi_doorbells_total)
+R1=$(metric uringapi_requests_total)
+
+python3 - "$D0" "$D1" "$R0" "$R1" "$TMP/load.out" "$TMP/perf.txt" <<'PY'
+import collections, json, sys
+d0, d1, r0, r1 = map(float, sys.argv[1:5])
+req = r1 - r0
+text = open(sys.argv[5]).read()
+head = f"requests {req:.0f}  doorbells/req {(d1 - d0) / req:.3f}"
+if text.lstrip().startswith("{"):
+    doc = json.loads(text)
+    lat = doc["latency_us"]
+    head += f"  p50 {lat['p50']} us  p99 {lat['p99']} us  late {doc['late_sends']}"
+print(head)
+per = collections.defaultdict(lambda: collections.defaultdict(float))
+for line in open(sys.argv[6]):
+    f = line.split()
+    if len(f) >= 3 and "-" in f[0]:
+        try:
+            v = float(f[1].replace(",", ""))
+        except ValueError:
+            continue
+        name = f[0].rsplit("-", 1)[0]
+        event = f[2].replace("syscalls:sys_enter_", "")
+        per[name]["cpu-us" if event == "msec" else event] += v * (1000 if event == "msec" else 1)
+for name, ev in per.items():
+    print(f"  {name:14s} " + "  ".join(f"{k} {v / req:.2f}" for k, v in ev.items()) + "  (per request)")
+PY

@@ -1,0 +1,71 @@
+"""A Starlette app for the HTTP/2 tests: which worker answered, over which HTTP version,
+bodies hashed as they stream in and out, and a handler that blocks its worker's loop.
+
+  GET  /sleep?s=0.3        -> {"pid", "http_version"} after asyncio.sleep(s)
+  GET  /block?s=3          -> {"pid"} after time.sleep(s): the worker's loop is stuck
+  POST /upload             -> {"bytes", "sha256"} of the body, read as a stream
+  GET  /download?n=N       -> N deterministic bytes, streamed in 64 KiB pieces
+  GET  /headers            -> {"headers": [[name, value], ...]} as the app received them
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+PIECE = 64 * 1024
+
+
+def pattern(n: int) -> bytes:
+    """The download's bytes: a repeated 251-byte cycle, so that the client can rebuild it."""
+    cycle = bytes(range(251))
+    return (cycle * (n // len(cycle) + 1))[:n]
+
+
+async def sleep(request: Request) -> JSONResponse:
+    await asyncio.sleep(float(request.query_params.get("s", "0.3")))
+    return JSONResponse({"pid": os.getpid(), "http_version": request.scope["http_version"]})
+
+
+async def block(request: Request) -> JSONResponse:
+    time.sleep(float(request.query_params.get("s", "3")))
+    return JSONResponse({"pid": os.getpid()})
+
+
+async def upload(request: Request) -> JSONResponse:
+    h = hashlib.sha256()
+    n = 0
+    async for chunk in request.stream():
+        h.update(chunk)
+        n += len(chunk)
+    return JSONResponse({"bytes": n, "sha256": h.hexdigest()})
+
+
+async def download(request: Request) -> StreamingResponse:
+    data = pattern(int(request.query_params.get("n", "0")))
+
+    async def pieces():
+        for i in range(0, len(data), PIECE):
+            yield data[i:i + PIECE]
+
+    return StreamingResponse(pieces(), media_type="application/octet-stream")
+
+
+async def headers(request: Request) -> JSONResponse:
+    return JSONResponse({"headers": [[k.decode(), v.decode()] for k, v in request.scope["headers"]]})
+
+
+app = Starlette(routes=[
+    Route("/headers", headers),
+    Route("/sleep", sleep),
+    Route("/block", block),
+    Route("/upload", upload, methods=["POST"]),
+    Route("/download", download),
+])
