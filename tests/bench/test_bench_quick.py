@@ -383,6 +383,7 @@ def test_h2_cell_measures_uringapi_and_granian_over_1_and_8_connections(
         # Every request h2load sent over h2c prior knowledge came back 2xx; each server ran HTTP/2 only.
         assert row["succeeded"] > 0 and row["succeeded"] == row["status_2xx"] == row["total"], row
         assert row["failed"] == row["errored"] == row["timeout"] == 0, row
+        assert row["data_bytes"] == row["succeeded"] * len(b"Hello, world!"), row
         assert row["rps"] > 0 and row["cpu_us_per_request"] > 0, row
         assert row["command"][row["command"].index("--http") + 1] == "2", row["command"]
     table = _only(quick_run[0], ".md").read_text()

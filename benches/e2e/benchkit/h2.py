@@ -11,7 +11,8 @@ Per round, per server (rotating order), per shape (1 and 8 connections, each wit
 thread) for `--warmup` s, then h2load again for `--duration` s, measured. Throughput is
 the requests that succeeded over h2load's own elapsed time; CPU is the server's whole
 process tree (proctree.py) around the measured h2load run, per request that succeeded.
-Readiness is one prior-knowledge request with curl, whose body is checked.
+Readiness is one prior-knowledge request with curl, whose body is checked; h2load does
+not read bodies, so a run whose DATA bytes are not that body's length per answer fails.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def _once(plan: Plan, hp: H2Plan, server: Server, connections: int, r: int) -> R
     cmd = command(plan, server, port)
     url = f"http://127.0.0.1:{port}{CELL.path}"
     with process.running(cmd, CELL, port, log, {**plan.env, **server.env(CELL)}, probe=_probe) as pid:
+        _, body = _probe(CELL, port)
         h2load(hp, url, connections, plan.warmup_s)
         before, times_before = proctree.snapshot(pid), machine.cpu_times()
         client_before = proctree.own_children_cpu_seconds()
@@ -88,6 +90,11 @@ def _once(plan: Plan, hp: H2Plan, server: Server, connections: int, r: int) -> R
         cpu, times_after = proctree.window(before, proctree.snapshot(pid)), machine.cpu_times()
     if not result["succeeded"]:
         raise process.ServerError(f"no request succeeded in {plan.duration_s} s: {result}")
+    if result["data_bytes"] != result["succeeded"] * len(body):
+        # h2load does not read bodies; the DATA bytes it counted must be the probed body's, per answer.
+        raise process.ServerError(
+            f"{result['data_bytes']:,} DATA bytes for {result['succeeded']:,} answers of {len(body)} bytes each"
+        )
     return {
         "connections": connections,
         "streams": hp.streams,
@@ -123,8 +130,9 @@ def parse(out: str) -> Row:
         r"(\d+) timeout", out, re.M,
     )  # fmt: skip
     status = re.search(r"^status codes: (\d+) 2xx", out, re.M)
+    data = re.search(r"^traffic: .*\((\d+)\) data", out, re.M)
     latency = re.search(r"^time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\b", out, re.M)
-    if not (finished and counts and status):
+    if not (finished and counts and status and data):
         raise process.ServerError(f"cannot read h2load's output:\n{out.strip()[-2000:]}")
     elapsed = float(finished[1]) / (1000 if finished[2] == "ms" else 1)
     scale = {"us": 1, "ms": 1e3, "s": 1e6}
@@ -136,6 +144,7 @@ def parse(out: str) -> Row:
         "errored": int(counts[6]),
         "timeout": int(counts[7]),
         "status_2xx": int(status[1]),
+        "data_bytes": int(data[1]),
         "mean_request_us": round(float(latency[1]) * scale[latency[2]], 1) if latency else None,
     }
 

@@ -311,7 +311,8 @@ def _notes(doc: Doc) -> str | None:
     for server, n in stalls.items():
         notes.append(f"- Blocking endpoint: workers marked stalled by {server} (--stall-timeout): {n}.")
     notes.extend(_error_notes(doc["rounds"]))
-    noise = _noise_note(doc["rounds"] + fr.get("rounds", []) + noisy.get("rounds", []) + b.get("rounds", []))
+    h2_rows = (doc.get("h2") or {}).get("rounds", [])
+    noise = _noise_note(doc["rounds"] + fr.get("rounds", []) + noisy.get("rounds", []) + b.get("rounds", []) + h2_rows)
     if noise:
         notes.append(noise)
     failures = doc["failures"] + over.get("failures", []) + fr.get("failures", [])
