@@ -7,7 +7,8 @@ then an open-loop generator measures latency at a fixed rate below saturation,
 and the blocking-endpoint scenario measures a fast endpoint's latency while
 another endpoint blocks its worker's event loop for 50 ms, 4 times a second;
 the idle-connections cell holds 10,000 idle keep-alive connections per server and
-reports the RSS each costs (benchkit/idle.py).
+reports the RSS each costs (benchkit/idle.py); the HTTP/2 cell measures h2c with h2load
+over 1 and 8 connections × 100 streams (benchkit/h2.py).
 Writes benches/results/<date>.{json,md,png} and, for full runs, the README
 section between <!-- bench:start --> and <!-- bench:end -->.
 
@@ -111,6 +112,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--ws-idle", type=_positive_int, help="idle WebSockets whose memory is measured (full 10,000, quick 1,000)"
+    )
+    p.add_argument(
+        "--no-h2", action="store_true", help="skip the HTTP/2 cell (h2load, 1 and 8 connections × 100 streams)"
     )
     p.add_argument("--no-setup", action="store_true", help="do not pip/apt-install anything")
     p.add_argument("--no-readme", action="store_true", help="do not update README.md even on a full run")

@@ -366,6 +366,32 @@ def test_websocket_cell_measures_echo_and_idle_memory_on_every_app_server(
         assert f"| {server} | " in table
 
 
+def test_h2_cell_measures_uringapi_and_granian_over_1_and_8_connections(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    doc = _doc(quick_run[0])
+    h2 = doc["h2"]
+    if "skipped" in h2:
+        pytest.skip(f"HTTP/2 cell skipped: {h2['skipped']}")
+    assert h2["failures"] == [], h2["failures"]
+    assert h2["shapes"] == [1, 8] and h2["streams"] == 100
+    h2_servers = {n for n, i in doc["servers"].items() if i["status"] == "available"} & {"uringapi", "granian"}
+    assert set(h2["medians"]) == {"h2-c1", "h2-c8"}
+    for cell, by_server in h2["medians"].items():
+        assert set(by_server) == h2_servers, cell
+    for row in h2["rounds"]:
+        # Every request h2load sent over h2c prior knowledge came back 2xx; each server ran HTTP/2 only.
+        assert row["succeeded"] > 0 and row["succeeded"] == row["status_2xx"] == row["total"], row
+        assert row["failed"] == row["errored"] == row["timeout"] == 0, row
+        assert row["data_bytes"] == row["succeeded"] * len(b"Hello, world!"), row
+        assert row["rps"] > 0 and row["cpu_us_per_request"] > 0, row
+        assert row["command"][row["command"].index("--http") + 1] == "2", row["command"]
+    table = _only(quick_run[0], ".md").read_text()
+    assert "| Server | 1×100 req/s | 1×100 CPU-µs/req | 1×100 vs granian |" in table
+    for server in h2_servers:
+        assert f"| {server} | " in table
+
+
 def test_chart_is_a_png(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     png = _only(quick_run[0], ".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""Install and build what a benchmark run needs: Python packages, wrk, the
+"""Install and build what a benchmark run needs: Python packages, wrk, h2load, the
 fixed-rate generator and the static file served by the Starlette app."""
 
 from __future__ import annotations
@@ -39,22 +39,32 @@ def ensure_requirements() -> None:
 
 def ensure_wrk() -> str:
     """Path of wrk; installed with apt-get when missing and running as root."""
-    found = shutil.which("wrk")
+    return ensure_tool("wrk", "wrk")
+
+
+def ensure_h2load(install: bool = True) -> str:
+    """Path of h2load (the HTTP/2 cell's load generator), from Debian's nghttp2-client."""
+    return ensure_tool("h2load", "nghttp2-client", install)
+
+
+def ensure_tool(name: str, package: str, install: bool = True) -> str:
+    """Path of `name`; `package` installed with apt-get when missing, `install` and running as root."""
+    found = shutil.which(name)
     if found:
         return found
-    if os.geteuid() != 0:
-        raise SetupError("wrk is not installed", "install it: sudo apt-get install -y wrk")
+    if not install or os.geteuid() != 0:
+        raise SetupError(f"{name} is not installed", f"install it: sudo apt-get install -y {package}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "wrk"]):
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise SetupError(
                 f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()[-2000:]}",
-                "install wrk by hand (apt-get install -y wrk) and re-run",
+                f"install {package} by hand (apt-get install -y {package}) and re-run",
             )
-    found = shutil.which("wrk")
+    found = shutil.which(name)
     if not found:
-        raise SetupError("apt-get installed wrk but it is not on PATH", "check PATH")
+        raise SetupError(f"apt-get installed {package} but {name} is not on PATH", "check PATH")
     return found
 
 

@@ -10,7 +10,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +24,10 @@ STOP_TIMEOUT_S = 15.0
 
 class ServerError(Exception):
     pass
+
+
+Probe = Callable[[Cell, int], tuple[int, bytes]]
+"""One request to a server: (status, body); raises OSError while it is not listening."""
 
 
 def free_port() -> int:
@@ -40,8 +44,11 @@ def free_ports(n: int) -> list[int]:
 
 
 @contextmanager
-def running(cmd: list[str], cell: Cell, port: int, log: Path, env: dict[str, str]) -> Iterator[int]:
-    """Run `cmd` in its own session; yields its pid once `cell` is served correctly."""
+def running(
+    cmd: list[str], cell: Cell, port: int, log: Path, env: dict[str, str], probe: Probe | None = None
+) -> Iterator[int]:
+    """Run `cmd` in its own session; yields its pid once `cell` is served correctly
+    (asked with `probe`, by default one HTTP/1.1 request: `request`)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -49,20 +56,20 @@ def running(cmd: list[str], cell: Cell, port: int, log: Path, env: dict[str, str
             env={**os.environ, **env}, start_new_session=True,
         )  # fmt: skip
     try:
-        _wait_ready(proc, cell, port, log)
+        _wait_ready(proc, cell, port, log, probe or request)
         yield proc.pid
     finally:
         _stop(proc)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], cell: Cell, port: int, log: Path) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], cell: Cell, port: int, log: Path, probe: Probe) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     last = "no answer yet"
     while time.monotonic() < deadline:
         if _exited(proc.pid):
             raise ServerError(f"exited before serving:\n{_tail(log)}")
         try:
-            status, body = request(cell, port)
+            status, body = probe(cell, port)
         except OSError as exc:
             last = f"{type(exc).__name__}: {exc}"
             time.sleep(0.1)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import idle, paths, websocket
+from . import h2, idle, paths, websocket
 from .runner import NOISE_WARNING_SHARE, fmt_us
 from .servers import BASELINE
 
@@ -28,7 +28,7 @@ def markdown(doc: Doc) -> str:
     sections = (
         _config_section(doc), _policy_table(doc), _overhead_section(doc),
         _fixed_rate_section(doc), _noisy_section(doc), _blocking_section(doc), idle.section(doc),
-        websocket.section(doc),
+        websocket.section(doc), h2.section(doc),
     )  # fmt: skip
     for section in sections:
         if section:
@@ -311,7 +311,8 @@ def _notes(doc: Doc) -> str | None:
     for server, n in stalls.items():
         notes.append(f"- Blocking endpoint: workers marked stalled by {server} (--stall-timeout): {n}.")
     notes.extend(_error_notes(doc["rounds"]))
-    noise = _noise_note(doc["rounds"] + fr.get("rounds", []) + noisy.get("rounds", []) + b.get("rounds", []))
+    h2_rows = (doc.get("h2") or {}).get("rounds", [])
+    noise = _noise_note(doc["rounds"] + fr.get("rounds", []) + noisy.get("rounds", []) + b.get("rounds", []) + h2_rows)
     if noise:
         notes.append(noise)
     failures = doc["failures"] + over.get("failures", []) + fr.get("failures", [])
@@ -320,6 +321,7 @@ def _notes(doc: Doc) -> str | None:
         first_line = f["error"].splitlines()[0] if f["error"] else "?"
         notes.append(f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first_line}")
     notes.extend(websocket.notes(doc))
+    notes.extend(h2.notes(doc))
     return "\n".join(notes) if notes else None
 
 

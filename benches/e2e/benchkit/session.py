@@ -10,7 +10,7 @@ from typing import Any
 
 import dataclasses
 
-from . import blocking, chart, idle, machine, overhead, paths, prereqs, report, runner, search, websocket
+from . import blocking, chart, h2, idle, machine, overhead, paths, prereqs, report, runner, search, websocket
 from .cells import FIXED_RATE_CELL, Cell, by_name
 from .servers import Server, Settings
 from .wrk import LoadShape
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
     blocked = _blocking(args, plan)
     idle_cell = idle.cell(plan, None if args.no_idle else args.idle_connections)
     ws = _websocket(args, plan)
+    h2_cell = _h2(args, plan)
     return {
         "schema": SCHEMA_VERSION,
         "date": started.date().isoformat(),
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
         "blocking": blocked,
         "idle": idle_cell,
         "websocket": ws,
+        "h2": h2_cell,
     }
 
 
@@ -105,7 +107,7 @@ def write_outputs(doc: Doc, out: Path, stem: str, update_readme: bool) -> int:
     print(table)
     for path in written:
         _say(f"wrote {path}")
-    sections = ("overhead", "fixed_rate", "noisy", "blocking", "idle", "websocket")
+    sections = ("overhead", "fixed_rate", "noisy", "blocking", "idle", "websocket", "h2")
     failures = sum(len((doc.get(key) or {}).get("failures", [])) for key in sections)
     failures += len(doc["failures"])
     if failures:
@@ -271,6 +273,17 @@ def _websocket(args: argparse.Namespace, plan: runner.Plan) -> Doc:
         "failures": outcome.failures,
         "medians": websocket.summarize(outcome.rows),
     }
+
+
+def _h2(args: argparse.Namespace, plan: runner.Plan) -> Doc:
+    if args.no_h2:
+        return h2.cell(plan, None)
+    try:
+        binary = prereqs.ensure_h2load(install=not args.no_setup)
+    except prereqs.SetupError as exc:
+        _say(f"skip: HTTP/2 cell: {exc} (hint: {exc.hint})")
+        return h2.cell(plan, None, str(exc))
+    return h2.cell(plan, binary)
 
 
 def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
