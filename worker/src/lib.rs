@@ -303,11 +303,7 @@ impl Worker {
         offset: usize,
         more: bool,
     ) -> PyResult<i64> {
-        let (t, stream) = split_key(key);
-        let chan = self
-            .channels
-            .get_mut(t)
-            .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
+        let (t, stream, chan) = self.channel(key, "request")?;
         let body = body_bytes(body)?;
         let body = body.get(offset..).unwrap_or(&[]);
         if !chan.has_room().map_err(broken)? {
@@ -376,18 +372,8 @@ impl Worker {
 
     /// Tells the front end the app failed after its response started. False: no room yet.
     fn abort(&mut self, key: u128) -> PyResult<bool> {
-        let (t, stream) = split_key(key);
-        let chan = self
-            .channels
-            .get_mut(t)
-            .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
-        let sent = chan
-            .send(Record::new(Kind::Abort, stream))
-            .map_err(broken)?;
-        if sent {
-            self.ring_front(t);
-        }
-        Ok(sent)
+        let (t, stream, _) = self.channel(key, "request")?;
+        self.send_bare(t, Record::new(Kind::Abort, stream))
     }
 
     /// Ends a response with `http.response.pathsend`: the front end sends the file at `path`
@@ -395,55 +381,20 @@ impl Worker {
     /// room; wait for space and call again.
     #[pyo3(signature = (key, head, path))]
     fn send_path(&mut self, key: u128, head: Option<&[u8]>, path: &[u8]) -> PyResult<bool> {
-        let (t, stream) = split_key(key);
-        let chan = self
-            .channels
-            .get_mut(t)
-            .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
-        if !chan.has_room().map_err(broken)? {
-            return Ok(false);
-        }
-        let Some(slot) = chan.take_slot().map_err(broken)? else {
-            return Ok(false);
-        };
-        let buf = chan.slot_mut(slot);
-        let head_len = match write_head(buf, head) {
-            Ok(n) => n,
-            Err(e) => {
-                chan.untake_slot(slot);
-                return Err(e);
-            }
-        };
-        if head_len + path.len() > buf.len() {
-            chan.untake_slot(slot);
-            return Err(PyValueError::new_err("pathsend path too long for a slot"));
-        }
-        buf[head_len..head_len + path.len()].copy_from_slice(path);
-        let rec = Record::new(Kind::PathSend, stream).with_slot(
-            slot.get(),
-            (head_len + path.len()) as u32,
-            head_len as u32,
-        );
-        chan.send(rec).map_err(broken)?;
-        self.ring_front(t);
-        Ok(true)
+        self.send_head_and_tail(
+            (key, "request"),
+            Kind::PathSend,
+            head,
+            path,
+            "pathsend path",
+        )
     }
 
     /// Asks the front end to send `100 Continue` for request `key`. False: no ring room;
     /// wait for space and call again.
     fn send_continue(&mut self, key: u128) -> PyResult<bool> {
-        let (t, stream) = split_key(key);
-        let chan = self
-            .channels
-            .get_mut(t)
-            .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
-        let sent = chan
-            .send(Record::new(Kind::Continue, stream))
-            .map_err(broken)?;
-        if sent {
-            self.ring_front(t);
-        }
-        Ok(sent)
+        let (t, stream, _) = self.channel(key, "request")?;
+        self.send_bare(t, Record::new(Kind::Continue, stream))
     }
 
     /// Claims request `key` as its task starts (`claim`: from its event; ring.rs rule 9).
@@ -461,53 +412,25 @@ impl Worker {
     /// them out of the buffer; body_window.rs in the front end). False: no ring room; wait
     /// for space and call again.
     fn body_credit(&mut self, key: u128, n: u32) -> PyResult<bool> {
-        let (t, stream) = split_key(key);
-        let chan = self
-            .channels
-            .get_mut(t)
-            .ok_or_else(|| PyValueError::new_err("unknown request key"))?;
+        let (t, stream, _) = self.channel(key, "request")?;
         let rec = Record {
             aux: n,
             ..Record::new(Kind::BodyCredit, stream)
         };
-        let sent = chan.send(rec).map_err(broken)?;
-        if sent {
-            self.ring_front(t);
-        }
-        Ok(sent)
+        self.send_bare(t, rec)
     }
 
     /// `websocket.accept`: `head` is `encode_head(101, headers)`, the chosen subprotocol
     /// among the headers as `sec-websocket-protocol`. False: no slot or ring room; wait for
     /// space and call again.
     fn ws_accept(&mut self, key: u128, head: &[u8]) -> PyResult<bool> {
-        let (t, stream) = split_key(key);
-        let chan = self
-            .channels
-            .get_mut(t)
-            .ok_or_else(|| PyValueError::new_err("unknown websocket key"))?;
-        if !chan.has_room().map_err(broken)? {
-            return Ok(false);
-        }
-        let Some(slot) = chan.take_slot().map_err(broken)? else {
-            return Ok(false);
-        };
-        let buf = chan.slot_mut(slot);
-        let head_len = match write_head(buf, Some(head)) {
-            Ok(n) => n,
-            Err(e) => {
-                chan.untake_slot(slot);
-                return Err(e);
-            }
-        };
-        let rec = Record::new(Kind::WsAccept, stream).with_slot(
-            slot.get(),
-            head_len as u32,
-            head_len as u32,
-        );
-        chan.send(rec).map_err(broken)?;
-        self.ring_front(t);
-        Ok(true)
+        self.send_head_and_tail(
+            (key, "websocket"),
+            Kind::WsAccept,
+            Some(head),
+            &[],
+            "accept head",
+        )
     }
 
     /// Sends one record of a WebSocket message: as much of `data[offset:]` as a slot holds
@@ -515,11 +438,7 @@ impl Worker {
     /// or ring room (wait for space and call again). The caller keeps to the send window
     /// (`WS_WINDOW` records until `WsSendCredit` returns them).
     fn ws_send(&mut self, key: u128, data: &[u8], text: bool, offset: usize) -> PyResult<i64> {
-        let (t, stream) = split_key(key);
-        let chan = self
-            .channels
-            .get_mut(t)
-            .ok_or_else(|| PyValueError::new_err("unknown websocket key"))?;
+        let (t, stream, chan) = self.channel(key, "websocket")?;
         let data = data.get(offset..).unwrap_or(&[]);
         if !chan.has_room().map_err(broken)? {
             return Ok(-1);
@@ -554,11 +473,7 @@ impl Worker {
     /// `websocket.close` after accept: `code` and a UTF-8 `reason` (cut to 123 bytes by
     /// the caller). False: no slot or ring room; wait for space and call again.
     fn ws_close(&mut self, key: u128, code: u16, reason: &[u8]) -> PyResult<bool> {
-        let (t, stream) = split_key(key);
-        let chan = self
-            .channels
-            .get_mut(t)
-            .ok_or_else(|| PyValueError::new_err("unknown websocket key"))?;
+        let (t, stream, chan) = self.channel(key, "websocket")?;
         if !chan.has_room().map_err(broken)? {
             return Ok(false);
         }
@@ -609,6 +524,69 @@ impl Worker {
 }
 
 impl Worker {
+    /// The channel of request or WebSocket `key` (`what` names which for the error), with
+    /// the key split into thread and stream.
+    fn channel(&mut self, key: u128, what: &str) -> PyResult<(usize, u64, &mut WorkerChannel)> {
+        let (t, stream) = split_key(key);
+        let chan = self
+            .channels
+            .get_mut(t)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown {what} key")))?;
+        Ok((t, stream, chan))
+    }
+
+    /// Sends a record that names no slot. False: no ring room.
+    fn send_bare(&mut self, t: usize, rec: Record) -> PyResult<bool> {
+        let sent = self.channels[t].send(rec).map_err(broken)?;
+        if sent {
+            self.ring_front(t);
+        }
+        Ok(sent)
+    }
+
+    /// Sends one record of request or WebSocket `key` (`what` says which) whose slot holds
+    /// `head` (`aux` bytes, none when None) then `tail` (`tail_name` names it when it does
+    /// not fit). False: no slot or ring room.
+    fn send_head_and_tail(
+        &mut self,
+        (key, what): (u128, &str),
+        kind: Kind,
+        head: Option<&[u8]>,
+        tail: &[u8],
+        tail_name: &str,
+    ) -> PyResult<bool> {
+        let (t, stream, chan) = self.channel(key, what)?;
+        if !chan.has_room().map_err(broken)? {
+            return Ok(false);
+        }
+        let Some(slot) = chan.take_slot().map_err(broken)? else {
+            return Ok(false);
+        };
+        let buf = chan.slot_mut(slot);
+        let head_len = match write_head(buf, head) {
+            Ok(n) => n,
+            Err(e) => {
+                chan.untake_slot(slot);
+                return Err(e);
+            }
+        };
+        let Some(dst) = buf.get_mut(head_len..head_len + tail.len()) else {
+            chan.untake_slot(slot);
+            return Err(PyValueError::new_err(format!(
+                "{tail_name} too long for a slot"
+            )));
+        };
+        dst.copy_from_slice(tail);
+        let rec = Record::new(kind, stream).with_slot(
+            slot.get(),
+            (head_len + tail.len()) as u32,
+            head_len as u32,
+        );
+        chan.send(rec).map_err(broken)?;
+        self.ring_front(t);
+        Ok(true)
+    }
+
     fn ring_front(&self, t: usize) {
         if self.channels[t].front_asleep() {
             self.thread_bells[t].ring();

@@ -18,6 +18,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from uringapi import _native
+from uringapi.window import give_back
 
 if TYPE_CHECKING:
     from uringapi.worker import Worker
@@ -92,14 +93,14 @@ class WebSocketCycle:
             self.parts.append(data)
             # Copied into the message being assembled: the front end may send the next
             # piece (the whole message is bounded by --ws-max-size there).
-            self._return_credit()
+            give_back(self)
             return
         if self.parts:
             self.parts.append(data)
             data, text = b"".join(self.parts), self.part_text
             self.parts = []
         if self.state == CLOSED:
-            self._return_credit()  # the app closed; nobody will take it
+            give_back(self)  # the app closed; nobody will take it
             return
         self.messages.append((data, text))
         self._wake()
@@ -142,29 +143,6 @@ class WebSocketCycle:
         if self.window_waiter is not None and not self.window_waiter.done():
             self.window_waiter.set_result(None)
 
-    def _return_credit(self) -> None:
-        self.owed += 1
-        if self.crediting:
-            return
-        try:
-            if self.native.body_credit(self.key, self.owed):
-                self.owed = 0
-                return
-        except _native.ChannelBroken as exc:
-            from uringapi.worker import channel_broken
-
-            channel_broken(exc)
-        self.crediting = True
-        self.worker.loop.create_task(self._credit_when_room())
-
-    async def _credit_when_room(self) -> None:
-        try:
-            while not self.native.body_credit(self.key, self.owed):
-                await self.worker.wait_space()
-            self.owed = 0
-        finally:
-            self.crediting = False
-
     # ---- the ASGI callables ----
     async def receive(self) -> dict[str, Any]:
         if not self.connect_taken:
@@ -173,7 +151,7 @@ class WebSocketCycle:
         while True:
             if self.messages:
                 data, text = self.messages.popleft()
-                self._return_credit()
+                give_back(self)
                 if text:
                     # The front end checked it is UTF-8 (1007 otherwise).
                     return {"type": "websocket.receive", "text": data.decode()}

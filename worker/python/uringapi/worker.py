@@ -23,6 +23,7 @@ from typing import Any, Callable, NoReturn
 from uringapi import _native
 from uringapi.lifespan import Lifespan, LifespanFailed
 from uringapi.websocket import WebSocketCycle
+from uringapi.window import give_back
 
 logger = logging.getLogger("uringapi.error")
 
@@ -180,7 +181,7 @@ class Cycle:
     # ---- events from the front end ----
     def feed(self, body: bytes, more: bool) -> None:
         if not body and more:
-            self._return_credit()  # nothing for the app yet
+            give_back(self)  # nothing for the app yet
             return
         if self.chunks is None:
             self.chunks = deque()
@@ -190,31 +191,6 @@ class Cycle:
     def disconnect(self) -> None:
         self.disconnected = True
         self._wake()
-
-    def _return_credit(self) -> None:
-        """Hands one body record back to the front end's window: it may read and send one
-        more. Retried in a task when the ring is full."""
-        self.owed += 1
-        if self.crediting:
-            return  # the retrying task sends it along
-        try:
-            if self.worker.native.body_credit(self.key, self.owed):
-                self.owed = 0
-                return
-        except _native.ChannelBroken as exc:
-            channel_broken(exc)
-        self.crediting = True
-        self.worker.loop.create_task(self._credit_when_room())
-
-    async def _credit_when_room(self) -> None:
-        try:
-            while not self.worker.native.body_credit(self.key, self.owed):
-                await self.worker.wait_space()
-            self.owed = 0
-        except _native.ChannelBroken as exc:
-            channel_broken(exc)
-        finally:
-            self.crediting = False
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -233,7 +209,7 @@ class Cycle:
                 return {"type": "http.request", "body": body, "more_body": self.more_body}
             if self.chunks:
                 body, more = self.chunks.popleft()
-                self._return_credit()
+                give_back(self)
                 return {"type": "http.request", "body": body, "more_body": more}
             if self.continue_pending:
                 self.continue_pending = False
