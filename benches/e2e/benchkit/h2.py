@@ -26,7 +26,7 @@ from typing import Any
 
 from . import blocking, machine, process, proctree, runner
 from .cells import Cell, by_name
-from .runner import Outcome, Plan, Row, median_of, rotated, say
+from .runner import Outcome, Plan, Row, fmt_num, median_of, rotated, say
 from .servers import Server
 
 CELL: Cell = by_name("hello")
@@ -252,7 +252,7 @@ def section(doc: dict[str, Any]) -> str | None:
             m = by_server.get(server)
             base = by_server.get("granian")
             ratio = m and base and m["rps"] and base["rps"] and m["rps"] / base["rps"]
-            cells += [_num(m and m["rps"]), _num(m and m["cpu_us_per_request"], 1),
+            cells += [fmt_num(m and m["rps"]), fmt_num(m and m["cpu_us_per_request"], 1),
                       "—" if not ratio else f"{ratio:.2f}×"]  # fmt: skip
             bad += m["not_ok_total"] if m else 0
         cells.append(f"{bad:,}")
@@ -261,16 +261,7 @@ def section(doc: dict[str, Any]) -> str | None:
 
 
 def notes(doc: dict[str, Any]) -> list[str]:
-    h = doc.get("h2") or {}
-    out = [f"- HTTP/2 cell skipped: {h['skipped']}"] if h.get("skipped") else []
-    for f in h.get("failures", []):
-        first = f["error"].splitlines()[0] if f["error"] else "?"
-        out.append(f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first}")
-    return out
-
-
-def _num(value: float | None, digits: int = 0) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
+    return runner.section_notes(doc.get("h2") or {}, "HTTP/2 cell")
 
 
 def _print(row: Row) -> None:

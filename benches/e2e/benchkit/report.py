@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import h2, idle, paths, websocket
-from .runner import NOISE_WARNING_SHARE, fmt_us
+from .runner import NOISE_WARNING_SHARE, failure_line, fmt_us
 from .servers import BASELINE
 
 README_START = "<!-- bench:start -->"
@@ -317,9 +317,7 @@ def _notes(doc: Doc) -> str | None:
         notes.append(noise)
     failures = doc["failures"] + over.get("failures", []) + fr.get("failures", [])
     failures += noisy.get("failures", []) + b.get("failures", [])
-    for f in failures:
-        first_line = f["error"].splitlines()[0] if f["error"] else "?"
-        notes.append(f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first_line}")
+    notes.extend(failure_line(f) for f in failures)
     notes.extend(websocket.notes(doc))
     notes.extend(h2.notes(doc))
     return "\n".join(notes) if notes else None

@@ -337,6 +337,22 @@ def _print_fixed_rate(row: Row) -> None:
     )
 
 
+def fmt_num(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def failure_line(f: Row) -> str:
+    """A failed run as one note line: where it failed and the first line of why."""
+    first = f["error"].splitlines()[0] if f["error"] else "?"
+    return f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first}"
+
+
+def section_notes(section: dict[str, Any], what: str) -> list[str]:
+    """The notes of an extra cell's part of the results: why it was skipped, what failed."""
+    out = [f"- {what} skipped: {section['skipped']}"] if section.get("skipped") else []
+    return out + [failure_line(f) for f in section.get("failures", [])]
+
+
 def fmt_us(us: float | None) -> str:
     if us is None:
         return "—"

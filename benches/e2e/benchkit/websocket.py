@@ -28,7 +28,7 @@ from typing import Any
 
 from . import blocking, machine, process, proctree, runner, wsload
 from .cells import Cell
-from .runner import Outcome, Plan, Row, median_of, rotated, say
+from .runner import Outcome, Plan, Row, fmt_num, median_of, rotated, say
 from .servers import Server
 
 APP = "ws_echo_asgi:app"
@@ -215,10 +215,10 @@ def section(doc: dict[str, Any]) -> str | None:
         errors = 0
         for size in sizes:
             m = med.get(echo_cell(size), {}).get(server)
-            cells += [_num(m and m["msgs_per_s"]), _cpu(m and m["cpu_us_per_msg"])]
+            cells += [fmt_num(m and m["msgs_per_s"]), _cpu(m and m["cpu_us_per_msg"])]
             errors += m["errors_total"] if m else 0
         idle = med.get(IDLE_CELL, {}).get(server)
-        cells += [_num(idle and idle["rss_delta_mib"], 1), _num(idle and idle["kib_per_connection"], 1)]
+        cells += [fmt_num(idle and idle["rss_delta_mib"], 1), fmt_num(idle and idle["kib_per_connection"], 1)]
         errors += idle["failed_total"] if idle else 0
         cells.append(f"{errors:,}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -226,16 +226,7 @@ def section(doc: dict[str, Any]) -> str | None:
 
 
 def notes(doc: dict[str, Any]) -> list[str]:
-    w = doc.get("websocket") or {}
-    out = [f"- WebSocket cell skipped: {w['skipped']}"] if w.get("skipped") else []
-    for f in w.get("failures", []):
-        first = f["error"].splitlines()[0] if f["error"] else "?"
-        out.append(f"- Failed: round {f['round']} {f['cell']} on {f['server']}: {first}")
-    return out
-
-
-def _num(value: float | None, digits: int = 0) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
+    return runner.section_notes(doc.get("websocket") or {}, "WebSocket cell")
 
 
 def _cpu(value: float | None) -> str:
