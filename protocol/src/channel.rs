@@ -38,6 +38,8 @@ pub enum ChannelError {
     PathSendMore,
     #[error("a BodyCredit record must return at least one record, without MORE (aux {0})")]
     Credit(u32),
+    #[error("a WsSend record carries a credit of {0} records, more than a window")]
+    WsCredit(u64),
     #[error("a WsSend record names {0} for its message type (0 binary, 1 text)")]
     WsType(u32),
     #[error("a WsClose record must end its stream (MORE set) and carry at most 123 bytes")]
@@ -57,8 +59,9 @@ pub struct Incoming {
     pub slot: Option<(SlotIndex, usize)>,
     /// Bytes of encoded head at the start of the slot (`Response` only).
     pub head_len: usize,
-    /// Body records returned (`BodyCredit` only, at least 1; 0 otherwise). Checked
-    /// against what was sent by the front end's stream table, not here.
+    /// Body records returned (`BodyCredit`: at least 1; `WsSend`: the credit it carries,
+    /// at most `WS_WINDOW`; 0 otherwise). Checked against what was sent by the front end's
+    /// stream table, not here.
     pub credit: u32,
     /// `WsSend`: [`crate::record::WS_TEXT`] or 0; `WsClose`: the close code (not checked
     /// here: the front end maps a code nobody may send to an empty close). 0 otherwise.
@@ -273,6 +276,16 @@ impl FrontChannel {
         if kind == Kind::WsSend && rec.aux > crate::record::WS_TEXT {
             return Err(ChannelError::WsType(rec.aux));
         }
+        // A `WsSend` carries the client-message credit in `extra` (0: none); more than a
+        // window is a violation whatever the stream table says.
+        let carried = if kind == Kind::WsSend {
+            match u32::try_from(rec.extra) {
+                Ok(n) if n <= crate::record::WS_WINDOW => n,
+                _ => return Err(ChannelError::WsCredit(rec.extra)),
+            }
+        } else {
+            0
+        };
         if kind == Kind::WsClose && (rec.has_more() || (rec.slot != NO_SLOT && rec.len > 123)) {
             return Err(ChannelError::WsClose);
         }
@@ -317,7 +330,11 @@ impl FrontChannel {
             more: rec.has_more(),
             slot,
             head_len,
-            credit: if kind == Kind::BodyCredit { rec.aux } else { 0 },
+            credit: if kind == Kind::BodyCredit {
+                rec.aux
+            } else {
+                carried
+            },
             value: if matches!(kind, Kind::WsSend | Kind::WsClose) {
                 rec.aux
             } else {
@@ -649,6 +666,20 @@ mod tests {
                 },
                 |e| matches!(e, ChannelError::WsType(2)),
             ),
+            (
+                Record {
+                    extra: u64::from(crate::record::WS_WINDOW) + 1,
+                    ..Record::new(Kind::WsSend, 1)
+                },
+                |e| matches!(e, ChannelError::WsCredit(5)),
+            ),
+            (
+                Record {
+                    extra: 1 << 32,
+                    ..Record::new(Kind::WsSend, 1)
+                },
+                |e| matches!(e, ChannelError::WsCredit(_)),
+            ),
             (Record::new(Kind::WsClose, 1).more(true), |e| {
                 matches!(e, ChannelError::WsClose)
             }),
@@ -700,6 +731,14 @@ mod tests {
         assert_eq!(inc.slot.map(|(_, len)| len), Some(3));
         let inc = f.recv().unwrap().unwrap();
         assert_eq!((inc.kind, inc.value, inc.more), (Kind::WsSend, 1, true));
+        assert_eq!(inc.credit, 0);
+        let carrying = Record {
+            extra: 2,
+            ..Record::new(Kind::WsSend, 3)
+        };
+        assert!(w.send(carrying).unwrap());
+        let inc = f.recv().unwrap().unwrap();
+        assert_eq!((inc.kind, inc.credit), (Kind::WsSend, 2));
     }
 
     #[test]

@@ -17,6 +17,11 @@ pub const WS_TEXT: u32 = 1;
 /// (`WsSendCredit`). At the default 64 KiB slot that bounds a WebSocket's buffered
 /// messages to 256 KiB each way, however slow the app or the client.
 pub const WS_WINDOW: u32 = 4;
+/// Either side of a WebSocket holds back credit it owes (records taken or written) until
+/// it owes this many, unless a record it sends first carries it (`extra` of `WsMessage`
+/// and `WsSend`). Any value up to [`WS_WINDOW`] keeps both windows live: a side whose
+/// window is closed is owed all of it, so a credit record goes out.
+pub const WS_CREDIT_AT: u32 = WS_WINDOW / 2;
 
 /// What a record means. Values are part of the wire contract.
 #[repr(u8)]
@@ -41,7 +46,9 @@ pub enum Kind {
     /// empty message), `aux` [`WS_TEXT`] or 0 (binary), the same on every piece. `MORE`:
     /// the message continues in the next record. Text pieces may split a character; the
     /// whole message is valid UTF-8 (checked by the front end). Counted against the
-    /// stream's window and returned with `BodyCredit` (ring.rs rule 7).
+    /// stream's window and returned with `BodyCredit` (ring.rs rule 7). `extra`: `WsSend`
+    /// records of the stream written to the client since the last credit (as `aux` of
+    /// `WsSendCredit`; 0 for none).
     WsMessage = 6,
     /// The WebSocket ended on the client's side: `aux` is the close code the app sees in
     /// `websocket.disconnect` (the client's, 1005 for a close without one, 1006 for a lost
@@ -76,6 +83,8 @@ pub enum Kind {
     /// An app message (or a piece of one) after `WsAccept`: bytes in the slot (none for an
     /// empty message), `aux` [`WS_TEXT`] or 0 as on `WsMessage`; `MORE`: the message
     /// continues. At most the send window of them unacknowledged (`WsSendCredit`).
+    /// `extra`: `WsMessage` records the app took since the last credit (as `aux` of
+    /// `BodyCredit`; 0 for none).
     WsSend = 22,
     /// `websocket.close`: `aux` is the close code, the slot (optional) the UTF-8 reason of
     /// at most 123 bytes. The stream's last record.
@@ -130,7 +139,8 @@ pub struct Record {
     pub aux: u32,
     /// The stream (request) this record belongs to, chosen by the front end.
     pub stream: u64,
-    /// Kind-specific; unused so far, zero.
+    /// Kind-specific: the claim of a `Request`, the credit carried by `WsMessage` and
+    /// `WsSend`; zero otherwise.
     pub extra: u64,
 }
 

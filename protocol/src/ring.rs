@@ -81,6 +81,12 @@
 //!    to the socket, so a client that does not read holds the app's `send()` instead of
 //!    slots and memory. Both credits are checked like the body credit: a worker returning
 //!    more than it was sent breaks the contract; the worker trusts the front end's.
+//!    A credit may also ride on a record going the same way (`extra` of `WsMessage` for
+//!    the send window, of `WsSend` for the message window), and each side holds back what
+//!    it owes until it owes `WS_CREDIT_AT` (2) records: an echo then costs two records, not
+//!    four, and no wake-up carries a credit alone. Held-back credit cannot stall a window:
+//!    a side whose window is shut is owed all `WS_WINDOW` records once the other side has
+//!    taken or written them, and that is past `WS_CREDIT_AT`.
 //!
 //! ## Revocable dispatch (claim words, `claim.rs`)
 //! A request sent whole in one `Request` record may be taken back while it waits in the

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::head::{encode_response_head, response_head_len, RequestView};
-use uringapi_protocol::record::{NO_SLOT, WS_TEXT, WS_WINDOW};
+use uringapi_protocol::record::{NO_SLOT, WS_CREDIT_AT, WS_TEXT, WS_WINDOW};
 use uringapi_protocol::{Kind, Record, Segment, WorkerChannel};
 
 pyo3::create_exception!(
@@ -182,8 +182,8 @@ impl Worker {
 
     /// Takes every waiting record from every channel and returns them as event tuples:
     /// `(0, key, scope, body, more, claim)`, `(1, key, body, more)`, `(2, key)`, `(3, key)`.
-    /// WebSocket streams: `(4, key, scope)` (the upgrade), `(5, key, data, text, more)` (a
-    /// client message or a piece of one), `(6, key, code, reason)` (the client side ended),
+    /// WebSocket streams: `(4, key, scope)` (the upgrade), `(5, key, data, text, more, n)`
+    /// (a client message or a piece of one; n sent records written to the client, as for 7), `(6, key, code, reason)` (the client side ended),
     /// `(7, key, n)` (n sent records written to the client: the send window reopens).
     /// `claim` goes to `claim()` when the request's task starts.
     /// For a request, `more` is 2 when the client waits for `100 Continue` before its body
@@ -256,7 +256,9 @@ impl Worker {
                             None => PyBytes::new(py, b""),
                         };
                         let text = rec.aux == WS_TEXT;
-                        out((EV_WS_MESSAGE, k, data, text, more).into_pyobject(py)?)?;
+                        // The send credit riding on the message (record.rs `WsMessage`).
+                        let credit = u32::try_from(rec.extra).unwrap_or(0);
+                        out((EV_WS_MESSAGE, k, data, text, more, credit).into_pyobject(py)?)?;
                     }
                     Some(Kind::WsDisconnect) => {
                         // The client's close reason, when it gave one, is in the slot (the
@@ -436,17 +438,28 @@ impl Worker {
     /// Sends one record of a WebSocket message: as much of `data[offset:]` as a slot holds
     /// (the rest follows with `more`). Returns the bytes sent, or -1 when there is no slot
     /// or ring room (wait for space and call again). The caller keeps to the send window
-    /// (`WS_WINDOW` records until `WsSendCredit` returns them).
-    fn ws_send(&mut self, key: u128, data: &[u8], text: bool, offset: usize) -> PyResult<i64> {
+    /// (`WS_WINDOW` records until `WsSendCredit` returns them). `credit`: client messages
+    /// the app took that this record returns (instead of a `body_credit` call).
+    #[pyo3(signature = (key, data, text, offset, credit = 0))]
+    fn ws_send(
+        &mut self,
+        key: u128,
+        data: &[u8],
+        text: bool,
+        offset: usize,
+        credit: u32,
+    ) -> PyResult<i64> {
         let (t, stream, chan) = self.channel(key, "websocket")?;
         let data = data.get(offset..).unwrap_or(&[]);
         if !chan.has_room().map_err(broken)? {
             return Ok(-1);
         }
         let aux = if text { WS_TEXT } else { 0 };
+        let extra = u64::from(credit);
         if data.is_empty() {
             let rec = Record {
                 aux,
+                extra,
                 ..Record::new(Kind::WsSend, stream)
             };
             chan.send(rec).map_err(broken)?;
@@ -461,6 +474,7 @@ impl Worker {
         buf[..n].copy_from_slice(&data[..n]);
         let rec = Record {
             aux,
+            extra,
             ..Record::new(Kind::WsSend, stream)
                 .with_slot(slot.get(), n as u32, 0)
                 .more(n < data.len())
@@ -708,5 +722,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EV_WS_DISCONNECT", EV_WS_DISCONNECT)?;
     m.add("EV_WS_CREDIT", EV_WS_CREDIT)?;
     m.add("WS_WINDOW", WS_WINDOW)?;
+    m.add("WS_CREDIT_AT", WS_CREDIT_AT)?;
     Ok(())
 }

@@ -131,6 +131,12 @@ impl Hub {
             s.deliver(Event::Continue);
             return Ok(());
         }
+        if inc.credit > 0 {
+            // A `WsSend` that carries the client-message credit (ring.rs rule 7).
+            s.body
+                .credit(inc.credit)
+                .map_err(|o| RouteError::Overcredit(inc.stream, o.credit, o.unreturned))?;
+        }
         let ev = match inc.kind {
             Kind::Response => Event::Head {
                 head,

@@ -432,7 +432,7 @@ class Worker:
             elif kind == EV_WS_MESSAGE:
                 ws = cycles.get(ev[1])
                 if isinstance(ws, WebSocketCycle):
-                    ws.feed(ev[2], ev[3], ev[4])
+                    ws.feed(ev[2], ev[3], ev[4], ev[5])
             elif kind == EV_WS_CREDIT:
                 ws = cycles.get(ev[1])
                 if isinstance(ws, WebSocketCycle):

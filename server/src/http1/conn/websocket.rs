@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use uringapi_protocol::record::WS_TEXT;
+use uringapi_protocol::record::{WS_CREDIT_AT, WS_TEXT};
 
 use super::*;
 use crate::ws::close;
@@ -127,6 +127,15 @@ enum Step {
     Drain,
 }
 
+/// The app's side of the WebSocket as the loop sends it.
+#[derive(Default)]
+struct Sending {
+    /// An app message is half sent: its next piece is a continuation frame.
+    fragmenting: bool,
+    /// `WsSend` records written to the client and not yet credited back to the worker.
+    owed: u32,
+}
+
 /// How a WebSocket ended, for the log and the metrics.
 struct Ended {
     code: u16,
@@ -239,8 +248,7 @@ impl Conn {
         let mut out: Vec<u8> = Vec::new();
         // The client message being handed to the worker: bytes, text, offset sent so far.
         let mut pending: Option<(Vec<u8>, bool, usize)> = None;
-        // An app message is half sent: its next piece is a continuation frame.
-        let mut fragmenting = false;
+        let mut sending = Sending::default();
         // We sent a close frame: the client's answer is awaited until then.
         let mut closing: Option<(Instant, u16)> = None;
         let now = Instant::now();
@@ -262,6 +270,11 @@ impl Conn {
                 let more = *off + n < data.len();
                 let mut rec = Record::new(Kind::WsMessage, sid).more(more);
                 rec.aux = if *text { WS_TEXT } else { 0 };
+                // PERF: the send credit rides on the client's next message instead of a
+                // `WsSendCredit` record (and often a doorbell) of its own (ring.rs rule 7):
+                // with the worker's credit riding on its sends, 26.7 → 22.8 server
+                // CPU-µs/msg for a 64-byte echo (websocket.py `_took` says how measured).
+                rec.extra = u64::from(std::mem::take(&mut sending.owed));
                 if n > 0 {
                     let Ok(slot) = self.take_slot(worker).await else {
                         return self.ws_fail(&mut writer, close::INTERNAL_ERROR).await;
@@ -274,6 +287,7 @@ impl Conn {
                     }
                     rec = Record {
                         aux: rec.aux,
+                        extra: rec.extra,
                         ..rec.with_slot(slot.get(), n as u32, 0)
                     };
                 }
@@ -369,7 +383,7 @@ impl Conn {
                 Step::Worker(None) => {}
                 Step::Worker(Some(ev)) => {
                     if let Some(ended) = self
-                        .ws_from_app(ev, sid, worker, &mut writer, &mut fragmenting, &mut closing)
+                        .ws_from_app(ev, sid, worker, &mut writer, &mut sending, &mut closing)
                         .await
                     {
                         return ended;
@@ -444,7 +458,7 @@ impl Conn {
         sid: StreamId,
         worker: usize,
         writer: &mut Writer,
-        fragmenting: &mut bool,
+        sending: &mut Sending,
         closing: &mut Option<(Instant, u16)>,
     ) -> Option<Ended> {
         let mut out = Vec::new();
@@ -452,7 +466,7 @@ impl Conn {
             Event::WsSend { data, text, more } => {
                 let len = data.as_ref().map_or(0, |d| d.len());
                 self.hub.load().get(worker).ws_message_out(len, !more);
-                let opcode = match (*fragmenting, text) {
+                let opcode = match (sending.fragmenting, text) {
                     (true, _) => Opcode::Continuation,
                     (false, true) => Opcode::Text,
                     (false, false) => Opcode::Binary,
@@ -473,20 +487,24 @@ impl Conn {
                     encode_header(&mut out, !more, false, opcode, len, None);
                     self.write_frame(out, data).await.map(drop)
                 };
-                *fragmenting = more;
+                sending.fragmenting = more;
                 if let Err(code) = written {
                     self.hub.notify_ws_disconnect(sid, code, "");
                     return Some(Ended { code });
                 }
-                // Written: the app may send one more record (ring.rs rule 7).
-                let credit = Record {
-                    aux: 1,
-                    ..Record::new(Kind::WsSendCredit, sid)
-                };
-                if self.push(worker, credit).await.is_err() {
-                    return Some(self.ws_fail(writer, close::INTERNAL_ERROR).await);
+                // Written: the app may send one more record (ring.rs rule 7), said on the
+                // next client message or once `WS_CREDIT_AT` are owed.
+                sending.owed += 1;
+                if sending.owed >= WS_CREDIT_AT {
+                    let credit = Record {
+                        aux: std::mem::take(&mut sending.owed),
+                        ..Record::new(Kind::WsSendCredit, sid)
+                    };
+                    if self.push(worker, credit).await.is_err() {
+                        return Some(self.ws_fail(writer, close::INTERNAL_ERROR).await);
+                    }
+                    self.hub.flush(worker);
                 }
-                self.hub.flush(worker);
                 None
             }
             Event::WsClose { code, reason } => {
