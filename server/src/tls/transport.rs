@@ -308,6 +308,10 @@ impl Transport {
     }
 
     /// Decrypted bytes waiting in rustls (a pipelined request the socket no longer shows).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
     pub fn buffered(&self) -> bool {
         matches!(self, Transport::Tls(t) if t.plaintext > 0)
     }

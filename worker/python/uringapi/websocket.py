@@ -237,8 +237,22 @@ class WebSocketCycle:
             raise RuntimeError(f"unexpected ASGI message {kind!r} for a websocket scope")
 
     async def _send_message(self, payload: bytes, text: bool) -> None:
+        offset = 0
+        # PERF: with window and room, the message goes out without the lock (nothing can
+        # interleave before the call returns), not through `asyncio.Lock`: an uncontended
+        # `async with` cost 0.55–0.64 µs against 0.12–0.14 for the `locked()` check (timed
+        # alone on uvloop, 200,000 rounds, 2026-12-04); the echo load of `_took` cannot
+        # resolve that on the shared machine.
+        if self.window > 0 and not self.client_gone and not self.send_lock.locked():
+            carried = 0 if self.crediting else self.owed
+            n = self.native.ws_send(self.key, payload, text, 0, carried)
+            if n >= 0:
+                self.owed -= carried
+                self.window -= 1
+                if n >= len(payload):
+                    return
+                offset = n
         async with self.send_lock:
-            offset = 0
             while True:
                 while self.window <= 0:
                     if self.client_gone:

@@ -67,6 +67,19 @@ impl Future for Until {
             return Poll::Ready(());
         }
         let deadline = self.deadline;
+        if let Some(id) = self.id {
+            // Polled again by the same task (a timer kept across a loop's turns): already
+            // registered, and the timer task already knows the deadline.
+            let same = DEADLINES.with(|d| {
+                d.borrow()
+                    .waiting
+                    .get(&(deadline, id))
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+            });
+            if same {
+                return Poll::Pending;
+            }
+        }
         let (id, wake_timer, spawn) = DEADLINES.with(|d| {
             let mut d = d.borrow_mut();
             let id = match self.id {

@@ -410,6 +410,29 @@ impl Conn {
         }
     }
 
+    /// Appends what a socket that said it is readable has to `buf`. A plain socket has
+    /// data or EOF waiting, so no timer guards the read; over TLS a record may be partial,
+    /// and the read keeps `read_more`'s bound (an hour: ping timeouts end a stalled
+    /// WebSocket long before).
+    async fn read_ready(&mut self) -> Result<(), ReadEnd> {
+        if self.sock.is_tls() {
+            return self.read_more(Duration::from_secs(3600)).await;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() == 0 {
+            buf = bufpool::take();
+        } else if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+            buf.reserve(READ_CHUNK);
+        }
+        let (res, buf) = self.sock.read(buf).await;
+        self.buf = buf;
+        match res {
+            Ok(0) => Err(ReadEnd::Eof),
+            Ok(_) => Ok(()),
+            Err(_) => Err(ReadEnd::Error),
+        }
+    }
+
     async fn write(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>, ()> {
         let (res, bytes) = self.sock.write_all(bytes).await;
         res.map(|_| bytes).map_err(|_| ())
