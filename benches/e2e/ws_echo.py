@@ -45,7 +45,8 @@ def main() -> None:
         for position, server in enumerate(runner.rotated(chosen, r)):
             for size in sizes:
                 row = websocket._echo_once(plan, wp, server, size, r)
-                row.update(round=r + 1, server=server.name, position=position, cell=websocket.echo_cell(size))
+                row.update(round=r + 1, server=server.name, policy="batch", position=position,
+                           cell=websocket.echo_cell(size))
                 client_us = row["client_cpu_s"] / max(1, row["messages"]) * 1e6
                 runner.say(f"round {r + 1} {server.name:<9} {websocket.label(size):>6} {row['msgs_per_s']:>9,.0f} "
                            f"msgs/s {row['cpu_us_per_msg']:>6.1f} server CPU-µs/msg (client {client_us:.1f}; "

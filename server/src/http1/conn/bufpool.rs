@@ -11,6 +11,10 @@ use std::cell::RefCell;
 /// Size of a read buffer (a read asks for what fits).
 pub(super) const READ_CHUNK: usize = 16 * 1024;
 
+/// A busy WebSocket's read buffer: a 64 KiB message (one slot) with its frame header fits
+/// one read. Not pooled (`put` frees it).
+pub(super) const WS_READ_CHUNK: usize = 64 * 1024 + 16;
+
 /// Most buffers a thread keeps for reuse; more are freed (they were needed only at a peak).
 const MAX_POOLED: usize = 64;
 
