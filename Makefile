@@ -9,8 +9,9 @@ BIN    := $(VENV)/bin/uringapi
 LOOM_TARGET := target/loom
 
 # Everything that changes the built package.
-SOURCES := $(shell find protocol/src server/src worker/src worker/python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null) \
-           Cargo.toml Cargo.lock protocol/Cargo.toml server/Cargo.toml worker/Cargo.toml pyproject.toml
+SOURCES := $(shell find protocol/src server/src server/cli/src worker/src worker/python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \) 2>/dev/null) \
+           Cargo.toml Cargo.lock protocol/Cargo.toml server/Cargo.toml server/cli/Cargo.toml worker/Cargo.toml \
+           worker/build.rs pyproject.toml
 
 .PHONY: conformance-h2 readme-options setup demo test test-rust loom e2e tls-tools lint bench bench-micro clean conformance
 
@@ -61,11 +62,11 @@ lint: $(VENV)/.deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check worker/python tests benches tuning
-	$(PY) tests/module_graph.py protocol/src server/src worker/src
+	$(PY) tests/module_graph.py protocol/src server/src server/cli/src worker/src
 
 # Regenerates the README's table of every option and its variable (from the clap definitions).
 readme-options:
-	UPDATE_README=1 cargo test -p uringapi-server --lib cli::tests::the_readme_lists_every_option_with_its_variable
+	UPDATE_README=1 cargo test -p uringapi-cli --bin uringapi cli::tests::the_readme_lists_every_option_with_its_variable
 
 # Side-by-side run against uvicorn and granian (QUICK=1: one short round, README untouched).
 # BENCH_ARGS passes options through, e.g. BENCH_ARGS="--apps hello --rounds 5".

@@ -35,16 +35,14 @@ pub use io::H2Io;
 pub use preface::{sniff, sniff_if, Sniff, PREFACE};
 
 /// `--http`: which protocols a connection may speak (granian's spelling).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HttpMode {
     /// HTTP/1.1, and HTTP/2 by ALPN (TLS) or by the client preface (h2c prior knowledge).
     #[default]
     Auto,
     /// HTTP/1.1 only (TLS offers only http/1.1 by ALPN).
-    #[value(name = "1")]
     One,
     /// HTTP/2 only: plain connections must start with the preface, TLS offers only h2.
-    #[value(name = "2")]
     Two,
 }
 

@@ -1,5 +1,5 @@
-//! The `--ssl-*` flags (uvicorn's names and meanings) and the rustls `ServerConfig` they
-//! make. Every way a file can be wrong is an `error:` + `hint:` at start-up (exit 2); on
+//! The TLS settings (uvicorn's `--ssl-*` names and meanings) and the rustls `ServerConfig`
+//! they make. Every way a file can be wrong is an `error:` + `hint:` at start-up (exit 2); on
 //! SIGHUP the same loading runs again and a failure keeps the config in force.
 
 use std::path::{Path, PathBuf};
@@ -13,42 +13,34 @@ use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 
 use crate::failure::Failure;
 
-/// uvicorn's TLS flags. TLS is on when `--ssl-certfile` and `--ssl-keyfile` are given.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TlsArgs {
+/// What uvicorn's TLS flags say (`uringapi-cli` parses them; same names). TLS is on when
+/// `ssl_certfile` and `ssl_keyfile` are both given.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
     /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1; PKCS#8 may be encrypted).
-    #[arg(long, env = "URINGAPI_SSL_KEYFILE")]
     pub ssl_keyfile: Option<PathBuf>,
     /// TLS certificate chain (PEM, leaf first).
-    #[arg(long, env = "URINGAPI_SSL_CERTFILE")]
     pub ssl_certfile: Option<PathBuf>,
     /// Password of an encrypted (PKCS#8) --ssl-keyfile.
-    #[arg(long, env = "URINGAPI_SSL_KEYFILE_PASSWORD")]
     pub ssl_keyfile_password: Option<String>,
     /// CA certificates (PEM) that client certificates are checked against.
-    #[arg(long, env = "URINGAPI_SSL_CA_CERTS")]
     pub ssl_ca_certs: Option<PathBuf>,
     /// Client certificates: 0 not asked for, 1 optional, 2 required (mutual TLS).
-    #[arg(long, default_value_t = 0, env = "URINGAPI_SSL_CERT_REQS", value_parser = clap::value_parser!(u8).range(0..=2))]
     pub ssl_cert_reqs: u8,
     /// Cipher suites, colon-separated (OpenSSL or IANA names of the suites rustls has);
     /// uvicorn's default `TLSv1` means all of them.
-    #[arg(long, default_value = "TLSv1", env = "URINGAPI_SSL_CIPHERS")]
     pub ssl_ciphers: String,
     /// Oldest TLS version accepted: 1.2 or 1.3.
-    #[arg(long, default_value = "1.2", env = "URINGAPI_SSL_PROTOCOL_MIN")]
     pub ssl_protocol_min: String,
     /// Hand the symmetric crypto to the kernel (kTLS) after the handshake when it has it;
     /// falls back to rustls with one log line when it does not.
-    #[arg(long, env = "URINGAPI_KTLS")]
     pub ktls: bool,
     /// The protocols offered by ALPN, preferred first (set from `--http`); empty:
     /// `http/1.1` alone.
-    #[arg(skip)]
     pub alpn: Vec<Vec<u8>>,
 }
 
-impl TlsArgs {
+impl TlsConfig {
     /// Whether TLS is asked for at all; one of the two files alone is a mistake.
     pub fn enabled(&self) -> Result<bool, Failure> {
         match (&self.ssl_certfile, &self.ssl_keyfile) {
@@ -94,7 +86,7 @@ fn usage(error: impl Into<String>, hint: impl Into<String>) -> Failure {
 /// Handshakes already done keep the config they started with.
 #[derive(Clone)]
 pub struct Acceptor {
-    args: Arc<TlsArgs>,
+    args: Arc<TlsConfig>,
     current: Arc<RwLock<Loaded>>,
 }
 
@@ -114,8 +106,8 @@ impl std::fmt::Debug for Acceptor {
 }
 
 impl Acceptor {
-    /// Loads the files named by `args` (checked by `TlsArgs::enabled`).
-    pub fn new(args: &TlsArgs) -> Result<Self, Failure> {
+    /// Loads the files named by `args` (checked by `TlsConfig::enabled`).
+    pub fn new(args: &TlsConfig) -> Result<Self, Failure> {
         let loaded = build(args)?;
         Ok(Self {
             args: Arc::new(args.clone()),
@@ -340,7 +332,7 @@ fn private_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'sta
 }
 
 /// Builds the config from the files; every failure names the file and what to do.
-fn build(args: &TlsArgs) -> Result<Loaded, Failure> {
+fn build(args: &TlsConfig) -> Result<Loaded, Failure> {
     let (Some(certfile), Some(keyfile)) = (&args.ssl_certfile, &args.ssl_keyfile) else {
         return Err(usage(
             "TLS needs --ssl-certfile and --ssl-keyfile",

@@ -12,5 +12,5 @@ pub mod ktls;
 mod names;
 mod transport;
 
-pub use config::{Acceptor, Loaded, TlsArgs};
+pub use config::{Acceptor, Loaded, TlsConfig};
 pub use transport::{handshake, TlsStream, Transport};
