@@ -678,4 +678,76 @@ mod tests {
             );
         }
     }
+
+    fn serve_config(args: &[&str]) -> ServeConfig {
+        let argv = ["uringapi", "serve"].iter().chain(args).map(OsString::from);
+        match Cli::try_parse_from(argv).expect("valid arguments").command {
+            Cmd::Serve(args) => args.into_config(),
+            Cmd::NativeRef(_) => unreachable!("parsed serve"),
+        }
+    }
+
+    /// Each flag lands in its own field of the library's config, enums by their names.
+    #[test]
+    fn flags_become_the_library_config() {
+        use uringapi_server::accesslog::Format;
+        use uringapi_server::config::{Lifespan, Sched, WsMode};
+        use uringapi_server::frontend::IoDriver;
+        use uringapi_server::h2::HttpMode;
+        let c = serve_config(&[
+            "app:main",
+            "--port",
+            "0",
+            "--workers",
+            "3",
+            "--http",
+            "2",
+            "--sched",
+            "normal",
+            "--io-driver",
+            "epoll",
+            "--access-log-format",
+            "json",
+            "--ws",
+            "off",
+            "--lifespan",
+            "on",
+            "--log-level",
+            "debug",
+            "--pin-cpus",
+            "0-1,3",
+            "--header",
+            "x-a: 1",
+            "--timeout-request",
+            "2.5",
+            "--ssl-ciphers",
+            "X",
+            "--ssl-cert-reqs",
+            "2",
+            "--no-proxy-headers",
+            "--limit-queue",
+            "7",
+        ]);
+        assert_eq!(c.app.as_deref(), Some("app:main"));
+        assert_eq!((c.port, c.workers), (0, 3));
+        assert_eq!(c.http, HttpMode::Two);
+        assert_eq!(c.sched, Sched::Normal);
+        assert_eq!(c.io_driver, IoDriver::Epoll);
+        assert_eq!(c.access_log_format, Format::Json);
+        assert_eq!(c.ws, WsMode::Off);
+        assert_eq!(c.lifespan, Lifespan::On);
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.pin_cpus.as_ref().map(CpuList::cpus), Some(&[0, 1, 3][..]));
+        assert_eq!(c.header, [("x-a".to_string(), "1".to_string())]);
+        assert_eq!(c.timeout_request, 2.5);
+        assert_eq!((c.tls.ssl_ciphers.as_str(), c.tls.ssl_cert_reqs), ("X", 2));
+        assert!(c.tls.alpn.is_empty());
+        assert!(c.no_proxy_headers);
+        assert_eq!(c.limit_queue, 7);
+        let d = serve_config(&[]);
+        assert_eq!(d.http, HttpMode::Auto);
+        assert_eq!(d.sched, Sched::Batch);
+        assert_eq!(d.access_log_format, Format::Combined);
+        assert_eq!((d.ws, d.lifespan), (WsMode::Auto, Lifespan::Auto));
+    }
 }
