@@ -83,6 +83,10 @@ def main() -> int:
     ap.add_argument("--bin", default=os.environ.get("URINGAPI_BIN")
                     or str(Path(sys.executable).parent / "uringapi"))
     args = ap.parse_args()
+    binary = shutil.which(args.bin) or args.bin
+    if not Path(binary).is_file():
+        raise SystemExit(f"error: no uringapi binary at {args.bin}\nhint: make setup, or pass --bin")
+    binary = str(Path(binary).resolve())  # the server runs from this folder
     cases = [c for c in all_cases()
              if not args.only or args.only in c.section or args.only in c.title]
     transports = args.transport or ["h2c", "tls"]
@@ -100,7 +104,7 @@ def main() -> int:
                 if name == "tls":
                     cert, key = certificate(tmp)
                     extra = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
-                servers.append(start(args.bin, port, tmp / f"{name}.log", *extra))
+                servers.append(start(binary, port, tmp / f"{name}.log", *extra))
                 targets.append(Target(name, port, name == "tls"))
             for target in targets:
                 for c in cases:

@@ -14,14 +14,18 @@
 //! The meter also catches the frames h2 rejects with the wrong error code (h2 answers
 //! every frame it cannot load with PROTOCOL_ERROR): a first frame that is not SETTINGS
 //! (RFC 9113 §3.4: PROTOCOL_ERROR, which h2 does not check at all), a fixed-size frame
-//! of another length (§6.3-§6.9: FRAME_SIZE_ERROR), a SETTINGS_INITIAL_WINDOW_SIZE
-//! above 2^31-1 (§6.5.2: FLOW_CONTROL_ERROR). Such a frame is held back before its last
+//! of another length (§6.3-§6.9) or a DATA/HEADERS frame too short for the padding and
+//! priority fields its flags announce (§4.2: FRAME_SIZE_ERROR), a SETTINGS_INITIAL_WINDOW_SIZE
+//! above 2^31-1 (§6.5.2: FLOW_CONTROL_ERROR), DATA or HEADERS on a stream the client
+//! already ended with END_STREAM (§5.1, §6.1: STREAM_CLOSED; h2 says PROTOCOL_ERROR while
+//! it still answers the stream). Such a frame is held back before its last
 //! header (or settings) byte reaches h2, so h2 never answers it, and the driver closes
 //! the connection with the code RFC 9113 names (tests/conformance/check_h2.py).
 //!
 //! PERF: a few compares per frame header; payload bytes only move a counter.
 
 use std::cell::Cell;
+use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
 use std::task::Waker;
 use std::time::Instant;
@@ -71,6 +75,32 @@ const PING: Bucket = Bucket::new(100.0, 20.0);
 const RESETS: Bucket = Bucket::new(400.0, 200.0);
 /// WINDOW_UPDATE, PRIORITY and empty DATA (without END_STREAM) frames.
 const CONTROL: Bucket = Bucket::new(4000.0, 2000.0);
+
+/// Streams the client ended (END_STREAM) that are remembered: past it the oldest is
+/// forgotten, and a DATA or HEADERS frame on it is left to h2 (PROTOCOL_ERROR while the
+/// stream is answered, STREAM_CLOSED after; a connection error either way). Above the
+/// default stream limit (200), a few KiB per connection at most.
+const ENDED_KEPT: usize = 256;
+
+/// The streams whose request the client ended, bounded by [`ENDED_KEPT`].
+#[derive(Default)]
+struct Ended {
+    set: HashSet<u32>,
+    order: VecDeque<u32>,
+}
+
+impl Ended {
+    fn insert(&mut self, id: u32) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > ENDED_KEPT {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
 
 /// What the driver sees of the meter: set when a bucket ran dry.
 #[derive(Default)]
@@ -135,6 +165,7 @@ pub struct Meter {
     settings_left: usize,
     entry: [u8; 6],
     entry_have: usize,
+    ended: Ended,
     last: Instant,
     settings: Bucket,
     ping: Bucket,
@@ -153,6 +184,7 @@ impl Meter {
             settings_left: 0,
             entry: [0; 6],
             entry_have: 0,
+            ended: Ended::default(),
             last: Instant::now(),
             settings: SETTINGS,
             ping: PING,
@@ -211,7 +243,8 @@ impl Meter {
                 let h = self.header;
                 let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
                 self.skip = len;
-                self.frame(h[3], h[4], len);
+                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                self.frame(h[3], h[4], stream, len);
                 if self.trip.wrong.get().is_some() {
                     return at - 1;
                 }
@@ -235,8 +268,9 @@ impl Meter {
 
     /// The RFC 9113 rules on a frame header that h2 gets wrong or leaves out, with the
     /// code each names.
-    fn check(&mut self, kind: u8, flags: u8, len: usize) -> Option<Reason> {
+    fn check(&mut self, kind: u8, flags: u8, stream: u32, len: usize) -> Option<Reason> {
         const ACK: u8 = 0x1;
+        const END_STREAM: u8 = 0x1;
         if !self.started {
             self.started = true;
             // §3.4: the client preface goes on with a SETTINGS frame (not an ACK).
@@ -244,7 +278,12 @@ impl Meter {
                 return Some(Reason::PROTOCOL_ERROR);
             }
         }
+        const PADDED: u8 = 0x8;
+        const PRIORITY: u8 = 0x20;
         let size_ok = match kind {
+            // §4.2: too small for the Pad Length field (and the priority fields) announced.
+            0x0 => flags & PADDED == 0 || len >= 1,
+            0x1 => len >= usize::from(flags & PADDED != 0) + 5 * usize::from(flags & PRIORITY != 0),
             0x2 => len == 5,                     // PRIORITY, §6.3
             0x3 | 0x8 => len == 4,               // RST_STREAM §6.4, WINDOW_UPDATE §6.9
             0x4 if flags & ACK != 0 => len == 0, // SETTINGS ACK, §6.5
@@ -253,15 +292,29 @@ impl Meter {
             0x7 => len >= 8,                     // GOAWAY, §6.8 (§4.2: too small)
             _ => true,
         };
-        (!size_ok).then_some(Reason::FRAME_SIZE_ERROR)
+        if !size_ok {
+            return Some(Reason::FRAME_SIZE_ERROR);
+        }
+        if kind <= 0x1 && stream != 0 && self.trip.block.get() == 0 {
+            // DATA or HEADERS: §5.1, a stream the client ended is half-closed (remote) or
+            // closed, where both are STREAM_CLOSED errors. (Inside a header block any
+            // frame but CONTINUATION is h2's PROTOCOL_ERROR, §6.10.)
+            if self.ended.set.contains(&stream) {
+                return Some(Reason::STREAM_CLOSED);
+            }
+            if flags & END_STREAM != 0 {
+                self.ended.insert(stream);
+            }
+        }
+        None
     }
 
-    /// One frame header: type, flags, payload length.
-    fn frame(&mut self, kind: u8, flags: u8, len: usize) {
+    /// One frame header: type, flags, stream, payload length.
+    fn frame(&mut self, kind: u8, flags: u8, stream: u32, len: usize) {
         const ACK: u8 = 0x1;
         const END_STREAM: u8 = 0x1;
         const END_HEADERS: u8 = 0x4;
-        if let Some(reason) = self.check(kind, flags, len) {
+        if let Some(reason) = self.check(kind, flags, stream, len) {
             self.trip.reject(reason);
             return;
         }
@@ -431,6 +484,27 @@ mod tests {
                 frame(0x4, 0, &[0, 1, 0, 0, 0, 0, 0, 4, 0x80, 0, 0, 0]),
                 Reason::FLOW_CONTROL_ERROR,
             ),
+            (
+                [
+                    settings.clone(),
+                    frame(0x1, 0x5, &[0x82]),
+                    frame(0x0, 0, b"x"),
+                ]
+                .concat(),
+                Reason::STREAM_CLOSED,
+            ),
+            (
+                [
+                    settings.clone(),
+                    frame(0x1, 0x4, &[0x83]),
+                    frame(0x0, 1, b"x"),
+                ]
+                .concat()
+                .into_iter()
+                .chain(frame(0x1, 0x5, &[0x40]))
+                .collect(),
+                Reason::STREAM_CLOSED,
+            ),
         ];
         for (bytes, reason) in cases {
             let mut m = Meter::new();
@@ -450,11 +524,29 @@ mod tests {
             &frame(0x6, 0, &[0; 8]),
             &frame(0x2, 0, &[0; 5]),
             &frame(0x7, 0, &[0; 12]),
+            &frame(0x1, 0x4, &[0x83]),
+            &frame(0x1, 0x2c, &[0; 6]),
+            &frame(0x0, 0x8, &[0]),
+            &frame(0x0, 0, b"body"),
+            &frame(0x1, 0x5, &[0x40]),
+            &frame(0x8, 0, &[0, 0, 0, 1]),
         ]
         .concat();
         for chunk in good.chunks(4) {
             assert_eq!(m.feed(chunk), chunk.len());
         }
+        assert_eq!(m.trip.tripped(), None);
+        // A header block (with END_STREAM) cut by DATA: h2's PROTOCOL_ERROR, not the
+        // meter's STREAM_CLOSED.
+        let mut m = Meter::new();
+        let cut = [
+            PREFACE,
+            &settings,
+            &frame(0x1, 0x1, &[0x82]),
+            &frame(0x0, 0, b"x"),
+        ]
+        .concat();
+        assert_eq!(m.feed(&cut), cut.len());
         assert_eq!(m.trip.tripped(), None);
     }
 }

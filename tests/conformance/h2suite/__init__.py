@@ -42,7 +42,5 @@ def all_cases() -> list[Case]:
 # The known deviations, all from the h2 crate (0.4), which reads the frames.
 HPACK_CODE = ("h2 reports an HPACK decoding error as PROTOCOL_ERROR, not COMPRESSION_ERROR "
               "(still a connection error, GOAWAY then close)")
-HALF_CLOSED = ("h2 answers DATA or HEADERS on a half-closed (remote) stream with a connection "
-               "error PROTOCOL_ERROR, not STREAM_CLOSED")
 TRAILER_PSEUDO = ("h2 drops pseudo-header fields from trailers instead of treating the "
                   "request as malformed")

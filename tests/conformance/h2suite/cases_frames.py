@@ -263,6 +263,14 @@ def headers_bad_padding(t: Target) -> None:
         p.expect_connection_error(PROTOCOL_ERROR)
 
 
+@case("RFC 9113 §4.2", "HEADERS too short for the priority fields it announces: FRAME_SIZE_ERROR")
+def headers_priority_short(t: Target) -> None:
+    with t.connect() as p:
+        p.send(frame(HEADERS, END_STREAM | END_HEADERS | 0x20, 1, b"\0\0\0"))
+        # A header block changes the connection's state: a connection error (§4.2).
+        p.expect_connection_error(FRAME_SIZE_ERROR)
+
+
 @case("RFC 9113 §6.2", "HEADERS without END_HEADERS then DATA: connection error (PROTOCOL_ERROR)")
 def headers_then_data(t: Target) -> None:
     with t.connect() as p:

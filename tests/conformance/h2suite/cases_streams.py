@@ -3,7 +3,7 @@ concurrency limit (§5.1.2), priority (§5.3), error handling (§5.4)."""
 
 from __future__ import annotations
 
-from . import HALF_CLOSED, case
+from . import case
 from .wire import (
     CANCEL,
     CONTINUATION,
@@ -101,18 +101,18 @@ def idle_data_after_open(t: Target) -> None:
 # §5.1 half-closed (remote) ----------------------------------------------------------------
 
 
-@case("RFC 9113 §5.1", "half-closed (remote): DATA is a STREAM_CLOSED error", deviation=HALF_CLOSED)
+@case("RFC 9113 §5.1", "half-closed (remote): DATA is a STREAM_CLOSED error")
 def half_closed_data(t: Target) -> None:
     with half_closed_remote(t) as p:
         p.send(data(1, b"x"))
-        p.expect_stream_error(1, STREAM_CLOSED, known=PROTOCOL_ERROR)
+        p.expect_stream_error(1, STREAM_CLOSED)
 
 
-@case("RFC 9113 §5.1", "half-closed (remote): HEADERS is a STREAM_CLOSED error", deviation=HALF_CLOSED)
+@case("RFC 9113 §5.1", "half-closed (remote): HEADERS is a STREAM_CLOSED error")
 def half_closed_headers(t: Target) -> None:
     with half_closed_remote(t) as p:
         p.send(p.headers(1, p.block([("x-trailer", "1")])))
-        p.expect_stream_error(1, STREAM_CLOSED, known=PROTOCOL_ERROR)
+        p.expect_stream_error(1, STREAM_CLOSED)
 
 
 @case("RFC 9113 §5.1", "half-closed (remote): CONTINUATION is STREAM_CLOSED or PROTOCOL_ERROR")
