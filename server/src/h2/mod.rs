@@ -163,7 +163,8 @@ type Accepted = Option<
 enum Turn {
     Drain,
     Idle,
-    Killed(Reason, Defence),
+    /// The GOAWAY code, and the defence that fired (`None`: a malformed frame).
+    Killed(Reason, Option<Defence>),
     Stream(Accepted),
 }
 
@@ -252,7 +253,12 @@ async fn drive(
         let turn = monoio::select! {
             _ = hub.drained(), if !draining => Turn::Drain,
             _ = monoio::time::sleep(cfg.keep_alive), if idle => Turn::Idle,
-            (reason, why) = poll_fn(|cx| match sh.killed.get().or_else(|| meter.tripped()) {
+            (reason, why) = poll_fn(|cx| match sh
+                .killed
+                .get()
+                .map(|(reason, why)| (reason, Some(why)))
+                .or_else(|| meter.tripped())
+            {
                 Some(hit) => Poll::Ready(hit),
                 None => {
                     sh.driver.set(Some(cx.waker().clone()));
@@ -269,9 +275,13 @@ async fn drive(
                 draining = true;
             }
             Turn::Killed(reason, why) => {
-                tracing::info!(%peer, defence = ?why, "HTTP/2 client past a defence's bound; closing the connection with GOAWAY {reason:?}");
+                if let Some(why) = why {
+                    tracing::info!(%peer, defence = ?why, "HTTP/2 client past a defence's bound; closing the connection with GOAWAY {reason:?}");
+                    hub.metrics().h2.defence(why);
+                } else {
+                    tracing::debug!(%peer, "HTTP/2 client sent a malformed frame; closing the connection with GOAWAY {reason:?}");
+                }
                 hub.metrics().h2.goaway(reason.into());
-                hub.metrics().h2.defence(why);
                 conn.abrupt_shutdown(reason);
                 // Lets h2 write the GOAWAY and close; bounded, as the client may not read.
                 let _ = monoio::time::timeout(
@@ -281,7 +291,13 @@ async fn drive(
                 .await;
                 return;
             }
-            Turn::Stream(Some(Ok((req, respond)))) => {
+            Turn::Stream(Some(Ok((req, mut respond)))) => {
+                if edge_whitespace(req.headers()) {
+                    // RFC 9113 §8.2.1: malformed, a stream error (§8.1.1); h2 lets it through.
+                    tracing::debug!(%peer, "HTTP/2 request with a field value starting or ending with whitespace; stream reset");
+                    respond.send_reset(Reason::PROTOCOL_ERROR);
+                    continue;
+                }
                 monoio::spawn(stream::serve(sh.clone(), req, respond));
             }
             Turn::Stream(None) => return,
@@ -298,6 +314,38 @@ async fn drive(
                 }
                 return;
             }
+        }
+    }
+}
+
+/// A field value that starts or ends with SP or HTAB, which RFC 9113 §8.2.1 makes
+/// malformed (h2 checks the other characters it forbids).
+fn edge_whitespace(headers: &http::HeaderMap) -> bool {
+    headers.values().any(|v| {
+        let b = v.as_bytes();
+        matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_values_with_whitespace_at_either_edge_are_found() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"a b", false),
+            (b"", false),
+            (b" a", true),
+            (b"a ", true),
+            (b"\ta", true),
+            (b"a\t", true),
+        ];
+        for (value, want) in cases {
+            let mut h = http::HeaderMap::new();
+            h.insert("x-a", http::HeaderValue::from_static("ok"));
+            h.append("x-b", http::HeaderValue::from_bytes(value).unwrap());
+            assert_eq!(edge_whitespace(&h), *want, "{value:?}");
         }
     }
 }
