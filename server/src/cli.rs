@@ -236,8 +236,8 @@ pub struct ServeArgs {
     /// Serve the files under DIR at URL prefix PREFIX from the front end, without Python
     /// (`/static=./public`); GET and HEAD, with ETag, Last-Modified, 304 and Range.
     /// Repeatable.
-    #[arg(long, value_name = "PREFIX=DIR", value_parser = crate::http1::static_files::parse_mount, env = "URINGAPI_STATIC_MOUNT")]
-    pub static_mount: Vec<crate::http1::static_files::Mount>,
+    #[arg(long, value_name = "PREFIX=DIR", value_parser = crate::statics::parse_mount, env = "URINGAPI_STATIC_MOUNT")]
+    pub static_mount: Vec<crate::statics::Mount>,
     /// Answer GET PATH with 200 "ok" from the front end (503 while draining), e.g. for a
     /// load balancer's health check on the app port.
     #[arg(long, value_name = "PATH", env = "URINGAPI_HEALTH_PATH")]

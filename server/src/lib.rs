@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod native;
 pub mod net;
 pub mod proxy;
+pub mod statics;
 pub mod supervisor;
 mod sys;
 pub mod tls;

@@ -203,11 +203,16 @@ def _frames(sock: socket.socket) -> Iterator[Frame]:
 
 
 def _goaway_code(sock: socket.socket) -> int | None:
-    """Reads frames until a GOAWAY (its error code) or the end of the connection (None)."""
+    """Reads frames until a GOAWAY (its error code) or the end of the connection (None).
+    After the GOAWAY, reads on to the end of the connection: a stream reset after it would
+    be the server cancelling what it already gave up (none may come)."""
+    code = None
     for frame in _frames(sock):
-        if isinstance(frame, GoAwayFrame):
-            return frame.error_code
-    return None
+        if code is None and isinstance(frame, GoAwayFrame):
+            code = frame.error_code
+        elif code is not None:
+            assert not isinstance(frame, RstStreamFrame), f"RST_STREAM after GOAWAY: {frame}"
+    return code
 
 
 def _send(sock: socket.socket, frames: list[bytes]) -> None:
@@ -336,7 +341,7 @@ def test_health_path_request_id_host_and_cookies_over_http2(servers: ServerFacto
     with httpx.Client(base_url=server.base_url, http1=False, http2=True,
                       timeout=HANG_GUARD) as client:
         health = client.get("/healthz")
-        assert (health.status_code, health.text, health.http_version) == (200, "ok", "HTTP/2")
+        assert (health.status_code, health.text, health.http_version) == (200, "ok\n", "HTTP/2")
         assert client.post("/healthz").status_code == 405
         # Two cookie fields (as HPACK may split them) reach the app as one (RFC 9113 §8.2.3).
         r = client.get("/headers", headers=[("cookie", "a=1"), ("cookie", "b=2")])

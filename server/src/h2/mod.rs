@@ -28,7 +28,9 @@ use std::sync::Arc;
 
 mod io;
 mod meter;
+mod native;
 mod preface;
+mod respond;
 mod stream;
 
 pub use io::H2Io;
@@ -71,6 +73,12 @@ pub struct Settings {
     pub queue_limit: usize,
     pub request_timeout: Option<Duration>,
     pub request_id: bool,
+    /// `--proxy-headers`: the peers whose X-Forwarded-For/-Proto are believed.
+    pub proxies: Option<crate::proxy::Trusted>,
+    /// Least average request body rate, bytes per second (0: no minimum).
+    pub min_body_rate: u64,
+    /// `--static-mount`s, answered by the front end itself.
+    pub mounts: Vec<crate::statics::Mount>,
     pub health_path: Option<String>,
     /// Date and Server response fields, and the `--header` lines (`name: value\r\n` each).
     pub date: bool,
@@ -92,6 +100,9 @@ impl Default for Settings {
             queue_limit: 1024,
             request_timeout: None,
             request_id: false,
+            proxies: None,
+            min_body_rate: 0,
+            mounts: Vec::new(),
             health_path: None,
             date: true,
             server: true,
