@@ -38,7 +38,8 @@ def parity(servers: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> 
     (public / "site.css").write_text("body { color: red }\n")
     return servers.start("h2_app:app", probe_path="/sleep?s=0", workers=2, extra_args=(
         "--static-mount", f"/static={public}", "--health-path", "/healthz",
-        "--header", "x-extra: 1", "--timeout-body-read", "1", "--limit-request-body", "100000"))
+        "--header", "x-extra: 1", "--timeout-body-read", "1", "--limit-request-body", "100000",
+        "--limit-request-line", "300", "--limit-request-fields", "20", "--limit-request-field-size", "500"))
 
 
 def _both(server: Server, method: str, path: str,
@@ -172,6 +173,21 @@ def test_the_front_ends_answers_and_fields_match_http1(parity: Server) -> None:
     assert fields[":status"] == "413"
     assert fields["content-type"] == "text/plain; charset=utf-8"
     assert got == b"413 Payload Too Large\n"
+
+
+def test_head_limits_apply_to_a_stream_as_to_its_http1_head(parity: Server) -> None:
+    many = {f"x-f{i}": "v" for i in range(25)}
+    cases = [
+        ("/sleep?s=0&pad=" + "a" * 300, None, 414),
+        ("/sleep?s=0", many, 431),
+        ("/sleep?s=0", {"x-long": "v" * 600}, 431),
+        ("/sleep?s=0&pad=" + "a" * 200, {f"x-f{i}": "v" * 400 for i in range(10)}, 200),
+    ]
+    for path, headers, status in cases:
+        r1, r2 = _both(parity, "GET", path, headers)
+        assert (r1.status_code, r2.status_code) == (status, status), (path[:40], headers and len(headers))
+        if status != 200:
+            assert r2.content == r1.content
 
 
 def test_a_request_body_that_stops_coming_gets_408(parity: Server) -> None:

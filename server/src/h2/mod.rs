@@ -61,6 +61,13 @@ pub struct Settings {
     /// SETTINGS_MAX_HEADER_LIST_SIZE we announce: past it a stream is refused (431), past
     /// h2's abuse bound (several times this) the connection is closed.
     pub max_header_list: u32,
+    /// `--limit-request-line`, `--limit-request-fields`, `--limit-request-field-size`,
+    /// applied to a stream's head as to the HTTP/1.1 head it stands for: the request line
+    /// `METHOD target HTTP/1.1` (414 past it), the fields with cookies joined (431), each
+    /// field's name and value (431).
+    pub max_request_line: usize,
+    pub max_fields: usize,
+    pub max_field_size: usize,
     /// Largest request body accepted (413 past it); `None`: unlimited.
     pub max_body: Option<u64>,
     /// How long a connection without streams is kept.
@@ -92,6 +99,9 @@ impl Default for Settings {
             mode: HttpMode::Auto,
             max_streams: 200,
             max_header_list: 64 * 1024,
+            max_request_line: 8190,
+            max_fields: 100,
+            max_field_size: 8190,
             max_body: None,
             keep_alive: Duration::from_secs(5),
             header_read: Duration::from_secs(10),

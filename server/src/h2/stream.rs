@@ -165,6 +165,10 @@ async fn run(
         None => ("/", ""),
     };
     let head_method = parts.method == http::Method::HEAD;
+    if let Some(status) = over_limits(cfg, parts) {
+        tracing::debug!(peer = %sh.peer, status, "request head past a --limit-request-* bound");
+        return reply(sh, respond, status, head_method);
+    }
     // Native routes, as over HTTP/1.1: `--health-path` and `--static-mount` (statics/).
     let field = |name: &[u8]| {
         let name = std::str::from_utf8(name).ok()?;
@@ -308,6 +312,29 @@ async fn run(
             Responded::Revoked => return reply(sh, respond, 502, head_method),
         }
     }
+}
+
+/// 414 or 431 when the head is past a `--limit-request-*` bound, measured on the
+/// HTTP/1.1 head the stream stands for (its request line, its fields with the cookie
+/// pieces as one field), as an HTTP/1.1 request is.
+fn over_limits(cfg: &super::Settings, parts: &http::request::Parts) -> Option<u16> {
+    let target = parts.uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    // "METHOD target HTTP/1.1"
+    if parts.method.as_str().len() + 1 + target + 9 > cfg.max_request_line {
+        return Some(414);
+    }
+    let cookies = parts.headers.get_all(http::header::COOKIE).iter().count();
+    let fields = parts.headers.len() - cookies.saturating_sub(1);
+    if fields > cfg.max_fields {
+        return Some(431);
+    }
+    let too_long = |(name, value): (&http::HeaderName, &HeaderValue)| {
+        name.as_str().len() + value.len() > cfg.max_field_size
+    };
+    if parts.headers.iter().any(too_long) {
+        return Some(431);
+    }
+    None
 }
 
 /// "METHOD path" for log lines, cut to a sane length.
