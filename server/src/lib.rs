@@ -7,6 +7,7 @@ pub mod body_window;
 pub mod cli;
 mod commands;
 pub mod connlimit;
+mod deadline;
 pub mod dispatch;
 pub mod failure;
 pub mod frontend;

@@ -122,9 +122,9 @@ def test_10_mib_upload_and_download_with_hashes(h2_server: tuple[Server, int]) -
 
 
 def test_a_blocked_handler_holds_up_no_other_stream(h2_server: tuple[Server, int]) -> None:
-    # Frame by frame: with httpx's HTTP/2 client the other requests were sometimes answered
-    # only after the blocked one, while this client, on the same server build, always saw
-    # them answered at once (the report has the details).
+    # Frame by frame: httpx's HTTP/2 client (httpcore) can hand a caller its response only
+    # once the blocked stream's read returns, although the frames came at once (README,
+    # Known limits; tests/e2e/h2trace.py shows it frame by frame).
     server, _ = h2_server
     sock = _raw(server.port)
     _send(sock, [HeadersFrame(1, _headers_block("/block?s=4"),

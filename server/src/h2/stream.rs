@@ -182,7 +182,9 @@ async fn run(
         path.as_bytes(),
         field,
     ) {
-        return super::native::answer(sh, native, head_method, respond).await;
+        // Boxed, as the other rare paths below: the stream's task is allocated (and its
+        // future moved) at the size of its largest state, on every stream.
+        return Box::pin(super::native::answer(sh, native, head_method, respond)).await;
     }
     // The request head as HTTP/1.1 would carry it: :authority becomes Host (RFC 9113
     // §8.3.1), and cookie fields split for compression are joined again (§8.2.3).
@@ -254,7 +256,11 @@ async fn run(
     // it is taken back (dispatch/health.rs) and sent again from `head`, as over HTTP/1.1
     // (http1/conn/revoke.rs). One with a body was partly handed over and is not.
     loop {
-        let (sid, worker) = match open(sh, &what, respond).await {
+        let opened = match open_now(sh, &what) {
+            Some((sid, worker)) => Opened::Stream(sid, worker),
+            None => Box::pin(open(sh, &what, respond)).await,
+        };
+        let (sid, worker) = match opened {
             Opened::Stream(sid, worker) => (sid, worker),
             Opened::Rejected => return reply(sh, respond, 503, head_method),
             Opened::Reset => return Outcome::gone(0),
@@ -288,7 +294,7 @@ async fn run(
             return reply(sh, respond, 502, head_method);
         }
         if let Some(body) = body.as_mut() {
-            match send_body(sh, sid, worker, slot_size, body, deadline).await {
+            match Box::pin(send_body(sh, sid, worker, slot_size, body, deadline)).await {
                 Ok(()) | Err(Stop::Answered) => {}
                 Err(Stop::Worker) => return reply(sh, respond, 502, head_method),
                 Err(Stop::Status(status)) => return reply(sh, respond, status, head_method),
@@ -352,6 +358,15 @@ enum Opened {
     Reset,
 }
 
+/// A dispatch stream on a worker that accepts work now, when nobody waits in the queue.
+fn open_now(sh: &Shared, what: &impl Fn() -> Box<str>) -> Option<(StreamId, usize)> {
+    if sh.hub.waitq.is_empty() {
+        sh.hub.open_stream(what)
+    } else {
+        None
+    }
+}
+
 /// Opens a dispatch stream on a worker that accepts work, waiting in the thread's FIFO
 /// queue while none does; a client that resets the stream meanwhile takes its request
 /// with it (no worker time for nobody), as an HTTP/1.1 client that closes does.
@@ -361,11 +376,6 @@ async fn open(
     respond: &mut SendResponse<Bytes>,
 ) -> Opened {
     let hub = &sh.hub;
-    if hub.waitq.is_empty() {
-        if let Some((sid, worker)) = hub.open_stream(what) {
-            return Opened::Stream(sid, worker);
-        }
-    }
     let Some(ticket) = hub.waitq.join(sh.cfg.queue_limit) else {
         tracing::warn!(peer = %sh.peer, "request queue full; answering 503");
         return Opened::Rejected;
@@ -386,7 +396,7 @@ async fn open(
         };
         monoio::select! {
             _ = ticket.turn() => {},
-            _ = monoio::time::sleep(nap) => {},
+            _ = crate::deadline::until(Instant::now() + nap) => {},
             _ = poll_fn(|cx| respond.poll_reset(cx)) => {
                 tracing::debug!(peer = %sh.peer, "client reset the stream while its request was queued");
                 return Opened::Reset;
@@ -428,12 +438,10 @@ async fn push(hub: &Hub, worker: usize, rec: Record) -> Result<(), Stop> {
 async fn await_window(hub: &Hub, sid: StreamId, deadline: Option<Instant>) -> Result<(), Stop> {
     let opened = match deadline {
         None => hub.wait_body_window(sid).await,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            monoio::time::timeout(left, hub.wait_body_window(sid))
-                .await
-                .map_err(|_| Stop::TimedOut)?
-        }
+        Some(d) => monoio::select! {
+            opened = hub.wait_body_window(sid) => opened,
+            _ = crate::deadline::until(d) => return Err(Stop::TimedOut),
+        },
     };
     if opened.is_ok() {
         return Ok(());
@@ -457,7 +465,7 @@ async fn next_data(
     timeout: Stop,
 ) -> Result<Option<Bytes>, Stop> {
     monoio::select! {
-        _ = monoio::time::sleep(wait) => Err(timeout),
+        _ = crate::deadline::until(Instant::now() + wait) => Err(timeout),
         data = body.data() => match data {
             None => Ok(None),
             Some(Ok(data)) => Ok(Some(data)),

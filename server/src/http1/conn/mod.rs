@@ -23,7 +23,6 @@ use crate::tls::Transport;
 use crate::zerocopy::{Frame, SlotLease};
 
 mod bufpool;
-mod deadline;
 mod download;
 mod native;
 mod queued;
@@ -317,7 +316,7 @@ impl Conn {
         let hub = self.hub.clone();
         monoio::select! {
             _ = hub.drained() => Err(()),
-            _ = deadline::until(Instant::now() + wait) => Err(()),
+            _ = crate::deadline::until(Instant::now() + wait) => Err(()),
             r = self.sock.readable() => r.map_err(|_| ()),
         }
     }
@@ -397,7 +396,7 @@ impl Conn {
         }
         let read = self.sock.read(buf);
         monoio::select! {
-            _ = deadline::until(Instant::now() + wait) => Err(ReadEnd::TimedOut),
+            _ = crate::deadline::until(Instant::now() + wait) => Err(ReadEnd::TimedOut),
             (res, buf) = read => {
                 self.buf = buf;
                 match res {
