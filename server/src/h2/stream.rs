@@ -183,7 +183,10 @@ async fn run(
         field,
     ) {
         // Boxed, as the other rare paths below: the stream's task is allocated (and its
-        // future moved) at the size of its largest state, on every stream.
+        // future moved) at the size of its largest state, on every stream. PERF: 3,328
+        // bytes before, 2,232 after (with deadline.rs instead of monoio's Sleep); a profile
+        // of the `make bench` h2 cell (8×100 streams) had 13 % of the front end in memmove
+        // and ~15 % in malloc/free (README, "HTTP/2").
         return Box::pin(super::native::answer(sh, native, head_method, respond)).await;
     }
     // The request head as HTTP/1.1 would carry it: :authority becomes Host (RFC 9113
