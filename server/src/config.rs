@@ -70,7 +70,7 @@ pub struct ServeConfig {
     pub no_date_header: bool,
     pub no_server_header: bool,
     pub request_id: bool,
-    pub static_mount: Vec<crate::http1::static_files::Mount>,
+    pub static_mount: Vec<crate::statics::Mount>,
     pub health_path: Option<String>,
     // Worker health, queueing and recycling.
     pub timeout: f64,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use uringapi_server::config::{CpuList, LogLevel, NativeRefConfig, ServeConfig};
-use uringapi_server::http1::static_files::{parse_mount, Mount};
+use uringapi_server::statics::{parse_mount, Mount};
 use uringapi_server::proxy::Trusted;
 
 use crate::tls::TlsArgs;

@@ -16,7 +16,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::Reason;
@@ -28,7 +28,9 @@ use std::sync::Arc;
 
 mod io;
 mod meter;
+mod native;
 mod preface;
+mod respond;
 mod stream;
 
 pub use io::H2Io;
@@ -57,6 +59,13 @@ pub struct Settings {
     /// SETTINGS_MAX_HEADER_LIST_SIZE we announce: past it a stream is refused (431), past
     /// h2's abuse bound (several times this) the connection is closed.
     pub max_header_list: u32,
+    /// `--limit-request-line`, `--limit-request-fields`, `--limit-request-field-size`,
+    /// applied to a stream's head as to the HTTP/1.1 head it stands for: the request line
+    /// `METHOD target HTTP/1.1` (414 past it), the fields with cookies joined (431), each
+    /// field's name and value (431).
+    pub max_request_line: usize,
+    pub max_fields: usize,
+    pub max_field_size: usize,
     /// Largest request body accepted (413 past it); `None`: unlimited.
     pub max_body: Option<u64>,
     /// How long a connection without streams is kept.
@@ -69,6 +78,12 @@ pub struct Settings {
     pub queue_limit: usize,
     pub request_timeout: Option<Duration>,
     pub request_id: bool,
+    /// `--proxy-headers`: the peers whose X-Forwarded-For/-Proto are believed.
+    pub proxies: Option<crate::proxy::Trusted>,
+    /// Least average request body rate, bytes per second (0: no minimum).
+    pub min_body_rate: u64,
+    /// `--static-mount`s, answered by the front end itself.
+    pub mounts: Vec<crate::statics::Mount>,
     pub health_path: Option<String>,
     /// Date and Server response fields, and the `--header` lines (`name: value\r\n` each).
     pub date: bool,
@@ -82,6 +97,9 @@ impl Default for Settings {
             mode: HttpMode::Auto,
             max_streams: 200,
             max_header_list: 64 * 1024,
+            max_request_line: 8190,
+            max_fields: 100,
+            max_field_size: 8190,
             max_body: None,
             keep_alive: Duration::from_secs(5),
             header_read: Duration::from_secs(10),
@@ -90,6 +108,9 @@ impl Default for Settings {
             queue_limit: 1024,
             request_timeout: None,
             request_id: false,
+            proxies: None,
+            min_body_rate: 0,
+            mounts: Vec::new(),
             health_path: None,
             date: true,
             server: true,
@@ -252,7 +273,7 @@ async fn drive(
         let idle = sh.active.get() == 0 && !draining;
         let turn = monoio::select! {
             _ = hub.drained(), if !draining => Turn::Drain,
-            _ = monoio::time::sleep(cfg.keep_alive), if idle => Turn::Idle,
+            _ = crate::deadline::until(Instant::now() + cfg.keep_alive), if idle => Turn::Idle,
             (reason, why) = poll_fn(|cx| match sh
                 .killed
                 .get()
