@@ -103,6 +103,8 @@ pub struct Acceptor {
 pub struct Loaded {
     pub config: Arc<ServerConfig>,
     pub leaf: Arc<[u8]>,
+    /// `--ktls` on a kernel that has it: HTTP/1.1 connections move to kTLS.
+    pub ktls: bool,
 }
 
 impl std::fmt::Debug for Acceptor {
@@ -441,6 +443,7 @@ fn build(args: &TlsArgs) -> Result<Loaded, Failure> {
     Ok(Loaded {
         config: Arc::new(config),
         leaf,
+        ktls: args.ktls && super::ktls::available(),
     })
 }
 
