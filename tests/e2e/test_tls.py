@@ -60,6 +60,10 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _openssl("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "server.key", "-out", "server-enc.key",
              "-passout", "pass:sesame", cwd=d)
     (d / "garbage.pem").write_text("this is not PEM\n")
+    # A client certificate no CA of ours vouches for (self-signed).
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", "mallory.key", "-out", "mallory.pem", "-days", "3", "-subj", "/CN=mallory",
+             "-addext", "extendedKeyUsage=clientAuth", cwd=d)
     return d
 
 
@@ -262,6 +266,23 @@ def test_mtls_optional_serves_both(mtls_optional: Server, certs: Path) -> None:
                           timeout=HANG_GUARD)
     assert with_cert.status_code == 200
     assert with_cert.json()["tls"]["client_cert_name"] == "O=uringapi tests,CN=alice"
+
+
+def test_mtls_optional_refuses_a_certificate_that_fails_verification(mtls_optional: Server,
+                                                                    certs: Path) -> None:
+    """--ssl-cert-reqs 1 does what OpenSSL's CERT_OPTIONAL (uvicorn's 1) does: no certificate
+    is fine, a certificate that does not verify ends the handshake. So no app ever sees
+    client_cert_error set: it is None without a certificate and with a verified one."""
+    rogue = _client_ctx(certs)
+    rogue.load_cert_chain(str(certs / "mallory.pem"), str(certs / "mallory.key"))
+    with pytest.raises(httpx.TransportError):
+        httpx.get(_url(mtls_optional), verify=rogue, timeout=HANG_GUARD)
+    for client_cert, name in ((False, None), (True, "O=uringapi tests,CN=alice")):
+        got = httpx.get(_url(mtls_optional), verify=_client_ctx(certs, client_cert),
+                        timeout=HANG_GUARD)
+        assert got.status_code == 200
+        tls = got.json()["tls"]
+        assert (tls["client_cert_name"], tls["client_cert_error"]) == (name, None)
 
 
 # ---- bad clients on the TLS port ------------------------------------------------------
