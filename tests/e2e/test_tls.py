@@ -204,6 +204,16 @@ def test_alpn_prefers_h2_and_offers_http11(tls_server: Server, certs: Path) -> N
                 assert tls.version() == "TLSv1.3"
 
 
+def test_server_prefers_aes128_gcm_when_the_cpu_has_aes(tls_server: Server, certs: Path) -> None:
+    """OpenSSL clients list AES-256-GCM first; with AES in hardware the server picks
+    AES-128-GCM (as Go's crypto/tls does), else the client's choice stands."""
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    want = "TLS_AES_128_GCM_SHA256" if {"aes", "pclmulqdq"} <= flags else "TLS_AES_256_GCM_SHA384"
+    with socket.create_connection((HOST, tls_server.port), timeout=HANG_GUARD) as raw:
+        with _client_ctx(certs).wrap_socket(raw, server_hostname=HOST) as tls:
+            assert tls.cipher()[0] == want
+
+
 def test_tls12_still_accepted_by_default(tls_server: Server, certs: Path) -> None:
     ctx = _client_ctx(certs)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
