@@ -38,7 +38,7 @@ demo: setup
 
 test: setup lint test-rust loom e2e conformance
 
-test-rust:
+test-rust: tls-tools
 	cargo test --workspace --exclude uringapi-worker --all-targets
 	cargo test -p uringapi-worker --lib
 	cargo test --workspace --exclude uringapi-worker --benches --no-run
@@ -53,9 +53,11 @@ loom:
 e2e: setup tls-tools
 	$(VENV)/bin/pytest tests -q --timeout 300
 
-# tests/e2e/test_tls.py makes its certificates with the openssl CLI.
+# tests/e2e/test_tls.py makes its certificates with the openssl CLI; the kTLS layout test
+# (server/src/tls/crypto_info_tests.rs) compiles against <linux/tls.h>.
 tls-tools:
 	command -v openssl >/dev/null || (apt-get update -q && apt-get install -y -q openssl)
+	test -f /usr/include/linux/tls.h || (apt-get update -q && apt-get install -y -q linux-libc-dev)
 
 # Part of make test: a format difference, a clippy warning or a ruff finding fails the run.
 lint: $(VENV)/.deps

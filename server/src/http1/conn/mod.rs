@@ -154,8 +154,7 @@ pub async fn serve(
     let sock = match &cfg.tls {
         None => Transport::Plain(sock),
         Some(tls) => {
-            // Boxed: the handshake's state is large and would otherwise size every
-            // connection's task, plain ones included.
+            // Boxed: the handshake's state is large and would size every connection's task.
             let handshake = crate::tls::handshake(sock, tls.current(), cfg.header_read, peer);
             let Some(stream) = Box::pin(handshake).await.map(Box::new) else {
                 return;
@@ -164,7 +163,11 @@ pub async fn serve(
             if stream.alpn_h2() {
                 return crate::h2::serve_tls(hub, cfg.h2.clone(), stream, peer, local).await;
             }
-            Transport::Tls(stream)
+            // kTLS hook (--ktls): the kernel may take the records now; None: it failed.
+            let Some(sock) = stream.into_transport(peer) else {
+                return;
+            };
+            sock
         }
     };
     // HTTP/2 hook: `--http 2` on a plain port speaks nothing else.
@@ -279,10 +282,9 @@ impl Conn {
             };
             self.h2c_allowed = false;
             self.served.begin(self.hub.access_log_on());
-            // Boxed: the request's state machine (streaming both ways, the response
-            // loop) is large, and inline it would sit in every idle connection's task
-            // too. PERF: one allocation per request, against several KiB per idle
-            // connection.
+            // Boxed: the request's state machine (streaming both ways, the response loop) is large,
+            // and inline it would sit in every idle connection's task too. PERF: one allocation per
+            // request, against several KiB per idle connection.
             let next = Box::pin(self.request(end)).await;
             self.account();
             match next {
