@@ -264,7 +264,7 @@ impl Conn {
         // front end's CPU per 64-byte echo went from 12.8 to 11.4 µs and the workers' from
         // 8.8 to 7.2 (medians of 3 runs alternating with main, load of `_took` in
         // websocket.py, 2026-12-04).
-        let mut nap: Option<(Instant, Pin<Box<deadline::Until>>)> = None;
+        let mut nap: Option<(Instant, Pin<Box<crate::deadline::Until>>)> = None;
         let slot_size = match hub.slot_size(worker) {
             Ok(n) => n,
             Err(Lost) => return self.ws_fail(&mut writer, close::INTERNAL_ERROR).await,
@@ -376,7 +376,7 @@ impl Conn {
                 .min();
             match (timer, &nap) {
                 (Some(t), Some((armed, _))) if *armed == t => {}
-                (Some(t), _) => nap = Some((t, Box::pin(deadline::until(t)))),
+                (Some(t), _) => nap = Some((t, Box::pin(crate::deadline::until(t)))),
                 (None, _) => nap = None,
             }
             let read = pending.is_none();
@@ -598,7 +598,7 @@ impl Conn {
                 None => write.await,
                 Some(t) => monoio::select! {
                     r = write => r,
-                    _ = super::deadline::until(Instant::now() + t) => {
+                    _ = crate::deadline::until(Instant::now() + t) => {
                         tracing::debug!(peer = %self.peer, "websocket client read nothing for --ws-ping-timeout; dropping it (1011)");
                         return Err(close::INTERNAL_ERROR);
                     }
