@@ -12,14 +12,23 @@ use std::cell::RefCell;
 pub(super) const READ_CHUNK: usize = 16 * 1024;
 
 /// A busy WebSocket's read buffer: a 64 KiB message (one slot) with its frame header fits
-/// one read. Not pooled (`put` frees it).
+/// one read. Pooled apart, fewer of them.
 pub(super) const WS_READ_CHUNK: usize = 64 * 1024 + 16;
+const MAX_WS_POOLED: usize = 16;
 
 /// Most buffers a thread keeps for reuse; more are freed (they were needed only at a peak).
 const MAX_POOLED: usize = 64;
 
 thread_local! {
     static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static WS_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with room for [`WS_READ_CHUNK`] bytes.
+pub(super) fn take_ws() -> Vec<u8> {
+    WS_POOL
+        .with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(WS_READ_CHUNK))
 }
 
 /// An empty buffer with room for [`READ_CHUNK`] bytes.
@@ -30,13 +39,15 @@ pub(super) fn take() -> Vec<u8> {
 
 /// Gives a buffer back (emptied). Grown ones (a long head) are freed, not kept.
 pub(super) fn put(mut buf: Vec<u8>) {
-    if buf.capacity() != READ_CHUNK {
-        return;
-    }
+    let (pool, most) = match buf.capacity() {
+        READ_CHUNK => (&POOL, MAX_POOLED),
+        WS_READ_CHUNK => (&WS_POOL, MAX_WS_POOLED),
+        _ => return,
+    };
     buf.clear();
-    POOL.with(|p| {
+    pool.with(|p| {
         let mut p = p.borrow_mut();
-        if p.len() < MAX_POOLED {
+        if p.len() < most {
             p.push(buf);
         }
     });
@@ -61,5 +72,19 @@ mod tests {
         put(b);
         let c = take();
         assert_eq!(c.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn websocket_buffers_have_their_own_pool() {
+        let w = take_ws();
+        assert_eq!(w.capacity(), WS_READ_CHUNK);
+        let ptr = w.as_ptr();
+        put(w);
+        assert_ne!(
+            take().as_ptr(),
+            ptr,
+            "a 16 KiB take must not get the WebSocket buffer"
+        );
+        assert_eq!(take_ws().as_ptr(), ptr);
     }
 }

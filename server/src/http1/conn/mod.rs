@@ -84,7 +84,7 @@ const QUEUE_POLL: Duration = Duration::from_millis(5);
 /// answered sooner than this never pay for it.
 const WATCH_AFTER: Duration = Duration::from_millis(2);
 
-use bufpool::{READ_CHUNK, WS_READ_CHUNK};
+use bufpool::READ_CHUNK;
 
 /// Scratch capacity kept by an idle connection (a typical request head and response
 /// prefix fit; a larger one is freed between requests).
@@ -421,11 +421,12 @@ impl Conn {
         let mut buf = std::mem::take(&mut self.buf);
         if buf.capacity() == 0 {
             // PERF: room for a 16 KiB message and its frame header in one read (a pool
-            // buffer took two reads, two polls and a grow per message); freed, not pooled,
-            // once empty, so an idle WebSocket still holds none. With this and the changes
+            // buffer took two reads, two polls and a grow per message); back to its own
+            // pool once empty, so an idle WebSocket still holds none (freed and allocated
+            // per message instead, the 64-byte echo lost its gain). With this and the changes
             // of websocket.rs, a 16 KiB echo cost the front end 25.1–26.7 CPU-µs/msg against
             // main's 28.5–31.9 (2 runs each, alternating, 2026-12-04).
-            buf = Vec::with_capacity(WS_READ_CHUNK);
+            buf = bufpool::take_ws();
         } else if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
         }
