@@ -128,7 +128,11 @@ mod tests {
             Some(Agreed::default()),
             Some(Agreed {
                 server_no_context_takeover: true,
-                client_no_context_takeover: false,
+                ..Agreed::default()
+            }),
+            Some(Agreed {
+                server_max_window_bits: Some(9),
+                ..Agreed::default()
             }),
         ] {
             let mut w = Writer::new(deflate);
@@ -158,6 +162,7 @@ mod tests {
             w.close(&mut wire, close::NO_STATUS, "ignored");
             let peer = Agreed {
                 client_no_context_takeover: deflate.is_some_and(|a| a.server_no_context_takeover),
+                client_max_window_bits: deflate.and_then(|a| a.server_max_window_bits),
                 ..Agreed::default()
             };
             let mut reader = Reader::new(1 << 20, deflate.map(|_| peer));
