@@ -9,8 +9,8 @@ use super::frame::{encode_frame, encode_header, Opcode, MAX_CONTROL_PAYLOAD};
 pub struct Writer {
     deflate: Option<Agreed>,
     /// Made at the first compressed message: an idle WebSocket holds no deflate state
-    /// (a few hundred KiB with its hash tables).
-    deflater: Option<Deflater>,
+    /// (a few hundred KiB with its hash tables). Boxed, as the reader's inflater.
+    deflater: Option<Box<Deflater>>,
     scratch: Vec<u8>,
 }
 
@@ -44,7 +44,9 @@ impl Writer {
     pub fn frame(&mut self, out: &mut Vec<u8>, opcode: Opcode, fin: bool, data: &[u8]) {
         match self.deflate {
             Some(agreed) => {
-                let deflater = self.deflater.get_or_insert_with(|| Deflater::new(agreed));
+                let deflater = self
+                    .deflater
+                    .get_or_insert_with(|| Box::new(Deflater::new(agreed)));
                 self.scratch.clear();
                 deflater.compress_piece(data, fin, &mut self.scratch);
                 let first = opcode != Opcode::Continuation;
