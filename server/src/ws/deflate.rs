@@ -7,8 +7,9 @@
 //! `client_max_window_bits=N` is answered with the same N and our inflater uses an N-bit
 //! window (9 for 8: a larger window inflates anything a smaller one produced); without a
 //! value it is left out of the answer and we inflate with 15 bits. A smaller window is
-//! less memory per WebSocket: 2 × 2^N bytes of window and chain for the compressor, 2^N for
-//! the inflater. Both `*_no_context_takeover` parameters are honoured.
+//! less memory per WebSocket: 4 × 2^N bytes of window and chains for the compressor (plus
+//! 128 KiB of hash and pending buffers), 2^N for the inflater (plus about 7 KiB). Both
+//! `*_no_context_takeover` parameters are honoured.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
