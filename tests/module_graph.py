@@ -3,8 +3,10 @@
 
 A module owns a type and the others import it; two modules that name each other make a
 cycle, and `make lint` fails on one. Prints the cycles found; with --edges, every edge.
+Each source folder is one crate (`make lint` passes protocol, server, the server/cli command
+and worker); arrows between crates are Cargo's to keep one-way.
 
-Usage: python3 tests/module_graph.py [--edges] protocol/src server/src
+Usage: python3 tests/module_graph.py [--edges] protocol/src server/src server/cli/src worker/src
 """
 
 import re

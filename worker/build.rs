@@ -1,7 +1,8 @@
 //! With the `bundle-frontend` feature (set by maturin, see `pyproject.toml`), build the
-//! front-end binary `uringapi` and place it at `python/uringapi/_bin/uringapi`, where the wheel
-//! picks it up and the console script execs it. The worker extension itself links only the
-//! protocol crate: the front end is a separate program, not code inside `_native`.
+//! front-end binary `uringapi` (crate `uringapi-cli`, `server/cli/`) and place it at
+//! `python/uringapi/_bin/uringapi`, where the wheel picks it up and the console script execs
+//! it. The worker extension itself links only the protocol crate: the front end is a
+//! separate program, not code inside `_native`.
 //!
 //! The nested `cargo build` uses its own target directory (`target/frontend`): the outer
 //! cargo holds the lock on the main one for as long as this script runs.
@@ -21,6 +22,8 @@ fn main() {
     for dir in [
         "server/src",
         "server/Cargo.toml",
+        "server/cli/src",
+        "server/cli/Cargo.toml",
         "protocol/src",
         "protocol/Cargo.toml",
         "Cargo.lock",
@@ -36,7 +39,7 @@ fn main() {
             "build",
             "--locked",
             "-p",
-            "uringapi-server",
+            "uringapi-cli",
             "--bin",
             "uringapi",
         ])

@@ -1,6 +1,6 @@
-//! The one error type of start-up and the command line: an `error:` line, a `hint:` line,
-//! and the exit code. Owned here (not by `cli`) so that the modules that fail with it do
-//! not depend on the command line's module, nor it on them.
+//! The one error type of start-up: an `error:` line, a `hint:` line, and the exit code,
+//! which the `uringapi` command (`uringapi-cli`) prints and exits with. A module of its own
+//! so that the modules that fail with it do not depend on each other for it.
 
 /// A failure to report as `error: …` / `hint: …` with a non-zero exit code.
 #[derive(Debug)]

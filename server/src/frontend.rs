@@ -12,7 +12,7 @@ use crate::dispatch::{Command, Hub, Mailbox, Report};
 use crate::http1::conn::{self, ConnConfig};
 
 /// `--io-driver`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoDriver {
     /// io_uring, falling back to epoll with a warning when the kernel refuses it.
     Auto,

@@ -1,12 +1,14 @@
-//! The uringapi front end: io_uring HTTP/1.1 threads, the dispatcher that feeds Python
-//! workers through shared-memory channels, and the supervisor that runs those workers.
+//! The uringapi front end as a library: io_uring HTTP/1.1 and HTTP/2 threads, the dispatcher
+//! that feeds Python workers through shared-memory channels, and the supervisor that runs
+//! those workers. It is driven by plain config structs (`config`); the `uringapi` command
+//! that parses flags into them is the `uringapi-cli` crate (`server/cli/`).
 #![deny(unsafe_code)]
 
 pub mod accesslog;
 pub mod body_window;
-pub mod cli;
-mod commands;
+pub mod config;
 pub mod connlimit;
+mod deadline;
 pub mod dispatch;
 pub mod failure;
 pub mod frontend;
@@ -17,11 +19,10 @@ pub mod metrics;
 pub mod native;
 pub mod net;
 pub mod proxy;
+pub mod statics;
 pub mod supervisor;
 mod sys;
 pub mod tls;
 pub mod waitq;
 pub mod ws;
 pub mod zerocopy;
-
-pub use commands::main_from_args;

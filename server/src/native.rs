@@ -8,7 +8,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
-use crate::cli::NativeRefArgs;
+use crate::config::NativeRefConfig;
 use crate::failure::Failure;
 use crate::frontend::IoDriver;
 use crate::http1::parse::{self, HeadLimits};
@@ -16,7 +16,7 @@ use crate::net::bind;
 
 const BODY: &[u8] = b"Hello, world!";
 
-pub fn serve(args: NativeRefArgs) -> Result<(), Failure> {
+pub fn serve(args: NativeRefConfig) -> Result<(), Failure> {
     let addr = SocketAddr::new(args.host, args.port);
     let mut threads = Vec::new();
     let (tx, rx) = mpsc::channel();

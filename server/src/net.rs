@@ -90,6 +90,14 @@ impl Socket {
             Self::Unix(s) => s.readable(false).await,
         }
     }
+
+    /// Waits until the socket takes more bytes (for writes made outside the ring).
+    pub async fn writable(&self) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.writable(false).await,
+            Self::Unix(s) => s.writable(false).await,
+        }
+    }
 }
 
 impl AsRawFd for Socket {

@@ -80,6 +80,42 @@ impl Trusted {
     }
 }
 
+/// The client address and scheme (`true`: https) an app sees for a request with these
+/// fields, from a connection whose peer is `peer`: the connection's own, or, when `proxies`
+/// (`--proxy-headers`) trusts the peer, what X-Forwarded-For/-Proto say. The same for
+/// HTTP/1.1 requests and HTTP/2 streams.
+pub fn forwarded<'a>(
+    proxies: Option<&Trusted>,
+    peer: Option<SocketAddr>,
+    headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> (Option<SocketAddr>, bool) {
+    let Some(trusted) = proxies.filter(|t| t.trusts(peer.map(|a| a.ip()))) else {
+        return (peer, false);
+    };
+    let mut https = false;
+    let mut xff: Vec<u8> = Vec::new();
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+            // The last one wins, as in uvicorn.
+            if let Some(h) = self::https(value) {
+                https = h;
+            }
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            // Several fields are one list (RFC 9110 §5.3).
+            if !xff.is_empty() {
+                xff.extend_from_slice(b", ");
+            }
+            xff.extend_from_slice(value);
+        }
+    }
+    let client = if xff.is_empty() {
+        None
+    } else {
+        trusted.client(&xff)
+    };
+    (client.or(peer), https)
+}
+
 /// An address as it appears in X-Forwarded-For: an IP, `v4:port`, `[v6]` or `[v6]:port`.
 fn parse_hop(h: &str) -> Option<SocketAddr> {
     if let Some(rest) = h.strip_prefix('[') {
@@ -165,6 +201,27 @@ mod tests {
             t.client(b"[2001:db8::2]:443"),
             Some("[2001:db8::2]:443".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn forwarded_fields_count_only_from_a_trusted_peer() {
+        let t = Trusted::parse("127.0.0.1").unwrap();
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let other: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        let fields: [(&[u8], &[u8]); 3] = [
+            (b"X-Forwarded-For", b"9.9.9.9"),
+            (b"x-forwarded-for", b"1.2.3.4"),
+            (b"x-forwarded-proto", b"https"),
+        ];
+        assert_eq!(
+            forwarded(Some(&t), Some(peer), fields),
+            (Some("1.2.3.4:0".parse().unwrap()), true)
+        );
+        assert_eq!(
+            forwarded(Some(&t), Some(other), fields),
+            (Some(other), false)
+        );
+        assert_eq!(forwarded(None, Some(peer), fields), (Some(peer), false));
     }
 
     #[test]

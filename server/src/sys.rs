@@ -15,7 +15,7 @@ use uringapi_protocol::doorbell::EventFd;
 /// uringapi,granian --apps hello,fastapi-json`, 3 rounds of 5 s, 2026-12-03) uringapi went
 /// from 1.55x to 1.68x granian's rate on hello (21.1 to 16.0 CPU-µs per request) and from
 /// 0.82x to 1.22x on fastapi-json.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sched {
     /// SCHED_BATCH: a thread that wakes up does not preempt the one running on its CPU; it
     /// runs when that one sleeps or its time slice ends, and finds more work waiting.
@@ -80,7 +80,7 @@ pub fn prepare_child(cmd: &mut Command, fds: Vec<RawFd>, sched: Sched, cpu: Opti
 fn cpu_set(cpu: usize) -> libc::cpu_set_t {
     // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` < 1024 (checked by `cli::parse_cpu_list`), the size of the set, so the
+    // SAFETY: `cpu` < 1024 (checked by `config::CpuList`), the size of the set, so the
     // bit index stays inside it.
     unsafe { libc::CPU_SET(cpu.min(1023), &mut set) };
     set

@@ -6,6 +6,7 @@ bodies hashed as they stream in and out, and a handler that blocks its worker's 
   POST /upload             -> {"bytes", "sha256"} of the body, read as a stream
   GET  /download?n=N       -> N deterministic bytes, streamed in 64 KiB pieces
   GET  /headers            -> {"headers": [[name, value], ...]} as the app received them
+  GET  /scope              -> {"client", "scheme", "http_version"} of the scope
 """
 
 from __future__ import annotations
@@ -62,7 +63,13 @@ async def headers(request: Request) -> JSONResponse:
     return JSONResponse({"headers": [[k.decode(), v.decode()] for k, v in request.scope["headers"]]})
 
 
+async def scope(request: Request) -> JSONResponse:
+    s = request.scope
+    return JSONResponse({"client": s["client"], "scheme": s["scheme"], "http_version": s["http_version"]})
+
+
 app = Starlette(routes=[
+    Route("/scope", scope),
     Route("/headers", headers),
     Route("/sleep", sleep),
     Route("/block", block),

@@ -35,6 +35,9 @@ run "daphne websocket tests" env -C "$DAPHNE_DIR" DAPHNE_CONFORMANCE_DIR="$CONF/
     --hypothesis-seed 0 \
     --rootdir "$DAPHNE_DIR" --basetemp "$CONF/tmp/daphne-ws-pytest" \
     tests/test_websocket.py
+# HTTP/2: our own RFC 9113/RFC 7541 suite over h2c and TLS, in place of h2spec (README).
+run "HTTP/2 (check_h2.py)" "$CONF/venv312/bin/python" tests/conformance/check_h2.py \
+    --bin "$CONF/venv312/bin/uringapi"
 # Autobahn's 517 cases take minutes (pytest-timeout's limit is raised inside the check).
 rm -f "$CONF"/autobahn/summary-*.txt
 run "autobahn (kosoku)" "$CONF/venv312/bin/python" -m pytest "${PYTEST_ARGS[@]}" -s \

@@ -8,7 +8,7 @@ between requests waits for readability with no buffer and takes one from its thr
 pool only while bytes are in flight: 3.8 to 4.8 KiB each. Then the connection's task
 shrank: its future was 3,200 bytes, aligned to 128 (monoio's `Sleep` is 640 bytes with a
 cache-padded timer entry, and the TLS handshake and TLS calls sized it even for plain
-connections); with deadlines on one timer per thread (server/src/http1/conn/deadline.rs)
+connections); with deadlines on one timer per thread (server/src/deadline.rs)
 and the TLS states boxed it is 1,312 bytes, aligned to 8 (a unit test,
 `size_probe::the_connection_task_stays_small`, guards it). Now 1.87 to 1.88 KiB each in
 runs on a shared 2-core box: the task (about 1.4 KiB with monoio's task header), the

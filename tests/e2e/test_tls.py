@@ -60,6 +60,10 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _openssl("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "server.key", "-out", "server-enc.key",
              "-passout", "pass:sesame", cwd=d)
     (d / "garbage.pem").write_text("this is not PEM\n")
+    # A client certificate no CA of ours vouches for (self-signed).
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", "mallory.key", "-out", "mallory.pem", "-days", "3", "-subj", "/CN=mallory",
+             "-addext", "extendedKeyUsage=clientAuth", cwd=d)
     return d
 
 
@@ -80,14 +84,14 @@ def _tls_args(certs: Path, *extra: str) -> tuple[str, ...]:
 
 
 def _start(servers: ServerFactory, certs: Path, *extra: str, client_cert: bool = False,
-           **kwargs) -> Server:
+           app: str = "tls_app:app", probe: str = "/", **kwargs) -> Server:
     """Starts the TLS app server and waits (bounded) for one HTTPS answer."""
-    server = servers.start("tls_app:app", probe_path=None, extra_args=extra, **kwargs)
+    server = servers.start(app, probe_path=None, extra_args=extra, **kwargs)
     ctx = _client_ctx(certs, client_cert)
     deadline = time.monotonic() + HANG_GUARD
     while True:
         try:
-            if httpx.get(_url(server), verify=ctx, timeout=10).status_code == 200:
+            if httpx.get(_url(server, probe), verify=ctx, timeout=10).status_code == 200:
                 return server
         except httpx.TransportError:
             pass
@@ -200,6 +204,16 @@ def test_alpn_prefers_h2_and_offers_http11(tls_server: Server, certs: Path) -> N
                 assert tls.version() == "TLSv1.3"
 
 
+def test_server_prefers_aes128_gcm_when_the_cpu_has_aes(tls_server: Server, certs: Path) -> None:
+    """OpenSSL clients list AES-256-GCM first; with AES in hardware the server picks
+    AES-128-GCM (as Go's crypto/tls does), else the client's choice stands."""
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    want = "TLS_AES_128_GCM_SHA256" if {"aes", "pclmulqdq"} <= flags else "TLS_AES_256_GCM_SHA384"
+    with socket.create_connection((HOST, tls_server.port), timeout=HANG_GUARD) as raw:
+        with _client_ctx(certs).wrap_socket(raw, server_hostname=HOST) as tls:
+            assert tls.cipher()[0] == want
+
+
 def test_tls12_still_accepted_by_default(tls_server: Server, certs: Path) -> None:
     ctx = _client_ctx(certs)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -262,6 +276,23 @@ def test_mtls_optional_serves_both(mtls_optional: Server, certs: Path) -> None:
                           timeout=HANG_GUARD)
     assert with_cert.status_code == 200
     assert with_cert.json()["tls"]["client_cert_name"] == "O=uringapi tests,CN=alice"
+
+
+def test_mtls_optional_refuses_a_certificate_that_fails_verification(mtls_optional: Server,
+                                                                    certs: Path) -> None:
+    """--ssl-cert-reqs 1 does what OpenSSL's CERT_OPTIONAL (uvicorn's 1) does: no certificate
+    is fine, a certificate that does not verify ends the handshake. So no app ever sees
+    client_cert_error set: it is None without a certificate and with a verified one."""
+    rogue = _client_ctx(certs)
+    rogue.load_cert_chain(str(certs / "mallory.pem"), str(certs / "mallory.key"))
+    with pytest.raises(httpx.TransportError):
+        httpx.get(_url(mtls_optional), verify=rogue, timeout=HANG_GUARD)
+    for client_cert, name in ((False, None), (True, "O=uringapi tests,CN=alice")):
+        got = httpx.get(_url(mtls_optional), verify=_client_ctx(certs, client_cert),
+                        timeout=HANG_GUARD)
+        assert got.status_code == 200
+        tls = got.json()["tls"]
+        assert (tls["client_cert_name"], tls["client_cert_error"]) == (name, None)
 
 
 # ---- bad clients on the TLS port ------------------------------------------------------
@@ -456,6 +487,29 @@ def test_ktls_falls_back_with_one_log_line(servers: ServerFactory, certs: Path) 
     # This machine's kernel has no CONFIG_TLS: the fallback line. A kernel with kTLS gets
     # the other line; rustls encrypts either way.
     assert ("no kTLS" in lines[0]) != ("has kTLS" in lines[0]), lines[0]
-    assert "encrypted by rustls" in lines[0], lines[0]
+    if "no kTLS" in lines[0]:
+        assert "encrypted by rustls" in lines[0], lines[0]
+    server.stop()
+
+
+def test_ktls_serves_pathsend_and_static_files_whole(servers: ServerFactory, certs: Path,
+                                                     tmp_path: Path) -> None:
+    """The file paths --ktls changes (sendfile where the kernel has kTLS; rustls here): whole
+    bodies, and the connection goes on after them."""
+    static = tmp_path / "static"
+    static.mkdir()
+    blob = bytes((i * 13 + i // 509) & 0xFF for i in range(300_007))  # past the small-file cache
+    (static / "blob.bin").write_bytes(blob)
+    server = _start(servers, certs, *_tls_args(certs, "--ktls", "--static-mount",
+                                               f"/static={static}"),
+                    app="files_app:app", probe="/messages", workers=1, threads=1)
+    big = bytes((i * 7 + i // 251) & 0xFF for i in range(1024 * 1024 + 3))  # files_app's /big
+    with httpx.Client(verify=_client_ctx(certs), timeout=HANG_GUARD) as client:
+        for _ in range(2):
+            got = client.get(_url(server, "/big"))
+            assert (got.status_code, got.content == big) == (200, True)
+            got = client.get(_url(server, "/static/blob.bin"))
+            assert (got.status_code, got.content == blob) == (200, True)
+        assert client.get(_url(server, "/messages")).status_code == 200
     server.stop()
 

@@ -58,7 +58,7 @@ pub use sink::{Buffer, Destination, Sink, QUEUE_BYTES};
 pub const FLUSH_AT: usize = 32 * 1024;
 
 /// `--access-log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Common,
     Combined,

@@ -189,8 +189,8 @@ impl H2Io {
                     return None;
                 }
                 let n = avail.len().min(buf.remaining());
-                buf.put_slice(&avail[..n]);
-                self.meter.feed(&avail[..n]);
+                let ok = self.meter.feed(&avail[..n]);
+                buf.put_slice(&avail[..ok]);
                 self.inpos += n;
                 Some(Ok(()))
             }
@@ -198,8 +198,9 @@ impl H2Io {
                 match tls.reader().read(buf.initialize_unfilled()) {
                     // Ok(0): the client closed with close_notify.
                     Ok(n) => {
-                        self.meter.feed(&buf.initialize_unfilled()[..n]);
-                        buf.advance(n);
+                        // Bytes past a malformed frame are dropped (meter.rs).
+                        let ok = self.meter.feed(&buf.initialize_unfilled()[..n]);
+                        buf.advance(ok);
                         return Some(Ok(()));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -11,9 +11,21 @@
 //! accepted, floods of small DATA frames) closes the connection from inside h2 with the
 //! same code; `classify` tells which from the GOAWAY's debug data.
 //!
+//! The meter also catches the frames h2 rejects with the wrong error code (h2 answers
+//! every frame it cannot load with PROTOCOL_ERROR): a first frame that is not SETTINGS
+//! (RFC 9113 §3.4: PROTOCOL_ERROR, which h2 does not check at all), a fixed-size frame
+//! of another length (§6.3-§6.9) or a DATA/HEADERS frame too short for the padding and
+//! priority fields its flags announce (§4.2: FRAME_SIZE_ERROR), a SETTINGS_INITIAL_WINDOW_SIZE
+//! above 2^31-1 (§6.5.2: FLOW_CONTROL_ERROR), DATA or HEADERS on a stream the client
+//! already ended with END_STREAM (§5.1, §6.1: STREAM_CLOSED; h2 says PROTOCOL_ERROR while
+//! it still answers the stream). Such a frame is held back before its last
+//! header (or settings) byte reaches h2, so h2 never answers it, and the driver closes
+//! the connection with the code RFC 9113 names (tests/conformance/check_h2.py).
+//!
 //! PERF: a few compares per frame header; payload bytes only move a counter.
 
 use std::cell::Cell;
+use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
 use std::task::Waker;
 use std::time::Instant;
@@ -64,6 +76,32 @@ const RESETS: Bucket = Bucket::new(400.0, 200.0);
 /// WINDOW_UPDATE, PRIORITY and empty DATA (without END_STREAM) frames.
 const CONTROL: Bucket = Bucket::new(4000.0, 2000.0);
 
+/// Streams the client ended (END_STREAM) that are remembered: past it the oldest is
+/// forgotten, and a DATA or HEADERS frame on it is left to h2 (PROTOCOL_ERROR while the
+/// stream is answered, STREAM_CLOSED after; a connection error either way). Above the
+/// default stream limit (200), a few KiB per connection at most.
+const ENDED_KEPT: usize = 256;
+
+/// The streams whose request the client ended, bounded by [`ENDED_KEPT`].
+#[derive(Default)]
+struct Ended {
+    set: HashSet<u32>,
+    order: VecDeque<u32>,
+}
+
+impl Ended {
+    fn insert(&mut self, id: u32) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > ENDED_KEPT {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// What the driver sees of the meter: set when a bucket ran dry.
 #[derive(Default)]
 pub struct Trip {
@@ -75,12 +113,18 @@ pub struct Trip {
     last: Cell<u8>,
     /// RST_STREAM frames seen.
     resets: Cell<u64>,
+    /// A frame that breaks RFC 9113 in a way h2 would report with the wrong code.
+    wrong: Cell<Option<Reason>>,
 }
 
 impl Trip {
-    /// The defence that fired, with the GOAWAY code to close with.
-    pub fn tripped(&self) -> Option<(Reason, Defence)> {
-        self.hit.get().map(|d| (Reason::ENHANCE_YOUR_CALM, d))
+    /// The GOAWAY code to close with, and the defence that fired (`None`: a malformed
+    /// frame, not a flood).
+    pub fn tripped(&self) -> Option<(Reason, Option<Defence>)> {
+        if let Some(reason) = self.wrong.get() {
+            return Some((reason, None));
+        }
+        self.hit.get().map(|d| (Reason::ENHANCE_YOUR_CALM, Some(d)))
     }
 
     pub fn set_waker(&self, waker: &Waker) {
@@ -91,6 +135,17 @@ impl Trip {
         if self.hit.get().is_none() {
             self.hit.set(Some(d));
         }
+        self.wake();
+    }
+
+    fn reject(&self, reason: Reason) {
+        if self.wrong.get().is_none() {
+            self.wrong.set(Some(reason));
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
@@ -104,6 +159,13 @@ pub struct Meter {
     skip: usize,
     header: [u8; 9],
     have: usize,
+    /// A frame header was seen after the preface.
+    started: bool,
+    /// SETTINGS payload bytes still to check, and the entry being read.
+    settings_left: usize,
+    entry: [u8; 6],
+    entry_have: usize,
+    ended: Ended,
     last: Instant,
     settings: Bucket,
     ping: Bucket,
@@ -118,6 +180,11 @@ impl Meter {
             skip: PREFACE.len(),
             header: [0; 9],
             have: 0,
+            started: false,
+            settings_left: 0,
+            entry: [0; 6],
+            entry_have: 0,
+            ended: Ended::default(),
             last: Instant::now(),
             settings: SETTINGS,
             ping: PING,
@@ -131,37 +198,131 @@ impl Meter {
     }
 
     pub fn tripped(&self) -> bool {
-        self.trip.hit.get().is_some()
+        self.trip.tripped().is_some()
     }
 
-    /// Follows `bytes`, the next bytes h2 reads.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(bytes.len());
-                self.skip -= n;
-                bytes = &bytes[n..];
+    /// Follows `bytes`, the next bytes for h2; returns how many of them h2 may have. Fewer
+    /// than all once a frame is malformed: h2 gets none of its last header byte (or of
+    /// the SETTINGS entry at fault) onwards, so it cannot answer the frame itself.
+    pub fn feed(&mut self, bytes: &[u8]) -> usize {
+        if self.trip.wrong.get().is_some() {
+            return 0;
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            if self.settings_left > 0 {
+                let n = (6 - self.entry_have)
+                    .min(rest.len())
+                    .min(self.settings_left);
+                self.entry[self.entry_have..self.entry_have + n].copy_from_slice(&rest[..n]);
+                self.entry_have += n;
+                self.settings_left -= n;
+                at += n;
+                if self.entry_have == 6 {
+                    self.entry_have = 0;
+                    self.setting();
+                    if self.trip.wrong.get().is_some() {
+                        return at - 1;
+                    }
+                }
                 continue;
             }
-            let n = (9 - self.have).min(bytes.len());
-            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            if self.skip > 0 {
+                let n = self.skip.min(rest.len());
+                self.skip -= n;
+                at += n;
+                continue;
+            }
+            let n = (9 - self.have).min(rest.len());
+            self.header[self.have..self.have + n].copy_from_slice(&rest[..n]);
             self.have += n;
-            bytes = &bytes[n..];
+            at += n;
             if self.have == 9 {
                 self.have = 0;
                 let h = self.header;
                 let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
                 self.skip = len;
-                self.frame(h[3], h[4], len);
+                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                self.frame(h[3], h[4], stream, len);
+                if self.trip.wrong.get().is_some() {
+                    return at - 1;
+                }
             }
+        }
+        at
+    }
+
+    /// One SETTINGS entry (RFC 9113 §6.5.1): identifier, value. The other bounds h2
+    /// checks with the right code itself.
+    fn setting(&mut self) {
+        const INITIAL_WINDOW_SIZE: u16 = 0x4;
+        let id = u16::from_be_bytes([self.entry[0], self.entry[1]]);
+        let value =
+            u32::from_be_bytes([self.entry[2], self.entry[3], self.entry[4], self.entry[5]]);
+        if id == INITIAL_WINDOW_SIZE && value > 0x7fff_ffff {
+            // RFC 9113 §6.5.2.
+            self.trip.reject(Reason::FLOW_CONTROL_ERROR);
         }
     }
 
-    /// One frame header: type, flags, payload length.
-    fn frame(&mut self, kind: u8, flags: u8, len: usize) {
+    /// The RFC 9113 rules on a frame header that h2 gets wrong or leaves out, with the
+    /// code each names.
+    fn check(&mut self, kind: u8, flags: u8, stream: u32, len: usize) -> Option<Reason> {
+        const ACK: u8 = 0x1;
+        const END_STREAM: u8 = 0x1;
+        if !self.started {
+            self.started = true;
+            // §3.4: the client preface goes on with a SETTINGS frame (not an ACK).
+            if kind != 0x4 || flags & ACK != 0 {
+                return Some(Reason::PROTOCOL_ERROR);
+            }
+        }
+        const PADDED: u8 = 0x8;
+        const PRIORITY: u8 = 0x20;
+        let size_ok = match kind {
+            // §4.2: too small for the Pad Length field (and the priority fields) announced.
+            0x0 => flags & PADDED == 0 || len >= 1,
+            0x1 => len >= usize::from(flags & PADDED != 0) + 5 * usize::from(flags & PRIORITY != 0),
+            0x2 => len == 5,                     // PRIORITY, §6.3
+            0x3 | 0x8 => len == 4,               // RST_STREAM §6.4, WINDOW_UPDATE §6.9
+            0x4 if flags & ACK != 0 => len == 0, // SETTINGS ACK, §6.5
+            0x4 => len.is_multiple_of(6),        // SETTINGS, §6.5
+            0x6 => len == 8,                     // PING, §6.7
+            0x7 => len >= 8,                     // GOAWAY, §6.8 (§4.2: too small)
+            _ => true,
+        };
+        if !size_ok {
+            return Some(Reason::FRAME_SIZE_ERROR);
+        }
+        if kind <= 0x1 && stream != 0 && self.trip.block.get() == 0 {
+            // DATA or HEADERS: §5.1, a stream the client ended is half-closed (remote) or
+            // closed, where both are STREAM_CLOSED errors. (Inside a header block any
+            // frame but CONTINUATION is h2's PROTOCOL_ERROR, §6.10.)
+            if self.ended.set.contains(&stream) {
+                return Some(Reason::STREAM_CLOSED);
+            }
+            if flags & END_STREAM != 0 {
+                self.ended.insert(stream);
+            }
+        }
+        None
+    }
+
+    /// One frame header: type, flags, stream, payload length.
+    fn frame(&mut self, kind: u8, flags: u8, stream: u32, len: usize) {
         const ACK: u8 = 0x1;
         const END_STREAM: u8 = 0x1;
         const END_HEADERS: u8 = 0x4;
+        if let Some(reason) = self.check(kind, flags, stream, len) {
+            self.trip.reject(reason);
+            return;
+        }
+        if kind == 0x4 && flags & ACK == 0 {
+            // Its entries are read (setting()), not skipped.
+            self.skip = 0;
+            self.settings_left = len;
+        }
         let t = &self.trip;
         t.last.set(kind);
         match kind {
@@ -254,7 +415,7 @@ mod tests {
         }
         assert_eq!(
             m.trip.tripped(),
-            Some((Reason::ENHANCE_YOUR_CALM, Defence::PingFlood))
+            Some((Reason::ENHANCE_YOUR_CALM, Some(Defence::PingFlood)))
         );
     }
 
@@ -270,7 +431,7 @@ mod tests {
         }
         assert_eq!(
             m.trip.tripped(),
-            Some((Reason::ENHANCE_YOUR_CALM, Defence::SettingsFlood))
+            Some((Reason::ENHANCE_YOUR_CALM, Some(Defence::SettingsFlood)))
         );
     }
 
@@ -278,9 +439,114 @@ mod tests {
     fn resets_past_the_budget_trip() {
         let mut m = Meter::new();
         m.feed(PREFACE);
+        m.feed(&frame(0x4, 0, &[]));
         for _ in 0..(RESETS.burst as usize + 50) {
             m.feed(&frame(0x3, 0, &[0; 4]));
         }
-        assert_eq!(m.trip.tripped().map(|t| t.1), Some(Defence::RapidReset));
+        assert_eq!(
+            m.trip.tripped().map(|t| t.1),
+            Some(Some(Defence::RapidReset))
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_held_back_from_their_last_header_byte() {
+        let settings = frame(0x4, 0, &[0, 3, 0, 0, 0, 100]);
+        let cases: &[(Vec<u8>, Reason)] = &[
+            (frame(0x6, 0, &[0; 8]), Reason::PROTOCOL_ERROR),
+            (frame(0x4, 1, &[]), Reason::PROTOCOL_ERROR),
+            (
+                [settings.clone(), frame(0x6, 0, &[0; 7])].concat(),
+                Reason::FRAME_SIZE_ERROR,
+            ),
+            (
+                [settings.clone(), frame(0x3, 0, &[0; 5])].concat(),
+                Reason::FRAME_SIZE_ERROR,
+            ),
+            (
+                [settings.clone(), frame(0x8, 0, &[0; 3])].concat(),
+                Reason::FRAME_SIZE_ERROR,
+            ),
+            (
+                [settings.clone(), frame(0x2, 0, &[0; 4])].concat(),
+                Reason::FRAME_SIZE_ERROR,
+            ),
+            (
+                [settings.clone(), frame(0x7, 0, &[0; 7])].concat(),
+                Reason::FRAME_SIZE_ERROR,
+            ),
+            (
+                [settings.clone(), frame(0x4, 1, &[0; 6])].concat(),
+                Reason::FRAME_SIZE_ERROR,
+            ),
+            (frame(0x4, 0, &[0; 7]), Reason::FRAME_SIZE_ERROR),
+            (
+                frame(0x4, 0, &[0, 1, 0, 0, 0, 0, 0, 4, 0x80, 0, 0, 0]),
+                Reason::FLOW_CONTROL_ERROR,
+            ),
+            (
+                [
+                    settings.clone(),
+                    frame(0x1, 0x5, &[0x82]),
+                    frame(0x0, 0, b"x"),
+                ]
+                .concat(),
+                Reason::STREAM_CLOSED,
+            ),
+            (
+                [
+                    settings.clone(),
+                    frame(0x1, 0x4, &[0x83]),
+                    frame(0x0, 1, b"x"),
+                ]
+                .concat()
+                .into_iter()
+                .chain(frame(0x1, 0x5, &[0x40]))
+                .collect(),
+                Reason::STREAM_CLOSED,
+            ),
+        ];
+        for (bytes, reason) in cases {
+            let mut m = Meter::new();
+            let all = [PREFACE, bytes].concat();
+            let taken = m.feed(&all);
+            assert_eq!(m.trip.tripped(), Some((*reason, None)), "{bytes:?}");
+            assert!(taken < all.len(), "{bytes:?}: the frame reached h2 whole");
+            assert_eq!(m.feed(b"more"), 0);
+        }
+        // Within the rules: everything passes, nothing trips.
+        let mut m = Meter::new();
+        let good = [
+            PREFACE,
+            &settings,
+            &frame(0x4, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]),
+            &frame(0x4, 1, &[]),
+            &frame(0x6, 0, &[0; 8]),
+            &frame(0x2, 0, &[0; 5]),
+            &frame(0x7, 0, &[0; 12]),
+            &frame(0x1, 0x4, &[0x83]),
+            &frame(0x1, 0x2c, &[0; 6]),
+            &frame(0x0, 0x8, &[0]),
+            &frame(0x0, 0, b"body"),
+            &frame(0x1, 0x5, &[0x40]),
+            &frame(0x8, 0, &[0, 0, 0, 1]),
+        ]
+        .concat();
+        for chunk in good.chunks(4) {
+            assert_eq!(m.feed(chunk), chunk.len());
+        }
+        assert_eq!(m.trip.tripped(), None);
+        // A header block (with END_STREAM) cut by DATA: h2's PROTOCOL_ERROR, not the
+        // meter's STREAM_CLOSED.
+        let mut m = Meter::new();
+        let cut = [
+            PREFACE,
+            &settings,
+            &frame(0x1, 0x1, &[0x82]),
+            &frame(0x0, 0, b"x"),
+        ]
+        .concat();
+        assert_eq!(m.feed(&cut), cut.len());
+        assert_eq!(m.trip.tripped(), None);
     }
 }

@@ -16,7 +16,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::Reason;
@@ -28,23 +28,23 @@ use std::sync::Arc;
 
 mod io;
 mod meter;
+mod native;
 mod preface;
+mod respond;
 mod stream;
 
 pub use io::H2Io;
 pub use preface::{sniff, sniff_if, Sniff, PREFACE};
 
 /// `--http`: which protocols a connection may speak (granian's spelling).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HttpMode {
     /// HTTP/1.1, and HTTP/2 by ALPN (TLS) or by the client preface (h2c prior knowledge).
     #[default]
     Auto,
     /// HTTP/1.1 only (TLS offers only http/1.1 by ALPN).
-    #[value(name = "1")]
     One,
     /// HTTP/2 only: plain connections must start with the preface, TLS offers only h2.
-    #[value(name = "2")]
     Two,
 }
 
@@ -59,6 +59,13 @@ pub struct Settings {
     /// SETTINGS_MAX_HEADER_LIST_SIZE we announce: past it a stream is refused (431), past
     /// h2's abuse bound (several times this) the connection is closed.
     pub max_header_list: u32,
+    /// `--limit-request-line`, `--limit-request-fields`, `--limit-request-field-size`,
+    /// applied to a stream's head as to the HTTP/1.1 head it stands for: the request line
+    /// `METHOD target HTTP/1.1` (414 past it), the fields with cookies joined (431), each
+    /// field's name and value (431).
+    pub max_request_line: usize,
+    pub max_fields: usize,
+    pub max_field_size: usize,
     /// Largest request body accepted (413 past it); `None`: unlimited.
     pub max_body: Option<u64>,
     /// How long a connection without streams is kept.
@@ -71,6 +78,12 @@ pub struct Settings {
     pub queue_limit: usize,
     pub request_timeout: Option<Duration>,
     pub request_id: bool,
+    /// `--proxy-headers`: the peers whose X-Forwarded-For/-Proto are believed.
+    pub proxies: Option<crate::proxy::Trusted>,
+    /// Least average request body rate, bytes per second (0: no minimum).
+    pub min_body_rate: u64,
+    /// `--static-mount`s, answered by the front end itself.
+    pub mounts: Vec<crate::statics::Mount>,
     pub health_path: Option<String>,
     /// Date and Server response fields, and the `--header` lines (`name: value\r\n` each).
     pub date: bool,
@@ -84,6 +97,9 @@ impl Default for Settings {
             mode: HttpMode::Auto,
             max_streams: 200,
             max_header_list: 64 * 1024,
+            max_request_line: 8190,
+            max_fields: 100,
+            max_field_size: 8190,
             max_body: None,
             keep_alive: Duration::from_secs(5),
             header_read: Duration::from_secs(10),
@@ -92,6 +108,9 @@ impl Default for Settings {
             queue_limit: 1024,
             request_timeout: None,
             request_id: false,
+            proxies: None,
+            min_body_rate: 0,
+            mounts: Vec::new(),
             health_path: None,
             date: true,
             server: true,
@@ -165,7 +184,8 @@ type Accepted = Option<
 enum Turn {
     Drain,
     Idle,
-    Killed(Reason, Defence),
+    /// The GOAWAY code, and the defence that fired (`None`: a malformed frame).
+    Killed(Reason, Option<Defence>),
     Stream(Accepted),
 }
 
@@ -253,8 +273,13 @@ async fn drive(
         let idle = sh.active.get() == 0 && !draining;
         let turn = monoio::select! {
             _ = hub.drained(), if !draining => Turn::Drain,
-            _ = monoio::time::sleep(cfg.keep_alive), if idle => Turn::Idle,
-            (reason, why) = poll_fn(|cx| match sh.killed.get().or_else(|| meter.tripped()) {
+            _ = crate::deadline::until(Instant::now() + cfg.keep_alive), if idle => Turn::Idle,
+            (reason, why) = poll_fn(|cx| match sh
+                .killed
+                .get()
+                .map(|(reason, why)| (reason, Some(why)))
+                .or_else(|| meter.tripped())
+            {
                 Some(hit) => Poll::Ready(hit),
                 None => {
                     sh.driver.set(Some(cx.waker().clone()));
@@ -271,9 +296,13 @@ async fn drive(
                 draining = true;
             }
             Turn::Killed(reason, why) => {
-                tracing::info!(%peer, defence = ?why, "HTTP/2 client past a defence's bound; closing the connection with GOAWAY {reason:?}");
+                if let Some(why) = why {
+                    tracing::info!(%peer, defence = ?why, "HTTP/2 client past a defence's bound; closing the connection with GOAWAY {reason:?}");
+                    hub.metrics().h2.defence(why);
+                } else {
+                    tracing::debug!(%peer, "HTTP/2 client sent a malformed frame; closing the connection with GOAWAY {reason:?}");
+                }
                 hub.metrics().h2.goaway(reason.into());
-                hub.metrics().h2.defence(why);
                 conn.abrupt_shutdown(reason);
                 // Lets h2 write the GOAWAY and close; bounded, as the client may not read.
                 let _ = monoio::time::timeout(
@@ -283,7 +312,13 @@ async fn drive(
                 .await;
                 return;
             }
-            Turn::Stream(Some(Ok((req, respond)))) => {
+            Turn::Stream(Some(Ok((req, mut respond)))) => {
+                if edge_whitespace(req.headers()) {
+                    // RFC 9113 §8.2.1: malformed, a stream error (§8.1.1); h2 lets it through.
+                    tracing::debug!(%peer, "HTTP/2 request with a field value starting or ending with whitespace; stream reset");
+                    respond.send_reset(Reason::PROTOCOL_ERROR);
+                    continue;
+                }
                 monoio::spawn(stream::serve(sh.clone(), req, respond));
             }
             Turn::Stream(None) => return,
@@ -300,6 +335,38 @@ async fn drive(
                 }
                 return;
             }
+        }
+    }
+}
+
+/// A field value that starts or ends with SP or HTAB, which RFC 9113 §8.2.1 makes
+/// malformed (h2 checks the other characters it forbids).
+fn edge_whitespace(headers: &http::HeaderMap) -> bool {
+    headers.values().any(|v| {
+        let b = v.as_bytes();
+        matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_values_with_whitespace_at_either_edge_are_found() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"a b", false),
+            (b"", false),
+            (b" a", true),
+            (b"a ", true),
+            (b"\ta", true),
+            (b"a\t", true),
+        ];
+        for (value, want) in cases {
+            let mut h = http::HeaderMap::new();
+            h.insert("x-a", http::HeaderValue::from_static("ok"));
+            h.append("x-b", http::HeaderValue::from_bytes(value).unwrap());
+            assert_eq!(edge_whitespace(&h), *want, "{value:?}");
         }
     }
 }

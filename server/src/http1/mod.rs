@@ -5,4 +5,3 @@ pub mod conn;
 pub mod encode;
 pub mod framing;
 pub mod parse;
-pub mod static_files;

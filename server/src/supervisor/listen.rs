@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::RawFd;
 
 use super::uds;
-use crate::cli::ServeArgs;
+use crate::config::ServeConfig;
 use crate::failure::Failure;
 use crate::net::bind;
 use crate::net::Listener;
@@ -28,7 +28,7 @@ pub(super) struct Listeners {
     pub(super) socket_file: Option<uds::SocketFile>,
 }
 
-pub(super) fn open(args: &ServeArgs, scheme: &str) -> Result<Listeners, Failure> {
+pub(super) fn open(args: &ServeConfig, scheme: &str) -> Result<Listeners, Failure> {
     let threads = args.threads as usize;
     if let Some(path) = &args.uds {
         let (listener, file) = uds::bind(path, args.uds_perms, args.backlog)?;

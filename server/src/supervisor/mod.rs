@@ -18,7 +18,7 @@ use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::{Geometry, Segment};
 
 use crate::accesslog::Sink;
-use crate::cli::{seconds, ServeArgs};
+use crate::config::{seconds, ServeConfig};
 use crate::dispatch::{Command as ThreadCmd, Mailbox, Report};
 use crate::failure::Failure;
 use crate::load::LoadTable;
@@ -49,7 +49,7 @@ const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// Runs the server until a stop signal. Start-up is a sequence of steps, each of which
 /// fails with an `error:`/`hint:` before the next one runs (see start.rs); then the
 /// supervisor's loop (watch.rs); then the drain.
-pub fn serve(args: ServeArgs) -> Result<(), Failure> {
+pub fn serve(args: ServeConfig) -> Result<(), Failure> {
     let checked = start::check(&args)?;
     start::load_env_file(&args)?;
     start::check_log_config(&args)?;
@@ -107,7 +107,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
 }
 
 /// The start-up log line: where it listens and with what.
-fn announce(args: &ServeArgs, app: &str, geometry: Geometry, urls: &[String], driver: &str) {
+fn announce(args: &ServeConfig, app: &str, geometry: Geometry, urls: &[String], driver: &str) {
     let shm = geometry.segment_bytes() as u64 * u64::from(args.workers);
     let urls = urls.join(", ");
     tracing::info!(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use notify::{RecursiveMode, Watcher};
 
-use crate::cli::ServeArgs;
+use crate::config::ServeConfig;
 use crate::failure::Failure;
 
 /// Quiet time after a change before the restart starts.
@@ -32,7 +32,7 @@ pub(super) struct Reloader {
 }
 
 pub(super) fn start(
-    args: &ServeArgs,
+    args: &ServeConfig,
     app_dir: &Path,
     hup: Arc<AtomicBool>,
 ) -> Result<Option<Reloader>, Failure> {

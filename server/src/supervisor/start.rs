@@ -15,7 +15,7 @@ use super::threadwatch;
 use super::worker::{spawn, Recycling, SpawnContext, Worker, Workers};
 use super::TICK;
 use crate::accesslog::{self, Destination, Sink};
-use crate::cli::{seconds, ServeArgs};
+use crate::config::{seconds, ServeConfig};
 use crate::dispatch::{Mailbox, Report};
 use crate::failure::Failure;
 use crate::frontend::{self, Started, ThreadSetup};
@@ -36,7 +36,7 @@ pub(super) struct Checked {
 
 /// Checks what a user can get wrong before anything runs. TLS files are read first: a bad
 /// one stops start-up before anything else.
-pub(super) fn check(args: &ServeArgs) -> Result<Checked, Failure> {
+pub(super) fn check(args: &ServeConfig) -> Result<Checked, Failure> {
     let tls = tls_acceptor(args)?;
     let app = app_name(args.app.as_deref())?;
     let app_dir = app_dir(args.app_dir.as_ref())?;
@@ -56,12 +56,12 @@ pub(super) fn check(args: &ServeArgs) -> Result<Checked, Failure> {
     })
 }
 
-fn tls_acceptor(args: &ServeArgs) -> Result<Option<crate::tls::Acceptor>, Failure> {
+fn tls_acceptor(args: &ServeConfig) -> Result<Option<crate::tls::Acceptor>, Failure> {
     if !args.tls.enabled()? {
         return Ok(None);
     }
     // ALPN offers what --http allows.
-    let tls_args = crate::tls::TlsArgs {
+    let tls_args = crate::tls::TlsConfig {
         alpn: crate::h2::alpn(args.http),
         ..args.tls.clone()
     };
@@ -100,7 +100,7 @@ fn app_dir(dir: Option<&PathBuf>) -> Result<PathBuf, Failure> {
     }
 }
 
-fn geometry(args: &ServeArgs) -> Result<Geometry, Failure> {
+fn geometry(args: &ServeConfig) -> Result<Geometry, Failure> {
     let geometry = Geometry {
         threads: args.threads,
         ring_capacity: args.ring_capacity,
@@ -116,13 +116,13 @@ fn geometry(args: &ServeArgs) -> Result<Geometry, Failure> {
     Ok(geometry)
 }
 
-fn check_pin_cpus(args: &ServeArgs) -> Result<(), Failure> {
+fn check_pin_cpus(args: &ServeConfig) -> Result<(), Failure> {
     let Some(cpus) = &args.pin_cpus else {
         return Ok(());
     };
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
     if let Some(c) = cpus
-        .0
+        .cpus()
         .iter()
         .find(|&&c| c >= online.max(1) && !cpu_online(c))
     {
@@ -140,7 +140,7 @@ fn cpu_online(cpu: usize) -> bool {
 
 /// `--env-file`, loaded before any worker starts: they inherit the variables. Ones already
 /// set win, as with python-dotenv's default.
-pub(super) fn load_env_file(args: &ServeArgs) -> Result<(), Failure> {
+pub(super) fn load_env_file(args: &ServeConfig) -> Result<(), Failure> {
     let Some(path) = &args.env_file else {
         return Ok(());
     };
@@ -153,7 +153,7 @@ pub(super) fn load_env_file(args: &ServeArgs) -> Result<(), Failure> {
     })
 }
 
-pub(super) fn check_log_config(args: &ServeArgs) -> Result<(), Failure> {
+pub(super) fn check_log_config(args: &ServeConfig) -> Result<(), Failure> {
     match &args.log_config {
         Some(path) if !path.is_file() => Err(Failure {
             code: 2,
@@ -182,7 +182,7 @@ fn default_python() -> PathBuf {
 
 /// What every worker spawn needs.
 pub(super) fn spawn_context(
-    args: &ServeArgs,
+    args: &ServeConfig,
     checked: &Checked,
     mailboxes: &[Arc<Mailbox>],
 ) -> SpawnContext {
@@ -204,13 +204,13 @@ pub(super) fn spawn_context(
         uds: args.uds.clone(),
         heartbeat: (stall / 4).clamp(Duration::from_millis(5), Duration::from_secs(1)),
         graceful: seconds(args.timeout_graceful_shutdown),
-        cpus: args.pin_cpus.as_ref().map(|c| c.0.clone()),
+        cpus: args.pin_cpus.as_ref().map(|c| c.cpus().to_vec()),
         sched: args.sched,
         threads: args.threads as usize,
     }
 }
 
-pub(super) fn recycling(args: &ServeArgs) -> Recycling {
+pub(super) fn recycling(args: &ServeConfig) -> Recycling {
     Recycling {
         max_requests: args.limit_max_requests,
         lifetime: seconds(args.workers_lifetime),
@@ -229,7 +229,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(args: &ServeArgs) -> Result<Self, Failure> {
+    pub(super) fn new(args: &ServeConfig) -> Result<Self, Failure> {
         let load = Arc::new(LoadTable::default());
         let metrics = Metrics::new(args.threads as usize);
         let access_log = access_log(args)?;
@@ -249,7 +249,7 @@ impl Shared {
     }
 }
 
-fn access_log(args: &ServeArgs) -> Result<Option<(Arc<Sink>, accesslog::Format)>, Failure> {
+fn access_log(args: &ServeConfig) -> Result<Option<(Arc<Sink>, accesslog::Format)>, Failure> {
     if !args.access_log && args.access_log_file.is_none() {
         return Ok(None);
     }
@@ -267,7 +267,7 @@ fn access_log(args: &ServeArgs) -> Result<Option<(Arc<Sink>, accesslog::Format)>
 }
 
 /// `--metrics-port`: the metrics endpoint on its own thread.
-pub(super) fn serve_metrics(args: &ServeArgs, board: &Arc<Board>) -> Result<(), Failure> {
+pub(super) fn serve_metrics(args: &ServeConfig, board: &Arc<Board>) -> Result<(), Failure> {
     let Some(port) = args.metrics_port else {
         return Ok(());
     };
@@ -285,7 +285,7 @@ pub(super) fn serve_metrics(args: &ServeArgs, board: &Arc<Board>) -> Result<(), 
 /// Spawns `--workers` workers and waits until all are ready. `None`: a stop signal came
 /// first.
 pub(super) fn workers(
-    args: &ServeArgs,
+    args: &ServeConfig,
     ctx: &SpawnContext,
     recycling: &Recycling,
     term: &AtomicBool,
@@ -351,7 +351,7 @@ fn startup_failure(w: &mut Worker, status: std::process::ExitStatus) -> Failure 
 }
 
 /// How each connection is served: limits, timeouts, headers, proxies, static files, TLS.
-pub(super) fn conn_config(args: &ServeArgs, tls: Option<crate::tls::Acceptor>) -> ConnConfig {
+pub(super) fn conn_config(args: &ServeConfig, tls: Option<crate::tls::Acceptor>) -> ConnConfig {
     ConnConfig {
         limits: HeadLimits {
             request_line: args.limit_request_line,
@@ -381,6 +381,9 @@ pub(super) fn conn_config(args: &ServeArgs, tls: Option<crate::tls::Acceptor>) -
             mode: args.http,
             max_streams: args.h2_max_concurrent_streams,
             max_header_list: 64 * 1024,
+            max_request_line: args.limit_request_line,
+            max_fields: args.limit_request_fields,
+            max_field_size: args.limit_request_field_size,
             max_body: (args.limit_request_body > 0).then_some(args.limit_request_body),
             keep_alive: seconds(args.timeout_keep_alive),
             header_read: seconds(args.timeout_header_read),
@@ -389,12 +392,15 @@ pub(super) fn conn_config(args: &ServeArgs, tls: Option<crate::tls::Acceptor>) -
             queue_limit: args.limit_queue,
             request_timeout: (args.timeout_request > 0.0).then(|| seconds(args.timeout_request)),
             request_id: args.request_id,
+            proxies: (!args.no_proxy_headers).then(|| args.forwarded_allow_ips.clone()),
+            min_body_rate: args.min_body_rate,
+            mounts: args.static_mount.clone(),
             health_path: args.health_path.clone(),
             date: !args.no_date_header,
             server: !args.no_server_header,
             extra: HeaderOptions::encode_extra(&args.header),
         }),
-        ws: (args.ws == crate::cli::WsMode::Auto).then(|| crate::http1::conn::WsConfig {
+        ws: (args.ws == crate::config::WsMode::Auto).then(|| crate::http1::conn::WsConfig {
             max_size: usize::try_from(args.ws_max_size).unwrap_or(usize::MAX),
             ping_interval: (args.ws_ping_interval > 0.0).then(|| seconds(args.ws_ping_interval)),
             ping_timeout: (args.ws_ping_timeout > 0.0).then(|| seconds(args.ws_ping_timeout)),
@@ -418,7 +424,7 @@ pub(super) struct FrontEnds {
 /// Starts one front-end thread per listener list, each attached to every worker, and waits
 /// until each has its I/O driver running.
 pub(super) fn front_ends(
-    args: &ServeArgs,
+    args: &ServeConfig,
     listeners: Vec<Vec<crate::net::Listener>>,
     mailboxes: &[Arc<Mailbox>],
     workers: &Workers,
@@ -514,7 +520,7 @@ fn wait_started(started: &mpsc::Receiver<Started>, threads: u32) -> Result<&'sta
 }
 
 /// `--limit-connections`, or by default what the fd limit allows (see `connlimit`).
-fn connection_limit(args: &ServeArgs) -> Option<usize> {
+fn connection_limit(args: &ServeConfig) -> Option<usize> {
     let nofile = crate::sys::raise_nofile();
     match args.limit_connections {
         Some(0) => None,

@@ -1,5 +1,5 @@
-//! The `--ssl-*` flags (uvicorn's names and meanings) and the rustls `ServerConfig` they
-//! make. Every way a file can be wrong is an `error:` + `hint:` at start-up (exit 2); on
+//! The TLS settings (uvicorn's `--ssl-*` names and meanings) and the rustls `ServerConfig`
+//! they make. Every way a file can be wrong is an `error:` + `hint:` at start-up (exit 2); on
 //! SIGHUP the same loading runs again and a failure keeps the config in force.
 
 use std::path::{Path, PathBuf};
@@ -13,42 +13,34 @@ use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 
 use crate::failure::Failure;
 
-/// uvicorn's TLS flags. TLS is on when `--ssl-certfile` and `--ssl-keyfile` are given.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TlsArgs {
+/// What uvicorn's TLS flags say (`uringapi-cli` parses them; same names). TLS is on when
+/// `ssl_certfile` and `ssl_keyfile` are both given.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
     /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1; PKCS#8 may be encrypted).
-    #[arg(long, env = "URINGAPI_SSL_KEYFILE")]
     pub ssl_keyfile: Option<PathBuf>,
     /// TLS certificate chain (PEM, leaf first).
-    #[arg(long, env = "URINGAPI_SSL_CERTFILE")]
     pub ssl_certfile: Option<PathBuf>,
     /// Password of an encrypted (PKCS#8) --ssl-keyfile.
-    #[arg(long, env = "URINGAPI_SSL_KEYFILE_PASSWORD")]
     pub ssl_keyfile_password: Option<String>,
     /// CA certificates (PEM) that client certificates are checked against.
-    #[arg(long, env = "URINGAPI_SSL_CA_CERTS")]
     pub ssl_ca_certs: Option<PathBuf>,
     /// Client certificates: 0 not asked for, 1 optional, 2 required (mutual TLS).
-    #[arg(long, default_value_t = 0, env = "URINGAPI_SSL_CERT_REQS", value_parser = clap::value_parser!(u8).range(0..=2))]
     pub ssl_cert_reqs: u8,
     /// Cipher suites, colon-separated (OpenSSL or IANA names of the suites rustls has);
     /// uvicorn's default `TLSv1` means all of them.
-    #[arg(long, default_value = "TLSv1", env = "URINGAPI_SSL_CIPHERS")]
     pub ssl_ciphers: String,
     /// Oldest TLS version accepted: 1.2 or 1.3.
-    #[arg(long, default_value = "1.2", env = "URINGAPI_SSL_PROTOCOL_MIN")]
     pub ssl_protocol_min: String,
     /// Hand the symmetric crypto to the kernel (kTLS) after the handshake when it has it;
     /// falls back to rustls with one log line when it does not.
-    #[arg(long, env = "URINGAPI_KTLS")]
     pub ktls: bool,
     /// The protocols offered by ALPN, preferred first (set from `--http`); empty:
     /// `http/1.1` alone.
-    #[arg(skip)]
     pub alpn: Vec<Vec<u8>>,
 }
 
-impl TlsArgs {
+impl TlsConfig {
     /// Whether TLS is asked for at all; one of the two files alone is a mistake.
     pub fn enabled(&self) -> Result<bool, Failure> {
         match (&self.ssl_certfile, &self.ssl_keyfile) {
@@ -94,7 +86,7 @@ fn usage(error: impl Into<String>, hint: impl Into<String>) -> Failure {
 /// Handshakes already done keep the config they started with.
 #[derive(Clone)]
 pub struct Acceptor {
-    args: Arc<TlsArgs>,
+    args: Arc<TlsConfig>,
     current: Arc<RwLock<Loaded>>,
 }
 
@@ -103,6 +95,8 @@ pub struct Acceptor {
 pub struct Loaded {
     pub config: Arc<ServerConfig>,
     pub leaf: Arc<[u8]>,
+    /// `--ktls` on a kernel that has it: HTTP/1.1 connections move to kTLS.
+    pub ktls: bool,
 }
 
 impl std::fmt::Debug for Acceptor {
@@ -114,8 +108,8 @@ impl std::fmt::Debug for Acceptor {
 }
 
 impl Acceptor {
-    /// Loads the files named by `args` (checked by `TlsArgs::enabled`).
-    pub fn new(args: &TlsArgs) -> Result<Self, Failure> {
+    /// Loads the files named by `args` (checked by `TlsConfig::enabled`).
+    pub fn new(args: &TlsConfig) -> Result<Self, Failure> {
         let loaded = build(args)?;
         Ok(Self {
             args: Arc::new(args.clone()),
@@ -170,6 +164,49 @@ fn versions(min: &str) -> Result<&'static [&'static rustls::SupportedProtocolVer
     }
 }
 
+/// Whether `--ssl-ciphers` names no suites of its own (uvicorn's default and its synonyms).
+fn is_default(spec: &str) -> bool {
+    let spec = spec.trim();
+    spec.is_empty() || ["TLSv1", "TLSv1.2", "DEFAULT", "ALL", "HIGH"].contains(&spec)
+}
+
+/// AES-GCM runs in hardware here (AES and carry-less multiply instructions).
+fn aes_in_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// The server's order under the default `--ssl-ciphers` on a CPU with AES in hardware (the
+/// choice Go's crypto/tls makes): AES-128-GCM, then AES-256-GCM, then ChaCha20-Poly1305,
+/// whatever order the client lists them in. OpenSSL clients (curl, wrk, Python) list
+/// AES-256-GCM-SHA384 first, whose key schedule and transcript run on SHA-384, which has
+/// no hardware instructions here, where SHA-256 does.
+/// PERF: https-hello-newconn (benches/e2e, wrk/OpenSSL 3.0 client, 2 shared cores): the same
+/// build with AES-128-GCM-SHA256 took 242-253 CPU-µs per handshake and request against
+/// 323-340 with the client's AES-256-GCM-SHA384.
+fn aes128_first(suite: &SupportedCipherSuite) -> u8 {
+    let name = format!("{:?}", suite.suite());
+    if name.contains("AES_128_GCM") {
+        0
+    } else if name.contains("AES_256_GCM") {
+        1
+    } else {
+        2
+    }
+}
+
 /// OpenSSL's names for the suites rustls (ring) has; IANA names are matched too.
 const OPENSSL_NAMES: &[(&str, &str)] = &[
     ("TLS_AES_128_GCM_SHA256", "TLS13_AES_128_GCM_SHA256"),
@@ -208,10 +245,10 @@ const OPENSSL_NAMES: &[(&str, &str)] = &[
 /// every suite rustls offers; anything else must name suites it has.
 fn cipher_suites(spec: &str) -> Result<Vec<SupportedCipherSuite>, Failure> {
     let all = provider::ALL_CIPHER_SUITES;
-    let spec = spec.trim();
-    if spec.is_empty() || ["TLSv1", "TLSv1.2", "DEFAULT", "ALL", "HIGH"].contains(&spec) {
+    if is_default(spec) {
         return Ok(all.to_vec());
     }
+    let spec = spec.trim();
     let name_of = |s: &SupportedCipherSuite| format!("{:?}", s.suite());
     let mut chosen = Vec::new();
     for name in spec
@@ -340,7 +377,7 @@ fn private_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'sta
 }
 
 /// Builds the config from the files; every failure names the file and what to do.
-fn build(args: &TlsArgs) -> Result<Loaded, Failure> {
+fn build(args: &TlsConfig) -> Result<Loaded, Failure> {
     let (Some(certfile), Some(keyfile)) = (&args.ssl_certfile, &args.ssl_keyfile) else {
         return Err(usage(
             "TLS needs --ssl-certfile and --ssl-keyfile",
@@ -350,6 +387,10 @@ fn build(args: &TlsArgs) -> Result<Loaded, Failure> {
     let versions = versions(&args.ssl_protocol_min)?;
     let mut crypto = provider::default_provider();
     crypto.cipher_suites = cipher_suites(&args.ssl_ciphers)?;
+    let server_order = is_default(&args.ssl_ciphers) && aes_in_hardware();
+    if server_order {
+        crypto.cipher_suites.sort_by_key(aes128_first);
+    }
     if !crypto
         .cipher_suites
         .iter()
@@ -438,9 +479,11 @@ fn build(args: &TlsArgs) -> Result<Loaded, Failure> {
     if args.ktls {
         config.enable_secret_extraction = true;
     }
+    config.ignore_client_order = server_order;
     Ok(Loaded {
         config: Arc::new(config),
         leaf,
+        ktls: args.ktls && super::ktls::available(),
     })
 }
 
@@ -481,6 +524,20 @@ mod tests {
             "{}",
             bad.hint
         );
+    }
+
+    #[test]
+    fn server_order_puts_aes128_then_aes256_then_chacha_in_each_version() {
+        let mut all = cipher_suites("TLSv1").unwrap();
+        all.sort_by_key(aes128_first);
+        let names: Vec<String> = all.iter().map(|s| format!("{:?}", s.suite())).collect();
+        let rank = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(rank("TLS13_AES_128_GCM_SHA256") < rank("TLS13_AES_256_GCM_SHA384"));
+        assert!(rank("TLS13_AES_256_GCM_SHA384") < rank("TLS13_CHACHA20_POLY1305_SHA256"));
+        let ecdsa128 = rank("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
+        assert!(ecdsa128 < rank("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"));
+        assert_eq!(names.len(), provider::ALL_CIPHER_SUITES.len());
+        assert!(is_default(" TLSv1 ") && !is_default("TLS_AES_128_GCM_SHA256"));
     }
 
     #[test]

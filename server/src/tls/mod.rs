@@ -5,12 +5,14 @@
 //! - `transport`: what a connection reads and writes through, plain TCP (zero-copy `writev`
 //!   from shared memory, unchanged) or TLS (rustls encrypts from the shared-memory slice).
 //! - `names`: a certificate subject as an RFC 4514 string (`client_cert_name`).
-//! - `ktls`: the `--ktls` probe and its fallback.
+//! - `ktls`: `--ktls`: the probe, handing a connection's keys to the kernel, and the fallback.
+//! - `crypto_info`: the kernel's key structs built from rustls's secrets.
 
 mod config;
+pub mod crypto_info;
 pub mod ktls;
 mod names;
 mod transport;
 
-pub use config::{Acceptor, Loaded, TlsArgs};
+pub use config::{Acceptor, Loaded, TlsConfig};
 pub use transport::{handshake, TlsStream, Transport};

@@ -4,7 +4,9 @@
 //! `writev` from shared memory, untouched by TLS. A TLS connection runs a
 //! `rustls::ServerConnection` over the same socket: reads decrypt into the connection's read
 //! buffer, and a response frame is encrypted straight from its shared-memory slice into one
-//! record buffer that is written with one `write`.
+//! record buffer that is written with one `write`. A kTLS connection (`--ktls`, `ktls.rs`)
+//! is a plain socket again once the kernel has the keys: plaintext `writev` from shared
+//! memory and `sendfile` for files, the kernel making the records.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -25,6 +27,14 @@ const RECORD_READ: usize = 16 * 1024 + 512;
 pub enum Transport {
     Plain(Socket),
     Tls(Box<TlsStream>),
+    Ktls(Box<KtlsStream>),
+}
+
+/// A TLS connection whose records the kernel makes and reads (`ktls.rs`).
+pub struct KtlsStream {
+    sock: Socket,
+    /// The tls extension facts, taken from rustls before it gave its keys up.
+    section: Option<Vec<u8>>,
 }
 
 pub struct TlsStream {
@@ -40,6 +50,9 @@ pub struct TlsStream {
     closed: bool,
     /// The leaf certificate this connection was served (DER).
     server_cert: Arc<[u8]>,
+    /// The handshake reads one record at a time and the session may go to the kernel
+    /// (`--ktls` on a kernel that has it).
+    ktls: bool,
 }
 
 fn broken(e: rustls::Error) -> std::io::Error {
@@ -70,6 +83,7 @@ pub async fn handshake(
         plaintext: 0,
         closed: false,
         server_cert: loaded.leaf,
+        ktls: loaded.ktls,
     };
     let done = monoio::time::timeout(limit, s.complete_handshake()).await;
     match done {
@@ -96,6 +110,17 @@ impl TlsStream {
             }
             self.read_records().await?;
         }
+        // TLS 1.3: all rustls queues after the client's Finished is session tickets, which
+        // the client does not wait for; they go out with the first response. TLS 1.2's last
+        // flight, and everything before kTLS or HTTP/2 takes the session, goes now.
+        // PERF: https-hello-newconn (benches/e2e, 2 shared cores): one write fewer per
+        // connection; with the three other changes of its commit (vectored writes, AES-128
+        // first, no rustls logging) 272.7 -> 217.9 CPU-µs/req, not measured alone
+        // (benches/results/https-2026-12-04{-before,}.json).
+        let tls13 = self.tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+        if tls13 && !self.ktls && self.tls.alpn_protocol() != Some(b"h2") {
+            return Ok(());
+        }
         self.flush().await
     }
 
@@ -114,13 +139,19 @@ impl TlsStream {
         Ok(())
     }
 
-    /// Reads one batch of ciphertext from the socket and lets rustls process it. On a
-    /// protocol error the alert rustls queued is sent before the error is returned.
+    /// Reads one batch of ciphertext from the socket (one whole record while a kTLS
+    /// handshake runs, so nothing after its last record is taken from the kernel) and lets
+    /// rustls process it. On a protocol error the alert rustls queued is sent before the
+    /// error is returned.
     async fn read_records(&mut self) -> std::io::Result<()> {
         let mut buf = std::mem::take(&mut self.incoming);
         buf.clear();
-        let (res, slice) = self.sock.read(buf.slice_mut(0..RECORD_READ)).await;
-        let buf = slice.into_inner();
+        let (res, buf) = if self.ktls && self.tls.is_handshaking() {
+            read_one_record(&mut self.sock, buf).await
+        } else {
+            let (res, slice) = self.sock.read(buf.slice_mut(0..RECORD_READ)).await;
+            (res, slice.into_inner())
+        };
         let n = match res {
             Ok(n) => n,
             Err(e) => {
@@ -179,36 +210,86 @@ impl TlsStream {
             if self.closed {
                 return (Ok(0), buf);
             }
+            // What rustls queues while reading (tickets, a KeyUpdate answer) goes with the
+            // next write; an alert for a bad record is sent by read_records itself.
             if let Err(e) = self.read_records().await {
-                return (Err(e), buf);
-            }
-            if let Err(e) = self.flush().await {
                 return (Err(e), buf);
             }
         }
     }
 
-    /// Encrypts `pieces` and writes the records out.
+    /// Encrypts `pieces` and writes the records out. The pieces (a response frame's head,
+    /// body slot and suffix) go to rustls as one vectored write, so they share records.
+    /// PERF: https-hello (benches/e2e, 2 shared cores): one record per response instead of
+    /// one per piece (head, then body), one AEAD seal and one record buffer fewer; with the
+    /// other changes of its commit 41.1 -> 26.4 CPU-µs/req, not measured alone
+    /// (benches/results/https-2026-12-04{-before,}.json).
     async fn send(&mut self, pieces: &[&[u8]]) -> std::io::Result<usize> {
-        let mut total = 0;
-        for piece in pieces {
-            let mut rest = *piece;
-            while !rest.is_empty() {
-                // rustls buffers at most 64 KiB of records: past that it takes nothing
-                // until they are written out.
-                let n = self.tls.writer().write(rest)?;
-                if n == 0 {
-                    if !self.tls.wants_write() {
-                        return Err(std::io::ErrorKind::WriteZero.into());
-                    }
-                    self.flush().await?;
+        let total: usize = pieces.iter().map(|p| p.len()).sum();
+        let mut done = 0;
+        while done < total {
+            let mut skip = done;
+            let mut slices = Vec::with_capacity(pieces.len());
+            for piece in pieces {
+                if skip >= piece.len() {
+                    skip -= piece.len();
+                    continue;
                 }
-                rest = &rest[n..];
+                slices.push(std::io::IoSlice::new(&piece[skip..]));
+                skip = 0;
             }
-            total += piece.len();
+            // rustls buffers at most 64 KiB of records: past that it takes nothing until
+            // they are written out.
+            let n = self.tls.writer().write_vectored(&slices)?;
+            if n == 0 {
+                if !self.tls.wants_write() {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                self.flush().await?;
+            }
+            done += n;
         }
         self.flush().await?;
         Ok(total)
+    }
+
+    /// Hands the session's keys to the kernel when the connection asked for it
+    /// (`ktls.rs`). `None`: the kernel took the ULP but not the keys, and the connection
+    /// (whose rustls session is gone) is closed.
+    pub fn into_transport(self: Box<Self>, peer: Peer) -> Option<Transport> {
+        use super::crypto_info::CryptoInfo;
+        // Only TCP has the ULP; a session holding bytes not yet read or written cannot
+        // move (neither happens after a record-at-a-time handshake, flushed).
+        let movable = self.ktls
+            && matches!(self.sock, Socket::Tcp(_))
+            && self.plaintext == 0
+            && !self.closed
+            && !self.tls.wants_write();
+        if !movable {
+            return Some(Transport::Tls(self));
+        }
+        if !super::ktls::attach(&self.sock) {
+            return Some(Transport::Tls(self));
+        }
+        let section = self.section();
+        let TlsStream { sock, tls, .. } = *self;
+        let keys = || -> Result<(CryptoInfo, CryptoInfo), String> {
+            let version = tls.protocol_version().ok_or("no protocol version")?;
+            let s = tls.dangerous_extract_secrets().map_err(|e| e.to_string())?;
+            let tx = CryptoInfo::new(version, s.tx.0, &s.tx.1).map_err(|e| e.to_string())?;
+            let rx = CryptoInfo::new(version, s.rx.0, &s.rx.1).map_err(|e| e.to_string())?;
+            Ok((tx, rx))
+        };
+        let installed = keys().and_then(|(tx, rx)| {
+            super::ktls::install_keys(&sock, &tx, &rx).map_err(|e| e.to_string())
+        });
+        match installed {
+            Ok(()) => Some(Transport::Ktls(Box::new(KtlsStream { sock, section }))),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "--ktls: the keys could not go to the kernel; closing the connection");
+                None
+            }
+        }
     }
 
     /// Whether ALPN chose HTTP/2.
@@ -257,6 +338,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(t) => &t.sock,
+            Transport::Ktls(k) => &k.sock,
         }
     }
 
@@ -272,12 +354,27 @@ impl Transport {
             // task of every connection, plain ones included, idle ones included.
             // PERF: one allocation per TLS read or write, next to its crypto.
             Transport::Tls(t) => Box::pin(t.read_into(buf)).await,
+            Transport::Ktls(k) => {
+                let (len, cap) = (buf.len(), buf.capacity());
+                let (res, slice) = k.sock.read(buf.slice_mut(len..cap)).await;
+                match res {
+                    // A record that is not application data: the client's close_notify (or
+                    // another alert, or a TLS 1.3 KeyUpdate the kernel cannot follow) ends
+                    // the connection as a clean close.
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                        tracing::debug!(error = %e, "kTLS: a non-application record; closing");
+                        (Ok(0), slice.into_inner())
+                    }
+                    res => (res, slice.into_inner()),
+                }
+            }
         }
     }
 
     pub async fn write_all(&mut self, bytes: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
         match self {
             Transport::Plain(sock) => sock.write_all(bytes).await,
+            Transport::Ktls(k) => k.sock.write_all(bytes).await,
             Transport::Tls(t) => {
                 let res = Box::pin(t.send(&[&bytes])).await;
                 (res, bytes)
@@ -290,6 +387,7 @@ impl Transport {
     pub async fn writev(&mut self, frame: Frame) -> (std::io::Result<usize>, Frame) {
         match self {
             Transport::Plain(sock) => sock.writev(frame).await,
+            Transport::Ktls(k) => k.sock.writev(frame).await,
             Transport::Tls(t) => {
                 let res = Box::pin(t.send(&frame.pieces())).await;
                 (res, frame)
@@ -302,9 +400,15 @@ impl Transport {
     pub async fn readable(&self) -> std::io::Result<()> {
         match self {
             Transport::Plain(sock) => sock.readable().await,
+            Transport::Ktls(k) => k.sock.readable().await,
             Transport::Tls(t) if t.plaintext > 0 => Ok(()),
             Transport::Tls(t) => t.sock.readable().await,
         }
+    }
+
+    /// Whether the kernel makes the records (`send_file` works).
+    pub fn is_ktls(&self) -> bool {
+        matches!(self, Transport::Ktls(_))
     }
 
     /// Decrypted bytes waiting in rustls (a pipelined request the socket no longer shows).
@@ -316,6 +420,10 @@ impl Transport {
     pub async fn shutdown(&mut self) -> std::io::Result<()> {
         match self {
             Transport::Plain(sock) => sock.shutdown().await,
+            Transport::Ktls(k) => {
+                super::ktls::close_notify(&k.sock);
+                k.sock.shutdown().await
+            }
             Transport::Tls(t) => {
                 t.tls.send_close_notify();
                 let _ = Box::pin(t.flush()).await;
@@ -329,6 +437,70 @@ impl Transport {
         match self {
             Transport::Plain(_) => None,
             Transport::Tls(t) => t.section(),
+            Transport::Ktls(k) => k.section.clone(),
+        }
+    }
+
+    /// Sends `len` bytes of `file` from `offset` with `sendfile` when the kernel makes the
+    /// records (kTLS); `None` on other transports, which read the file through a buffer.
+    pub async fn send_file(
+        &mut self,
+        file: &impl std::os::fd::AsRawFd,
+        offset: u64,
+        len: u64,
+    ) -> Option<std::io::Result<()>> {
+        match self {
+            Transport::Ktls(k) => {
+                Some(super::ktls::send_file(&k.sock, file.as_raw_fd(), offset, len).await)
+            }
+            Transport::Plain(_) | Transport::Tls(_) => None,
         }
     }
 }
+
+/// Reads exactly one TLS record (5-byte header, then its length) into `buf`; `Ok(0)`: the
+/// peer closed before a whole record came.
+async fn read_one_record(sock: &mut Socket, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
+    let (res, buf) = fill(sock, buf, 5).await;
+    match res {
+        Ok(true) => {}
+        Ok(false) => return (Ok(0), buf),
+        Err(e) => return (Err(e), buf),
+    }
+    // A length past any legal record is rustls's to refuse: hand it the header alone.
+    let len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+    if len > RECORD_READ - 5 {
+        return (Ok(5), buf);
+    }
+    let (res, buf) = fill(sock, buf, 5 + len).await;
+    match res {
+        Ok(true) => (Ok(5 + len), buf),
+        Ok(false) => (Ok(0), buf),
+        Err(e) => (Err(e), buf),
+    }
+}
+
+/// Reads until `buf` holds `want` bytes; `Ok(false)` at end of stream.
+async fn fill(
+    sock: &mut Socket,
+    mut buf: Vec<u8>,
+    want: usize,
+) -> (std::io::Result<bool>, Vec<u8>) {
+    buf.reserve(want.saturating_sub(buf.len()));
+    while buf.len() < want {
+        let len = buf.len();
+        let (res, slice) = sock.read(buf.slice_mut(len..want)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return (Ok(false), buf),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(true), buf)
+}
+
+#[cfg(test)]
+#[path = "transport_tests.rs"]
+mod tests;

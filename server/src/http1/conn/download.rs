@@ -167,6 +167,25 @@ impl Conn {
         if len == 0 || out.framing == Framing::Empty {
             return self.send_piece(out, None, &[], false).await;
         }
+        // kTLS: the head, then the file straight from the page cache through the kernel's
+        // record layer (sendfile; no copy through this process).
+        let fits = matches!(out.framing, Framing::Length(n) if out.sent + len <= n);
+        if fits && self.sock.is_ktls() {
+            if !self.send_piece(out, None, &[], true).await {
+                return false;
+            }
+            return match self.sock.send_file(&file, start, len).await {
+                Some(Ok(())) => {
+                    out.sent += len;
+                    true
+                }
+                Some(Err(e)) => {
+                    tracing::error!(peer = %self.peer, error = %e, "sending a file over kTLS failed; closing");
+                    false
+                }
+                None => false,
+            };
+        }
         let mut buf = Vec::with_capacity(FILE_CHUNK);
         let mut pos = 0u64;
         while pos < len {
@@ -272,7 +291,7 @@ impl Conn {
 }
 
 /// Bytes read from a file per write for `http.response.pathsend`.
-/// PERF: read + write through this buffer (one copy); splice would avoid it.
+/// PERF: read + write through this buffer (one copy); kTLS connections use sendfile instead.
 pub(super) const FILE_CHUNK: usize = 64 * 1024;
 
 /// Opens a file named by `http.response.pathsend`: an absolute path to a regular file, read

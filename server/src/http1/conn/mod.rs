@@ -18,13 +18,11 @@ use crate::dispatch::{Event, Hub, Lost, Need, StreamId, REQUEST_ID_LEN};
 use crate::http1::encode::{self, Framing, HeaderOptions, RequestSide};
 use crate::http1::framing::{BodyFraming, ChunkedDecoder};
 use crate::http1::parse::{self, HeadLimits};
-use crate::http1::static_files;
 use crate::net::{Peer, Socket};
 use crate::tls::Transport;
 use crate::zerocopy::{Frame, SlotLease};
 
 mod bufpool;
-mod deadline;
 mod download;
 mod native;
 mod queued;
@@ -66,7 +64,7 @@ pub struct ConnConfig {
     /// Least average request body rate, bytes per second (0: no minimum).
     pub min_body_rate: u64,
     /// `--static-mount`s, answered by the front end itself.
-    pub mounts: Vec<static_files::Mount>,
+    pub mounts: Vec<crate::statics::Mount>,
     /// `--health-path`: answered "ok" by the front end itself.
     pub health_path: Option<String>,
     /// TLS on this listener (`--ssl-certfile`/`--ssl-keyfile`); `None`: plain HTTP.
@@ -156,8 +154,7 @@ pub async fn serve(
     let sock = match &cfg.tls {
         None => Transport::Plain(sock),
         Some(tls) => {
-            // Boxed: the handshake's state is large and would otherwise size every
-            // connection's task, plain ones included.
+            // Boxed: the handshake's state is large and would size every connection's task.
             let handshake = crate::tls::handshake(sock, tls.current(), cfg.header_read, peer);
             let Some(stream) = Box::pin(handshake).await.map(Box::new) else {
                 return;
@@ -166,7 +163,11 @@ pub async fn serve(
             if stream.alpn_h2() {
                 return crate::h2::serve_tls(hub, cfg.h2.clone(), stream, peer, local).await;
             }
-            Transport::Tls(stream)
+            // kTLS hook (--ktls): the kernel may take the records now; None: it failed.
+            let Some(sock) = stream.into_transport(peer) else {
+                return;
+            };
+            sock
         }
     };
     // HTTP/2 hook: `--http 2` on a plain port speaks nothing else.
@@ -290,10 +291,9 @@ impl Conn {
             };
             self.h2c_allowed = false;
             self.served.begin(self.hub.access_log_on());
-            // Boxed: the request's state machine (streaming both ways, the response
-            // loop) is large, and inline it would sit in every idle connection's task
-            // too. PERF: one allocation per request, against several KiB per idle
-            // connection.
+            // Boxed: the request's state machine (streaming both ways, the response loop) is large,
+            // and inline it would sit in every idle connection's task too. PERF: one allocation per
+            // request, against several KiB per idle connection.
             let next = Box::pin(self.request(end)).await;
             self.account();
             match next {
@@ -327,7 +327,7 @@ impl Conn {
         let hub = self.hub.clone();
         monoio::select! {
             _ = hub.drained() => Err(()),
-            _ = deadline::until(Instant::now() + wait) => Err(()),
+            _ = crate::deadline::until(Instant::now() + wait) => Err(()),
             r = self.sock.readable() => r.map_err(|_| ()),
         }
     }
@@ -407,7 +407,7 @@ impl Conn {
         }
         let read = self.sock.read(buf);
         monoio::select! {
-            _ = deadline::until(Instant::now() + wait) => Err(ReadEnd::TimedOut),
+            _ = crate::deadline::until(Instant::now() + wait) => Err(ReadEnd::TimedOut),
             (res, buf) = read => {
                 self.buf = buf;
                 match res {
@@ -504,7 +504,11 @@ impl Conn {
                 self.served.request_id = String::from_utf8_lossy(&rid).into_owned();
             }
         }
-        let (client, https) = self.forwarded(&head.headers);
+        let (client, https) = crate::proxy::forwarded(
+            self.cfg.proxies.as_ref(),
+            self.peer.addr(),
+            head.headers.iter().copied(),
+        );
         let https = https || matches!(self.sock, Transport::Tls(_));
         let encoded = RequestHead {
             http_minor: minor,
@@ -609,41 +613,6 @@ impl Conn {
             });
         }
         self.served.started = None;
-    }
-
-    /// The client address and scheme the app sees: the connection's, or with
-    /// `--proxy-headers` and a trusted peer, what X-Forwarded-For/-Proto say.
-    fn forwarded(&self, headers: &[(&[u8], &[u8])]) -> (Option<SocketAddr>, bool) {
-        let trusted = self
-            .cfg
-            .proxies
-            .as_ref()
-            .filter(|t| t.trusts(self.peer.ip()));
-        let Some(trusted) = trusted else {
-            return (self.peer.addr(), false);
-        };
-        let mut https = false;
-        let mut xff: Vec<u8> = Vec::new();
-        for (name, value) in headers {
-            if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
-                // The last one wins, as in uvicorn.
-                if let Some(h) = crate::proxy::https(value) {
-                    https = h;
-                }
-            } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-                // Several headers are one list (RFC 9110 §5.3).
-                if !xff.is_empty() {
-                    xff.extend_from_slice(b", ");
-                }
-                xff.extend_from_slice(value);
-            }
-        }
-        let client = if xff.is_empty() {
-            None
-        } else {
-            trusted.client(&xff)
-        };
-        (client.or(self.peer.addr()), https)
     }
 
     /// Opens a stream on a worker that accepts work, waiting in the thread's queue while

@@ -371,7 +371,7 @@ impl Conn {
                 monoio::select! {
                     ev = hub.ws_event(sid, pending.is_some()) => Step::Worker(ev),
                     _ = self.sock.readable(), if read => Step::Readable,
-                    _ = super::deadline::until(Instant::now() + nap) => Step::Timer,
+                    _ = crate::deadline::until(Instant::now() + nap) => Step::Timer,
                     _ = hub.drained(), if !drained => Step::Drain,
                 }
             };
@@ -588,7 +588,7 @@ impl Conn {
                 None => write.await,
                 Some(t) => monoio::select! {
                     r = write => r,
-                    _ = super::deadline::until(Instant::now() + t) => {
+                    _ = crate::deadline::until(Instant::now() + t) => {
                         tracing::debug!(peer = %self.peer, "websocket client read nothing for --ws-ping-timeout; dropping it (1011)");
                         return Err(close::INTERNAL_ERROR);
                     }

@@ -1,15 +1,21 @@
-//! The `uringapi` command line. Flags mirror uvicorn's and gunicorn's where they exist.
+//! The `uringapi` command line. Flags mirror uvicorn's and gunicorn's where they exist; each
+//! has its `URINGAPI_*` variable. Parsed arguments become the library's config structs
+//! (`ServeArgs::into_config`), so `uringapi-server` does not know clap.
 
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use uringapi_server::config::{CpuList, LogLevel, NativeRefConfig, ServeConfig};
+use uringapi_server::statics::{parse_mount, Mount};
+use uringapi_server::proxy::Trusted;
 
-// Re-exported: callers written before `failure.rs` name it `cli::Failure`.
-pub use crate::failure::Failure;
-use crate::frontend::IoDriver;
+use crate::tls::TlsArgs;
+use crate::values::{
+    parse_header, parse_octal_mode, FormatArg, HttpModeArg, IoDriverArg, LifespanArg, LogLevelArg,
+    SchedArg, WsModeArg,
+};
 
 /// uringapi: serve ASGI apps (FastAPI, Starlette, Litestar) from an io_uring front end and
 /// separate uvloop worker processes joined by shared-memory rings.
@@ -101,19 +107,19 @@ pub struct ServeArgs {
     pub app_dir: Option<PathBuf>,
     /// Log level: critical, error, warning, info, debug, trace.
     #[arg(long, default_value = "info", env = "URINGAPI_LOG_LEVEL")]
-    pub log_level: LogLevel,
+    pub log_level: LogLevelArg,
     /// Python interpreter for the workers. Default: the one that runs `uringapi`, else python3.
     #[arg(long, env = "URINGAPI_PYTHON")]
     pub python: Option<PathBuf>,
     /// I/O driver: io_uring with fallback to epoll (auto), or one of them forced.
     #[arg(long, value_enum, default_value = "auto", env = "URINGAPI_IO_DRIVER")]
-    pub io_driver: IoDriver,
+    pub io_driver: IoDriverArg,
     /// Listen backlog.
     #[arg(long, default_value_t = 2048, env = "URINGAPI_BACKLOG")]
     pub backlog: i32,
     /// Run the ASGI lifespan protocol: auto (if the app supports it), on, off.
     #[arg(long, default_value = "auto", env = "URINGAPI_LIFESPAN")]
-    pub lifespan: Lifespan,
+    pub lifespan: LifespanArg,
     /// Bytes per shared-memory slot (request heads must fit in one; bodies stream through).
     #[arg(long, default_value_t = 64 * 1024, env = "URINGAPI_SLOT_SIZE")]
     pub slot_size: u32,
@@ -213,7 +219,7 @@ pub struct ServeArgs {
     /// WebSockets: auto (upgrade requests become the ASGI websocket scope, framed by the
     /// front end), off (they reach the app as plain http requests).
     #[arg(long, value_enum, default_value = "auto", env = "URINGAPI_WS")]
-    pub ws: WsMode,
+    pub ws: WsModeArg,
     /// Largest WebSocket message in bytes, after decompression (close 1009 past it).
     #[arg(long, default_value_t = 16 * 1024 * 1024, env = "URINGAPI_WS_MAX_SIZE")]
     pub ws_max_size: u64,
@@ -236,8 +242,8 @@ pub struct ServeArgs {
     /// Serve the files under DIR at URL prefix PREFIX from the front end, without Python
     /// (`/static=./public`); GET and HEAD, with ETag, Last-Modified, 304 and Range.
     /// Repeatable.
-    #[arg(long, value_name = "PREFIX=DIR", value_parser = crate::http1::static_files::parse_mount, env = "URINGAPI_STATIC_MOUNT")]
-    pub static_mount: Vec<crate::http1::static_files::Mount>,
+    #[arg(long, value_name = "PREFIX=DIR", value_parser = parse_mount, env = "URINGAPI_STATIC_MOUNT")]
+    pub static_mount: Vec<Mount>,
     /// Answer GET PATH with 200 "ok" from the front end (503 while draining), e.g. for a
     /// load balancer's health check on the app port.
     #[arg(long, value_name = "PATH", env = "URINGAPI_HEALTH_PATH")]
@@ -261,7 +267,7 @@ pub struct ServeArgs {
         default_value = "combined",
         env = "URINGAPI_ACCESS_LOG_FORMAT"
     )]
-    pub access_log_format: crate::accesslog::Format,
+    pub access_log_format: FormatArg,
     /// Write the access log to this file instead of stderr (implies --access-log); SIGUSR1
     /// reopens it after log rotation.
     #[arg(long, env = "URINGAPI_ACCESS_LOG_FILE")]
@@ -274,29 +280,29 @@ pub struct ServeArgs {
     #[arg(long, hide = true, env = "URINGAPI_PROXY_HEADERS")]
     pub proxy_headers: bool,
     /// Peers whose proxy headers are believed: IPs, CIDR networks, or `*`, comma-separated.
-    #[arg(long, default_value = "127.0.0.1", env = "URINGAPI_FORWARDED_ALLOW_IPS", value_parser = crate::proxy::Trusted::parse)]
-    pub forwarded_allow_ips: crate::proxy::Trusted,
+    #[arg(long, default_value = "127.0.0.1", env = "URINGAPI_FORWARDED_ALLOW_IPS", value_parser = Trusted::parse)]
+    pub forwarded_allow_ips: Trusted,
     /// Pin front-end threads and workers to these CPUs, e.g. `0-3` or `0,2,4,6`: thread t
     /// gets the t-th CPU, worker i the (threads + i)-th, wrapping around.
-    #[arg(long, value_parser = parse_cpu_list, env = "URINGAPI_PIN_CPUS")]
+    #[arg(long, value_parser = CpuList::parse, env = "URINGAPI_PIN_CPUS")]
     pub pin_cpus: Option<CpuList>,
     /// Scheduling policy of the front-end threads and workers: batch (SCHED_BATCH, a thread
     /// that wakes does not preempt a running one, so each wakeup finds more requests waiting)
     /// or normal (SCHED_OTHER). A real-time or idle policy the server was started under
     /// (`chrt`) is kept.
     #[arg(long, value_enum, default_value = "batch", env = "URINGAPI_SCHED")]
-    pub sched: crate::sys::Sched,
+    pub sched: SchedArg,
     /// HTTP versions served: auto (HTTP/1.1, plus HTTP/2 chosen by ALPN on TLS or by the
     /// client preface on a plain port), 1 (HTTP/1.1 only) or 2 (HTTP/2 only).
     #[arg(long, value_enum, default_value = "auto", env = "URINGAPI_HTTP")]
-    pub http: crate::h2::HttpMode,
+    pub http: HttpModeArg,
     /// HTTP/2: most streams a client may have open at once on one connection
     /// (SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(long, default_value_t = 200, env = "URINGAPI_H2_MAX_CONCURRENT_STREAMS", value_parser = clap::value_parser!(u32).range(1..))]
     pub h2_max_concurrent_streams: u32,
     /// TLS: uvicorn's `--ssl-*` flags and `--ktls` (server/src/tls/).
     #[command(flatten)]
-    pub tls: crate::tls::TlsArgs,
+    pub tls: TlsArgs,
 }
 
 impl ServeArgs {
@@ -310,24 +316,157 @@ impl ServeArgs {
             None
         }
     }
-}
 
-/// Parses `--header NAME:VALUE`: the name must be an HTTP token (RFC 9110 §5.6.2), the
-/// value printable without CR, LF or NUL.
-pub fn parse_header(s: &str) -> Result<(String, String), String> {
-    let (name, value) = s
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?} is not NAME:VALUE"))?;
-    let name = name.trim();
-    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(tchar) {
-        return Err(format!("{name:?} is not a valid header name"));
+    /// The library's config: every option but the ones that only the command line has
+    /// (the log colours, which `init_logging` takes, and uvicorn's no-op `--proxy-headers`).
+    /// A field added on either side fails to compile here until the other has it.
+    pub fn into_config(self) -> ServeConfig {
+        let ServeArgs {
+            app,
+            host,
+            port,
+            workers,
+            threads,
+            factory,
+            env_file,
+            fd,
+            uds,
+            uds_perms,
+            header,
+            log_config,
+            use_colors: _,
+            no_use_colors: _,
+            reload,
+            reload_dir,
+            reload_include,
+            reload_exclude,
+            app_dir,
+            log_level,
+            python,
+            io_driver,
+            backlog,
+            lifespan,
+            slot_size,
+            channel_slots,
+            ring_capacity,
+            limit_request_line,
+            limit_request_fields,
+            limit_request_field_size,
+            limit_request_body,
+            limit_connections,
+            timeout_keep_alive,
+            timeout_header_read,
+            timeout_body_read,
+            min_body_rate,
+            timeout_graceful_shutdown,
+            timeout_worker_startup,
+            no_date_header,
+            no_server_header,
+            root_path,
+            timeout,
+            stall_timeout,
+            limit_concurrency,
+            limit_queue,
+            queue_timeout,
+            timeout_request,
+            workers_max_rss,
+            workers_lifetime,
+            limit_max_requests,
+            recycle_jitter,
+            ws,
+            ws_max_size,
+            ws_ping_interval,
+            ws_ping_timeout,
+            ws_per_message_deflate,
+            request_id,
+            static_mount,
+            health_path,
+            metrics_port,
+            metrics_host,
+            access_log,
+            access_log_format,
+            access_log_file,
+            no_proxy_headers,
+            proxy_headers: _,
+            forwarded_allow_ips,
+            pin_cpus,
+            sched,
+            http,
+            h2_max_concurrent_streams,
+            tls,
+        } = self;
+        ServeConfig {
+            app,
+            host,
+            port,
+            workers,
+            threads,
+            factory,
+            env_file,
+            fd,
+            uds,
+            uds_perms,
+            header,
+            log_config,
+            reload,
+            reload_dir,
+            reload_include,
+            reload_exclude,
+            app_dir,
+            log_level: log_level.into(),
+            python,
+            io_driver: io_driver.into(),
+            backlog,
+            lifespan: lifespan.into(),
+            slot_size,
+            channel_slots,
+            ring_capacity,
+            limit_request_line,
+            limit_request_fields,
+            limit_request_field_size,
+            limit_request_body,
+            limit_connections,
+            timeout_keep_alive,
+            timeout_header_read,
+            timeout_body_read,
+            min_body_rate,
+            timeout_graceful_shutdown,
+            timeout_worker_startup,
+            no_date_header,
+            no_server_header,
+            root_path,
+            timeout,
+            stall_timeout,
+            limit_concurrency,
+            limit_queue,
+            queue_timeout,
+            timeout_request,
+            workers_max_rss,
+            workers_lifetime,
+            limit_max_requests,
+            recycle_jitter,
+            ws: ws.into(),
+            ws_max_size,
+            ws_ping_interval,
+            ws_ping_timeout,
+            ws_per_message_deflate,
+            request_id,
+            static_mount,
+            health_path,
+            metrics_port,
+            metrics_host,
+            access_log,
+            access_log_format: access_log_format.into(),
+            access_log_file,
+            no_proxy_headers,
+            forwarded_allow_ips,
+            pin_cpus,
+            sched: sched.into(),
+            http: http.into(),
+            h2_max_concurrent_streams,
+            tls: tls.into(),
+        }
     }
-    let value = value.trim();
-    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(format!("the value of {name:?} contains CR, LF or NUL"));
-    }
-    Ok((name.to_string(), value.to_string()))
 }
 
 /// CPUs this process may run on (cgroup quotas and affinity included).
@@ -352,36 +491,6 @@ fn default_threads() -> u32 {
     cpus().div_ceil(8).clamp(1, 256)
 }
 
-/// A list of CPU numbers from `--pin-cpus`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CpuList(pub Vec<usize>);
-
-/// Parses `0-3,6,8-9` into CPU numbers.
-pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
-    let mut cpus = Vec::new();
-    for part in s.split(',').map(str::trim) {
-        let num = |x: &str| {
-            x.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("{x:?} is not a CPU number (expected e.g. 0-3,6)"))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b {
-                    return Err(format!("range {part:?} runs backwards"));
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(num(part)?),
-        }
-    }
-    if let Some(&c) = cpus.iter().find(|&&c| c >= 1024) {
-        return Err(format!("CPU {c} is out of range (at most 1023)"));
-    }
-    Ok(CpuList(cpus))
-}
-
 #[derive(Debug, clap::Args)]
 pub struct NativeRefArgs {
     #[arg(long, default_value = "127.0.0.1", env = "URINGAPI_HOST")]
@@ -391,80 +500,28 @@ pub struct NativeRefArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256), env = "URINGAPI_THREADS")]
     pub threads: u32,
     #[arg(long, value_enum, default_value = "auto", env = "URINGAPI_IO_DRIVER")]
-    pub io_driver: IoDriver,
+    pub io_driver: IoDriverArg,
     #[arg(long, default_value = "info", env = "URINGAPI_LOG_LEVEL")]
-    pub log_level: LogLevel,
+    pub log_level: LogLevelArg,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogLevel {
-    Critical,
-    Error,
-    Warning,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    pub fn filter(self) -> &'static str {
-        match self {
-            Self::Critical | Self::Error => "error",
-            Self::Warning => "warn",
-            Self::Info => "info",
-            Self::Debug => "debug",
-            Self::Trace => "trace",
+impl NativeRefArgs {
+    /// The library's config (the log level is the command line's business).
+    pub fn into_config(self) -> NativeRefConfig {
+        let NativeRefArgs {
+            host,
+            port,
+            threads,
+            io_driver,
+            log_level: _,
+        } = self;
+        NativeRefConfig {
+            host,
+            port,
+            threads,
+            io_driver: io_driver.into(),
         }
     }
-
-    /// The name Python's logging module uses.
-    pub fn python(self) -> &'static str {
-        match self {
-            Self::Critical => "CRITICAL",
-            Self::Error => "ERROR",
-            Self::Warning => "WARNING",
-            Self::Info => "INFO",
-            Self::Debug | Self::Trace => "DEBUG",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Lifespan {
-    Auto,
-    On,
-    Off,
-}
-
-impl Lifespan {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::On => "on",
-            Self::Off => "off",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum WsMode {
-    Auto,
-    Off,
-}
-
-/// `--uds-perms`: an octal file mode (`660`, `0660`, `0o660`), at most `777`.
-fn parse_octal_mode(s: &str) -> Result<u32, String> {
-    let digits = s.strip_prefix("0o").unwrap_or(s);
-    match u32::from_str_radix(digits, 8) {
-        Ok(mode) if mode <= 0o777 && !digits.is_empty() => Ok(mode),
-        _ => Err(format!(
-            "{s:?} is not an octal file mode from 000 to 777 (e.g. 660)"
-        )),
-    }
-}
-
-pub fn seconds(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 pub fn init_logging(level: LogLevel, colors: Option<bool>) {
@@ -599,7 +656,7 @@ mod tests {
     fn the_readme_lists_every_option_with_its_variable() {
         const BEGIN: &str = "<!-- options:begin (generated by `make readme-options`) -->\n";
         const END: &str = "<!-- options:end -->";
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
         let readme = std::fs::read_to_string(&path).expect("README.md");
         let start = readme
             .find(BEGIN)
@@ -622,14 +679,75 @@ mod tests {
         }
     }
 
+    fn serve_config(args: &[&str]) -> ServeConfig {
+        let argv = ["uringapi", "serve"].iter().chain(args).map(OsString::from);
+        match Cli::try_parse_from(argv).expect("valid arguments").command {
+            Cmd::Serve(args) => args.into_config(),
+            Cmd::NativeRef(_) => unreachable!("parsed serve"),
+        }
+    }
+
+    /// Each flag lands in its own field of the library's config, enums by their names.
     #[test]
-    fn header_flags_are_checked() {
-        assert_eq!(
-            parse_header("X-Frame-Options: DENY"),
-            Ok(("X-Frame-Options".into(), "DENY".into()))
-        );
-        assert!(parse_header("no colon").is_err());
-        assert!(parse_header("bad name: x").is_err());
-        assert!(parse_header("X-A: a\r\nInjected: 1").is_err());
+    fn flags_become_the_library_config() {
+        use uringapi_server::accesslog::Format;
+        use uringapi_server::config::{Lifespan, Sched, WsMode};
+        use uringapi_server::frontend::IoDriver;
+        use uringapi_server::h2::HttpMode;
+        let c = serve_config(&[
+            "app:main",
+            "--port",
+            "0",
+            "--workers",
+            "3",
+            "--http",
+            "2",
+            "--sched",
+            "normal",
+            "--io-driver",
+            "epoll",
+            "--access-log-format",
+            "json",
+            "--ws",
+            "off",
+            "--lifespan",
+            "on",
+            "--log-level",
+            "debug",
+            "--pin-cpus",
+            "0-1,3",
+            "--header",
+            "x-a: 1",
+            "--timeout-request",
+            "2.5",
+            "--ssl-ciphers",
+            "X",
+            "--ssl-cert-reqs",
+            "2",
+            "--no-proxy-headers",
+            "--limit-queue",
+            "7",
+        ]);
+        assert_eq!(c.app.as_deref(), Some("app:main"));
+        assert_eq!((c.port, c.workers), (0, 3));
+        assert_eq!(c.http, HttpMode::Two);
+        assert_eq!(c.sched, Sched::Normal);
+        assert_eq!(c.io_driver, IoDriver::Epoll);
+        assert_eq!(c.access_log_format, Format::Json);
+        assert_eq!(c.ws, WsMode::Off);
+        assert_eq!(c.lifespan, Lifespan::On);
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.pin_cpus.as_ref().map(CpuList::cpus), Some(&[0, 1, 3][..]));
+        assert_eq!(c.header, [("x-a".to_string(), "1".to_string())]);
+        assert_eq!(c.timeout_request, 2.5);
+        assert_eq!((c.tls.ssl_ciphers.as_str(), c.tls.ssl_cert_reqs), ("X", 2));
+        assert!(c.tls.alpn.is_empty());
+        assert!(c.no_proxy_headers);
+        assert_eq!(c.limit_queue, 7);
+        let d = serve_config(&[]);
+        assert_eq!(d.http, HttpMode::Auto);
+        assert_eq!(d.sched, Sched::Batch);
+        assert_eq!(d.access_log_format, Format::Combined);
+        assert_eq!((d.ws, d.lifespan), (WsMode::Auto, Lifespan::Auto));
     }
 }

@@ -1,6 +1,6 @@
 //! Runs a parsed command line: `serve` (the supervisor) or `native-ref` (the reference
-//! server). Apart from `cli` so that the command line's types do not depend on what runs
-//! them.
+//! server), both from the `uringapi-server` library. Apart from `cli` so that the command
+//! line's types do not depend on what runs them.
 
 use std::ffi::OsString;
 
@@ -14,12 +14,12 @@ pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
     };
     let result = match cli.command {
         Cmd::Serve(args) => {
-            cli::init_logging(args.log_level, args.colors());
-            crate::supervisor::serve(*args)
+            cli::init_logging(args.log_level.into(), args.colors());
+            uringapi_server::supervisor::serve(args.into_config())
         }
         Cmd::NativeRef(args) => {
-            cli::init_logging(args.log_level, None);
-            crate::native::serve(args)
+            cli::init_logging(args.log_level.into(), None);
+            uringapi_server::native::serve(args.into_config())
         }
     };
     match result {

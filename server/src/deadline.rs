@@ -1,4 +1,5 @@
-//! Connection deadlines (keep-alive, head and body reads) on one timer per thread.
+//! Connection and stream deadlines (keep-alive, head and body reads, HTTP/2 waits) on one
+//! timer per thread.
 //!
 //! monoio's `Sleep` is 640 bytes, 128-aligned (its timer entry is cache-padded), and every
 //! `timeout` around a socket wait put one inline in the connection's task: the largest
@@ -48,11 +49,11 @@ thread_local! {
 
 /// Resolves at `deadline` (at once if it passed). Must be awaited inside the thread's
 /// monoio runtime (the first use spawns the timer task).
-pub(super) fn until(deadline: Instant) -> Until {
+pub(crate) fn until(deadline: Instant) -> Until {
     Until { deadline, id: None }
 }
 
-pub(super) struct Until {
+pub(crate) struct Until {
     deadline: Instant,
     /// Registered under (deadline, id) while pending.
     id: Option<u64>,

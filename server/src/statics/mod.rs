@@ -1,12 +1,17 @@
 //! Native routes: `--static-mount PREFIX=DIR` files and the `--health-path` route, answered
-//! by the front end without a trip through a Python worker.
+//! by the front end without a trip through a Python worker, over HTTP/1.1 and HTTP/2 alike.
 //!
-//! This file decides *what* to send (which file, which status, which headers); the
-//! connection sends it with the same file path as `http.response.pathsend`.
+//! This file decides *what* to send for a file (which file, which status, which headers);
+//! `route.rs` picks the route and keeps the per-thread cache of small files; each protocol
+//! sends the reply (HTTP/1.1: `http1/conn/native.rs`, HTTP/2: `h2/native.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+mod route;
+
+pub use route::{reply, route, CachedFile, Native, Payload, Reply};
 
 /// One `--static-mount`: requests under `prefix` are files under `root`.
 #[derive(Debug, Clone)]
@@ -142,8 +147,9 @@ pub fn answer(path: PathBuf, size: u64, mtime: SystemTime, cond: Conditions<'_>)
     let since_epoch = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
     // A strong validator from what changes when the file does (as Starlette's, in spirit).
     let etag = format!("\"{:x}-{:x}\"", since_epoch.as_nanos(), size);
+    // RFC 9110 §5.6.7 IMF-fixdate, whole seconds.
     let last_modified =
-        String::from_utf8_lossy(&super::encode::imf_fixdate(since_epoch.as_secs())).into_owned();
+        httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(since_epoch.as_secs()));
     let mut headers = vec![
         ("etag", etag.clone()),
         ("last-modified", last_modified.clone()),

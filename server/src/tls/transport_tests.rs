@@ -1,0 +1,172 @@
+//! `handshake` and `into_transport` over real loopback sockets, with a rustls client on a
+//! thread that sends its first request together with its last handshake flight.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::{ClientConfig, ClientConnection, SupportedCipherSuite};
+
+use super::*;
+use crate::tls::crypto_info::tests::{configs, suites, Kernel};
+use crate::tls::crypto_info::CryptoInfo;
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi";
+
+/// The client: queues REQUEST before the handshake (rustls sends it right behind its
+/// Finished), then reads RESPONSE and what follows until the server closes.
+fn client(addr: SocketAddr, config: ClientConfig) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
+    std::thread::spawn(move || {
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let name = "localhost".try_into().unwrap();
+        let mut conn = ClientConnection::new(Arc::new(config), name).unwrap();
+        conn.writer().write_all(REQUEST).unwrap();
+        while conn.is_handshaking() || conn.wants_write() {
+            conn.complete_io(&mut sock).unwrap();
+        }
+        let mut got = vec![0; RESPONSE.len()];
+        rustls::Stream::new(&mut conn, &mut sock)
+            .read_exact(&mut got)
+            .unwrap();
+        // After the response: a clean close_notify, or the socket just closing.
+        let mut rest = Vec::new();
+        let clean = rustls::Stream::new(&mut conn, &mut sock)
+            .read_to_end(&mut rest)
+            .is_ok();
+        (got, clean && rest.is_empty())
+    })
+}
+
+fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap()
+}
+
+/// Accepts one connection and runs our handshake on it with `--ktls` asked for.
+async fn accept_and_handshake(
+    listener: std::net::TcpListener,
+    suite: SupportedCipherSuite,
+) -> (Box<TlsStream>, Peer) {
+    let (server_config, _) = configs(suite);
+    let listener = monoio::net::TcpListener::from_std(listener).unwrap();
+    let (tcp, addr) = listener.accept().await.unwrap();
+    let loaded = Loaded {
+        config: Arc::new(server_config),
+        leaf: Arc::from(Vec::new()),
+        ktls: true,
+    };
+    let peer = Peer(Some(addr));
+    let stream = handshake(Socket::Tcp(tcp), loaded, Duration::from_secs(30), peer)
+        .await
+        .expect("the handshake completes");
+    (Box::new(stream), peer)
+}
+
+fn listen() -> (std::net::TcpListener, SocketAddr) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+/// The whole kTLS path but the kernel: after our record-at-a-time handshake the request
+/// record is still in the socket, and the keys rustls gives up open it and seal the answer
+/// exactly as TLS_RX / TLS_TX would.
+#[test]
+fn a_ktls_handshake_leaves_the_first_request_in_the_socket_for_the_kernel() {
+    for (suite, _) in suites() {
+        let name = format!("{:?}", suite.suite());
+        let (listener, addr) = listen();
+        let peer_client = client(addr, configs(suite).1);
+        runtime().block_on(async move {
+            let (stream, _) = accept_and_handshake(listener, suite).await;
+            assert_eq!(
+                stream.plaintext, 0,
+                "{name}: nothing decrypted past the handshake"
+            );
+            assert!(
+                !stream.tls.wants_write(),
+                "{name}: tickets and Finished were flushed"
+            );
+            let TlsStream { mut sock, tls, .. } = *stream;
+            let version = tls.protocol_version().unwrap();
+            let secrets = tls.dangerous_extract_secrets().unwrap();
+            let rx = CryptoInfo::new(version, secrets.rx.0, &secrets.rx.1).unwrap();
+            let tx = CryptoInfo::new(version, secrets.tx.0, &secrets.tx.1).unwrap();
+            let (res, record) = read_one_record(&mut sock, Vec::new()).await;
+            assert!(
+                res.unwrap() > 5,
+                "{name}: the request record is in the socket"
+            );
+            let opened = Kernel::from(&rx).open(&record);
+            assert_eq!(opened.as_deref(), Some(REQUEST), "{name}");
+            let (res, _) = sock.write_all(Kernel::from(&tx).seal(RESPONSE)).await;
+            res.unwrap();
+            sock.shutdown().await.unwrap();
+        });
+        let (response, _) = peer_client.join().unwrap();
+        assert_eq!(response, RESPONSE, "{suite:?}");
+    }
+}
+
+/// `into_transport` here: on a kernel without kTLS (this machine) the socket refuses the ULP
+/// and rustls carries on; on one with it, the kernel does. Either way the client's request
+/// and our answer go through, and the close is clean.
+#[test]
+fn into_transport_serves_the_connection_with_or_without_kernel_tls() {
+    for (suite, _) in suites() {
+        let (listener, addr) = listen();
+        let peer_client = client(addr, configs(suite).1);
+        runtime().block_on(async move {
+            let (stream, peer) = accept_and_handshake(listener, suite).await;
+            let mut transport = stream
+                .into_transport(peer)
+                .expect("kept or moved, not closed");
+            assert_eq!(transport.is_ktls(), crate::tls::ktls::available());
+            let mut request = Vec::with_capacity(4096);
+            while request.len() < REQUEST.len() {
+                let (res, buf) = transport.read(request).await;
+                request = buf;
+                assert!(res.unwrap() > 0, "{suite:?}: the request came whole");
+            }
+            assert_eq!(request, REQUEST);
+            let (res, _) = transport.write_all(RESPONSE.to_vec()).await;
+            res.unwrap();
+            transport.shutdown().await.unwrap();
+        });
+        let (response, clean) = peer_client.join().unwrap();
+        assert_eq!(response, RESPONSE, "{suite:?}");
+        assert!(clean, "{suite:?}: close_notify, then the end");
+    }
+}
+
+#[test]
+fn read_one_record_stops_at_the_record_boundary() {
+    let (listener, addr) = listen();
+    let writer = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        // Two records and a stray byte, in one write.
+        s.write_all(&[22, 3, 3, 0, 2, 0xaa, 0xbb, 23, 3, 3, 0, 1, 0xcc, 0xdd])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    runtime().block_on(async move {
+        let listener = monoio::net::TcpListener::from_std(listener).unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut sock = Socket::Tcp(tcp);
+        let (n, first) = read_one_record(&mut sock, Vec::new()).await;
+        assert_eq!((n.unwrap(), first), (7, vec![22, 3, 3, 0, 2, 0xaa, 0xbb]));
+        let (n, second) = read_one_record(&mut sock, Vec::new()).await;
+        assert_eq!((n.unwrap(), second), (6, vec![23, 3, 3, 0, 1, 0xcc]));
+        // The stray byte and then the end: a record cut short reads as the end.
+        let (n, _) = read_one_record(&mut sock, Vec::new()).await;
+        assert_eq!(n.unwrap(), 0);
+    });
+    writer.join().unwrap();
+}
