@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use uringapi_server::config::{CpuList, LogLevel, NativeRefConfig, ServeConfig};
-use uringapi_server::statics::{parse_mount, Mount};
 use uringapi_server::proxy::Trusted;
+use uringapi_server::statics::{parse_mount, Mount};
 
 use crate::tls::TlsArgs;
 use crate::values::{
