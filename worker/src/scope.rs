@@ -10,45 +10,54 @@ use uringapi_protocol::head::RequestView;
 
 /// Request header names common enough to keep one `bytes` object for (names arrive
 /// lowercased). Every scope that has one of them shares that object; the others are made
-/// per request. A name costs one length comparison per entry to look up.
-const COMMON_HEADERS: &[&str] = &[
-    "host",
-    "user-agent",
-    "accept",
-    "accept-encoding",
-    "accept-language",
-    "connection",
-    "content-type",
-    "content-length",
-    "cookie",
-    "authorization",
-    "cache-control",
-    "origin",
-    "referer",
-    "pragma",
-    "upgrade-insecure-requests",
-    "if-none-match",
-    "if-modified-since",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "x-request-id",
-    "sec-fetch-site",
-    "sec-fetch-mode",
-    "sec-fetch-dest",
-    "sec-fetch-user",
-    "sec-ch-ua",
-    "sec-ch-ua-mobile",
-    "sec-ch-ua-platform",
-    "priority",
-    "dnt",
-    "te",
-    "expect",
-    "transfer-encoding",
-    "upgrade",
-    "range",
+/// per request. A name costs one length comparison per entry to look up. The flag says
+/// whether its value tends to repeat from request to request (then the whole `(name,
+/// value)` tuple is shared while the value repeats, see `ScopeBuilder::pairs`).
+const COMMON_HEADERS: &[(&str, bool)] = &[
+    ("host", true),
+    ("user-agent", true),
+    ("accept", true),
+    ("accept-encoding", true),
+    ("accept-language", true),
+    ("connection", true),
+    ("content-type", true),
+    ("content-length", false),
+    ("cookie", false),
+    ("authorization", false),
+    ("cache-control", true),
+    ("origin", true),
+    ("referer", false),
+    ("pragma", true),
+    ("upgrade-insecure-requests", true),
+    ("if-none-match", false),
+    ("if-modified-since", false),
+    ("x-forwarded-for", true),
+    ("x-forwarded-proto", true),
+    ("x-forwarded-host", true),
+    ("x-real-ip", true),
+    ("x-request-id", false),
+    ("sec-fetch-site", true),
+    ("sec-fetch-mode", true),
+    ("sec-fetch-dest", true),
+    ("sec-fetch-user", true),
+    ("sec-ch-ua", true),
+    ("sec-ch-ua-mobile", true),
+    ("sec-ch-ua-platform", true),
+    ("priority", true),
+    ("dnt", true),
+    ("te", true),
+    ("expect", true),
+    ("transfer-encoding", true),
+    ("upgrade", true),
+    ("range", false),
+    ("sec-websocket-key", false),
+    ("sec-websocket-version", true),
+    ("sec-websocket-extensions", true),
+    ("sec-websocket-protocol", true),
 ];
+
+/// Longest value whose `(name, value)` tuple is kept for the next scope.
+const SHARED_VALUE_MAX: usize = 256;
 
 /// Methods that get a shared `str` object.
 const COMMON_METHODS: &[&str] = &["GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"];
@@ -75,11 +84,37 @@ pub struct ScopeBuilder {
     v2: Py<PyString>,
     methods: Vec<Py<PyString>>,
     header_names: Vec<Py<PyBytes>>,
+    /// Per common header name whose value tends to repeat: the last `(name, value)` tuple
+    /// and its value, reused by the next scope with the same value. Tuples and bytes are
+    /// immutable, so scopes can share them.
+    // PERF: an open WebSocket's scope keeps its headers for the WebSocket's life; sharing
+    // host, user-agent, upgrade, connection, origin and sec-websocket-version took about
+    // 0.5 KiB off each idle WebSocket's worker memory (tests/e2e/test_idle_websockets.py),
+    // and saves two allocations per repeated header on every request.
+    pairs: Vec<Option<SharedPair>>,
     /// The last client address string, and the last server address tuple.
     client_ip: Option<(IpAddr, Py<PyString>)>,
     server: Option<(SocketAddr, Py<PyTuple>)>,
     /// `--uds`: every scope's `server`, `(path, None)`.
     unix_server: Option<Py<PyTuple>>,
+    /// The last raw path with its `path` and `raw_path` objects, reused while it repeats.
+    last_path: Option<SharedPath>,
+    /// The `websocket` scope's own keys and values, made once (not per WebSocket: an open
+    /// WebSocket keeps its scope for its whole life).
+    ws: WsStrings,
+}
+
+/// A header value and the `(name, value)` tuple made for it.
+type SharedPair = (Box<[u8]>, Py<PyTuple>);
+/// A raw path and the `path` and `raw_path` objects made for it.
+type SharedPath = (Box<[u8]>, Py<PyString>, Py<PyBytes>);
+
+struct WsStrings {
+    websocket: Py<PyString>,
+    ws: Py<PyString>,
+    wss: Py<PyString>,
+    subprotocols: Py<PyString>,
+    http_response: Py<PyString>,
 }
 
 struct Keys {
@@ -135,10 +170,19 @@ impl ScopeBuilder {
             methods: COMMON_METHODS.iter().map(|m| s(py, m)).collect(),
             header_names: COMMON_HEADERS
                 .iter()
-                .map(|h| PyBytes::new(py, h.as_bytes()).unbind())
+                .map(|(h, _)| PyBytes::new(py, h.as_bytes()).unbind())
                 .collect(),
+            pairs: COMMON_HEADERS.iter().map(|_| None).collect(),
             client_ip: None,
             server: None,
+            last_path: None,
+            ws: WsStrings {
+                websocket: s(py, "websocket"),
+                ws: s(py, "ws"),
+                wss: s(py, "wss"),
+                subprotocols: s(py, "subprotocols"),
+                http_response: s(py, "websocket.http.response"),
+            },
             unix_server: if uds.is_empty() {
                 None
             } else {
@@ -221,22 +265,47 @@ impl ScopeBuilder {
         } else {
             Cow::Owned([&self.root_path_bytes[..], req.path].concat())
         };
-        let decoded = percent_decode(&raw);
-        d.set_item(
-            &k.path,
-            PyString::new(py, &String::from_utf8_lossy(&decoded)),
-        )?;
-        d.set_item(&k.raw_path, PyBytes::new(py, &raw))?;
+        match &self.last_path {
+            Some((last, path, raw_path)) if **last == *raw => {
+                d.set_item(&k.path, path.bind(py))?;
+                d.set_item(&k.raw_path, raw_path.bind(py))?;
+            }
+            _ => {
+                let decoded = percent_decode(&raw);
+                let path = PyString::new(py, &String::from_utf8_lossy(&decoded));
+                let raw_path = PyBytes::new(py, &raw);
+                d.set_item(&k.path, &path)?;
+                d.set_item(&k.raw_path, &raw_path)?;
+                if raw.len() <= SHARED_VALUE_MAX {
+                    self.last_path = Some((raw.as_ref().into(), path.unbind(), raw_path.unbind()));
+                }
+            }
+        }
         if !req.query.is_empty() {
             d.set_item(&k.query_string, PyBytes::new(py, req.query))?;
         }
         let headers = PyList::empty(py);
         for (name, value) in req.headers() {
-            let name = match COMMON_HEADERS.iter().position(|h| h.as_bytes() == name) {
-                Some(i) => self.header_names[i].bind(py).clone(),
-                None => PyBytes::new(py, name),
+            let Some(i) = COMMON_HEADERS
+                .iter()
+                .position(|(h, _)| h.as_bytes() == name)
+            else {
+                let pair = [PyBytes::new(py, name), PyBytes::new(py, value)];
+                headers.append(PyTuple::new(py, pair)?)?;
+                continue;
             };
-            headers.append(PyTuple::new(py, [name, PyBytes::new(py, value)])?)?;
+            if let Some((last, pair)) = &self.pairs[i] {
+                if **last == *value {
+                    headers.append(pair.bind(py))?;
+                    continue;
+                }
+            }
+            let name = self.header_names[i].bind(py).clone();
+            let pair = PyTuple::new(py, [name, PyBytes::new(py, value)])?;
+            if COMMON_HEADERS[i].1 && value.len() <= SHARED_VALUE_MAX {
+                self.pairs[i] = Some((value.into(), pair.clone().unbind()));
+            }
+            headers.append(pair)?;
         }
         d.set_item(&k.headers, headers)?;
         if let Some(client) = req.client {
@@ -294,9 +363,10 @@ impl ScopeBuilder {
         req: &RequestView<'_>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let d = self.build(py, req)?;
-        d.set_item("type", "websocket")?;
+        let w = &self.ws;
+        d.set_item(s(py, "type"), &w.websocket)?;
         d.del_item(&self.keys.method)?;
-        d.set_item(&self.keys.scheme, if req.https { "wss" } else { "ws" })?;
+        d.set_item(&self.keys.scheme, if req.https { &w.wss } else { &w.ws })?;
         let subprotocols = PyList::empty(py);
         for (name, value) in req.headers() {
             if name == b"sec-websocket-protocol" {
@@ -308,11 +378,11 @@ impl ScopeBuilder {
                 }
             }
         }
-        d.set_item("subprotocols", subprotocols)?;
+        d.set_item(&w.subprotocols, subprotocols)?;
         if let Some(ext) = d.get_item(&self.keys.extensions)? {
             let ext = ext.cast_into::<PyDict>()?;
             ext.del_item(&self.keys.pathsend)?;
-            ext.set_item("websocket.http.response", PyDict::new(py))?;
+            ext.set_item(&w.http_response, PyDict::new(py))?;
         }
         Ok(d)
     }

@@ -1,17 +1,25 @@
 //! permessage-deflate (RFC 7692): negotiating the extension from the client's offers, and
-//! compressing/inflating whole messages with raw DEFLATE (flate2, pure-Rust backend).
+//! compressing/inflating whole messages with raw DEFLATE (flate2 on its zlib-rs backend).
 //!
-//! What we can honour: that backend always uses a 32 KiB window (15 bits). Inflating, a
-//! 15-bit window reads data compressed with any smaller one, so every `client_max_window_bits`
-//! offer is accepted (the answer leaves the parameter out, which lets the client use up to
-//! 15). Compressing, we cannot shrink our window, so an offer that asks for
-//! `server_max_window_bits` below 15 is declined (§7.1.2.1) and the next offer is tried.
-//! Both `*_no_context_takeover` parameters are honoured.
+//! Window sizes: zlib-rs honours window bits 9 to 15 (zlib's raw DEFLATE has no 8-bit
+//! window). An offer's `server_max_window_bits=N` (9..=15) is agreed and our compressor uses
+//! an N-bit window; 8 declines that offer (§7.1.2.1: the next one is tried). An offer's
+//! `client_max_window_bits=N` is answered with the same N and our inflater uses an N-bit
+//! window (9 for 8: a larger window inflates anything a smaller one produced); without a
+//! value it is left out of the answer and we inflate with 15 bits. A smaller window is
+//! less memory per WebSocket: 4 × 2^N bytes of window and chains for the compressor (plus
+//! 128 KiB of hash and pending buffers), 2^N for the inflater (plus about 7 KiB). Both
+//! `*_no_context_takeover` parameters are honoured.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// The tail that every deflated message ends with and that the wire form drops (§7.2.1).
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// The largest (and default) window: 32 KiB.
+const MAX_WINDOW_BITS: u8 = 15;
+/// The smallest window zlib's raw DEFLATE supports.
+const MIN_WINDOW_BITS: u8 = 9;
 
 /// The negotiated parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,6 +28,10 @@ pub struct Agreed {
     pub server_no_context_takeover: bool,
     /// The client resets its compressor after every message (so may we our inflater).
     pub client_no_context_takeover: bool,
+    /// Our compressor's window, when the client limited it (9..=15).
+    pub server_max_window_bits: Option<u8>,
+    /// The client's window, when it offered a limit (8..=15); answered as it came.
+    pub client_max_window_bits: Option<u8>,
 }
 
 impl Agreed {
@@ -32,7 +44,25 @@ impl Agreed {
         if self.client_no_context_takeover {
             v.push_str("; client_no_context_takeover");
         }
+        if let Some(bits) = self.server_max_window_bits {
+            v.push_str(&format!("; server_max_window_bits={bits}"));
+        }
+        if let Some(bits) = self.client_max_window_bits {
+            v.push_str(&format!("; client_max_window_bits={bits}"));
+        }
         v
+    }
+
+    /// Our compressor's window bits.
+    fn deflate_bits(self) -> u8 {
+        self.server_max_window_bits.unwrap_or(MAX_WINDOW_BITS)
+    }
+
+    /// Our inflater's window bits: at least what the client may use.
+    fn inflate_bits(self) -> u8 {
+        self.client_max_window_bits
+            .unwrap_or(MAX_WINDOW_BITS)
+            .max(MIN_WINDOW_BITS)
     }
 }
 
@@ -61,14 +91,16 @@ fn accept_offer<'a>(params: impl Iterator<Item = &'a str>) -> Option<Agreed> {
                 1
             }
             "server_max_window_bits" => {
-                if window_bits(value)? != 15 {
-                    return None;
+                let bits = window_bits(value)?;
+                if bits < MIN_WINDOW_BITS {
+                    return None; // zlib's raw DEFLATE cannot compress with 256 bytes
                 }
+                agreed.server_max_window_bits = Some(bits);
                 2
             }
             "client_max_window_bits" => {
                 if value.is_some() {
-                    window_bits(value)?;
+                    agreed.client_max_window_bits = Some(window_bits(value)?);
                 }
                 3
             }
@@ -104,7 +136,11 @@ pub struct Deflater {
 impl Deflater {
     pub fn new(agreed: Agreed) -> Self {
         Self {
-            inner: Compress::new(Compression::fast(), false),
+            inner: Compress::new_with_window_bits(
+                Compression::fast(),
+                false,
+                agreed.deflate_bits(),
+            ),
             no_context_takeover: agreed.server_no_context_takeover,
         }
     }
@@ -132,6 +168,16 @@ impl Deflater {
             if input.is_empty() && out.len() < out.capacity() || status.is_err() {
                 break;
             }
+        }
+        if out.len() == start {
+            // zlib refuses a sync flush right after another with no input in between
+            // (Z_BUF_ERROR) and writes nothing, so an empty piece would go out empty; the
+            // peer then reads the tail it appends as the start of a stored block and the
+            // next message as its length: corrupt. The previous flush left the stream on a
+            // byte boundary, so the empty stored block is written here instead (after the
+            // tail is dropped: the single 0x00 of RFC 7692 §7.2.3.6).
+            out.extend_from_slice(&[0x00]);
+            out.extend_from_slice(&TAIL);
         }
         if !last {
             return;
@@ -163,7 +209,7 @@ pub struct Inflater {
 impl Inflater {
     pub fn new(agreed: Agreed) -> Self {
         Self {
-            inner: Decompress::new(false),
+            inner: Decompress::new_with_window_bits(false, agreed.inflate_bits()),
             no_context_takeover: agreed.client_no_context_takeover,
         }
     }
@@ -236,22 +282,46 @@ mod tests {
             (&["permessage-deflate; client_max_window_bits"], Some(plain)),
             (
                 &["permessage-deflate; client_max_window_bits=10"],
-                Some(plain),
+                Some(Agreed {
+                    client_max_window_bits: Some(10),
+                    ..plain
+                }),
             ),
             (
                 &["permessage-deflate; client_max_window_bits=\"12\""],
-                Some(plain),
+                Some(Agreed {
+                    client_max_window_bits: Some(12),
+                    ..plain
+                }),
+            ),
+            (
+                &["permessage-deflate; client_max_window_bits=8"],
+                Some(Agreed {
+                    client_max_window_bits: Some(8),
+                    ..plain
+                }),
             ),
             (&["permessage-deflate; client_max_window_bits=16"], None),
             (
                 &["permessage-deflate; server_max_window_bits=15"],
+                Some(Agreed {
+                    server_max_window_bits: Some(15),
+                    ..plain
+                }),
+            ),
+            (
+                &["permessage-deflate; server_max_window_bits=8, permessage-deflate"],
                 Some(plain),
             ),
             (
-                &["permessage-deflate; server_max_window_bits=10, permessage-deflate"],
-                Some(plain),
+                &["permessage-deflate; server_max_window_bits=9"],
+                Some(Agreed {
+                    server_max_window_bits: Some(9),
+                    ..plain
+                }),
             ),
-            (&["permessage-deflate; server_max_window_bits=10"], None),
+            (&["permessage-deflate; server_max_window_bits=8"], None),
+            (&["permessage-deflate; server_max_window_bits=16"], None),
             (&["permessage-deflate; server_max_window_bits"], None),
             (
                 &["permessage-deflate; server_no_context_takeover"],
@@ -278,10 +348,12 @@ mod tests {
         assert_eq!(
             Agreed {
                 server_no_context_takeover: true,
-                client_no_context_takeover: true
+                client_no_context_takeover: true,
+                server_max_window_bits: Some(10),
+                client_max_window_bits: Some(8),
             }
             .response_value(),
-            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits=8"
         );
     }
 
@@ -298,21 +370,24 @@ mod tests {
 
     #[test]
     fn round_trip_with_and_without_context_takeover() {
-        for agreed in [
-            Agreed::default(),
-            Agreed {
-                server_no_context_takeover: true,
-                client_no_context_takeover: true,
-            },
-        ] {
-            let mut def = Deflater::new(Agreed {
-                server_no_context_takeover: agreed.server_no_context_takeover,
-                ..agreed
-            });
+        let mut cases = vec![Agreed::default()];
+        for bits in 9..=15 {
+            for takeover in [false, true] {
+                cases.push(Agreed {
+                    server_no_context_takeover: takeover,
+                    client_no_context_takeover: takeover,
+                    server_max_window_bits: Some(bits),
+                    client_max_window_bits: Some(bits),
+                });
+            }
+        }
+        for agreed in cases {
+            let mut def = Deflater::new(agreed);
             // The inflater here plays the peer of our deflater: it must keep context exactly
-            // when the deflater does.
+            // when the deflater does, with the window the deflater uses.
             let mut inf = Inflater::new(Agreed {
                 client_no_context_takeover: agreed.server_no_context_takeover,
+                client_max_window_bits: agreed.server_max_window_bits,
                 ..agreed
             });
             let big: Vec<u8> = (0..300_000u32)
@@ -322,15 +397,56 @@ mod tests {
                 let mut wire = Vec::new();
                 def.compress(msg, &mut wire);
                 assert!(!wire.ends_with(&TAIL));
+                if msg.is_empty() {
+                    // RFC 7692 §7.2.3.6; zlib writes nothing for it after a sync flush.
+                    assert_eq!(wire, [0x00], "{agreed:?}");
+                }
                 let mut out = Vec::new();
                 // Fragmented arbitrarily on the way.
                 for piece in wire.chunks(777) {
                     inf.inflate(piece, &mut out, usize::MAX).unwrap();
                 }
                 inf.finish(&mut out, usize::MAX).unwrap();
-                assert_eq!(out, msg);
+                assert!(
+                    out == msg,
+                    "{agreed:?}: {} bytes back of {}",
+                    out.len(),
+                    msg.len()
+                );
             }
         }
+    }
+
+    /// A compressor limited to N window bits never refers further back than 2^N bytes: an
+    /// inflater with exactly that window reads its output, and a repeat just past the
+    /// window is not found (the output is larger than with a wide window).
+    #[test]
+    fn a_small_window_is_honoured() {
+        let block: Vec<u8> = (0..600u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let msg = [&block[..], &block[..]].concat(); // repeats at distance 600 > 512
+        let size = |bits: u8| {
+            let agreed = Agreed {
+                server_max_window_bits: Some(bits),
+                ..Agreed::default()
+            };
+            let mut wire = Vec::new();
+            Deflater::new(agreed).compress(&msg, &mut wire);
+            let mut inf = Inflater::new(Agreed {
+                client_max_window_bits: Some(bits),
+                ..Agreed::default()
+            });
+            let mut out = Vec::new();
+            inf.inflate(&wire, &mut out, usize::MAX).unwrap();
+            inf.finish(&mut out, usize::MAX).unwrap();
+            assert_eq!(out, msg, "{bits} bits");
+            wire.len()
+        };
+        assert!(
+            size(9) > size(10) + 300,
+            "9 bits: {}, 10 bits: {}",
+            size(9),
+            size(10)
+        );
     }
 
     #[test]

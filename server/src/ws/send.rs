@@ -9,8 +9,8 @@ use super::frame::{encode_frame, encode_header, Opcode, MAX_CONTROL_PAYLOAD};
 pub struct Writer {
     deflate: Option<Agreed>,
     /// Made at the first compressed message: an idle WebSocket holds no deflate state
-    /// (a few hundred KiB with its hash tables).
-    deflater: Option<Deflater>,
+    /// (a few hundred KiB with its hash tables). Boxed, as the reader's inflater.
+    deflater: Option<Box<Deflater>>,
     scratch: Vec<u8>,
 }
 
@@ -44,7 +44,9 @@ impl Writer {
     pub fn frame(&mut self, out: &mut Vec<u8>, opcode: Opcode, fin: bool, data: &[u8]) {
         match self.deflate {
             Some(agreed) => {
-                let deflater = self.deflater.get_or_insert_with(|| Deflater::new(agreed));
+                let deflater = self
+                    .deflater
+                    .get_or_insert_with(|| Box::new(Deflater::new(agreed)));
                 self.scratch.clear();
                 deflater.compress_piece(data, fin, &mut self.scratch);
                 let first = opcode != Opcode::Continuation;
@@ -128,7 +130,11 @@ mod tests {
             Some(Agreed::default()),
             Some(Agreed {
                 server_no_context_takeover: true,
-                client_no_context_takeover: false,
+                ..Agreed::default()
+            }),
+            Some(Agreed {
+                server_max_window_bits: Some(9),
+                ..Agreed::default()
             }),
         ] {
             let mut w = Writer::new(deflate);
@@ -158,6 +164,7 @@ mod tests {
             w.close(&mut wire, close::NO_STATUS, "ignored");
             let peer = Agreed {
                 client_no_context_takeover: deflate.is_some_and(|a| a.server_no_context_takeover),
+                client_max_window_bits: deflate.and_then(|a| a.server_max_window_bits),
                 ..Agreed::default()
             };
             let mut reader = Reader::new(1 << 20, deflate.map(|_| peer));

@@ -444,7 +444,7 @@ class Worker:
             elif kind == EV_WS_CONNECT:
                 ws = WebSocketCycle(self, ev[1], ev[2])
                 cycles[ev[1]] = ws
-                ws.task = self.loop.create_task(ws.run(self.app))
+                ws.start(self.app)
             elif kind == EV_DISCONNECT:
                 cycle = cycles.get(ev[1])
                 if cycle is not None:
