@@ -200,13 +200,7 @@ fn route(method: &str, target: &str, source: &dyn Source) -> Vec<u8> {
     match path {
         "/metrics" => {
             let body = source.metrics();
-            response(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body.as_bytes(),
-                head_only,
-                &[],
-            )
+            response(200, super::CONTENT_TYPE, body.as_bytes(), head_only, &[])
         }
         "/healthz" => response(200, TEXT, b"ok\n", head_only, &[]),
         _ if source.ready() => response(200, TEXT, b"ready\n", head_only, &[]),

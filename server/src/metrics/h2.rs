@@ -86,7 +86,7 @@ impl Counters {
 }
 
 /// Renders the HTTP/2 families summed over `shards`.
-pub fn render<'a>(out: &mut String, shards: impl Iterator<Item = &'a Counters> + Clone) {
+pub fn render<'a>(out: &mut super::Exposition, shards: impl Iterator<Item = &'a Counters> + Clone) {
     let sum = |f: &dyn Fn(&Counters) -> u64| shards.clone().map(f).sum::<u64>();
     let name = "uringapi_h2_connections_total";
     super::text::family(

@@ -23,8 +23,9 @@
 //!
 //! # Exposition
 //!
-//! Text format 0.0.4: every family has `# HELP` and `# TYPE`, its samples follow it
-//! contiguously, counters end in `_total`. The per-worker and process figures the
+//! Text format 0.0.4, written by prometheus-client's encoder from what we summed
+//! (`text.rs`): every family has `# HELP` and `# TYPE`, its samples follow it contiguously,
+//! counters end in `_total`. The per-worker and process figures the
 //! supervisor knows (in flight, readiness, restarts, ...) come in as [`WorkerSnapshot`] and
 //! [`ProcessSnapshot`] at render time rather than being mirrored here.
 
@@ -42,10 +43,11 @@ pub mod websocket;
 pub use endpoint::{spawn_endpoint, Source};
 pub use shard::ThreadMetrics;
 pub use snapshot::{ProcessSnapshot, WorkerSnapshot};
+pub use text::{Exposition, CONTENT_TYPE};
 
 use shard::{Totals, BUCKET_LE, METHODS, STATUS_MIN, STATUS_OUT_OF_RANGE, STATUS_SLOTS};
 // The writer's helpers, also for the families other modules append (`super::sample`).
-use text::{family, sample, sample_f64};
+use text::{family, sample, sample_f64, Value};
 
 /// All metrics of the front end: one shard per front-end thread.
 pub struct Metrics {
@@ -67,10 +69,15 @@ impl Metrics {
         &self.shards[t]
     }
 
-    /// Every family in Prometheus text exposition format 0.0.4.
+    /// Every family in Prometheus text exposition format 0.0.4 ([`CONTENT_TYPE`]).
     pub fn render(&self, workers: &[WorkerSnapshot], process: &ProcessSnapshot) -> String {
+        self.exposition(workers, process).into_text()
+    }
+
+    /// Every family, for others to append to before [`Exposition::into_text`].
+    pub fn exposition(&self, workers: &[WorkerSnapshot], process: &ProcessSnapshot) -> Exposition {
         let totals = Totals::sum(&self.shards);
-        let mut out = String::with_capacity(4096 + 1024 * workers.len());
+        let mut out = Exposition::default();
 
         family(
             &mut out,
@@ -103,33 +110,11 @@ impl Metrics {
             }
         }
 
-        family(
-            &mut out,
+        out.histogram(
             "uringapi_request_duration_seconds",
-            "histogram",
             "Time from a request's head being parsed to its response being fully written.",
-        );
-        let mut cumulative = 0u64;
-        for (le, n) in BUCKET_LE.iter().zip(totals.buckets) {
-            cumulative += n;
-            sample(
-                &mut out,
-                "uringapi_request_duration_seconds_bucket",
-                &[("le", le)],
-                cumulative,
-            );
-        }
-        sample_f64(
-            &mut out,
-            "uringapi_request_duration_seconds_sum",
-            &[],
+            BUCKET_LE.iter().copied().zip(totals.buckets).collect(),
             totals.duration_sum_ns as f64 / 1e9,
-        );
-        sample(
-            &mut out,
-            "uringapi_request_duration_seconds_count",
-            &[],
-            cumulative,
         );
 
         family(
@@ -209,63 +194,66 @@ impl Metrics {
     }
 }
 
-fn workers(out: &mut String, workers: &[WorkerSnapshot]) {
-    type Get = fn(&WorkerSnapshot) -> f64;
+fn workers(out: &mut Exposition, workers: &[WorkerSnapshot]) {
+    type Get = fn(&WorkerSnapshot) -> Value;
     let families: [(&str, &str, &str, Get); 8] = [
         (
             "uringapi_worker_in_flight",
             "gauge",
             "Requests in flight on the worker.",
-            |w| w.in_flight as f64,
+            |w| Value::Int(w.in_flight),
         ),
         (
             "uringapi_worker_requests_served_total",
             "counter",
             "Requests the worker answered (restarts from 0 when the worker is replaced).",
-            |w| w.served as f64,
+            |w| Value::Int(w.served),
         ),
         (
             "uringapi_worker_ready",
             "gauge",
             "1 when the worker is up and takes requests.",
-            |w| f64::from(u8::from(w.ready)),
+            |w| Value::Int(u64::from(w.ready)),
         ),
         (
             "uringapi_worker_stalled",
             "gauge",
             "1 while the worker's event loop makes no progress (it gets no new requests).",
-            |w| f64::from(u8::from(w.stalled)),
+            |w| Value::Int(u64::from(w.stalled)),
         ),
         (
             "uringapi_worker_ring_occupancy_ratio",
             "gauge",
             "Fraction of the worker's request ring in use, 0 to 1.",
-            |w| w.ring_occupancy,
+            |w| Value::Float(w.ring_occupancy),
         ),
         (
             "uringapi_worker_loop_lag_seconds",
             "gauge",
             "How far the worker's event loop is behind (time since its last heartbeat).",
-            |w| w.loop_lag_seconds,
+            |w| Value::Float(w.loop_lag_seconds),
         ),
         (
             "uringapi_worker_rss_bytes",
             "gauge",
             "Resident memory of the worker process.",
-            |w| w.rss_bytes as f64,
+            |w| Value::Int(w.rss_bytes),
         ),
         (
             "uringapi_worker_pid",
             "gauge",
             "Process id of the worker (0 while none runs).",
-            |w| f64::from(w.pid),
+            |w| Value::Int(u64::from(w.pid)),
         ),
     ];
     for (name, kind, help, get) in families {
         family(out, name, kind, help);
         for w in workers {
             let index = w.index.to_string();
-            sample_f64(out, name, &[("worker", &index)], get(w));
+            match get(w) {
+                Value::Int(v) => sample(out, name, &[("worker", &index)], v),
+                Value::Float(v) => sample_f64(out, name, &[("worker", &index)], v),
+            }
         }
     }
 }

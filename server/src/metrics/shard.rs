@@ -18,7 +18,8 @@ pub(super) const STATUS_SLOTS: usize = 501;
 pub(super) const STATUS_OUT_OF_RANGE: usize = STATUS_SLOTS - 1;
 
 /// Upper bounds of the latency histogram's finite buckets, in nanoseconds, and the same
-/// bounds as the `le` label prints them. A latency equal to a bound falls in that bucket
+/// bounds in seconds for the `le` label (the encoder prints them as Go's client does: `0.0005`,
+/// `1`, `10`, `+Inf`). A latency equal to a bound falls in that bucket
 /// (Prometheus' `le` is "less than or equal").
 const BUCKET_NS: [u64; 14] = [
     500_000,
@@ -36,9 +37,22 @@ const BUCKET_NS: [u64; 14] = [
     5_000_000_000,
     10_000_000_000,
 ];
-pub(super) const BUCKET_LE: [&str; 15] = [
-    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
-    "2.5", "5", "10", "+Inf",
+pub(super) const BUCKET_LE: [f64; 15] = [
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    f64::INFINITY,
 ];
 pub(super) const BUCKETS: usize = BUCKET_LE.len();
 

@@ -3,11 +3,11 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::text::{family, sample};
+use super::text::{family, sample, Exposition};
 use crate::load::{LoadTable, WsCounters, WS_CLOSE_CODES};
 
 /// Appends the WebSocket families for the workers in `indices`.
-pub fn render(out: &mut String, load: &LoadTable, indices: &[usize]) {
+pub fn render(out: &mut Exposition, load: &LoadTable, indices: &[usize]) {
     type Get = fn(&WsCounters) -> u64;
     let families: [(&str, &str, &str, Get); 5] = [
         (
@@ -83,8 +83,9 @@ mod tests {
         w.ws_message_out(5, true);
         w.ws_closed(1001);
         w.ws_closed(4000);
-        let mut out = String::new();
-        render(&mut out, &load, &[0, 1]);
+        let mut exposition = Exposition::default();
+        render(&mut exposition, &load, &[0, 1]);
+        let out = exposition.into_text();
         for line in [
             "uringapi_websockets_open{worker=\"1\"} 0",
             "uringapi_websockets_open{worker=\"0\"} 0",

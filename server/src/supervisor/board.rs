@@ -34,9 +34,9 @@ impl crate::metrics::Source for Board {
             .clone();
         process.connections = self.load.connections.load(Ordering::Relaxed) as u64;
         let indices: Vec<usize> = workers.iter().map(|w| w.index).collect();
-        let mut text = self.metrics.render(&workers, &process);
-        crate::metrics::websocket::render(&mut text, &self.load, &indices);
-        text
+        let mut exposition = self.metrics.exposition(&workers, &process);
+        crate::metrics::websocket::render(&mut exposition, &self.load, &indices);
+        exposition.into_text()
     }
 
     fn ready(&self) -> bool {
