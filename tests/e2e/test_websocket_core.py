@@ -50,11 +50,24 @@ def server(servers: ServerFactory) -> Server:
 
 
 def metric(server: Server, line_start: str) -> float:
-    text = httpx.get(f"http://{server.host}:{METRICS_PORT}/metrics").text
-    for line in text.splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{line_start} not in /metrics")
+    """One sample from /metrics. The per-worker families are published by the supervisor
+    every 100 ms, so a scrape right after start-up may not list them yet: wait for them."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = httpx.get(f"http://{server.host}:{METRICS_PORT}/metrics").text
+        for line in text.splitlines():
+            if line.startswith(line_start + " "):
+                return float(line.split()[-1])
+        assert time.monotonic() < deadline, f"{line_start} not in /metrics"
+        time.sleep(0.05)
+
+
+def wait_metric(server: Server, line_start: str, want: float) -> None:
+    """Polls until the sample reads `want` (the published board lags by up to 100 ms)."""
+    deadline = time.monotonic() + 10
+    while (got := metric(server, line_start)) != want:
+        assert time.monotonic() < deadline, f"{line_start} is {got}, want {want}"
+        time.sleep(0.05)
 
 
 def test_text_and_bytes_echo_through_one_slot_and_many(server: Server) -> None:
@@ -94,22 +107,20 @@ def test_scope_subprotocol_headers_and_deflate(server: Server) -> None:
 
 @pytest.mark.uringapi_only
 def test_metrics_count_websockets_messages_and_closes(server: Server) -> None:
+    time.sleep(0.3)  # let the board publish what earlier tests did (every 100 ms)
     before_in = metric(server, 'uringapi_websocket_messages_in_total{worker="0"}')
     before_out = metric(server, 'uringapi_websocket_bytes_out_total{worker="0"}')
     before_close = metric(server, 'uringapi_websocket_closes_total{worker="0",code="other"}')
     with open_ws(server) as ws:
-        assert metric(server, 'uringapi_websockets_open{worker="0"}') == 1
+        wait_metric(server, 'uringapi_websockets_open{worker="0"}', 1)
         for _ in range(3):
             ws.send("12345")
             ws.recv(timeout=10)
         ws.close(4321)
-    assert metric(server, 'uringapi_websocket_messages_in_total{worker="0"}') == before_in + 3
-    assert metric(server, 'uringapi_websocket_bytes_out_total{worker="0"}') == before_out + 15
-    deadline = time.monotonic() + 10
-    while metric(server, 'uringapi_websocket_closes_total{worker="0",code="other"}') != before_close + 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert metric(server, 'uringapi_websockets_open{worker="0"}') == 0
+    wait_metric(server, 'uringapi_websocket_messages_in_total{worker="0"}', before_in + 3)
+    wait_metric(server, 'uringapi_websocket_bytes_out_total{worker="0"}', before_out + 15)
+    wait_metric(server, 'uringapi_websocket_closes_total{worker="0",code="other"}', before_close + 1)
+    wait_metric(server, 'uringapi_websockets_open{worker="0"}', 0)
 
 
 def test_client_close_code_reaches_the_app(server: Server) -> None:
