@@ -13,6 +13,8 @@ from fastapi.responses import PlainTextResponse
 app = FastAPI()
 last: dict[str, int | None] = {"code": None}
 flood = {"sent": 0}
+#: What receive() gave each /*-then-receive route after its denial.
+after_denial: dict[str, dict] = {}
 
 
 @app.get("/")
@@ -23,6 +25,11 @@ def root() -> dict[str, bool]:
 @app.get("/last-close")
 def last_close() -> dict[str, int | None]:
     return last
+
+
+@app.get("/after-denial")
+def after_denial_route() -> dict[str, dict]:
+    return after_denial
 
 
 @app.get("/flood-count")
@@ -97,3 +104,24 @@ async def boom(ws: WebSocket) -> None:
 async def teapot(ws: WebSocket) -> None:
     """A denial response with a body (the websocket.http.response extension)."""
     await ws.send_denial_response(PlainTextResponse("no tea here", status_code=418))
+
+
+@app.websocket("/deny-then-receive")
+async def deny_then_receive(ws: WebSocket) -> None:
+    """Closes before accept (403), then asks for the next message, as an app whose
+    receive loop outlives its handshake does."""
+    await ws.close()
+    after_denial["deny"] = await receive_past_connect(ws)
+
+
+@app.websocket("/teapot-then-receive")
+async def teapot_then_receive(ws: WebSocket) -> None:
+    await ws.send_denial_response(PlainTextResponse("no tea here", status_code=418))
+    after_denial["teapot"] = await receive_past_connect(ws)
+
+
+async def receive_past_connect(ws: WebSocket) -> dict:
+    """The first message that is not websocket.connect (Starlette denies without taking it)."""
+    while (msg := await ws.receive())["type"] == "websocket.connect":
+        pass
+    return msg

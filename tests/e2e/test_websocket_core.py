@@ -160,6 +160,22 @@ def test_denial_response_with_a_body(server: Server) -> None:
     assert info.value.response.body == b"no tea here"
 
 
+def test_receive_after_a_denial_is_a_disconnect(server: Server) -> None:
+    """After close-before-accept (403) or a denial response there is no WebSocket: the
+    app's next receive() gets websocket.disconnect, so its task ends instead of waiting
+    for as long as the worker lives."""
+    for path, status in (("/deny-then-receive", 403), ("/teapot-then-receive", 418)):
+        with pytest.raises(InvalidStatus) as info:
+            open_ws(server, path)
+        assert info.value.response.status_code == status
+    deadline = time.monotonic() + 10  # hang guard
+    while len(seen := httpx.get(f"{server.base_url}/after-denial").json()) < 2:
+        assert time.monotonic() < deadline, f"receive() after a denial still waits: {seen}"
+        time.sleep(0.05)
+    for name in ("deny", "teapot"):
+        assert seen[name]["type"] == "websocket.disconnect", seen
+
+
 def test_ping_is_answered(server: Server) -> None:
     with open_ws(server) as ws:
         pong = ws.ping(b"are you there")

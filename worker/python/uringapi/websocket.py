@@ -241,6 +241,8 @@ class WebSocketCycle:
                 self.complete = True
             head, self.head = self.head, None
             await self.worker.write(self.key, head, bytes(body), more)
+            if not more:
+                self._denied()
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} for a websocket scope")
 
@@ -302,6 +304,14 @@ class WebSocketCycle:
         self.complete = True
         headers = [(b"content-type", b"text/plain; charset=utf-8")] if body else []
         await self.worker.write(self.key, self.native.encode_head(status, headers), body, False)
+        self._denied()
+
+    def _denied(self) -> None:
+        """The handshake ended in a response instead of an accept: there is no WebSocket,
+        so a ``receive()`` now (or waiting already) gets ``websocket.disconnect`` (1006, as
+        under uvicorn), not a wait that would last as long as the worker: an app that loops
+        on ``receive()`` after its close-before-accept ends."""
+        self.disconnect(1006)
 
     def start(self, app: Any) -> None:
         """Runs the app as this WebSocket's task. The task runs the app's coroutine itself,
