@@ -43,15 +43,21 @@ test-rust: tls-tools
 	cargo test -p uringapi-worker --lib
 	cargo test --workspace --exclude uringapi-worker --benches --no-run
 
-# Loom models of the ring protocol. The run fails if no model ran.
+# Loom models of the ring protocol. The run fails if no model ran. Built optimised (loom
+# explores thousands of interleavings) in a target of its own, but at opt-level 1 with no
+# LTO, parallel codegen and no debug info: the models run as fast as under the shipped
+# profile (2.0 s against 2.4 s) and the build takes 49 CPU-s instead of 67 (shared machine).
+LOOM_PROFILE := CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=false
+
 loom:
 	mkdir -p target
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET) LOOM_MAX_PREEMPTIONS=3 \
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET) LOOM_MAX_PREEMPTIONS=3 $(LOOM_PROFILE) \
 		cargo test -p uringapi-protocol --release --test loom_ring 2>&1 | tee $(LOOM_TARGET).log
 	@grep -Eq 'test result: ok\. [1-9][0-9]* passed' $(LOOM_TARGET).log || { echo "error: no loom model ran"; exit 1; }
 
 e2e: setup tls-tools
-	$(VENV)/bin/pytest tests -q --timeout 300
+	$(VENV)/bin/pytest tests -q --timeout 300 --durations=30
 
 # tests/e2e/test_tls.py makes its certificates with the openssl CLI; the kTLS layout test
 # (server/src/tls/crypto_info_tests.rs) compiles against <linux/tls.h>.
