@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from . import h2, idle, paths, websocket
-from .runner import NOISE_WARNING_SHARE, failure_line, fmt_us
+from .runner import NOISE_WARNING_SHARE, SERVER_ORDER, failure_line, fmt_us, ordered_servers
 from .servers import BASELINE
 
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
-SERVER_ORDER = ("native-ref", "uringapi", "granian", "uvicorn")
 ERROR_NOTE_SHARE = 0.01
 """Runs with more errors than this share of their responses are listed in the notes."""
 
@@ -350,8 +349,8 @@ def _noise_note(rows: list[dict[str, Any]]) -> str | None:
 
 
 def _ordered(items: Any) -> list[tuple[str, Any]]:
-    rank = {name: i for i, name in enumerate(SERVER_ORDER)}
-    return sorted(items, key=lambda kv: rank.get(kv[0], len(rank)))
+    by_server = dict(items)
+    return [(server, by_server[server]) for server in ordered_servers(by_server)]
 
 
 def _ratio(value: float | None, base: float | None) -> str:

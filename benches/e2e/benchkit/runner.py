@@ -18,6 +18,8 @@ from .servers import Server, Settings
 
 T = TypeVar("T")
 NOISE_WARNING_SHARE = 0.15
+SERVER_ORDER = ("native-ref", "uringapi", "granian", "uvicorn")
+"""The order of servers in every table; a server not listed goes last."""
 """Warn about a run when more than this share of busy CPU went to neither server nor client."""
 Row = dict[str, Any]
 
@@ -335,6 +337,12 @@ def _print_fixed_rate(row: Row) -> None:
         f"achieved {row['achieved_rate']:>9,.0f}/s  p50 {fmt_us(lat['p50']):>8}  p99 {fmt_us(lat['p99']):>8}  "
         f"{_fmt_cpu(row['cpu_us_per_req'])} CPU-µs/req  errors {row['errors'] + row['non_2xx']}{_fmt_doorbells(row)}"
     )
+
+
+def ordered_servers(names: Iterable[str]) -> list[str]:
+    """`names` without repeats, in SERVER_ORDER (unknown servers last, by name)."""
+    rank = {name: i for i, name in enumerate(SERVER_ORDER)}
+    return sorted(set(names), key=lambda s: (rank.get(s, len(rank)), s))
 
 
 def fmt_num(value: float | None, digits: int = 0) -> str:

@@ -207,10 +207,7 @@ def section(doc: dict[str, Any]) -> str | None:
         "| " + " | ".join(head) + " |",
         "|:--|" + "--:|" * (len(head) - 1),
     ]
-    servers = sorted({s for cell in med.values() for s in cell},
-                     key=lambda s: ("native-ref", "uringapi", "granian", "uvicorn").index(s)
-                     if s in ("native-ref", "uringapi", "granian", "uvicorn") else 9)
-    for server in servers:
+    for server in runner.ordered_servers(s for cell in med.values() for s in cell):
         cells = [server]
         errors = 0
         for size in sizes:

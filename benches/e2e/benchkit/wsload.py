@@ -49,6 +49,34 @@ def _shares(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
+def _start(connections: int, processes: int,
+           child: Callable[[Connection, int], tuple[Callable[..., None], tuple]]
+           ) -> tuple[list[mp.process.BaseProcess], list[Connection]]:
+    """Forks `processes` load clients that share `connections` between them; child(pipe, share)
+    gives each one's target and arguments. Returns the processes and the parent's pipe ends."""
+    ctx = mp.get_context("fork")
+    children, pipes = [], []
+    for share in _shares(connections, processes):
+        parent, end = ctx.Pipe()
+        target, args = child(end, share)
+        proc = ctx.Process(target=target, args=args, daemon=True)
+        proc.start()
+        children.append(proc)
+        pipes.append(parent)
+    return children, pipes
+
+
+def _gather_opened(pipes: list[Connection], who: str) -> tuple[int, int]:
+    """Each client's first message, (tag, opened, failed), summed over the clients."""
+    opened = failed = 0
+    for pipe in pipes:
+        if not pipe.poll(SETUP_TIMEOUT_S):
+            raise LoadError(f"{who} did not open its connections in time")
+        _, n, e = pipe.recv()
+        opened, failed = opened + n, failed + e
+    return opened, failed
+
+
 def _raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -123,21 +151,9 @@ async def _echo_main(pipe: Connection, url: str, n: int, size: int) -> None:
 def echo(url: str, connections: int, size: int, warmup_s: float, duration_s: float,
          processes: int, on_window: Callable[[str], None]) -> EchoResult:
     """Closed-loop echo; calls on_window("start") and on_window("end") around the window."""
-    ctx = mp.get_context("fork")
-    children, pipes = [], []
-    for share in _shares(connections, processes):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_echo_child, args=(child, url, share, size), daemon=True)
-        proc.start()
-        children.append(proc)
-        pipes.append(parent)
+    children, pipes = _start(connections, processes, lambda child, share: (_echo_child, (child, url, share, size)))
     try:
-        opened = errors = 0
-        for pipe in pipes:
-            if not pipe.poll(SETUP_TIMEOUT_S):
-                raise LoadError("the load client did not open its connections in time")
-            _, n, e = pipe.recv()
-            opened, errors = opened + n, errors + e
+        opened, errors = _gather_opened(pipes, "the load client")
         if opened < connections:
             raise LoadError(f"only {opened} of {connections} WebSockets opened ({errors} failed)")
         start = time.time() + warmup_s
@@ -190,21 +206,9 @@ async def _idle_main(pipe: Connection, url: str, n: int) -> None:
 def idle(url: str, connections: int, processes: int, while_open: Callable[[], dict]) -> dict:
     """Opens `connections` idle WebSockets, calls while_open() once all are open and have
     echoed once, and returns its result with the count of open connections."""
-    ctx = mp.get_context("fork")
-    children, pipes = [], []
-    for share in _shares(connections, processes):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_idle_child, args=(child, url, share), daemon=True)
-        proc.start()
-        children.append(proc)
-        pipes.append(parent)
+    children, pipes = _start(connections, processes, lambda child, share: (_idle_child, (child, url, share)))
     try:
-        opened = failed = 0
-        for pipe in pipes:
-            if not pipe.poll(SETUP_TIMEOUT_S):
-                raise LoadError("the idle client did not open its connections in time")
-            _, n, e = pipe.recv()
-            opened, failed = opened + n, failed + e
+        opened, failed = _gather_opened(pipes, "the idle client")
         if opened < connections:
             raise LoadError(f"only {opened} of {connections} idle WebSockets opened and echoed")
         result = while_open()
