@@ -1,4 +1,4 @@
-"""Install and build what a benchmark run needs: Python packages, wrk, h2load, the
+"""Install and build what a benchmark run needs: Python packages, wrk, h2load, oha, the
 fixed-rate generator and the static file served by the Starlette app."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from . import paths
+
+CARGO_BIN = Path.home() / ".cargo" / "bin"
 
 
 class SetupError(Exception):
@@ -65,6 +67,25 @@ def ensure_tool(name: str, package: str, install: bool = True) -> str:
     found = shutil.which(name)
     if not found:
         raise SetupError(f"apt-get installed {package} but {name} is not on PATH", "check PATH")
+    return found
+
+
+def ensure_oha(install: bool = True) -> str:
+    """Path of oha (crates.io), the open-loop generator ours is checked against;
+    `cargo install --locked oha` (into ~/.cargo/bin) when missing and `install`."""
+    found = shutil.which("oha") or _existing(CARGO_BIN / "oha")
+    if found:
+        return found
+    cargo = shutil.which("cargo") or _existing(CARGO_BIN / "cargo")
+    if not install or cargo is None:
+        raise SetupError("oha is not installed", "install it: cargo install --locked oha")
+    done = subprocess.run([cargo, "install", "--locked", "oha"], capture_output=True, text=True)
+    found = _existing(CARGO_BIN / "oha") or shutil.which("oha")
+    if done.returncode != 0 or found is None:
+        raise SetupError(
+            f"`cargo install --locked oha` failed:\n{done.stderr.strip()[-2000:]}",
+            "install it by hand (cargo install --locked oha) and re-run",
+        )
     return found
 
 

@@ -201,7 +201,8 @@ def _fixed_rate_section(doc: Doc) -> str | None:
         f"({fr['fraction']:.0%} of {'the slowest median peak, ' if basis.get('slowest', True) else ''}"
         f"{'the best peer, ' if basis.get('best_peer') else ''}"
         f"{basis['server']}'s median peak of {basis['rps']:,.0f} req/s{basis_policy}); "
-        f"open loop over {fr['connections']} connections, each request timed from its scheduled send time."
+        f"open loop over {fr['connections']} connections{' (oha)' if fr.get('generator', '').startswith('oha') else ''}, "
+        "each request timed from its scheduled send time."
         f"{each_at_best}",
         "",
         "| Server | Policy | achieved req/s | p50 | p90 | p99 | CPU-µs/req | doorbells/req | errors |",
@@ -246,7 +247,7 @@ def _noisy_section(doc: Doc) -> str | None:
     lines = [
         f"Noisy neighbour: `{n['cell']}` at a fixed {n['rate']:,.0f} req/s ({n['fraction']:.0%} of "
         f"{basis['server']}'s median peak) beside a CPU hog ({n['hog']}); open loop over {n['connections']} "
-        "connections, latency from each request's scheduled send time (coordinated omission corrected). "
+        f"connections{' (oha)' if n.get('generator', '').startswith('oha') else ''}, latency from each request's scheduled send time (coordinated omission corrected). "
         "Each server at its best policy (the lower CPU-µs/req).",
         "",
         "| Server | Policy | achieved req/s | p50 | p99 | p99.9 | CPU-µs/req | errors |",

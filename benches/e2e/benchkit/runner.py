@@ -34,6 +34,12 @@ class FixedRatePlan:
     basis: str = "granian"
     """The server whose peak is the basis; when it has no peak (or is "slowest"), the slowest
     server's."""
+    loadgen: str = "fixed_rate"
+    """`fixed_rate` (loadgen/fixed_rate.rs) or `oha`; `binary` is that generator."""
+
+    def run(self, port: int, rate: float, duration_s: float) -> fixed_rate.FixedRateResult:
+        gen = fixed_rate.run_oha if self.loadgen == "oha" else fixed_rate.run
+        return gen(self.binary, self.cell, port, rate, self.connections, duration_s)
 
 
 @dataclass(frozen=True)
@@ -189,11 +195,11 @@ def _fixed_rate_measure(
     with process.running(cmd, fr.cell, port, log, {**plan.env, **server.env(fr.cell)}) as pid:
         # Warm up at the target rate too: the server should meet the measured
         # load in the state that load brings it to, not straight from saturation.
-        fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.warmup_s)
+        fr.run(port, rate, plan.warmup_s)
         channel = metrics.Window.open(metrics_port)
         before, times_before = proctree.snapshot(pid), machine.cpu_times()
         hog_before = proctree.snapshot(hog_pid) if hog_pid is not None else None
-        result = fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.duration_s)
+        result = fr.run(port, rate, plan.duration_s)
         cpu, times_after = proctree.window(before, proctree.snapshot(pid)), machine.cpu_times()
         hog_s = 0.0 if hog_before is None else proctree.window(hog_before, proctree.snapshot(hog_pid)).cpu_s
         channel_figures = metrics.close(channel)
@@ -283,7 +289,7 @@ def summarize_fixed_rate(rows: list[Row]) -> dict[str, Row]:
             "p999_us": median_of(group, lambda r: r["latency_us"]["p999"]),
             "cpu_us_per_req": median_of(group, lambda r: r["cpu_us_per_req"]),
             "errors_total": sum(r["errors"] + r["non_2xx"] for r in group),
-            "late_sends_total": sum(r["late_sends"] for r in group),
+            "late_sends_total": _sum_or_none(r["late_sends"] for r in group),
             "other_cpu_share_max": max(r["other_cpu_share"] for r in group),
             "doorbells_per_request": median_of(group, _doorbells_per_request),
         }
@@ -306,6 +312,12 @@ def _grouped(rows: list[Row]) -> dict[tuple[str, str, str], list[Row]]:
     for row in rows:
         groups.setdefault((row["cell"], row["server"], row.get("policy", "other")), []).append(row)
     return groups
+
+
+def _sum_or_none(values: Iterable[int | None]) -> int | None:
+    """The sum; None when any is unknown (oha does not count late sends)."""
+    known = list(values)
+    return None if any(v is None for v in known) else sum(v for v in known if v is not None)
 
 
 def _min_or_none(values: Iterable[float | None]) -> float | None:
