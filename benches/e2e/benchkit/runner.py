@@ -18,9 +18,9 @@ from .servers import Server, Settings
 
 T = TypeVar("T")
 NOISE_WARNING_SHARE = 0.15
+"""Warn about a run when more than this share of busy CPU went to neither server nor client."""
 SERVER_ORDER = ("native-ref", "uringapi", "granian", "uvicorn")
 """The order of servers in every table; a server not listed goes last."""
-"""Warn about a run when more than this share of busy CPU went to neither server nor client."""
 Row = dict[str, Any]
 
 
