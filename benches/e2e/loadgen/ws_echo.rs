@@ -53,9 +53,19 @@ fn parse_args() -> Result<Config, String> {
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--addr" => addr = Some(value.parse::<SocketAddr>().map_err(|e| format!("--addr {value}: {e}"))?),
+            "--addr" => {
+                addr = Some(
+                    value
+                        .parse::<SocketAddr>()
+                        .map_err(|e| format!("--addr {value}: {e}"))?,
+                )
+            }
             "--path" => path = value,
-            "--connections" => connections = value.parse().map_err(|e| format!("--connections {value}: {e}"))?,
+            "--connections" => {
+                connections = value
+                    .parse()
+                    .map_err(|e| format!("--connections {value}: {e}"))?
+            }
             "--size" => size = value.parse().map_err(|e| format!("--size {value}: {e}"))?,
             _ => return Err(format!("unknown option {flag}")),
         }
@@ -71,11 +81,19 @@ fn parse_args() -> Result<Config, String> {
     if connections == 0 || size == 0 {
         return Err("--connections and --size must be positive".into());
     }
-    Ok(Config { addr, path, connections, size })
+    Ok(Config {
+        addr,
+        path,
+        connections,
+        size,
+    })
 }
 
 fn now_s() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn cpu_s() -> f64 {
@@ -128,15 +146,24 @@ impl Conn {
              Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
             cfg.path, cfg.addr
         );
-        self.sock.write_all(req.as_bytes()).map_err(|e| format!("handshake write: {e}"))?;
+        self.sock
+            .write_all(req.as_bytes())
+            .map_err(|e| format!("handshake write: {e}"))?;
         loop {
-            if let Some(end) = self.buf[self.pos..self.len].windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[self.pos..self.pos + end]).to_ascii_lowercase();
+            if let Some(end) = self.buf[self.pos..self.len]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+            {
+                let head = String::from_utf8_lossy(&self.buf[self.pos..self.pos + end])
+                    .to_ascii_lowercase();
                 self.pos += end + 4;
                 if !head.starts_with("http/1.1 101") {
                     return Err(format!("no 101: {}", head.lines().next().unwrap_or("")));
                 }
-                if !head.contains(&format!("sec-websocket-accept: {}", ACCEPT.to_ascii_lowercase())) {
+                if !head.contains(&format!(
+                    "sec-websocket-accept: {}",
+                    ACCEPT.to_ascii_lowercase()
+                )) {
                     return Err("wrong or missing Sec-WebSocket-Accept".into());
                 }
                 if head.contains("sec-websocket-extensions") {
@@ -148,7 +175,8 @@ impl Conn {
             if have > 16 * 1024 {
                 return Err("handshake response head too large".into());
             }
-            self.fill(have + 1).map_err(|e| format!("handshake read: {e}"))?;
+            self.fill(have + 1)
+                .map_err(|e| format!("handshake read: {e}"))?;
         }
     }
 
@@ -157,7 +185,8 @@ impl Conn {
         out.clear();
         loop {
             let h = self.take(2).map_err(|e| format!("read: {e}"))?;
-            let (fin, opcode, masked, len7) = (h[0] & 0x80 != 0, h[0] & 0x0f, h[1] & 0x80 != 0, h[1] & 0x7f);
+            let (fin, opcode, masked, len7) =
+                (h[0] & 0x80 != 0, h[0] & 0x0f, h[1] & 0x80 != 0, h[1] & 0x7f);
             if masked {
                 return Err("masked frame from the server".into());
             }
@@ -184,7 +213,9 @@ impl Conn {
                     pong.clear();
                     pong.extend_from_slice(&[0x8a, 0x80 | len as u8, 0, 0, 0, 0]);
                     pong.extend_from_slice(payload);
-                    self.sock.write_all(pong).map_err(|e| format!("pong: {e}"))?;
+                    self.sock
+                        .write_all(pong)
+                        .map_err(|e| format!("pong: {e}"))?;
                 }
                 0xa => {}
                 0x8 => return Err("the server closed the connection".into()),
@@ -232,53 +263,65 @@ fn main() -> ExitCode {
     for i in 0..cfg.connections {
         let (cfg, window, opened, go) = (cfg.clone(), window.clone(), opened.clone(), go.clone());
         let (messages, errors, connected) = (messages.clone(), errors.clone(), connected.clone());
-        let spawned = thread::Builder::new().stack_size(256 * 1024).spawn(move || {
-            let conn = TcpStream::connect_timeout(&cfg.addr, IO_TIMEOUT).map_err(|e| format!("connect: {e}"));
-            let mut conn = conn.and_then(|sock| {
-                let _ = sock.set_nodelay(true);
-                let _ = sock.set_read_timeout(Some(IO_TIMEOUT));
-                let mut c = Conn { sock, buf: vec![0; 64 * 1024], pos: 0, len: 0 };
-                c.handshake(&cfg).map(|_| c)
+        let spawned = thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let conn = TcpStream::connect_timeout(&cfg.addr, IO_TIMEOUT)
+                    .map_err(|e| format!("connect: {e}"));
+                let mut conn = conn.and_then(|sock| {
+                    let _ = sock.set_nodelay(true);
+                    let _ = sock.set_read_timeout(Some(IO_TIMEOUT));
+                    let mut c = Conn {
+                        sock,
+                        buf: vec![0; 64 * 1024],
+                        pos: 0,
+                        len: 0,
+                    };
+                    c.handshake(&cfg).map(|_| c)
+                });
+                match &conn {
+                    Ok(_) => connected.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("connection {i}: {e}");
+                        errors.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                opened.wait();
+                go.wait();
+                let (start, end) = *window.get().expect("window set before go");
+                let Ok(conn) = conn.as_mut() else { return };
+                let seed = (i as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(0x9e37_79b9);
+                let payload: Vec<u8> = (0..cfg.size)
+                    .map(|j| (j as u32).wrapping_mul(seed).rotate_right(13) as u8)
+                    .collect();
+                let frame = masked_frame(&payload, seed.to_be_bytes());
+                let (mut got, mut pong) = (Vec::with_capacity(cfg.size), Vec::new());
+                let mut counted = 0u64;
+                loop {
+                    if let Err(e) = conn.sock.write_all(&frame) {
+                        eprintln!("connection {i}: write: {e}");
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    if let Err(e) = conn.read_message(&mut got, &mut pong) {
+                        eprintln!("connection {i}: {e}");
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    let now = now_s();
+                    if now >= end {
+                        break;
+                    }
+                    if got != payload {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    } else if now >= start {
+                        counted += 1;
+                    }
+                }
+                messages.fetch_add(counted, Ordering::Relaxed);
             });
-            match &conn {
-                Ok(_) => connected.fetch_add(1, Ordering::Relaxed),
-                Err(e) => {
-                    eprintln!("connection {i}: {e}");
-                    errors.fetch_add(1, Ordering::Relaxed)
-                }
-            };
-            opened.wait();
-            go.wait();
-            let (start, end) = *window.get().expect("window set before go");
-            let Ok(conn) = conn.as_mut() else { return };
-            let seed = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(0x9e37_79b9);
-            let payload: Vec<u8> = (0..cfg.size).map(|j| (j as u32).wrapping_mul(seed).rotate_right(13) as u8).collect();
-            let frame = masked_frame(&payload, seed.to_be_bytes());
-            let (mut got, mut pong) = (Vec::with_capacity(cfg.size), Vec::new());
-            let mut counted = 0u64;
-            loop {
-                if let Err(e) = conn.sock.write_all(&frame) {
-                    eprintln!("connection {i}: write: {e}");
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                if let Err(e) = conn.read_message(&mut got, &mut pong) {
-                    eprintln!("connection {i}: {e}");
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                let now = now_s();
-                if now >= end {
-                    break;
-                }
-                if got != payload {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                } else if now >= start {
-                    counted += 1;
-                }
-            }
-            messages.fetch_add(counted, Ordering::Relaxed);
-        });
         match spawned {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -298,7 +341,9 @@ fn main() -> ExitCode {
     if std::io::stdin().lock().read_line(&mut line).is_err() {
         return ExitCode::from(1);
     }
-    let mut parts = line.split_whitespace().filter_map(|v| v.parse::<f64>().ok());
+    let mut parts = line
+        .split_whitespace()
+        .filter_map(|v| v.parse::<f64>().ok());
     let (Some(start), Some(end)) = (parts.next(), parts.next()) else {
         eprintln!("error: expected `START END` on stdin, got {line:?}");
         return ExitCode::from(2);
