@@ -336,8 +336,9 @@ impl Conn {
                     // copied into a Vec of its own (allocated per message), then the slot.
                     // benches/e2e/ws_echo.py, 16 KiB: the front end's CPU-µs/msg, medians of
                     // 3, went 26.8 → 26.7 (rounds 22.1–29.9 either way: one 16 KiB memcpy
-                    // and a malloc are below this shared machine's noise; perf put the
-                    // front end's user-space memmove at 12% of its samples before).
+                    // and a malloc are below this shared machine's noise; under perf the
+                    // front end's memmove went 12% → 8% of its samples, the unmask 1% → 4%:
+                    // it now takes the cache misses on the freshly read bytes).
                     Ok((used, Read::InPlace { text, at })) if closing.is_none() => {
                         load.ws_message_in(at.len());
                         pending = Some((Held::InBuf { at, used }, text, 0));
