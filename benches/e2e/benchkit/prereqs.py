@@ -95,20 +95,29 @@ def find_rustc() -> str | None:
 
 def build_loadgen() -> Path:
     """Compile the open-loop generator with plain rustc; cached by source hash."""
+    return _build_rust_tool(paths.LOADGEN_SOURCE, "fixed_rate", "the fixed-rate generator")
+
+
+def build_ws_echo() -> Path:
+    """Compile the WebSocket echo client (loadgen/ws_echo.rs); cached by source hash."""
+    return _build_rust_tool(paths.WS_ECHO_SOURCE, "ws_echo", "the WebSocket echo client")
+
+
+def _build_rust_tool(source_path: Path, name: str, what: str) -> Path:
     rustc = find_rustc()
     if rustc is None:
-        raise SetupError("rustc not found, cannot build the fixed-rate generator", "install Rust (rustup)")
-    source = paths.LOADGEN_SOURCE.read_bytes()
+        raise SetupError(f"rustc not found, cannot build {what}", "install Rust (rustup)")
+    source = source_path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()[:16]
-    binary = paths.WORK_DIR / "bin" / f"fixed_rate-{digest}"
+    binary = paths.WORK_DIR / "bin" / f"{name}-{digest}"
     if binary.exists():
         return binary
     binary.parent.mkdir(parents=True, exist_ok=True)
     tmp = binary.with_suffix(".tmp")
-    cmd = [rustc, "-O", "--edition", "2021", "-o", str(tmp), str(paths.LOADGEN_SOURCE)]
+    cmd = [rustc, "-O", "--edition", "2021", "-o", str(tmp), str(source_path)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SetupError(f"building the fixed-rate generator failed:\n{done.stderr}", " ".join(cmd))
+        raise SetupError(f"building {what} failed:\n{done.stderr}", " ".join(cmd))
     tmp.rename(binary)
     return binary
 
