@@ -21,6 +21,9 @@
 //! cargo bench -p uringapi-benches --bench worker_cpu [-- CASE... --seconds S --rounds N --window W]
 //! ```
 //!
+//! `--json PATH` also writes every round's raw figures there (`benches/e2e/tables.py
+//! worker-cpu` runs the bench so and regenerates the README's worker CPU table from them).
+//!
 //! `--python target/conformance/venv312/bin/python` with `PYTHONPATH=$PWD/worker/python`
 //! measures the working tree on another Python (the built `_native` is abi3); a relative
 //! `--python` is taken from the workspace root.
@@ -134,6 +137,8 @@ struct Options {
     python: Option<PathBuf>,
     /// Pin this process and the worker to two different CPUs (when two are allowed).
     pin: bool,
+    /// Where to write every round's raw figures as JSON.
+    json: Option<PathBuf>,
 }
 
 fn options() -> Result<Options, Failure> {
@@ -148,8 +153,9 @@ fn options() -> Result<Options, Failure> {
         smoke,
         python: None,
         pin: true,
+        json: None,
     };
-    let usage = "usage: worker_cpu [noop|scope|fastapi]... [--seconds S] [--warmup S] [--rounds N] [--window W] [--python PATH] [--no-pin]";
+    let usage = "usage: worker_cpu [noop|scope|fastapi]... [--seconds S] [--warmup S] [--rounds N] [--window W] [--python PATH] [--no-pin] [--json PATH]";
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |what: &str| {
@@ -165,11 +171,15 @@ fn options() -> Result<Options, Failure> {
             "--rounds" => o.rounds = value("--rounds")? as usize,
             "--window" => o.window = value("--window")? as usize,
             "--no-pin" => o.pin = false,
-            "--python" => {
+            "--python" | "--json" => {
                 let path = it
                     .next()
-                    .ok_or_else(|| Failure::new("--python needs a path", usage))?;
-                o.python = Some(path.into());
+                    .ok_or_else(|| Failure::new(format!("{a} needs a path"), usage))?;
+                if a == "--json" {
+                    o.json = Some(path.into());
+                } else {
+                    o.python = Some(path.into());
+                }
             }
             name => match CASES.iter().find(|c| c.name == name) {
                 Some(c) => o.cases.push(c),
@@ -766,7 +776,10 @@ fn main() -> ExitCode {
             "case", "CPU-µs/req (min..max)", "on-CPU", "req/s", "sleeps/kreq", "bells/kreq"
         );
     }
+    // Before `measure` pins this thread (after which one CPU is allowed here).
+    let pinned = o.pin && allowed_cpus().len() >= 2;
     let bells_before = rings_total();
+    let mut measured = Vec::new();
     for case in &o.cases {
         match measure(&python, case, &o) {
             Ok(rounds) if o.smoke => {
@@ -779,8 +792,19 @@ fn main() -> ExitCode {
                     case.name
                 );
             }
-            Ok(rounds) => report(case, &rounds),
+            Ok(rounds) => {
+                report(case, &rounds);
+                measured.push((case, rounds));
+            }
             Err(f) => return fail(f),
+        }
+    }
+    if let (Some(path), false) = (&o.json, o.smoke) {
+        if let Err(e) = std::fs::write(path, raw_json(&o, &python, pinned, &measured)) {
+            return fail(Failure::new(
+                format!("cannot write {}: {e}", path.display()),
+                "pass a writable --json path",
+            ));
         }
     }
     if !o.smoke {
@@ -790,6 +814,43 @@ fn main() -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// Every round of every case, unrounded, for `benches/e2e/tables.py` (no serde here: the
+/// values are numbers and names without quotes or backslashes).
+fn raw_json(o: &Options, python: &Path, pinned: bool, measured: &[(&&Case, Vec<Round>)]) -> String {
+    let cases: Vec<String> = measured
+        .iter()
+        .map(|(case, rounds)| {
+            let rounds: Vec<String> = rounds
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{{\"requests\": {}, \"seconds\": {}, \"cpu_us\": {}, \"on_cpu_us\": {}, \
+                         \"sleeps\": {}, \"bells\": {}}}",
+                        r.requests, r.seconds, r.cpu_us, r.on_cpu_us, r.sleeps, r.bells
+                    )
+                })
+                .collect();
+            format!(
+                "{{\"name\": \"{}\", \"app\": \"{}\", \"rounds\": [{}]}}",
+                case.name,
+                case.app,
+                rounds.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "{{\"python\": {:?}, \"window\": {}, \"rounds\": {}, \"seconds\": {}, \"warmup_s\": {}, \
+         \"pinned\": {pinned}, \"clock_ticks_per_second\": {}, \"cases\": [{}]}}\n",
+        python.display().to_string(),
+        o.window,
+        o.rounds,
+        o.seconds,
+        o.warmup,
+        clock_ticks_per_second(),
+        cases.join(", ")
+    )
 }
 
 fn fail(f: Failure) -> ExitCode {

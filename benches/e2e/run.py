@@ -76,6 +76,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--fixed-rate-connections", type=_positive_int, default=32, help="open-loop connections (default 32)"
     )
+    p.add_argument(
+        "--loadgen",
+        choices=("fixed_rate", "oha"),
+        default="fixed_rate",
+        help="open-loop generator of the fixed-rate and noisy-neighbour cells: ours (loadgen/fixed_rate.rs, "
+        "default) or oha from crates.io (installed with cargo when missing)",
+    )
     p.add_argument("--no-fixed-rate", action="store_true", help="skip the fixed-rate latency run")
     p.add_argument(
         "--noisy-fraction",

@@ -5,13 +5,17 @@
 #   benches/e2e/wakeup_counts.sh RATE [DURATION] [SCHED]       # open loop at RATE req/s
 #   benches/e2e/wakeup_counts.sh wrk [DURATION] [SCHED]        # closed loop, wrk -t1 -c64
 #
-# Serves benches/e2e/apps/hello_asgi:app with .venv/bin/uringapi, 2 workers, 1 thread,
+# Serves benches/e2e/apps/hello_asgi:app with .venv/bin/uringapi (or the front-end executable
+# in $URINGAPI_EXE, e.g. a copy of an older build, with the workers of .venv), 2 workers, 1 thread,
 # warms up for 2 s, then counts over DURATION (default 5) seconds with `perf stat
 # --per-thread` (tracepoints: needs root or perf_event_paranoid <= -1). Prints requests,
 # doorbells per request (uringapi_doorbells_total), the generator's p50/p99 and late sends,
 # and per process name: write, read, epoll_pwait, io_uring_enter, context switches and
 # CPU-µs per request. `late` above ~1 % of the requests means the machine, not the server,
 # set the pace: such a run's counts are not comparable (wake-ups batch when CPUs are short).
+# With WAKEUP_JSON=FILE each run also appends its figures to FILE as one JSON line (with
+# WAKEUP_LABEL, the executable and the environment's URINGAPI_* variables), for raw files
+# under benches/results/.
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -28,7 +32,8 @@ if ! [[ $RATE == wrk || $RATE =~ ^[0-9]+$ ]] || ! [[ $DUR =~ ^[1-9][0-9]*$ ]] ||
     exit 2
 fi
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-EXE=$ROOT/.venv/bin/uringapi
+EXE=${URINGAPI_EXE:-$ROOT/.venv/bin/uringapi}
+export URINGAPI_PYTHON=${URINGAPI_PYTHON:-$ROOT/.venv/bin/python}
 if [[ ! -x $EXE ]]; then
     echo "error: $EXE not found" >&2
     echo "hint: run make setup first" >&2
@@ -102,8 +107,8 @@ sleep 0.4 # the supervisor republishes counters every 100 ms
 D1=$(metric uringapi_doorbells_total)
 R1=$(metric uringapi_requests_total)
 
-python3 - "$D0" "$D1" "$R0" "$R1" "$TMP/load.out" "$TMP/perf.txt" <<'PY'
-import collections, json, sys
+python3 - "$D0" "$D1" "$R0" "$R1" "$TMP/load.out" "$TMP/perf.txt" "$RATE" "$DUR" "$SCHED" "$EXE" <<'PY'
+import collections, json, os, sys, time
 d0, d1, r0, r1 = map(float, sys.argv[1:5])
 req = r1 - r0
 text = open(sys.argv[5]).read()
@@ -126,4 +131,17 @@ for line in open(sys.argv[6]):
         per[name]["cpu-us" if event == "msec" else event] += v * (1000 if event == "msec" else 1)
 for name, ev in per.items():
     print(f"  {name:14s} " + "  ".join(f"{k} {v / req:.2f}" for k, v in ev.items()) + "  (per request)")
+if os.environ.get("WAKEUP_JSON"):
+    row = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "label": os.environ.get("WAKEUP_LABEL", ""),
+        "rate": sys.argv[7], "duration_s": int(sys.argv[8]), "sched": sys.argv[9], "exe": sys.argv[10],
+        "env": {k: v for k, v in os.environ.items() if k.startswith("URINGAPI_") and k != "URINGAPI_PYTHON"},
+        "loadavg": open("/proc/loadavg").read().split()[:3],
+        "requests": req, "doorbells_per_request": (d1 - d0) / req,
+        "load": json.loads(text) if text.lstrip().startswith("{") else text,
+        "per_request": {name: {k: v / req for k, v in ev.items()} for name, ev in per.items()},
+    }
+    with open(os.environ["WAKEUP_JSON"], "a") as f:
+        f.write(json.dumps(row) + "\n")
 PY

@@ -1,6 +1,6 @@
 """The WebSocket echo cell alone, side by side: the same runs as `run.py`'s WebSocket cell
 (benchkit/websocket.py: `ws_echo_asgi:app`, 2 workers, batch scheduling, 64 WebSockets in
-a closed loop over benchkit/wsload.py) for the servers in rotating order per round, without
+a closed loop, loadgen/ws_echo.rs by default) for the servers in rotating order per round, without
 the rest of the benchmark. For iterating on the message path and for the README's WebSocket
 figures.
 
@@ -28,6 +28,8 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=5, help="measured seconds per run")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--client", choices=("rust", "python"), default="rust",
+                   help="echo load: loadgen/ws_echo.rs (default) or the websockets client (cross-check)")
     p.add_argument("--out", type=Path, help="write the rows and medians here (JSON)")
     args = p.parse_args()
     started = dt.datetime.now().astimezone()
@@ -39,7 +41,7 @@ def main() -> None:
         env={}, log_dir=paths.WORK_DIR / "logs" / started.strftime("ws-%Y%m%d-%H%M%S"), fixed_rate=None,
     )
     plan.log_dir.mkdir(parents=True, exist_ok=True)
-    wp = websocket.WsPlan(args.connections, 0, sizes)
+    wp = websocket.WsPlan(args.connections, 0, sizes, args.client)
     rows: list[runner.Row] = []
     for r in range(args.rounds):
         for position, server in enumerate(runner.rotated(chosen, r)):

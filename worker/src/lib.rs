@@ -51,24 +51,48 @@ fn broken(e: impl std::fmt::Display) -> PyErr {
     ChannelBroken::new_err(e.to_string())
 }
 
-/// Keys name a request across all channels: thread index in the high 64 bits, the front
-/// end's stream id in the low 64.
-fn key(thread: u32, stream: u64) -> u128 {
-    (u128::from(thread) << 64) | u128::from(stream)
-}
-
-/// The key as a Python int. Thread 0's keys fit 64 bits and take the fast conversion.
-fn key_object(py: Python<'_>, thread: u32, stream: u64) -> PyResult<Bound<'_, PyAny>> {
-    // PERF: pyo3 converts a u128 through four Python number operations; a u64 is one call.
-    if thread == 0 {
-        Ok(stream.into_pyobject(py)?.into_any())
-    } else {
-        Ok(key(thread, stream).into_pyobject(py)?.into_any())
+/// Keys name a request across all channels: `stream * threads + thread`, where `threads` is
+/// the number of front-end threads (channels) in the segment. The key is a Python int: it is
+/// a dict key in worker.py and goes back to every call about its request.
+// PERF: keys were `thread << 64 | stream`: for every thread but the first, pyo3 (abi3)
+// made and read that Python int through several Python number operations, at `drain`,
+// `claim` and every `send`. Packed this way a key fits 64 bits (one C call each way) until a
+// stream id passes 2^64 / threads. With the worker.py trims of the same change, hello with
+// `--threads 2 --workers 2` went from 21.1 to 19.6 server CPU-µs/req, median of 6
+// alternating rounds (benches/e2e/ab.py, benches/results/workerfast-2026-12-04-ab.json).
+fn key_object(
+    py: Python<'_>,
+    threads: usize,
+    thread: usize,
+    stream: u64,
+) -> PyResult<Bound<'_, PyAny>> {
+    let k = pack_key(threads, thread, stream);
+    match u64::try_from(k) {
+        Ok(k) => Ok(k.into_pyobject(py)?.into_any()),
+        Err(_) => Ok(k.into_pyobject(py)?.into_any()),
     }
 }
 
-fn split_key(key: u128) -> (usize, u64) {
-    ((key >> 64) as usize, key as u64)
+/// Splits a key (from `key_object`) into thread index and stream id.
+fn split_key(key: &Bound<'_, PyAny>, threads: usize) -> PyResult<(usize, u64)> {
+    // PERF: the u64 extraction is one C call; a u128 one under abi3 is several Python
+    // number operations (and is only needed past 2^64, see `key_object`).
+    let k = match key.extract::<u64>() {
+        Ok(k) => u128::from(k),
+        Err(_) => key.extract::<u128>()?,
+    };
+    unpack_key(k, threads).ok_or_else(|| PyValueError::new_err("request key out of range"))
+}
+
+fn pack_key(threads: usize, thread: usize, stream: u64) -> u128 {
+    u128::from(stream) * threads.max(1) as u128 + thread as u128
+}
+
+/// The inverse of `pack_key`; None for a key no stream of `threads` threads has.
+fn unpack_key(key: u128, threads: usize) -> Option<(usize, u64)> {
+    let threads = threads.max(1) as u128;
+    let stream = u64::try_from(key / threads).ok()?;
+    Some(((key % threads) as usize, stream))
 }
 
 /// A worker's end of every channel in its segment.
@@ -199,7 +223,7 @@ impl Worker {
             while let Some((rec, slot)) = self.channels[t].recv().map_err(broken)? {
                 // Every pop makes ring room, even for records without a slot.
                 freed = true;
-                let k = key_object(py, t as u32, rec.stream)?;
+                let k = key_object(py, self.channels.len(), t, rec.stream)?;
                 let more = rec.has_more();
                 match Kind::from_u8(rec.kind) {
                     Some(Kind::Request) => {
@@ -299,7 +323,7 @@ impl Worker {
     #[pyo3(signature = (key, head, body, offset, more))]
     fn send(
         &mut self,
-        key: u128,
+        key: &Bound<'_, PyAny>,
         head: Option<&[u8]>,
         body: &Bound<'_, PyAny>,
         offset: usize,
@@ -373,7 +397,7 @@ impl Worker {
     }
 
     /// Tells the front end the app failed after its response started. False: no room yet.
-    fn abort(&mut self, key: u128) -> PyResult<bool> {
+    fn abort(&mut self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let (t, stream, _) = self.channel(key, "request")?;
         self.send_bare(t, Record::new(Kind::Abort, stream))
     }
@@ -382,7 +406,12 @@ impl Worker {
     /// (absolute) as the rest of the body. `head` as for `send`. False: no slot or ring
     /// room; wait for space and call again.
     #[pyo3(signature = (key, head, path))]
-    fn send_path(&mut self, key: u128, head: Option<&[u8]>, path: &[u8]) -> PyResult<bool> {
+    fn send_path(
+        &mut self,
+        key: &Bound<'_, PyAny>,
+        head: Option<&[u8]>,
+        path: &[u8],
+    ) -> PyResult<bool> {
         self.send_head_and_tail(
             (key, "request"),
             Kind::PathSend,
@@ -394,15 +423,15 @@ impl Worker {
 
     /// Asks the front end to send `100 Continue` for request `key`. False: no ring room;
     /// wait for space and call again.
-    fn send_continue(&mut self, key: u128) -> PyResult<bool> {
+    fn send_continue(&mut self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let (t, stream, _) = self.channel(key, "request")?;
         self.send_bare(t, Record::new(Kind::Continue, stream))
     }
 
     /// Claims request `key` as its task starts (`claim`: from its event; ring.rs rule 9).
     /// False: the front end took it back to run elsewhere; the app must not see it.
-    fn claim(&self, key: u128, claim: u64) -> PyResult<bool> {
-        let (t, _) = split_key(key);
+    fn claim(&self, key: &Bound<'_, PyAny>, claim: u64) -> PyResult<bool> {
+        let (t, _) = split_key(key, self.channels.len())?;
         let chan = self
             .channels
             .get(t)
@@ -413,7 +442,7 @@ impl Worker {
     /// Returns `n` body records of request `key` to the front end's window (the app took
     /// them out of the buffer; body_window.rs in the front end). False: no ring room; wait
     /// for space and call again.
-    fn body_credit(&mut self, key: u128, n: u32) -> PyResult<bool> {
+    fn body_credit(&mut self, key: &Bound<'_, PyAny>, n: u32) -> PyResult<bool> {
         let (t, stream, _) = self.channel(key, "request")?;
         let rec = Record {
             aux: n,
@@ -425,7 +454,7 @@ impl Worker {
     /// `websocket.accept`: `head` is `encode_head(101, headers)`, the chosen subprotocol
     /// among the headers as `sec-websocket-protocol`. False: no slot or ring room; wait for
     /// space and call again.
-    fn ws_accept(&mut self, key: u128, head: &[u8]) -> PyResult<bool> {
+    fn ws_accept(&mut self, key: &Bound<'_, PyAny>, head: &[u8]) -> PyResult<bool> {
         self.send_head_and_tail(
             (key, "websocket"),
             Kind::WsAccept,
@@ -443,7 +472,7 @@ impl Worker {
     #[pyo3(signature = (key, data, text, offset, credit = 0))]
     fn ws_send(
         &mut self,
-        key: u128,
+        key: &Bound<'_, PyAny>,
         data: &[u8],
         text: bool,
         offset: usize,
@@ -486,7 +515,7 @@ impl Worker {
 
     /// `websocket.close` after accept: `code` and a UTF-8 `reason` (cut to 123 bytes by
     /// the caller). False: no slot or ring room; wait for space and call again.
-    fn ws_close(&mut self, key: u128, code: u16, reason: &[u8]) -> PyResult<bool> {
+    fn ws_close(&mut self, key: &Bound<'_, PyAny>, code: u16, reason: &[u8]) -> PyResult<bool> {
         let (t, stream, chan) = self.channel(key, "websocket")?;
         if !chan.has_room().map_err(broken)? {
             return Ok(false);
@@ -540,8 +569,12 @@ impl Worker {
 impl Worker {
     /// The channel of request or WebSocket `key` (`what` names which for the error), with
     /// the key split into thread and stream.
-    fn channel(&mut self, key: u128, what: &str) -> PyResult<(usize, u64, &mut WorkerChannel)> {
-        let (t, stream) = split_key(key);
+    fn channel(
+        &mut self,
+        key: &Bound<'_, PyAny>,
+        what: &str,
+    ) -> PyResult<(usize, u64, &mut WorkerChannel)> {
+        let (t, stream) = split_key(key, self.channels.len())?;
         let chan = self
             .channels
             .get_mut(t)
@@ -563,7 +596,7 @@ impl Worker {
     /// not fit). False: no slot or ring room.
     fn send_head_and_tail(
         &mut self,
-        (key, what): (u128, &str),
+        (key, what): (&Bound<'_, PyAny>, &str),
         kind: Kind,
         head: Option<&[u8]>,
         tail: &[u8],
@@ -724,4 +757,26 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("WS_WINDOW", WS_WINDOW)?;
     m.add("WS_CREDIT_AT", WS_CREDIT_AT)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pack_key, unpack_key};
+
+    #[test]
+    fn keys_round_trip_and_stay_distinct() {
+        for threads in [1usize, 2, 3, 64] {
+            let mut seen = std::collections::HashSet::new();
+            for thread in 0..threads {
+                for stream in [0u64, 1, 7, (9 << 32) | 5, u64::MAX / 3, u64::MAX] {
+                    let k = pack_key(threads, thread, stream);
+                    assert_eq!(unpack_key(k, threads), Some((thread, stream)));
+                    assert!(seen.insert(k), "key {k} twice");
+                }
+            }
+        }
+        // Up to 2^64 / threads a key is a u64 (the fast conversion).
+        assert!(u64::try_from(pack_key(2, 1, (u64::MAX >> 1) - 1)).is_ok());
+        assert_eq!(unpack_key(u128::MAX, 2), None);
+    }
 }

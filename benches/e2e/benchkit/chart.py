@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only; no display on benchmark machines
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from .report import SERVER_ORDER
+from .runner import SERVER_ORDER
 
 COLORS = {"native-ref": "#7f7f7f", "uringapi": "#d62728", "granian": "#1f77b4", "uvicorn": "#2ca02c"}
 Doc = dict[str, Any]

@@ -242,9 +242,7 @@ def section(doc: dict[str, Any]) -> str | None:
         "| " + " | ".join(head) + " |",
         "|:--|" + "--:|" * (len(head) - 1),
     ]
-    servers = sorted({s for by_server in med.values() for s in by_server},
-                     key=lambda s: SERVERS.index(s) if s in SERVERS else 9)  # fmt: skip
-    for server in servers:
+    for server in runner.ordered_servers(s for by_server in med.values() for s in by_server):
         cells = [server]
         bad = 0
         for c in h["shapes"]:

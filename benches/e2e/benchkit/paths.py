@@ -8,6 +8,7 @@ E2E_DIR = Path(__file__).resolve().parent.parent
 REPO = E2E_DIR.parent.parent
 APPS_DIR = E2E_DIR / "apps"
 LOADGEN_SOURCE = E2E_DIR / "loadgen" / "fixed_rate.rs"
+WS_ECHO_SOURCE = E2E_DIR / "loadgen" / "ws_echo.rs"
 WRK_REPORT_LUA = E2E_DIR / "wrk" / "report.lua"
 REQUIREMENTS = REPO / "benches" / "requirements.txt"
 RESULTS_DIR = REPO / "benches" / "results"

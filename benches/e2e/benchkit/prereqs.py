@@ -1,4 +1,4 @@
-"""Install and build what a benchmark run needs: Python packages, wrk, h2load, the
+"""Install and build what a benchmark run needs: Python packages, wrk, h2load, oha, the
 fixed-rate generator and the static file served by the Starlette app."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from . import paths
+
+CARGO_BIN = Path.home() / ".cargo" / "bin"
 
 
 class SetupError(Exception):
@@ -68,26 +70,54 @@ def ensure_tool(name: str, package: str, install: bool = True) -> str:
     return found
 
 
+def ensure_oha(install: bool = True) -> str:
+    """Path of oha (crates.io), the open-loop generator ours is checked against;
+    `cargo install --locked oha` (into ~/.cargo/bin) when missing and `install`."""
+    found = shutil.which("oha") or _existing(CARGO_BIN / "oha")
+    if found:
+        return found
+    cargo = shutil.which("cargo") or _existing(CARGO_BIN / "cargo")
+    if not install or cargo is None:
+        raise SetupError("oha is not installed", "install it: cargo install --locked oha")
+    done = subprocess.run([cargo, "install", "--locked", "oha"], capture_output=True, text=True)
+    found = _existing(CARGO_BIN / "oha") or shutil.which("oha")
+    if done.returncode != 0 or found is None:
+        raise SetupError(
+            f"`cargo install --locked oha` failed:\n{done.stderr.strip()[-2000:]}",
+            "install it by hand (cargo install --locked oha) and re-run",
+        )
+    return found
+
+
 def find_rustc() -> str | None:
     return shutil.which("rustc") or _existing(Path.home() / ".cargo" / "bin" / "rustc")
 
 
 def build_loadgen() -> Path:
     """Compile the open-loop generator with plain rustc; cached by source hash."""
+    return _build_rust_tool(paths.LOADGEN_SOURCE, "fixed_rate", "the fixed-rate generator")
+
+
+def build_ws_echo() -> Path:
+    """Compile the WebSocket echo client (loadgen/ws_echo.rs); cached by source hash."""
+    return _build_rust_tool(paths.WS_ECHO_SOURCE, "ws_echo", "the WebSocket echo client")
+
+
+def _build_rust_tool(source_path: Path, name: str, what: str) -> Path:
     rustc = find_rustc()
     if rustc is None:
-        raise SetupError("rustc not found, cannot build the fixed-rate generator", "install Rust (rustup)")
-    source = paths.LOADGEN_SOURCE.read_bytes()
+        raise SetupError(f"rustc not found, cannot build {what}", "install Rust (rustup)")
+    source = source_path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()[:16]
-    binary = paths.WORK_DIR / "bin" / f"fixed_rate-{digest}"
+    binary = paths.WORK_DIR / "bin" / f"{name}-{digest}"
     if binary.exists():
         return binary
     binary.parent.mkdir(parents=True, exist_ok=True)
     tmp = binary.with_suffix(".tmp")
-    cmd = [rustc, "-O", "--edition", "2021", "-o", str(tmp), str(paths.LOADGEN_SOURCE)]
+    cmd = [rustc, "-O", "--edition", "2021", "-o", str(tmp), str(source_path)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SetupError(f"building the fixed-rate generator failed:\n{done.stderr}", " ".join(cmd))
+        raise SetupError(f"building {what} failed:\n{done.stderr}", " ".join(cmd))
     tmp.rename(binary)
     return binary
 

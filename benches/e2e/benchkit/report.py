@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from . import h2, idle, paths, websocket
-from .runner import NOISE_WARNING_SHARE, failure_line, fmt_us
+from .runner import NOISE_WARNING_SHARE, SERVER_ORDER, failure_line, fmt_us, ordered_servers
 from .servers import BASELINE
 
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
-SERVER_ORDER = ("native-ref", "uringapi", "granian", "uvicorn")
 ERROR_NOTE_SHARE = 0.01
 """Runs with more errors than this share of their responses are listed in the notes."""
 
@@ -202,7 +201,8 @@ def _fixed_rate_section(doc: Doc) -> str | None:
         f"({fr['fraction']:.0%} of {'the slowest median peak, ' if basis.get('slowest', True) else ''}"
         f"{'the best peer, ' if basis.get('best_peer') else ''}"
         f"{basis['server']}'s median peak of {basis['rps']:,.0f} req/s{basis_policy}); "
-        f"open loop over {fr['connections']} connections, each request timed from its scheduled send time."
+        f"open loop over {fr['connections']} connections{' (oha)' if fr.get('generator', '').startswith('oha') else ''}, "
+        "each request timed from its scheduled send time."
         f"{each_at_best}",
         "",
         "| Server | Policy | achieved req/s | p50 | p90 | p99 | CPU-µs/req | doorbells/req | errors |",
@@ -247,7 +247,7 @@ def _noisy_section(doc: Doc) -> str | None:
     lines = [
         f"Noisy neighbour: `{n['cell']}` at a fixed {n['rate']:,.0f} req/s ({n['fraction']:.0%} of "
         f"{basis['server']}'s median peak) beside a CPU hog ({n['hog']}); open loop over {n['connections']} "
-        "connections, latency from each request's scheduled send time (coordinated omission corrected). "
+        f"connections{' (oha)' if n.get('generator', '').startswith('oha') else ''}, latency from each request's scheduled send time (coordinated omission corrected). "
         "Each server at its best policy (the lower CPU-µs/req).",
         "",
         "| Server | Policy | achieved req/s | p50 | p99 | p99.9 | CPU-µs/req | errors |",
@@ -350,8 +350,8 @@ def _noise_note(rows: list[dict[str, Any]]) -> str | None:
 
 
 def _ordered(items: Any) -> list[tuple[str, Any]]:
-    rank = {name: i for i, name in enumerate(SERVER_ORDER)}
-    return sorted(items, key=lambda kv: rank.get(kv[0], len(rank)))
+    by_server = dict(items)
+    return [(server, by_server[server]) for server in ordered_servers(by_server)]
 
 
 def _ratio(value: float | None, base: float | None) -> str:

@@ -19,6 +19,8 @@ from .servers import Server, Settings
 T = TypeVar("T")
 NOISE_WARNING_SHARE = 0.15
 """Warn about a run when more than this share of busy CPU went to neither server nor client."""
+SERVER_ORDER = ("native-ref", "uringapi", "granian", "uvicorn")
+"""The order of servers in every table; a server not listed goes last."""
 Row = dict[str, Any]
 
 
@@ -32,6 +34,12 @@ class FixedRatePlan:
     basis: str = "granian"
     """The server whose peak is the basis; when it has no peak (or is "slowest"), the slowest
     server's."""
+    loadgen: str = "fixed_rate"
+    """`fixed_rate` (loadgen/fixed_rate.rs) or `oha`; `binary` is that generator."""
+
+    def run(self, port: int, rate: float, duration_s: float) -> fixed_rate.FixedRateResult:
+        gen = fixed_rate.run_oha if self.loadgen == "oha" else fixed_rate.run
+        return gen(self.binary, self.cell, port, rate, self.connections, duration_s)
 
 
 @dataclass(frozen=True)
@@ -187,11 +195,11 @@ def _fixed_rate_measure(
     with process.running(cmd, fr.cell, port, log, {**plan.env, **server.env(fr.cell)}) as pid:
         # Warm up at the target rate too: the server should meet the measured
         # load in the state that load brings it to, not straight from saturation.
-        fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.warmup_s)
+        fr.run(port, rate, plan.warmup_s)
         channel = metrics.Window.open(metrics_port)
         before, times_before = proctree.snapshot(pid), machine.cpu_times()
         hog_before = proctree.snapshot(hog_pid) if hog_pid is not None else None
-        result = fixed_rate.run(fr.binary, fr.cell, port, rate, fr.connections, plan.duration_s)
+        result = fr.run(port, rate, plan.duration_s)
         cpu, times_after = proctree.window(before, proctree.snapshot(pid)), machine.cpu_times()
         hog_s = 0.0 if hog_before is None else proctree.window(hog_before, proctree.snapshot(hog_pid)).cpu_s
         channel_figures = metrics.close(channel)
@@ -281,7 +289,7 @@ def summarize_fixed_rate(rows: list[Row]) -> dict[str, Row]:
             "p999_us": median_of(group, lambda r: r["latency_us"]["p999"]),
             "cpu_us_per_req": median_of(group, lambda r: r["cpu_us_per_req"]),
             "errors_total": sum(r["errors"] + r["non_2xx"] for r in group),
-            "late_sends_total": sum(r["late_sends"] for r in group),
+            "late_sends_total": _sum_or_none(r["late_sends"] for r in group),
             "other_cpu_share_max": max(r["other_cpu_share"] for r in group),
             "doorbells_per_request": median_of(group, _doorbells_per_request),
         }
@@ -304,6 +312,12 @@ def _grouped(rows: list[Row]) -> dict[tuple[str, str, str], list[Row]]:
     for row in rows:
         groups.setdefault((row["cell"], row["server"], row.get("policy", "other")), []).append(row)
     return groups
+
+
+def _sum_or_none(values: Iterable[int | None]) -> int | None:
+    """The sum; None when any is unknown (oha does not count late sends)."""
+    known = list(values)
+    return None if any(v is None for v in known) else sum(v for v in known if v is not None)
 
 
 def _min_or_none(values: Iterable[float | None]) -> float | None:
@@ -335,6 +349,12 @@ def _print_fixed_rate(row: Row) -> None:
         f"achieved {row['achieved_rate']:>9,.0f}/s  p50 {fmt_us(lat['p50']):>8}  p99 {fmt_us(lat['p99']):>8}  "
         f"{_fmt_cpu(row['cpu_us_per_req'])} CPU-µs/req  errors {row['errors'] + row['non_2xx']}{_fmt_doorbells(row)}"
     )
+
+
+def ordered_servers(names: Iterable[str]) -> list[str]:
+    """`names` without repeats, in SERVER_ORDER (unknown servers last, by name)."""
+    rank = {name: i for i, name in enumerate(SERVER_ORDER)}
+    return sorted(set(names), key=lambda s: (rank.get(s, len(rank)), s))
 
 
 def fmt_num(value: float | None, digits: int = 0) -> str:

@@ -139,14 +139,20 @@ def _fixed_rate_plan(args: argparse.Namespace, cells: list[Cell]) -> tuple[runne
     if FIXED_RATE_CELL not in {c.name for c in cells}:
         return None, f"its rate comes from the {FIXED_RATE_CELL} cell, which was not selected"
     try:
-        binary = prereqs.build_loadgen()
+        binary = Path(prereqs.ensure_oha()) if args.loadgen == "oha" else prereqs.build_loadgen()
     except prereqs.SetupError as exc:
         _say(f"skip: fixed-rate run: {exc} (hint: {exc.hint})")
         return None, str(exc)
     return runner.FixedRatePlan(
         binary, by_name(FIXED_RATE_CELL), args.fixed_rate_fraction, args.fixed_rate_connections,
-        args.fixed_rate_basis,
+        args.fixed_rate_basis, args.loadgen,
     ), None
+
+
+def _generator(fr: runner.FixedRatePlan) -> str:
+    if fr.loadgen == "oha":
+        return f"oha {fr.binary} -q <rate> --latency-correction (open loop, latency from each request's due time)"
+    return "benches/e2e/loadgen/fixed_rate.rs (open loop, latency from scheduled send time)"
 
 
 def _basis(fr: runner.FixedRatePlan, medians: dict[str, dict[str, Any]]) -> Doc | None:
@@ -187,7 +193,7 @@ def _fixed_rate(plan: runner.Plan, medians: dict[str, dict[str, Any]], skip: str
         "fraction": fr.fraction,
         "connections": fr.connections,
         "basis": basis,
-        "generator": "benches/e2e/loadgen/fixed_rate.rs (open loop, latency from scheduled send time)",
+        "generator": _generator(fr),
         "rounds": outcome.rows,
         "failures": outcome.failures,
         "medians": runner.summarize_fixed_rate(outcome.rows),
@@ -225,7 +231,7 @@ def _noisy(args: argparse.Namespace, plan: runner.Plan, medians: dict[str, dict[
         "basis": basis,
         "hog": "one `python3 -c 'while True: pass'` process, SCHED_OTHER, unpinned, running from before the "
         "server starts until it stops",
-        "generator": "benches/e2e/loadgen/fixed_rate.rs (open loop, latency from scheduled send time)",
+        "generator": _generator(fr),
         "rounds": outcome.rows,
         "failures": outcome.failures,
         "medians": runner.summarize_fixed_rate(outcome.rows),

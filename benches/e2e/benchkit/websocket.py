@@ -9,7 +9,7 @@ one). The HTTP config search does not apply here: its knobs were chosen for HTTP
 Per round, per server (rotating order), on a fresh server each:
 
 1. echo, once per message size (64 B and 16 KiB, binary): `--ws-connections` WebSockets in
-   a closed loop (benchkit/wsload.py, the `websockets` client over several processes),
+   a closed loop (loadgen/ws_echo.rs, a std-only Rust client, one thread per WebSocket),
    warm-up, then a measured window of `--duration` s: round trips per second, and the
    server's CPU (its whole process tree, proctree.py) per message;
 2. idle memory: the server's RSS (summed over its process tree) after one WebSocket has
@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import blocking, machine, process, proctree, runner, wsload
+from . import blocking, machine, prereqs, process, proctree, runner, wsload
 from .cells import Cell
 from .runner import Outcome, Plan, Row, fmt_num, median_of, rotated, say
 from .servers import Server
@@ -47,6 +47,8 @@ class WsPlan:
     connections: int
     idle: int
     sizes: tuple[int, ...] = SIZES
+    client: str = "rust"
+    """Echo load: "rust" (loadgen/ws_echo.rs, the cell's) or "python" (wsload.echo, to cross-check)."""
 
 
 def label(size: int) -> str:
@@ -89,8 +91,12 @@ def _echo_once(plan: Plan, wp: WsPlan, server: Server, size: int, r: int) -> Row
         def on_window(edge: str) -> None:
             marks[edge] = (proctree.snapshot(pid), machine.cpu_times())
 
-        result = wsload.echo(f"ws://127.0.0.1:{port}/", wp.connections, size, plan.warmup_s,
-                             plan.duration_s, ECHO_PROCESSES, on_window)
+        if wp.client == "python":
+            result = wsload.echo(f"ws://127.0.0.1:{port}/", wp.connections, size, plan.warmup_s,
+                                 plan.duration_s, ECHO_PROCESSES, on_window)
+        else:
+            result = wsload.echo_rust(prereqs.build_ws_echo(), port, wp.connections, size, plan.warmup_s,
+                                      plan.duration_s, on_window)
     (before, times_before), (after, times_after) = marks["start"], marks["end"]
     cpu = proctree.window(before, after)
     if result.messages == 0:
@@ -180,8 +186,10 @@ def describe(plan: Plan, wp: WsPlan) -> dict[str, Any]:
         "idle_connections": wp.idle,
         "duration_s": plan.duration_s,
         "warmup_s": plan.warmup_s,
-        "client": f"benches/e2e/benchkit/wsload.py: websockets on uvloop, {ECHO_PROCESSES} processes "
-        f"(echo), {IDLE_PROCESSES} (idle); binary messages; no permessage-deflate",
+        "client": ("benches/e2e/loadgen/ws_echo.rs (std-only Rust, one thread per WebSocket) for echo"
+                   if wp.client == "rust" else
+                   f"benches/e2e/benchkit/wsload.py: websockets on uvloop, {ECHO_PROCESSES} processes for echo")
+        + f"; wsload.py ({IDLE_PROCESSES} processes) for idle; binary messages; no permessage-deflate offered",
     }
 
 
@@ -207,10 +215,7 @@ def section(doc: dict[str, Any]) -> str | None:
         "| " + " | ".join(head) + " |",
         "|:--|" + "--:|" * (len(head) - 1),
     ]
-    servers = sorted({s for cell in med.values() for s in cell},
-                     key=lambda s: ("native-ref", "uringapi", "granian", "uvicorn").index(s)
-                     if s in ("native-ref", "uringapi", "granian", "uvicorn") else 9)
-    for server in servers:
+    for server in runner.ordered_servers(s for cell in med.values() for s in cell):
         cells = [server]
         errors = 0
         for size in sizes:

@@ -1,9 +1,11 @@
-"""WebSocket load for the WebSocket cell: the `websockets` client on uvloop, spread over
-several processes (one event loop each), so the client is not the first thing to
-saturate. The figures that matter come from the server's CPU time (benchkit/websocket.py),
-so the client's own speed matters less than its steadiness.
+"""WebSocket load for the WebSocket cell.
 
-- `echo`: `connections` WebSockets, each in a closed loop (send one binary message of
+- `echo_rust`: the echo load the cell uses, loadgen/ws_echo.rs (std-only Rust, one thread
+  per WebSocket, built by prereqs.build_ws_echo). The Python client below spent more CPU
+  per message than uringapi did, so on 2 cores it, not the servers, set the msgs/s.
+- `echo`: the same closed loop with the `websockets` client on uvloop, spread over several
+  processes (one event loop each): kept to cross-check the Rust client at a low load
+  (`ws_echo.py --client python`). Both: `connections` WebSockets, each in a closed loop (send one binary message of
   `size` bytes, wait for its echo, repeat). Only round trips that complete inside the
   measured window count; the parent's `on_window` hooks run at the window's start and end
   (the CPU snapshots of the server are taken there).
@@ -11,20 +13,25 @@ so the client's own speed matters less than its steadiness.
   sends one 16-byte message and waits for its echo (so each is open and served), then all
   stay idle while the parent's `while_open` hook runs (it reads the server's memory).
 
-permessage-deflate is not offered (compression=None): the cell measures framing and the
+permessage-deflate is offered by neither client (compression=None here; no
+Sec-WebSocket-Extensions header in ws_echo.rs), so no server compresses: the cell measures framing and the
 path from socket to app and back, not zlib.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing as mp
 import os
 import resource
+import select
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 HANDSHAKES_AT_ONCE = 64
 """Per process: connection attempts in flight at once (the listen backlog is not a test)."""
@@ -47,6 +54,34 @@ class EchoResult:
 
 def _shares(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _start(connections: int, processes: int,
+           child: Callable[[Connection, int], tuple[Callable[..., None], tuple]]
+           ) -> tuple[list[mp.process.BaseProcess], list[Connection]]:
+    """Forks `processes` load clients that share `connections` between them; child(pipe, share)
+    gives each one's target and arguments. Returns the processes and the parent's pipe ends."""
+    ctx = mp.get_context("fork")
+    children, pipes = [], []
+    for share in _shares(connections, processes):
+        parent, end = ctx.Pipe()
+        target, args = child(end, share)
+        proc = ctx.Process(target=target, args=args, daemon=True)
+        proc.start()
+        children.append(proc)
+        pipes.append(parent)
+    return children, pipes
+
+
+def _gather_opened(pipes: list[Connection], who: str) -> tuple[int, int]:
+    """Each client's first message, (tag, opened, failed), summed over the clients."""
+    opened = failed = 0
+    for pipe in pipes:
+        if not pipe.poll(SETUP_TIMEOUT_S):
+            raise LoadError(f"{who} did not open its connections in time")
+        _, n, e = pipe.recv()
+        opened, failed = opened + n, failed + e
+    return opened, failed
 
 
 def _raise_fd_limit() -> None:
@@ -120,24 +155,58 @@ async def _echo_main(pipe: Connection, url: str, n: int, size: int) -> None:
     pipe.send(("done", counts[0], errors[0], cpu))
 
 
+def echo_rust(binary: Path, port: int, connections: int, size: int, warmup_s: float, duration_s: float,
+              on_window: Callable[[str], None]) -> EchoResult:
+    """Closed-loop echo with loadgen/ws_echo.rs; on_window("start"/"end") around the window."""
+    cmd = [str(binary), "--addr", f"127.0.0.1:{port}", "--path", "/", "--connections", str(connections),
+           "--size", str(size)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        line = _line_within(proc, SETUP_TIMEOUT_S)
+        opened = json.loads(line)
+        if opened["connected"] < connections:
+            raise LoadError(f"only {opened['connected']} of {connections} WebSockets opened "
+                            f"({opened['errors']} failed): {_stderr_tail(proc)}")
+        start = time.time() + warmup_s
+        end = start + duration_s
+        proc.stdin.write(f"{start:.6f} {end:.6f}\n")
+        proc.stdin.flush()
+        time.sleep(max(0.0, start - time.time()))
+        on_window("start")
+        time.sleep(max(0.0, end - time.time()))
+        on_window("end")
+        done = json.loads(_line_within(proc, SETUP_TIMEOUT_S))
+        proc.wait(SETUP_TIMEOUT_S)
+        return EchoResult(int(done["messages"]), duration_s, int(done["errors"]), round(done["cpu_s"], 3))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _line_within(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        raise LoadError(f"the WebSocket echo client stopped or hung: {_stderr_tail(proc)}")
+    return line
+
+
+def _stderr_tail(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.kill()
+    assert proc.stderr is not None
+    return proc.stderr.read()[-1000:].strip() or f"exit {proc.wait()}"
+
+
 def echo(url: str, connections: int, size: int, warmup_s: float, duration_s: float,
          processes: int, on_window: Callable[[str], None]) -> EchoResult:
     """Closed-loop echo; calls on_window("start") and on_window("end") around the window."""
-    ctx = mp.get_context("fork")
-    children, pipes = [], []
-    for share in _shares(connections, processes):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_echo_child, args=(child, url, share, size), daemon=True)
-        proc.start()
-        children.append(proc)
-        pipes.append(parent)
+    children, pipes = _start(connections, processes, lambda child, share: (_echo_child, (child, url, share, size)))
     try:
-        opened = errors = 0
-        for pipe in pipes:
-            if not pipe.poll(SETUP_TIMEOUT_S):
-                raise LoadError("the load client did not open its connections in time")
-            _, n, e = pipe.recv()
-            opened, errors = opened + n, errors + e
+        opened, errors = _gather_opened(pipes, "the load client")
         if opened < connections:
             raise LoadError(f"only {opened} of {connections} WebSockets opened ({errors} failed)")
         start = time.time() + warmup_s
@@ -190,21 +259,9 @@ async def _idle_main(pipe: Connection, url: str, n: int) -> None:
 def idle(url: str, connections: int, processes: int, while_open: Callable[[], dict]) -> dict:
     """Opens `connections` idle WebSockets, calls while_open() once all are open and have
     echoed once, and returns its result with the count of open connections."""
-    ctx = mp.get_context("fork")
-    children, pipes = [], []
-    for share in _shares(connections, processes):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_idle_child, args=(child, url, share), daemon=True)
-        proc.start()
-        children.append(proc)
-        pipes.append(parent)
+    children, pipes = _start(connections, processes, lambda child, share: (_idle_child, (child, url, share)))
     try:
-        opened = failed = 0
-        for pipe in pipes:
-            if not pipe.poll(SETUP_TIMEOUT_S):
-                raise LoadError("the idle client did not open its connections in time")
-            _, n, e = pipe.recv()
-            opened, failed = opened + n, failed + e
+        opened, failed = _gather_opened(pipes, "the idle client")
         if opened < connections:
             raise LoadError(f"only {opened} of {connections} idle WebSockets opened and echoed")
         result = while_open()

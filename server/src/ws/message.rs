@@ -22,6 +22,39 @@ pub enum Event {
     Close(Option<(u16, String)>),
 }
 
+/// What [`Reader::read_in_place`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    Event(Option<Event>),
+    /// A whole data message, one frame, unmasked where it lies: `input[at]` (text ones are
+    /// valid UTF-8).
+    InPlace {
+        text: bool,
+        at: std::ops::Range<usize>,
+    },
+}
+
+/// A client message on its way to the worker (the front end's WebSocket loop): assembled
+/// in a buffer of its own, or unmasked in place in the read buffer at `at`, whose first
+/// `used` bytes (its frame) are consumed once it is handed on (the socket is not read
+/// meanwhile: the buffer stays put).
+pub enum Held {
+    Owned(Vec<u8>),
+    InBuf {
+        at: std::ops::Range<usize>,
+        used: usize,
+    },
+}
+
+impl Held {
+    pub fn byte_len(&self) -> usize {
+        match self {
+            Held::Owned(v) => v.len(),
+            Held::InBuf { at, .. } => at.len(),
+        }
+    }
+}
+
 /// A protocol violation: close with `code`; `reason` is for the debug log and the close frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Violation {
@@ -79,6 +112,36 @@ impl Reader {
             partial: None,
             scratch: Vec::new(),
         }
+    }
+
+    /// As [`read`](Self::read), but a message that is one whole uncompressed frame is unmasked
+    /// where it lies in `input` and returned as [`Read::InPlace`]: its bytes stay in the
+    /// caller's buffer (no allocation, no copy) until it has handed them on. Every other frame
+    /// goes through `read`, with the same checks.
+    pub fn read_in_place(&mut self, input: &mut [u8]) -> Result<(usize, Read), Violation> {
+        if self.partial.is_none() {
+            if let Ok(Some((h, at))) = frame::parse_header(input) {
+                let single = h.fin
+                    && !h.rsv1
+                    && matches!(h.opcode, Opcode::Text | Opcode::Binary)
+                    && h.len <= self.max_size as u64;
+                if let (true, Some(mask)) = (single, h.mask) {
+                    // Fits in usize: bounded by max_size.
+                    let end = at + h.len as usize;
+                    let Some(payload) = input.get_mut(at..end) else {
+                        return Ok((0, Read::Event(None)));
+                    };
+                    apply_mask(payload, mask, 0);
+                    let text = h.opcode == Opcode::Text;
+                    if text && std::str::from_utf8(payload).is_err() {
+                        return Err(BAD_UTF8);
+                    }
+                    return Ok((end, Read::InPlace { text, at: at..end }));
+                }
+            }
+        }
+        let (used, event) = self.read(input)?;
+        Ok((used, Read::Event(event)))
     }
 
     /// Reads at most one frame from the front of `input`: the bytes it used (0 while the frame
@@ -221,14 +284,23 @@ mod tests {
         apply_mask(&mut out[start..], mask, 0);
     }
 
-    /// Feeds `wire` in pieces of `step` bytes, as a socket would deliver it.
+    /// Feeds `wire` in pieces of `step` bytes, as a socket would deliver it, through
+    /// `read_in_place` (the front end's way; it falls back on `read`), so that every table
+    /// below checks both paths.
     fn read_all(reader: &mut Reader, wire: &[u8], step: usize) -> Result<Vec<Event>, Violation> {
         let mut buf = Vec::new();
         let mut events = Vec::new();
         for piece in wire.chunks(step.max(1)) {
             buf.extend_from_slice(piece);
             loop {
-                let (used, event) = reader.read(&buf)?;
+                let (used, read) = reader.read_in_place(&mut buf)?;
+                let event = match read {
+                    Read::Event(e) => e,
+                    Read::InPlace { text, at } => Some(Event::Message {
+                        text,
+                        data: buf[at].to_vec(),
+                    }),
+                };
                 buf.drain(..used);
                 events.extend(event);
                 if used == 0 {

@@ -229,13 +229,22 @@ class Cycle:
             # As uvicorn: a wrong header type is the app's error, raised here (TypeError),
             # before anything counts as started (so the failure can still be a 500). The
             # head is encoded once, here, and copied into the slot when it goes out.
-            head = self.worker.native.encode_head(int(message["status"]), message.get("headers") or ())
+            worker = self.worker
+            status = message["status"]
+            if type(status) is not int:
+                status = int(status)
+            head = worker.native.encode_head(status, message.get("headers") or ())
             self.started = True
             self.head = head
             # Usually the body follows at once and both go out as one record (with a
             # Content-Length). If the app pauses first, the head goes alone on the next
             # turn of the loop.
-            self.worker.defer_head(self)
+            # PERF: one loop callback per turn instead of one per response; with the direct
+            # native.send below and no deque per request, worker_cpu noop went from 7.5 to
+            # 6.4 CPU-µs per request (cargo bench -p uringapi-benches --bench worker_cpu).
+            if not worker.unflushed:
+                worker.loop.call_soon(worker._flush_heads)
+            worker.unflushed.append(self)
         elif kind == "http.response.body":
             if not self.started:
                 raise RuntimeError("http.response.body sent before http.response.start")
@@ -246,7 +255,7 @@ class Cycle:
             body = message.get("body", b"")
             if type(body) is not bytes:
                 body = bytes(body)
-            more = bool(message.get("more_body", False))
+            more = True if message.get("more_body", False) else False
             if not more:
                 self.complete = True
                 # A receive() waiting for more request body must now see http.disconnect.
@@ -408,23 +417,24 @@ class Worker:
 
     def _dispatch(self, events: list[tuple[Any, ...]]) -> None:
         cycles = self.cycles
+        app, loop, task_factory, new_task = self.app, self.loop, self.task_factory, asyncio.Task
         for ev in events:
             kind = ev[0]
             if kind == EV_REQUEST:
                 _, key, scope, body, more, claim = ev
                 cycle = Cycle(self, key, scope, body, more, claim)
                 cycles[key] = cycle
-                coro = cycle.run(self.app)
+                coro = cycle.run(app)
                 # PERF: see EAGER_TASKS and TASK_NAME (loop.create_task can do neither):
                 # worker_cpu noop went from 5.5 to 4.6 CPU-µs per request on Python 3.12
                 # and from 5.25 to 5.0 on 3.11 (cargo bench -p uringapi-benches --bench
                 # worker_cpu [-- --python ...]).
-                if self.task_factory:
-                    cycle.task = self.loop.create_task(coro)
+                if task_factory:
+                    cycle.task = loop.create_task(coro)
                 elif EAGER_TASKS:
-                    cycle.task = asyncio.Task(coro, loop=self.loop, eager_start=True)
+                    cycle.task = new_task(coro, loop=loop, eager_start=True)
                 else:
-                    cycle.task = asyncio.Task(coro, loop=self.loop, name=TASK_NAME)
+                    cycle.task = new_task(coro, loop=loop, name=TASK_NAME)
             elif kind == EV_BODY:
                 cycle = cycles.get(ev[1])
                 if cycle is not None:
@@ -454,14 +464,6 @@ class Worker:
                 if cycle is not None and cycle.task is not None:
                     cycle.disconnected = True
                     cycle.task.cancel()
-
-    def defer_head(self, cycle: Cycle) -> None:
-        # PERF: one loop callback per turn instead of one per response; with the direct
-        # native.send in Cycle.send and no deque per request, worker_cpu noop went from
-        # 7.5 to 6.4 CPU-µs per request (cargo bench -p uringapi-benches --bench worker_cpu).
-        if not self.unflushed:
-            self.loop.call_soon(self._flush_heads)
-        self.unflushed.append(cycle)
 
     def _flush_heads(self) -> None:
         cycles, self.unflushed = self.unflushed, []

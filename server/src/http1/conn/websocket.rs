@@ -14,7 +14,7 @@ use crate::ws::close;
 use crate::ws::deflate::{self, Agreed};
 use crate::ws::frame::{encode_header, Opcode};
 use crate::ws::handshake::{self, Refusal};
-use crate::ws::message::{Event as WsIn, Reader};
+use crate::ws::message::{Event as WsIn, Held, Read, Reader};
 use crate::ws::send::Writer;
 
 /// WebSocket settings (`--ws*`); `ConnConfig::ws` is `None` with `--ws off`.
@@ -256,8 +256,9 @@ impl Conn {
         let mut reader = Reader::new(cfg.max_size, deflate);
         let mut writer = Writer::new(deflate);
         let mut out: Vec<u8> = Vec::new();
-        // The client message being handed to the worker: bytes, text, offset sent so far.
-        let mut pending: Option<(Vec<u8>, bool, usize)> = None;
+        // The client message being handed to the worker: where its bytes are, text, offset
+        // sent so far.
+        let mut pending: Option<(Held, bool, usize)> = None;
         let mut sending = Sending::default();
         // We sent a close frame: the client's answer is awaited until then.
         let mut closing: Option<(Instant, u16)> = None;
@@ -280,12 +281,13 @@ impl Conn {
         };
         loop {
             // 1. Hand the client's message to the worker while its window allows.
-            while let Some((data, text, off)) = pending.as_mut() {
+            while let Some((held, text, off)) = pending.as_mut() {
                 if !hub.ws_window_open(sid) {
                     break;
                 }
-                let n = (data.len() - *off).min(slot_size);
-                let more = *off + n < data.len();
+                let len = held.byte_len();
+                let n = (len - *off).min(slot_size);
+                let more = *off + n < len;
                 let mut rec = Record::new(Kind::WsMessage, sid).more(more);
                 rec.aux = if *text { WS_TEXT } else { 0 };
                 // PERF: the send credit rides on the client's next message instead of a
@@ -296,6 +298,10 @@ impl Conn {
                 if n > 0 {
                     let Ok(slot) = self.take_slot(worker).await else {
                         return self.ws_fail(&mut writer, close::INTERNAL_ERROR).await;
+                    };
+                    let data = match held {
+                        Held::Owned(v) => &v[..],
+                        Held::InBuf { at, .. } => &self.buf[at.clone()],
                     };
                     if hub
                         .write_slot(worker, slot, 0, &data[*off..*off + n])
@@ -315,15 +321,31 @@ impl Conn {
                 hub.body_sent(sid);
                 *off += n;
                 if !more {
-                    pending = None;
+                    if let Some((Held::InBuf { used, .. }, ..)) = pending.take() {
+                        self.buf.drain(..used);
+                    }
                 }
             }
             hub.flush(worker);
 
             // 2. Frames already buffered.
             while pending.is_none() {
-                let (used, event) = match reader.read(&self.buf) {
-                    Ok(step) => step,
+                let (used, event) = match reader.read_in_place(&mut self.buf) {
+                    // PERF: a message of one uncompressed frame (all of the echo bench's)
+                    // is unmasked where it was read and goes to the slot from there; it was
+                    // copied into a Vec of its own (allocated per message), then the slot.
+                    // benches/e2e/ws_echo.py, 16 KiB: the front end's CPU-µs/msg, medians of
+                    // 3, went 26.8 → 26.7 (rounds 22.1–29.9 either way: one 16 KiB memcpy
+                    // and a malloc are below this shared machine's noise; under perf the
+                    // front end's memmove went 12% → 8% of its samples, the unmask 1% → 4%:
+                    // it now takes the cache misses on the freshly read bytes).
+                    Ok((used, Read::InPlace { text, at })) if closing.is_none() => {
+                        load.ws_message_in(at.len());
+                        pending = Some((Held::InBuf { at, used }, text, 0));
+                        continue;
+                    }
+                    Ok((used, Read::InPlace { .. })) => (used, None),
+                    Ok((used, Read::Event(event))) => (used, event),
                     Err(v) => {
                         tracing::debug!(peer = %self.peer, code = v.code, reason = v.reason, "websocket protocol error; closing");
                         writer.close(&mut out, v.code, v.reason);
@@ -342,7 +364,7 @@ impl Conn {
                 match event {
                     Some(WsIn::Message { text, data }) if closing.is_none() => {
                         load.ws_message_in(data.len());
-                        pending = Some((data, text, 0));
+                        pending = Some((Held::Owned(data), text, 0));
                     }
                     Some(WsIn::Ping(payload)) if closing.is_none() => {
                         writer.pong(&mut out, &payload);
