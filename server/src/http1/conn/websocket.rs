@@ -747,7 +747,9 @@ mod tests {
     /// The writes and the app's events are boxed (an allocation each), and so are the
     /// deflate states, so that an idle WebSocket costs about a kilobyte here; it was 2,576
     /// bytes beside the connection task's 1,408 (debug build sizes, release ones are
-    /// smaller; tests/e2e/test_idle_websockets.py measures the whole).
+    /// smaller; tests/e2e/test_idle_websockets.py measures the whole). The limit was 1,152;
+    /// the loop's kept timer and owed credit (wsperf) and the in-place message (`Held`,
+    /// ws16k) made it 1,200, which is what it allows now: growth past that is a question.
     #[test]
     fn an_open_websocket_task_stays_small() {
         fn future_of<A, B, F>(_: fn(A, B) -> F) -> usize {
@@ -755,7 +757,7 @@ mod tests {
         }
         let size = future_of(Conn::ws_session);
         eprintln!("websocket future: {size} bytes");
-        assert!(size <= 1152, "{size} bytes");
+        assert!(size <= 1200, "{size} bytes");
         assert!(std::mem::size_of::<Reader>() <= 128);
         assert!(std::mem::size_of::<Writer>() <= 64);
     }
