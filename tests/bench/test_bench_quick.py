@@ -445,36 +445,15 @@ def test_fixed_rate_warmup_sends_but_does_not_count(tmp_path: Path) -> None:
     """--warmup: the schedule starts early, only the measured part is reported."""
     if prereqs.find_rustc() is None:
         pytest.skip("rustc is not installed")
-    import http.server
-    import threading
-
     from benchkit import fixed_rate
     from benchkit.cells import Cell
+    from stub_http import serving
 
     served: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            served.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(200, served) as port:
         cell = Cell("probe", "probe", "unused:app", "/probe")
         binary = prereqs.build_loadgen()
-        result = fixed_rate.start(binary, cell, server.server_address[1], 50, 2, 1, warmup_s=1).finish()
-    finally:
-        server.shutdown()
-        server.server_close()
+        result = fixed_rate.start(binary, cell, port, 50, 2, 1, warmup_s=1).finish()
     # 2 s of schedule at 50/s: about 100 requests reach the server, half of them reported
     # (give or take the one whose slot falls on the boundary).
     assert result.sent == result.completed and 49 <= result.sent <= 51
