@@ -65,12 +65,14 @@ tls-tools:
 	command -v openssl >/dev/null || (apt-get update -q && apt-get install -y -q openssl)
 	test -f /usr/include/linux/tls.h || (apt-get update -q && apt-get install -y -q linux-libc-dev)
 
-# Part of make test: a format difference, a clippy warning or a ruff finding fails the run.
+# Part of make test: a format difference, a clippy warning, a ruff finding, an import cycle
+# or a file over its line limit fails the run.
 lint: $(VENV)/.deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check worker/python tests benches tuning
 	$(PY) tests/module_graph.py protocol/src server/src server/cli/src worker/src
+	$(PY) tests/file_sizes.py
 
 # Regenerates the README's table of every option and its variable (from the clap definitions).
 readme-options:

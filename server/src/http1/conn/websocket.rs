@@ -665,6 +665,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::parse::HeadLimits;
 
     const CFG: WsConfig = WsConfig {
         max_size: 1 << 20,
