@@ -69,6 +69,7 @@ tls-tools:
 # or a file over its line limit fails the run.
 lint: $(VENV)/.deps
 	cargo fmt --all -- --check
+	rustfmt --edition 2021 --check benches/e2e/loadgen/*.rs
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check worker/python tests benches tuning
 	$(PY) tests/module_graph.py protocol/src server/src server/cli/src worker/src

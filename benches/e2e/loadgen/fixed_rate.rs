@@ -99,7 +99,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Config, String> {
     let addr = addr.ok_or("--addr is required")?;
     let rate = rate.ok_or("--rate is required")?;
     if !is_loopback(addr.ip()) {
-        return Err(format!("{addr} is not a loopback address; refusing to send traffic"));
+        return Err(format!(
+            "{addr} is not a loopback address; refusing to send traffic"
+        ));
     }
     // Written so that NaN fails too.
     let positive = |x: f64| x > 0.0;
@@ -162,7 +164,10 @@ impl Conn {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(cfg.timeout))?;
         stream.set_write_timeout(Some(cfg.timeout))?;
-        Ok(Conn { stream, buf: Vec::with_capacity(16 * 1024) })
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(16 * 1024),
+        })
     }
 
     fn exchange(&mut self, request: &[u8]) -> std::io::Result<Exchange> {
@@ -186,7 +191,11 @@ impl Conn {
                 false
             }
         };
-        Ok(if keep_alive { Exchange::KeepAlive(head.status) } else { Exchange::Close(head.status) })
+        Ok(if keep_alive {
+            Exchange::KeepAlive(head.status)
+        } else {
+            Exchange::Close(head.status)
+        })
     }
 
     /// Reads until `done` finds a complete unit in the buffer; returns its length.
@@ -239,7 +248,9 @@ impl Head {
         let mut keep_alive = version == "HTTP/1.1";
         let mut framing = Framing::UntilClose;
         for line in lines.filter(|l| !l.is_empty()) {
-            let (name, value) = line.split_once(':').ok_or_else(|| invalid("bad header line"))?;
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| invalid("bad header line"))?;
             let value = value.trim();
             if name.eq_ignore_ascii_case("content-length") {
                 let n = value.parse().map_err(|_| invalid("bad content-length"))?;
@@ -257,7 +268,11 @@ impl Head {
                 }
             }
         }
-        Ok(Head { status, framing, keep_alive })
+        Ok(Head {
+            status,
+            framing,
+            keep_alive,
+        })
     }
 }
 
@@ -316,7 +331,11 @@ fn run_connection(cfg: &Config, index: usize, start: Instant, measured_from: Ins
         if intended >= end {
             break;
         }
-        let tally = if intended >= measured_from { &mut stats } else { &mut warmup };
+        let tally = if intended >= measured_from {
+            &mut stats
+        } else {
+            &mut warmup
+        };
         let now = Instant::now();
         if intended > now {
             thread::sleep(intended - now);
@@ -328,7 +347,9 @@ fn run_connection(cfg: &Config, index: usize, start: Instant, measured_from: Ins
             Ok(status) => {
                 tally.completed += 1;
                 tally.non_2xx += u64::from(!(200..300).contains(&status));
-                tally.latencies_us.push(intended.elapsed().as_micros() as u64);
+                tally
+                    .latencies_us
+                    .push(intended.elapsed().as_micros() as u64);
             }
             Err(_) => {
                 tally.errors += 1;
@@ -366,7 +387,11 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 fn report(cfg: &Config, mut total: ConnStats, elapsed: Duration) -> String {
     total.latencies_us.sort_unstable();
     let lat = &total.latencies_us;
-    let mean = if lat.is_empty() { 0.0 } else { lat.iter().sum::<u64>() as f64 / lat.len() as f64 };
+    let mean = if lat.is_empty() {
+        0.0
+    } else {
+        lat.iter().sum::<u64>() as f64 / lat.len() as f64
+    };
     format!(
         concat!(
             "{{\"target_rate\":{:.1},\"connections\":{},\"duration_s\":{:.3},",
