@@ -448,6 +448,27 @@ def test_sigterm_finishes_the_request_in_flight(servers: ServerFactory, tmp_path
     assert server.wait_group_gone(5.0) == []
 
 
+def test_sigterm_cancels_what_outlives_the_graceful_timeout(servers: ServerFactory,
+                                                            tmp_path: Path) -> None:
+    """A request still running when --timeout-graceful-shutdown has passed is cancelled (the
+    app sees CancelledError and can clean up), and lifespan shutdown still runs after it;
+    it is not left pending for the interpreter to destroy."""
+    server, events = start(servers, tmp_path, "--timeout-graceful-shutdown", "1")
+    with rawhttp.Connection(server.host, server.port, timeout=GUARD) as c:
+        c.send(rawhttp.build_request("GET", "/sleep?s=60&tag=stuck"))
+        events.wait("sleep-start", "stuck")
+        server.proc.send_signal(signal.SIGTERM)
+        rc = server.wait_exit(GUARD)
+    assert rc is not None, "server still running after SIGTERM"
+    events.wait("sleep-cancelled", "stuck")
+    assert events.of("shutdown"), "lifespan shutdown did not run after the cancellation"
+    if SERVER_KIND == "uringapi":
+        assert rc == 0, f"exit code {rc}\n{server.stderr_tail()}"
+        assert log_lines(server, r"1 request\(s\) or WebSocket\(s\) still running after the "
+                                 r"graceful timeout \(1 s\): cancelled"), server.stderr_tail()
+        assert not log_lines(server, r"Task was destroyed"), server.stderr_tail()
+
+
 # ---------------------------------------------------------------------------------------
 # 4. a stalled worker gets no new requests
 

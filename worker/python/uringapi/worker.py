@@ -508,8 +508,17 @@ class Worker:
         closing = [c.going_away() for c in list(self.cycles.values()) if isinstance(c, WebSocketCycle)]
         tasks = [c.task for c in self.cycles.values() if c.task is not None]
         tasks += [t for t in closing if t is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        if late:
+            # Left pending, they would be destroyed with the loop ("Task was destroyed but
+            # it is pending!"): cancel them, so their apps see CancelledError and clean up.
+            logger.warning("%d request(s) or WebSocket(s) still running after the graceful "
+                           "timeout (%g s): cancelled", len(late), timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late, timeout=1.0)
 
 
 def channel_broken(exc: BaseException) -> NoReturn:
