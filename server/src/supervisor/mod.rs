@@ -136,7 +136,9 @@ fn shut_down(
     for t in fronts.threads {
         let _ = t.join();
     }
-    stop_workers(&mut sup.workers, sup.ctx.graceful);
+    // A worker cancels what is still running at the graceful timeout and then runs
+    // lifespan shutdown: SIGKILL only a worker that has not exited KILL_GRACE after that.
+    stop_workers(&mut sup.workers, sup.ctx.graceful + watch::KILL_GRACE);
     // The threads closed their listeners: the socket file can go.
     drop(socket_file);
     if let Some(sink) = &sup.access_log {
