@@ -56,22 +56,21 @@ class WebSocketCycle:
     """One WebSocket: the app's task, the messages waiting for it, and its send window."""
 
     __slots__ = (
-        "worker", "native", "key", "scope", "state", "connect_taken", "messages", "parts",
+        "worker", "native", "key", "state", "connect_taken", "messages", "parts",
         "part_text", "close_code", "close_reason", "client_gone", "waiter", "window", "window_waiter",
         "owed", "crediting", "head", "complete", "task", "disconnected", "send_lock",
     )
 
-    def __init__(self, worker: Worker, key: int, scope: dict[str, Any]) -> None:
+    def __init__(self, worker: Worker, key: int) -> None:
         self.worker = worker
         self.native = worker.native
         self.key = key
-        self.scope = scope
         self.state = CONNECTING
         self.connect_taken = False
-        #: Whole client messages the app has not taken yet: (data, text). A list, not a
-        #: deque: the front end's window bounds it to WS_WINDOW, and an empty deque is
-        #: 600 bytes more per idle WebSocket.
-        self.messages: list[tuple[bytes, bool]] = []
+        #: Whole client messages the app has not taken yet: (data, text), None while there
+        #: are none (an empty list is 72 bytes per idle WebSocket). A list, not a deque:
+        #: the front end's window bounds it to WS_WINDOW, and an empty deque is 600 bytes.
+        self.messages: list[tuple[bytes, bool]] | None = None
         #: Pieces of a client message longer than a slot, until its last one arrives.
         self.parts: list[bytes] | None = None
         self.part_text = False
@@ -118,7 +117,10 @@ class WebSocketCycle:
         if self.state == CLOSED:
             self._took()  # the app closed; nobody will take it
             return
-        self.messages.append((data, text))
+        if self.messages is None:
+            self.messages = [(data, text)]
+        else:
+            self.messages.append((data, text))
         self._wake()
 
     def disconnect(self, code: int = 1006, reason: str = "") -> None:
@@ -154,7 +156,7 @@ class WebSocketCycle:
         task = None
         if self.state == ACCEPTED and not self.client_gone:
             self.state = CLOSED
-            self.messages.clear()
+            self.messages = None
             raw = _cut_reason("server shutting down")
             if not self.native.ws_close(self.key, 1001, raw):
                 task = self.worker.loop.create_task(self._send_close(1001, raw))
@@ -179,8 +181,11 @@ class WebSocketCycle:
             self.connect_taken = True
             return {"type": "websocket.connect"}
         while True:
-            if self.messages:
-                data, text = self.messages.pop(0)
+            messages = self.messages
+            if messages:
+                data, text = messages.pop(0)
+                if not messages:
+                    self.messages = None
                 self._took()
                 if text:
                     # The front end checked it is UTF-8 (1007 otherwise).
@@ -297,7 +302,7 @@ class WebSocketCycle:
         if self.state != ACCEPTED:
             return
         self.state = CLOSED
-        self.messages.clear()
+        self.messages = None
         if self.close_code is None:
             self.close_code = code
         self._wake()
@@ -321,12 +326,12 @@ class WebSocketCycle:
         on ``receive()`` after its close-before-accept ends."""
         self.disconnect(1006)
 
-    def start(self, app: Any) -> None:
+    def start(self, app: Any, scope: dict[str, Any]) -> None:
         """Runs the app as this WebSocket's task. The task runs the app's coroutine itself,
         with no coroutine of ours around it (248 bytes more per open WebSocket); how it
         ended is seen by ``_ended``."""
         try:
-            task = self.worker.loop.create_task(app(self.scope, self.receive, self.send))
+            task = self.worker.loop.create_task(app(scope, self.receive, self.send))
         except Exception as exc:  # noqa: BLE001 - not a coroutine, or it raised at once
             self._fail(exc)
             return

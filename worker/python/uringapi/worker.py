@@ -452,9 +452,9 @@ class Worker:
                 if isinstance(ws, WebSocketCycle):
                     ws.disconnect(ev[2], ev[3])
             elif kind == EV_WS_CONNECT:
-                ws = WebSocketCycle(self, ev[1], ev[2])
+                ws = WebSocketCycle(self, ev[1])
                 cycles[ev[1]] = ws
-                ws.start(self.app)
+                ws.start(self.app, ev[2])
             elif kind == EV_DISCONNECT:
                 cycle = cycles.get(ev[1])
                 if cycle is not None:
