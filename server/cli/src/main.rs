@@ -14,7 +14,9 @@ mod values;
 /// the holes those leave resident: 10,000 idle WebSockets cost the front end 3.0 KiB each
 /// under glibc, 2.2 KiB under jemalloc, whose size classes give the holes back to the next
 /// allocations of their size (tests/e2e/test_idle_websockets.py, 2026-12-04; the idle
-/// front end starts about 2 MiB larger). Only this executable: the workers are CPython's.
+/// front end starts about 1 MiB larger). Only this executable: the workers are CPython's.
+/// PERF: hello at saturation 1.09x req/s, 14.2 against 15.3 server CPU-us/req
+/// (`benches/e2e/ab.py --cells hello --rounds 4` against glibc's build, shared machine).
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
