@@ -26,6 +26,7 @@ use crate::metrics::h2::Defence;
 use crate::net::Peer;
 use std::sync::Arc;
 
+mod hpack;
 mod io;
 mod meter;
 mod native;
