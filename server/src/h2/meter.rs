@@ -456,8 +456,9 @@ impl Meter {
         let flags = self.frame_flags;
         if self.frame_kind == 0x1 {
             let payload = &self.block[self.frame_at..];
+            // (check() made sure a PADDED frame has its Pad Length octet.)
             let pad = if flags & PADDED != 0 {
-                usize::from(payload[0])
+                payload.first().map_or(0, |&p| usize::from(p))
             } else {
                 0
             };
