@@ -49,8 +49,11 @@ if [[ ! -x $GEN || $ROOT/benches/e2e/loadgen/fixed_rate.rs -nt $GEN ]]; then
     rustc -O -o "$GEN" "$ROOT/benches/e2e/loadgen/fixed_rate.rs"
 fi
 
-PORT=$((20000 + RANDOM % 20000))
-MPORT=$((PORT + 1))
+# Ports the kernel just handed out (a random one could be another server's, which would
+# then answer the probe below and be measured instead).
+free_port() { "$URINGAPI_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+MPORT=$(free_port)
 cd "$ROOT/benches/e2e/apps"
 setsid "$EXE" serve hello_asgi:app --host 127.0.0.1 --port "$PORT" --workers 2 --threads 1 \
     --app-dir . --log-level warning --metrics-port "$MPORT" --sched "$SCHED" >"$TMP/server.log" 2>&1 &
@@ -69,6 +72,7 @@ fail() {
 }
 up=0
 for _ in $(seq 100); do
+    kill -0 "$SPID" 2>/dev/null || fail "the server exited at start-up"
     if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
         up=1
         break

@@ -116,19 +116,25 @@ def server(xff: bool, ws_max_size: int | None = None) -> support.Server:
 _open_sockets: list = []
 
 
-def wait_apps_idle() -> None:
+#: App instances already reported as never ending (so one leak fails one test, not each
+#: test after it).
+_leaked = 0
+
+
+def wait_apps_idle() -> int:
     """Waits until every app instance that started has ended: the previous test's app
-    must not pick up the next test's setup file."""
+    must not pick up the next test's setup file. Returns how many are still running at
+    the hang guard (not counting those already reported)."""
     deadline = time.monotonic() + APPS_IDLE_TIMEOUT
-    while time.monotonic() < deadline:
+    while True:
         try:
             words = Path(APPS_LOG).read_text().split()
         except FileNotFoundError:
-            return
-        if words.count("start") == words.count("end"):
-            return
+            return 0
+        running = words.count("start") - words.count("end") - _leaked
+        if running <= 0 or time.monotonic() >= deadline:
+            return max(running, 0)
         time.sleep(0.01)
-    print(f"warning: an app instance is still running after {APPS_IDLE_TIMEOUT}s")
 
 
 class UringapiTestingInstance(daphne.testing.DaphneTestingInstance):
@@ -148,9 +154,18 @@ class UringapiTestingInstance(daphne.testing.DaphneTestingInstance):
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):
+        global _leaked
         while _open_sockets:
             _open_sockets.pop().close()
-        wait_apps_idle()
+        running = wait_apps_idle()
+        if running:
+            # The client is gone, so the server owes each app its disconnect event: an app
+            # still waiting is a leaked task (as the one a denied handshake once left).
+            _leaked += running
+            if exc_type is None:
+                raise AssertionError(
+                    f"{running} app instance(s) still running {APPS_IDLE_TIMEOUT:g} s after "
+                    "the test's sockets closed: the server never told them the client left")
 
 
 daphne.testing.DaphneTestingInstance = UringapiTestingInstance
