@@ -323,6 +323,33 @@ def test_expect_100_continue_is_answered_before_the_body(h2_server: tuple[Server
     assert json.loads(data) == {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
+def test_an_app_that_answers_before_asking_for_an_expected_body(
+        h2_server: tuple[Server, int]) -> None:
+    """`expect: 100-continue`, and the app answers before it asks for the body: no 100 goes
+    out, and its asking later (the worker's late invitation) does not cut the response."""
+    server, _ = h2_server
+    block = hpack.Encoder().encode([
+        (":method", "POST"), (":scheme", "http"), (":path", "/late-read"), (":authority", HOST),
+        ("expect", "100-continue"), ("content-length", "10")])
+    decoder = hpack.Decoder()
+    statuses, data, ended = [], b"", False
+    with _raw(server.port) as sock:
+        _send(sock, [HeadersFrame(1, block, flags=["END_HEADERS"]).serialize()])
+        for frame in _frames(sock):
+            if frame.stream_id != 1:
+                continue
+            assert not isinstance(frame, RstStreamFrame), f"stream reset before its end: {frame}"
+            if isinstance(frame, HeadersFrame):
+                statuses.append(dict(decoder.decode(frame.data))[":status"])
+            elif isinstance(frame, DataFrame):
+                data += frame.data
+            if "END_STREAM" in frame.flags:
+                ended = True
+                break
+    assert statuses == ["200"] and ended
+    assert data == b"early done"
+
+
 def test_a_window_kept_shut_closes_the_connection(h2_server: tuple[Server, int]) -> None:
     server, metrics = h2_server
     before = _metric(metrics, "uringapi_h2_defence_total", 'kind="zero_window"')

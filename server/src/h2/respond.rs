@@ -238,6 +238,10 @@ async fn answer(
                 more = false;
                 ok = sender.file(&path).await;
             }
+            // An app that answered an `expect: 100-continue` request before asking for its
+            // body, and asks for it now: the response is under way, no 100 goes out (the
+            // body is not read, as over HTTP/1.1).
+            Waited::Event(Event::Continue) => {}
             Waited::TimedOut => {
                 tracing::warn!(peer = %sh.peer, "response ran past --timeout-request; resetting the stream and cancelling it");
                 hub.metrics().request_timeout();
