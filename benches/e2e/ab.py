@@ -18,6 +18,13 @@ side too, copy the whole `worker/python` folder (it holds `_bin/uringapi` and th
     cp -a worker/python /tmp/before-python    # before the change, after `make setup`
     .venv/bin/python benches/e2e/ab.py --build before=/tmp/before-python/uringapi/_bin/uringapi \\
         --pythonpath before=/tmp/before-python --build after=worker/python/uringapi/_bin/uringapi
+
+`--h2 1,8` measures the HTTP/2 cell's shapes instead (h2load, h2c prior knowledge, hello
+app, `--http 2`, as benchkit/h2.py) over that many connections × 100 streams each; with
+`--granian` granian `--http 2` runs in the same rotation, so each build has its ratio:
+
+    .venv/bin/python benches/e2e/ab.py --build before=/tmp/uringapi-old \
+        --build after=worker/python/uringapi/_bin/uringapi --h2 1,8 --granian --rounds 3
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import cells, paths, prereqs, process, proctree, wrk  # noqa: E402
+from benchkit import cells, h2, paths, prereqs, process, proctree, servers, wrk  # noqa: E402
 from benchkit.runner import per_request_us, rotated  # noqa: E402
+
+GRANIAN = "granian"
 
 
 def main() -> int:
@@ -47,16 +56,20 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="front-end threads")
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--h2", metavar="SHAPES", help="HTTP/2 instead: comma list of h2load connection counts")
+    ap.add_argument("--granian", action="store_true", help="with --h2: granian --http 2 in the rotation too")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
 
     builds = dict(_build(b) for b in a.build)
     if len(builds) < 2:
         ap.error("give at least two --build NAME=EXE")
+    pythonpath = dict(_pythonpath(p, builds) for p in a.pythonpath)
+    if a.h2:
+        return _h2(a, builds, pythonpath)
     exe = prereqs.ensure_wrk()
     shape = wrk.LoadShape(threads=1, connections=a.connections)
     env = {"URINGAPI_PYTHON": str(paths.VENV_PYTHON)}
-    pythonpath = dict(_pythonpath(p, builds) for p in a.pythonpath)
     log_dir = paths.WORK_DIR / "ab"
     samples: list[dict[str, object]] = []
     for cell in cells.select(a.cells.split(",")):
@@ -94,6 +107,64 @@ def main() -> int:
             "builds": {k: str(v) for k, v in builds.items()}, "pythonpath": pythonpath,
             "workers": a.workers, "threads": a.threads, "samples": samples,
         }, indent=1))  # fmt: skip
+    return 0
+
+
+def _h2(a: argparse.Namespace, builds: dict[str, Path], pythonpath: dict[str, str]) -> int:
+    """The HTTP/2 cell per build (and granian), in alternating order round by round."""
+    exe = prereqs.ensure_h2load()
+    hp = h2.H2Plan(exe)
+    shapes = [int(c) for c in a.h2.split(",")]
+    names = [*builds, *([GRANIAN] if a.granian else [])]
+    granian = servers.select([GRANIAN])[0]
+    settings = servers.Settings(workers=a.workers, threads=1)
+    env = {"URINGAPI_PYTHON": str(paths.VENV_PYTHON)}
+    samples: list[dict[str, object]] = []
+    for r in range(a.rounds):
+        order = rotated(names, r)
+        for name in order if r % 2 == 0 else reversed(order):
+            for conns in shapes:
+                port = process.free_port()
+                if name == GRANIAN:
+                    cmd = h2.command_for(granian, port, settings)
+                    run_env = {**env, **granian.env(h2.CELL)}
+                else:
+                    cmd = [
+                        str(builds[name]), "serve", h2.CELL.target, "--host", "127.0.0.1", "--port", str(port),
+                        "--workers", str(a.workers), "--threads", str(a.threads), "--app-dir", str(paths.APPS_DIR),
+                        "--log-level", "warning", "--http", "2", "--sched", "batch",
+                    ]  # fmt: skip
+                    run_env = {**env, "PYTHONPATH": pythonpath[name]} if name in pythonpath else env
+                log = paths.WORK_DIR / "ab" / f"h2-c{conns}-{name}-{r}.log"
+                url = f"http://127.0.0.1:{port}{h2.CELL.path}"
+                with process.running(cmd, h2.CELL, port, log, run_env, probe=h2.probe) as pid:
+                    h2.h2load(hp, url, conns, a.warmup)
+                    before = proctree.snapshot(pid)
+                    result = h2.h2load(hp, url, conns, a.duration)
+                    cpu = proctree.window(before, proctree.snapshot(pid))
+                row = {
+                    "cell": f"h2-c{conns}", "build": name, "round": r,
+                    "rps": round(result["succeeded"] / result["elapsed_s"], 1),
+                    "cpu_us_per_req": per_request_us(cpu.cpu_s, result["succeeded"]),
+                    "errors": result["failed"] + result["errored"] + result["timeout"],
+                    "mean_request_us": result["mean_request_us"],
+                }  # fmt: skip
+                print(json.dumps(row), flush=True)
+                samples.append(row)
+    base = GRANIAN if a.granian else next(iter(builds))
+    print(f"\n| cell | {' | '.join(names)} |\n|---|{'---|' * len(names)}")
+    for conns in shapes:
+        cell = f"h2-c{conns}"
+        med = {b: _medians(samples, cell, b) for b in names}
+        shown = [f"{med[b][0]:,.0f} req/s · {med[b][1]:.1f} µs ({med[b][0] / med[base][0]:.2f}× {base})" for b in names]
+        print(f"| {cell} | {' | '.join(shown)} |")
+    if a.out:
+        meta = {"builds": {k: str(v) for k, v in builds.items()}, "pythonpath": pythonpath,
+                "h2": {"shapes": shapes, "streams": hp.streams, "workers": a.workers, "threads": a.threads,
+                       "duration_s": a.duration, "warmup_s": a.warmup, "rounds": a.rounds,
+                "client": f"h2load -t {h2.H2LOAD_THREADS} -c <shape> -m {hp.streams}",
+                "granian": granian.version() if a.granian else None}}  # fmt: skip
+        a.out.write_text(json.dumps({**meta, "samples": samples}, indent=1))
     return 0
 
 

@@ -7,6 +7,7 @@ bodies hashed as they stream in and out, and a handler that blocks its worker's 
   GET  /download?n=N       -> N deterministic bytes, streamed in 64 KiB pieces
   GET  /headers            -> {"headers": [[name, value], ...]} as the app received them
   GET  /scope              -> {"client", "scheme", "http_version"} of the scope
+  POST /late-read          -> "early " at once, then asks for the body (0.5 s at most), "done"
 """
 
 from __future__ import annotations
@@ -68,7 +69,21 @@ async def scope(request: Request) -> JSONResponse:
     return JSONResponse({"client": s["client"], "scheme": s["scheme"], "http_version": s["http_version"]})
 
 
+class LateRead:
+    """Answers before it asks for the body (raw ASGI: Starlette would read it first)."""
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"early ", "more_body": True})
+        try:
+            await asyncio.wait_for(receive(), 0.5)
+        except asyncio.TimeoutError:
+            pass
+        await send({"type": "http.response.body", "body": b"done"})
+
+
 app = Starlette(routes=[
+    Route("/late-read", LateRead(), methods=["POST"]),
     Route("/scope", scope),
     Route("/headers", headers),
     Route("/sleep", sleep),

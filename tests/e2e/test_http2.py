@@ -286,6 +286,70 @@ def test_each_flood_is_cut_off_with_enhance_your_calm_and_counted(
     bystander.close()
 
 
+def test_expect_100_continue_is_answered_before_the_body(h2_server: tuple[Server, int]) -> None:
+    """RFC 9110 §10.1.1 over HTTP/2: a request with `expect: 100-continue` and a body gets
+    an informational HEADERS (:status 100) on its stream before the client sends the body
+    (as over HTTP/1.1), then the final answer once the body came."""
+    server, _ = h2_server
+    body = os.urandom(3000)
+    block = hpack.Encoder().encode([
+        (":method", "POST"), (":scheme", "http"), (":path", "/upload"), (":authority", HOST),
+        ("expect", "100-continue"), ("content-length", str(len(body)))])
+    decoder = hpack.Decoder()
+    with _raw(server.port) as sock:
+        # A bound against hangs: without the 100 the server waits for the body for ever.
+        sock.settimeout(10.0)
+        _send(sock, [HeadersFrame(1, block, flags=["END_HEADERS"]).serialize()])
+        first = None
+        for frame in _frames(sock):
+            if isinstance(frame, HeadersFrame) and frame.stream_id == 1:
+                first = frame
+                break
+        assert first is not None, "no HEADERS on the stream before the body was sent"
+        assert dict(decoder.decode(first.data))[":status"] == "100"
+        assert "END_STREAM" not in first.flags
+        _send(sock, [DataFrame(1, body, flags=["END_STREAM"]).serialize()])
+        status, data = None, b""
+        for frame in _frames(sock):
+            if frame.stream_id != 1:
+                continue
+            if isinstance(frame, HeadersFrame):
+                status = dict(decoder.decode(frame.data))[":status"]
+            elif isinstance(frame, DataFrame):
+                data += frame.data
+            if "END_STREAM" in frame.flags:
+                break
+    assert status == "200"
+    assert json.loads(data) == {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_an_app_that_answers_before_asking_for_an_expected_body(
+        h2_server: tuple[Server, int]) -> None:
+    """`expect: 100-continue`, and the app answers before it asks for the body: no 100 goes
+    out, and its asking later (the worker's late invitation) does not cut the response."""
+    server, _ = h2_server
+    block = hpack.Encoder().encode([
+        (":method", "POST"), (":scheme", "http"), (":path", "/late-read"), (":authority", HOST),
+        ("expect", "100-continue"), ("content-length", "10")])
+    decoder = hpack.Decoder()
+    statuses, data, ended = [], b"", False
+    with _raw(server.port) as sock:
+        _send(sock, [HeadersFrame(1, block, flags=["END_HEADERS"]).serialize()])
+        for frame in _frames(sock):
+            if frame.stream_id != 1:
+                continue
+            assert not isinstance(frame, RstStreamFrame), f"stream reset before its end: {frame}"
+            if isinstance(frame, HeadersFrame):
+                statuses.append(dict(decoder.decode(frame.data))[":status"])
+            elif isinstance(frame, DataFrame):
+                data += frame.data
+            if "END_STREAM" in frame.flags:
+                ended = True
+                break
+    assert statuses == ["200"] and ended
+    assert data == b"early done"
+
+
 def test_a_window_kept_shut_closes_the_connection(h2_server: tuple[Server, int]) -> None:
     server, metrics = h2_server
     before = _metric(metrics, "uringapi_h2_defence_total", 'kind="zero_window"')

@@ -27,7 +27,7 @@ from typing import Any
 from . import blocking, machine, process, proctree, runner
 from .cells import Cell, by_name
 from .runner import Outcome, Plan, Row, fmt_num, median_of, rotated, say
-from .servers import Server
+from .servers import Server, Settings
 
 CELL: Cell = by_name("hello")
 SHAPES = (1, 8)
@@ -68,7 +68,12 @@ def run(plan: Plan, hp: H2Plan) -> Outcome:
 
 def command(plan: Plan, server: Server, port: int) -> list[str]:
     """The server's command of the other cells with HTTP/2 only (h2c prior knowledge)."""
-    cmd = server.command(CELL, port, plan.settings, None, blocking.policy(plan))
+    return command_for(server, port, plan.settings, blocking.policy(plan))
+
+
+def command_for(server: Server, port: int, settings: Settings, policy: str = "batch") -> list[str]:
+    """`command` outside a full run (ab.py)."""
+    cmd = server.command(CELL, port, settings, None, policy)
     if "--http" in cmd:  # granian's commands pin --http 1 for the HTTP/1.1 cells
         i = cmd.index("--http")
         return [*cmd[: i + 1], "2", *cmd[i + 2 :]]
@@ -80,8 +85,8 @@ def _once(plan: Plan, hp: H2Plan, server: Server, connections: int, r: int) -> R
     log = plan.log_dir / f"r{r + 1}-{cell_name(connections)}-{server.name}.log"
     cmd = command(plan, server, port)
     url = f"http://127.0.0.1:{port}{CELL.path}"
-    with process.running(cmd, CELL, port, log, {**plan.env, **server.env(CELL)}, probe=_probe) as pid:
-        _, body = _probe(CELL, port)
+    with process.running(cmd, CELL, port, log, {**plan.env, **server.env(CELL)}, probe=probe) as pid:
+        _, body = probe(CELL, port)
         h2load(hp, url, connections, plan.warmup_s)
         before, times_before = proctree.snapshot(pid), machine.cpu_times()
         client_before = proctree.own_children_cpu_seconds()
@@ -149,7 +154,7 @@ def parse(out: str) -> Row:
     }
 
 
-def _probe(cell: Cell, port: int) -> tuple[int, bytes]:
+def probe(cell: Cell, port: int) -> tuple[int, bytes]:
     """One HTTP/2 prior-knowledge request with curl; OSError while nothing listens."""
     curl = shutil.which("curl")
     if curl is None:

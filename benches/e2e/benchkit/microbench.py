@@ -22,7 +22,8 @@ from typing import Any
 
 from . import machine, paths, prereqs
 
-CRITERION_BENCHES = ("ring", "channel_two_process", "http_parse", "scope_build", "access_log")
+CRITERION_BENCHES = ("ring", "channel_two_process", "http_parse", "scope_build", "access_log",
+                     "h2_hpack")
 SCHEMA = 1
 
 

@@ -130,6 +130,8 @@ CRITERION_WHAT = {
     "access_log/common": "one line, browser-like request",
     "access_log/combined": "one line, browser-like request",
     "access_log/json": "one line, browser-like request",
+    "h2_hpack/first_request": "HPACK mirror, a browser-like block first on its connection (239 B)",
+    "h2_hpack/next_request": "HPACK mirror, the same request next (34 B, mostly indexed)",
 }
 
 

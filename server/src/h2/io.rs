@@ -180,10 +180,27 @@ impl H2Io {
         }
     }
 
-    /// Hands decrypted or buffered bytes to `buf`. `None`: nothing available.
+    /// Bytes the meter released from a hold, which go first (meter.rs); `false`: none.
+    fn take_pending(meter: &mut Meter, buf: &mut ReadBuf<'_>) -> bool {
+        let pending = meter.pending();
+        if pending.is_empty() {
+            return false;
+        }
+        let n = pending.len().min(buf.remaining());
+        buf.put_slice(&pending[..n]);
+        meter.took_pending(n);
+        true
+    }
+
+    /// Hands decrypted or buffered bytes to `buf`. `None`: nothing available. Bytes the
+    /// meter holds back are not handed yet: it reads on instead of handing h2 nothing
+    /// (which h2 would take for the end of the stream).
     fn take_in(&mut self, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
         match &mut self.tls {
-            None => {
+            None => loop {
+                if Self::take_pending(&mut self.meter, buf) {
+                    return Some(Ok(()));
+                }
                 let avail = self.inbuf.get(self.inpos..).unwrap_or_default();
                 if avail.is_empty() {
                     return None;
@@ -192,15 +209,25 @@ impl H2Io {
                 let ok = self.meter.feed(&avail[..n]);
                 buf.put_slice(&avail[..ok]);
                 self.inpos += n;
-                Some(Ok(()))
-            }
+                if ok > 0 || n == 0 || self.meter.tripped() {
+                    return Some(Ok(()));
+                }
+                // All held back (or released into `pending`): go on.
+            },
             Some(tls) => loop {
+                if Self::take_pending(&mut self.meter, buf) {
+                    return Some(Ok(()));
+                }
                 match tls.reader().read(buf.initialize_unfilled()) {
                     // Ok(0): the client closed with close_notify.
                     Ok(n) => {
                         // Bytes past a malformed frame are dropped (meter.rs).
                         let ok = self.meter.feed(&buf.initialize_unfilled()[..n]);
                         buf.advance(ok);
+                        if ok == 0 && n > 0 && !self.meter.tripped() {
+                            // All held back (or released into `pending`): read on.
+                            continue;
+                        }
                         return Some(Ok(()));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

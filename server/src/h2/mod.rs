@@ -5,6 +5,7 @@
 //! - `preface`: telling h2c (prior knowledge) from HTTP/1.1 on a plain port.
 //! - `io`: tokio's I/O traits over monoio's owned-buffer socket, plain or TLS.
 //! - `meter`: the frame meter in the read path, bounding floods h2 does not bound itself.
+//! - `hpack`: the meter's HPACK mirror (public for its bench, `benches/benches/h2_hpack.rs`).
 //! - `stream`: one stream as one request: dispatch, body window, response, flow control.
 //!
 //! The connection task drives h2 (reads frames, writes what streams queued) and accepts
@@ -26,6 +27,7 @@ use crate::metrics::h2::Defence;
 use crate::net::Peer;
 use std::sync::Arc;
 
+pub mod hpack;
 mod io;
 mod meter;
 mod native;

@@ -103,7 +103,7 @@ fn date() -> HeaderValue {
 }
 
 /// What waiting for the stream's next event gave.
-enum Waited {
+pub(super) enum Waited {
     Event(Event),
     TimedOut,
     /// The client reset the stream.
@@ -112,7 +112,7 @@ enum Waited {
 
 /// The stream's next event, watching for the client resetting the stream (`reset`: the
 /// response's or, once the head went out, the body's poll_reset) and for the deadline.
-async fn next_event(
+pub(super) async fn next_event(
     hub: &Hub,
     sid: StreamId,
     mut reset: impl FnMut(&mut std::task::Context<'_>) -> Poll<Result<Reason, h2::Error>>,
@@ -238,6 +238,10 @@ async fn answer(
                 more = false;
                 ok = sender.file(&path).await;
             }
+            // An app that answered an `expect: 100-continue` request before asking for its
+            // body, and asks for it now: the response is under way, no 100 goes out (the
+            // body is not read, as over HTTP/1.1).
+            Waited::Event(Event::Continue) => {}
             Waited::TimedOut => {
                 tracing::warn!(peer = %sh.peer, "response ran past --timeout-request; resetting the stream and cancelling it");
                 hub.metrics().request_timeout();

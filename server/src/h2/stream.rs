@@ -26,7 +26,7 @@ use uringapi_protocol::arena::SlotIndex;
 use uringapi_protocol::head::{RequestHead, HTTP_2};
 use uringapi_protocol::{Kind, Record};
 
-use super::respond::{reply, respond_from, Responded};
+use super::respond::{next_event, reply, respond_from, Responded, Waited};
 use super::Shared;
 use crate::dispatch::REQUEST_ID_LEN;
 use crate::dispatch::{Event, Hub, Lost, Need, StreamId};
@@ -250,6 +250,14 @@ async fn run(
     }
     drop(encoded);
     let end = body.is_end_stream();
+    // RFC 9110 §10.1.1: a client that sent `expect: 100-continue` with a body waits for a
+    // 100 before sending it; as over HTTP/1.1 (http1/conn/upload.rs) it goes out when the
+    // app first asks for the body (a client that sends it anyway is read as usual).
+    let wait_continue = !end
+        && parts
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     // Without a body the stream's receiving half is done with at once.
     let mut body = (!end).then_some(body);
     let what = || describe(parts.method.as_str(), path);
@@ -285,7 +293,8 @@ async fn run(
                 .map_err(|Lost| Stop::Worker)?;
             let mut rec = Record::new(Kind::Request, sid)
                 .with_slot(slot.get(), head_len as u32, head_len as u32)
-                .more(!end);
+                .more(!end)
+                .expect_continue(wait_continue);
             if end {
                 rec.extra = hub.queue_claim(sid, worker);
             }
@@ -297,7 +306,16 @@ async fn run(
             return reply(sh, respond, 502, head_method);
         }
         if let Some(body) = body.as_mut() {
-            match Box::pin(send_body(sh, sid, worker, slot_size, body, deadline)).await {
+            let invited = if wait_continue {
+                Box::pin(await_continue(hub, sid, respond, deadline)).await
+            } else {
+                Ok(())
+            };
+            let sent = match invited {
+                Ok(()) => Box::pin(send_body(sh, sid, worker, slot_size, body, deadline)).await,
+                Err(stop) => Err(stop),
+            };
+            match sent {
                 Ok(()) | Err(Stop::Answered) => {}
                 Err(Stop::Worker) => return reply(sh, respond, 502, head_method),
                 Err(Stop::Status(status)) => return reply(sh, respond, status, head_method),
@@ -433,6 +451,32 @@ async fn push(hub: &Hub, worker: usize, rec: Record) -> Result<(), Stop> {
             }
             Err(Lost) => return Err(Stop::Worker),
         }
+    }
+}
+
+/// Waits until the app asks for the body, then sends the client the 100 (informational
+/// HEADERS) it waits for. `Err(Answered)`: the response started first (its event stays
+/// queued); `Err(Worker)`: the worker is gone; `Err(Client)`: the client reset the stream;
+/// `Err(TimedOut)`: past `--timeout-request`.
+async fn await_continue(
+    hub: &Hub,
+    sid: StreamId,
+    respond: &mut SendResponse<Bytes>,
+    deadline: Option<Instant>,
+) -> Result<(), Stop> {
+    match next_event(hub, sid, |cx| respond.poll_reset(cx), deadline).await {
+        Waited::Event(Event::Continue) => {
+            let mut invite = http::Response::new(());
+            *invite.status_mut() = http::StatusCode::CONTINUE;
+            respond.send_informational(invite).map_err(|_| Stop::Client)
+        }
+        Waited::Event(Event::WorkerLost) => Err(Stop::Worker),
+        Waited::Event(ev) => {
+            hub.unget_event(sid, ev);
+            Err(Stop::Answered)
+        }
+        Waited::Reset => Err(Stop::Client),
+        Waited::TimedOut => Err(Stop::TimedOut),
     }
 }
 
