@@ -8,9 +8,9 @@ growth of VmRSS of the front end and of each worker over the baseline taken afte
 WebSocket came and went (the bench's baseline) is printed per process. The client is raw
 sockets (handshake bytes, masked frames), so that 10,000 connections open in seconds.
 
-The goal, 50 MiB (5.12 KiB per WebSocket), is not met under this baseline: 56.0-58.6 MiB,
-5.7-6.0 KiB each (front end 2.3-2.5 with jemalloc, which gives freed pages back over
-seconds; each worker 1.73 for its 5,000) in five runs on 2026-12-04 on the shared 2-core
+The goal, 50 MiB (5.12 KiB per WebSocket), is not met under this baseline: 55.1-58.6 MiB,
+5.6-6.0 KiB each (front end 2.2-2.5 with jemalloc, which gives freed pages back over
+seconds; each worker 1.71-1.73 for its 5,000) in six runs on 2026-12-04 on the shared 2-core
 machine; it was 63.6 MiB under glibc's malloc and 100.8-105 MiB (10.3-10.8 KiB) before
 that. So the assertion guards against regressions (6.5 KiB per WebSocket in all, 3 KiB in
 the front end), and the print is the figure; README, "WebSockets", says where each KiB
