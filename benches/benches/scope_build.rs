@@ -21,7 +21,7 @@ use _native::scope::ScopeBuilder;
 use criterion::{criterion_group, criterion_main, Criterion};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use uringapi_protocol::head::{RequestHead, RequestView};
+use uringapi_protocol::head::{RequestHead, RequestView, TlsSection, SCHEME_TLS_SECTION};
 
 fn head<'a>(
     method: &'a [u8],
@@ -86,6 +86,25 @@ fn browser() -> Vec<u8> {
     )
 }
 
+/// `small` over TLS: the section the front end appends to each request head on a TLS
+/// connection, with a server certificate of 1 KiB (a typical RSA-2048 or ECDSA leaf).
+fn tls() -> Vec<u8> {
+    let cert: Vec<u8> = (0..1024u32).map(|i| (i * 7 + 3) as u8).collect();
+    let section = TlsSection {
+        version: 0x0304,
+        cipher_suite: 0x1301,
+        server_cert: &cert,
+        client_name: b"",
+        client_chain: Vec::new(),
+    }
+    .encode()
+    .expect("the section fits");
+    let mut encoded = small();
+    encoded.extend_from_slice(&section);
+    encoded[1] |= SCHEME_TLS_SECTION;
+    encoded
+}
+
 fn scopes(c: &mut Criterion) {
     Python::attach(|py| {
         let mut g = c.benchmark_group("scope_build");
@@ -93,6 +112,7 @@ fn scopes(c: &mut Criterion) {
             ("small", small(), false, "/json"),
             ("browser", browser(), false, "/api/items/café"),
             ("state", small(), true, "/json"),
+            ("tls", tls(), false, "/json"),
         ] {
             let mut builder =
                 ScopeBuilder::new(py, String::new(), String::new()).expect("scope builder");

@@ -407,6 +407,11 @@ def test_sighup_reloads_the_certificate_under_load(servers: ServerFactory, certs
             t.join(HANG_GUARD)
     assert results["failed"] == [], results["failed"][:5]
     assert results["ok"] > 0
+    # The scope's tls extension names the new certificate too, on every worker (each keeps
+    # the PEM it made last, while the certificate repeats).
+    for _ in range(6):
+        got = httpx.get(_url(server), verify=_client_ctx(certs), timeout=HANG_GUARD).json()
+        assert ssl.PEM_cert_to_DER_cert(got["tls"]["server_cert"]) == _pem_der(certs / "server2.pem")
 
     # A broken file on the next SIGHUP: logged, and the certificate in force stays.
     (live / "server.pem").write_text("-----BEGIN CERTIFICATE-----\nbroken\n")

@@ -102,6 +102,10 @@ pub struct ScopeBuilder {
     /// The `websocket` scope's own keys and values, made once (not per WebSocket: an open
     /// WebSocket keeps its scope for its whole life).
     ws: WsStrings,
+    /// The last server certificate (DER) of the tls extension and its PEM `str`, reused
+    /// while it repeats: every request over TLS carries it, and it changes only when the
+    /// front end reloads its certificate (SIGHUP).
+    server_pem: Option<(Box<[u8]>, Py<PyString>)>,
 }
 
 /// A header value and the `(name, value)` tuple made for it.
@@ -183,6 +187,7 @@ impl ScopeBuilder {
                 subprotocols: s(py, "subprotocols"),
                 http_response: s(py, "websocket.http.response"),
             },
+            server_pem: None,
             unix_server: if uds.is_empty() {
                 None
             } else {
@@ -345,7 +350,8 @@ impl ScopeBuilder {
         ext.set_item(&k.pathsend, PyDict::new(py))?;
         // TLS hook: the connection's TLS facts (WebSocket scopes get the same once `wss` lands).
         if let Some(tls) = &req.tls {
-            ext.set_item("tls", tls_extension(py, tls)?)?;
+            let server_cert = cached_pem(py, &mut self.server_pem, tls.server_cert);
+            ext.set_item("tls", tls_extension(py, tls, server_cert)?)?;
         }
         d.set_item(&k.extensions, ext)?;
         Ok(d)
@@ -388,15 +394,39 @@ impl ScopeBuilder {
     }
 }
 
+/// The server certificate as a PEM `str` (`None` when the front end sent none), made once
+/// while it repeats.
+// PERF: a PEM made per request is base64, line breaks and a new 1.4 KiB str for a 1 KiB
+// certificate; compared against the last one it is a memcmp and a reference. A TLS
+// request's scope went from 3.7 to 1.0-1.5 µs (`small` alone: 0.5-0.7), `cargo bench -p
+// uringapi-benches --bench scope_build -- tls`, 2026-12-04, during a CI run on the machine.
+fn cached_pem(
+    py: Python<'_>,
+    cache: &mut Option<(Box<[u8]>, Py<PyString>)>,
+    der: &[u8],
+) -> Option<Py<PyString>> {
+    if der.is_empty() {
+        return None;
+    }
+    match cache {
+        Some((last, text)) if **last == *der => Some(text.clone_ref(py)),
+        _ => {
+            let text = PyString::new(py, &pem(der)).unbind();
+            *cache = Some((der.into(), text.clone_ref(py)));
+            Some(text)
+        }
+    }
+}
+
 /// The ASGI tls extension from the front end's TLS facts. rustls refuses a client
 /// certificate it cannot verify during the handshake, so `client_cert_error` is always None.
 fn tls_extension<'py>(
     py: Python<'py>,
     tls: &uringapi_protocol::head::TlsSection<'_>,
+    server_cert: Option<Py<PyString>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    let server = (!tls.server_cert.is_empty()).then(|| pem(tls.server_cert));
-    d.set_item("server_cert", server)?;
+    d.set_item("server_cert", server_cert)?;
     let chain: Vec<String> = tls.client_chain.iter().map(|c| pem(c)).collect();
     d.set_item("client_cert_chain", chain)?;
     // The front end wrote the name as UTF-8; anything else is refused, not guessed at.
