@@ -127,6 +127,7 @@ CRITERION_WHAT = {
     "scope_build/small": "ASGI scope from wrk's 3-header head, CPython embedded",
     "scope_build/browser": "10 headers, a query and a percent-encoded path",
     "scope_build/state": "`small` with a 4-key lifespan state to copy",
+    "scope_build/tls": "`small` over TLS: the tls extension with a 1 KiB server certificate",
     "access_log/common": "one line, browser-like request",
     "access_log/combined": "one line, browser-like request",
     "access_log/json": "one line, browser-like request",
