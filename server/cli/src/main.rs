@@ -15,8 +15,9 @@ mod values;
 /// under glibc, 2.2 KiB under jemalloc, whose size classes give the holes back to the next
 /// allocations of their size (tests/e2e/test_idle_websockets.py, 2026-12-04; the idle
 /// front end starts about 1 MiB larger). Only this executable: the workers are CPython's.
-/// PERF: hello at saturation 1.09x req/s, 14.2 against 15.3 server CPU-us/req
-/// (`benches/e2e/ab.py --cells hello --rounds 4` against glibc's build, shared machine).
+/// PERF: hello at saturation 1.12x req/s, 14.1 against 15.8 server CPU-us/req, FastAPI /json
+/// within noise (`benches/e2e/ab.py --cells hello,fastapi-json --rounds 3` against glibc's
+/// build, quiet machine: benches/results/ab-jemalloc-quiet-2026-12-04.json).
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
