@@ -1,7 +1,7 @@
 """Two builds of the uringapi front end, side by side: saturation req/s and server CPU-µs/req.
 
 Used when a change should not move the figures (a refactor, a crate swap): both binaries
-serve the same cells with the same workers (the Python side of the current `.venv`), in
+serve the same cells (HTTPS ones with the bench's certificate) with the same workers (the Python side of the current `.venv`), in
 alternating order round by round (ABBA...), so drift of a shared machine hits both alike.
 The ratio of the medians is the result; absolute figures on a busy 2-core box mean little.
 
@@ -80,7 +80,7 @@ def main() -> int:
                 cmd = [
                     str(builds[name]), "serve", cell.target, "--host", "127.0.0.1", "--port", str(port),
                     "--workers", str(a.workers), "--threads", str(a.threads), "--app-dir", str(paths.APPS_DIR),
-                    "--log-level", "warning",
+                    "--log-level", "warning", *servers.uringapi_tls_args(cell),
                 ]  # fmt: skip
                 run_env = {**env, "PYTHONPATH": pythonpath[name]} if name in pythonpath else env
                 with process.running(cmd, cell, port, log_dir / f"{cell.name}-{name}-{r}.log", run_env) as pid:
@@ -91,6 +91,7 @@ def main() -> int:
                 row = {
                     "cell": cell.name, "build": name, "round": r, "rps": round(result.rps, 1),
                     "cpu_us_per_req": per_request_us(cpu.cpu_s, result.requests),
+                    "client_cpu_us_per_req": per_request_us(result.client_cpu_s, result.requests),
                     "errors": sum(result.errors.values()),
                 }  # fmt: skip
                 print(json.dumps(row), flush=True)
