@@ -154,6 +154,7 @@ fn an_idle_read_dropped_in_flight_leaves_the_stream_readable() {
     let (suite, _) = suites()[0];
     let (listener, addr) = listen();
     let config = Arc::new(configs(suite).1);
+    let (waited_tx, waited_rx) = std::sync::mpsc::channel::<()>();
     let peer_client = std::thread::spawn(move || {
         let mut sock = std::net::TcpStream::connect(addr).unwrap();
         let name = "localhost".try_into().unwrap();
@@ -162,8 +163,8 @@ fn an_idle_read_dropped_in_flight_leaves_the_stream_readable() {
         while conn.is_handshaking() || conn.wants_write() {
             conn.complete_io(&mut sock).unwrap();
         }
-        // Later than the server's short wait below.
-        std::thread::sleep(Duration::from_millis(300));
+        // Only once the server's short wait below has run out.
+        waited_rx.recv().unwrap();
         let mut stream = rustls::Stream::new(&mut conn, &mut sock);
         stream.write_all(REQUEST).unwrap();
         let mut got = vec![0; RESPONSE.len()];
@@ -193,6 +194,7 @@ fn an_idle_read_dropped_in_flight_leaves_the_stream_readable() {
                 let waited =
                     monoio::time::timeout(Duration::from_millis(50), transport.idle_read()).await;
                 assert!(waited.is_err(), "nothing came within the short wait");
+                waited_tx.send(()).unwrap();
             }
             transport.idle_read().await.unwrap();
             assert!(
