@@ -1,7 +1,7 @@
 """Two builds of the uringapi front end, side by side: saturation req/s and server CPU-µs/req.
 
 Used when a change should not move the figures (a refactor, a crate swap): both binaries
-serve the same cells with the same workers (the Python side of the current `.venv`), in
+serve the same cells (HTTPS ones with the bench's certificate) with the same workers (the Python side of the current `.venv`), in
 alternating order round by round (ABBA...), so drift of a shared machine hits both alike.
 The ratio of the medians is the result; absolute figures on a busy 2-core box mean little.
 
@@ -19,6 +19,13 @@ side too, copy the whole `worker/python` folder (it holds `_bin/uringapi` and th
     .venv/bin/python benches/e2e/ab.py --build before=/tmp/before-python/uringapi/_bin/uringapi \\
         --pythonpath before=/tmp/before-python --build after=worker/python/uringapi/_bin/uringapi
 
+`--granian` puts granian in the same rotation at a fixed config (`--granian-workers`,
+`--granian-extra`, `--granian-policy`; no search), so each build has its ratio to it:
+
+    .venv/bin/python benches/e2e/ab.py --build before=/tmp/uringapi-old \
+        --build after=worker/python/uringapi/_bin/uringapi --cells https-hello --granian \
+        --granian-extra '--runtime-mode mt --backpressure 256'
+
 `--h2 1,8` measures the HTTP/2 cell's shapes instead (h2load, h2c prior knowledge, hello
 app, `--http 2`, as benchkit/h2.py) over that many connections × 100 streams each; with
 `--granian` granian `--http 2` runs in the same rotation, so each build has its ratio:
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -57,7 +65,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="front-end threads")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--h2", metavar="SHAPES", help="HTTP/2 instead: comma list of h2load connection counts")
-    ap.add_argument("--granian", action="store_true", help="with --h2: granian --http 2 in the rotation too")
+    ap.add_argument("--granian", action="store_true",
+                    help="granian in the rotation too (with --h2: --http 2); ratios are then against it")
+    ap.add_argument("--granian-workers", type=int, default=1, help="HTTP/1.1 cells: granian's --workers")
+    ap.add_argument("--granian-extra", default="", help="HTTP/1.1 cells: more granian options, e.g. "
+                    "'--runtime-mode mt --backpressure 256' (its best on https-hello, quiet machine)")
+    ap.add_argument("--granian-policy", choices=servers.POLICIES, default="batch",
+                    help="HTTP/1.1 cells: granian's scheduling policy (chrt)")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
 
@@ -72,17 +86,24 @@ def main() -> int:
     env = {"URINGAPI_PYTHON": str(paths.VENV_PYTHON)}
     log_dir = paths.WORK_DIR / "ab"
     samples: list[dict[str, object]] = []
+    names = [*builds, *([GRANIAN] if a.granian else [])]
+    granian = servers.select([GRANIAN])[0]
+    granian_settings = servers.Settings(workers=a.granian_workers, threads=1, extra=tuple(shlex.split(a.granian_extra)))
     for cell in cells.select(a.cells.split(",")):
         for r in range(a.rounds):
-            order = rotated(list(builds), r)
+            order = rotated(names, r)
             for name in order if r % 2 == 0 else reversed(order):
                 port = process.free_port()
-                cmd = [
-                    str(builds[name]), "serve", cell.target, "--host", "127.0.0.1", "--port", str(port),
-                    "--workers", str(a.workers), "--threads", str(a.threads), "--app-dir", str(paths.APPS_DIR),
-                    "--log-level", "warning",
-                ]  # fmt: skip
-                run_env = {**env, "PYTHONPATH": pythonpath[name]} if name in pythonpath else env
+                if name == GRANIAN:
+                    cmd = granian.command(cell, port, granian_settings, None, a.granian_policy)
+                    run_env = {**env, **granian.env(cell)}
+                else:
+                    cmd = [
+                        str(builds[name]), "serve", cell.target, "--host", "127.0.0.1", "--port", str(port),
+                        "--workers", str(a.workers), "--threads", str(a.threads), "--app-dir", str(paths.APPS_DIR),
+                        "--log-level", "warning", *servers.uringapi_tls_args(cell),
+                    ]  # fmt: skip
+                    run_env = {**env, "PYTHONPATH": pythonpath[name]} if name in pythonpath else env
                 with process.running(cmd, cell, port, log_dir / f"{cell.name}-{name}-{r}.log", run_env) as pid:
                     wrk.run(exe, cell, port, a.warmup, shape)
                     before = proctree.snapshot(pid)
@@ -91,21 +112,25 @@ def main() -> int:
                 row = {
                     "cell": cell.name, "build": name, "round": r, "rps": round(result.rps, 1),
                     "cpu_us_per_req": per_request_us(cpu.cpu_s, result.requests),
+                    "client_cpu_us_per_req": per_request_us(result.client_cpu_s, result.requests),
                     "errors": sum(result.errors.values()),
                 }  # fmt: skip
                 print(json.dumps(row), flush=True)
                 samples.append(row)
 
-    print(f"\n| cell | {' | '.join(builds)} |\n|---|{'---|' * len(builds)}")
-    first = next(iter(builds))
+    print(f"\n| cell | {' | '.join(names)} |\n|---|{'---|' * len(names)}")
+    first = GRANIAN if a.granian else next(iter(builds))
     for cell in cells.select(a.cells.split(",")):
-        med = {b: _medians(samples, cell.name, b) for b in builds}
-        shown = [f"{med[b][0]:,.0f} req/s · {med[b][1]:.1f} µs ({med[b][0] / med[first][0]:.3f}×)" for b in builds]
+        med = {b: _medians(samples, cell.name, b) for b in names}
+        shown = [f"{med[b][0]:,.0f} req/s · {med[b][1]:.1f} µs ({med[b][0] / med[first][0]:.3f}×)" for b in names]
         print(f"| {cell.name} | {' | '.join(shown)} |")
     if a.out:
         a.out.write_text(json.dumps({
             "builds": {k: str(v) for k, v in builds.items()}, "pythonpath": pythonpath,
-            "workers": a.workers, "threads": a.threads, "samples": samples,
+            "workers": a.workers, "threads": a.threads,
+            "granian": {"workers": a.granian_workers, "extra": a.granian_extra, "policy": a.granian_policy,
+                        "version": granian.version()} if a.granian else None,
+            "samples": samples,
         }, indent=1))  # fmt: skip
     return 0
 

@@ -74,6 +74,11 @@ def _uvicorn(exe: str, cell: Cell, port: int, s: Settings) -> list[str]:
     ]  # fmt: skip
 
 
+def uringapi_tls_args(cell: Cell) -> list[str]:
+    """uringapi's certificate and key flags for an HTTPS cell (none for the others)."""
+    return _tls(("--ssl-certfile", "--ssl-keyfile"), cell)
+
+
 def _tls(flags: tuple[str, str], cell: Cell) -> list[str]:
     """The certificate and key flags of a server (cert flag, key flag) for an HTTPS cell."""
     if not cell.tls:

@@ -146,6 +146,73 @@ fn into_transport_serves_the_connection_with_or_without_kernel_tls() {
     }
 }
 
+/// An idle keep-alive connection reads its records without a poll first (`idle_read`); a
+/// wait that ends before the client sends (the keep-alive timer, a drain) drops that read in
+/// flight, and the stream still reads what comes next.
+#[test]
+fn an_idle_read_dropped_in_flight_leaves_the_stream_readable() {
+    let (suite, _) = suites()[0];
+    let (listener, addr) = listen();
+    let config = Arc::new(configs(suite).1);
+    let (waited_tx, waited_rx) = std::sync::mpsc::channel::<()>();
+    let peer_client = std::thread::spawn(move || {
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        let name = "localhost".try_into().unwrap();
+        let mut conn = ClientConnection::new(config, name).unwrap();
+        conn.writer().write_all(REQUEST).unwrap();
+        while conn.is_handshaking() || conn.wants_write() {
+            conn.complete_io(&mut sock).unwrap();
+        }
+        // Only once the server's short wait below has run out.
+        waited_rx.recv().unwrap();
+        let mut stream = rustls::Stream::new(&mut conn, &mut sock);
+        stream.write_all(REQUEST).unwrap();
+        let mut got = vec![0; RESPONSE.len()];
+        stream.read_exact(&mut got).unwrap();
+        got
+    });
+    runtime().block_on(async move {
+        let (server_config, _) = configs(suite);
+        let listener = monoio::net::TcpListener::from_std(listener).unwrap();
+        let (tcp, addr) = listener.accept().await.unwrap();
+        let loaded = Loaded {
+            config: Arc::new(server_config),
+            leaf: Arc::from(Vec::new()),
+            ktls: false,
+        };
+        let stream = handshake(
+            Socket::Tcp(tcp),
+            loaded,
+            Duration::from_secs(30),
+            Peer(Some(addr)),
+        )
+        .await
+        .expect("the handshake completes");
+        let mut transport = Transport::Tls(Box::new(stream));
+        for round in 0..2 {
+            if round == 1 {
+                let waited =
+                    monoio::time::timeout(Duration::from_millis(50), transport.idle_read()).await;
+                assert!(waited.is_err(), "nothing came within the short wait");
+                waited_tx.send(()).unwrap();
+            }
+            transport.idle_read().await.unwrap();
+            assert!(
+                transport.buffered(),
+                "round {round}: decrypted before the read"
+            );
+            let (res, request) = transport.read(Vec::with_capacity(4096)).await;
+            assert_eq!(res.unwrap(), REQUEST.len(), "round {round}");
+            assert_eq!(request, REQUEST, "round {round}");
+        }
+        let (res, _) = transport.write_all(RESPONSE.to_vec()).await;
+        res.unwrap();
+        // The client may have gone once it had the response.
+        let _ = transport.shutdown().await;
+    });
+    assert_eq!(peer_client.join().unwrap(), RESPONSE);
+}
+
 #[test]
 fn read_one_record_stops_at_the_record_boundary() {
     let (listener, addr) = listen();

@@ -283,16 +283,17 @@ impl Conn {
         }
     }
 
-    /// Waits, holding no buffer, until an idle connection's socket is readable (data or
-    /// EOF), at most `wait`. `Err`: close (drain, keep-alive timeout or error).
+    /// Waits, holding no buffer of its own, until an idle connection has data or EOF, at
+    /// most `wait`. `Err`: close (drain, keep-alive timeout or error).
     /// PERF: one io_uring poll before the read of each request on a keep-alive connection
-    /// is what keeps an idle connection at a few hundred bytes instead of a 16 KiB buffer.
+    /// is what keeps an idle connection at a few hundred bytes instead of a 16 KiB buffer
+    /// (TLS reads its records instead: `Transport::idle_read`).
     async fn idle_wait(&mut self, wait: Duration) -> Result<(), ()> {
         let hub = self.hub.clone();
         monoio::select! {
             _ = hub.drained() => Err(()),
             _ = crate::deadline::until(Instant::now() + wait) => Err(()),
-            r = self.sock.readable() => r.map_err(|_| ()),
+            r = self.sock.idle_read() => r.map_err(|_| ()),
         }
     }
 
