@@ -41,7 +41,8 @@ use uringapi_protocol::record::NO_SLOT;
 use uringapi_protocol::{ChannelError, FrontChannel, Geometry, Kind, Record, Segment};
 use uringapi_protocol::{Incoming, WorkerChannel};
 
-/// The server's default shape (`--ring-capacity 256 --channel-slots 64`), with small slots:
+/// The server's shape before `--channel-slots` went to 128 (`--ring-capacity 256
+/// --channel-slots 64`; kept so the README's figures stay comparable), with small slots:
 /// the payloads here are tiny and the slot size changes nothing but the mapping's length.
 const GEOMETRY: Geometry = Geometry {
     threads: 1,

@@ -20,9 +20,11 @@ pub trait SlotOwner {
     fn release_slot(&self, worker: usize, generation: u64, slot: SlotIndex);
 }
 
-/// A held response slot: `len` bytes at `ptr`, returned to its worker on drop.
+/// A held response slot: `len` bytes at `ptr`, returned to its worker on drop. A
+/// [detached](SlotLease::detach) lease gave its slot back already and holds a copy.
 pub struct SlotLease {
-    owner: Rc<dyn SlotOwner>,
+    /// Who takes the slot back; `None` once detached.
+    owner: Option<Rc<dyn SlotOwner>>,
     worker: usize,
     generation: u64,
     slot: SlotIndex,
@@ -30,6 +32,8 @@ pub struct SlotLease {
     len: usize,
     /// Keeps the mapping alive even if the worker is replaced while the kernel still reads.
     _segment: Arc<Segment>,
+    /// A detached lease's bytes (`ptr` points into them); empty while the slot is held.
+    copy: Vec<u8>,
 }
 
 impl SlotLease {
@@ -45,14 +49,44 @@ impl SlotLease {
         assert!(len <= chan.slot_size(), "lease longer than its slot");
         let ptr = chan.slot_ptr(slot);
         Self {
-            owner,
+            owner: Some(owner),
             worker,
             generation,
             slot,
             ptr,
             len,
             _segment: chan.segment().clone(),
+            copy: Vec::new(),
         }
+    }
+
+    /// Copies the bytes out and gives the slot back to its worker now, instead of when the
+    /// lease drops: for a consumer that copies them anyway (HTTP/2 builds DATA frames from
+    /// owned bytes) and may run long after the record arrived.
+    pub fn detach(mut self) -> Self {
+        if let Some(owner) = self.owner.take() {
+            let mut copy = Vec::new();
+            self.copy_into(&mut copy);
+            owner.release_slot(self.worker, self.generation, self.slot);
+            self.ptr = copy.as_ptr();
+            self.copy = copy;
+        }
+        self
+    }
+
+    /// The bytes as an owned buffer: a detached lease's copy as it is, else a fresh copy
+    /// (the slot goes back when `self` drops here).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        if self.owner.is_none() {
+            let start = self.ptr as usize - self.copy.as_ptr() as usize;
+            let mut v = std::mem::take(&mut self.copy);
+            v.truncate(start + self.len);
+            v.drain(..start);
+            return v;
+        }
+        let mut v = Vec::with_capacity(self.len);
+        self.copy_into(&mut v);
+        v
     }
 
     pub fn len(&self) -> usize {
@@ -88,8 +122,9 @@ impl SlotLease {
 
 impl Drop for SlotLease {
     fn drop(&mut self) {
-        self.owner
-            .release_slot(self.worker, self.generation, self.slot);
+        if let Some(owner) = &self.owner {
+            owner.release_slot(self.worker, self.generation, self.slot);
+        }
     }
 }
 

@@ -112,7 +112,17 @@ impl Hub {
             // Head and path are copied out: the slot goes back now.
             body = None;
         }
-        let body = body.filter(|b| !b.is_empty());
+        let mut body = body.filter(|b| !b.is_empty());
+        if body.is_some()
+            && self
+                .inner
+                .borrow_mut()
+                .streams
+                .get_mut(inc.stream)
+                .is_some_and(|s| s.copy)
+        {
+            body = body.map(SlotLease::detach);
+        }
         let mut inner = self.inner.borrow_mut();
         let Some(s) = inner.streams.get_mut(inc.stream) else {
             // The client left and the stream closed; the lease drops and frees the slot.
@@ -289,6 +299,76 @@ mod tests {
         assert!(
             rig.next_event(a).is_none(),
             "the owner's stream is untouched"
+        );
+    }
+
+    /// How many response slots the worker can take now (given back at once).
+    fn free_slots(rig: &Rig, w: usize) -> u32 {
+        let mut wc = rig.worker_channel(w);
+        let taken: Vec<_> = (0..rig.geometry().slots)
+            .map_while(|_| wc.take_slot().unwrap())
+            .collect();
+        let n = taken.len() as u32;
+        taken.into_iter().for_each(|s| wc.untake_slot(s));
+        n
+    }
+
+    #[test]
+    fn a_copying_streams_slot_goes_back_when_routed_and_its_bytes_stay() {
+        let rig = Rig::new(1);
+        let (held, w) = rig.hub.open_stream(|| "GET /held".into()).unwrap();
+        let (copied, _) = rig.hub.open_stream(|| "GET /copied".into()).unwrap();
+        rig.hub.copy_responses(copied);
+        respond(&rig, w, held, b"H", b"zero-copy", true);
+        respond(&rig, w, copied, b"HEAD", b"hello", true);
+        assert!(rig.hub.poll_rings());
+        let slots = rig.geometry().slots;
+        assert_eq!(
+            free_slots(&rig, w),
+            slots - 1,
+            "the copying stream's slot is back unread; the plain one's lease holds its own"
+        );
+        match rig.next_event(copied) {
+            Some(Event::Head { head, body, more }) => {
+                assert_eq!(head, b"HEAD");
+                assert_eq!(body.unwrap().into_vec(), b"hello");
+                assert!(more);
+            }
+            _ => panic!("expected the response head"),
+        }
+        let held_ev = rig.next_event(held);
+        assert_eq!(free_slots(&rig, w), slots - 1);
+        drop(held_ev);
+        assert_eq!(free_slots(&rig, w), slots);
+        // A body record of the copying stream: the bytes survive the slot's reuse.
+        {
+            let mut wc = rig.worker_channel(w);
+            let slot = wc.take_slot().unwrap().unwrap();
+            wc.slot_mut(slot)[..5].copy_from_slice(b"world");
+            let rec = Record::new(Kind::ResponseBody, copied).with_slot(slot.get(), 5, 0);
+            assert!(wc.send(rec).unwrap());
+        }
+        assert!(rig.hub.poll_rings());
+        assert_eq!(free_slots(&rig, w), slots);
+        {
+            let mut wc = rig.worker_channel(w);
+            let slots: Vec<_> = (0..rig.geometry().slots)
+                .map_while(|_| wc.take_slot().unwrap())
+                .collect();
+            slots.iter().for_each(|&s| wc.slot_mut(s).fill(b'x'));
+            slots.into_iter().for_each(|s| wc.untake_slot(s));
+        }
+        match rig.next_event(copied) {
+            Some(Event::Body { body, more }) => {
+                assert_eq!(lease_bytes(body.unwrap()), b"world");
+                assert!(!more);
+            }
+            _ => panic!("expected the body"),
+        }
+        assert_eq!(
+            rig.load.get(w).in_flight(),
+            1,
+            "only the plain stream is open"
         );
     }
 

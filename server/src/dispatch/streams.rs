@@ -73,6 +73,9 @@ pub(super) struct Stream {
     /// The request's claim word while it may still be taken back (`Record::extra`; 0:
     /// none). Only requests sent whole in one record get one (revoke.rs in http1/conn).
     pub claim: u64,
+    /// Response bytes are copied out of their slot as the record arrives and the slot
+    /// goes back at once (`Hub::copy_responses`).
+    pub copy: bool,
 }
 
 impl Stream {
@@ -128,6 +131,7 @@ impl StreamTable {
             finished: false,
             body: Window::default(),
             claim: 0,
+            copy: false,
         };
         let index = match self.free.pop() {
             Some(i) => {
@@ -186,6 +190,16 @@ impl Hub {
         self.load.get(worker).dispatched();
         let id = inner.streams.open(worker, what());
         Some((id, worker))
+    }
+
+    /// Has the stream's response bytes copied out of their slots as the poller routes them,
+    /// so that each slot goes back to the worker in the same poller round instead of when
+    /// the connection task gets to the event (HTTP/2, whose DATA frames are owned copies
+    /// anyway).
+    pub fn copy_responses(&self, id: StreamId) {
+        if let Some(s) = self.inner.borrow_mut().streams.get_mut(id) {
+            s.copy = true;
+        }
     }
 
     /// Ends a stream. If the worker has not finished it, tell the worker the client is gone.

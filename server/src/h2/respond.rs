@@ -223,7 +223,7 @@ async fn answer(
     if !empty {
         ok = match (&file, first) {
             (Some(path), _) => sender.file(path).await,
-            (None, Some(b)) => sender.data(leased(&b), !more).await,
+            (None, Some(b)) => sender.data(leased(b), !more).await,
             (None, None) => more || sender.data(Bytes::new(), true).await,
         };
     }
@@ -231,7 +231,7 @@ async fn answer(
         match next_event(hub, sid, |cx| sender.out.poll_reset(cx), deadline).await {
             Waited::Event(Event::Body { body, more: m }) => {
                 more = m;
-                let bytes = body.as_ref().map(leased).unwrap_or_default();
+                let bytes = body.map(leased).unwrap_or_default();
                 ok = sender.data(bytes, !more).await;
             }
             Waited::Event(Event::File { head: None, path }) => {
@@ -315,12 +315,11 @@ fn build_response(
     Some((resp, declared))
 }
 
-/// A response slot's bytes as a DATA payload: copied out (h2 needs owned bytes, and the
-/// slot goes back to the worker when the lease drops).
-fn leased(lease: &crate::zerocopy::SlotLease) -> Bytes {
-    let mut v = Vec::with_capacity(lease.len());
-    lease.copy_into(&mut v);
-    Bytes::from(v)
+/// A response slot's bytes as a DATA payload: owned bytes (h2 needs them), copied out
+/// when the poller routed the record (`Hub::copy_responses`), so the slot is back with
+/// the worker already.
+fn leased(lease: crate::zerocopy::SlotLease) -> Bytes {
+    Bytes::from(lease.into_vec())
 }
 
 /// Writes response body bytes under the client's flow-control window.

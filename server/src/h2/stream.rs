@@ -277,6 +277,7 @@ async fn run(
             Opened::Reset => return Outcome::gone(0),
         };
         let _closing = Closing(hub, sid);
+        hub.copy_responses(sid);
         if attempt == 0 {
             deadline = cfg.request_timeout.map(|t| Instant::now() + t);
         }
