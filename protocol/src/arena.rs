@@ -60,6 +60,10 @@ impl Arena {
 
 /// The producer's free list plus a record of which slots are lent out, so that a peer that
 /// returns a slot twice, or one it never got, is caught.
+///
+/// A stack: the slot given back last goes out next. With returns reclaimed before every
+/// take (`take_slot` in channel.rs), the slots a channel touches, and so the shared memory
+/// it makes resident, follow the requests really in flight rather than `--channel-slots`.
 #[derive(Debug)]
 pub struct SlotPool {
     free: Vec<u32>,

@@ -158,12 +158,11 @@ impl FrontChannel {
         self.req_arena.slot_size()
     }
 
-    /// Takes a free request slot, reclaiming the ones the worker returned.
+    /// Takes a free request slot, reclaiming the ones the worker returned first, so that
+    /// the most recently returned slot goes out again (see [`SlotPool`]).
     pub fn take_slot(&mut self) -> Result<Option<SlotIndex>, ChannelError> {
-        if self.req_pool.available() == 0 {
-            while let Some(raw) = self.request_returns.pop()? {
-                self.req_pool.give_back(raw)?;
-            }
+        while let Some(raw) = self.request_returns.pop()? {
+            self.req_pool.give_back(raw)?;
         }
         Ok(self.req_pool.take(&self.req_arena))
     }
@@ -508,12 +507,11 @@ impl WorkerChannel {
             .consumer_sleeping(self.seg.front_wants_space(self.thread))
     }
 
-    /// A free response slot, reclaiming the ones the front end returned.
+    /// A free response slot, reclaiming the ones the front end returned first (most
+    /// recently returned out first, see [`SlotPool`]).
     pub fn take_slot(&mut self) -> Result<Option<SlotIndex>, ChannelError> {
-        if self.resp_pool.available() == 0 {
-            while let Some(raw) = self.response_returns.pop()? {
-                self.resp_pool.give_back(raw)?;
-            }
+        while let Some(raw) = self.response_returns.pop()? {
+            self.resp_pool.give_back(raw)?;
         }
         Ok(self.resp_pool.take(&self.resp_arena))
     }
@@ -611,6 +609,32 @@ mod tests {
         assert!(f.take_slot().unwrap().is_some());
         assert!(f.take_slot().unwrap().is_some());
         assert!(f.take_slot().unwrap().is_none());
+    }
+
+    /// Sequential requests reuse one slot in each direction instead of walking the whole
+    /// arena, so a channel's resident shared memory follows what is in flight.
+    #[test]
+    fn one_request_at_a_time_reuses_the_same_slots() {
+        let (mut f, mut w) = pair();
+        let mut seen = (Vec::new(), Vec::new());
+        for stream in 0..6 {
+            let s = f.take_slot().unwrap().unwrap();
+            seen.0.push(s.get());
+            assert!(f
+                .send(Record::new(Kind::Request, stream).with_slot(s.get(), 1, 0))
+                .unwrap());
+            let (_, slot) = w.recv().unwrap().unwrap();
+            w.free_request_slot(slot.unwrap());
+            let r = w.take_slot().unwrap().unwrap();
+            seen.1.push(r.get());
+            assert!(w
+                .send(Record::new(Kind::Response, stream).with_slot(r.get(), 1, 0))
+                .unwrap());
+            let inc = f.recv().unwrap().unwrap();
+            f.release(inc.slot.unwrap().0);
+        }
+        assert_eq!(seen.0, vec![seen.0[0]; 6], "request slots");
+        assert_eq!(seen.1, vec![seen.1[0]; 6], "response slots");
     }
 
     #[test]
