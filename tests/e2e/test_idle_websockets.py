@@ -11,7 +11,7 @@ sockets (handshake bytes, masked frames), so that 10,000 connections open in sec
 The goal, 50 MiB (5.12 KiB per WebSocket), is not met under this baseline: 51.4-55.0 MiB,
 5.3-5.6 KiB each (front end 2.0-2.4 with jemalloc, which gives freed pages back over
 seconds; each worker 1.61-1.63 for its 5,000) in eight runs on 2026-12-04 on the shared 2-core
-machine with 64 channel slots, 54.0-54.7 MiB with the default 128 (each worker 1.67) (49.4 MiB when jemalloc gives freed pages back at once, which costs hello CPU: see
+machine with 64 channel slots, 53.7-54.7 MiB with the default 128 (each worker 1.67) (49.4 MiB when jemalloc gives freed pages back at once, which costs hello CPU: see
 the README); it was 55.1-58.6 MiB before the WebSocket task fit a smaller size class and
 the worker's objects shrank, 63.6 MiB under glibc's malloc and 100.8-105 MiB (10.3-10.8 KiB)
 before that. So the assertion guards against regressions (6 KiB per WebSocket in all, 3 KiB in
