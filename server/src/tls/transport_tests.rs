@@ -48,10 +48,11 @@ fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> 
         .unwrap()
 }
 
-/// Accepts one connection and runs our handshake on it with `--ktls` asked for.
+/// Accepts one connection and runs our handshake on it, with `--ktls` asked for or not.
 async fn accept_and_handshake(
     listener: std::net::TcpListener,
     suite: SupportedCipherSuite,
+    ktls: bool,
 ) -> (Box<TlsStream>, Peer) {
     let (server_config, _) = configs(suite);
     let listener = monoio::net::TcpListener::from_std(listener).unwrap();
@@ -59,7 +60,7 @@ async fn accept_and_handshake(
     let loaded = Loaded {
         config: Arc::new(server_config),
         leaf: Arc::from(Vec::new()),
-        ktls: true,
+        ktls,
     };
     let peer = Peer(Some(addr));
     let stream = handshake(Socket::Tcp(tcp), loaded, Duration::from_secs(30), peer)
@@ -85,7 +86,7 @@ fn a_ktls_handshake_leaves_the_first_request_in_the_socket_for_the_kernel() {
         let (listener, addr) = listen();
         let peer_client = client(addr, configs(suite).1);
         runtime().block_on(async move {
-            let (stream, _) = accept_and_handshake(listener, suite).await;
+            let (stream, _) = accept_and_handshake(listener, suite, true).await;
             assert_eq!(
                 stream.plaintext, 0,
                 "{name}: nothing decrypted past the handshake"
@@ -124,7 +125,7 @@ fn into_transport_serves_the_connection_with_or_without_kernel_tls() {
         let (listener, addr) = listen();
         let peer_client = client(addr, configs(suite).1);
         runtime().block_on(async move {
-            let (stream, peer) = accept_and_handshake(listener, suite).await;
+            let (stream, peer) = accept_and_handshake(listener, suite, true).await;
             let mut transport = stream
                 .into_transport(peer)
                 .expect("kept or moved, not closed");
@@ -172,23 +173,8 @@ fn an_idle_read_dropped_in_flight_leaves_the_stream_readable() {
         got
     });
     runtime().block_on(async move {
-        let (server_config, _) = configs(suite);
-        let listener = monoio::net::TcpListener::from_std(listener).unwrap();
-        let (tcp, addr) = listener.accept().await.unwrap();
-        let loaded = Loaded {
-            config: Arc::new(server_config),
-            leaf: Arc::from(Vec::new()),
-            ktls: false,
-        };
-        let stream = handshake(
-            Socket::Tcp(tcp),
-            loaded,
-            Duration::from_secs(30),
-            Peer(Some(addr)),
-        )
-        .await
-        .expect("the handshake completes");
-        let mut transport = Transport::Tls(Box::new(stream));
+        let (stream, _) = accept_and_handshake(listener, suite, false).await;
+        let mut transport = Transport::Tls(stream);
         for round in 0..2 {
             if round == 1 {
                 let waited =
