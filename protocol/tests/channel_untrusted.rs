@@ -556,7 +556,7 @@ fn run_responses(steps: &[Step]) {
 /// One step of the request-return scenario.
 #[derive(Debug, Clone)]
 enum ReturnStep {
-    /// The front end takes a request slot (reclaiming returns when its pool is empty).
+    /// The front end takes a request slot (reclaiming every waiting return first).
     Take,
     /// The worker returns a slot the front end has out (maybe one it returned already).
     ReturnLent(usize),
@@ -589,14 +589,12 @@ fn run_returns(steps: &[ReturnStep]) {
         match step {
             ReturnStep::Take => {
                 let expected = (|| {
-                    if lent.iter().all(|&l| l) {
-                        // The pool is empty: every waiting return is reclaimed first.
-                        while let Some(index) = ring.pop(|| w.tail(RingAt::RequestReturns))? {
-                            let raw = w.read_return(index);
-                            match lent.get_mut(raw as usize) {
-                                Some(l @ true) => *l = false,
-                                _ => return Err(ChannelError::Return(BadReturn(raw))),
-                            }
+                    // Every waiting return is reclaimed before each take.
+                    while let Some(index) = ring.pop(|| w.tail(RingAt::RequestReturns))? {
+                        let raw = w.read_return(index);
+                        match lent.get_mut(raw as usize) {
+                            Some(l @ true) => *l = false,
+                            _ => return Err(ChannelError::Return(BadReturn(raw))),
                         }
                     }
                     Ok(lent.iter().any(|&l| !l))
