@@ -172,6 +172,15 @@ impl FrontChannel {
         let _ = self.req_pool.give_back(slot.get());
     }
 
+    /// Reclaims the returned request slots, then releases the pages a past burst touched
+    /// once the load is light ([`SlotPool::trim`]); how many slots went.
+    pub fn trim_slots(&mut self) -> Result<u32, ChannelError> {
+        while let Some(raw) = self.request_returns.pop()? {
+            self.req_pool.give_back(raw)?;
+        }
+        Ok(self.req_pool.trim(&self.req_arena))
+    }
+
     /// Copies `bytes` into a request slot at `offset`. Panics if it does not fit: callers
     /// size their writes by [`slot_size`](Self::slot_size).
     pub fn write_slot(&mut self, slot: SlotIndex, offset: usize, bytes: &[u8]) {
@@ -518,6 +527,15 @@ impl WorkerChannel {
 
     pub fn untake_slot(&mut self, slot: SlotIndex) {
         let _ = self.resp_pool.give_back(slot.get());
+    }
+
+    /// Reclaims the returned response slots, then releases the pages a past burst
+    /// touched once the load is light ([`SlotPool::trim`]); how many slots went.
+    pub fn trim_slots(&mut self) -> Result<u32, ChannelError> {
+        while let Some(raw) = self.response_returns.pop()? {
+            self.resp_pool.give_back(raw)?;
+        }
+        Ok(self.resp_pool.trim(&self.resp_arena))
     }
 
     /// The writable bytes of a response slot the worker took.

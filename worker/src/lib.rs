@@ -513,6 +513,16 @@ impl Worker {
         Ok(n as i64)
     }
 
+    /// Releases the response-slot pages a past burst touched, on every channel whose load
+    /// is light now (protocol's `SlotPool::trim`); how many slots went.
+    fn trim_slots(&mut self) -> PyResult<u32> {
+        let mut released = 0;
+        for chan in &mut self.channels {
+            released += chan.trim_slots().map_err(broken)?;
+        }
+        Ok(released)
+    }
+
     /// `websocket.close` after accept: `code` and a UTF-8 `reason` (cut to 123 bytes by
     /// the caller). False: no slot or ring room; wait for space and call again.
     fn ws_close(&mut self, key: &Bound<'_, PyAny>, code: u16, reason: &[u8]) -> PyResult<bool> {

@@ -92,6 +92,15 @@ impl Hub {
         })
     }
 
+    /// Releases the request-slot pages a past burst touched, on every worker's channel
+    /// whose load is light now (`SlotPool::trim`); how many slots went.
+    pub fn trim_slots(&self) -> u32 {
+        let workers = self.inner.borrow().links.len();
+        (0..workers)
+            .filter_map(|worker| self.with_link(worker, |link| link.chan.trim_slots()).ok())
+            .sum()
+    }
+
     /// Takes a request slot on `worker`. `Ok(None)`: none free, wait with `wait_space`.
     pub fn take_slot(&self, worker: usize) -> Result<Option<SlotIndex>, Lost> {
         self.with_link(worker, |link| link.chan.take_slot())

@@ -32,6 +32,8 @@ STARTUP_FAILED = 3
 #: Seconds between heartbeats in shared memory, unless the front end asks for another
 #: period (URINGAPI_HEARTBEAT, a quarter of --stall-timeout).
 HEARTBEAT = 0.025
+#: Seconds between releases of the shared-memory pages a burst touched (``serve``).
+TRIM_SLOTS_EVERY = 0.5
 
 #: Python 3.12 runs a new task's first step inside the Task constructor (``eager_start``),
 #: with the task current and in its own context as usual: an app that answers without
@@ -584,7 +586,14 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
         native.beat(interval)
         loop.call_later(interval, beat)
 
+    def trim() -> None:
+        # MEMORY: the response-slot pages a burst touched go back once the load is light
+        # (protocol's SlotPool::trim; the front end does the same for request slots).
+        native.trim_slots()
+        loop.call_later(TRIM_SLOTS_EVERY, trim)
+
     beat()
+    loop.call_later(TRIM_SLOTS_EVERY, trim)
     worker.start()
     native.set_ready()
     await stop.wait()
