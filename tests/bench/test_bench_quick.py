@@ -360,7 +360,17 @@ def test_websocket_cell_measures_echo_and_idle_memory_on_every_app_server(
         else:
             assert row["messages"] > 0 and row["errors"] == 0, row
             assert row["cpu_us_per_msg"] > 0, row
+    # Each peer was searched (workers, and its WebSocket knobs) and runs at its best config,
+    # which the JSON and the table name; uringapi runs at the run's settings.
+    peers = app_servers & {"granian", "uvicorn"}
+    assert set(ws["search"]) == peers, ws["search"]
+    for name in peers:
+        found = ws["search"][name]
+        assert found["msgs_per_s"] > 0 and len(found["probes"]) >= 2, found
+        assert found["msgs_per_s"] == max(p["msgs_per_s"] or 0 for p in found["probes"]), found
+        assert "workers" in found["config"] and ws["configs"][name].startswith("workers="), ws["configs"]
     table = _only(quick_run[0], ".md").read_text()
+    assert ("peers at their best config from the WebSocket search" in table) == bool(peers)
     assert "| Server | 64 B msgs/s | 64 B CPU-µs/msg | 16 KiB msgs/s | 16 KiB CPU-µs/msg |" in table
     for server in app_servers:
         assert f"| {server} | " in table

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from . import process, wrk
@@ -68,18 +70,31 @@ def describe(config: Config) -> str:
     return " ".join(parts) or "defaults"
 
 
+Probe = Callable[[Config, list[dict[str, Any]]], "float | None"]
+"""A probe of one config: its score (higher is better; None when it failed), recording
+itself in the list (as `_probe` does)."""
+
+
 def search(
-    plan: Any, search_plan: SearchPlan, cell: Cell, server: Server, policy: str, help_text: str
+    plan: Any, search_plan: SearchPlan, cell: Cell, server: Server, policy: str, help_text: str,
+    *, dims: list[tuple[str, list[Any]]] | None = None, probe: Probe | None = None,
 ) -> dict[str, Any]:
-    """Probe `server` on `cell` under `policy`; {"config", "rps", "probes"}."""
-    dims = knobs(server, plan.settings, search_plan.cpus, help_text)
+    """Probe `server` on `cell` under `policy`; {"config", "rps", "probes"}.
+
+    Another cell kind (the WebSocket cell) gives its own knobs (`dims`, the default value
+    first) and its own `probe` (its score goes in "rps"); by default the HTTP knobs and a wrk
+    probe."""  # fmt: skip
+    if dims is None:
+        dims = knobs(server, plan.settings, search_plan.cpus, help_text)
+    if probe is None:
+        probe = partial(_probe, plan, search_plan, cell, server, policy)
     best: Config = {name: values[0] for name, values in dims}
     probes: list[dict[str, Any]] = []
-    best_rps = _probe(plan, search_plan, cell, server, policy, best, probes)
+    best_rps = probe(best, probes)
     for name, values in dims:
         for value in values[1:]:
             trial = {**best, name: value}
-            rps = _probe(plan, search_plan, cell, server, policy, trial, probes)
+            rps = probe(trial, probes)
             if rps is not None and (best_rps is None or rps > best_rps):
                 best, best_rps = trial, rps
     return {"config": best, "rps": best_rps, "probes": probes}

@@ -272,9 +272,14 @@ def _websocket(args: argparse.Namespace, plan: runner.Plan) -> Doc:
         f"websocket: echo of {', '.join(websocket.label(s) for s in wp.sizes)} messages over "
         f"{wp.connections} WebSockets; memory of {wp.idle:,} idle WebSockets"
     )
+    found: Doc = {"skipped": "disabled with --no-search"}
+    if not args.no_search:
+        _say(f"websocket config search: {args.probe_duration} s echo probes per setting, one knob at a time")
+        wp, found = websocket.search_peers(plan, wp, args.probe_duration)
     outcome = websocket.run(plan, wp)
     return {
         **websocket.describe(plan, wp),
+        "search": found,
         "rounds": outcome.rows,
         "failures": outcome.failures,
         "medians": websocket.summarize(outcome.rows),

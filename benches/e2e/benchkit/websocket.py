@@ -2,9 +2,14 @@
 
 `apps/ws_echo_asgi.py` (plain ASGI) sends every message back. Every server runs it with
 the same `--workers`, under one scheduling policy (batch when it is among the run's, as
-the blocking scenario), with gc frozen alike (uringapi's own, gc_frozen.py for the peers),
-and with its WebSocket defaults (uvicorn: the `websockets` backend; granian: its built-in
-one). The HTTP config search does not apply here: its knobs were chosen for HTTP.
+the blocking scenario), with gc frozen alike (uringapi's own, gc_frozen.py for the peers).
+The HTTP config search does not apply here (its knobs were chosen for HTTP); each peer gets
+a search of its own before the rounds (`search_peers`, unless `--no-search`): the same
+coordinate descent as search.py, scored by 64 B echo msgs/s over `--probe-duration` s, over
+granian's `--workers` 1..N and `--runtime-threads` 1|2, and uvicorn's `--workers` 1..N and
+`--ws` (its default, the `websockets` backend, and `wsproto` when installed). The rounds
+then run each peer at its best config, printed and kept in the JSON ("search"); uringapi
+runs at the run's `--workers`/`--threads`.
 
 Per round, per server (rotating order), on a fresh server each:
 
@@ -20,13 +25,14 @@ Per round, per server (rotating order), on a fresh server each:
 
 from __future__ import annotations
 
+import importlib.util
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import blocking, machine, prereqs, process, proctree, runner, wsload
+from . import blocking, machine, prereqs, process, proctree, runner, search, wsload
 from .cells import Cell
 from .runner import Outcome, Plan, Row, fmt_num, median_of, rotated, say
 from .servers import Server
@@ -49,6 +55,8 @@ class WsPlan:
     sizes: tuple[int, ...] = SIZES
     client: str = "rust"
     """Echo load: "rust" (loadgen/ws_echo.rs, the cell's) or "python" (wsload.echo, to cross-check)."""
+    configs: dict[str, search.Config] = field(default_factory=dict)
+    """Per server, the config the search chose (`search_peers`); none: the run's settings."""
 
 
 def label(size: int) -> str:
@@ -77,11 +85,72 @@ def run(plan: Plan, wp: WsPlan) -> Outcome:
     return outcome
 
 
-def _start(plan: Plan, server: Server, name: str, r: int):
+def _start(plan: Plan, server: Server, name: str, r: int, wp: WsPlan | None = None):
     port = process.free_port()
     log = plan.log_dir / f"r{r + 1}-{name}-{server.name}.log"
-    cmd = server.command(CELL, port, plan.settings, None, blocking.policy(plan))
+    settings = search.settings_for(plan.settings, (wp.configs if wp else {}).get(server.name, {}))
+    cmd = server.command(CELL, port, settings, None, blocking.policy(plan))
     return cmd, port, process.running(cmd, CELL, port, log, {**plan.env, **server.env(CELL)})
+
+
+PROBE_WARMUP_S = 0.5
+"""Echo before each search probe's window (the server has started and answered already)."""
+
+
+def ws_knobs(server: Server, base_workers: int, cpus: int, help_text: str) -> list[tuple[str, list[Any]]]:
+    """The WebSocket knobs searched for a peer, the default value first; none for uringapi
+    (it runs at the run's settings, the figure it is compared by)."""
+    if server.name not in ("granian", "uvicorn"):
+        return []
+    span = range(1, max(1, cpus) + 1)
+    out: list[tuple[str, list[Any]]] = [("workers", [base_workers, *[n for n in span if n != base_workers]])]
+    if server.name == "granian" and "--runtime-threads" in help_text:
+        out.append(("--runtime-threads", [None, "1", "2"]))
+    if server.name == "uvicorn" and "--ws" in help_text and importlib.util.find_spec("wsproto") is not None:
+        out.append(("--ws", [None, "wsproto"]))  # None: uvicorn's auto, the websockets backend
+    return out
+
+
+def search_peers(plan: Plan, wp: WsPlan, probe_s: float) -> tuple[WsPlan, dict[str, Any]]:
+    """Each peer's best WebSocket config (module docstring), printed; the plan to run with
+    them and, per server, {"config", "msgs_per_s", "probes"} for the JSON."""
+    policy = blocking.policy(plan)
+    found: dict[str, Any] = {}
+    configs = dict(wp.configs)
+    for server in plan.servers:
+        if not server.runs(CELL):
+            continue
+        sp = search.SearchPlan(probe_s=max(1, round(probe_s)))
+        dims = ws_knobs(server, plan.settings.workers, sp.cpus, server.help_text())
+        if not dims:
+            continue
+        result = search.search(plan, sp, CELL, server, policy, "", dims=dims,
+                               probe=partial(_probe, plan, wp, server, policy, probe_s))
+        configs[server.name] = result["config"]
+        found[server.name] = {"config": result["config"], "msgs_per_s": result["rps"], "probes": result["probes"]}
+        rate = "failed" if result["rps"] is None else f"{result['rps']:,.0f} msgs/s"
+        say(f"config {echo_cell(wp.sizes[0]):<18} {server.name:<10} {policy:<5} {search.describe(result['config'])} "
+            f"({rate} in {len(result['probes'])} probes)")
+    return replace(wp, configs=configs), found
+
+
+def _probe(plan: Plan, wp: WsPlan, server: Server, policy: str, probe_s: float, config: search.Config,
+           probes: list[dict[str, Any]]) -> float | None:
+    """One search probe: a fresh server at `config`, 64 B echo over the cell's connections."""
+    settings = search.settings_for(plan.settings, config)
+    port = process.free_port()
+    log = plan.log_dir / f"search-websocket-{server.name}-{policy}-{len(probes)}.log"
+    cmd = server.command(CELL, port, settings, None, policy)
+    try:
+        with process.running(cmd, CELL, port, log, {**plan.env, **server.env(CELL)}):
+            result = wsload.echo_rust(prereqs.build_ws_echo(), port, wp.connections, wp.sizes[0], PROBE_WARMUP_S,
+                                      probe_s, lambda _edge: None)
+    except (process.ServerError, wsload.LoadError, OSError) as exc:
+        probes.append({"config": config, "msgs_per_s": None, "error": str(exc).splitlines()[0] if str(exc) else "?"})
+        return None
+    rate = round(result.messages / result.window_s, 1)
+    probes.append({"config": config, "msgs_per_s": rate, "errors": result.errors})
+    return rate if result.messages > 0 else None
 
 
 def _echo_measured(plan: Plan, wp: WsPlan, server: Server, size: int, r: int) -> Row:
@@ -104,7 +173,7 @@ def _echo_measured(plan: Plan, wp: WsPlan, server: Server, size: int, r: int) ->
 
 
 def _echo_once(plan: Plan, wp: WsPlan, server: Server, size: int, r: int) -> Row:
-    cmd, port, running = _start(plan, server, echo_cell(size), r)
+    cmd, port, running = _start(plan, server, echo_cell(size), r, wp)
     marks: dict[str, Any] = {}
     with running as pid:
         def on_window(edge: str) -> None:
@@ -161,7 +230,7 @@ def tree_rss_bytes(pid: int) -> int:
 
 
 def _idle_once(plan: Plan, wp: WsPlan, server: Server, r: int) -> Row:
-    cmd, port, running = _start(plan, server, IDLE_CELL, r)
+    cmd, port, running = _start(plan, server, IDLE_CELL, r, wp)
     url = f"ws://127.0.0.1:{port}/"
     with running as pid:
         wsload.idle(url, 1, 1, dict)  # loads each server's WebSocket code before the baseline
@@ -214,6 +283,7 @@ def describe(plan: Plan, wp: WsPlan) -> dict[str, Any]:
         "connections": wp.connections,
         "sizes": list(wp.sizes),
         "idle_connections": wp.idle,
+        "configs": {name: search.describe(c) for name, c in wp.configs.items()},
         "duration_s": plan.duration_s,
         "warmup_s": plan.warmup_s,
         "client": ("benches/e2e/loadgen/ws_echo.rs (std-only Rust, one thread per WebSocket) for echo"
@@ -236,8 +306,10 @@ def section(doc: dict[str, Any]) -> str | None:
     head += [f"{w['idle_connections']:,} idle: MiB over idle", "KiB each", "errors"]
     lines = [
         f"WebSocket echo: `{w['app']}` on {w['workers']} workers per server (uringapi: {w['threads']} "
-        f"front-end thread(s)), under {w['policy']}, each server's WebSocket defaults. "
-        f"{w['connections']} WebSockets in a closed loop (send one binary message, wait for its "
+        f"front-end thread(s)), under {w['policy']}, "
+        + (f"peers at their best config from the WebSocket search ({_configs(w['configs'])}). "
+           if w.get("configs") else "each server's WebSocket defaults. ")
+        + f"{w['connections']} WebSockets in a closed loop (send one binary message, wait for its "
         f"echo) for {w['duration_s']} s; CPU is the server's whole process tree per message. "
         f"Idle: the server's RSS with {w['idle_connections']:,} open WebSockets minus its RSS "
         "after one WebSocket came and went.",
@@ -262,6 +334,10 @@ def section(doc: dict[str, Any]) -> str | None:
 
 def notes(doc: dict[str, Any]) -> list[str]:
     return runner.section_notes(doc.get("websocket") or {}, "WebSocket cell")
+
+
+def _configs(configs: dict[str, str]) -> str:
+    return "; ".join(f"{name}: {config}" for name, config in configs.items())
 
 
 def _cpu(value: float | None) -> str:
