@@ -65,7 +65,7 @@ pub fn set_after_burst(hook: fn()) {
 
 /// How often each thread releases the request-slot pages a past burst touched, when the
 /// load is light (`Hub::trim_slots`).
-const TRIM_SLOTS_EVERY: Duration = Duration::from_millis(500);
+const TRIM_SLOTS_EVERY: Duration = Duration::from_millis(250);
 
 const RING_ENTRIES: u32 = 1024;
 

@@ -33,7 +33,7 @@ STARTUP_FAILED = 3
 #: period (URINGAPI_HEARTBEAT, a quarter of --stall-timeout).
 HEARTBEAT = 0.025
 #: Seconds between releases of the shared-memory pages a burst touched (``serve``).
-TRIM_SLOTS_EVERY = 0.5
+TRIM_SLOTS_EVERY = 0.25
 
 #: Python 3.12 runs a new task's first step inside the Task constructor (``eager_start``),
 #: with the task current and in its own context as usual: an app that answers without
