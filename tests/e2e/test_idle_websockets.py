@@ -8,15 +8,16 @@ growth of VmRSS of the front end and of each worker over the baseline taken afte
 WebSocket came and went (the bench's baseline) is printed per process. The client is raw
 sockets (handshake bytes, masked frames), so that 10,000 connections open in seconds.
 
-The goal, 50 MiB (5.12 KiB per WebSocket), is not met under this baseline: 51.4-55.0 MiB,
-5.3-5.6 KiB each (front end 2.0-2.4 with jemalloc, which gives freed pages back over
-seconds; each worker 1.61-1.63 for its 5,000) in eight runs on 2026-12-04 on the shared 2-core
-machine with 64 channel slots, 53.7-54.7 MiB with the default 128 (each worker 1.67) (49.4 MiB when jemalloc gives freed pages back at once, which costs hello CPU: see
-the README); it was 55.1-58.6 MiB before the WebSocket task fit a smaller size class and
-the worker's objects shrank, 63.6 MiB under glibc's malloc and 100.8-105 MiB (10.3-10.8 KiB)
-before that. So the assertion guards against regressions (6 KiB per WebSocket in all, 3 KiB in
-the front end), and the print is the figure; README, "WebSockets", says where each KiB
-goes. URINGAPI_TEST_IDLE_FASTAPI=1 adds
+The goal, 50 MiB (5.12 KiB per WebSocket), is met since the after-burst trim: 47.8-48.6
+MiB, 4.90-4.98 KiB each (front end 1.75-1.82, each worker 1.58 for its 5,000) in six runs on
+2026-12-05 on the shared 2-core machine with the default 128 channel slots. The slot pages
+the handshakes touched (4 MiB of shared memory, counted in every process) and the pages
+jemalloc freed are given back within 0.25-0.5 s of the last handshake, before SETTLE_S. It
+was 50.8-54.0 MiB just before that, 55.1-58.6 MiB before the WebSocket task fit a smaller
+size class and the worker's objects shrank, 63.6 MiB under glibc's malloc and 100.8-105 MiB
+(10.3-10.8 KiB) before that. The assertion guards against regressions (6 KiB per WebSocket
+in all, 3 KiB in the front end), and the print is the figure; README, "WebSockets", says
+where each KiB goes. URINGAPI_TEST_IDLE_FASTAPI=1 adds
 the README's FastAPI echo route (tests/apps/ws_idle_fastapi_app.py; about 17-18 KiB each, 15
 of them FastAPI's own per-connection objects in the worker: its middleware coroutines,
 three AsyncExitStacks with a deque each, the WebSocket object), which takes 20 s more.
