@@ -19,11 +19,11 @@ A probe that fails is recorded with its error and never chosen.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 from . import process, wrk
@@ -70,28 +70,38 @@ def describe(config: Config) -> str:
     return " ".join(parts) or "defaults"
 
 
-Probe = Callable[[Config, list[dict[str, Any]]], "float | None"]
-"""A probe of one config: its score (higher is better; None when it failed), recording
-itself in the list (as `_probe` does)."""
-
-
 def search(
-    plan: Any, search_plan: SearchPlan, cell: Cell, server: Server, policy: str, help_text: str,
-    *, dims: list[tuple[str, list[Any]]] | None = None, probe: Probe | None = None,
+    plan: Any, search_plan: SearchPlan, cell: Cell, server: Server, policy: str, help_text: str
 ) -> dict[str, Any]:
-    """Probe `server` on `cell` under `policy`; {"config", "rps", "probes"}.
+    """Probe `server` on `cell` under `policy`; {"config", "rps", "probes"}."""
+    dims = knobs(server, plan.settings, search_plan.cpus, help_text)
+    return descend(dims, lambda config, probes: _probe(plan, search_plan, cell, server, policy, config, probes))
 
-    Another cell kind (the WebSocket cell) gives its own knobs (`dims`, the default value
-    first) and its own `probe` (its score goes in "rps"); by default the HTTP knobs and a wrk
-    probe."""  # fmt: skip
-    if dims is None:
-        dims = knobs(server, plan.settings, search_plan.cpus, help_text)
-    if probe is None:
-        probe = partial(_probe, plan, search_plan, cell, server, policy)
-    best: Config = {name: values[0] for name, values in dims}
+
+Probe = Callable[[Config, list[dict[str, Any]]], "float | None"]
+"""Scores one config (higher is better; None: it failed) and appends its record to the list."""
+
+
+def descend(dims: list[tuple[str, list[Any]]], probe: Probe, grid: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The best config over `dims` (each knob's values, the default first):
+    {"config", "rps", "probes"}.
+
+    The knobs named in `grid` are tried in every combination first (knobs that only pay
+    together, like granian's workers and runtime threads: one worker with two threads can
+    beat two workers while one worker with one thread loses to both); the rest one at a
+    time from the best of those.
+    """
     probes: list[dict[str, Any]] = []
-    best_rps = probe(best, probes)
-    for name, values in dims:
+    together = [(name, values) for name, values in dims if name in grid]
+    alone = [(name, values) for name, values in dims if name not in grid]
+    best: Config = {name: values[0] for name, values in dims}
+    best_rps: float | None = None
+    for combo in itertools.product(*(values for _, values in together)):
+        trial = {**best, **dict(zip([name for name, _ in together], combo, strict=True))}
+        rps = probe(trial, probes)
+        if rps is not None and (best_rps is None or rps > best_rps):
+            best, best_rps = trial, rps
+    for name, values in alone:
         for value in values[1:]:
             trial = {**best, name: value}
             rps = probe(trial, probes)

@@ -274,7 +274,7 @@ def _websocket(args: argparse.Namespace, plan: runner.Plan) -> Doc:
     )
     found: Doc = {"skipped": "disabled with --no-search"}
     if not args.no_search:
-        _say(f"websocket config search: {args.probe_duration} s echo probes per setting, one knob at a time")
+        _say(f"websocket config search: {args.probe_duration} s echo probes per setting (benchkit/websocket.py)")
         wp, found = websocket.search_peers(plan, wp, args.probe_duration)
     outcome = websocket.run(plan, wp)
     return {
@@ -294,7 +294,7 @@ def _h2(args: argparse.Namespace, plan: runner.Plan) -> Doc:
     except prereqs.SetupError as exc:
         _say(f"skip: HTTP/2 cell: {exc} (hint: {exc.hint})")
         return h2.cell(plan, None, str(exc))
-    return h2.cell(plan, binary)
+    return h2.cell(plan, binary, probe_s=None if args.no_search else args.probe_duration)
 
 
 def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:

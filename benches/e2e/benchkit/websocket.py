@@ -5,8 +5,9 @@ the same `--workers`, under one scheduling policy (batch when it is among the ru
 the blocking scenario), with gc frozen alike (uringapi's own, gc_frozen.py for the peers).
 The HTTP config search does not apply here (its knobs were chosen for HTTP); each peer gets
 a search of its own before the rounds (`search_peers`, unless `--no-search`): the same
-coordinate descent as search.py, scored by 64 B echo msgs/s over `--probe-duration` s, over
-granian's `--workers` 1..N and `--runtime-threads` 1|2, and uvicorn's `--workers` 1..N and
+search as search.py (`search.descend`), scored by 64 B echo msgs/s over `--probe-duration` s,
+over granian's `--workers` 1..N by `--runtime-threads` 1|2 (every pair), and uvicorn's
+`--workers` 1..N and
 `--ws` (its default, the `websockets` backend, and `wsproto` when installed). The rounds
 then run each peer at its best config, printed and kept in the JSON ("search"); uringapi
 runs at the run's `--workers`/`--threads`.
@@ -105,7 +106,7 @@ def ws_knobs(server: Server, base_workers: int, cpus: int, help_text: str) -> li
     span = range(1, max(1, cpus) + 1)
     out: list[tuple[str, list[Any]]] = [("workers", [base_workers, *[n for n in span if n != base_workers]])]
     if server.name == "granian" and "--runtime-threads" in help_text:
-        out.append(("--runtime-threads", [None, "1", "2"]))
+        out.append(("--runtime-threads", [None, "2"]))  # None: granian's default, 1
     if server.name == "uvicorn" and "--ws" in help_text and importlib.util.find_spec("wsproto") is not None:
         out.append(("--ws", [None, "wsproto"]))  # None: uvicorn's auto, the websockets backend
     return out
@@ -120,12 +121,13 @@ def search_peers(plan: Plan, wp: WsPlan, probe_s: float) -> tuple[WsPlan, dict[s
     for server in plan.servers:
         if not server.runs(CELL):
             continue
-        sp = search.SearchPlan(probe_s=max(1, round(probe_s)))
-        dims = ws_knobs(server, plan.settings.workers, sp.cpus, server.help_text())
+        dims = ws_knobs(server, plan.settings.workers, search.SearchPlan(probe_s=1).cpus, server.help_text())
         if not dims:
             continue
-        result = search.search(plan, sp, CELL, server, policy, "", dims=dims,
-                               probe=partial(_probe, plan, wp, server, policy, probe_s))
+        # granian's workers and runtime threads together (one worker with two threads can
+        # beat two workers, as in the h2 cell's search); the rest one at a time.
+        result = search.descend(dims, partial(_probe, plan, wp, server, policy, probe_s),
+                                grid=frozenset({"workers", "--runtime-threads"}))
         configs[server.name] = result["config"]
         found[server.name] = {"config": result["config"], "msgs_per_s": result["rps"], "probes": result["probes"]}
         rate = "failed" if result["rps"] is None else f"{result['rps']:,.0f} msgs/s"
