@@ -12,6 +12,8 @@ use crate::record::{Kind, Record, NO_SLOT};
 use crate::ring::{Consumer, Corrupt, Producer, PushError};
 use crate::segment::Segment;
 
+mod trim;
+
 /// A breach of the channel contract by the peer. For the front end, each of these means:
 /// log it, kill the worker, fail its requests, start over with a new segment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -170,15 +172,6 @@ impl FrontChannel {
     /// Gives back a slot that was taken but never sent.
     pub fn untake_slot(&mut self, slot: SlotIndex) {
         let _ = self.req_pool.give_back(slot.get());
-    }
-
-    /// Reclaims the returned request slots, then releases the pages a past burst touched
-    /// once the load is light ([`SlotPool::trim`]); how many slots went.
-    pub fn trim_slots(&mut self) -> Result<u32, ChannelError> {
-        while let Some(raw) = self.request_returns.pop()? {
-            self.req_pool.give_back(raw)?;
-        }
-        Ok(self.req_pool.trim(&self.req_arena))
     }
 
     /// Copies `bytes` into a request slot at `offset`. Panics if it does not fit: callers
@@ -527,15 +520,6 @@ impl WorkerChannel {
 
     pub fn untake_slot(&mut self, slot: SlotIndex) {
         let _ = self.resp_pool.give_back(slot.get());
-    }
-
-    /// Reclaims the returned response slots, then releases the pages a past burst
-    /// touched once the load is light ([`SlotPool::trim`]); how many slots went.
-    pub fn trim_slots(&mut self) -> Result<u32, ChannelError> {
-        while let Some(raw) = self.response_returns.pop()? {
-            self.resp_pool.give_back(raw)?;
-        }
-        Ok(self.resp_pool.trim(&self.resp_arena))
     }
 
     /// The writable bytes of a response slot the worker took.
