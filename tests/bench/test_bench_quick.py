@@ -386,10 +386,23 @@ def test_h2_cell_measures_uringapi_and_granian_over_1_and_8_connections(
         assert row["data_bytes"] == row["succeeded"] * len(b"Hello, world!"), row
         assert row["rps"] > 0 and row["cpu_us_per_request"] > 0, row
         assert row["command"][row["command"].index("--http") + 1] == "2", row["command"]
+        # Each server ran at the config its own h2load probes chose for this shape.
+        chosen = h2["search_results"][row["cell"]][row["server"]]["config"]
+        assert row["config"] == chosen and chosen["workers"] in (1, 2), row
+        assert row["command"][row["command"].index("--workers") + 1] == str(chosen["workers"]), row["command"]
+    assert h2["search"] is True
+    for cell, by_server in h2["search_results"].items():
+        assert set(by_server) == h2_servers, cell
+        for server, found in by_server.items():
+            # uringapi: workers x threads; granian: workers x runtime threads, then its mode and backpressure.
+            assert len(found["probes"]) == {"uringapi": 4, "granian": 6}[server], found["probes"]
+            assert found["rps"] == max(p["rps"] for p in found["probes"] if p["rps"] is not None), found
     table = _only(quick_run[0], ".md").read_text()
     assert "| Server | 1×100 req/s | 1×100 CPU-µs/req | 1×100 vs granian |" in table
+    assert "| Shape | Server | Config | probes | best probe req/s |" in table
     for server in h2_servers:
         assert f"| {server} | " in table
+        assert f"| 8×100 | {server} | workers " in table
 
 
 def test_chart_is_a_png(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:

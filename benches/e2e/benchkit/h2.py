@@ -1,10 +1,14 @@
 """The HTTP/2 cell: h2c (prior knowledge) throughput and CPU per request, with h2load.
 
 Each server that speaks HTTP/2 (uringapi and granian; uvicorn does not) serves the hello
-app on a plain port with HTTP/2 only (`--http 2` for both), with the same `--workers`,
-scheduling policy (batch when it is among the run's, as the blocking and WebSocket cells)
-and gc freezing as the other cells, and its own HTTP/2 defaults. The HTTP config search
-does not apply here.
+app on a plain port with HTTP/2 only (`--http 2` for both), under one scheduling policy
+(batch when it is among the run's, as the blocking and WebSocket cells) and with gc frozen
+alike, each at its best config for each shape: before the rounds a config search (unless
+`--no-search`) probes every server with h2load for `--probe-duration` s per config, over
+workers 1..N × front-end threads 1..N for uringapi, and workers 1..N × `--runtime-threads`
+1|2 for granian, then granian's `--runtime-mode mt` and `--backpressure 256` one at a time
+(`search.descend`); the HTTP/1.1 cells' choices do not carry over (granian's best HTTP/2
+config is one worker with two runtime threads over one connection, two workers over 8).
 
 Per round, per server (rotating order), per shape (1 and 8 connections, each with up to
 100 concurrent streams), on a fresh server each: h2load (Debian's `nghttp2-client`, one
@@ -20,11 +24,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from . import blocking, machine, process, proctree, runner
+from . import blocking, machine, process, proctree, runner, search
 from .cells import Cell, by_name
 from .runner import Outcome, Plan, Row, fmt_num, median_of, rotated, say
 from .servers import Server, Settings
@@ -42,11 +46,29 @@ GUARD_S = 60.0
 """Extra seconds an h2load run may take past its duration before it is a failed run (hang guard)."""
 
 
+SEARCH_OPTIONS = {"granian": (("--runtime-threads", (None, "2")), ("--runtime-mode", (None, "mt")),
+                               ("--backpressure", (None, "256")))}  # fmt: skip
+"""Options the HTTP/2 search tries besides workers and threads (granian's runtime threads
+default to 1, its mode to auto; 64 in-flight requests per worker is the HTTP/1.1 search's
+other backpressure and no use against 800 streams)."""
+SEARCH_GRID = frozenset({"workers", "threads", "--runtime-threads"})
+"""Knobs tried in every combination (search.descend)."""
+
+
 @dataclass(frozen=True)
 class H2Plan:
     h2load: str
     shapes: tuple[int, ...] = SHAPES
     streams: int = STREAMS
+    probe_s: int | None = None
+    """Seconds of h2load per config-search probe; None: no search (every server at
+    `--workers`/`--threads` and its HTTP/2 defaults)."""
+    configs: dict[int, dict[str, search.Config]] | None = None
+    """{connections: {server: config}} found by the search."""
+
+    def settings(self, plan: Plan, server: Server, connections: int) -> Settings:
+        config = (self.configs or {}).get(connections, {}).get(server.name, {})
+        return search.settings_for(plan.settings, config)
 
 
 def cell_name(connections: int) -> str:
@@ -66,9 +88,46 @@ def run(plan: Plan, hp: H2Plan) -> Outcome:
     return outcome
 
 
-def command(plan: Plan, server: Server, port: int) -> list[str]:
-    """The server's command of the other cells with HTTP/2 only (h2c prior knowledge)."""
-    return command_for(server, port, plan.settings, blocking.policy(plan))
+def search_configs(plan: Plan, hp: H2Plan, servers: list[Server]) -> dict[int, dict[str, dict[str, Any]]]:
+    """{connections: {server: search result}}: each server's best config per shape."""
+    assert hp.probe_s is not None
+    cpus = search.SearchPlan(probe_s=hp.probe_s).cpus
+    found: dict[int, dict[str, dict[str, Any]]] = {}
+    for connections in hp.shapes:
+        for server in servers:
+            dims = search.knobs(replace(server, options=SEARCH_OPTIONS.get(server.name, ())), plan.settings, cpus,
+                                server.help_text())  # fmt: skip
+            result = search.descend(dims, partial(_probe, plan, hp, server, connections), SEARCH_GRID)
+            found.setdefault(connections, {})[server.name] = result
+            rps = "failed" if result["rps"] is None else f"{result['rps']:,.0f} req/s"
+            say(f"config {cell_name(connections):<18} {server.name:<10} {blocking.policy(plan):<5} "
+                f"{search.describe(result['config'])} ({rps} in {len(result['probes'])} probes)")  # fmt: skip
+    return found
+
+
+def _probe(plan: Plan, hp: H2Plan, server: Server, connections: int, config: search.Config,
+           probes: list[dict[str, Any]]) -> float | None:  # fmt: skip
+    port = process.free_port()
+    log = plan.log_dir / f"search-{cell_name(connections)}-{server.name}-{len(probes)}.log"
+    cmd = command_for(server, port, search.settings_for(plan.settings, config), blocking.policy(plan))
+    url = f"http://127.0.0.1:{port}{CELL.path}"
+    assert hp.probe_s is not None
+    try:
+        with process.running(cmd, CELL, port, log, {**plan.env, **server.env(CELL)}, probe=probe):
+            h2load(hp, url, connections, search.PROBE_WARMUP_S)
+            result = h2load(hp, url, connections, hp.probe_s)
+    except (process.ServerError, OSError) as exc:
+        probes.append({"config": config, "rps": None, "error": str(exc).splitlines()[0] if str(exc) else "?"})
+        return None
+    rps = round(result["succeeded"] / result["elapsed_s"], 1) if result["elapsed_s"] else 0.0
+    probes.append({"config": config, "rps": rps, "not_ok": result["total"] - result["status_2xx"]})
+    return rps if result["status_2xx"] == result["total"] else None
+
+
+def command(plan: Plan, hp: H2Plan, server: Server, port: int, connections: int) -> list[str]:
+    """The server's command of the other cells with HTTP/2 only (h2c prior knowledge), at the
+    config the search found for this shape."""
+    return command_for(server, port, hp.settings(plan, server, connections), blocking.policy(plan))
 
 
 def command_for(server: Server, port: int, settings: Settings, policy: str = "batch") -> list[str]:
@@ -83,7 +142,7 @@ def command_for(server: Server, port: int, settings: Settings, policy: str = "ba
 def _once(plan: Plan, hp: H2Plan, server: Server, connections: int, r: int) -> Row:
     port = process.free_port()
     log = plan.log_dir / f"r{r + 1}-{cell_name(connections)}-{server.name}.log"
-    cmd = command(plan, server, port)
+    cmd = command(plan, hp, server, port, connections)
     url = f"http://127.0.0.1:{port}{CELL.path}"
     with process.running(cmd, CELL, port, log, {**plan.env, **server.env(CELL)}, probe=probe) as pid:
         _, body = probe(CELL, port)
@@ -103,6 +162,7 @@ def _once(plan: Plan, hp: H2Plan, server: Server, connections: int, r: int) -> R
     return {
         "connections": connections,
         "streams": hp.streams,
+        "config": (hp.configs or {}).get(connections, {}).get(server.name, {}),
         **result,
         "rps": round(result["succeeded"] / result["elapsed_s"], 1),
         "cpu_s": round(cpu.cpu_s, 3),
@@ -179,6 +239,7 @@ def summarize(rows: list[Row]) -> dict[str, dict[str, Row]]:
         out.setdefault(cell, {})[server] = {
             "rounds": len(group),
             "policy": group[0]["policy"],
+            "config": group[0].get("config", {}),
             "connections": group[0]["connections"],
             "streams": group[0]["streams"],
             **m,
@@ -190,6 +251,8 @@ def summarize(rows: list[Row]) -> dict[str, dict[str, Row]]:
 
 def describe(plan: Plan, hp: H2Plan) -> dict[str, Any]:
     return {
+        "search": hp.probe_s is not None,
+        "probe_s": hp.probe_s,
         "app": CELL.target,
         "path": CELL.path,
         "workers": plan.settings.workers,
@@ -205,18 +268,26 @@ def describe(plan: Plan, hp: H2Plan) -> dict[str, Any]:
     }
 
 
-def cell(plan: Plan, h2load_path: str | None, skipped: str | None = None) -> dict[str, Any]:
-    """The cell's part of the results document (session.py)."""
+def cell(plan: Plan, h2load_path: str | None, skipped: str | None = None,
+         probe_s: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The cell's part of the results document (session.py); `probe_s` None: no config search."""
     if h2load_path is None:
         return {"skipped": skipped or "disabled with --no-h2"}
-    if not any(s.name in SERVERS for s in plan.servers):
+    servers = [s for s in plan.servers if s.name in SERVERS and s.runs(CELL)]
+    if not servers:
         return {"skipped": "no selected server speaks HTTP/2 (uringapi, granian)"}
-    hp = H2Plan(h2load_path)
+    hp = H2Plan(h2load_path, probe_s=probe_s)
     shapes = " and ".join(f"{c}×{hp.streams}" for c in hp.shapes)
     say(f"http/2: h2load over {shapes} connections×streams, h2c prior knowledge, `{CELL.target}`")
+    found: dict[int, dict[str, dict[str, Any]]] = {}
+    if probe_s is not None:
+        say(f"http/2 config search: {probe_s} s h2load probes per config")
+        found = search_configs(plan, hp, servers)
+        hp = replace(hp, configs={c: {n: r["config"] for n, r in by.items()} for c, by in found.items()})
     outcome = run(plan, hp)
     return {**describe(plan, hp), "rounds": outcome.rows, "failures": outcome.failures,
-            "medians": summarize(outcome.rows)}  # fmt: skip
+            "medians": summarize(outcome.rows),
+            "search_results": {cell_name(c): by for c, by in found.items()}}  # fmt: skip
 
 
 def _version(binary: str) -> str:
@@ -237,12 +308,16 @@ def section(doc: dict[str, Any]) -> str | None:
     for c in h["shapes"]:
         head += [f"{c}×{h['streams']} req/s", f"{c}×{h['streams']} CPU-µs/req", f"{c}×{h['streams']} vs granian"]
     head.append("not 2xx / failed")
+    if h.get("search"):
+        given = (f"each server with `--http 2` at the best config of its h2load probes ({h['probe_s']} s each) "
+                 "per shape, listed below the table")  # fmt: skip
+    else:
+        given = (f"on {h['workers']} workers per server (uringapi: {h['threads']} front-end thread(s)), each "
+                 "with `--http 2` and its HTTP/2 defaults")  # fmt: skip
     lines = [
-        f"HTTP/2 (h2c, prior knowledge): `{h['app']}` on {h['workers']} workers per server (uringapi: "
-        f"{h['threads']} front-end thread(s)), under {h['policy']}, each server with `--http 2` and its "
-        f"HTTP/2 defaults. {h['client']}: connections × concurrent streams per connection, "
-        f"{h['duration_s']} s measured after {h['warmup_s']} s of warm-up; CPU is the server's whole "
-        "process tree per request (median over rounds).",
+        f"HTTP/2 (h2c, prior knowledge): `{h['app']}` under {h['policy']}, {given}. {h['client']}: connections "
+        f"× concurrent streams per connection, {h['duration_s']} s measured after {h['warmup_s']} s of "
+        "warm-up; CPU is the server's whole process tree per request (median over rounds).",
         "",
         "| " + " | ".join(head) + " |",
         "|:--|" + "--:|" * (len(head) - 1),
@@ -260,7 +335,22 @@ def section(doc: dict[str, Any]) -> str | None:
             bad += m["not_ok_total"] if m else 0
         cells.append(f"{bad:,}")
         lines.append("| " + " | ".join(cells) + " |")
+    found = h.get("search_results") or {}
+    if found:
+        lines += ["", "| Shape | Server | Config | probes | best probe req/s |", "|:--|:--|:--|--:|--:|"]
+        for c in h["shapes"]:
+            for server, result in (found.get(cell_name(c)) or {}).items():
+                best = "failed" if result["rps"] is None else fmt_num(result["rps"])
+                lines.append(f"| {c}×{h['streams']} | {server} | {_config_text(result['config'])} | "
+                             f"{len(result['probes'])} | {best} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    parts = [f"workers {config['workers']}"] if "workers" in config else []
+    parts += [f"threads {config['threads']}"] if "threads" in config else []
+    parts += [f"`{k} {v}`" for k, v in config.items() if k.startswith("--") and v is not None]
+    return ", ".join(parts) or "defaults"
 
 
 def notes(doc: dict[str, Any]) -> list[str]:

@@ -19,8 +19,10 @@ A probe that fails is recorded with its error and never chosen.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -73,13 +75,36 @@ def search(
 ) -> dict[str, Any]:
     """Probe `server` on `cell` under `policy`; {"config", "rps", "probes"}."""
     dims = knobs(server, plan.settings, search_plan.cpus, help_text)
-    best: Config = {name: values[0] for name, values in dims}
+    return descend(dims, lambda config, probes: _probe(plan, search_plan, cell, server, policy, config, probes))
+
+
+Probe = Callable[[Config, list[dict[str, Any]]], "float | None"]
+"""Scores one config (higher is better; None: it failed) and appends its record to the list."""
+
+
+def descend(dims: list[tuple[str, list[Any]]], probe: Probe, grid: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The best config over `dims` (each knob's values, the default first):
+    {"config", "rps", "probes"}.
+
+    The knobs named in `grid` are tried in every combination first (knobs that only pay
+    together, like granian's workers and runtime threads: one worker with two threads can
+    beat two workers while one worker with one thread loses to both); the rest one at a
+    time from the best of those.
+    """
     probes: list[dict[str, Any]] = []
-    best_rps = _probe(plan, search_plan, cell, server, policy, best, probes)
-    for name, values in dims:
+    together = [(name, values) for name, values in dims if name in grid]
+    alone = [(name, values) for name, values in dims if name not in grid]
+    best: Config = {name: values[0] for name, values in dims}
+    best_rps: float | None = None
+    for combo in itertools.product(*(values for _, values in together)):
+        trial = {**best, **dict(zip([name for name, _ in together], combo, strict=True))}
+        rps = probe(trial, probes)
+        if rps is not None and (best_rps is None or rps > best_rps):
+            best, best_rps = trial, rps
+    for name, values in alone:
         for value in values[1:]:
             trial = {**best, name: value}
-            rps = _probe(plan, search_plan, cell, server, policy, trial, probes)
+            rps = probe(trial, probes)
             if rps is not None and (best_rps is None or rps > best_rps):
                 best, best_rps = trial, rps
     return {"config": best, "rps": best_rps, "probes": probes}

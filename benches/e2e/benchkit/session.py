@@ -289,7 +289,7 @@ def _h2(args: argparse.Namespace, plan: runner.Plan) -> Doc:
     except prereqs.SetupError as exc:
         _say(f"skip: HTTP/2 cell: {exc} (hint: {exc.hint})")
         return h2.cell(plan, None, str(exc))
-    return h2.cell(plan, binary)
+    return h2.cell(plan, binary, probe_s=None if args.no_search else args.probe_duration)
 
 
 def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
