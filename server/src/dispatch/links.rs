@@ -3,7 +3,6 @@
 //! doorbells).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use uringapi_protocol::arena::SlotIndex;
 use uringapi_protocol::doorbell::EventFd;
@@ -23,9 +22,6 @@ pub(super) struct Link {
     /// workers with as many requests in flight, the one that finished most recently is
     /// the least likely to be blocked (a loop stuck in `time.sleep` finishes nothing).
     pub last_done: u64,
-    /// When this thread last saw the worker finish a response (the routing policy's
-    /// `moving`).
-    pub done_at: Option<Instant>,
 }
 
 impl Hub {
@@ -43,7 +39,6 @@ impl Hub {
             pid,
             unflushed: false,
             last_done: 0,
-            done_at: None,
         };
         let replaced = inner.links[worker].replace(link).is_some();
         drop(inner);

@@ -191,7 +191,6 @@ impl Hub {
             let now = inner.completions;
             if let Some(link) = inner.links[worker].as_mut() {
                 link.last_done = now;
-                link.done_at = Some(std::time::Instant::now());
                 link.chan.free_claim(claim);
             }
             drop(inner);

@@ -176,7 +176,6 @@ impl Hub {
     pub fn open_stream(&self, what: impl FnOnce() -> Box<str>) -> Option<(StreamId, usize)> {
         let mut inner = self.inner.borrow_mut();
         inner.rotation = inner.rotation.wrapping_add(1);
-        let now = Instant::now();
         let candidates = inner.links.iter().enumerate().filter_map(|(i, l)| {
             let l = l.as_ref()?;
             let load = self.load.get(i);
@@ -185,9 +184,6 @@ impl Hub {
                 accepts: load.accepts(self.limit),
                 in_flight: load.in_flight(),
                 last_done: l.last_done,
-                moving: l
-                    .done_at
-                    .is_some_and(|t| now.saturating_duration_since(t) < policy::PACK_WINDOW),
             })
         });
         let worker = policy::pick(candidates, inner.links.len(), inner.rotation)?;
