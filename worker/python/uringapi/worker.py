@@ -589,7 +589,11 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
     def trim() -> None:
         # MEMORY: the response-slot pages a burst touched go back once the load is light
         # (protocol's SlotPool::trim; the front end does the same for request slots).
-        native.trim_slots()
+        # It reads the return ring, so it may be the first to see a broken channel.
+        try:
+            native.trim_slots()
+        except _native.ChannelBroken as exc:
+            channel_broken(exc)
         loop.call_later(TRIM_SLOTS_EVERY, trim)
 
     beat()
