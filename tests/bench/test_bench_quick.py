@@ -391,7 +391,9 @@ def test_h2_cell_measures_uringapi_and_granian_over_1_and_8_connections(
         assert set(by_server) == h2_servers, cell
     for row in h2["rounds"]:
         # Every request h2load sent over h2c prior knowledge came back 2xx; each server ran HTTP/2 only.
-        assert row["succeeded"] > 0 and row["succeeded"] == row["status_2xx"] == row["total"], row
+        # (h2load counts a status when HEADERS arrive, so a response that began as the run ended
+        # can add one 2xx beyond the requests that succeeded.)
+        assert row["succeeded"] > 0 and row["succeeded"] == row["total"] <= row["status_2xx"], row
         assert row["failed"] == row["errored"] == row["timeout"] == 0, row
         assert row["data_bytes"] == row["succeeded"] * len(b"Hello, world!"), row
         assert row["rps"] > 0 and row["cpu_us_per_request"] > 0, row

@@ -120,8 +120,8 @@ def _probe(plan: Plan, hp: H2Plan, server: Server, connections: int, config: sea
         probes.append({"config": config, "rps": None, "error": str(exc).splitlines()[0] if str(exc) else "?"})
         return None
     rps = round(result["succeeded"] / result["elapsed_s"], 1) if result["elapsed_s"] else 0.0
-    probes.append({"config": config, "rps": rps, "not_ok": result["total"] - result["status_2xx"]})
-    return rps if result["status_2xx"] == result["total"] else None
+    probes.append({"config": config, "rps": rps, "not_ok": not_ok(result)})
+    return rps if not_ok(result) == 0 else None
 
 
 def command(plan: Plan, hp: H2Plan, server: Server, port: int, connections: int) -> list[str]:
@@ -187,6 +187,16 @@ def h2load(hp: H2Plan, url: str, connections: int, seconds: int) -> Row:
     return parse(done.stdout)
 
 
+def not_ok(result: Row) -> int:
+    """Requests of one h2load run that did not come back as a complete 2xx answer. h2load
+    counts a status code when it reads the HEADERS, so a run can show one 2xx more than
+    requests succeeded (a response that began as the run ended): that is not a failure, and
+    must not make the count negative."""
+    missing = result["total"] - result["succeeded"]
+    not_2xx = max(0, result["succeeded"] - result["status_2xx"])
+    return missing + not_2xx + result["failed"] + result["errored"] + result["timeout"]
+
+
 def parse(out: str) -> Row:
     """h2load's summary: elapsed time, request counts, 2xx and mean time per request."""
     finished = re.search(r"^finished in ([\d.]+)(s|ms),", out, re.M)
@@ -243,8 +253,7 @@ def summarize(rows: list[Row]) -> dict[str, dict[str, Row]]:
             "connections": group[0]["connections"],
             "streams": group[0]["streams"],
             **m,
-            "not_ok_total": sum(r["failed"] + r["errored"] + r["timeout"] + r["succeeded"] - r["status_2xx"]
-                                for r in group),
+            "not_ok_total": sum(not_ok(r) for r in group),
         }  # fmt: skip
     return out
 
@@ -322,9 +331,12 @@ def section(doc: dict[str, Any]) -> str | None:
         "| " + " | ".join(head) + " |",
         "|:--|" + "--:|" * (len(head) - 1),
     ]
+    # Counted from the raw rounds (files written before `not_ok` could show -1).
+    bad_by_server: dict[str, int] = {}
+    for row in h.get("rounds", []):
+        bad_by_server[row["server"]] = bad_by_server.get(row["server"], 0) + not_ok(row)
     for server in runner.ordered_servers(s for by_server in med.values() for s in by_server):
         cells = [server]
-        bad = 0
         for c in h["shapes"]:
             by_server = med.get(cell_name(c), {})
             m = by_server.get(server)
@@ -332,8 +344,7 @@ def section(doc: dict[str, Any]) -> str | None:
             ratio = m and base and m["rps"] and base["rps"] and m["rps"] / base["rps"]
             cells += [fmt_num(m and m["rps"]), fmt_num(m and m["cpu_us_per_request"], 1),
                       "—" if not ratio else f"{ratio:.2f}×"]  # fmt: skip
-            bad += m["not_ok_total"] if m else 0
-        cells.append(f"{bad:,}")
+        cells.append(f"{bad_by_server.get(server, 0):,}")
         lines.append("| " + " | ".join(cells) + " |")
     found = h.get("search_results") or {}
     if found:

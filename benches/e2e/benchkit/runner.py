@@ -275,8 +275,11 @@ def at_best(by_policy: dict[str, Row], score: Callable[[Row], float]) -> Row:
     return {**by_policy[best], "policy": best, "by_policy": by_policy}
 
 
-def summarize_fixed_rate(rows: list[Row]) -> dict[str, Row]:
-    """{server: medians at its best policy}: the lowest CPU-µs/req at the common rate."""
+def summarize_fixed_rate(rows: list[Row], best: str = "cpu") -> dict[str, Row]:
+    """{server: medians at its best policy} at the common rate: the lowest CPU-µs/req
+    (`best="cpu"`, the half-load cell, whose goal is CPU), or the lowest p99 (`best="p99"`,
+    the noisy-neighbour cell, whose goal is the tail: a user beside a noisy neighbour picks
+    the policy for latency)."""
     by_policy: dict[str, dict[str, Row]] = {}
     for (_cell, server, policy), group in _grouped(rows).items():
         by_policy.setdefault(server, {})[policy] = {
@@ -293,12 +296,18 @@ def summarize_fixed_rate(rows: list[Row]) -> dict[str, Row]:
             "other_cpu_share_max": max(r["other_cpu_share"] for r in group),
             "doorbells_per_request": median_of(group, _doorbells_per_request),
         }
-    return {server: at_best(policies, _lowest_cpu) for server, policies in by_policy.items()}
+    score = {"cpu": _lowest("cpu_us_per_req"), "p99": _lowest("p99_us")}[best]
+    return {server: at_best(policies, score) for server, policies in by_policy.items()}
 
 
-def _lowest_cpu(medians: Row) -> float:
-    cpu: float | None = medians["cpu_us_per_req"]
-    return -1e9 if cpu is None else -cpu
+def _lowest(key: str) -> Callable[[Row], float]:
+    """A score for `at_best` that prefers the lowest `key`; unknown counts as worst."""
+
+    def score(medians: Row) -> float:
+        value: float | None = medians[key]
+        return -1e18 if value is None else -value
+
+    return score
 
 
 def _doorbells_per_request(row: Row) -> float | None:

@@ -234,7 +234,7 @@ def _noisy(args: argparse.Namespace, plan: runner.Plan, medians: dict[str, dict[
         "generator": _generator(fr),
         "rounds": outcome.rows,
         "failures": outcome.failures,
-        "medians": runner.summarize_fixed_rate(outcome.rows),
+        "medians": runner.summarize_fixed_rate(outcome.rows, best="p99"),
     }
 
 
