@@ -78,12 +78,16 @@ def _parse_config(text: str) -> dict[str, tuple[str, Settings]]:
 
 def build_before(rev: str) -> Path:
     """Compiles the generator as it was at `rev` next to the current build."""
-    text = subprocess.run(["git", "show", f"{rev}:{SOURCE}"], cwd=paths.REPO, check=True,
-                          capture_output=True, text=True).stdout  # fmt: skip
     out_dir = paths.WORK_DIR / "loadgen-before"
     out_dir.mkdir(parents=True, exist_ok=True)
+    folder = SOURCE.rsplit("/", 1)[0]
+    names = subprocess.run(["git", "ls-tree", "--name-only", f"{rev}:{folder}"], cwd=paths.REPO, check=True,
+                           capture_output=True, text=True).stdout.split()  # fmt: skip
+    for name in (n for n in names if n.endswith(".rs")):  # the tool and the modules beside it
+        text = subprocess.run(["git", "show", f"{rev}:{folder}/{name}"], cwd=paths.REPO, check=True,
+                              capture_output=True, text=True).stdout  # fmt: skip
+        (out_dir / name).write_text(text)
     src = out_dir / "fixed_rate.rs"
-    src.write_text(text)
     binary = out_dir / "fixed_rate"
     rustc = prereqs.find_rustc() or "rustc"
     subprocess.run([rustc, "-O", "--edition", "2021", "-o", str(binary), str(src)], check=True)

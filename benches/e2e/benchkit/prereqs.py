@@ -107,8 +107,10 @@ def _build_rust_tool(source_path: Path, name: str, what: str) -> Path:
     rustc = find_rustc()
     if rustc is None:
         raise SetupError(f"rustc not found, cannot build {what}", "install Rust (rustup)")
-    source = source_path.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
+    # The tools share modules beside them (`mod epoll;` finds loadgen/epoll.rs), so the
+    # cache key covers every Rust file in the folder, not only the tool's own.
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(source_path.parent.glob("*.rs"))))
+    digest = digest.hexdigest()[:16]
     binary = paths.WORK_DIR / "bin" / f"{name}-{digest}"
     if binary.exists():
         return binary

@@ -15,7 +15,7 @@ runs at the run's `--workers`/`--threads`.
 Per round, per server (rotating order), on a fresh server each:
 
 1. echo, once per message size (64 B and 16 KiB, binary): `--ws-connections` WebSockets in
-   a closed loop (loadgen/ws_echo.rs, a std-only Rust client, one thread per WebSocket),
+   a closed loop (loadgen/ws_echo.rs, a std-only Rust client, one epoll loop for all of them),
    warm-up, then a measured window of `--duration` s: round trips per second, and the
    server's CPU (its whole process tree, proctree.py) per message;
 2. idle memory: the server's RSS (summed over its process tree) after one WebSocket has
@@ -288,7 +288,7 @@ def describe(plan: Plan, wp: WsPlan) -> dict[str, Any]:
         "configs": {name: search.describe(c) for name, c in wp.configs.items()},
         "duration_s": plan.duration_s,
         "warmup_s": plan.warmup_s,
-        "client": ("benches/e2e/loadgen/ws_echo.rs (std-only Rust, one thread per WebSocket) for echo"
+        "client": ("benches/e2e/loadgen/ws_echo.rs (std-only Rust, one epoll loop for all WebSockets) for echo"
                    if wp.client == "rust" else
                    f"benches/e2e/benchkit/wsload.py: websockets on uvloop, {ECHO_PROCESSES} processes for echo")
         + f"; wsload.py ({IDLE_PROCESSES} processes) for idle; binary messages; no permessage-deflate offered",

@@ -1,7 +1,7 @@
 """WebSocket load for the WebSocket cell.
 
-- `echo_rust`: the echo load the cell uses, loadgen/ws_echo.rs (std-only Rust, one thread
-  per WebSocket, built by prereqs.build_ws_echo). The Python client below spent more CPU
+- `echo_rust`: the echo load the cell uses, loadgen/ws_echo.rs (std-only Rust, one epoll loop
+  for all WebSockets, built by prereqs.build_ws_echo). The Python client below spent more CPU
   per message than uringapi did, so on 2 cores it, not the servers, set the msgs/s.
 - `echo`: the same closed loop with the `websockets` client on uvloop, spread over several
   processes (one event loop each): kept to cross-check the Rust client at a low load
