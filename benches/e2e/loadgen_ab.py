@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -136,28 +135,19 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for build in BUILDS:
             mine = [r for r in rows if r["server"] == server and r["build"] == build]
             out[server][build] = {
-                **{p: _median([r["latency_us"][p] for r in mine]) for p in ("p50", "p90", "p99", "p999")},
-                **{k: _median([r[k] for r in mine]) for k in
+                **{p: runner.median_of(mine, lambda r, p=p: r["latency_us"][p]) for p in ("p50", "p90", "p99", "p999")},
+                **{k: runner.median_of(mine, lambda r, k=k: r[k]) for k in
                    ("achieved_rate", "late_sends", "client_cpu_us_per_req", "server_cpu_us_per_req")},
             }  # fmt: skip
     return out
 
 
-def _median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return round(statistics.median(present), 1) if present else None
-
-
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
-        chosen = servers.select([n.strip() for n in args.servers.split(",") if n.strip()])
-    except ValueError as exc:
-        print(f"error: {exc}\nhint: see --help", file=sys.stderr)
-        return 2
-    missing = [f"{s.name}: {s.missing()}" for s in chosen if s.missing()]
-    if missing:
-        print(f"error: {'; '.join(missing)}\nhint: make setup", file=sys.stderr)
+        chosen = servers.select_runnable(args.servers)
+    except servers.Unusable as exc:
+        print(f"error: {exc}\nhint: {exc.hint}", file=sys.stderr)
         return 2
     try:
         binaries = {"before": build_before(args.before), "after": prereqs.build_loadgen()}

@@ -118,13 +118,9 @@ def _median(values: list[float | None]) -> float | None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
-        chosen = servers.select([n.strip() for n in args.servers.split(",") if n.strip()])
-    except ValueError as exc:
-        print(f"error: {exc}\nhint: see --help", file=sys.stderr)
-        return 2
-    missing = [f"{s.name}: {s.missing()}" for s in chosen if s.missing()]
-    if missing:
-        print(f"error: {'; '.join(missing)}\nhint: make setup", file=sys.stderr)
+        chosen = servers.select_runnable(args.servers)
+    except servers.Unusable as exc:
+        print(f"error: {exc}\nhint: {exc.hint}", file=sys.stderr)
         return 2
     try:
         oha_bin = Path(prereqs.ensure_oha())

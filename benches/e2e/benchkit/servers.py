@@ -206,3 +206,23 @@ def select(names: list[str] | None) -> list[Server]:
     if unknown:
         raise ValueError(f"unknown server {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return [s for s in SERVERS if s.name in names]
+
+
+class Unusable(ValueError):
+    """A server a script was asked for and cannot run; `hint` says what to do about it."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def select_runnable(names_csv: str) -> list[Server]:
+    """The servers a script's comma list names, each installed; Unusable otherwise."""
+    try:
+        chosen = select([n.strip() for n in names_csv.split(",") if n.strip()])
+    except ValueError as exc:
+        raise Unusable(str(exc), "see --help") from exc
+    missing = [f"{s.name}: {s.missing()}" for s in chosen if s.missing()]
+    if missing:
+        raise Unusable("; ".join(missing), "make setup")
+    return chosen
