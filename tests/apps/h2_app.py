@@ -1,7 +1,8 @@
 """A Starlette app for the HTTP/2 tests: which worker answered, over which HTTP version,
 bodies hashed as they stream in and out, and a handler that blocks its worker's loop.
 
-  GET  /sleep?s=0.3        -> {"pid", "http_version"} after asyncio.sleep(s)
+  GET  /sleep?s=0.3        -> {"pid", "http_version", "started", "ended"} around asyncio.sleep(s)
+                              (CLOCK_MONOTONIC, the same clock in every worker)
   GET  /block?s=3          -> {"pid"} after time.sleep(s): the worker's loop is stuck
   POST /upload             -> {"bytes", "sha256"} of the body, read as a stream
   GET  /download?n=N       -> N deterministic bytes, streamed in 64 KiB pieces
@@ -32,8 +33,10 @@ def pattern(n: int) -> bytes:
 
 
 async def sleep(request: Request) -> JSONResponse:
+    started = time.monotonic()
     await asyncio.sleep(float(request.query_params.get("s", "0.3")))
-    return JSONResponse({"pid": os.getpid(), "http_version": request.scope["http_version"]})
+    return JSONResponse({"pid": os.getpid(), "http_version": request.scope["http_version"],
+                         "started": started, "ended": time.monotonic()})
 
 
 async def block(request: Request) -> JSONResponse:

@@ -96,10 +96,19 @@ def test_100_streams_on_one_connection_spread_over_the_workers(
         async with _client(server) as client:
             return await asyncio.gather(*(client.get("/sleep?s=0.3") for _ in range(100)))
 
+    began = time.monotonic()
     responses = asyncio.run(run())
+    took = time.monotonic() - began
     assert all(r.status_code == 200 and r.http_version == "HTTP/2" for r in responses)
     pids = {r.json()["pid"] for r in responses}
     assert len(pids) > 1, f"every stream ran on one worker: {pids}"
+    # Every handler was asleep at one moment: the last to start did so before the first
+    # to finish woke. One after another they would take 30 s; the issue asks for well
+    # under 3 s, which is a bound on serialisation here, not a speed claim.
+    last_start = max(r.json()["started"] for r in responses)
+    first_end = min(r.json()["ended"] for r in responses)
+    assert last_start < first_end, f"streams did not all run at once ({last_start - first_end:.3f} s apart)"
+    assert took < 3.0, f"100 concurrent 0.3 s streams took {took:.2f} s"
 
 
 def test_10_mib_upload_and_download_with_hashes(h2_server: tuple[Server, int]) -> None:
