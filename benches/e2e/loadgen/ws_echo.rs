@@ -120,9 +120,11 @@ fn cpu_s() -> f64 {
 /// One WebSocket: blocking for the handshake, then non-blocking on an event loop.
 struct Conn {
     sock: TcpStream,
-    /// Bytes read and not yet consumed: `buf[pos..]`.
+    /// Read buffer (allocated and zeroed once, grown only for a larger frame); bytes read
+    /// and not yet consumed are `buf[pos..len]`.
     buf: Vec<u8>,
     pos: usize,
+    len: usize,
     /// Bytes to write: `out[out_pos..]` (a frame, and any pong queued behind it).
     out: Vec<u8>,
     out_pos: usize,
@@ -153,6 +155,7 @@ impl Conn {
             sock,
             buf: Vec::with_capacity(64 * 1024),
             pos: 0,
+            len: 0,
             out: Vec::with_capacity(frame.len() + 256),
             out_pos: 0,
             got: Vec::with_capacity(cfg.size),
@@ -194,6 +197,9 @@ impl Conn {
                 if head.contains("sec-websocket-extensions") {
                     return Err("the server answered with an extension none was offered".into());
                 }
+                // From here on `buf` is the fixed read buffer of `read_available`.
+                self.len = self.buf.len();
+                self.buf.resize(self.len.max(64 * 1024), 0);
                 return Ok(());
             }
             if self.buf.len() > 16 * 1024 {
@@ -241,37 +247,35 @@ impl Conn {
     fn read_available(&mut self) -> Result<usize, String> {
         let mut eof = false;
         loop {
-            if self.buf.len() == self.buf.capacity() {
-                self.buf.reserve(64 * 1024);
+            if self.len == self.buf.len() {
+                // Full: move the unconsumed bytes to the front, or grow for a large frame.
+                if self.pos > 0 {
+                    self.buf.copy_within(self.pos..self.len, 0);
+                    self.len -= self.pos;
+                    self.pos = 0;
+                } else {
+                    self.buf.resize(self.buf.len() * 2, 0);
+                }
             }
-            let len = self.buf.len();
-            let spare = self.buf.capacity() - len;
-            self.buf.resize(len + spare, 0);
-            match self.sock.read(&mut self.buf[len..]) {
+            match self.sock.read(&mut self.buf[self.len..]) {
                 Ok(0) => {
-                    self.buf.truncate(len);
                     eof = true;
                     break;
                 }
-                Ok(n) => self.buf.truncate(len + n),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.buf.truncate(len);
-                    break;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => self.buf.truncate(len),
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(format!("read: {e}"));
-                }
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read: {e}")),
             }
         }
         let mut messages = 0;
         while let Some(done) = self.next_frame()? {
             messages += usize::from(done);
         }
-        // Consumed bytes go; the rest (a partial frame) moves to the front.
-        self.buf.drain(..self.pos);
-        self.pos = 0;
+        if self.pos == self.len {
+            self.pos = 0;
+            self.len = 0;
+        }
         if eof {
             return Err("the server closed the connection".into());
         }
@@ -281,7 +285,7 @@ impl Conn {
     /// Consumes one whole frame from the buffer: None when it is not all there yet,
     /// Some(true) when it completed a message.
     fn next_frame(&mut self) -> Result<Option<bool>, String> {
-        let b = &self.buf[self.pos..];
+        let b = &self.buf[self.pos..self.len];
         if b.len() < 2 {
             return Ok(None);
         }
