@@ -262,7 +262,14 @@ impl Conn {
                     eof = true;
                     break;
                 }
-                Ok(n) => self.len += n,
+                Ok(n) => {
+                    self.len += n;
+                    // Room left: the socket is empty (level-triggered epoll reports what
+                    // comes later), no second read just to see WouldBlock.
+                    if self.len < self.buf.len() {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("read: {e}")),
