@@ -9,7 +9,9 @@ Each measuring command writes benches/results/<name>-<date>.json and rewrites it
 section from that file. `readme` rewrites every section from the raw file the section
 names (a pure function of the committed files); with `--check` it changes nothing and
 exits 1 when README.md and the raw files disagree. Measuring commands take the bench lock
-themselves when run under `flock` (they do not take it on their own).
+themselves when run under `flock` (they do not take it on their own). The WebSocket
+section's file comes from `ws_echo.py --out` (the bench's WebSocket cell alone); `readme`
+renders it like the others.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ regenerates the tables):
   estimates and samples criterion wrote.
 - `worker-cpu`: the worker's CPU per request without sockets, from the rounds that
   `cargo bench --bench worker_cpu -- --json PATH` wrote.
+- `websocket` (the WebSocket section's echo table): medians and round ranges from a
+  results file of `ws_echo.py --out` (the bench's WebSocket cell alone).
 
 Each section sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` in README.md and
 ends with the path of its raw file, which is how a regeneration finds it.
@@ -231,12 +233,61 @@ def worker_cpu_section(doc: Doc, raw: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- the WebSocket echo cell alone (ws_echo.py) ----------------------------------
+
+
+def _size_label(size: int) -> str:
+    return f"{size // 1024} KiB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
+
+
+def websocket_section(doc: Doc, raw: Path) -> str:
+    ws, m = doc["websocket"], doc["machine"]
+    sizes = ws["sizes"]
+    medians = ws["medians"]
+    names = list(doc["servers"])
+    label = {n: n if n == "uringapi" or not doc["servers"][n] else f"{n} {doc['servers'][n]}" for n in names}
+    label = {n: f"{v} (websockets)" if n == "uvicorn" else v for n, v in label.items()}
+    rounds = max(r["round"] for r in ws["rounds"])
+    other = statistics.median(r["other_cpu_share"] for r in ws["rounds"])
+    lines = [
+        f"`{ws['app']}` on {ws['workers']} workers per server under {ws['policy']}, {ws['connections']} "
+        f"WebSockets in a closed loop (one binary message each, wait for its echo), {rounds} rounds in "
+        f"rotating order of {ws['duration_s']} s (after {ws['warmup_s']} s of warm-up), started "
+        f"{doc['started_at'][:16].replace('T', ' ')} UTC, {machine_note(m)}; other processes used a median "
+        f"{other:.1%} of the busy CPU. CPU is the server's whole process tree per message; medians, "
+        "then the range over rounds of msgs/s.",
+        "",
+        "| Server | " + " | ".join(f"{_size_label(z)} msgs/s | {_size_label(z)} CPU-µs/msg | {_size_label(z)} rounds"
+                                   for z in sizes) + " |",
+        "|:--|" + "--:|--:|--:|" * len(sizes),
+    ]
+    for name in names:
+        cells = [label[name]]
+        for z in sizes:
+            med = medians[f"ws-echo-{z}"][name]
+            got = [r["msgs_per_s"] for r in ws["rounds"] if r["server"] == name and r["cell"] == f"ws-echo-{z}"]
+            cells += [f"{med['msgs_per_s']:,.0f}", f"{med['cpu_us_per_msg']:.1f}",
+                      f"{min(got) / 1000:.0f}–{max(got) / 1000:.0f}k"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if "uringapi" in names:
+        lines.append("")
+        for peer in (n for n in names if n != "uringapi"):
+            ratios = []
+            for z in sizes:
+                ours, theirs = medians[f"ws-echo-{z}"]["uringapi"], medians[f"ws-echo-{z}"][peer]
+                ratios.append(f"{ours['msgs_per_s'] / theirs['msgs_per_s']:.2f}× {peer}'s msgs/s at {_size_label(z)} "
+                              f"for {ours['cpu_us_per_msg'] / theirs['cpu_us_per_msg']:.2f}× its CPU per message")
+            lines.append(f"- uringapi against {peer}: " + "; ".join(ratios) + ".")
+    return "\n".join(lines) + "\n"
+
+
 # --- the README -------------------------------------------------------------------
 
 SECTIONS: dict[str, Callable[[Doc, Path], str]] = {
     "microseconds": microseconds_section,
     "criterion": criterion_section,
     "worker-cpu": worker_cpu_section,
+    "websocket": websocket_section,
 }
 
 
