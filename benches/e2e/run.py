@@ -12,7 +12,7 @@ over 1 and 8 connections × 100 streams (benchkit/h2.py).
 Writes benches/results/<date>.{json,md,png} and, for full runs, the README
 section between <!-- bench:start --> and <!-- bench:end -->.
 
-    .venv/bin/python benches/e2e/run.py            # full run, both policies (about 50 minutes)
+    .venv/bin/python benches/e2e/run.py            # full run, both policies (1½–2 hours on 2 CPUs)
     .venv/bin/python benches/e2e/run.py --quick    # about a minute, README untouched
 """
 
