@@ -88,10 +88,12 @@ def microseconds_section(doc: Doc, raw: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine_note(m: Doc) -> str:
-    """The machine and how busy it was when the run started."""
+def machine_note(m: Doc, other_share: float | None = None) -> str:
+    """The machine and how busy it was when the run started. The load average trails by
+    minutes (a run just ended raises it): where the run measured the other processes' share
+    of the busy CPU, that share says whether the machine was shared (5% or more)."""
     load = m.get("loadavg_at_start") or []
-    busy = bool(load) and float(load[0]) >= 1.0
+    busy = (bool(load) and float(load[0]) >= 1.0) if other_share is None else other_share >= 0.05
     return (
         f"{m['cpus_usable']} CPUs ({m['cpu_model']}), load average {' '.join(load) or 'unknown'} at the "
         f"start{' (other work was running: the machine was shared)' if busy else ''}"
@@ -253,7 +255,7 @@ def websocket_section(doc: Doc, raw: Path) -> str:
         f"`{ws['app']}` on {ws['workers']} workers per server under {ws['policy']}, {ws['connections']} "
         f"WebSockets in a closed loop (one binary message each, wait for its echo), {rounds} rounds in "
         f"rotating order of {ws['duration_s']} s (after {ws['warmup_s']} s of warm-up), started "
-        f"{doc['started_at'][:16].replace('T', ' ')} UTC, {machine_note(m)}; other processes used a median "
+        f"{doc['started_at'][:16].replace('T', ' ')} UTC, {machine_note(m, other)}; other processes used a median "
         f"{other:.1%} of the busy CPU. CPU is the server's whole process tree per message; medians, "
         "then the range over rounds of msgs/s.",
         "",
