@@ -486,6 +486,29 @@ def test_fixed_rate_warmup_sends_but_does_not_count(tmp_path: Path) -> None:
     assert 95 <= len(served) <= 100 and set(served) == {"/probe"}
 
 
+def test_fixed_rate_behind_its_schedule_stops_at_the_end_plus_timeout() -> None:
+    """Against a port nobody listens on, at a rate no machine can refuse connects at, the
+    generator falls behind for good: it sends until --timeout (5 s) past the schedule's end,
+    then counts the unsent rest as errors instead of draining all of it (about 40 s more
+    here). Every scheduled request of the window is an error; none goes unreported."""
+    if prereqs.find_rustc() is None:
+        pytest.skip("rustc is not installed")
+    import socket
+
+    from benchkit import fixed_rate
+    from benchkit.cells import Cell
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cell = Cell("probe", "probe", "unused:app", "/probe")
+    rate = 2_000_000
+    result = fixed_rate.start(prereqs.build_loadgen(), cell, port, rate, 1, 1).finish()
+    assert result.completed == 0
+    assert 0 < result.sent < rate, result
+    assert abs(result.errors - rate) <= 1, result
+
+
 def test_cpu_of_a_worker_reaped_inside_the_window_is_counted() -> None:
     """The documented method: a descendant that exits and is reaped during the
     window still counts, through its parent's cutime/cstime."""

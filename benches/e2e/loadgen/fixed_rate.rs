@@ -457,6 +457,19 @@ fn run_loop(
                 drop_conn(&epoll, slot);
                 continue;
             }
+            if now >= sched.end + cfg.timeout {
+                // Still behind more than --timeout after the schedule's end (the server
+                // is gone and every send is a refused connect, or this machine cannot
+                // keep the rate): the rest of this connection's schedule is not sent, each
+                // of those requests counts as an error of the measured window, and the run
+                // ends on time instead of draining the schedule at whatever pace it can.
+                let from = intended.max(sched.measured_from);
+                let left = ((sched.end - from).as_secs_f64() / sched.period).ceil() as u64;
+                tallies.measured.errors += left.max(1);
+                slot.done = true;
+                drop_conn(&epoll, slot);
+                continue;
+            }
             live = true;
             if intended > now {
                 next_wake = Some(next_wake.map_or(intended, |w| w.min(intended)));
