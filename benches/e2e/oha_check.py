@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -97,9 +96,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for gen in LOADGENS:
             mine = [r for r in rows if r["server"] == server and r["loadgen"] == gen]
             med[gen] = {
-                **{p: _median([r["latency_us"].get(p) for r in mine]) for p in PERCENTILES},
-                "achieved_rate": _median([r["achieved_rate"] for r in mine]),
-                "server_cpu_us_per_req": _median([r["server_cpu_us_per_req"] for r in mine]),
+                **{p: runner.median_of(mine, lambda r, p=p: r["latency_us"].get(p)) for p in PERCENTILES},
+                "achieved_rate": runner.median_of(mine, lambda r: r["achieved_rate"]),
+                "server_cpu_us_per_req": runner.median_of(mine, lambda r: r["server_cpu_us_per_req"]),
             }
         ratio = {
             f"{p}_oha_over_ours": round(med["oha"][p] / med["fixed_rate"][p], 2)
@@ -108,11 +107,6 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         }
         out[server] = {**med, **ratio}
     return out
-
-
-def _median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return round(statistics.median(present), 1) if present else None
 
 
 def main(argv: list[str]) -> int:
