@@ -130,6 +130,11 @@ impl Hub {
         })
     }
 
+    /// Whether the worker's request ring has room for a record now.
+    pub fn has_room(&self, worker: usize) -> Result<bool, Lost> {
+        self.with_link(worker, |link| link.chan.has_room())
+    }
+
     /// Publishes a record. `Ok(false)`: the ring is full, wait with `wait_space`.
     pub fn send(&self, worker: usize, rec: Record) -> Result<bool, Lost> {
         self.with_link(worker, |link| {

@@ -397,6 +397,45 @@ impl Hub {
         .await
     }
 
+    /// Resolves once an event waits for the stream (left queued for `next_event`), or the
+    /// stream is gone.
+    pub async fn event_waiting(&self, id: StreamId) {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            match inner.streams.get_mut(id) {
+                Some(s) if s.inbox.is_empty() => {
+                    s.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                _ => Poll::Ready(()),
+            }
+        })
+        .await
+    }
+
+    /// Whether the stream's body window is open (a gone stream's is not).
+    pub fn body_window_open(&self, id: StreamId) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        inner.streams.get_mut(id).is_some_and(|s| s.body.open())
+    }
+
+    /// Waits until the stream's body window is open, whatever events arrive meanwhile
+    /// (the response is under way: a full-duplex body). `Err`: the stream is gone.
+    pub async fn wait_body_room(&self, id: StreamId) -> Result<(), ()> {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            let Some(s) = inner.streams.get_mut(id) else {
+                return Poll::Ready(Err(()));
+            };
+            if s.body.open() {
+                return Poll::Ready(Ok(()));
+            }
+            s.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
     /// "METHOD /path" of a stream, for the log lines of a request sent again.
     pub fn stream_what(&self, id: StreamId) -> Box<str> {
         self.inner

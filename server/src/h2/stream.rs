@@ -49,6 +49,7 @@ impl Outcome {
 }
 
 /// Why sending a request or response stopped early.
+#[derive(Debug)]
 enum Stop {
     /// The worker went away (502 when nothing was sent).
     Worker,
@@ -313,7 +314,17 @@ async fn run(
                 Ok(())
             };
             let sent = match invited {
-                Ok(()) => Box::pin(send_body(sh, sid, worker, slot_size, body, deadline)).await,
+                Ok(()) => {
+                    let upload = send_body(sh, sid, worker, slot_size, body, deadline);
+                    let mut upload = Box::pin(upload);
+                    monoio::select! {
+                        sent = &mut upload => sent,
+                        _ = hub.event_waiting(sid) => {
+                            // The app answered while its body was still coming.
+                            return Box::pin(duplex(sh, sid, head_method, respond, deadline, upload)).await;
+                        },
+                    }
+                }
                 Err(stop) => Err(stop),
             };
             match sent {
@@ -481,33 +492,60 @@ async fn await_continue(
     }
 }
 
-/// Waits until the stream's body window is open. `Err(Answered)`: the response started
-/// first (its event stays queued); `Err(Worker)`: the worker is gone.
-async fn await_window(hub: &Hub, sid: StreamId, deadline: Option<Instant>) -> Result<(), Stop> {
-    let opened = match deadline {
-        None => hub.wait_body_window(sid).await,
-        Some(d) => monoio::select! {
-            opened = hub.wait_body_window(sid) => opened,
-            _ = crate::deadline::until(d) => return Err(Stop::TimedOut),
-        },
-    };
-    if opened.is_ok() {
-        return Ok(());
-    }
-    match hub.next_event(sid).await {
-        Event::WorkerLost => Err(Stop::Worker),
-        ev => {
-            hub.unget_event(sid, ev);
-            Err(Stop::Answered)
+/// The app answered while its body was still coming (`upload`, `send_body` under way):
+/// the response goes out while the body goes on to the app as it arrives and as its body
+/// window allows (full duplex, as under uvicorn: an echo, a transform, a gRPC-style
+/// stream). Once the response is done, a body still coming is left unread (h2 resets the
+/// stream's receiving half). A body that fails now cannot be answered with a status any
+/// more: the app is told the client left, and the response goes on as far as it can.
+async fn duplex(
+    sh: &Shared,
+    sid: StreamId,
+    head_method: bool,
+    respond: &mut SendResponse<Bytes>,
+    deadline: Option<Instant>,
+    mut upload: std::pin::Pin<Box<impl std::future::Future<Output = Result<(), Stop>>>>,
+) -> Outcome {
+    let response = respond_from(sh, sid, head_method, respond, deadline);
+    let mut response = std::pin::pin!(response);
+    let mut uploading = true;
+    loop {
+        monoio::select! {
+            done = &mut response => return match done {
+                Responded::Done(out) => out,
+                // Only a request without a body is taken back from a stalled worker.
+                Responded::Revoked => Outcome { status: 502, bytes: 0 },
+            },
+            sent = &mut upload, if uploading => {
+                uploading = false;
+                match sent {
+                    Ok(()) | Err(Stop::Worker | Stop::Answered) => {}
+                    Err(stop) => {
+                        tracing::debug!(peer = %sh.peer, reason = ?stop, "request body ended early while the response was under way");
+                        sh.hub.notify_disconnect(sid);
+                    }
+                }
+            },
         }
     }
 }
 
-/// The next DATA of the request body, or the response starting first. `wait`: the longest
-/// wait for it (`--timeout-body-read`, or less to the request's deadline).
+/// Waits until the stream's body window is open, whatever events arrive meanwhile (the
+/// caller watches for the response). `Err(Worker)`: the stream or its worker is gone.
+async fn await_window(hub: &Hub, sid: StreamId, deadline: Option<Instant>) -> Result<(), Stop> {
+    let opened = match deadline {
+        None => hub.wait_body_room(sid).await,
+        Some(d) => monoio::select! {
+            opened = hub.wait_body_room(sid) => opened,
+            _ = crate::deadline::until(d) => return Err(Stop::TimedOut),
+        },
+    };
+    opened.map_err(|()| Stop::Worker)
+}
+
+/// The next DATA of the request body. `wait`: the longest wait for it
+/// (`--timeout-body-read`, or less to the request's deadline).
 async fn next_data(
-    hub: &Hub,
-    sid: StreamId,
     body: &mut RecvStream,
     wait: Duration,
     timeout: Stop,
@@ -519,11 +557,30 @@ async fn next_data(
             Some(Ok(data)) => Ok(Some(data)),
             Some(Err(_)) => Err(Stop::Client),
         },
-        ev = hub.next_event(sid) => {
-            let lost = matches!(ev, Event::WorkerLost);
-            hub.unget_event(sid, ev);
-            Err(if lost { Stop::Worker } else { Stop::Answered })
-        },
+    }
+}
+
+/// A request slot on `worker` with room in its ring for the record that will carry it, so
+/// that nothing awaits between taking the slot and sending it: an upload dropped at an
+/// await (its response finished first, `duplex`) holds no slot.
+async fn take_sendable_slot(hub: &Hub, worker: usize) -> Result<SlotIndex, Stop> {
+    loop {
+        let slot = take_slot(hub, worker).await?;
+        if hub.has_room(worker).map_err(|Lost| Stop::Worker)? {
+            return Ok(slot);
+        }
+        hub.untake_slot(worker, slot);
+        hub.flush(worker);
+        hub.wait_space(worker, Need::Room).await;
+    }
+}
+
+/// Sends a record for which `take_sendable_slot` made room (a full ring, impossible then,
+/// is a lost worker).
+fn send_now(hub: &Hub, worker: usize, rec: Record) -> Result<(), Stop> {
+    match hub.send(worker, rec) {
+        Ok(true) => Ok(()),
+        Ok(false) | Err(Lost) => Err(Stop::Worker),
     }
 }
 
@@ -579,7 +636,7 @@ async fn send_body(
         };
         let mut data = match carry.take() {
             Some(d) => d,
-            None => match next_data(hub, sid, body, wait, timeout).await? {
+            None => match next_data(body, wait, timeout).await? {
                 Some(d) => d,
                 None => {
                     // End of the body: an empty last record, as HTTP/1.1 sends.
@@ -590,7 +647,7 @@ async fn send_body(
                 }
             },
         };
-        let slot = take_slot(hub, worker).await?;
+        let slot = take_sendable_slot(hub, worker).await?;
         let mut filled = 0;
         let mut released = 0;
         loop {
@@ -621,7 +678,7 @@ async fn send_body(
         let rec = Record::new(Kind::Body, sid)
             .with_slot(slot.get(), filled as u32, 0)
             .more(more);
-        push(hub, worker, rec).await?;
+        send_now(hub, worker, rec)?;
         hub.body_sent(sid);
         hub.flush(worker);
         let _ = body.flow_control().release_capacity(released);

@@ -164,6 +164,7 @@ pub async fn serve(
         unwatched: false,
         gone: false,
         h2c: false,
+        upload: None,
         h2c_allowed,
         served: Served::default(),
     };
@@ -205,6 +206,8 @@ struct Conn {
     served: Served,
     /// The first bytes were the HTTP/2 client preface: `run` returned to hand over.
     h2c: bool,
+    /// A request body still coming while its response goes out (upload.rs, full duplex).
+    upload: Option<Box<upload::Upload>>,
     /// No request yet on a plain connection under `--http auto`: the preface may come.
     h2c_allowed: bool,
 }
@@ -556,13 +559,18 @@ impl Conn {
         {
             Ok(()) => {}
             Err(SendEnd::Answered) => {
-                // The app answered without the body: what the client sends next is that
-                // unread body, so the connection closes after the response.
+                // The app answered before it had the whole body. Whatever of the body is
+                // still coming goes on to the app while the response goes out (full
+                // duplex, `self.upload`), unless the app answered an `Expect:
+                // 100-continue` without asking for it; either way the connection closes
+                // after the response, as the rest of an unread body would be taken for
+                // the next request.
                 let side = RequestSide {
                     keep_alive: false,
                     ..side
                 };
                 self.respond(sid, side, deadline).await;
+                self.upload = None;
                 return Next::Close;
             }
             Err(SendEnd::WorkerLost) => {
@@ -680,6 +688,12 @@ impl Conn {
     /// The stream's next event, watching for the client leaving once the response takes
     /// a while, and for the request deadline.
     async fn next_event(&mut self, sid: StreamId, deadline: Option<Instant>) -> Waited {
+        if self.upload.is_some() {
+            // Boxed: rare, and the connection's task is sized by its largest state.
+            if let Some(waited) = Box::pin(self.duplex_event(sid, deadline)).await {
+                return waited;
+            }
+        }
         let hub = self.hub.clone();
         let mut waited = Duration::ZERO;
         loop {

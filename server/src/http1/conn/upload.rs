@@ -19,8 +19,22 @@ impl Pace {
     }
 }
 
+/// A request body still coming in while the app's response goes out (full duplex): what
+/// `Conn::next_event` needs to go on feeding the app while it waits for the response.
+pub(super) struct Upload {
+    sid: StreamId,
+    worker: usize,
+    slot_size: usize,
+    body: BodyState,
+    pace: Pace,
+    /// Since when the body window has been shut (the app's time, not the client's).
+    shut: Option<Instant>,
+}
+
 impl Conn {
     /// Streams the request head (in `scratch`) and its body into the worker's channel.
+    /// `Err(Answered)` with `self.upload` set: the response started while the body was
+    /// still coming; `next_event` goes on sending it.
     pub(super) async fn send_request(
         &mut self,
         sid: StreamId,
@@ -30,79 +44,254 @@ impl Conn {
         wait_continue: bool,
         deadline: Option<Instant>,
     ) -> Result<(), SendEnd> {
-        let mut body = BodyState::new(framing, self.cfg.max_body);
-        let head_len = self.scratch.len();
-        let mut first = true;
-        let mut pace = Pace::new();
+        let mut up = Upload {
+            sid,
+            worker,
+            slot_size,
+            body: BodyState::new(framing, self.cfg.max_body),
+            pace: Pace::new(),
+            shut: None,
+        };
+        if self.push_body(&mut up, Some(wait_continue), true).await? {
+            return Ok(());
+        }
+        if wait_continue {
+            self.await_continue(sid).await?;
+            // The client was waiting for us: its body starts now.
+            up.pace = Pace::new();
+        }
         loop {
-            let slot = self.take_slot(worker).await?;
-            let mut filled = if first {
-                self.hub
-                    .write_slot(worker, slot, 0, &self.scratch)
-                    .map_err(|_| SendEnd::WorkerLost)?;
-                head_len
-            } else {
-                0
-            };
-            // Fill the slot from what is buffered, reading more only while the slot is
-            // still empty (so that bytes reach the app as they arrive).
-            loop {
-                let (consumed, copied) =
-                    body.pump(&self.buf, slot_size - filled, |bytes, at| {
-                        let _ = self.hub.write_slot(worker, slot, filled + at, bytes);
-                    })?;
-                self.buf.drain(..consumed);
-                filled += copied;
-                // The first record goes out at once, so the app starts before its body
-                // arrives; later ones as soon as they hold anything.
-                if first || body.done() || filled == slot_size || filled > 0 {
-                    break;
-                }
-                self.read_body(&mut pace).await?;
-            }
-            let more = !body.done();
-            let (kind, aux) = if first {
-                (Kind::Request, head_len as u32)
-            } else {
-                (Kind::Body, 0)
-            };
-            let rec = if filled == 0 && !first {
-                self.hub.untake_slot(worker, slot);
-                Record::new(kind, sid).more(more)
-            } else {
-                let mut rec = Record::new(kind, sid)
-                    .with_slot(slot.get(), filled as u32, aux)
-                    .more(more)
-                    .expect_continue(first && more && wait_continue);
-                if first && !more && filled == head_len {
-                    // The whole request is this record (and `scratch`): revocable.
-                    rec.extra = self.hub.queue_claim(sid, worker);
-                }
-                rec
-            };
-            self.push(worker, rec).await?;
-            if !first {
-                self.hub.body_sent(sid);
-            }
-            self.hub.flush(worker);
-            if !more {
-                return Ok(());
-            }
-            if first && wait_continue {
-                self.await_continue(sid).await?;
-                // The client was waiting for us: its body starts now.
-                pace = Pace::new();
-            }
-            first = false;
             // Backpressure: no more reading (nor sending) until the app has taken enough
             // of what it was sent. The wait is the app's, not the client's: it does not
             // count against --min-body-rate.
             let waited = Instant::now();
-            self.await_window(sid, deadline).await?;
-            pace.since += waited.elapsed();
-            if self.buf.is_empty() {
-                self.read_body(&mut pace).await?;
+            match self.await_window(sid, deadline).await {
+                Ok(()) => {}
+                Err(SendEnd::Answered) => {
+                    self.upload = Some(Box::new(up));
+                    return Err(SendEnd::Answered);
+                }
+                Err(e) => return Err(e),
             }
+            up.pace.since += waited.elapsed();
+            if self.buf.is_empty() {
+                match self.await_body(sid, &up.pace, deadline).await {
+                    Ok(()) => {}
+                    Err(SendEnd::Answered) => {
+                        self.upload = Some(Box::new(up));
+                        return Err(SendEnd::Answered);
+                    }
+                    Err(e) => return Err(e),
+                }
+                self.read_body(&mut up.pace).await?;
+            }
+            if self.push_body(&mut up, None, true).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends the next record of the request: the head (`first`: `Some(expect_continue)`)
+    /// with what of the body fits beside it, else one slot of body from `buf`, reading
+    /// more while the slot is empty if `may_read`. Returns whether the body is done.
+    /// Without `may_read`, a slot that `buf` cannot fill with a single body byte (a chunk
+    /// header cut short) goes back unsent.
+    async fn push_body(
+        &mut self,
+        up: &mut Upload,
+        first: Option<bool>,
+        may_read: bool,
+    ) -> Result<bool, SendEnd> {
+        let (sid, worker, slot_size) = (up.sid, up.worker, up.slot_size);
+        let slot = self.take_slot(worker).await?;
+        let head_len = if first.is_some() {
+            self.hub
+                .write_slot(worker, slot, 0, &self.scratch)
+                .map_err(|_| SendEnd::WorkerLost)?;
+            self.scratch.len()
+        } else {
+            0
+        };
+        let mut filled = head_len;
+        // Fill the slot from what is buffered, reading more only while the slot is still
+        // empty (so that bytes reach the app as they arrive).
+        loop {
+            let (consumed, copied) = up.body.pump(&self.buf, slot_size - filled, |bytes, at| {
+                let _ = self.hub.write_slot(worker, slot, filled + at, bytes);
+            })?;
+            self.buf.drain(..consumed);
+            filled += copied;
+            // The first record goes out at once, so the app starts before its body
+            // arrives; later ones as soon as they hold anything.
+            if first.is_some() || up.body.done() || filled > 0 {
+                break;
+            }
+            if !may_read {
+                self.hub.untake_slot(worker, slot);
+                return Ok(false);
+            }
+            self.read_body(&mut up.pace).await?;
+        }
+        let more = !up.body.done();
+        let rec = match first {
+            Some(expect_continue) => {
+                let mut rec = Record::new(Kind::Request, sid)
+                    .with_slot(slot.get(), filled as u32, head_len as u32)
+                    .more(more)
+                    .expect_continue(more && expect_continue);
+                if !more && filled == head_len {
+                    // The whole request is this record (and `scratch`): revocable.
+                    rec.extra = self.hub.queue_claim(sid, worker);
+                }
+                rec
+            }
+            None if filled == 0 => {
+                self.hub.untake_slot(worker, slot);
+                Record::new(Kind::Body, sid).more(more)
+            }
+            None => Record::new(Kind::Body, sid)
+                .with_slot(slot.get(), filled as u32, 0)
+                .more(more),
+        };
+        self.push(worker, rec).await?;
+        if first.is_none() {
+            self.hub.body_sent(sid);
+        }
+        self.hub.flush(worker);
+        Ok(!more)
+    }
+
+    /// Waits for the stream's next event while the request body is still coming (the
+    /// app answered first, `self.upload`): body bytes go on to the app as they arrive and
+    /// as its body window allows, so an app that streams its answer while it reads (an
+    /// echo, a transform, a proxy) works as under uvicorn. `None` once the body is done or
+    /// has failed: the caller waits as usual. A body that fails now cannot be answered
+    /// with a status any more (the response has begun): the app is told the client left
+    /// and the connection closes after the response.
+    pub(super) async fn duplex_event(
+        &mut self,
+        sid: StreamId,
+        deadline: Option<Instant>,
+    ) -> Option<Waited> {
+        let mut up = self.upload.take()?;
+        let hub = self.hub.clone();
+        let failed = loop {
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => {
+                        self.upload = Some(up);
+                        return Some(Waited::TimedOut);
+                    }
+                },
+                None => Duration::from_secs(3600),
+            };
+            if !hub.body_window_open(sid) {
+                up.shut.get_or_insert_with(Instant::now);
+                let step = monoio::select! {
+                    ev = hub.next_event(sid) => Some(ev),
+                    _ = hub.wait_body_room(sid) => None,
+                    _ = monoio::time::sleep(left) => None,
+                };
+                match step {
+                    // A late invitation: the body is coming anyway.
+                    Some(Event::Continue) | None => continue,
+                    Some(ev) => {
+                        self.upload = Some(up);
+                        return Some(Waited::Event(ev));
+                    }
+                }
+            }
+            if let Some(shut) = up.shut.take() {
+                up.pace.since += shut.elapsed();
+            }
+            // Body bytes already here go first.
+            if !self.buf.is_empty() {
+                let before = self.buf.len();
+                match self.push_body(&mut up, None, false).await {
+                    Ok(true) => return None,
+                    Ok(false) if self.buf.len() != before => continue,
+                    Ok(false) => {}
+                    Err(e) => break e,
+                }
+            }
+            // Decrypted bytes that the socket's readiness does not show.
+            if self.sock.buffered() {
+                if let Err(e) = self.read_body(&mut up.pace).await {
+                    break e;
+                }
+                continue;
+            }
+            // Nothing usable buffered: wait for the client's next bytes or the app.
+            let pause = match self.body_pause(&up.pace) {
+                Ok(pause) => pause,
+                Err(e) => break e,
+            };
+            let since = Instant::now();
+            let step = monoio::select! {
+                ev = hub.next_event(sid) => Some(Some(ev)),
+                _ = self.sock.readable() => None,
+                _ = monoio::time::sleep(left.min(pause)) => Some(None),
+            };
+            match step {
+                Some(Some(Event::Continue)) => {}
+                Some(Some(ev)) => {
+                    self.upload = Some(up);
+                    return Some(Waited::Event(ev));
+                }
+                Some(None) if since.elapsed() >= pause => break SendEnd::Client(Some(408)),
+                Some(None) => {}
+                None => {
+                    if let Err(e) = self.read_body(&mut up.pace).await {
+                        break e;
+                    }
+                }
+            }
+        };
+        match failed {
+            SendEnd::WorkerLost => {}
+            e => {
+                tracing::debug!(peer = %self.peer, reason = e.describe(), "request body ended early while the response was under way; closing after it");
+                self.unwatched = true;
+                self.gone = matches!(e, SendEnd::Client(None));
+                self.hub.notify_disconnect(sid);
+            }
+        }
+        None
+    }
+
+    /// Waits until the client's next body bytes can be read, watching for the app's
+    /// response beginning meanwhile (`Err(Answered)`, its event left queued: an app that
+    /// answers first must not wait for a client that waits for its answer).
+    async fn await_body(
+        &mut self,
+        sid: StreamId,
+        pace: &Pace,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendEnd> {
+        if self.sock.buffered() {
+            return Ok(());
+        }
+        let pause = self.body_pause(pace)?;
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let hub = self.hub.clone();
+        monoio::select! {
+            _ = hub.event_waiting(sid) => match hub.next_event(sid).await {
+                Event::WorkerLost => Err(SendEnd::WorkerLost),
+                ev => {
+                    hub.unget_event(sid, ev);
+                    Err(SendEnd::Answered)
+                }
+            },
+            _ = self.sock.readable() => Ok(()),
+            _ = monoio::time::sleep(left.map_or(pause, |l| l.min(pause))) => {
+                if left.is_some_and(|l| l < pause) {
+                    Err(SendEnd::TimedOut)
+                } else {
+                    tracing::debug!(peer = %self.peer, bytes = pace.got, "request body paused past --timeout-body-read");
+                    Err(SendEnd::Client(Some(408)))
+                }
+            },
         }
     }
 
@@ -161,6 +350,20 @@ impl Conn {
     /// grace, so a body trickled a byte at a time cannot hold the connection (and the app's
     /// request) for ever.
     pub(super) async fn read_body(&mut self, pace: &mut Pace) -> Result<(), SendEnd> {
+        let wait = self.body_pause(pace)?;
+        let before = self.buf.len();
+        let res = self.read_more(wait).await;
+        pace.got += self.buf.len().saturating_sub(before) as u64;
+        match res {
+            Ok(()) => Ok(()),
+            Err(ReadEnd::TimedOut) => Err(SendEnd::Client(Some(408))),
+            Err(_) => Err(SendEnd::Client(None)),
+        }
+    }
+
+    /// The longest the client may now pause its body: `--timeout-body-read`, less once
+    /// `--min-body-rate` runs short. `Err(408)` when it has run out.
+    fn body_pause(&self, pace: &Pace) -> Result<Duration, SendEnd> {
         let mut wait = self.cfg.body_read;
         if self.cfg.min_body_rate > 0 {
             let earned = Duration::from_secs_f64(pace.got as f64 / self.cfg.min_body_rate as f64);
@@ -171,14 +374,7 @@ impl Conn {
             }
             wait = wait.min(left);
         }
-        let before = self.buf.len();
-        let res = self.read_more(wait).await;
-        pace.got += self.buf.len().saturating_sub(before) as u64;
-        match res {
-            Ok(()) => Ok(()),
-            Err(ReadEnd::TimedOut) => Err(SendEnd::Client(Some(408))),
-            Err(_) => Err(SendEnd::Client(None)),
-        }
+        Ok(wait)
     }
 
     pub(super) async fn take_slot(&self, worker: usize) -> Result<SlotIndex, SendEnd> {
@@ -206,6 +402,7 @@ impl Conn {
 }
 
 /// Why streaming a request stopped early.
+#[derive(Debug)]
 pub(super) enum SendEnd {
     WorkerLost,
     /// The app responded before it asked for an `Expect: 100-continue` body.
@@ -214,6 +411,21 @@ pub(super) enum SendEnd {
     Client(Option<u16>),
     /// `--timeout-request` passed while the body waited for the app to read.
     TimedOut,
+}
+
+impl SendEnd {
+    /// For a log line.
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::WorkerLost => "worker lost",
+            Self::Answered => "answered",
+            Self::Client(Some(408)) => "body too slow",
+            Self::Client(Some(413)) => "body too large",
+            Self::Client(Some(_)) => "bad body",
+            Self::Client(None) => "client gone",
+            Self::TimedOut => "request timed out",
+        }
+    }
 }
 
 /// Request body progress.
