@@ -269,8 +269,17 @@ impl Conn {
         pace: &Pace,
         deadline: Option<Instant>,
     ) -> Result<(), SendEnd> {
+        // PERF: bytes already waiting are read at once. With a readiness poll before every
+        // read, a 300 MB upload (curl to tests/apps/echo_app.py's mode=count, 2 workers)
+        // cost the server a median 31.5 CPU ticks against 26 before full duplex (6 runs
+        // each, alternating builds, 2026-12-05); with this peek first, 33 against 32.
         if self.sock.buffered() {
             return Ok(());
+        }
+        match crate::sys::peek(self.sock.socket()) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            // Bytes, EOF or an error: the read says which.
+            _ => return Ok(()),
         }
         let pause = self.body_pause(pace)?;
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
