@@ -154,6 +154,31 @@ def test_malformed_request_gets_400_and_close(fastapi_server: Server, raw: bytes
         assert c.closed_by_peer()
 
 
+BAD_BODIES = [
+    # A chunk longer than its size says: found on the first piece of the body.
+    b"POST /?mode=count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloZZ\r\n",
+    # A good chunk, then a size that is not hex.
+    b"POST /?mode=count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\nzz\r\n",
+]
+
+
+def test_bad_request_bodies_leave_the_worker_its_slots(servers) -> None:
+    """A request whose body fails in the front end must give back the shared-memory slot
+    it took for it: 128 of them (the default --channel-slots) used to leave the worker
+    none, and every later request to it hung. 300 bad bodies on one worker, then a good
+    request."""
+    server = servers.start("echo_app:app", workers=1)
+    for i in range(300):
+        with rawhttp.Connection(server.host, server.port, timeout=10) as c:
+            c.send(BAD_BODIES[i % len(BAD_BODIES)])
+            assert c.read_response("POST").status == 400, f"bad body {i}"
+    with rawhttp.Connection(server.host, server.port, timeout=10) as c:
+        r = c.request("POST", "/?mode=count", body=b"hello")
+        assert r.status == 200
+        assert json.loads(r.body)["bytes"] == 5
+
+
 @pytest.fixture(scope="module")
 def echo_plain(servers) -> Server:
     return servers.start("echo_app:app", extra_args=("--no-date-header", "--no-server-header"))

@@ -290,7 +290,7 @@ async fn run(
             return reply(sh, respond, 431, head_method);
         }
         let first = async {
-            let slot = take_slot(hub, worker).await?;
+            let slot = take_sendable_slot(hub, worker).await?;
             hub.write_slot(worker, slot, 0, &head)
                 .map_err(|Lost| Stop::Worker)?;
             let mut rec = Record::new(Kind::Request, sid)
@@ -300,7 +300,7 @@ async fn run(
             if end {
                 rec.extra = hub.queue_claim(sid, worker);
             }
-            push(hub, worker, rec).await?;
+            send_now(hub, worker, rec)?;
             hub.flush(worker);
             Ok::<(), Stop>(())
         };
@@ -495,8 +495,9 @@ async fn await_continue(
 /// The app answered while its body was still coming (`upload`, `send_body` under way):
 /// the response goes out while the body goes on to the app as it arrives and as its body
 /// window allows (full duplex, as under uvicorn: an echo, a transform, a gRPC-style
-/// stream). Once the response is done, a body still coming is left unread (h2 resets the
-/// stream's receiving half). A body that fails now cannot be answered with a status any
+/// stream). Once the response is done, a body still coming is left unread (the stream's
+/// receiving half is dropped with the stream's task, as when an app answers without
+/// reading its body). A body that fails now cannot be answered with a status any
 /// more: the app is told the client left, and the response goes on as far as it can.
 async fn duplex(
     sh: &Shared,
@@ -561,8 +562,8 @@ async fn next_data(
 }
 
 /// A request slot on `worker` with room in its ring for the record that will carry it, so
-/// that nothing awaits between taking the slot and sending it: an upload dropped at an
-/// await (its response finished first, `duplex`) holds no slot.
+/// that nothing awaits between taking the slot and sending it: a stream's task dropped at
+/// an await (an upload whose response finished first, `duplex`) holds no slot.
 async fn take_sendable_slot(hub: &Hub, worker: usize) -> Result<SlotIndex, Stop> {
     loop {
         let slot = take_slot(hub, worker).await?;
@@ -665,7 +666,12 @@ async fn send_body(
                 break;
             }
             match ready_data(body) {
-                Some(d) => data = d?,
+                Some(Ok(d)) => data = d,
+                Some(Err(stop)) => {
+                    // The slot goes back: kept, it would be lost to the worker for good.
+                    hub.untake_slot(worker, slot);
+                    return Err(stop);
+                }
                 None => break,
             }
         }

@@ -103,35 +103,43 @@ impl Conn {
         may_read: bool,
     ) -> Result<bool, SendEnd> {
         let (sid, worker, slot_size) = (up.sid, up.worker, up.slot_size);
-        let slot = self.take_slot(worker).await?;
         let head_len = if first.is_some() {
-            self.hub
-                .write_slot(worker, slot, 0, &self.scratch)
-                .map_err(|_| SendEnd::WorkerLost)?;
             self.scratch.len()
         } else {
             0
         };
-        let mut filled = head_len;
-        // Fill the slot from what is buffered, reading more only while the slot is still
-        // empty (so that bytes reach the app as they arrive).
-        loop {
-            let (consumed, copied) = up.body.pump(&self.buf, slot_size - filled, |bytes, at| {
-                let _ = self.hub.write_slot(worker, slot, filled + at, bytes);
-            })?;
+        // Fill a slot from what is buffered, reading more only while the slot would still
+        // be empty (so that bytes reach the app as they arrive). A slot goes back to the
+        // pool on every way out but its record: one kept by a failed body (a bad chunk, a
+        // client gone) would be lost to the worker for good, and 128 such requests (the
+        // default --channel-slots) left it no slot for any request at all.
+        let (slot, filled) = loop {
+            let slot = self.take_slot(worker).await?;
+            if first.is_some() && self.hub.write_slot(worker, slot, 0, &self.scratch).is_err() {
+                return Err(SendEnd::WorkerLost);
+            }
+            let pumped = up.body.pump(&self.buf, slot_size - head_len, |bytes, at| {
+                let _ = self.hub.write_slot(worker, slot, head_len + at, bytes);
+            });
+            let (consumed, copied) = match pumped {
+                Ok(pumped) => pumped,
+                Err(e) => {
+                    self.hub.untake_slot(worker, slot);
+                    return Err(e);
+                }
+            };
             self.buf.drain(..consumed);
-            filled += copied;
             // The first record goes out at once, so the app starts before its body
             // arrives; later ones as soon as they hold anything.
-            if first.is_some() || up.body.done() || filled > 0 {
-                break;
+            if first.is_some() || up.body.done() || copied > 0 {
+                break (slot, head_len + copied);
             }
+            self.hub.untake_slot(worker, slot);
             if !may_read {
-                self.hub.untake_slot(worker, slot);
                 return Ok(false);
             }
             self.read_body(&mut up.pace).await?;
-        }
+        };
         let more = !up.body.done();
         let rec = match first {
             Some(expect_continue) => {
