@@ -377,15 +377,17 @@ impl Hub {
         }
     }
 
-    /// Waits until the stream's body window is open (`Ok`), or an event arrives first
-    /// (`Err`: the response started, or the worker is gone; the event stays queued).
-    pub async fn wait_body_window(&self, id: StreamId) -> Result<(), ()> {
+    /// Waits until the stream's body window is open (`Ok`). `Err`: the stream is gone or,
+    /// with `or_event`, an event arrived first (the response started, or the worker is
+    /// gone; the event stays queued). Without `or_event` events are left to the caller,
+    /// which watches them itself (a full-duplex body: the response is under way).
+    pub async fn wait_body_window(&self, id: StreamId, or_event: bool) -> Result<(), ()> {
         std::future::poll_fn(|cx| {
             let mut inner = self.inner.borrow_mut();
             let Some(s) = inner.streams.get_mut(id) else {
                 return Poll::Ready(Err(()));
             };
-            if !s.inbox.is_empty() {
+            if or_event && !s.inbox.is_empty() {
                 return Poll::Ready(Err(()));
             }
             if s.body.open() {
@@ -417,23 +419,6 @@ impl Hub {
     pub fn body_window_open(&self, id: StreamId) -> bool {
         let mut inner = self.inner.borrow_mut();
         inner.streams.get_mut(id).is_some_and(|s| s.body.open())
-    }
-
-    /// Waits until the stream's body window is open, whatever events arrive meanwhile
-    /// (the response is under way: a full-duplex body). `Err`: the stream is gone.
-    pub async fn wait_body_room(&self, id: StreamId) -> Result<(), ()> {
-        std::future::poll_fn(|cx| {
-            let mut inner = self.inner.borrow_mut();
-            let Some(s) = inner.streams.get_mut(id) else {
-                return Poll::Ready(Err(()));
-            };
-            if s.body.open() {
-                return Poll::Ready(Ok(()));
-            }
-            s.waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
     }
 
     /// "METHOD /path" of a stream, for the log lines of a request sent again.

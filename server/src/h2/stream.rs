@@ -535,9 +535,9 @@ async fn duplex(
 /// caller watches for the response). `Err(Worker)`: the stream or its worker is gone.
 async fn await_window(hub: &Hub, sid: StreamId, deadline: Option<Instant>) -> Result<(), Stop> {
     let opened = match deadline {
-        None => hub.wait_body_room(sid).await,
+        None => hub.wait_body_window(sid, false).await,
         Some(d) => monoio::select! {
-            opened = hub.wait_body_room(sid) => opened,
+            opened = hub.wait_body_window(sid, false) => opened,
             _ = crate::deadline::until(d) => return Err(Stop::TimedOut),
         },
     };

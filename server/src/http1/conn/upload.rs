@@ -198,7 +198,7 @@ impl Conn {
                 up.shut.get_or_insert_with(Instant::now);
                 let step = monoio::select! {
                     ev = hub.next_event(sid) => Some(ev),
-                    _ = hub.wait_body_room(sid) => None,
+                    _ = hub.wait_body_window(sid, false) => None,
                     _ = monoio::time::sleep(left) => None,
                 };
                 match step {
@@ -319,7 +319,7 @@ impl Conn {
         deadline: Option<Instant>,
     ) -> Result<(), SendEnd> {
         let hub = self.hub.clone();
-        let wait = hub.wait_body_window(sid);
+        let wait = hub.wait_body_window(sid, true);
         let res = match deadline {
             None => wait.await,
             Some(d) => {
