@@ -28,6 +28,8 @@ Routes (query parameters in brackets; `tag` is copied into the event lines):
                           until it returns http.disconnect, records "disconnect-seen", and
                           ends without a response
 Lifespan: records "startup" and "shutdown".
+Import: while the file named by URINGAPI_TEST_IMPORT_HOLD exists, a worker importing this
+module records "import-held" and sleeps (at most 30 s): a worker still starting.
 """
 
 from __future__ import annotations
@@ -45,6 +47,14 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 INDEX = os.environ.get("URINGAPI_WORKER_INDEX", "?")
+
+_hold = os.environ.get("URINGAPI_TEST_IMPORT_HOLD")
+if _hold and os.path.exists(_hold):
+    events.record("import-held")
+    for _ in range(300):
+        if not os.path.exists(_hold):
+            break
+        time.sleep(0.1)
 
 
 def whoami() -> dict[str, Any]:

@@ -763,6 +763,28 @@ def test_sigttin_adds_and_sigttou_removes_a_worker(servers: ServerFactory, tmp_p
     assert server.proc.poll() is None
 
 
+@uringapi_only
+def test_sigterm_while_a_worker_still_imports_is_a_clean_stop(servers: ServerFactory,
+                                                              tmp_path: Path) -> None:
+    """A worker added just before shutdown has no SIGTERM handler yet: it dies of the signal.
+    That is the stop asked for, not a worker gone wrong: no warning, exit 0."""
+    hold = tmp_path / "import-hold"
+    log = tmp_path / "events.log"
+    server = servers.start(APP, workers=1, probe_path="/pid",
+                           env={"URINGAPI_TEST_EVENT_LOG": str(log),
+                                "URINGAPI_TEST_IMPORT_HOLD": str(hold)})
+    events = Events(log)
+    (first,) = wait_workers(server, lambda p: len(p) == 1, "one worker")
+    hold.touch()
+    server.proc.send_signal(signal.SIGTTIN)
+    ((_, starting, _),) = events.wait("import-held")
+    assert starting != first
+    assert server.stop(signal.SIGTERM) == 0, server.stderr_tail()
+    assert not log_lines(server, r"WARN|ERROR"), server.stderr_tail()
+    assert log_lines(server, rf"worker stopped while still starting .*pid={starting}\b")
+    assert [pid for _, pid, _ in events.of("shutdown")] == [first]
+
+
 # ---------------------------------------------------------------------------------------
 # 8b. --sched: the scheduling policy of front-end threads and workers
 

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -210,6 +211,14 @@ fn stop_workers(workers: &mut Workers, grace: Duration) {
         for w in &mut workers.0 {
             if w.child.is_some() {
                 match w.exited() {
+                    // Still importing the app: it had no handler for SIGTERM yet.
+                    Some(s) if !w.ever_ready && s.signal() == Some(libc::SIGTERM) => {
+                        tracing::info!(
+                            worker = w.index,
+                            pid = w.pid,
+                            "worker stopped while still starting"
+                        );
+                    }
                     Some(s) if !s.success() && s.code() != Some(0) => {
                         tracing::warn!(worker = w.index, pid = w.pid, status = %s, "worker exited uncleanly during shutdown");
                     }
