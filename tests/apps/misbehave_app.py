@@ -23,6 +23,7 @@ Routes (query parameters in brackets):
   GET  /wrong-length declared sent [pieces]
                            a Content-Length of `declared` and `sent` bytes of "z" in
                            `pieces` body messages (default 1)
+  GET  /big-head size      one response header whose value is `size` bytes of "h"
   POST /slowread [delay]   reads the body with asyncio.sleep(delay) between receive()
                            calls; answers {"sha256", "bytes", "chunks", "max_chunk"}
 
@@ -166,6 +167,11 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
             last = off + step >= sent
             await send({"type": "http.response.body", "body": b"z" * min(step, sent - off),
                         "more_body": not last})
+    elif path == "/big-head":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-big", b"h" * int(query["size"])),
+                                (b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
     elif path == "/slowread" and method == "POST":
         delay = num("delay", 0.01)
         h = hashlib.sha256()

@@ -432,3 +432,21 @@ def test_body_that_disagrees_with_content_length_closes_the_connection(
         time.sleep(0.02)
     assert get(server, "/pid").status == 200
 
+
+
+@uringapi_only
+def test_response_head_larger_than_a_slot_is_a_500_that_says_why(servers: ServerFactory) -> None:
+    """A response head must fit in one shared-memory slot (64 KiB by default). One that
+    does is sent whole; one that does not is a 500 (uvicorn would send it), and the log
+    names the limit and the flag that moves it. The worker goes on serving."""
+    server = servers.start(APP, probe_path="/pid")
+    fits = get(server, "/big-head?size=60000")
+    assert fits.status == 200 and fits.body == b"ok"
+    assert fits.header("x-big") == "h" * 60000
+    assert get(server, "/big-head?size=70000").status == 500
+    deadline = time.monotonic() + GUARD
+    while "raise --slot-size" not in server.stderr():
+        assert time.monotonic() < deadline, server.stderr_tail()
+        time.sleep(0.02)
+    assert "needs 700" in server.stderr(), server.stderr_tail()
+    assert get(server, "/pid").status == 200

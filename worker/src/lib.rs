@@ -385,9 +385,7 @@ impl Worker {
         let len = response_head_len(pairs.clone());
         let available = self.channels.first().map_or(0, WorkerChannel::slot_size);
         if len > available {
-            return Err(ResponseHeadTooLarge::new_err(format!(
-                "encoded head needs {len} bytes, {available} available"
-            )));
+            return Err(head_too_large(len, available));
         }
         PyBytes::new_with(py, len, |buf| {
             encode_response_head(status, pairs, buf)
@@ -665,6 +663,15 @@ fn body_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
     )))
 }
 
+/// A response head (status line and headers) must fit in one shared-memory slot.
+fn head_too_large(len: usize, available: usize) -> PyErr {
+    ResponseHeadTooLarge::new_err(format!(
+        "the response head (status line and headers) needs {len} bytes, but one \
+         shared-memory slot holds {available}: send fewer or shorter headers, or raise \
+         --slot-size"
+    ))
+}
+
 /// Copies an encoded response head (from `Worker.encode_head`), if any, to the start of
 /// `buf`; returns its length.
 fn write_head(buf: &mut [u8], head: Option<&[u8]>) -> PyResult<usize> {
@@ -672,11 +679,7 @@ fn write_head(buf: &mut [u8], head: Option<&[u8]>) -> PyResult<usize> {
         return Ok(0);
     };
     let Some(dst) = buf.get_mut(..head.len()) else {
-        return Err(ResponseHeadTooLarge::new_err(format!(
-            "encoded head needs {} bytes, {} available",
-            head.len(),
-            buf.len()
-        )));
+        return Err(head_too_large(head.len(), buf.len()));
     };
     dst.copy_from_slice(head);
     Ok(head.len())
