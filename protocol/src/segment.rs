@@ -18,6 +18,13 @@
 //!    yet"), never as sizes or indices.
 //! 3. The sleeping and wants-space flags live here too but follow the ring's rule 4 (see
 //!    `ring.rs` and `doorbell.rs`).
+//! 4. Stopping: a worker that gets a SIGTERM the front end did not send (an operator's
+//!    `kill`, a whole-group signal) stores `ready = 2` (`Release`): it asks to be replaced
+//!    and goes on serving; the supervisor loads it (`Acquire`) and retires the worker. The
+//!    front end itself stores `stop_requested = 1` (`Release`) before each SIGTERM it sends;
+//!    the worker's handler loads it (`Acquire`) to tell that SIGTERM (stop now) from the
+//!    others. This word is the one the front end writes after the hand-over; the worker
+//!    only reads it, and a worker that scribbles over it only changes how it stops itself.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -47,7 +54,8 @@ pub struct WorkerControl {
     pub sleeping: SleepFlag,
     /// The worker is blocked for response slots or ring space (same protocol as `sleeping`).
     pub wants_space: SleepFlag,
-    /// Set to 1 by the worker once its app has started.
+    /// Set to 1 by the worker once its app has started; 2 once it asks to be replaced
+    /// (rule 4).
     pub ready: AtomicU32,
     pub pid: AtomicU32,
 }
@@ -72,6 +80,8 @@ pub struct SegmentHeader {
     pub loop_lag_us: AtomicU64,
     /// Doorbells the worker process has rung so far (reported with each beat).
     pub worker_doorbells: AtomicU64,
+    /// 1 once the front end has decided to stop the worker (rule 4): its SIGTERM follows.
+    pub stop_requested: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_BYTES);
@@ -212,6 +222,7 @@ impl Segment {
             heartbeat: Padded(AtomicU64::new(0)),
             loop_lag_us: AtomicU64::new(0),
             worker_doorbells: AtomicU64::new(0),
+            stop_requested: AtomicU32::new(0),
         };
         // SAFETY: (all writes below) offsets come from `Geometry::channel`, which keeps every
         // part inside `segment_bytes()` == `self.len`, each 64-byte aligned.
@@ -330,9 +341,34 @@ impl Segment {
         &self.header().worker.0.sleeping
     }
 
+    /// The worker's app has started (it may have asked to be replaced since).
     pub fn is_ready(&self) -> bool {
         // SYNC: segment rule 1, pairs with the Release store in `set_ready`.
-        self.header().worker.0.ready.load(Ordering::Acquire) == 1
+        self.header().worker.0.ready.load(Ordering::Acquire) != 0
+    }
+
+    /// The worker got a SIGTERM that the front end did not send and asks to be replaced.
+    pub fn wants_replacement(&self) -> bool {
+        // SYNC: segment rule 4, pairs with the Release store in `ask_replacement`.
+        self.header().worker.0.ready.load(Ordering::Acquire) == 2
+    }
+
+    /// Worker side of rule 4: ask the front end to replace this (ready) worker.
+    pub fn ask_replacement(&self) {
+        // SYNC: segment rule 4, pairs with the Acquire load in `wants_replacement`.
+        self.header().worker.0.ready.store(2, Ordering::Release);
+    }
+
+    /// Front-end side of rule 4: the SIGTERM that follows is the front end's.
+    pub fn request_stop(&self) {
+        // SYNC: segment rule 4, pairs with the Acquire load in `stop_requested`.
+        self.header().stop_requested.store(1, Ordering::Release);
+    }
+
+    /// Whether the front end has decided to stop this worker (rule 4).
+    pub fn stop_requested(&self) -> bool {
+        // SYNC: segment rule 4, pairs with the Release store in `request_stop`.
+        self.header().stop_requested.load(Ordering::Acquire) == 1
     }
 
     pub fn set_ready(&self, pid: u32) {
@@ -470,6 +506,11 @@ mod tests {
         assert_eq!(other.generation(), 7);
         other.set_ready(42);
         assert!(seg.is_ready());
+        assert!(!seg.wants_replacement() && !other.stop_requested());
+        other.ask_replacement();
+        assert!(seg.is_ready() && seg.wants_replacement());
+        seg.request_stop();
+        assert!(other.stop_requested());
     }
 
     #[test]

@@ -9,7 +9,8 @@ Routes (query parameters in brackets):
   GET  /sleep [s]          records "sleep-start", sleeps s seconds (default 1), {"pid", "index"}
   GET  /hold release [max] records "hold-start", waits until the file `release` exists
                            (at most max seconds, default 30), {"pid", "index", "released"}
-  GET  /exit [pid]         os._exit(1) inside the handler
+  GET  /exit [pid, hold]   os._exit(1) inside the handler (after blocking the whole
+                           interpreter for hold seconds, when hold > 0)
   GET  /segv [pid]         a real segfault: reads address 0 through ctypes
   GET  /scribble [pid, hold]
                            overwrites the worker's whole memfd segment with random bytes,
@@ -114,6 +115,8 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
             return
         record(path[1:])
         if path == "/exit":
+            if num("hold", 0) > 0:
+                time.sleep(num("hold", 0))  # requests sent meanwhile wait in the ring
             os._exit(1)
         if path == "/segv":
             ctypes.string_at(0)  # SIGSEGV: a read of address 0

@@ -223,6 +223,31 @@ def test_worker_crash_mid_request(servers: ServerFactory, tmp_path: Path, kind: 
 
 
 @uringapi_only
+def test_requests_queued_behind_a_crash_are_served_by_its_replacement(
+        servers: ServerFactory, tmp_path: Path) -> None:
+    """A worker that dies takes down the request it was running, not the ones still waiting
+    in its ring: those it never started are taken back and sent again, here (one worker)
+    to the worker that replaces it. Its loop is blocked until it exits, and --stall-timeout
+    is long, so no stall verdict takes them back first."""
+    log = tmp_path / "events.log"
+    server = servers.start(APP, workers=1, probe_path="/pid",
+                           env={"URINGAPI_TEST_EVENT_LOG": str(log)},
+                           extra_args=("--stall-timeout", "60", "--timeout", "60"))
+    a_pid = json.loads(get(server, "/pid").body)["pid"]
+    crash = rawhttp.Connection(server.host, server.port, timeout=GUARD)
+    crash.send(rawhttp.build_request("GET", f"/exit?pid={a_pid}&hold=1"))
+    wait_for_event(log, "exit", a_pid)
+    with ThreadPoolExecutor(3) as pool:
+        queued = list(pool.map(lambda _: get(server, "/pid"), range(3)))
+    with crash:
+        assert crash.read_response().status == 502
+    for r in queued:
+        assert r.status == 200, (r.status, r.body[:200])
+        assert json.loads(r.body)["pid"] != a_pid
+    wait_log(server, r"took back requests the exited worker had not started")
+
+
+@uringapi_only
 def test_scribble_detected_by_front_end(servers: ServerFactory, tmp_path: Path) -> None:
     """The worker overwrites its segment and then blocks its interpreter (no poll, no
     heartbeat, no send): the front end alone must see the corrupt ring when it next uses

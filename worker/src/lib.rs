@@ -5,6 +5,7 @@
 //! The Python glue (`worker/python/uringapi/worker.py`) owns the event loop and the ASGI
 //! message flow; this module owns every byte that crosses shared memory.
 
+mod headers;
 // Public for the `scope_build` bench (benches/benches/scope_build.rs).
 pub mod scope;
 
@@ -17,6 +18,8 @@ use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::head::{encode_response_head, response_head_len, RequestView};
 use uringapi_protocol::record::{NO_SLOT, WS_CREDIT_AT, WS_TEXT, WS_WINDOW};
 use uringapi_protocol::{Kind, Record, Segment, WorkerChannel};
+
+use headers::{head_too_large, header_items, write_head};
 
 pyo3::create_exception!(
     _native,
@@ -160,6 +163,16 @@ impl Worker {
     /// Tells the front end this worker's app has started and may get requests.
     fn set_ready(&self) {
         self.segment.set_ready(std::process::id());
+    }
+
+    /// An outside SIGTERM: ask the front end to replace this worker (segment rule 4).
+    fn ask_replacement(&self) {
+        self.segment.ask_replacement();
+    }
+
+    /// Whether the front end decided to stop this worker: a SIGTERM now is its own.
+    fn stop_requested(&self) -> bool {
+        self.segment.stop_requested()
     }
 
     /// The lifespan state; each request's scope gets a shallow copy.
@@ -661,85 +674,6 @@ fn body_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
             .map(|n| n.to_string())
             .unwrap_or_default()
     )))
-}
-
-/// A response head (status line and headers) must fit in one shared-memory slot.
-fn head_too_large(len: usize, available: usize) -> PyErr {
-    ResponseHeadTooLarge::new_err(format!(
-        "the response head (status line and headers) needs {len} bytes, but one \
-         shared-memory slot holds {available}: send fewer or shorter headers, or raise \
-         --slot-size"
-    ))
-}
-
-/// Copies an encoded response head (from `Worker.encode_head`), if any, to the start of
-/// `buf`; returns its length.
-fn write_head(buf: &mut [u8], head: Option<&[u8]>) -> PyResult<usize> {
-    let Some(head) = head else {
-        return Ok(0);
-    };
-    let Some(dst) = buf.get_mut(..head.len()) else {
-        return Err(head_too_large(head.len(), buf.len()));
-    };
-    dst.copy_from_slice(head);
-    Ok(head.len())
-}
-
-/// The names and values of ASGI response headers (an iterable of pairs of `bytes`), in
-/// order, checked as the app sends them.
-fn header_items<'py>(headers: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-    let mut out = Vec::with_capacity(16);
-    // PERF: lists and tuples (what frameworks send) are read by index; iterating them
-    // through the iterator protocol made an iterator object per header. With the head
-    // checked and encoded once at `http.response.start` (it was checked in Python, then
-    // read again here), the thread-0 key as a u64 and no empty list per idle poll,
-    // worker_cpu noop went from 5.3 to 4.95 CPU-µs per request
-    // (cargo bench -p uringapi-benches --bench worker_cpu).
-    if let Ok(list) = headers.cast::<PyList>() {
-        for pair in list.iter() {
-            header_pair(&pair, &mut out)?;
-        }
-    } else if let Ok(tuple) = headers.cast::<PyTuple>() {
-        for pair in tuple.iter() {
-            header_pair(&pair, &mut out)?;
-        }
-    } else {
-        for pair in headers.try_iter()? {
-            header_pair(&pair?, &mut out)?;
-        }
-    }
-    Ok(out)
-}
-
-/// One header: anything of length 2 whose items are exactly `bytes` (as uvicorn checks).
-fn header_pair<'py>(pair: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyBytes>>) -> PyResult<()> {
-    let (name, value) = if let Ok(t) = pair.cast::<PyTuple>() {
-        if t.len() != 2 {
-            return Err(not_a_header(pair));
-        }
-        (t.get_item(0)?, t.get_item(1)?)
-    } else {
-        if pair.len()? != 2 {
-            return Err(not_a_header(pair));
-        }
-        (pair.get_item(0)?, pair.get_item(1)?)
-    };
-    if !(name.is_exact_instance_of::<PyBytes>() && value.is_exact_instance_of::<PyBytes>()) {
-        return Err(not_a_header(pair));
-    }
-    out.push(name.cast_into::<PyBytes>()?);
-    out.push(value.cast_into::<PyBytes>()?);
-    Ok(())
-}
-
-fn not_a_header(pair: &Bound<'_, PyAny>) -> PyErr {
-    let repr = pair
-        .repr()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| "?".into());
-    pyo3::exceptions::PyTypeError::new_err(format!(
-        "response header {repr}: name and value must be bytes"
-    ))
 }
 
 /// Doorbell writes this process made (for benchmarks).

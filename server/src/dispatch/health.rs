@@ -47,9 +47,10 @@ impl Hub {
         self.detach(worker, generation);
     }
 
-    /// Takes back the requests of a stalled worker that it has not started (ring.rs rule
-    /// 9), so that their connections send them to another worker; returns how many.
-    pub(super) fn revoke_queued(&self, worker: usize) -> usize {
+    /// Takes back the requests of a stalled, stopping or exited worker that it has not
+    /// started (ring.rs rule 9), so that their connections send them to another worker;
+    /// returns how many. `whose` names the worker in the log line.
+    pub(super) fn revoke_queued(&self, worker: usize, whose: &str) -> usize {
         let mut inner = self.inner.borrow_mut();
         let Inner { links, streams, .. } = &mut *inner;
         let Some(link) = links.get_mut(worker).and_then(Option::as_mut) else {
@@ -81,7 +82,7 @@ impl Hub {
                 worker,
                 thread = self.thread,
                 revoked,
-                "took back requests the stalled worker had not started; sending them to another"
+                "took back requests {whose} had not started; sending them to another"
             );
             self.wake_queue();
         }
@@ -155,7 +156,7 @@ mod tests {
         assert_eq!(rig.hub.send(worker, rec), Ok(true));
         assert_eq!(rig.load.get(worker).in_flight(), 1);
 
-        assert_eq!(rig.hub.revoke_queued(worker), 1);
+        assert_eq!(rig.hub.revoke_queued(worker, "the stalled worker"), 1);
         assert_eq!(rig.load.get(worker).in_flight(), 0, "no longer counted");
         let ev = rig.next_event(id).expect("an event is queued");
         assert!(matches!(ev, Event::Revoked));
@@ -176,7 +177,7 @@ mod tests {
         let (got, _) = wc.recv().unwrap().unwrap();
         assert!(wc.claim(got.extra), "the worker started it first");
 
-        assert_eq!(rig.hub.revoke_queued(worker), 0);
+        assert_eq!(rig.hub.revoke_queued(worker, "the stalled worker"), 0);
         assert!(rig.next_event(id).is_none());
         assert_eq!(rig.load.get(worker).in_flight(), 1, "still the worker's");
     }

@@ -57,15 +57,29 @@ impl Hub {
 
     /// Forgets a worker and fails its requests in flight on this thread.
     pub(super) fn detach(&self, worker: usize, generation: u64) {
-        let mut inner = self.inner.borrow_mut();
-        let matches = inner
+        self.forget(worker, generation, false);
+    }
+
+    /// Forgets a worker that has exited: the requests it had not started go to another
+    /// worker (its claim words can no longer change), the rest fail. Not for a worker that
+    /// broke the contract: its claim words are not to be believed.
+    pub(super) fn detach_exited(&self, worker: usize, generation: u64) {
+        self.forget(worker, generation, true);
+    }
+
+    fn forget(&self, worker: usize, generation: u64, take_back: bool) {
+        let matches = self
+            .inner
+            .borrow()
             .links
             .get(worker)
             .and_then(Option::as_ref)
             .is_some_and(|l| l.generation == generation);
         if matches {
-            inner.links[worker] = None;
-            drop(inner);
+            if take_back {
+                self.revoke_queued(worker, "the exited worker");
+            }
+            self.inner.borrow_mut().links[worker] = None;
             self.fail_streams_of(worker);
         }
     }

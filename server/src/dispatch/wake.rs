@@ -28,7 +28,7 @@ impl Hub {
                     doorbell,
                     pid,
                 } => self.attach(worker, segment, doorbell, pid),
-                Command::Detach { worker, generation } => self.detach(worker, generation),
+                Command::Detach { worker, generation } => self.detach_exited(worker, generation),
                 Command::Drain => {
                     let mut inner = self.inner.borrow_mut();
                     inner.draining = true;
@@ -36,7 +36,7 @@ impl Hub {
                 }
                 Command::Stalled { worker, silent } => {
                     self.log_stalled(worker, silent);
-                    self.revoke_queued(worker);
+                    self.revoke_queued(worker, "the stalled worker");
                 }
             }
         }

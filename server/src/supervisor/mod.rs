@@ -203,7 +203,7 @@ impl Signals {
 /// SIGTERM to every worker (it runs lifespan shutdown), SIGKILL after `grace`.
 fn stop_workers(workers: &mut Workers, grace: Duration) {
     for w in &workers.0 {
-        w.signal(libc::SIGTERM);
+        w.stop();
     }
     let deadline = Instant::now() + grace;
     loop {

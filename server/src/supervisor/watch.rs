@@ -98,6 +98,7 @@ impl Supervisor {
             self.reap();
             self.respawn_due();
             self.watch_ready();
+            self.watch_outside_sigterms();
             self.watch_heartbeats();
             self.watch_recycling();
             self.advance_rolling();
@@ -336,6 +337,39 @@ impl Supervisor {
         }
     }
 
+    /// A worker that got a SIGTERM the front end did not send (an operator's `kill`, a
+    /// whole-group signal) asks to be replaced and serves on (protocol segment rule 4): a
+    /// replacement starts, and once it is ready the old one retires as in a rolling restart,
+    /// finishing its requests. Not a crash: no failure count, no backoff, no request lost.
+    pub(super) fn watch_outside_sigterms(&mut self) {
+        let mut asking = Vec::new();
+        for w in &mut self.workers.0 {
+            if w.is_active()
+                && w.ready
+                && !w.asked_replacement
+                && w.child.is_some()
+                && w.segment.wants_replacement()
+            {
+                w.asked_replacement = true;
+                asking.push((w.index, w.pid));
+            }
+        }
+        for (index, pid) in asking {
+            tracing::info!(
+                worker = index,
+                pid,
+                "worker got a SIGTERM the front end did not send; replacing it (it serves until its replacement is ready, then finishes its requests)"
+            );
+            self.rolling.retain(|&i| i != index);
+            if !self.workers.0.iter().any(|w| w.replaces == Some(index)) {
+                self.add_worker(
+                    Some(index),
+                    &format!("replacing worker {index}, which got SIGTERM"),
+                );
+            }
+        }
+    }
+
     /// Stall verdicts (no new requests for a silent loop) and the --timeout kill.
     pub(super) fn watch_heartbeats(&mut self) {
         let now = Instant::now();
@@ -458,7 +492,7 @@ impl Supervisor {
                         if !idle {
                             tracing::warn!(worker = w.index, pid = w.pid, "retiring worker still busy after the graceful timeout; stopping it");
                         }
-                        w.signal(libc::SIGTERM);
+                        w.stop();
                         w.role = Role::Stopping {
                             since: Instant::now(),
                         };

@@ -60,6 +60,8 @@ pub(super) struct Worker {
     pub(super) stalled_since: Option<Instant>,
     /// When it was sent SIGABRT for silence past --timeout.
     pub(super) aborted_at: Option<Instant>,
+    /// It got a SIGTERM from outside and asked to be replaced (seen once).
+    pub(super) asked_replacement: bool,
     /// This worker's recycling thresholds, jitter included.
     pub(super) recycle: Thresholds,
     pub(super) rss: u64,
@@ -157,6 +159,7 @@ pub(super) fn spawn(
         replaces: None,
         stalled_since: None,
         aborted_at: None,
+        asked_replacement: false,
         recycle,
         rss: 0,
     })
@@ -186,6 +189,13 @@ impl Worker {
         if self.child.is_some() {
             crate::sys::kill(self.pid, sig);
         }
+    }
+
+    /// SIGTERM as the front end sends it: marked as ours first (protocol segment rule 4),
+    /// so that the worker stops instead of asking to be replaced.
+    pub(super) fn stop(&self) {
+        self.segment.request_stop();
+        self.signal(libc::SIGTERM);
     }
 
     /// Reaps the process if it exited.

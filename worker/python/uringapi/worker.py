@@ -8,6 +8,7 @@ file descriptors in ``URINGAPI_*`` environment variables (see the README).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import faulthandler
 import gc
 import importlib
@@ -577,8 +578,9 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
     gc.collect()
     gc.freeze()
     worker = Worker(app, native, loop)
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    grace = float(os.environ.get("URINGAPI_GRACEFUL", "30"))
+    sigterm = Sigterm(native, loop, grace)
+    loop.add_signal_handler(signal.SIGTERM, sigterm)
 
     interval = float(os.environ.get("URINGAPI_HEARTBEAT", HEARTBEAT))
 
@@ -600,18 +602,78 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
     loop.call_later(TRIM_SLOTS_EVERY, trim)
     worker.start()
     native.set_ready()
-    await stop.wait()
-    # A group signal (Ctrl-C, `kill -TERM -PGID`) reaches us first and the front end's own
-    # SIGTERM follows. Once stopping, more SIGTERMs mean nothing (the front end SIGKILLs
-    # after the graceful timeout), but one arriving after the loop dropped its handler
-    # would kill us half-way through lifespan shutdown: ignore them from here on.
+    if sigterm.asked:  # an outside SIGTERM came before `ready`: ask again, after it
+        native.ask_replacement()
+    await sigterm.stop.wait()
+    # Once stopping, more SIGTERMs mean nothing (the front end SIGKILLs after the graceful
+    # timeout), but one arriving after the loop dropped its handler would kill us half-way
+    # through lifespan shutdown: ignore them from here on.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     loop.remove_signal_handler(signal.SIGTERM)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     worker.stop()
-    await worker.drain_requests(timeout=float(os.environ.get("URINGAPI_GRACEFUL", "30")))
+    await worker.drain_requests(timeout=grace)
     await lifespan.shutdown()
+
+
+#: The front end: a worker whose parent is another process has lost it.
+FRONT_END_PID = os.getppid()
+
+
+class Sigterm:
+    """What a SIGTERM means to a serving worker. From the front end (it wrote
+    stop_requested first), or with the front end gone: stop. From anyone else (an
+    operator's `kill`, a signal to the whole process group such as systemd's default
+    KillMode): ask the front end to replace this worker, as a gunicorn worker's SIGTERM
+    does, and go on serving what the front end sends, requests in flight included, until it
+    stops this one (during the front end's own shutdown: once its connections drained). A
+    second such SIGTERM, or no word from the front end within the graceful timeout plus
+    5 s, stops the worker anyway."""
+
+    def __init__(self, native: Any, loop: asyncio.AbstractEventLoop, grace: float) -> None:
+        self.native, self.loop, self.grace = native, loop, grace
+        self.stop = asyncio.Event()
+        self.asked = False
+
+    def __call__(self) -> None:
+        if self.stop.is_set():
+            return
+        if self.native.stop_requested() or os.getppid() != FRONT_END_PID or self.asked:
+            self.stop.set()
+            return
+        self.asked = True
+        logger.info("SIGTERM not sent by the uringapi front end: asking it to replace this "
+                    "worker, which serves on until then")
+        self.native.ask_replacement()
+        self.loop.call_later(self.grace + 5, self._give_up)
+        self.loop.call_later(1.0, self._watch_parent)
+
+    def _watch_parent(self) -> None:
+        # A dying front end's threads exit one by one, and the kernel sends the death
+        # signal at each hand-over of its children: the first may come while getppid()
+        # still names the front end (handed to one of its other threads).
+        if os.getppid() != FRONT_END_PID:
+            self.stop.set()
+        elif not self.stop.is_set():
+            self.loop.call_later(1.0, self._watch_parent)
+
+    def _give_up(self) -> None:
+        if not self.stop.is_set():
+            logger.warning("the front end did not stop this worker within %g s of its "
+                           "SIGTERM; stopping anyway", self.grace + 5)
+            self.stop.set()
+
+
+def die_with_the_front_end() -> None:
+    """SIGTERM when the front end dies (killed, OOM): a worker never outlives it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != FRONT_END_PID:  # gone before the prctl
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | None = None) -> None:
@@ -627,6 +689,7 @@ def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | 
     # log reopen) may be sent to the whole group too: they are not for workers.
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
+    die_with_the_front_end()
     # A worker whose loop stays stuck past --timeout gets SIGABRT first: print where it was.
     faulthandler.enable()
     app_dir = env.get("URINGAPI_APP_DIR") or os.getcwd()
