@@ -14,9 +14,17 @@ pub const EXPECT_CONTINUE: u8 = 2;
 pub const WS_TEXT: u32 = 1;
 /// Records of one WebSocket direction that may be unacknowledged at once: client messages
 /// not yet taken by the app (`BodyCredit`), app messages not yet written to the client
-/// (`WsSendCredit`). At the default 64 KiB slot that bounds a WebSocket's buffered
+/// (`SendCredit`). At the default 64 KiB slot that bounds a WebSocket's buffered
 /// messages to 256 KiB each way, however slow the app or the client.
 pub const WS_WINDOW: u32 = 4;
+/// Response records of one HTTP stream sent with `MORE` that the front end may not yet
+/// have written to the client (acknowledged with `SendCredit`, ring.rs rule 7). At the
+/// default 64 KiB slot that bounds a response's bytes in flight to 512 KiB, so a client
+/// that reads slowly, or not at all, holds its own app's `send()`, not its worker's slots:
+/// the other requests on that worker go on.
+pub const RESPONSE_WINDOW: u32 = 8;
+/// The front end acknowledges written response records once it owes this many.
+pub const RESPONSE_CREDIT_AT: u32 = RESPONSE_WINDOW / 2;
 /// Either side of a WebSocket holds back credit it owes (records taken or written) until
 /// it owes this many, unless a record it sends first carries it (`extra` of `WsMessage`
 /// and `WsSend`). Any value up to [`WS_WINDOW`] keeps both windows live: a side whose
@@ -48,16 +56,17 @@ pub enum Kind {
     /// whole message is valid UTF-8 (checked by the front end). Counted against the
     /// stream's window and returned with `BodyCredit` (ring.rs rule 7). `extra`: `WsSend`
     /// records of the stream written to the client since the last credit (as `aux` of
-    /// `WsSendCredit`; 0 for none).
+    /// `SendCredit`; 0 for none).
     WsMessage = 6,
     /// The WebSocket ended on the client's side: `aux` is the close code the app sees in
     /// `websocket.disconnect` (the client's, 1005 for a close without one, 1006 for a lost
     /// connection, or the code the front end closed with). The slot (optional, `len` ≤ 123)
     /// holds the client's UTF-8 close reason; `aux` is not a head length here.
     WsDisconnect = 7,
-    /// The front end wrote `aux` (≥ 1) `WsSend` records of the stream to the client: the
-    /// worker may have that many more in flight (the send window, ring.rs rule 7). No slot.
-    WsSendCredit = 8,
+    /// The front end wrote `aux` (≥ 1) records of the stream to the client: `WsSend`
+    /// records of a WebSocket, or response records sent with `MORE` of an HTTP stream. The
+    /// worker may have that many more in flight (the send windows, ring.rs rule 7). No slot.
+    SendCredit = 8,
     // ---- worker → front end ----
     /// Response start: the slot holds an encoded response head of `aux` bytes, then the
     /// first `len - aux` body bytes. No `MORE`: the response is complete.
@@ -82,7 +91,7 @@ pub enum Kind {
     WsAccept = 21,
     /// An app message (or a piece of one) after `WsAccept`: bytes in the slot (none for an
     /// empty message), `aux` [`WS_TEXT`] or 0 as on `WsMessage`; `MORE`: the message
-    /// continues. At most the send window of them unacknowledged (`WsSendCredit`).
+    /// continues. At most the send window of them unacknowledged (`SendCredit`).
     /// `extra`: `WsMessage` records the app took since the last credit (as `aux` of
     /// `BodyCredit`; 0 for none).
     WsSend = 22,
@@ -107,7 +116,7 @@ impl Kind {
             5 => Self::WsConnect,
             6 => Self::WsMessage,
             7 => Self::WsDisconnect,
-            8 => Self::WsSendCredit,
+            8 => Self::SendCredit,
             16 => Self::Response,
             17 => Self::ResponseBody,
             18 => Self::Abort,

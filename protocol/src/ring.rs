@@ -77,7 +77,7 @@
 //!    the last piece when the app's `receive()` takes the message); with the window full the
 //!    front end does not read that socket. App messages: the worker sends at most
 //!    `WS_WINDOW` `WsSend` records the front end has not acknowledged, and the front end
-//!    acknowledges them with `WsSendCredit` (kind 8, `aux` ≥ 1) once their bytes are written
+//!    acknowledges them with `SendCredit` (kind 8, `aux` ≥ 1) once their bytes are written
 //!    to the socket, so a client that does not read holds the app's `send()` instead of
 //!    slots and memory. Both credits are checked like the body credit: a worker returning
 //!    more than it was sent breaks the contract; the worker trusts the front end's.
@@ -87,6 +87,15 @@
 //!    four, and no wake-up carries a credit alone. Held-back credit cannot stall a window:
 //!    a side whose window is shut is owed all `WS_WINDOW` records once the other side has
 //!    taken or written them, and that is past `WS_CREDIT_AT`.
+//!
+//!    HTTP responses use the send window too, `RESPONSE_WINDOW` (8) records: the worker
+//!    sends at most that many records with `MORE` (`Response` or `ResponseBody`) that the
+//!    front end has not acknowledged, and the front end acknowledges them with
+//!    `SendCredit` once written to the client, `RESPONSE_CREDIT_AT` (4) at a time. A
+//!    response's last record (no `MORE`) is not counted: the stream ends with it. Without
+//!    the window a response to a slow client took every response slot of its worker, and
+//!    every other response on that worker waited for that client. A stream the front end
+//!    gives up early gets `Disconnect`, which ends the app's wait for credit.
 //!
 //! ## Revocable dispatch (claim words, `claim.rs`)
 //! A request sent whole in one `Request` record may be taken back while it waits in the

@@ -130,6 +130,36 @@ def test_10_mib_upload_and_download_with_hashes(h2_server: tuple[Server, int]) -
     assert hashlib.sha256(down.content).digest() == hashlib.sha256(pattern(size)).digest()
 
 
+def _rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) << 10
+
+
+def test_a_stream_whose_client_stops_reading_is_not_buffered(servers: ServerFactory) -> None:
+    """A client asks for 512 MiB and never reads past its first flow-control window
+    (65,535 bytes). The front end must not take the response in meanwhile (its RSS stays
+    within 64 MiB of where it was: the worker's response window, 8 records, holds the app's
+    send()), and the other requests to that (only) worker are answered."""
+    server, _ = _start(servers, workers=1)
+    before = _rss(server.proc.pid)
+    sock = _raw(server.port)
+    _send(sock, [HeadersFrame(1, _headers_block(f"/download?n={512 << 20}"),
+                              flags=["END_HEADERS", "END_STREAM"]).serialize()])
+    got = 0
+    for frame in _frames(sock):
+        if isinstance(frame, DataFrame):
+            got += len(frame.data)
+        if got >= 65535:
+            break
+    time.sleep(1.0)  # time enough to push hundreds of MiB, if nothing held the app back
+    with httpx.Client(base_url=server.base_url, timeout=HANG_GUARD) as c:
+        for _ in range(3):
+            assert c.get("/sleep?s=0").status_code == 200
+    grown = _rss(server.proc.pid) - before
+    sock.close()
+    assert grown < 64 << 20, f"the front end grew by {grown >> 20} MiB"
+
+
 def test_a_blocked_handler_holds_up_no_other_stream(h2_server: tuple[Server, int]) -> None:
     # Frame by frame: httpx's HTTP/2 client (httpcore) can hand a caller its response only
     # once the blocked stream's read returns, although the frames came at once (README,

@@ -412,6 +412,41 @@ def test_clients_leaving_mid_download_leave_the_server_serving(small_channel: Se
     assert (whole.status, whole.body) == (200, payload(1 << 20))
 
 
+def stalled_download(server: Server, n: int, once: int) -> SlowConnection:
+    """A client that asks for an n-byte download, reads its first 256 KiB, then stops."""
+    c = SlowConnection(server.host, server.port, pause=0, timeout=GUARD)
+    c.send(rawhttp.build_request("GET", f"/slow?n={n}&chunk=65536&once={once}",
+                                 [("Connection", "close")]))
+    while len(c._buf) < 256 << 10:
+        assert c._fill(), "closed before the download was under way"
+    return c
+
+
+@pytest.mark.parametrize("once", [0, 1], ids=["streamed-chunked", "one-body-content-length"])
+def test_clients_that_stop_reading_hold_up_no_other_request(servers: ServerFactory,
+                                                            once: int) -> None:
+    """One worker, four clients that stop reading a 16 MiB download part way (a phone on a
+    bad network, a client that hangs): the other requests on that worker are answered as
+    usual, and a stalled download read again later is exact. Before, the stalled responses
+    took every response slot of the worker (8 MiB by default), and every other request on
+    it waited for those clients; under uvicorn only the stalled responses wait."""
+    server = servers.start(APP, workers=1, threads=1, probe_path="/pid")
+    n = 16 << 20
+    stalled = [stalled_download(server, n, once) for _ in range(4)]
+    time.sleep(0.3)  # the worker sends what it may meanwhile
+    for _ in range(5):
+        r = get(server, "/pid")
+        assert r.status == 200, (r.status, r.body[:200])
+    with stalled[0] as c:
+        resp = c.read_response()
+    assert resp.status == 200 and len(resp.body) == n, (resp.status, len(resp.body))
+    if resp.body != payload(n):
+        pytest.fail(f"body differs from offset {first_difference(resp.body, payload(n))}")
+    for c in stalled[1:]:
+        c.close()
+    assert get(server, "/pid").status == 200
+
+
 # ---------------------------------------------------------------------------------------
 # a response body that disagrees with its own Content-Length
 

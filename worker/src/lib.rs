@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use uringapi_protocol::doorbell::EventFd;
 use uringapi_protocol::head::{encode_response_head, response_head_len, RequestView};
-use uringapi_protocol::record::{NO_SLOT, WS_CREDIT_AT, WS_TEXT, WS_WINDOW};
+use uringapi_protocol::record::{NO_SLOT, RESPONSE_WINDOW, WS_CREDIT_AT, WS_TEXT, WS_WINDOW};
 use uringapi_protocol::{Kind, Record, Segment, WorkerChannel};
 
 use headers::{head_too_large, header_items, write_head};
@@ -221,7 +221,8 @@ impl Worker {
     /// `(0, key, scope, body, more, claim)`, `(1, key, body, more)`, `(2, key)`, `(3, key)`.
     /// WebSocket streams: `(4, key, scope)` (the upgrade), `(5, key, data, text, more, n)`
     /// (a client message or a piece of one; n sent records written to the client, as for 7), `(6, key, code, reason)` (the client side ended),
-    /// `(7, key, n)` (n sent records written to the client: the send window reopens).
+    /// `(7, key, n)` (n sent records written to the client: the send window reopens; for
+    /// HTTP streams too, response records sent with `more`).
     /// `claim` goes to `claim()` when the request's task starts.
     /// For a request, `more` is 2 when the client waits for `100 Continue` before its body
     /// (answer with `send_continue` when the app first asks for the body).
@@ -311,7 +312,7 @@ impl Worker {
                         };
                         out((EV_WS_DISCONNECT, k, rec.aux, reason).into_pyobject(py)?)?
                     }
-                    Some(Kind::WsSendCredit) => out((EV_WS_CREDIT, k, rec.aux).into_pyobject(py)?)?,
+                    Some(Kind::SendCredit) => out((EV_WS_CREDIT, k, rec.aux).into_pyobject(py)?)?,
                     Some(Kind::Disconnect) => out((EV_DISCONNECT, k).into_pyobject(py)?)?,
                     Some(Kind::Cancel) => out((EV_CANCEL, k).into_pyobject(py)?)?,
                     _ => {
@@ -478,7 +479,7 @@ impl Worker {
     /// Sends one record of a WebSocket message: as much of `data[offset:]` as a slot holds
     /// (the rest follows with `more`). Returns the bytes sent, or -1 when there is no slot
     /// or ring room (wait for space and call again). The caller keeps to the send window
-    /// (`WS_WINDOW` records until `WsSendCredit` returns them). `credit`: client messages
+    /// (`WS_WINDOW` records until `SendCredit` returns them). `credit`: client messages
     /// the app took that this record returns (instead of a `body_credit` call).
     #[pyo3(signature = (key, data, text, offset, credit = 0))]
     fn ws_send(
@@ -702,6 +703,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EV_WS_DISCONNECT", EV_WS_DISCONNECT)?;
     m.add("EV_WS_CREDIT", EV_WS_CREDIT)?;
     m.add("WS_WINDOW", WS_WINDOW)?;
+    m.add("RESPONSE_WINDOW", RESPONSE_WINDOW)?;
     m.add("WS_CREDIT_AT", WS_CREDIT_AT)?;
     Ok(())
 }

@@ -167,6 +167,32 @@ mod tests {
     }
 
     #[test]
+    fn a_disconnect_that_finds_the_ring_full_goes_out_once_there_is_room() {
+        let rig = Rig::new(1);
+        let (gone, worker) = rig.hub.open_stream(|| "GET /download".into()).unwrap();
+        let (other, _) = rig.hub.open_stream(|| "GET /other".into()).unwrap();
+        let mut filled = 0;
+        while rig.hub.send(worker, Record::new(Kind::Body, other)) == Ok(true) {
+            filled += 1;
+        }
+        rig.hub.close_stream(gone);
+        {
+            let mut wc = rig.worker_channel(worker);
+            for _ in 0..filled {
+                assert_eq!(wc.recv().unwrap().unwrap().0.stream, other);
+            }
+            assert!(wc.recv().unwrap().is_none(), "the notice waits on our side");
+        }
+        rig.hub.poll_rings();
+        let (notice, _) = rig
+            .worker_channel(worker)
+            .recv()
+            .unwrap()
+            .expect("sent now");
+        assert_eq!((notice.kind, notice.stream), (Kind::Disconnect as u8, gone));
+    }
+
+    #[test]
     fn a_request_the_worker_claimed_stays_with_it() {
         let rig = Rig::new(1);
         let (id, worker) = rig.hub.open_stream(|| "GET /busy".into()).unwrap();

@@ -22,6 +22,37 @@ pub(super) struct Link {
     /// workers with as many requests in flight, the one that finished most recently is
     /// the least likely to be blocked (a loop stuck in `time.sleep` finishes nothing).
     pub last_done: u64,
+    /// Notices (`Disconnect`, `Cancel`, a `WsDisconnect` without its reason) that found the
+    /// ring full: sent on the poller's next rounds. Lost, the app would never learn that
+    /// its client left, and a response waiting on its window would wait for ever.
+    pub notices: Vec<Record>,
+}
+
+impl Link {
+    /// Sends a notice for a stream this side has given up, now or once there is room.
+    pub fn notice(&mut self, rec: Record) {
+        match self.chan.send(rec) {
+            Ok(true) => self.unflushed = true,
+            Ok(false) => self.notices.push(rec),
+            Err(_) => {} // a corrupt ring: the worker is being replaced
+        }
+    }
+
+    /// Sends the notices still waiting, as far as there is room; whether any went.
+    pub fn retry_notices(&mut self) -> bool {
+        let mut sent = false;
+        while let Some(&rec) = self.notices.first() {
+            match self.chan.send(rec) {
+                Ok(true) => {
+                    self.unflushed = true;
+                    self.notices.remove(0);
+                    sent = true;
+                }
+                _ => break,
+            }
+        }
+        sent
+    }
 }
 
 impl Hub {
@@ -39,6 +70,7 @@ impl Hub {
             pid,
             unflushed: false,
             last_done: 0,
+            notices: Vec::new(),
         };
         let replaced = inner.links[worker].replace(link).is_some();
         drop(inner);

@@ -30,6 +30,13 @@ impl Hub {
         let mut got = false;
         let n = self.inner.borrow().links.len();
         for worker in 0..n {
+            let retried = match self.inner.borrow_mut().links.get_mut(worker) {
+                Some(Some(link)) if !link.notices.is_empty() => link.retry_notices(),
+                _ => false,
+            };
+            if retried {
+                self.flush(worker);
+            }
             let mut popped = false;
             // At most a batch per worker per round, so a worker that floods its ring (with
             // records for streams long gone, say) cannot starve the others or the sockets.

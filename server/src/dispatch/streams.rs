@@ -229,11 +229,7 @@ impl Hub {
         if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
             link.chan.free_claim(claim);
             if !finished {
-                // Best effort: a full ring means the worker is far behind; it will see the
-                // stream's records dropped on our side either way.
-                if let Ok(true) = link.chan.send(Record::new(notice, id)) {
-                    link.unflushed = true;
-                }
+                link.notice(Record::new(notice, id));
             }
         }
         drop(inner);
@@ -254,9 +250,7 @@ impl Hub {
             return;
         }
         if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
-            if let Ok(true) = link.chan.send(Record::new(Kind::Disconnect, id)) {
-                link.unflushed = true;
-            }
+            link.notice(Record::new(Kind::Disconnect, id));
         }
         drop(inner);
         self.flush(worker);
@@ -292,13 +286,17 @@ impl Hub {
                 link.chan.write_slot(slot, 0, reason);
                 rec = rec.with_slot(slot.get(), reason.len() as u32, u32::from(code));
             }
-            // Best effort, as for Disconnect: a full ring means the worker is far behind.
             match link.chan.send(rec) {
                 Ok(true) => link.unflushed = true,
                 _ => {
+                    // A full ring: the code goes later, without its reason.
                     if let Some(slot) = slot {
                         link.chan.untake_slot(slot);
                     }
+                    link.notice(Record {
+                        aux: rec.aux,
+                        ..Record::new(Kind::WsDisconnect, id)
+                    });
                 }
             }
         }
@@ -374,6 +372,30 @@ impl Hub {
     pub fn body_sent(&self, id: StreamId) {
         if let Some(s) = self.inner.borrow_mut().streams.get_mut(id) {
             s.body.sent();
+        }
+    }
+
+    /// Acknowledges `n` response records of a stream that were written to the client
+    /// (ring.rs rule 7, the response window): its worker may send as many more. Nothing
+    /// for a stream that is gone or whose worker has sent its last record.
+    pub async fn credit_response(&self, id: StreamId, n: u32) {
+        loop {
+            let worker = match self.inner.borrow_mut().streams.get_mut(id) {
+                Some(s) if !s.finished && s.worker != NO_WORKER => s.worker,
+                _ => return,
+            };
+            let credit = Record {
+                aux: n,
+                ..Record::new(Kind::SendCredit, id)
+            };
+            match self.send(worker, credit) {
+                Ok(true) => return self.flush(worker),
+                Ok(false) => {
+                    self.flush(worker);
+                    self.wait_space(worker, super::Need::Room).await;
+                }
+                Err(_) => return,
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use h2::server::SendResponse;
 use h2::{Reason, SendStream};
 use http::{HeaderName, HeaderValue, Response};
 use uringapi_protocol::head::ResponseView;
+use uringapi_protocol::record::RESPONSE_CREDIT_AT;
 
 use super::stream::Outcome;
 use super::Shared;
@@ -227,12 +228,19 @@ async fn answer(
             (None, None) => more || sender.data(Bytes::new(), true).await,
         };
     }
+    // Records handled with `more` that the worker has not been told of: its response
+    // window (ring.rs rule 7) reopens by them, before we wait for the next one.
+    let mut owed = u32::from(ok && more);
     while ok && more {
+        if owed >= RESPONSE_CREDIT_AT {
+            hub.credit_response(sid, std::mem::take(&mut owed)).await;
+        }
         match next_event(hub, sid, |cx| sender.out.poll_reset(cx), deadline).await {
             Waited::Event(Event::Body { body, more: m }) => {
                 more = m;
                 let bytes = body.map(leased).unwrap_or_default();
                 ok = sender.data(bytes, !more).await;
+                owed += u32::from(more);
             }
             Waited::Event(Event::File { head: None, path }) => {
                 more = false;

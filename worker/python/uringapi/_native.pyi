@@ -12,6 +12,7 @@ EV_WS_MESSAGE: int
 EV_WS_DISCONNECT: int
 EV_WS_CREDIT: int
 WS_WINDOW: int
+RESPONSE_WINDOW: int
 WS_CREDIT_AT: int
 
 class ChannelBroken(Exception): ...

@@ -144,7 +144,7 @@ class WebSocketCycle:
         front end's window, on the app's next ``send`` or, once ``WS_CREDIT_AT`` are owed,
         in a record of its own."""
         # PERF: an echo costs two records instead of four and the front end is not woken
-        # for a credit alone; with WsSendCredit riding on the client's next message too, a
+        # for a credit alone; with SendCredit riding on the client's next message too, a
         # 64-byte echo over 64 WebSockets (the bench cell's load, benchkit/wsload.py) went
         # from 26.7 to 22.8 server CPU-µs/msg, workers from 11.6 to 8.9 (medians of 5 runs
         # alternating with the previous build, shared 2-core machine, 2026-12-04).

@@ -56,6 +56,7 @@ EV_WS_CONNECT, EV_WS_MESSAGE, EV_WS_DISCONNECT, EV_WS_CREDIT = (
     _native.EV_WS_DISCONNECT,
     _native.EV_WS_CREDIT,
 )
+RESPONSE_WINDOW = _native.RESPONSE_WINDOW
 
 
 class ClientDisconnected(OSError):
@@ -146,7 +147,7 @@ class Cycle:
     __slots__ = (
         "worker", "key", "scope", "body", "more_body", "chunks", "waiter",
         "disconnected", "started", "head", "head_sent", "complete", "task", "flushing",
-        "continue_pending", "owed", "crediting", "claim",
+        "continue_pending", "owed", "crediting", "claim", "window", "window_waiter",
     )
 
     def __init__(self, worker: Worker, key: int, scope: dict[str, Any], body: bytes, more: int,
@@ -180,8 +181,21 @@ class Cycle:
         #: end sends at most its window of them unreturned, so ``chunks`` stays short).
         self.owed = 0
         self.crediting = False
+        #: Response records with more to come that the front end may still send now: it
+        #: acknowledges them once written to the client (ring.rs rule 7), so a client that
+        #: reads slowly holds this app's send(), not every response slot of the worker.
+        #: PERF: benches/e2e/stream_window_ab.py against the window ignored: 50,000 pieces
+        #: of 100 bytes, same server CPU (158 vs 163 ticks), 14% more wall time; 1 GiB in
+        #: 1 MiB pieces, 113 vs 172 ticks (benches/results/ab-response-window-2026-12-06.txt).
+        self.window = RESPONSE_WINDOW
+        self.window_waiter: asyncio.Future[None] | None = None
 
     # ---- events from the front end ----
+    def credit(self, n: int) -> None:
+        self.window += n
+        if self.window_waiter is not None and not self.window_waiter.done():
+            self.window_waiter.set_result(None)
+
     def feed(self, body: bytes, more: bool) -> None:
         if not body and more:
             give_back(self)  # nothing for the app yet
@@ -194,6 +208,7 @@ class Cycle:
     def disconnect(self) -> None:
         self.disconnected = True
         self._wake()
+        self.credit(0)  # a send waiting for the window sees the client gone
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -269,10 +284,14 @@ class Cycle:
                 self.flushing = None
             head, self.head = self.head, None
             self.head_sent = True
+            if self.window <= 0:
+                await self._window_open()
             # Most bodies fit one slot and there is room: no need for the waiting loop.
             n = self.worker.native.send(self.key, head, body, 0, more)
+            if n >= 0 and (more or n < len(body)):
+                self.window -= 1  # a record with more to come
             if n < len(body):
-                await self.worker.write(self.key, None if n >= 0 else head, body, more, max(n, 0))
+                await self._write_rest(None if n >= 0 else head, body, more, max(n, 0))
         elif kind == "http.response.pathsend":
             if not self.started:
                 raise RuntimeError("http.response.pathsend sent before http.response.start")
@@ -295,11 +314,41 @@ class Cycle:
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} for an http scope")
 
+    async def _window_open(self) -> None:
+        while self.window <= 0:
+            if self.disconnected:
+                raise ClientDisconnected("the client has disconnected")
+            self.window_waiter = self.worker.loop.create_future()
+            try:
+                await self.window_waiter
+            finally:
+                self.window_waiter = None
+
+    async def _write_rest(self, head: bytes | None, body: bytes, more: bool, offset: int) -> None:
+        """Sends ``body[offset:]`` (after ``head``, if any) record by record, within the
+        response window and waiting for space as needed."""
+        send = self.worker.native.send
+        while True:
+            if self.window <= 0:
+                await self._window_open()
+            n = send(self.key, head, body, offset, more)
+            if n >= 0:
+                head = None
+                offset += n
+                done = offset >= len(body)
+                if more or not done:
+                    self.window -= 1
+                if done:
+                    return
+            else:
+                await self.worker.wait_space()
+
     def _flush_head(self) -> None:
         if self.head is None or self.disconnected:
             return
         head, self.head = self.head, None
         self.head_sent = True
+        self.window -= 1  # the head goes alone, with more to come
         if self.worker.native.send(self.key, head, b"", 0, True) < 0:
             # No room right now: finish in a task that later sends wait for.
             self.flushing = self.worker.loop.create_task(self.worker.write(self.key, head, b"", True))
@@ -446,10 +495,10 @@ class Worker:
                 ws = cycles.get(ev[1])
                 if isinstance(ws, WebSocketCycle):
                     ws.feed(ev[2], ev[3], ev[4], ev[5])
-            elif kind == EV_WS_CREDIT:
-                ws = cycles.get(ev[1])
-                if isinstance(ws, WebSocketCycle):
-                    ws.credit(ev[2])
+            elif kind == EV_WS_CREDIT:  # a WebSocket's or an HTTP response's send window
+                cycle = cycles.get(ev[1])
+                if cycle is not None:
+                    cycle.credit(ev[2])
             elif kind == EV_WS_DISCONNECT:
                 ws = cycles.get(ev[1])
                 if isinstance(ws, WebSocketCycle):

@@ -2,6 +2,7 @@
 //! to the client: framing, zero-copy writes, the request deadline.
 
 use super::*;
+use uringapi_protocol::record::RESPONSE_CREDIT_AT;
 
 impl Conn {
     /// Streams the response from the worker to the client.
@@ -99,11 +100,20 @@ impl Conn {
             None => self.send_body(&mut out, body, more).await,
         };
         let mut more = more;
+        // Records written with `more` that the worker has not been told of: its response
+        // window (ring.rs rule 7) reopens by them, before we wait for the next one.
+        let mut owed = u32::from(ok && more);
         while ok && more {
+            if owed >= RESPONSE_CREDIT_AT {
+                self.hub
+                    .credit_response(sid, std::mem::take(&mut owed))
+                    .await;
+            }
             match self.next_event(sid, deadline).await {
                 Waited::Event(Event::Body { body, more: m }) => {
                     more = m;
                     ok = self.send_body(&mut out, body, more).await;
+                    owed += u32::from(more);
                 }
                 Waited::Event(Event::File { head: None, path }) => {
                     more = false;

@@ -509,7 +509,7 @@ impl Conn {
             let mut rec = Record::new(Kind::WsMessage, sid).more(more);
             rec.aux = if *text { WS_TEXT } else { 0 };
             // PERF: the send credit rides on the client's next message instead of a
-            // `WsSendCredit` record (and often a doorbell) of its own (ring.rs rule 7):
+            // `SendCredit` record (and often a doorbell) of its own (ring.rs rule 7):
             // with the worker's credit riding on its sends, 26.7 → 22.8 server
             // CPU-µs/msg for a 64-byte echo (websocket.py `_took` says how measured).
             rec.extra = u64::from(std::mem::take(&mut sending.owed));
@@ -597,7 +597,7 @@ impl Conn {
                 if sending.owed >= WS_CREDIT_AT {
                     let credit = Record {
                         aux: std::mem::take(&mut sending.owed),
-                        ..Record::new(Kind::WsSendCredit, sid)
+                        ..Record::new(Kind::SendCredit, sid)
                     };
                     if self.push(worker, credit).await.is_err() {
                         return Some(self.ws_fail(writer, close::INTERNAL_ERROR).await);
