@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -114,6 +115,19 @@ class Server:
 
     def stderr_tail(self, lines: int = 80) -> str:
         return "\n".join(self.stderr().splitlines()[-lines:])
+
+    def wait_log(self, pattern: str, timeout: float) -> str:
+        """The first stderr line matching regex `pattern` (a bounded wait: logging is
+        asynchronous)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.stderr().splitlines():
+                if rx.search(line):
+                    return line
+            assert time.monotonic() < deadline, (
+                f"no log line matches {pattern!r}\n{self.stderr_tail()}")
+            time.sleep(0.02)
 
     def diagnostics(self) -> str:
         return (f"command: {' '.join(self.cmd)}\nexit code: {self.proc.poll()}\n"

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import select
 import socket
 import threading
@@ -114,15 +113,7 @@ def group_pids(server: Server) -> set[int]:
 
 
 def wait_log(server: Server, pattern: str) -> str:
-    """The first stderr line matching regex `pattern` (bounded wait: logging is async)."""
-    rx = re.compile(pattern)
-    deadline = time.monotonic() + GUARD
-    while True:
-        for line in server.stderr().splitlines():
-            if rx.search(line):
-                return line
-        assert time.monotonic() < deadline, f"no log line matches {pattern!r}"
-        time.sleep(0.05)
+    return server.wait_log(pattern, GUARD)
 
 
 def aim(server: Server, target: str, pid: int, attempts: int = 200):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import sys
@@ -48,14 +47,7 @@ def workers_of(server: Server) -> set[int]:
 
 
 def wait_log(server: Server, pattern: str) -> str:
-    rx = re.compile(pattern)
-    deadline = time.monotonic() + GUARD
-    while True:
-        for line in server.stderr().splitlines():
-            if rx.search(line):
-                return line
-        assert time.monotonic() < deadline, f"no log line matches {pattern!r}\n{server.stderr_tail()}"
-        time.sleep(0.02)
+    return server.wait_log(pattern, GUARD)
 
 
 class InFlight:
