@@ -651,8 +651,8 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
     loop.call_later(TRIM_SLOTS_EVERY, trim)
     worker.start()
     native.set_ready()
-    if sigterm.asked:  # an outside SIGTERM came before `ready`: ask again, after it
-        native.ask_replacement()
+    # The loop runs the SIGTERM handler from here on, so a request to be replaced always
+    # comes after `ready` (a SIGTERM before the handler was added ends the worker).
     await sigterm.stop.wait()
     # Once stopping, more SIGTERMs mean nothing (the front end SIGKILLs after the graceful
     # timeout), but one arriving after the loop dropped its handler would kill us half-way
