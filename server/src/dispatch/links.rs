@@ -22,14 +22,15 @@ pub(super) struct Link {
     /// workers with as many requests in flight, the one that finished most recently is
     /// the least likely to be blocked (a loop stuck in `time.sleep` finishes nothing).
     pub last_done: u64,
-    /// Notices (`Disconnect`, `Cancel`, a `WsDisconnect` without its reason) that found the
-    /// ring full: sent on the poller's next rounds. Lost, the app would never learn that
-    /// its client left, and a response waiting on its window would wait for ever.
+    /// Records that must not be lost but found the ring full, sent on the poller's next
+    /// rounds: notices (`Disconnect`, `Cancel`, a `WsDisconnect` without its reason) and
+    /// response credits (`SendCredit`). Lost, the app would never learn that its client
+    /// left, or a response waiting on its window would wait for ever.
     pub notices: Vec<Record>,
 }
 
 impl Link {
-    /// Sends a notice for a stream this side has given up, now or once there is room.
+    /// Sends a record that must not be lost (see `notices`), now or once there is room.
     pub fn notice(&mut self, rec: Record) {
         match self.chan.send(rec) {
             Ok(true) => self.unflushed = true,

@@ -377,26 +377,22 @@ impl Hub {
 
     /// Acknowledges `n` response records of a stream that were written to the client
     /// (ring.rs rule 7, the response window): its worker may send as many more. Nothing
-    /// for a stream that is gone or whose worker has sent its last record.
-    pub async fn credit_response(&self, id: StreamId, n: u32) {
-        loop {
-            let worker = match self.inner.borrow_mut().streams.get_mut(id) {
-                Some(s) if !s.finished && s.worker != NO_WORKER => s.worker,
-                _ => return,
-            };
-            let credit = Record {
+    /// for a stream that is gone or whose worker has sent its last record. A full ring
+    /// keeps the credit on the link until there is room (`Link::notice`).
+    pub fn credit_response(&self, id: StreamId, n: u32) {
+        let mut inner = self.inner.borrow_mut();
+        let worker = match inner.streams.get_mut(id) {
+            Some(s) if !s.finished && s.worker != NO_WORKER => s.worker,
+            _ => return,
+        };
+        if let Some(link) = inner.links.get_mut(worker).and_then(Option::as_mut) {
+            link.notice(Record {
                 aux: n,
                 ..Record::new(Kind::SendCredit, id)
-            };
-            match self.send(worker, credit) {
-                Ok(true) => return self.flush(worker),
-                Ok(false) => {
-                    self.flush(worker);
-                    self.wait_space(worker, super::Need::Room).await;
-                }
-                Err(_) => return,
-            }
+            });
         }
+        drop(inner);
+        self.flush(worker);
     }
 
     /// Waits until the stream's body window is open (`Ok`). `Err`: the stream is gone or,

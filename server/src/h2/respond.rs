@@ -233,7 +233,7 @@ async fn answer(
     let mut owed = u32::from(ok && more);
     while ok && more {
         if owed >= RESPONSE_CREDIT_AT {
-            hub.credit_response(sid, std::mem::take(&mut owed)).await;
+            hub.credit_response(sid, std::mem::take(&mut owed));
         }
         match next_event(hub, sid, |cx| sender.out.poll_reset(cx), deadline).await {
             Waited::Event(Event::Body { body, more: m }) => {

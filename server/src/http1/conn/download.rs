@@ -105,9 +105,7 @@ impl Conn {
         let mut owed = u32::from(ok && more);
         while ok && more {
             if owed >= RESPONSE_CREDIT_AT {
-                self.hub
-                    .credit_response(sid, std::mem::take(&mut owed))
-                    .await;
+                self.hub.credit_response(sid, std::mem::take(&mut owed));
             }
             match self.next_event(sid, deadline).await {
                 Waited::Event(Event::Body { body, more: m }) => {
