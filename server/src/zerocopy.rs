@@ -139,7 +139,11 @@ pub struct Frame {
     /// First iovec not fully written yet.
     start: usize,
     n: usize,
+    /// Which iovec holds the body (`NO_BODY`: none).
+    body_iov: usize,
 }
+
+const NO_BODY: usize = usize::MAX;
 
 impl Frame {
     pub fn new(prefix: Vec<u8>, body: Option<SlotLease>, suffix: &'static [u8]) -> Self {
@@ -150,22 +154,27 @@ impl Frame {
             iov: Box::new([empty(); 3]),
             start: 0,
             n: 0,
+            body_iov: NO_BODY,
         };
-        let mut push = |p: *const u8, len: usize| {
+        f.push(f.prefix.as_ptr(), f.prefix.len());
+        if let Some((ptr, len)) = f.body.as_ref().map(|b| (b.ptr, b.len)) {
             if len > 0 {
-                f.iov[f.n] = libc::iovec {
-                    iov_base: p as *mut libc::c_void,
-                    iov_len: len,
-                };
-                f.n += 1;
+                f.body_iov = f.n;
             }
-        };
-        push(f.prefix.as_ptr(), f.prefix.len());
-        if let Some(b) = &f.body {
-            push(b.ptr, b.len);
+            f.push(ptr, len);
         }
-        push(f.suffix.as_ptr(), f.suffix.len());
+        f.push(f.suffix.as_ptr(), f.suffix.len());
         f
+    }
+
+    fn push(&mut self, p: *const u8, len: usize) {
+        if len > 0 {
+            self.iov[self.n] = libc::iovec {
+                iov_base: p as *mut libc::c_void,
+                iov_len: len,
+            };
+            self.n += 1;
+        }
     }
 
     /// Bytes still to write.
@@ -196,6 +205,34 @@ impl Frame {
             self.start += 1;
         }
         self.start == self.n
+    }
+
+    /// Gives the body's slot back to its worker now, keeping a copy of its bytes: for a
+    /// write the client is slow to take, so that the slot does not wait on the client.
+    /// Only between writes (while the kernel holds no pointer into the frame).
+    pub fn detach_body(&mut self) {
+        let Some(lease) = self.body.take() else {
+            return;
+        };
+        let old = lease.ptr;
+        let lease = lease.detach();
+        if self.body_iov != NO_BODY {
+            let v = &mut self.iov[self.body_iov];
+            if v.iov_len > 0 {
+                let offset = v.iov_base as usize - old as usize;
+                // SAFETY: the iovec pointed `offset` bytes into the lease's `len` bytes;
+                // the copy has the same bytes at the same offsets.
+                v.iov_base = unsafe { lease.ptr.add(offset) } as *mut libc::c_void;
+            }
+        }
+        self.body = Some(lease);
+    }
+
+    /// Marks every byte written and gives the body's slot back: for a transport that took
+    /// a copy of them (TLS encrypted them into its own buffer).
+    pub fn consumed(&mut self) {
+        self.advance(self.total_len());
+        self.body = None;
     }
 
     /// The bytes still to write, in order (TLS encrypts them from here).

@@ -9,6 +9,7 @@ of hanging it.
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass, field
 
 DEFAULT_TIMEOUT = 30.0
@@ -65,9 +66,12 @@ def build_request(
 
 
 class Connection:
-    def __init__(self, host: str, port: int, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, host: str, port: int, timeout: float = DEFAULT_TIMEOUT,
+                 tls: ssl.SSLContext | None = None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.host = host
         self._buf = b""
 

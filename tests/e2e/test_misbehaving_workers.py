@@ -416,14 +416,17 @@ def stalled_download(server: Server, n: int, once: int) -> SlowConnection:
 @pytest.mark.parametrize("once", [0, 1], ids=["streamed-chunked", "one-body-content-length"])
 def test_clients_that_stop_reading_hold_up_no_other_request(servers: ServerFactory,
                                                             once: int) -> None:
-    """One worker, four clients that stop reading a 16 MiB download part way (a phone on a
-    bad network, a client that hangs): the other requests on that worker are answered as
+    """One worker, 24 clients that stop reading a 16 MiB download part way (phones on a
+    bad network, clients that hang): the other requests on that worker are answered as
     usual, and a stalled download read again later is exact. Before, the stalled responses
-    took every response slot of the worker (8 MiB by default), and every other request on
-    it waited for those clients; under uvicorn only the stalled responses wait."""
+    took every response slot of the worker (8 MiB by default): four of them at first, then
+    sixteen (one response window each); every other request on it waited for those
+    clients. Under uvicorn only the stalled responses wait."""
     server = servers.start(APP, workers=1, threads=1, probe_path="/pid")
     n = 16 << 20
-    stalled = [stalled_download(server, n, once) for _ in range(4)]
+    # 24 windows of 8 records: more than the worker's 128 slots if the stalled responses
+    # held them.
+    stalled = [stalled_download(server, n, once) for _ in range(24)]
     time.sleep(0.3)  # the worker sends what it may meanwhile
     for _ in range(5):
         r = get(server, "/pid")

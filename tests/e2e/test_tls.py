@@ -10,6 +10,7 @@ key that matches nothing.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import rawhttp
 from harness import HOST, Server, ServerFactory
 
 pytestmark = pytest.mark.uringapi_only
@@ -518,3 +520,37 @@ def test_ktls_serves_pathsend_and_static_files_whole(servers: ServerFactory, cer
         assert client.get(_url(server, "/messages")).status_code == 200
     server.stop()
 
+
+
+# ---- clients that stop reading -----------------------------------------------------------
+
+def test_tls_clients_that_stop_reading_hold_up_no_other_request(servers: ServerFactory,
+                                                                certs: Path) -> None:
+    """As over plain HTTP (test_misbehaving_workers): 24 HTTPS clients that stop reading a
+    16 MiB download leave the worker's other requests alone, and a stalled download read
+    again later is exact. rustls used to hold a response's slot until its records were
+    written, and the records behind it in their slots as well: sixteen such clients took
+    every response slot of the worker."""
+    server = _start(servers, certs, *_tls_args(certs), app="misbehave_app:app", probe="/pid",
+                    workers=1, threads=1)
+    ctx = _client_ctx(certs)
+    ctx.set_alpn_protocols(["http/1.1"])
+    n = 16 << 20
+    stalled = []
+    for _ in range(24):
+        c = rawhttp.Connection(server.host, server.port, timeout=HANG_GUARD, tls=ctx)
+        c.send(rawhttp.build_request("GET", f"/slow?n={n}&chunk=65536&once=0",
+                                     [("Connection", "close")]))
+        while len(c._buf) < 256 << 10:
+            assert c._fill(), "closed before the download was under way"
+        stalled.append(c)
+    time.sleep(0.3)  # the worker sends what it may meanwhile
+    for _ in range(5):
+        with rawhttp.Connection(server.host, server.port, timeout=HANG_GUARD, tls=ctx) as c:
+            r = c.request("GET", "/pid", [("Connection", "close")])
+        assert r.status == 200, (r.status, r.body[:200])
+    resp = stalled[0].read_response()
+    assert resp.status == 200 and len(resp.body) == n, (resp.status, len(resp.body))
+    assert resp.body == random.Random(n).randbytes(n), "the body is what the app sent"
+    for c in stalled:
+        c.close()

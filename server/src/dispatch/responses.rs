@@ -357,14 +357,7 @@ mod tests {
         }
         assert!(rig.hub.poll_rings());
         assert_eq!(free_slots(&rig, w), slots);
-        {
-            let mut wc = rig.worker_channel(w);
-            let slots: Vec<_> = (0..rig.geometry().slots)
-                .map_while(|_| wc.take_slot().unwrap())
-                .collect();
-            slots.iter().for_each(|&s| wc.slot_mut(s).fill(b'x'));
-            slots.into_iter().for_each(|s| wc.untake_slot(s));
-        }
+        scribble(&rig, w);
         match rig.next_event(copied) {
             Some(Event::Body { body, more }) => {
                 assert_eq!(lease_bytes(body.unwrap()), b"world");
@@ -377,6 +370,57 @@ mod tests {
             1,
             "only the plain stream is open"
         );
+    }
+
+    /// Every response slot of worker `w` filled with `x` (a worker reusing them).
+    fn scribble(rig: &Rig, w: usize) {
+        let mut wc = rig.worker_channel(w);
+        let slots: Vec<_> = (0..rig.geometry().slots)
+            .map_while(|_| wc.take_slot().unwrap())
+            .collect();
+        slots.iter().for_each(|&s| wc.slot_mut(s).fill(b'x'));
+        slots.into_iter().for_each(|s| wc.untake_slot(s));
+    }
+
+    #[test]
+    fn a_client_that_falls_behind_holds_no_slot() {
+        // An HTTP/1.1 response whose client stops reading part way: the frame being
+        // written and the records queued behind it give their slots back, and the bytes
+        // still to go are the app's.
+        let rig = Rig::new(1);
+        let (id, w) = rig.hub.open_stream(|| "GET /".into()).unwrap();
+        respond(&rig, w, id, b"HEAD", b"first", true);
+        {
+            let mut wc = rig.worker_channel(w);
+            let slot = wc.take_slot().unwrap().unwrap();
+            wc.slot_mut(slot)[..6].copy_from_slice(b"second");
+            let rec = Record::new(Kind::ResponseBody, id).with_slot(slot.get(), 6, 0);
+            assert!(wc.send(rec).unwrap());
+        }
+        assert!(rig.hub.poll_rings());
+        let slots = rig.geometry().slots;
+        let Some(Event::Head { body, .. }) = rig.next_event(id) else {
+            panic!("expected the response head");
+        };
+        let mut frame = crate::zerocopy::Frame::new(b"P".to_vec(), body, b"S");
+        assert!(
+            !frame.advance(3),
+            "the socket took the prefix and two body bytes"
+        );
+        assert_eq!(free_slots(&rig, w), slots - 2);
+        frame.detach_body();
+        assert_eq!(free_slots(&rig, w), slots - 1, "the frame's slot is back");
+        rig.hub.copy_responses(id);
+        assert_eq!(free_slots(&rig, w), slots, "so is the queued record's");
+        scribble(&rig, w);
+        assert_eq!(frame.pieces().concat(), b"rstS");
+        match rig.next_event(id) {
+            Some(Event::Body { body, more }) => {
+                assert_eq!(lease_bytes(body.unwrap()), b"second");
+                assert!(!more);
+            }
+            _ => panic!("expected the body"),
+        }
     }
 
     #[test]

@@ -57,6 +57,34 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The same event with its shared-memory bytes copied out and their slot given back.
+    fn detach(self) -> Self {
+        let detach = |lease: Option<SlotLease>| lease.map(SlotLease::detach);
+        match self {
+            Event::Head { head, body, more } => Event::Head {
+                head,
+                body: detach(body),
+                more,
+            },
+            Event::Body { body, more } => Event::Body {
+                body: detach(body),
+                more,
+            },
+            Event::WsSend { data, text, more } => Event::WsSend {
+                data: detach(data),
+                text,
+                more,
+            },
+            Event::WsClose { code, reason } => Event::WsClose {
+                code,
+                reason: detach(reason),
+            },
+            other => other,
+        }
+    }
+}
+
 /// A request in flight, from the thread's point of view.
 pub(super) struct Stream {
     pub worker: usize,
@@ -194,11 +222,25 @@ impl Hub {
 
     /// Has the stream's response bytes copied out of their slots as the poller routes them,
     /// so that each slot goes back to the worker in the same poller round instead of when
-    /// the connection task gets to the event (HTTP/2, whose DATA frames are owned copies
-    /// anyway).
+    /// the connection task gets to the event: for HTTP/2, whose DATA frames are owned copies
+    /// anyway, and for an HTTP/1.1 response whose client reads slower than the app writes.
+    /// Records already waiting for the connection task are copied out now.
     pub fn copy_responses(&self, id: StreamId) {
+        let queued = match self.inner.borrow_mut().streams.get_mut(id) {
+            Some(s) if !s.copy => {
+                s.copy = true;
+                std::mem::take(&mut s.inbox)
+            }
+            _ => return,
+        };
+        if queued.is_empty() {
+            return;
+        }
+        // Detaching gives slots back through the hub: not while it is borrowed.
+        let mut detached: VecDeque<Event> = queued.into_iter().map(Event::detach).collect();
         if let Some(s) = self.inner.borrow_mut().streams.get_mut(id) {
-            s.copy = true;
+            detached.append(&mut s.inbox);
+            s.inbox = detached;
         }
     }
 

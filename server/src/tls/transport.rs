@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use monoio::buf::IoBufMut;
+use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use rustls::ServerConnection;
 
@@ -126,13 +126,37 @@ impl TlsStream {
 
     /// Writes whatever ciphertext rustls has queued.
     async fn flush(&mut self) -> std::io::Result<()> {
+        self.flush_noting(&mut || {}).await
+    }
+
+    /// [`flush`](Self::flush), calling `fell_behind` each time the socket takes only part
+    /// of a write (the client reads slower than we write), before waiting for the rest.
+    async fn flush_noting(&mut self, fell_behind: &mut dyn FnMut()) -> std::io::Result<()> {
         while self.tls.wants_write() {
             let mut out = std::mem::take(&mut self.outgoing);
             out.clear();
             while self.tls.wants_write() {
                 self.tls.write_tls(&mut out)?;
             }
-            let (res, out) = self.sock.write_all(out).await;
+            let mut written = 0;
+            let mut res = Ok(());
+            while written < out.len() {
+                let (r, slice) = self.sock.write(out.slice(written..)).await;
+                out = slice.into_inner();
+                match r {
+                    Ok(0) => res = Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        written += n;
+                        if written < out.len() {
+                            fell_behind();
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => res = Err(e),
+                }
+                break;
+            }
             self.outgoing = out;
             res?;
         }
@@ -246,29 +270,62 @@ impl TlsStream {
         let total: usize = pieces.iter().map(|p| p.len()).sum();
         let mut done = 0;
         while done < total {
-            let mut skip = done;
-            let mut slices = Vec::with_capacity(pieces.len());
-            for piece in pieces {
-                if skip >= piece.len() {
-                    skip -= piece.len();
-                    continue;
-                }
-                slices.push(std::io::IoSlice::new(&piece[skip..]));
-                skip = 0;
-            }
-            // rustls buffers at most 64 KiB of records: past that it takes nothing until
-            // they are written out.
-            let n = self.tls.writer().write_vectored(&slices)?;
+            let n = self.encrypt(pieces, done)?;
             if n == 0 {
-                if !self.tls.wants_write() {
-                    return Err(std::io::ErrorKind::WriteZero.into());
-                }
                 self.flush().await?;
             }
             done += n;
         }
         self.flush().await?;
         Ok(total)
+    }
+
+    /// [`send`](Self::send) for a response frame. Its slot goes back to the worker once
+    /// rustls has the bytes, before the records are written; and at once, as a copy, if the
+    /// socket falls behind while the frame is still being encrypted (`fell_behind` is
+    /// called then as well).
+    async fn send_frame(
+        &mut self,
+        frame: &mut Frame,
+        fell_behind: &mut dyn FnMut(),
+    ) -> std::io::Result<usize> {
+        let total = frame.total_len();
+        let mut done = 0;
+        while done < total {
+            let n = self.encrypt(&frame.pieces(), done)?;
+            if n == 0 {
+                let mut behind = || {
+                    frame.detach_body();
+                    fell_behind();
+                };
+                self.flush_noting(&mut behind).await?;
+            }
+            done += n;
+        }
+        frame.consumed();
+        self.flush_noting(fell_behind).await?;
+        Ok(total)
+    }
+
+    /// Hands `pieces`, from byte `done` on, to rustls as one vectored write: the bytes it
+    /// took (it buffers at most 64 KiB of records, then takes nothing until they are
+    /// written out; 0 with nothing to write is an error).
+    fn encrypt(&mut self, pieces: &[&[u8]], done: usize) -> std::io::Result<usize> {
+        let mut skip = done;
+        let mut slices = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            if skip >= piece.len() {
+                skip -= piece.len();
+                continue;
+            }
+            slices.push(std::io::IoSlice::new(&piece[skip..]));
+            skip = 0;
+        }
+        let n = self.tls.writer().write_vectored(&slices)?;
+        if n == 0 && !self.tls.wants_write() {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        Ok(n)
     }
 
     /// Hands the session's keys to the kernel when the connection asked for it
@@ -408,13 +465,19 @@ impl Transport {
     }
 
     /// One vectored write of a response frame: plain TCP writes it from shared memory as it
-    /// is (partial writes possible); TLS encrypts all of it and writes the records.
-    pub async fn writev(&mut self, frame: Frame) -> (std::io::Result<usize>, Frame) {
+    /// is (partial writes possible; the caller sees them); TLS encrypts all of it and
+    /// writes the records, calling `fell_behind` when the socket takes only part of them.
+    pub async fn writev(
+        &mut self,
+        frame: Frame,
+        fell_behind: &mut dyn FnMut(),
+    ) -> (std::io::Result<usize>, Frame) {
         match self {
             Transport::Plain(sock) => sock.writev(frame).await,
             Transport::Ktls(k) => k.sock.writev(frame).await,
             Transport::Tls(t) => {
-                let res = Box::pin(t.send(&frame.pieces())).await;
+                let mut frame = frame;
+                let res = Box::pin(t.send_frame(&mut frame, fell_behind)).await;
                 (res, frame)
             }
         }

@@ -94,6 +94,7 @@ impl Conn {
             framing: encoded.framing,
             sent: 0,
             prefix,
+            slow_reader: Some(sid),
         };
         let mut ok = match file {
             Some((file, len)) => self.send_file(&mut out, file, 0, len).await,
@@ -277,13 +278,26 @@ impl Conn {
         out.sent += len as u64;
         let mut frame = Frame::new(prefix, body, suffix);
         let mut ok = true;
+        // The client reads slower than the app writes: the response's bytes wait in our
+        // memory from here on, not in the worker's slots, which other requests need (the
+        // response window, ring.rs rule 7, bounds how much).
+        let hub = &self.hub;
+        let slow = &mut out.slow_reader;
+        let mut fell_behind = || {
+            if let Some(sid) = slow.take() {
+                hub.copy_responses(sid);
+            }
+        };
         while frame.total_len() > 0 {
-            let (res, f) = self.sock.writev(frame).await;
+            let (res, f) = self.sock.writev(frame, &mut fell_behind).await;
             frame = f;
             match res {
                 Ok(0) => ok = false,
                 Ok(n) => {
-                    frame.advance(n);
+                    if !frame.advance(n) {
+                        frame.detach_body();
+                        fell_behind();
+                    }
                     continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -328,4 +342,7 @@ pub(super) struct Body {
     pub(super) sent: u64,
     /// Bytes to send before the next body piece (the head, then chunk-size lines).
     pub(super) prefix: Vec<u8>,
+    /// The worker's stream this body comes from, until the client first falls behind and
+    /// the stream's records are copied out of their slots (`Hub::copy_responses`).
+    pub(super) slow_reader: Option<StreamId>,
 }

@@ -57,6 +57,7 @@ impl Conn {
             framing: encoded.framing,
             sent: 0,
             prefix,
+            slow_reader: None,
         };
         let ok = match reply.payload {
             Payload::File(f, start, len) => self.send_file(&mut out, f, start, len).await,

@@ -584,7 +584,7 @@ impl Conn {
                     // Uncompressed, each record goes out as one frame straight from the
                     // slot (no copy, nothing of the message held here).
                     encode_header(&mut out, !more, false, opcode, len, None);
-                    self.write_frame(out, data).await.map(drop)
+                    self.write_frame(out, data, Some(sid)).await.map(drop)
                 };
                 sending.fragmenting = more;
                 if let Err(code) = written {
@@ -654,7 +654,7 @@ impl Conn {
         if out.is_empty() {
             return Ok(());
         }
-        let mut back = self.write_frame(std::mem::take(out), None).await?;
+        let mut back = self.write_frame(std::mem::take(out), None, None).await?;
         back.clear();
         *out = back;
         Ok(())
@@ -663,27 +663,37 @@ impl Conn {
     /// Writes a frame header and its payload straight from a slot; gives the header's
     /// buffer back. `Err(1006)`: the client is gone; `Err(1011)`: it read nothing for
     /// `--ws-ping-timeout` (a client that never reads would otherwise hold the connection
-    /// and the app's `send()` for ever; no close frame can reach it).
+    /// and the app's `send()` for ever; no close frame can reach it). If the client reads
+    /// slower than the app sends, the app's messages on stream `sid` are copied out of
+    /// their slots from then on (as in `send_piece`).
     async fn write_frame(
         &mut self,
         header: Vec<u8>,
         data: Option<SlotLease>,
+        sid: Option<StreamId>,
     ) -> Result<Vec<u8>, u16> {
         // Boxed: the write and its stall deadline are 900 bytes of future, which inline
         // would size every open WebSocket's state, idle or not. PERF: one allocation per
         // frame written, against 0.9 KiB per idle WebSocket.
-        Box::pin(self.write_frame_now(header, data)).await
+        Box::pin(self.write_frame_now(header, data, sid)).await
     }
 
     async fn write_frame_now(
         &mut self,
         header: Vec<u8>,
         data: Option<SlotLease>,
+        mut sid: Option<StreamId>,
     ) -> Result<Vec<u8>, u16> {
         let stall = self.cfg.ws.and_then(|c| c.ping_timeout);
         let mut frame = Frame::new(header, data, b"");
+        let hub = &self.hub;
+        let mut fell_behind = || {
+            if let Some(sid) = sid.take() {
+                hub.copy_responses(sid);
+            }
+        };
         while frame.total_len() > 0 {
-            let write = self.sock.writev(frame);
+            let write = self.sock.writev(frame, &mut fell_behind);
             let (res, f) = match stall {
                 None => write.await,
                 Some(t) => monoio::select! {
@@ -698,7 +708,10 @@ impl Conn {
             match res {
                 Ok(0) => return Err(close::ABNORMAL),
                 Ok(n) => {
-                    frame.advance(n);
+                    if !frame.advance(n) {
+                        frame.detach_body();
+                        fell_behind();
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return Err(close::ABNORMAL),
