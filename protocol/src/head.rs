@@ -347,6 +347,12 @@ impl<'a> TlsSection<'a> {
     }
 }
 
+/// Whether `b` may appear in a token (RFC 9110 §5.6.2): what a header name is made of. The
+/// worker checks the app's response header names with it, and the front end again.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Encodes a response head (worker side).
 pub fn encode_response_head<'h>(
     status: u16,

@@ -27,6 +27,9 @@ Routes (query parameters in brackets):
   GET  /send-after-complete           a complete response, then one more body message
   GET  /str-header-name               http.response.start with a str header name, then a
                                       body (ASGI: header names are byte strings)
+  GET  /crlf-header-value             http.response.start with a header value holding CR LF
+                                      and a second header (a response-splitting attempt)
+  GET  /bad-header-name               http.response.start with a space in a header name
   GET  /disconnect-after-complete     a complete response, then receive() once more
   POST /wait-disconnect               reads the body, records "body-done", waits for
                                       http.disconnect, records it, then tries to send
@@ -229,6 +232,12 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
     elif probe == "str-header-name":
         await checked_send(send, probe, {"type": "http.response.start", "status": 200,
                                          "headers": [("x-str", b"value")]})
+        await checked_send(send, probe + "-body", {"type": "http.response.body", "body": b"ok"})
+    elif probe in ("crlf-header-value", "bad-header-name"):
+        header = ((b"x-split", b"a\r\nx-injected: 1") if probe == "crlf-header-value"
+                  else (b"bad name", b"v"))
+        await checked_send(send, probe, {"type": "http.response.start", "status": 200,
+                                         "headers": [header]})
         await checked_send(send, probe + "-body", {"type": "http.response.body", "body": b"ok"})
     elif probe == "send-after-complete":
         await send({"type": "http.response.start", "status": 200,

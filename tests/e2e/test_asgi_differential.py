@@ -523,6 +523,9 @@ SEND_CASES = [
              event="sent start-twice"),
     SendCase("send-after-complete", "/send-after-complete", event="sent send-after-complete"),
     SendCase("str-header-name", "/str-header-name", rule="500", event="sent str-header-name"),
+    SendCase("crlf-header-value", "/crlf-header-value", rule="500",
+             event="sent crlf-header-value"),
+    SendCase("bad-header-name", "/bad-header-name", rule="500", event="sent bad-header-name"),
     SendCase("disconnect-after-complete", "/disconnect-after-complete",
              event="received disconnect-after-complete"),
 ]
@@ -569,6 +572,12 @@ EXPECTED_SEND: dict[str, Difference] = {
         "raises and nothing has reached the client. uvicorn marks the response started "
         "before it checks the headers and then can only close the connection with no "
         "response at all; a 500 tells the client what happened.", _500),
+    "crlf-header-value": Difference(
+        "a header value with CR LF (a response-splitting attempt) or a header name that is "
+        "not a token: both servers refuse it in send() with a RuntimeError, and as for a str "
+        "header name uvicorn has marked the response started by then and closes the "
+        "connection with no response; uringapi answers 500.", _500),
+    "bad-header-name": Difference("as crlf-header-value", _500),
     "send-after-complete": Difference(
         "the response was complete and well framed before the app's extra send() raised; "
         "uvicorn closes the connection anyway (its error path closes once a response has "

@@ -4,6 +4,8 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
+use uringapi_protocol::head::is_tchar;
+
 use crate::ResponseHeadTooLarge;
 
 /// A response head (status line and headers) must fit in one shared-memory slot.
@@ -66,8 +68,31 @@ fn header_pair<'py>(pair: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyBytes>>
     if !(name.is_exact_instance_of::<PyBytes>() && value.is_exact_instance_of::<PyBytes>()) {
         return Err(not_a_header(pair));
     }
-    out.push(name.cast_into::<PyBytes>()?);
-    out.push(value.cast_into::<PyBytes>()?);
+    let (name, value) = (name.cast_into::<PyBytes>()?, value.cast_into::<PyBytes>()?);
+    check_field(name.as_bytes(), value.as_bytes())?;
+    out.push(name);
+    out.push(value);
+    Ok(())
+}
+
+/// A header the app may send: the name a token (RFC 9110 §5.6.2), the value without control
+/// characters other than tab (§5.5), so that no value can end the head early or smuggle
+/// another header. As uvicorn, a `RuntimeError` in the app's `send()`, before the response
+/// counts as started (so the client gets a 500). The front end checks again: the worker is
+/// not trusted.
+fn check_field(name: &[u8], value: &[u8]) -> PyResult<()> {
+    if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+            "response header name {:?} is not an HTTP token",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+            "response header {:?}: the value has a control character",
+            String::from_utf8_lossy(name)
+        )));
+    }
     Ok(())
 }
 

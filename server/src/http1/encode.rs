@@ -71,10 +71,7 @@ pub struct Encoded {
     pub keep_alive: bool,
 }
 
-pub(crate) fn is_tchar(b: u8) -> bool {
-    // RFC 9110 §5.6.2 token characters.
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
+pub(crate) use uringapi_protocol::head::is_tchar;
 
 pub fn reason(status: u16) -> &'static str {
     match status {
