@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 import rawhttp
-from harness import Server
+from harness import Server, ServerFactory
 
 MIB = 1024 * 1024
 
@@ -165,6 +165,27 @@ def test_exception_after_response_started_aborts_the_body(fastapi_server: Server
     assert not rest.endswith(b"0\r\n\r\n"), "a failed body must not look complete"
     with httpx.Client(base_url=fastapi_server.base_url, timeout=30) as client:
         assert client.get("/json").status_code == 200
+
+
+def test_a_client_leaving_a_stream_is_not_an_app_error(servers: ServerFactory) -> None:
+    """Clients that close the connection in the middle of a StreamingResponse (a tab
+    closed, a download cancelled): the streams end, the worker serves on, and nothing is
+    logged as an error, as under uvicorn. Starlette turns the OSError that send() raises
+    once the client is gone (ASGI spec 2.4) into its own ClientDisconnect, which uringapi
+    used to log with its traceback as an exception in the app, once per such client."""
+    server = servers.start("fastapi_app:app", workers=1)
+    for _ in range(3):
+        with rawhttp.Connection(server.host, server.port) as c:
+            c.send(rawhttp.build_request("GET", "/stream?n=1000000"))
+            assert c.read_head().status == 200
+            assert c._fill(), "the stream is under way"
+    time.sleep(1.0)  # the app's next send() finds the client gone
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        assert client.get("/json").json() == {"message": "hello"}
+    time.sleep(0.5)  # logging is asynchronous
+    log = server.stderr()
+    for word in ("Traceback", "ClientDisconnect", "exception in ASGI application"):
+        assert word not in log, log[-3000:]
 
 
 @pytest.mark.parametrize("size", [0, 1, 1000, MIB, 3 * MIB + 7])

@@ -8,6 +8,7 @@ file descriptors in ``URINGAPI_*`` environment variables (see the README).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import ctypes
 import faulthandler
 import gc
@@ -61,6 +62,23 @@ RESPONSE_WINDOW = _native.RESPONSE_WINDOW
 
 class ClientDisconnected(OSError):
     """Raised by ``send()`` when the client has gone away. Not logged as an error."""
+
+
+#: ``BaseExceptionGroup`` where the language has it (3.11 on), which anyio task groups raise.
+_GROUP: type | tuple[()] = getattr(builtins, "BaseExceptionGroup", ())
+
+
+def _from_disconnect(exc: BaseException | None, depth: int = 0) -> bool:
+    """Whether the app's exception comes from a ``send()`` that found the client gone: the
+    ``ClientDisconnected`` itself, or what the framework raised while handling it (Starlette
+    turns it into ``ClientDisconnect``), or a group of only such exceptions."""
+    if exc is None or depth > 16:
+        return False
+    if isinstance(exc, ClientDisconnected):
+        return True
+    if isinstance(exc, _GROUP):
+        return all(_from_disconnect(e, depth + 1) for e in exc.exceptions)
+    return _from_disconnect(exc.__cause__ or exc.__context__, depth + 1)
 
 
 class StartupError(Exception):
@@ -371,7 +389,9 @@ class Cycle:
                 await self._error(500)
             raise
         except BaseException as exc:  # noqa: BLE001 - the app's failure becomes a 500 or a close
-            if self.disconnected and isinstance(exc, OSError):
+            if self.disconnected and (isinstance(exc, OSError) or _from_disconnect(exc)):
+                # The client left mid-response, as clients do; uvicorn logs nothing either.
+                logger.debug("the client left; the app ended with %r", exc)
                 return
             logger.error("exception in ASGI application", exc_info=exc)
             if not self.head_sent and self.head is None and not self.disconnected:
