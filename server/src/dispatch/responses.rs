@@ -245,6 +245,15 @@ mod tests {
         assert!(wc.send(rec).unwrap());
     }
 
+    /// The worker's side: ends `id`'s response with a body record of `body`.
+    fn last_body(rig: &Rig, worker: usize, id: u64, body: &[u8]) {
+        let mut wc = rig.worker_channel(worker);
+        let slot = wc.take_slot().unwrap().expect("a free response slot");
+        wc.slot_mut(slot)[..body.len()].copy_from_slice(body);
+        let rec = Record::new(Kind::ResponseBody, id).with_slot(slot.get(), body.len() as u32, 0);
+        assert!(wc.send(rec).unwrap());
+    }
+
     /// The bytes a lease would send, through the same frame the connection writes.
     fn lease_bytes(lease: SlotLease) -> Vec<u8> {
         crate::zerocopy::Frame::new(Vec::new(), Some(lease), b"")
@@ -348,13 +357,7 @@ mod tests {
         drop(held_ev);
         assert_eq!(free_slots(&rig, w), slots);
         // A body record of the copying stream: the bytes survive the slot's reuse.
-        {
-            let mut wc = rig.worker_channel(w);
-            let slot = wc.take_slot().unwrap().unwrap();
-            wc.slot_mut(slot)[..5].copy_from_slice(b"world");
-            let rec = Record::new(Kind::ResponseBody, copied).with_slot(slot.get(), 5, 0);
-            assert!(wc.send(rec).unwrap());
-        }
+        last_body(&rig, w, copied, b"world");
         assert!(rig.hub.poll_rings());
         assert_eq!(free_slots(&rig, w), slots);
         scribble(&rig, w);
@@ -390,13 +393,7 @@ mod tests {
         let rig = Rig::new(1);
         let (id, w) = rig.hub.open_stream(|| "GET /".into()).unwrap();
         respond(&rig, w, id, b"HEAD", b"first", true);
-        {
-            let mut wc = rig.worker_channel(w);
-            let slot = wc.take_slot().unwrap().unwrap();
-            wc.slot_mut(slot)[..6].copy_from_slice(b"second");
-            let rec = Record::new(Kind::ResponseBody, id).with_slot(slot.get(), 6, 0);
-            assert!(wc.send(rec).unwrap());
-        }
+        last_body(&rig, w, id, b"second");
         assert!(rig.hub.poll_rings());
         let slots = rig.geometry().slots;
         let Some(Event::Head { body, .. }) = rig.next_event(id) else {
