@@ -262,11 +262,12 @@ fn empty() -> libc::iovec {
 }
 
 // SAFETY: the iovec array is boxed, so its address survives moves of the Frame; every
-// iovec points either into `prefix` (a Vec whose heap buffer does not move when the Frame
-// moves and is not mutated while the Frame lives), into a leased
+// iovec still to write points either into `prefix` (a Vec whose heap buffer does not move
+// when the Frame moves and is not mutated while the Frame lives), into a leased
 // shared-memory slot kept mapped and out of the worker's hands by the lease the Frame owns,
-// or into a `'static` suffix. So the pointers stay valid for as long as the runtime owns the
-// Frame, which is what `IoVecBuf` requires.
+// into a detached lease's copy (a Vec the lease owns, re-pointed by `detach_body`), or into
+// a `'static` suffix; after `consumed` none is left to write (`start == n`). So the pointers
+// stay valid for as long as the runtime owns the Frame, which is what `IoVecBuf` requires.
 unsafe impl IoVecBuf for Frame {
     fn read_iovec_ptr(&self) -> *const libc::iovec {
         self.iov[self.start..].as_ptr()
