@@ -260,30 +260,16 @@ impl TlsStream {
         Ok(())
     }
 
-    /// Encrypts `pieces` and writes the records out. The pieces (a response frame's head,
-    /// body slot and suffix) go to rustls as one vectored write, so they share records.
+    /// Encrypts a response frame and writes the records out. Its pieces (head, body slot
+    /// and suffix) go to rustls as one vectored write, so they share records.
     /// PERF: https-hello (benches/e2e, 2 shared cores): one record per response instead of
     /// one per piece (head, then body), one AEAD seal and one record buffer fewer; with the
     /// other changes of its commit 41.1 -> 26.4 CPU-µs/req, not measured alone
     /// (benches/results/https-2026-12-04{-before,}.json).
-    async fn send(&mut self, pieces: &[&[u8]]) -> std::io::Result<usize> {
-        let total: usize = pieces.iter().map(|p| p.len()).sum();
-        let mut done = 0;
-        while done < total {
-            let n = self.encrypt(pieces, done)?;
-            if n == 0 {
-                self.flush().await?;
-            }
-            done += n;
-        }
-        self.flush().await?;
-        Ok(total)
-    }
-
-    /// [`send`](Self::send) for a response frame. Its slot goes back to the worker once
-    /// rustls has the bytes, before the records are written; and at once, as a copy, if the
-    /// socket falls behind while the frame is still being encrypted (`fell_behind` is
-    /// called then as well).
+    ///
+    /// The frame's slot goes back to the worker once rustls has the bytes, before the
+    /// records are written; and at once, as a copy, if the socket falls behind while the
+    /// frame is still being encrypted (`fell_behind` is called then as well).
     async fn send_frame(
         &mut self,
         frame: &mut Frame,
@@ -458,8 +444,9 @@ impl Transport {
             Transport::Plain(sock) => sock.write_all(bytes).await,
             Transport::Ktls(k) => k.sock.write_all(bytes).await,
             Transport::Tls(t) => {
-                let res = Box::pin(t.send(&[&bytes])).await;
-                (res, bytes)
+                let mut frame = Frame::new(bytes, None, b"");
+                let res = Box::pin(t.send_frame(&mut frame, &mut || {})).await;
+                (res, frame.into_prefix())
             }
         }
     }
