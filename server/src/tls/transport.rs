@@ -8,6 +8,7 @@
 //! is a plain socket again once the kernel has the keys: plaintext `writev` from shared
 //! memory and `sendfile` for files, the kernel making the records.
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -451,23 +452,43 @@ impl Transport {
         }
     }
 
-    /// One vectored write of a response frame: plain TCP writes it from shared memory as it
-    /// is (partial writes possible; the caller sees them); TLS encrypts all of it and
-    /// writes the records, calling `fell_behind` when the socket takes only part of them.
-    pub async fn writev(
+    /// Writes all of a response frame and gives its prefix buffer back for reuse. Plain TCP
+    /// and kTLS write it from shared memory as it is; TLS encrypts it and writes the records.
+    ///
+    /// When the socket takes only part of a write, the client reads slower than the app
+    /// writes: the frame's body is copied out of its slot (`Frame::detach_body`) and
+    /// `fell_behind` is called, so that the caller copies the rest of the response too and
+    /// the worker's slots go back. With `stall`, a write the socket takes nothing of for
+    /// that long fails with `TimedOut` (over TLS: the frame's whole encrypt-and-write).
+    pub async fn write_frame(
         &mut self,
-        frame: Frame,
+        mut frame: Frame,
+        stall: Option<Duration>,
         fell_behind: &mut dyn FnMut(),
-    ) -> (std::io::Result<usize>, Frame) {
-        match self {
-            Transport::Plain(sock) => sock.writev(frame).await,
-            Transport::Ktls(k) => k.sock.writev(frame).await,
+    ) -> std::io::Result<Vec<u8>> {
+        let sock = match self {
+            Transport::Plain(sock) => sock,
+            Transport::Ktls(k) => &mut k.sock,
             Transport::Tls(t) => {
-                let mut frame = frame;
-                let res = Box::pin(t.send_frame(&mut frame, fell_behind)).await;
-                (res, frame)
+                within(stall, Box::pin(t.send_frame(&mut frame, fell_behind))).await??;
+                return Ok(frame.into_prefix());
+            }
+        };
+        while frame.total_len() > 0 {
+            let (res, f) = within(stall, sock.writev(frame)).await?;
+            frame = f;
+            match res {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) if !frame.advance(n) => {
+                    frame.detach_body();
+                    fell_behind();
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
+        Ok(frame.into_prefix())
     }
 
     /// Waits until the client sent something (or left) while no read is pending. Bytes
@@ -591,6 +612,19 @@ async fn fill(
         }
     }
     (Ok(true), buf)
+}
+
+/// `fut`'s output, or `TimedOut` if `stall` passes first.
+async fn within<T>(stall: Option<Duration>, fut: impl Future<Output = T>) -> std::io::Result<T> {
+    let Some(stall) = stall else {
+        return Ok(fut.await);
+    };
+    monoio::select! {
+        out = fut => Ok(out),
+        _ = crate::deadline::until(std::time::Instant::now() + stall) => {
+            Err(std::io::ErrorKind::TimedOut.into())
+        }
+    }
 }
 
 #[cfg(test)]

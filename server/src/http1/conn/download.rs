@@ -276,8 +276,7 @@ impl Conn {
             }
         };
         out.sent += len as u64;
-        let mut frame = Frame::new(prefix, body, suffix);
-        let mut ok = true;
+        let frame = Frame::new(prefix, body, suffix);
         // The client reads slower than the app writes: the response's bytes wait in our
         // memory from here on, not in the worker's slots, which other requests need (the
         // response window, ring.rs rule 7, bounds how much).
@@ -288,27 +287,14 @@ impl Conn {
                 hub.copy_responses(sid);
             }
         };
-        while frame.total_len() > 0 {
-            let (res, f) = self.sock.writev(frame, &mut fell_behind).await;
-            frame = f;
-            match res {
-                Ok(0) => ok = false,
-                Ok(n) => {
-                    if !frame.advance(n) {
-                        frame.detach_body();
-                        fell_behind();
-                    }
-                    continue;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => ok = false,
+        match self.sock.write_frame(frame, None, &mut fell_behind).await {
+            Ok(mut prefix) => {
+                prefix.clear();
+                out.prefix = prefix;
+                true
             }
-            break;
+            Err(_) => false,
         }
-        let mut prefix = frame.into_prefix();
-        prefix.clear();
-        out.prefix = prefix;
-        ok
     }
 }
 

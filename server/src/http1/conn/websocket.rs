@@ -685,39 +685,21 @@ impl Conn {
         mut sid: Option<StreamId>,
     ) -> Result<Vec<u8>, u16> {
         let stall = self.cfg.ws.and_then(|c| c.ping_timeout);
-        let mut frame = Frame::new(header, data, b"");
+        let frame = Frame::new(header, data, b"");
         let hub = &self.hub;
         let mut fell_behind = || {
             if let Some(sid) = sid.take() {
                 hub.copy_responses(sid);
             }
         };
-        while frame.total_len() > 0 {
-            let write = self.sock.writev(frame, &mut fell_behind);
-            let (res, f) = match stall {
-                None => write.await,
-                Some(t) => monoio::select! {
-                    r = write => r,
-                    _ = crate::deadline::until(Instant::now() + t) => {
-                        tracing::debug!(peer = %self.peer, "websocket client read nothing for --ws-ping-timeout; dropping it (1011)");
-                        return Err(close::INTERNAL_ERROR);
-                    }
-                },
-            };
-            frame = f;
-            match res {
-                Ok(0) => return Err(close::ABNORMAL),
-                Ok(n) => {
-                    if !frame.advance(n) {
-                        frame.detach_body();
-                        fell_behind();
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(close::ABNORMAL),
+        match self.sock.write_frame(frame, stall, &mut fell_behind).await {
+            Ok(prefix) => Ok(prefix),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::debug!(peer = %self.peer, "websocket client read nothing for --ws-ping-timeout; dropping it (1011)");
+                Err(close::INTERNAL_ERROR)
             }
+            Err(_) => Err(close::ABNORMAL),
         }
-        Ok(frame.into_prefix())
     }
 }
 
