@@ -353,6 +353,14 @@ pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Whether `status` may end a request as its response: RFC 9110 §15 puts every valid code
+/// in 100..=599, and a 1xx is interim (a client goes on waiting for the final one, then
+/// takes the next request's response for it). The worker refuses the app any other status
+/// and the front end checks again.
+pub fn is_final_status(status: u16) -> bool {
+    (200..=599).contains(&status)
+}
+
 /// Encodes a response head (worker side).
 pub fn encode_response_head<'h>(
     status: u16,

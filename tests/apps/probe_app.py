@@ -30,6 +30,8 @@ Routes (query parameters in brackets):
   GET  /crlf-header-value             http.response.start with a header value holding CR LF
                                       and a second header (a response-splitting attempt)
   GET  /bad-header-name               http.response.start with a space in a header name
+  GET  /bad-status?status=S           http.response.start with status S (an int, or the
+                                      str "200" for S=str): 1xx and 600+ are no final status
   GET  /disconnect-after-complete     a complete response, then receive() once more
   POST /wait-disconnect               reads the body, records "body-done", waits for
                                       http.disconnect, records it, then tries to send
@@ -238,6 +240,12 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
                   else (b"bad name", b"v"))
         await checked_send(send, probe, {"type": "http.response.start", "status": 200,
                                          "headers": [header]})
+        await checked_send(send, probe + "-body", {"type": "http.response.body", "body": b"ok"})
+    elif probe == "bad-status":
+        raw = query.get("status", "103")
+        status = "200" if raw == "str" else int(raw)
+        await checked_send(send, probe, {"type": "http.response.start", "status": status,
+                                         "headers": [(b"content-length", b"2")]})
         await checked_send(send, probe + "-body", {"type": "http.response.body", "body": b"ok"})
     elif probe == "send-after-complete":
         await send({"type": "http.response.start", "status": 200,

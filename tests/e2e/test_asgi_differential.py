@@ -526,6 +526,10 @@ SEND_CASES = [
     SendCase("crlf-header-value", "/crlf-header-value", rule="500",
              event="sent crlf-header-value"),
     SendCase("bad-header-name", "/bad-header-name", rule="500", event="sent bad-header-name"),
+    SendCase("informational-status", "/bad-status?status=103", rule="500",
+             event="sent bad-status "),
+    SendCase("status-600", "/bad-status?status=600", rule="500", event="sent bad-status "),
+    SendCase("str-status", "/bad-status?status=str", rule="500", event="sent bad-status "),
     SendCase("disconnect-after-complete", "/disconnect-after-complete",
              event="received disconnect-after-complete"),
 ]
@@ -535,6 +539,7 @@ SEND_CASES = [
 class Difference:
     reason: str
     uringapi: dict[str, Any]  # Transcript fields -> uringapi's value
+    event: str | None = None  # uringapi's event line, where it differs from uvicorn's
 
 
 _500_BODY = b"Internal Server Error"
@@ -578,6 +583,22 @@ EXPECTED_SEND: dict[str, Difference] = {
         "header name uvicorn has marked the response started by then and closes the "
         "connection with no response; uringapi answers 500.", _500),
     "bad-header-name": Difference("as crlf-header-value", _500),
+    "informational-status": Difference(
+        "a 1xx status in http.response.start is no final response (RFC 9110 §15.2): a "
+        "client takes it as interim and goes on waiting, then reads the next response as "
+        "this one's. uvicorn sends it with the app's body behind it; uringapi's send() "
+        "raises RuntimeError and the client gets a 500.",
+        {**_500, "interim": []}, event="sent bad-status raised:RuntimeError:other"),
+    "status-600": Difference(
+        "RFC 9110 §15: valid status codes are 100..=599. uvicorn's send() raises KeyError "
+        "after marking the response started, so the client gets a closed connection; "
+        "uringapi's raises RuntimeError before, and the client gets a 500.",
+        _500, event="sent bad-status raised:RuntimeError:other"),
+    "str-status": Difference(
+        "ASGI's status is an int; a str makes uvicorn's send() raise KeyError after the "
+        "response counts as started (a closed connection), uringapi's TypeError before it "
+        "(a 500).",
+        _500, event="sent bad-status raised:TypeError:other"),
     "send-after-complete": Difference(
         "the response was complete and well framed before the app's extra send() raised; "
         "uvicorn closes the connection anyway (its error path closes once a response has "
@@ -626,6 +647,9 @@ def test_send_semantics_match(pair: dict[str, Probed], case: SendCase) -> None:
     # What send() did inside the app (when the probe records it) matches too.
     if case.event is not None:
         lines = {k: p.wait_event(case.event) for k, p in pair.items()}
+        if diff is not None and diff.event is not None:
+            assert lines["uvicorn"] != diff.event, f"{case.id}: send() now raises alike"
+            lines["uvicorn"] = diff.event
         assert lines["uringapi"] == lines["uvicorn"]
 
 

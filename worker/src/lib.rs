@@ -15,7 +15,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use uringapi_protocol::doorbell::EventFd;
-use uringapi_protocol::head::{encode_response_head, response_head_len, RequestView};
+use uringapi_protocol::head::{
+    encode_response_head, is_final_status, response_head_len, RequestView,
+};
 use uringapi_protocol::record::{NO_SLOT, RESPONSE_WINDOW, WS_CREDIT_AT, WS_TEXT, WS_WINDOW};
 use uringapi_protocol::{Kind, Record, Segment, WorkerChannel};
 
@@ -383,15 +385,24 @@ impl Worker {
     }
 
     /// Checks and encodes a response head (`http.response.start`): `headers` is an iterable
-    /// of pairs of `bytes`. Raises `TypeError` for a header of another shape and
+    /// of pairs of `bytes`. Raises `TypeError` for a status that is not an int or a header
+    /// of another shape, `RuntimeError` for a status outside 200..=599 (101 with `upgrade`,
+    /// the WebSocket accept, and only then) or an invalid header, and
     /// `ResponseHeadTooLarge` when the head does not fit a slot. The result goes to `send`
     /// or `send_path` as `head`.
+    #[pyo3(signature = (status, headers, upgrade = false))]
     fn encode_head<'py>(
         &self,
         py: Python<'py>,
         status: u16,
         headers: &Bound<'py, PyAny>,
+        upgrade: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        if upgrade != (status == 101) || !(upgrade || is_final_status(status)) {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "response status {status} is not a final status (200..=599, RFC 9110 §15)"
+            )));
+        }
         let items = header_items(headers)?;
         let pairs = items
             .chunks_exact(2)

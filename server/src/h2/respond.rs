@@ -10,7 +10,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, SendStream};
 use http::{HeaderName, HeaderValue, Response};
-use uringapi_protocol::head::ResponseView;
+use uringapi_protocol::head::{is_final_status, ResponseView};
 use uringapi_protocol::record::RESPONSE_CREDIT_AT;
 
 use super::stream::Outcome;
@@ -288,10 +288,10 @@ fn build_response(
     opts: &super::Settings,
 ) -> Option<(Response<()>, Option<u64>)> {
     let mut resp = Response::new(());
-    *resp.status_mut() = http::StatusCode::from_u16(view.status).ok()?;
-    if view.status < 200 {
+    if !is_final_status(view.status) {
         return None;
     }
+    *resp.status_mut() = http::StatusCode::from_u16(view.status).ok()?;
     let map = resp.headers_mut();
     front_end_fields(map, opts);
     let mut declared = None;

@@ -4,10 +4,12 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use uringapi_protocol::head::is_final_status;
+
 /// How the response body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
-    /// No body at all (HEAD, 1xx, 204, 304).
+    /// No body at all (HEAD, 204, 304).
     Empty,
     /// Exactly this many bytes.
     Length(u64),
@@ -20,7 +22,7 @@ pub enum Framing {
 /// A response head from a worker that must not reach the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadResponse {
-    #[error("status {0} outside 100..=999")]
+    #[error("status {0} is not a final status (200..=599)")]
     Status(u16),
     #[error("header name {0:?} is not a token")]
     Name(String),
@@ -124,10 +126,10 @@ pub fn response_head(
     opts: HeaderOptions,
     out: &mut Vec<u8>,
 ) -> Result<Encoded, BadResponse> {
-    if !(100..=999).contains(&status) {
+    if !is_final_status(status) {
         return Err(BadResponse::Status(status));
     }
-    let no_body_status = status < 200 || status == 204 || status == 304;
+    let no_body_status = status == 204 || status == 304;
     let mut app_length = None;
     let mut app_close = false;
     for (name, value) in headers {
@@ -351,6 +353,23 @@ mod tests {
             &imf_fixdate(1_709_210_096),
             b"Thu, 29 Feb 2024 12:34:56 GMT"
         );
+    }
+
+    #[test]
+    fn only_a_final_status_reaches_the_wire() {
+        // A 1xx would leave the client waiting for the final response, then reading the
+        // next request's response as this one's; 600 and up are no status (RFC 9110 §15).
+        for status in [0, 99, 100, 101, 103, 199, 600, 999] {
+            let mut out = Vec::new();
+            let res = response_head(status, &[], REQ11, Some(0), OPTS, &mut out);
+            assert_eq!(res, Err(BadResponse::Status(status)));
+        }
+        assert!(head(200, &[], REQ11, Some(0))
+            .0
+            .starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(head(599, &[], REQ11, Some(0))
+            .0
+            .starts_with("HTTP/1.1 599 \r\n"));
     }
 
     #[test]

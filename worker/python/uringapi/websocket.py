@@ -239,7 +239,7 @@ class WebSocketCycle:
             subprotocol = message.get("subprotocol")
             if subprotocol is not None:
                 headers.append((b"sec-websocket-protocol", subprotocol.encode()))
-            head = self.worker.native.encode_head(101, headers)
+            head = self.worker.native.encode_head(101, headers, True)
             self.state = ACCEPTED
             if self.client_gone:
                 return
@@ -257,7 +257,7 @@ class WebSocketCycle:
         elif kind == "websocket.http.response.start":
             if self.state != CONNECTING:
                 raise RuntimeError("websocket.http.response.start after accept, close or another response")
-            self.head = self.worker.native.encode_head(int(message["status"]), message.get("headers") or ())
+            self.head = self.worker.native.encode_head(message["status"], message.get("headers") or ())
             self.state = RESPONSE
         elif kind == "websocket.http.response.body":
             if self.state != RESPONSE:

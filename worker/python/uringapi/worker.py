@@ -262,14 +262,13 @@ class Cycle:
         if kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
-            # As uvicorn: a wrong header type is the app's error, raised here (TypeError),
-            # before anything counts as started (so the failure can still be a 500). The
-            # head is encoded once, here, and copied into the slot when it goes out.
+            # A wrong status or header is the app's error, raised here (TypeError for a
+            # status that is not an int, as uvicorn for a header of the wrong type;
+            # RuntimeError for an invalid value), before anything counts as started (so the
+            # failure can still be a 500). The head is encoded once, here, and copied into
+            # the slot when it goes out.
             worker = self.worker
-            status = message["status"]
-            if type(status) is not int:
-                status = int(status)
-            head = worker.native.encode_head(status, message.get("headers") or ())
+            head = worker.native.encode_head(message["status"], message.get("headers") or ())
             self.started = True
             self.head = head
             # Usually the body follows at once and both go out as one record (with a
