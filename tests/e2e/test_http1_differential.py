@@ -163,6 +163,8 @@ CORPUS: list[Case] = [
     one("options-asterisk", b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n"),
     one("patch", b"PATCH /things/7 HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n\r\n{}"),
     one("extension-method", b"PURGE /cache/key HTTP/1.1\r\n" + H + b"\r\n"),
+    # RFC 9112 §2.2: empty lines before the request line are ignored.
+    one("leading-empty-lines", b"\r\n\r\n\r\nGET /after-blank-lines HTTP/1.1\r\n" + H + b"\r\n"),
     # Targets.
     one("query-escapes", b"GET /search?q=caf%C3%A9+au+lait&tag=%2F%3F%26&empty=&flag HTTP/1.1\r\n"
         + H + b"\r\n"),

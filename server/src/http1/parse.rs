@@ -180,6 +180,13 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
+/// The empty lines (CRLFs) before the request line: RFC 9112 §2.2 asks a server to ignore
+/// them (some clients send one after a request body), and uvicorn ignores any number.
+/// httparse skips them too; they still count against the head's size limit.
+fn empty_lines(buf: &[u8]) -> usize {
+    buf.chunks_exact(2).take_while(|p| *p == b"\r\n").count() * 2
+}
+
 /// Parses a head from the start of `buf`. `Ok(None)`: need more bytes.
 pub fn parse<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Option<Head<'b>>, HeadError> {
     match scan(buf, limits)? {
@@ -191,10 +198,12 @@ pub fn parse<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Option<Head<'b>>,
 /// Applies the size limits to a possibly incomplete head and finds its end.
 /// `Ok(None)`: need more bytes.
 pub fn scan(buf: &[u8], limits: &HeadLimits) -> Result<Option<usize>, HeadError> {
-    let end = head_end(buf);
+    let skip = empty_lines(buf);
+    let rest = &buf[skip..];
+    let end = head_end(rest).map(|end| skip + end);
     // RFC 9112 §3 / §2.3: enforce the request-line limit even while the line is incomplete.
     // The line's length is without its CRLF (as gunicorn counts --limit-request-line).
-    let line = &buf[..buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len())];
+    let line = &rest[..rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len())];
     let line_len = line.len() - usize::from(line.last() == Some(&b'\r'));
     if line_len > limits.request_line {
         return Err(HeadError::RequestLineTooLong(limits.request_line));
@@ -531,6 +540,29 @@ mod tests {
 
     fn p(raw: &str) -> Result<Option<Head<'_>>, HeadError> {
         parse(raw.as_bytes(), &HeadLimits::default())
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_line_are_ignored() {
+        let raw = "\r\n\r\n\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(
+            scan(raw.as_bytes(), &HeadLimits::default()),
+            Ok(Some(raw.len()))
+        );
+        assert_eq!(p(raw).unwrap().unwrap().path, b"/a");
+        assert!(matches!(p("\r\n\r\n"), Ok(None)));
+        // The request line after them is held to its limit as it comes in.
+        let limits = HeadLimits {
+            request_line: 20,
+            ..HeadLimits::default()
+        };
+        let long = format!("\r\n\r\nGET /{} HTTP/1.1", "x".repeat(30));
+        assert_eq!(
+            scan(long.as_bytes(), &limits),
+            Err(HeadError::RequestLineTooLong(20))
+        );
+        // A bare LF is still refused, there as anywhere in the head.
+        assert!(p("\nGET / HTTP/1.1\r\nHost: h\r\n\r\n").is_err());
     }
 
     #[test]
