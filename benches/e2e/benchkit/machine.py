@@ -73,7 +73,17 @@ def _first_line(cmd: list[str]) -> str | None:
 
 
 def _git_commit() -> str | None:
-    cmd = ["git", "-C", str(paths.REPO), "rev-parse", "HEAD"]
+    """HEAD, with "-dirty" when tracked files differ from it (the run measured code no
+    commit holds)."""
+    head = _git("rev-parse", "HEAD")
+    if head is None:
+        return None
+    changed = _git("status", "--porcelain", "--untracked-files=no")
+    return head + "-dirty" if changed else head
+
+
+def _git(*args: str) -> str | None:
+    cmd = ["git", "-C", str(paths.REPO), *args]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
