@@ -98,7 +98,40 @@ impl Socket {
             Self::Unix(s) => s.writable(false).await,
         }
     }
+
+    /// Sends `len` bytes of `file` from `offset` with `sendfile`, straight from the page
+    /// cache (through the kernel's record layer under kTLS). The socket is non-blocking
+    /// (monoio accepts with SOCK_NONBLOCK): a full buffer waits for writability on the
+    /// ring, never blocks the thread. Pages not in the page cache would be read from disk
+    /// inside the call: the caller checks (`sys::in_page_cache`).
+    pub async fn send_file(
+        &self,
+        file: &impl AsRawFd,
+        mut offset: u64,
+        len: u64,
+    ) -> std::io::Result<()> {
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(SENDFILE_MAX) as usize;
+            match crate::sys::sendfile(self, file, offset, want) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    offset += n as u64;
+                    left -= n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Bytes handed to one `sendfile` call: under kTLS the kernel encrypts them inside the
+/// call, so this bounds the time one connection holds the thread (the call also stops at a
+/// full socket buffer).
+pub const SENDFILE_MAX: u64 = 1 << 20;
 
 impl AsRawFd for Socket {
     fn as_raw_fd(&self) -> RawFd {

@@ -4,6 +4,7 @@ a Python worker (ETag/Last-Modified, 304, Range, traversal refused)."""
 from __future__ import annotations
 
 import os
+import random
 import time
 
 import pytest
@@ -14,6 +15,8 @@ from harness import Server
 pytestmark = pytest.mark.uringapi_only
 
 CONTENT = bytes(range(256)) * 40 + b"tail"  # 10244 bytes
+# Several sendfile calls' worth (1 MiB each), not page-aligned, no byte like its neighbour.
+LARGE = random.Random(7).randbytes(3 * 1024 * 1024 + 5)
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +25,15 @@ def native(servers, tmp_path_factory) -> Server:
     public = root / "public"
     (public / "css").mkdir(parents=True)
     (public / "data.bin").write_bytes(CONTENT)
+    (public / "large.bin").write_bytes(LARGE)
     (public / "css" / "site.css").write_text("body { color: red }\n")
     (public / "changing.txt").write_text("first\n")
     (root / "secret.txt").write_text("do not serve\n")
     os.symlink(root / "secret.txt", public / "escape")
-    return servers.start("fastapi_app:app", probe_path="/json", extra_args=(
+    server = servers.start("fastapi_app:app", probe_path="/json", extra_args=(
         "--static-mount", f"/static={public}", "--health-path", "/healthz"))
+    server.public = public
+    return server
 
 
 def get(server: Server, target: str, headers=None, method: str = "GET") -> rawhttp.Response:
@@ -70,6 +76,35 @@ def test_ranges(native: Server) -> None:
     bad = get(native, "/static/data.bin", [("Range", f"bytes={len(CONTENT)}-")])
     assert bad.status == 416
     assert bad.header("content-range") == f"bytes */{len(CONTENT)}"
+
+
+def drop_from_page_cache(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages are not dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["in-page-cache", "evicted"])
+def test_large_files_and_ranges_arrive_whole(native: Server, cached: bool) -> None:
+    """A large file goes out with sendfile where its pages are in the page cache, and is read
+    through the ring where they are not (then sendfile once readahead brought them in): both
+    ways, and from an odd offset, the bytes are the file's, and the connection stays usable."""
+    for target, headers, want in [
+        ("/static/large.bin", None, LARGE),
+        ("/static/large.bin", [("Range", "bytes=70001-2300000")], LARGE[70001:2300001]),
+    ]:
+        if not cached:
+            drop_from_page_cache(native.public / "large.bin")
+        with rawhttp.Connection(native.host, native.port, timeout=30) as c:
+            r = c.request("GET", target, headers)
+            after = c.request("GET", "/static/css/site.css")
+        assert r.status in (200, 206)
+        assert r.header("content-length") == str(len(want))
+        assert r.body == want
+        assert (after.status, after.body) == (200, b"body { color: red }\n")
 
 
 def test_head_keeps_the_connection_and_sends_no_body(native: Server) -> None:

@@ -11,7 +11,7 @@
 //! 3. installs them with `setsockopt(SOL_TLS, TLS_TX / TLS_RX)` (`crypto_info`).
 //!
 //! From then on the socket carries plaintext for us: responses are plain `writev`s from
-//! shared memory, files go out with `sendfile` (no copy through user space), and a record
+//! shared memory, files go out with `sendfile` as over plain TCP (no copy through user space), and a record
 //! that is not application data (the client's close_notify or any other alert, a TLS 1.3
 //! KeyUpdate) makes `recv` fail with EIO, which ends the connection as a clean close.
 //! For the handshake not to read past its last record (bytes the kernel must decrypt),
@@ -162,44 +162,6 @@ pub fn close_notify(sock: &Socket) {
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         );
     }
-}
-
-/// Bytes handed to one `sendfile` call: the kernel encrypts them inside the call, so this
-/// bounds the time one connection holds the thread (it also stops at a full socket buffer).
-const SENDFILE_MAX: usize = 1 << 20;
-
-/// Sends `len` bytes of `file` from `offset` straight from the page cache through the
-/// kernel's record layer. The socket is non-blocking (monoio accepts with SOCK_NONBLOCK):
-/// a full buffer waits for writability on the ring, never blocks the thread.
-pub async fn send_file(
-    sock: &Socket,
-    file: RawFd,
-    mut offset: u64,
-    len: u64,
-) -> std::io::Result<()> {
-    let mut left = len;
-    while left > 0 {
-        let mut off = offset as libc::off_t;
-        let want = left.min(SENDFILE_MAX as u64) as usize;
-        // SAFETY: both fds are open for the call; `off` is a valid off_t the kernel updates.
-        let n = unsafe { libc::sendfile(sock.as_raw_fd(), file, &mut off, want) };
-        match n {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n if n > 0 => {
-                offset += n as u64;
-                left -= n as u64;
-            }
-            _ => {
-                let e = std::io::Error::last_os_error();
-                match e.kind() {
-                    std::io::ErrorKind::WouldBlock => sock.writable().await?,
-                    std::io::ErrorKind::Interrupted => {}
-                    _ => return Err(e),
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

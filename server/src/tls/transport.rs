@@ -515,9 +515,14 @@ impl Transport {
         }
     }
 
-    /// Whether the kernel makes the records (`send_file` works).
+    /// Whether the kernel makes the records.
     pub fn is_ktls(&self) -> bool {
         matches!(self, Transport::Ktls(_))
+    }
+
+    /// Whether `send_file` works: the kernel writes the socket's bytes (plain TCP, kTLS).
+    pub fn can_send_file(&self) -> bool {
+        !matches!(self, Transport::Tls(_))
     }
 
     /// Decrypted bytes waiting in rustls (a pipelined request the socket no longer shows).
@@ -554,8 +559,9 @@ impl Transport {
         }
     }
 
-    /// Sends `len` bytes of `file` from `offset` with `sendfile` when the kernel makes the
-    /// records (kTLS); `None` on other transports, which read the file through a buffer.
+    /// Sends `len` bytes of `file` from `offset` with `sendfile` where the kernel writes the
+    /// socket's bytes (plain TCP, kTLS); `None` over rustls, which reads the file through a
+    /// buffer.
     pub async fn send_file(
         &mut self,
         file: &impl std::os::fd::AsRawFd,
@@ -563,10 +569,9 @@ impl Transport {
         len: u64,
     ) -> Option<std::io::Result<()>> {
         match self {
-            Transport::Ktls(k) => {
-                Some(super::ktls::send_file(&k.sock, file.as_raw_fd(), offset, len).await)
-            }
-            Transport::Plain(_) | Transport::Tls(_) => None,
+            Transport::Plain(sock) => Some(sock.send_file(file, offset, len).await),
+            Transport::Ktls(k) => Some(k.sock.send_file(file, offset, len).await),
+            Transport::Tls(_) => None,
         }
     }
 }
