@@ -312,7 +312,28 @@ def test_other_versions_get_426(server: Server) -> None:
         )
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 426 ")
-    assert b"Sec-WebSocket-Version: 13" in answer
+    assert b"sec-websocket-version: 13\r\n" in answer.lower()
+
+
+@pytest.mark.uringapi_only
+def test_handshake_answers_carry_the_front_ends_headers(servers: ServerFactory) -> None:
+    """Server, Date and --header are on every response, the 101 and the 426 included (the
+    app's own Server gives way, as on any other response)."""
+    server = servers.start(APP, workers=1, threads=1, extra_args=("--header", "x-team: core"))
+    upgrade = (f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: {{}}\r\n\r\n")
+    for version, status in (("13", b"101"), ("8", b"426")):
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(upgrade.format(version).encode())
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(4096)
+                assert chunk, answer
+                answer += chunk
+        head = answer.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+        assert head[0].startswith(b"http/1.1 " + status), head
+        assert b"server: uringapi" in head and b"x-team: core" in head, head
+        assert sum(line.startswith(b"date: ") for line in head) == 1, head
 
 
 @pytest.mark.uringapi_only

@@ -51,6 +51,26 @@ pub struct HeaderOptions {
 }
 
 impl HeaderOptions {
+    /// The fields the front end puts in every response, its own answers and the 101 of a
+    /// WebSocket too: Server, Date, then the `--header` lines.
+    pub fn write_fields(&self, out: &mut Vec<u8>) {
+        if self.server {
+            out.extend_from_slice(b"server: uringapi\r\n");
+        }
+        if self.date {
+            out.extend_from_slice(b"date: ");
+            with_date(|d| out.extend_from_slice(d));
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(self.extra);
+    }
+
+    /// Whether the app's own `name` field gives way to the front end's (Server, Date).
+    pub fn overrides(&self, name: &[u8]) -> bool {
+        (self.server && name.eq_ignore_ascii_case(b"server"))
+            || (self.date && name.eq_ignore_ascii_case(b"date"))
+    }
+
     /// Encodes `--header` pairs (already checked by the CLI) for [`HeaderOptions::extra`].
     /// The bytes live as long as the process: the configuration never changes.
     pub fn encode_extra(pairs: &[(String, String)]) -> &'static [u8] {
@@ -185,23 +205,14 @@ pub fn response_head(
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    if opts.server {
-        out.extend_from_slice(b"server: uringapi\r\n");
-    }
-    if opts.date {
-        out.extend_from_slice(b"date: ");
-        with_date(|d| out.extend_from_slice(d));
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(opts.extra);
+    opts.write_fields(out);
     for (name, value) in headers {
         // The front end owns framing: the app's Transfer-Encoding is dropped, and its
         // Content-Length is written once below; Connection is ours too.
         if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"connection")
-            || (opts.server && name.eq_ignore_ascii_case(b"server"))
-            || (opts.date && name.eq_ignore_ascii_case(b"date"))
+            || opts.overrides(name)
         {
             continue;
         }
@@ -259,15 +270,7 @@ pub fn error_response(
     // client; the framing above already keeps to what a 1.0 client understands.
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(format!("{} {}\r\n", status, reason(status)).as_bytes());
-    if opts.server {
-        out.extend_from_slice(b"server: uringapi\r\n");
-    }
-    if opts.date {
-        out.extend_from_slice(b"date: ");
-        with_date(|d| out.extend_from_slice(d));
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(opts.extra);
+    opts.write_fields(&mut out);
     for (k, v) in extra {
         out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }

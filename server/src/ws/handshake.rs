@@ -19,7 +19,7 @@ pub fn accept_key(key: &str) -> String {
 /// Why an upgrade request cannot be accepted, and how to answer it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// Answered 426 with `Sec-WebSocket-Version: 13` ([`VERSION_REFUSAL`]).
+    /// Answered 426 with `Sec-WebSocket-Version: 13`.
     #[error("unsupported Sec-WebSocket-Version (only 13)")]
     Version,
     /// Answered 400.
@@ -30,9 +30,6 @@ pub enum Refusal {
     #[error("Connection header lacks the upgrade token")]
     Connection,
 }
-
-/// The answer to a request for another WebSocket version.
-pub const VERSION_REFUSAL: &[u8] = b"HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// A checked upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,16 +105,20 @@ pub fn check<'h>(method: &str, headers: &[(&'h str, &'h [u8])]) -> Result<Upgrad
     })
 }
 
-/// The 101 answer: `extension` is the negotiated `Sec-WebSocket-Extensions` value and
-/// `extra` the app's own headers (already checked for CR/LF by the caller).
+/// The 101 answer: `fields` the front end's own header lines (each ending in CRLF),
+/// `extension` the negotiated `Sec-WebSocket-Extensions` value and `extra` the app's own
+/// headers (already checked for CR/LF by the caller).
 pub fn response_head(
+    fields: &[u8],
     key: &str,
     subprotocol: Option<&str>,
     extension: Option<&str>,
     extra: &[(&[u8], &[u8])],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160);
-    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    let mut out = Vec::with_capacity(160 + fields.len());
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    out.extend_from_slice(fields);
+    out.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
     out.extend_from_slice(accept_key(key).as_bytes());
     for (name, value) in [
         ("Sec-WebSocket-Protocol", subprotocol),
@@ -206,6 +207,7 @@ mod tests {
             ["permessage-deflate; client_max_window_bits"]
         );
         let head = response_head(
+            b"server: uringapi\r\n",
             up.key,
             Some("chat"),
             Some("permessage-deflate"),
@@ -213,7 +215,7 @@ mod tests {
         );
         assert_eq!(
             head,
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate\r\nx-a: 1\r\n\r\n"
+            b"HTTP/1.1 101 Switching Protocols\r\nserver: uringapi\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate\r\nx-a: 1\r\n\r\n"
         );
     }
 }

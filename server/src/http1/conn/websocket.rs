@@ -77,7 +77,11 @@ fn check_upgrade(ws: Option<&WsConfig>, head: &parse::Head<'_>) -> Option<Result
 
 /// The 101 answer to the app's `websocket.accept` head: its `sec-websocket-protocol` is the
 /// subprotocol, its other headers go out as they are, once checked like response headers.
-fn accept_response(head: &[u8], up: &Upgrade) -> Result<Vec<u8>, String> {
+fn accept_response(
+    head: &[u8],
+    up: &Upgrade,
+    opts: encode::HeaderOptions,
+) -> Result<Vec<u8>, String> {
     let view = ResponseView::decode(head).map_err(|e| e.to_string())?;
     let mut subprotocol = None;
     let mut extra = Vec::new();
@@ -98,13 +102,17 @@ fn accept_response(head: &[u8], up: &Upgrade) -> Result<Vec<u8>, String> {
             || name.eq_ignore_ascii_case(b"sec-websocket-accept")
             || name.eq_ignore_ascii_case(b"sec-websocket-extensions")
             || name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding"))
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+            || opts.overrides(name))
         {
             extra.push((name, value));
         }
     }
     let ext = up.deflate.map(Agreed::response_value);
+    let mut fields = Vec::new();
+    opts.write_fields(&mut fields);
     Ok(handshake::response_head(
+        &fields,
         &up.key,
         subprotocol.as_deref(),
         ext.as_deref(),
@@ -173,7 +181,10 @@ impl Conn {
     pub(super) async fn refuse_upgrade(&mut self, status: u16, minor: u8) -> Next {
         if status == 426 {
             self.served.status = 426;
-            let _ = self.write(handshake::VERSION_REFUSAL.to_vec()).await;
+            let version = [("sec-websocket-version", "13")];
+            let bytes = encode::error_response(426, false, true, self.cfg.headers, &version);
+            let _ = self.write(bytes).await;
+            let _ = self.sock.shutdown().await;
         } else {
             self.reply_error(status, minor).await;
         }
@@ -228,7 +239,7 @@ impl Conn {
                 return Next::Close;
             }
         };
-        let response = match accept_response(&head, &up) {
+        let response = match accept_response(&head, &up, self.cfg.headers) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(peer = %self.peer, error = %e, "worker sent an invalid websocket.accept");

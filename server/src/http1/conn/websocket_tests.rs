@@ -4,6 +4,12 @@
 use super::*;
 use crate::http1::parse::HeadLimits;
 
+const OPTS: encode::HeaderOptions = encode::HeaderOptions {
+    server: false,
+    date: false,
+    extra: b"",
+};
+
 const CFG: WsConfig = WsConfig {
     max_size: 1 << 20,
     ping_interval: None,
@@ -125,12 +131,26 @@ fn the_apps_accept_head_becomes_the_101() {
     ];
     let n =
         uringapi_protocol::head::encode_response_head(101, headers.into_iter(), &mut head).unwrap();
-    let out = accept_response(&head[..n], &up).unwrap();
+    let out = accept_response(&head[..n], &up, OPTS).unwrap();
     assert_eq!(
         out,
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nx-a: 1\r\n\r\n"
     );
+    // The front end's own fields come first, and its Server replaces the app's.
+    let opts = encode::HeaderOptions {
+        server: true,
+        date: false,
+        extra: b"x-team: core\r\n",
+    };
+    let headers: [(&[u8], &[u8]); 2] = [(b"server", b"app"), (b"x-a", b"1")];
+    let n =
+        uringapi_protocol::head::encode_response_head(101, headers.into_iter(), &mut head).unwrap();
+    let out = accept_response(&head[..n], &up, opts).unwrap();
+    assert_eq!(
+        out,
+        b"HTTP/1.1 101 Switching Protocols\r\nserver: uringapi\r\nx-team: core\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-a: 1\r\n\r\n"
+    );
     let bad: [(&[u8], &[u8]); 1] = [(b"x-a", b"1\r\nx-b: 2")];
     let n = uringapi_protocol::head::encode_response_head(101, bad.into_iter(), &mut head).unwrap();
-    assert!(accept_response(&head[..n], &up).is_err());
+    assert!(accept_response(&head[..n], &up, OPTS).is_err());
 }
