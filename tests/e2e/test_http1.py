@@ -139,6 +139,10 @@ def test_chunked_request_body_raw(fastapi_server: Server) -> None:
             id="bad-chunk-size",
         ),
         pytest.param(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+            id="blank-after-chunk-size-without-extension",
+        ),
+        pytest.param(
             b"GET /json HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
             id="obs-fold",
         ),

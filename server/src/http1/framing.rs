@@ -67,10 +67,15 @@ fn line(input: &[u8]) -> Result<Option<(&[u8], usize)>, ChunkError> {
 }
 
 fn chunk_size(line: &[u8]) -> Result<u64, ChunkError> {
-    // chunk-size = 1*HEXDIG, then optional BWS ";" extensions, which we ignore.
+    // chunk-size = 1*HEXDIG, then optional BWS ";" extensions, which we ignore. Blanks
+    // (BWS: SP, HTAB) may stand only before a ";": "5 " alone is refused, as llhttp does.
     let end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
-    let (digits, ext) = (&line[..end], &line[end..]);
-    let digits = digits.trim_ascii_end();
+    let (mut digits, ext) = (&line[..end], &line[end..]);
+    if !ext.is_empty() {
+        while let [rest @ .., b' ' | b'\t'] = digits {
+            digits = rest;
+        }
+    }
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
         return Err(ChunkError::SizeLine);
     }
@@ -209,6 +214,9 @@ mod tests {
         assert_eq!(n, 40, "stops right after the trailer section, before NEXT");
         let (out, _, done) = all(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap();
         assert_eq!((out.as_slice(), done), (&b"0123456789"[..], true));
+        // BWS before an extension (RFC 9112 §7.1.1).
+        let (out, _, done) = all(b"5 \t;a=b\r\nhello\r\n0\r\n\r\n").unwrap();
+        assert_eq!((out.as_slice(), done), (&b"hello"[..], true));
     }
 
     #[test]
@@ -221,6 +229,9 @@ mod tests {
             (b"fffffffffffffffffff\r\n", ChunkError::SizeOverflow),
             (b"-1\r\n", ChunkError::SizeLine),
             (b"\r\n", ChunkError::SizeLine),
+            // Blanks after the size belong to an extension; alone they are not allowed.
+            (b"5 \r\nhello\r\n", ChunkError::SizeLine),
+            (b"5\t\r\nhello\r\n", ChunkError::SizeLine),
             // RFC 9112 §7.1.2: every trailer line is a field line (HTTP Garden payload).
             (b"0\r\nfoo\r\n\r\n", ChunkError::BadTrailer),
             (b"0\r\n: v\r\n\r\n", ChunkError::BadTrailer),
