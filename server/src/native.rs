@@ -12,7 +12,7 @@ use crate::config::NativeRefConfig;
 use crate::failure::Failure;
 use crate::frontend::IoDriver;
 use crate::http1::parse::{self, HeadLimits};
-use crate::net::bind;
+use crate::net::{bind, check_free};
 
 const BODY: &[u8] = b"Hello, world!";
 
@@ -20,6 +20,7 @@ pub fn serve(args: NativeRefConfig) -> Result<(), Failure> {
     let addr = SocketAddr::new(args.host, args.port);
     let mut threads = Vec::new();
     let (tx, rx) = mpsc::channel();
+    check_free(addr)?;
     let mut bound = addr;
     for t in 0..args.threads {
         let l = bind(bound, 2048)?;

@@ -192,23 +192,7 @@ impl AsyncWriteRent for Socket {
 /// Binds one SO_REUSEPORT listener (each front-end thread gets its own).
 pub fn bind(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, Failure> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let fail = |e: std::io::Error| {
-        let hint = match e.raw_os_error() {
-            Some(libc::EADDRINUSE) => format!(
-                "another process is listening on port {}; stop it or pick another with --port",
-                addr.port()
-            ),
-            Some(libc::EACCES) => {
-                "ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port above 1024"
-                    .to_string()
-            }
-            Some(libc::EADDRNOTAVAIL) => {
-                "that address is not on this machine; use 127.0.0.1 or 0.0.0.0".to_string()
-            }
-            _ => "check --host and --port".to_string(),
-        };
-        Failure::new(format!("cannot listen on {addr}: {e}"), hint)
-    };
+    let fail = |e| bind_failure(addr, e);
     let s =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     s.set_reuse_address(true).map_err(fail)?;
@@ -217,4 +201,55 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, Fai
     s.bind(&addr.into()).map_err(fail)?;
     s.listen(backlog).map_err(fail)?;
     Ok(s.into())
+}
+
+/// Fails as a bind would when anything listens on `addr` already. SO_REUSEPORT lets a
+/// second uringapi (or any program of the same user that sets it) bind the port beside the
+/// first, and the kernel would then split the connections between the two: an old server
+/// left running would silently take half the traffic. A socket without SO_REUSEPORT cannot
+/// share the port, so binding one first tells (SO_REUSEADDR still ignores connections in
+/// TIME_WAIT, as the listeners do). Port 0 is always free.
+pub fn check_free(addr: SocketAddr) -> Result<(), Failure> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let fail = |e| bind_failure(addr, e);
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    s.set_reuse_address(true).map_err(fail)?;
+    s.bind(&addr.into()).map_err(fail)
+}
+
+fn bind_failure(addr: SocketAddr, e: std::io::Error) -> Failure {
+    let hint = match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => format!(
+            "another process is listening on port {}; stop it or pick another with --port",
+            addr.port()
+        ),
+        Some(libc::EACCES) => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a port above 1024".to_string()
+        }
+        Some(libc::EADDRNOTAVAIL) => {
+            "that address is not on this machine; use 127.0.0.1 or 0.0.0.0".to_string()
+        }
+        _ => "check --host and --port".to_string(),
+    };
+    Failure::new(format!("cannot listen on {addr}: {e}"), hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_our_own_listeners_hold_is_not_free() {
+        let l = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = l.local_addr().unwrap();
+        let e = check_free(addr).unwrap_err();
+        assert!(e.hint.contains(&addr.port().to_string()), "{}", e.hint);
+        drop(l);
+        check_free(addr).unwrap();
+        check_free("127.0.0.1:0".parse().unwrap()).unwrap();
+    }
 }

@@ -119,10 +119,23 @@ def test_lifespan_startup_failure(servers: ServerFactory, tmp_path: Path, worker
     assert 1 <= attempts <= workers, f"lifespan ran {attempts} times for {workers} worker(s): respawned"
 
 
-def test_port_in_use(servers: ServerFactory) -> None:
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "so-reuseport"])
+def test_port_in_use(servers: ServerFactory, reuse_port: bool) -> None:
+    """Also when the listener there set SO_REUSEPORT, as a second uringapi's listeners do: the
+    kernel would let us bind beside it and split the connections between the two servers."""
     with socket.socket() as taken:
+        if reuse_port:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind((HOST, 0))
         taken.listen()
         port = taken.getsockname()[1]
         server = servers.spawn(None, app_dir=None, port=port)
         assert_failed_cleanly(server, str(port))
+
+
+@pytest.mark.uringapi_only
+def test_a_second_server_on_the_same_port_exits(servers: ServerFactory) -> None:
+    first = servers.start(None, app_dir=None)
+    second = servers.spawn(None, app_dir=None, port=first.port)
+    assert_failed_cleanly(second, str(first.port), "another process is listening")
+    assert first.proc.poll() is None

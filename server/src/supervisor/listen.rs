@@ -13,8 +13,8 @@ use std::os::fd::RawFd;
 use super::uds;
 use crate::config::ServeConfig;
 use crate::failure::Failure;
-use crate::net::bind;
 use crate::net::Listener;
+use crate::net::{bind, check_free};
 
 /// The first file descriptor systemd passes (SD_LISTEN_FDS_START).
 const LISTEN_FDS_START: RawFd = 3;
@@ -76,6 +76,7 @@ pub(super) fn open(args: &ServeConfig, scheme: &str) -> Result<Listeners, Failur
     let mut addrs = resolve(&args.host, args.port)?;
     let mut per_thread: Vec<Vec<Listener>> = (0..threads).map(|_| Vec::new()).collect();
     for addr in &mut addrs {
+        check_free(*addr)?;
         for list in &mut per_thread {
             let l = bind(*addr, args.backlog)?;
             // Port 0: the first bind picks a port; every other listener takes the same one.
