@@ -100,10 +100,10 @@ impl Socket {
     }
 
     /// Sends `len` bytes of `file` from `offset` with `sendfile`, straight from the page
-    /// cache (through the kernel's record layer under kTLS). The socket is non-blocking
-    /// (monoio accepts with SOCK_NONBLOCK): a full buffer waits for writability on the
-    /// ring, never blocks the thread. Pages not in the page cache would be read from disk
-    /// inside the call: the caller checks (`sys::in_page_cache`).
+    /// cache (through the kernel's record layer under kTLS). Each call is non-blocking
+    /// (`sys::sendfile`): a full buffer waits for writability on the ring, never blocks the
+    /// thread. Pages not in the page cache would be read from disk inside the call: the
+    /// caller checks (`sys::in_page_cache`).
     pub async fn send_file(
         &self,
         file: &impl AsRawFd,

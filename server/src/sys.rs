@@ -193,25 +193,46 @@ pub fn peek(sock: &impl AsRawFd) -> std::io::Result<usize> {
 }
 
 /// One `sendfile(2)` from `file` at `offset` (the file's own position is left alone) to
-/// `sock`: the bytes the kernel took. A non-blocking socket that is full gives
-/// `WouldBlock`; pages not in the page cache are read from disk inside the call (see
+/// `sock`, without blocking: the bytes the kernel took, `WouldBlock` when the socket's
+/// buffer is full. Pages not in the page cache are read from disk inside the call (see
 /// [`in_page_cache`]).
+///
+/// monoio's io_uring driver leaves its sockets blocking (the ring polls for them), and a
+/// blocking sendfile to a client that stopped reading would stop the whole front-end
+/// thread. So the socket is O_NONBLOCK for this call only: no ring operation is in flight
+/// on it meanwhile (the caller's connection task is here), and none sees the flag.
 pub fn sendfile(
     sock: &impl AsRawFd,
     file: &impl AsRawFd,
     offset: u64,
     len: usize,
 ) -> std::io::Result<usize> {
+    let fd = sock.as_raw_fd();
     let mut off = libc::off_t::try_from(offset)
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: F_GETFL/F_SETFL on an open fd; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let toggle = flags & libc::O_NONBLOCK == 0;
+    // SAFETY: as above.
+    if toggle && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     // SAFETY: both fds are open for the call; `off` is an off_t we own, which the kernel
     // advances.
-    let n = unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, len) };
-    if n < 0 {
+    let n = unsafe { libc::sendfile(fd, file.as_raw_fd(), &mut off, len) };
+    let res = if n < 0 {
         Err(std::io::Error::last_os_error())
     } else {
         Ok(n as usize)
+    };
+    // SAFETY: as above; the flags as they were.
+    if toggle && unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    res
 }
 
 /// `cachestat(2)` (Linux 6.5). New system calls have had one number on every architecture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import time
 
 import pytest
@@ -105,6 +106,27 @@ def test_large_files_and_ranges_arrive_whole(native: Server, cached: bool) -> No
         assert r.header("content-length") == str(len(want))
         assert r.body == want
         assert (after.status, after.body) == (200, b"body { color: red }\n")
+
+
+def test_clients_that_stop_reading_a_file_hold_up_no_other_request(native: Server) -> None:
+    """A file goes out with sendfile, a synchronous call on the front-end thread: against a
+    client that stops reading, it must give up at a full socket buffer and wait on the ring,
+    not block the thread that serves every other connection."""
+    (native.public / "huge.bin").write_bytes(bytes(64 << 20))
+    stalled = []
+    try:
+        for _ in range(3):
+            s = socket.create_connection((native.host, native.port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(b"GET /static/huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            stalled.append(s)
+        time.sleep(0.5)  # their socket buffers fill
+        for target in ("/static/css/site.css", "/json"):
+            with rawhttp.Connection(native.host, native.port, timeout=10) as c:
+                assert c.request("GET", target).status == 200, target
+    finally:
+        for s in stalled:
+            s.close()
 
 
 def test_head_keeps_the_connection_and_sends_no_body(native: Server) -> None:

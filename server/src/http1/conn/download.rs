@@ -185,12 +185,12 @@ impl Conn {
         // it, and the kernel's readahead behind it, into the cache. The head goes out with
         // the first piece read, so a small file is still one write (and one packet).
         // PERF: benches/e2e/file_send_ab.sh, 4 alternating rounds on loopback (raw rows in
-        // benches/results/file-send-sendfile-ab-2026-12-06.txt): 256 KiB files 45-58
-        // against 68-76 front-end CPU-µs per request (1.2-1.7x the requests), 4 MiB 624-676
-        // against 998-1293 in 3 rounds of 4 (1102 in the fourth); but one 1 GiB download
-        // at a time cost 99-154 ticks against 90-114, and took longer: on loopback the
-        // receiver copies anyway, and splicing pages costs more per byte there than the
-        // copy it saves. Over a NIC no copy is left at all; not measured here.
+        // benches/results/file-send-sendfile-ab-2026-12-06.txt): 256 KiB files 48-61
+        // against 74-92 front-end CPU-µs per request (1.2-1.6x the requests), 4 MiB
+        // 819-1018 against 1161-1334; but one 1 GiB download at a time cost 110-153 ticks
+        // against 92-121, and took longer: on loopback the receiver copies anyway, and
+        // splicing pages costs more per byte there than the copy it saves. Over a NIC no
+        // copy is left at all; not measured here.
         let zero_copy = self.sock.can_send_file()
             && matches!(out.framing, Framing::Length(n) if out.sent + len <= n);
         let mut buf = Vec::new();
