@@ -117,23 +117,27 @@ fn an_open_websocket_task_stays_small() {
     assert!(std::mem::size_of::<Writer>() <= 64);
 }
 
-#[test]
-fn the_apps_accept_head_becomes_the_101() {
+/// The 101 for an accept head carrying `headers` (as the worker encodes it).
+fn accept(headers: &[(&[u8], &[u8])], opts: encode::HeaderOptions) -> Result<Vec<u8>, String> {
     let up = Upgrade {
         key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
         deflate: None,
     };
     let mut head = vec![0u8; 256];
+    let n = uringapi_protocol::head::encode_response_head(101, headers.iter().copied(), &mut head)
+        .unwrap();
+    accept_response(&head[..n], &up, opts)
+}
+
+#[test]
+fn the_apps_accept_head_becomes_the_101() {
     let headers: [(&[u8], &[u8]); 3] = [
         (b"sec-websocket-protocol", b"chat"),
         (b"x-a", b"1"),
         (b"connection", b"close"),
     ];
-    let n =
-        uringapi_protocol::head::encode_response_head(101, headers.into_iter(), &mut head).unwrap();
-    let out = accept_response(&head[..n], &up, OPTS).unwrap();
     assert_eq!(
-        out,
+        accept(&headers, OPTS).unwrap(),
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nx-a: 1\r\n\r\n"
     );
     // The front end's own fields come first, and its Server replaces the app's.
@@ -143,14 +147,9 @@ fn the_apps_accept_head_becomes_the_101() {
         extra: b"x-team: core\r\n",
     };
     let headers: [(&[u8], &[u8]); 2] = [(b"server", b"app"), (b"x-a", b"1")];
-    let n =
-        uringapi_protocol::head::encode_response_head(101, headers.into_iter(), &mut head).unwrap();
-    let out = accept_response(&head[..n], &up, opts).unwrap();
     assert_eq!(
-        out,
+        accept(&headers, opts).unwrap(),
         b"HTTP/1.1 101 Switching Protocols\r\nserver: uringapi\r\nx-team: core\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-a: 1\r\n\r\n"
     );
-    let bad: [(&[u8], &[u8]); 1] = [(b"x-a", b"1\r\nx-b: 2")];
-    let n = uringapi_protocol::head::encode_response_head(101, bad.into_iter(), &mut head).unwrap();
-    assert!(accept_response(&head[..n], &up, OPTS).is_err());
+    assert!(accept(&[(b"x-a", b"1\r\nx-b: 2")], OPTS).is_err());
 }
