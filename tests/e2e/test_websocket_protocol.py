@@ -81,6 +81,39 @@ def test_bad_key_is_400(server: WsServer, key: bytes) -> None:
     assert wsraw.status_of(head) == 400, head
 
 
+def _read_to_eof(s: socket.socket) -> bytes:
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    return data
+
+
+@pytest.mark.uringapi_only  # uvicorn (websockets backend) answers 101
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_upgrade_with_a_body_is_400_and_the_body_never_becomes_frames(server: WsServer,
+                                                                       framing: str) -> None:
+    """RFC 6455 gives the handshake no body. Were the bytes behind the head accepted, they
+    would be read as the client's first frame (here a well-formed masked text frame) that
+    the app would echo: the request is refused, nothing is echoed, the connection closes."""
+    frame = encode(TEXT, b"smuggled")
+    if framing == "chunked":
+        extra, body = [("Transfer-Encoding", "chunked")], b"%x\r\n%s\r\n0\r\n\r\n" % (
+            len(frame), frame)
+    else:
+        extra, body = [("Content-Length", str(len(frame)))], frame
+    request, _ = wsraw.handshake_request(server.host, server.port, "/ws/echo", headers=extra)
+    with socket.create_connection((server.host, server.port), timeout=GUARD) as s:
+        s.sendall(request + body)
+        head, rest = wsraw.read_head(s)
+        assert wsraw.status_of(head) == 400, head
+        rest += _read_to_eof(s)
+    assert b"smuggled" not in rest, rest
+    # An empty body (Content-Length: 0, as some clients send) is still a handshake.
+    request, _ = wsraw.handshake_request(server.host, server.port, "/ws/echo",
+                                         headers=[("Content-Length", "0")])
+    assert wsraw.status_of(raw_exchange(server, request)) == 101
+
+
 # ---------------------------------------------------------------------------------------
 # a client that breaks the protocol
 

@@ -29,6 +29,10 @@ pub enum Refusal {
     Key,
     #[error("Connection header lacks the upgrade token")]
     Connection,
+    /// A body (`Content-Length` other than 0, or any `Transfer-Encoding`): RFC 6455 §4.1
+    /// defines none, and the bytes behind the head would be read as frames.
+    #[error("WebSocket upgrade request with a body")]
+    Body,
 }
 
 /// A checked upgrade request.
@@ -61,6 +65,7 @@ pub fn check<'h>(method: &str, headers: &[(&'h str, &'h [u8])]) -> Result<Upgrad
     let mut key = None;
     let mut version_ok = false;
     let mut connection_ok = false;
+    let mut body = false;
     let mut subprotocols = Vec::new();
     let mut extensions = Vec::new();
     for &(name, value) in headers {
@@ -84,10 +89,17 @@ pub fn check<'h>(method: &str, headers: &[(&'h str, &'h [u8])]) -> Result<Upgrad
             subprotocols.extend(list);
         } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
             extensions.extend(text);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            body |= value.trim_ascii() != b"0";
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            body = true;
         }
     }
     if method != "GET" {
         return Err(Refusal::Method);
+    }
+    if body {
+        return Err(Refusal::Body);
     }
     if !version_ok {
         return Err(Refusal::Version);
@@ -175,6 +187,21 @@ mod tests {
                 Err(Refusal::Key),
             ),
             ("GET", vec![up, conn, key, key, v13], Err(Refusal::Key)),
+            (
+                "GET",
+                vec![up, conn, key, v13, ("Content-Length", b" 0")],
+                Ok(()),
+            ),
+            (
+                "GET",
+                vec![up, conn, key, v13, ("Content-Length", b"5")],
+                Err(Refusal::Body),
+            ),
+            (
+                "GET",
+                vec![up, conn, key, v13, ("Transfer-Encoding", b"chunked")],
+                Err(Refusal::Body),
+            ),
         ];
         for (method, headers, want) in cases {
             assert_eq!(
