@@ -17,7 +17,7 @@ use crate::record::Record;
 use crate::ring::{ring_bytes, Padded};
 
 /// Bumped whenever anything in this file, `ring.rs`, `record.rs` or `head.rs` changes shape.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// "URINGAPI" in ASCII.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"URINGAPI");
 pub const HEADER_BYTES: usize = 4096;

@@ -23,7 +23,8 @@
 //!    and goes on serving; the supervisor loads it (`Acquire`) and retires the worker. The
 //!    front end itself stores `stop_requested = 1` (`Release`) before each SIGTERM it sends;
 //!    the worker's handler loads it (`Acquire`) to tell that SIGTERM (stop now) from the
-//!    others. This word is the one the front end writes after the hand-over; the worker
+//!    others. `stop_grace_ms`, how long the worker's requests in flight may still run, is
+//!    stored (`Relaxed`) before that `Release` and so read after the `Acquire`. This word is the one the front end writes after the hand-over; the worker
 //!    only reads it, and a worker that scribbles over it only changes how it stops itself.
 
 use std::io;
@@ -82,6 +83,9 @@ pub struct SegmentHeader {
     pub worker_doorbells: AtomicU64,
     /// 1 once the front end has decided to stop the worker (rule 4): its SIGTERM follows.
     pub stop_requested: AtomicU32,
+    /// What is left of the graceful timeout for the stopped worker's requests, in
+    /// milliseconds (rule 4: published by `stop_requested`).
+    pub stop_grace_ms: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_BYTES);
@@ -223,6 +227,7 @@ impl Segment {
             loop_lag_us: AtomicU64::new(0),
             worker_doorbells: AtomicU64::new(0),
             stop_requested: AtomicU32::new(0),
+            stop_grace_ms: AtomicU32::new(0),
         };
         // SAFETY: (all writes below) offsets come from `Geometry::channel`, which keeps every
         // part inside `segment_bytes()` == `self.len`, each 64-byte aligned.
@@ -359,16 +364,31 @@ impl Segment {
         self.header().worker.0.ready.store(2, Ordering::Release);
     }
 
-    /// Front-end side of rule 4: the SIGTERM that follows is the front end's.
-    pub fn request_stop(&self) {
-        // SYNC: segment rule 4, pairs with the Acquire load in `stop_requested`.
+    /// Front-end side of rule 4: the SIGTERM that follows is the front end's, and the
+    /// worker's requests in flight may run `grace` longer (whole milliseconds, at most
+    /// `u32::MAX`).
+    pub fn request_stop(&self, grace: std::time::Duration) {
+        let ms = u32::try_from(grace.as_millis()).unwrap_or(u32::MAX);
+        // SYNC: segment rule 4: published by the Release store below.
+        self.header().stop_grace_ms.store(ms, Ordering::Relaxed);
+        // SYNC: segment rule 4, pairs with the Acquire load in `stop_grace`.
         self.header().stop_requested.store(1, Ordering::Release);
     }
 
     /// Whether the front end has decided to stop this worker (rule 4).
     pub fn stop_requested(&self) -> bool {
+        self.stop_grace().is_some()
+    }
+
+    /// Once the front end has decided to stop this worker (rule 4): how long its requests
+    /// in flight may still run.
+    pub fn stop_grace(&self) -> Option<std::time::Duration> {
         // SYNC: segment rule 4, pairs with the Release store in `request_stop`.
-        self.header().stop_requested.load(Ordering::Acquire) == 1
+        let stopped = self.header().stop_requested.load(Ordering::Acquire) == 1;
+        stopped.then(|| {
+            let ms = self.header().stop_grace_ms.load(Ordering::Relaxed);
+            std::time::Duration::from_millis(ms.into())
+        })
     }
 
     pub fn set_ready(&self, pid: u32) {
@@ -509,8 +529,12 @@ mod tests {
         assert!(!seg.wants_replacement() && !other.stop_requested());
         other.ask_replacement();
         assert!(seg.is_ready() && seg.wants_replacement());
-        seg.request_stop();
+        seg.request_stop(std::time::Duration::from_millis(2500));
         assert!(other.stop_requested());
+        assert_eq!(
+            other.stop_grace(),
+            Some(std::time::Duration::from_millis(2500))
+        );
     }
 
     #[test]

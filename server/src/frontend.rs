@@ -229,12 +229,19 @@ async fn serve(setup: ThreadSetup) {
         task.await;
     }
     // Open WebSockets get their close 1001 at the graceful timeout (http1/conn/websocket.rs);
-    // a second more lets those frames go out.
+    // a second more lets those frames go out. Told to stop now, the thread waits no more:
+    // its connections close with the runtime.
     let deadline = Instant::now() + setup.graceful + WS_CLOSE_GRACE;
-    while hub.connections.get() > 0 && Instant::now() < deadline {
+    while hub.connections.get() > 0 && Instant::now() < deadline && !hub.is_forced() {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
-    if hub.connections.get() > 0 {
+    if hub.is_forced() {
+        tracing::info!(
+            thread = setup.index,
+            open = hub.connections.get(),
+            "stopping now: closing connections"
+        );
+    } else if hub.connections.get() > 0 {
         tracing::warn!(
             thread = setup.index,
             open = hub.connections.get(),

@@ -249,7 +249,13 @@ def test_inherited_fds_that_are_not_listening_sockets_are_refused(tmp_path: Path
                         "env_app:app", "--app-dir", str(APPS_DIR)], None, "LISTEN_FDS")
 
 
-def test_uringapi_run_serves_and_passes_sigterm_on() -> None:
+@pytest.mark.parametrize("to", ["process", "group"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_uringapi_run_serves_and_passes_signals_on(sig: int, to: str) -> None:
+    """A signal to the Python process is passed on; one to its whole group (Ctrl-C in a
+    terminal, systemd's control-group stop) reaches the front end twice, directly and passed
+    on, and must still be one graceful drain (a second signal would stop at once): the
+    request in flight is answered."""
     port = free_port()
     code = ("import uringapi; uringapi.run('env_app:app', app_dir=%r, host=%r, port=%d, workers=1, "
             "threads=1, header=['x-run: yes'], access_log=False)" % (str(APPS_DIR), HOST, port))
@@ -257,7 +263,17 @@ def test_uringapi_run_serves_and_passes_sigterm_on() -> None:
     try:
         status, headers, body = wait_answer(proc, port)
         assert (status, body, headers.get("x-run")) == (200, b"run()", "yes")
-        proc.send_signal(signal.SIGTERM)  # only the Python process: it passes it on
+        with socket.create_connection((HOST, port), timeout=EXIT_TIMEOUT) as s:
+            s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.5)  # the request is in flight (it takes a second)
+            if to == "group":
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+            answer = b""
+            while b"run()" not in answer and (chunk := s.recv(4096)):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"run()"), answer
         assert proc.wait(timeout=EXIT_TIMEOUT) == 0
     finally:
         stop(proc)

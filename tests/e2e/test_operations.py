@@ -464,9 +464,57 @@ def test_sigterm_cancels_what_outlives_the_graceful_timeout(servers: ServerFacto
     assert events.of("shutdown"), "lifespan shutdown did not run after the cancellation"
     if SERVER_KIND == "uringapi":
         assert rc == 0, f"exit code {rc}\n{server.stderr_tail()}"
-        assert log_lines(server, r"1 request\(s\) or WebSocket\(s\) still running after the "
-                                 r"graceful timeout \(1 s\): cancelled"), server.stderr_tail()
+        assert log_lines(server, r"1 request\(s\) or WebSocket\(s\) still running when the "
+                                 r"graceful timeout ended: cancelled"), server.stderr_tail()
         assert not log_lines(server, r"Task was destroyed"), server.stderr_tail()
+
+
+def test_the_graceful_timeout_counts_once(servers: ServerFactory, tmp_path: Path) -> None:
+    """--timeout-graceful-shutdown is the time requests in flight get, counted from the
+    signal: a request that needs twice as long is cancelled, not finished. (The front end
+    used to wait the timeout for its connections and then give the workers all of it again:
+    the app's cancellation, and with it lifespan shutdown, came only after twice the timeout,
+    past a Kubernetes terminationGracePeriodSeconds equal to it.)"""
+    server, events = start(servers, tmp_path, "--timeout-graceful-shutdown", "3")
+    with rawhttp.Connection(server.host, server.port, timeout=GUARD) as c:
+        # 6.5 s: past the timeout plus the front end's second for close frames and the
+        # worker's last second, within twice the timeout plus that first second.
+        c.send(rawhttp.build_request("GET", "/sleep?s=6.5&tag=long"))
+        events.wait("sleep-start", "long")
+        server.proc.send_signal(signal.SIGTERM)
+        rc = server.wait_exit(GUARD)
+    assert rc is not None, "server still running after SIGTERM"
+    assert events.of("sleep-cancelled", "long"), events.read()
+    assert not events.of("sleep-end", "long"), "the request ran on past the graceful timeout"
+    assert events.of("shutdown"), "lifespan shutdown did not run"
+
+
+@uringapi_only  # uvicorn: a second SIGINT skips lifespan shutdown; a second SIGTERM waits on
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_second_signal_stops_now(servers: ServerFactory, tmp_path: Path, sig: int) -> None:
+    """Ctrl-C (or SIGTERM) again during the drain stops now: requests in flight are
+    cancelled and their connections closed, lifespan shutdown still runs, exit 0, well
+    inside a graceful timeout that would otherwise hold the server for a minute."""
+    server, events = start(servers, tmp_path, "--timeout-graceful-shutdown", "60")
+    with rawhttp.Connection(server.host, server.port, timeout=GUARD) as c:
+        c.send(rawhttp.build_request("GET", "/sleep?s=60&tag=stuck"))
+        events.wait("sleep-start", "stuck")
+        server.proc.send_signal(sig)
+        wait_log(server, r"shutting down: draining connections")
+        # A person's second Ctrl-C: later than the half second within which the front end
+        # takes a signal for the first one delivered twice (process group plus forwarder).
+        time.sleep(1.0)
+        assert server.proc.poll() is None, "the first signal alone ended the drain"
+        server.proc.send_signal(sig)
+        rc = server.wait_exit(GUARD)
+        assert rc is not None, "a second signal did not stop the server"
+        with pytest.raises(ConnectionError):
+            c.read_response()
+    assert rc == 0, f"exit code {rc}\n{server.stderr_tail()}"
+    assert log_lines(server, r"stop signal during the drain: stopping now"), server.stderr_tail()
+    events.wait("sleep-cancelled", "stuck")
+    assert events.of("shutdown"), "lifespan shutdown did not run"
+    assert server.wait_group_gone(5.0) == []
 
 
 # ---------------------------------------------------------------------------------------

@@ -177,6 +177,12 @@ impl Worker {
         self.segment.stop_requested()
     }
 
+    /// Once the front end decided to stop this worker: the seconds its requests in flight
+    /// may still run (what its drain left of the graceful timeout); otherwise None.
+    fn stop_grace(&self) -> Option<f64> {
+        self.segment.stop_grace().map(|d| d.as_secs_f64())
+    }
+
     /// The lifespan state; each request's scope gets a shallow copy.
     fn set_state(&mut self, py: Python<'_>, state: Bound<'_, PyDict>) -> PyResult<()> {
         self.scope.set_state(py, state)

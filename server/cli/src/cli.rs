@@ -166,7 +166,8 @@ pub struct ServeArgs {
     /// the first --timeout-body-read seconds (408 below it); 0 turns it off.
     #[arg(long, default_value_t = 500, env = "URINGAPI_MIN_BODY_RATE")]
     pub min_body_rate: u64,
-    /// Seconds to let requests in flight finish on SIGTERM/SIGINT.
+    /// Seconds to let requests in flight finish on SIGTERM/SIGINT, counted from the signal
+    /// (a second signal stops at once).
     #[arg(
         long,
         default_value_t = 30.0,

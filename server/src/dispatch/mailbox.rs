@@ -23,6 +23,8 @@ pub enum Command {
     Detach { worker: usize, generation: u64 },
     /// Stop accepting connections; finish what is in flight.
     Drain,
+    /// Stop now (a second SIGTERM/SIGINT during the drain): drop every connection.
+    Force,
     /// Worker `worker`'s loop has not run for `silent`: log what this thread has in flight
     /// on it, so that the stuck request can be found.
     Stalled {
@@ -95,6 +97,7 @@ mod tests {
             Command::Attach { worker, .. } => format!("attach {worker}"),
             Command::Detach { worker, generation } => format!("detach {worker}/{generation}"),
             Command::Drain => "drain".into(),
+            Command::Force => "force".into(),
             Command::Stalled { worker, .. } => format!("stalled {worker}"),
         }
     }

@@ -61,6 +61,8 @@ struct Inner {
     drain_waiters: HashMap<u64, Waker>,
     next_drain_waiter: u64,
     draining: bool,
+    /// Told to stop now: the thread stops waiting for its connections.
+    forced: bool,
 }
 
 /// A front-end thread's hub.

@@ -29,9 +29,10 @@ impl Hub {
                     pid,
                 } => self.attach(worker, segment, doorbell, pid),
                 Command::Detach { worker, generation } => self.detach_exited(worker, generation),
-                Command::Drain => {
+                Command::Drain | Command::Force => {
                     let mut inner = self.inner.borrow_mut();
                     inner.draining = true;
+                    inner.forced |= matches!(cmd, Command::Force);
                     inner.drain_waiters.drain().for_each(|(_, w)| w.wake());
                 }
                 Command::Stalled { worker, silent } => {
@@ -92,6 +93,11 @@ impl Hub {
 
     pub fn is_draining(&self) -> bool {
         self.inner.borrow().draining
+    }
+
+    /// Whether the supervisor said to stop now rather than drain.
+    pub fn is_forced(&self) -> bool {
+        self.inner.borrow().forced
     }
 
     /// Resolves once the supervisor asks this thread to drain.

@@ -104,7 +104,7 @@ pub fn serve(args: ServeConfig) -> Result<(), Failure> {
     };
     sup.notify.send("READY=1");
     sup.run(&fronts.reports, &signals);
-    shut_down(sup, &mailboxes, fronts, socket_file)
+    shut_down(sup, &mailboxes, fronts, socket_file, &signals)
 }
 
 /// The start-up log line: where it listens and with what.
@@ -121,25 +121,64 @@ fn announce(args: &ServeConfig, app: &str, geometry: Geometry, urls: &[String], 
 
 /// The drain: not ready, threads finish their connections, workers run lifespan shutdown,
 /// the access log settles. An error if a front-end thread died meanwhile.
+///
+/// The graceful timeout counts from the start of the drain: the workers get what the threads
+/// left of it. A second SIGTERM/SIGINT (Ctrl-C again, as under uvicorn) stops now: the
+/// threads drop their connections and the workers cancel what is running, then run lifespan
+/// shutdown; one more while they do kills them.
 fn shut_down(
     mut sup: Supervisor,
     mailboxes: &[Arc<Mailbox>],
     fronts: start::FrontEnds,
     socket_file: Option<uds::SocketFile>,
+    signals: &Signals,
 ) -> Result<(), Failure> {
+    let started = Instant::now();
+    // The signal that began the drain (none when a thread died): the next one stops now,
+    // unless it is the same one delivered twice (Ctrl-C reaches the whole process group,
+    // and `uringapi.run()` passes what reaches it on to us).
+    let mut signalled = signals.term.swap(false, Ordering::Relaxed);
+    let mut again = move || {
+        if !signals.term.swap(false, Ordering::Relaxed) {
+            return false;
+        }
+        if signalled && started.elapsed() < SAME_SIGNAL {
+            return false;
+        }
+        let second = signalled;
+        signalled = true;
+        second
+    };
     // Draining: load balancers should stop sending before connections are refused.
     sup.board.ready.store(false, Ordering::Relaxed);
     sup.notify.send("STOPPING=1");
-    tracing::info!("shutting down: draining connections");
+    tracing::info!("shutting down: draining connections (SIGTERM or Ctrl-C again to stop now)");
     for m in mailboxes {
         m.post(ThreadCmd::Drain);
+    }
+    let mut forced = false;
+    while !fronts.threads.iter().all(|t| t.is_finished()) {
+        if !forced && again() {
+            forced = true;
+            tracing::warn!("stop signal during the drain: stopping now (requests in flight are cancelled, connections closed)");
+            for m in mailboxes {
+                m.post(ThreadCmd::Force);
+            }
+        }
+        std::thread::sleep(TICK);
     }
     for t in fronts.threads {
         let _ = t.join();
     }
-    // A worker cancels what is still running at the graceful timeout and then runs
-    // lifespan shutdown: SIGKILL only a worker that has not exited KILL_GRACE after that.
-    stop_workers(&mut sup.workers, sup.ctx.graceful + watch::KILL_GRACE);
+    // A worker cancels what is still running once the rest of the graceful timeout has
+    // passed, then runs lifespan shutdown: SIGKILL only a worker that has not exited
+    // KILL_GRACE after that.
+    let left = if forced {
+        Duration::ZERO
+    } else {
+        watch::grace_left(sup.ctx.graceful, started.elapsed())
+    };
+    stop_workers(&mut sup.workers, left, again);
     // The threads closed their listeners: the socket file can go.
     drop(socket_file);
     if let Some(sink) = &sup.access_log {
@@ -156,6 +195,11 @@ fn shut_down(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Stop signals this close to the one that began the drain are that one, delivered twice.
+/// (The two copies usually land within one poll of the flag and merge; this covers a
+/// forwarder that was slow to pass its copy on.)
+const SAME_SIGNAL: Duration = Duration::from_millis(500);
 
 /// The signals the supervisor acts on, as flags its loop polls.
 struct Signals {
@@ -200,12 +244,13 @@ impl Signals {
     }
 }
 
-/// SIGTERM to every worker (it runs lifespan shutdown), SIGKILL after `grace`.
-fn stop_workers(workers: &mut Workers, grace: Duration) {
+/// SIGTERM to every worker, whose requests get `left` to finish before it runs lifespan
+/// shutdown; SIGKILL after `KILL_GRACE` more, or at once when `stop_now` says so.
+fn stop_workers(workers: &mut Workers, left: Duration, mut stop_now: impl FnMut() -> bool) {
     for w in &workers.0 {
-        w.stop();
+        w.stop(left);
     }
-    let deadline = Instant::now() + grace;
+    let deadline = Instant::now() + left + watch::KILL_GRACE;
     loop {
         let mut alive = 0;
         for w in &mut workers.0 {
@@ -230,11 +275,19 @@ fn stop_workers(workers: &mut Workers, grace: Duration) {
         if alive == 0 {
             return;
         }
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                alive,
-                "workers still running after the graceful timeout; killing them"
-            );
+        let now = stop_now();
+        if now || Instant::now() >= deadline {
+            if now {
+                tracing::warn!(
+                    alive,
+                    "stop signal during the workers' shutdown: killing them"
+                );
+            } else {
+                tracing::warn!(
+                    alive,
+                    "workers still running after the graceful timeout; killing them"
+                );
+            }
             for w in &workers.0 {
                 w.signal(libc::SIGKILL);
             }

@@ -6,6 +6,15 @@ use std::sync::atomic::Ordering;
 
 /// How long a worker sent SIGABRT (or SIGTERM past the graceful timeout) has before SIGKILL.
 pub(super) const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// What a stopped worker's requests get of the graceful timeout once `spent` of it has
+/// passed: the rest, but at least a second (never more than the timeout), so that an app
+/// whose WebSocket was just closed with 1001, or whose client just went, sees that and can
+/// clean up before its task is cancelled.
+pub(super) fn grace_left(graceful: Duration, spent: Duration) -> Duration {
+    let last_words = Duration::from_secs(1).min(graceful);
+    graceful.saturating_sub(spent).max(last_words)
+}
 /// How long a retiring worker is left before it can count as idle (see `retire_idle`).
 pub(super) const RETIRE_SETTLE: Duration = Duration::from_millis(50);
 /// How often workers' RSS is read for --workers-max-rss.
@@ -492,7 +501,8 @@ impl Supervisor {
                         if !idle {
                             tracing::warn!(worker = w.index, pid = w.pid, "retiring worker still busy after the graceful timeout; stopping it");
                         }
-                        w.stop();
+                        // The retiring worker's requests have had `since` of the grace.
+                        w.stop(grace_left(graceful, since.elapsed()));
                         w.role = Role::Stopping {
                             since: Instant::now(),
                         };

@@ -192,9 +192,10 @@ impl Worker {
     }
 
     /// SIGTERM as the front end sends it: marked as ours first (protocol segment rule 4),
-    /// so that the worker stops instead of asking to be replaced.
-    pub(super) fn stop(&self) {
-        self.segment.request_stop();
+    /// so that the worker stops instead of asking to be replaced; its requests in flight get
+    /// `left` to finish.
+    pub(super) fn stop(&self, left: Duration) {
+        self.segment.request_stop(left);
         self.signal(libc::SIGTERM);
     }
 

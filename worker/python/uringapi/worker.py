@@ -585,8 +585,8 @@ class Worker:
         if late:
             # Left pending, they would be destroyed with the loop ("Task was destroyed but
             # it is pending!"): cancel them, so their apps see CancelledError and clean up.
-            logger.warning("%d request(s) or WebSocket(s) still running after the graceful "
-                           "timeout (%g s): cancelled", len(late), timeout)
+            logger.warning("%d request(s) or WebSocket(s) still running when the graceful "
+                           "timeout ended: cancelled", len(late))
             for task in late:
                 task.cancel()
             await asyncio.wait(late, timeout=1.0)
@@ -681,7 +681,10 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     worker.stop()
-    await worker.drain_requests(timeout=grace)
+    # The front end says what is left of the graceful timeout: during its own shutdown it
+    # has already waited for its connections (all of it, or none after a second signal).
+    left = native.stop_grace()
+    await worker.drain_requests(timeout=grace if left is None else left)
     await lifespan.shutdown()
 
 
