@@ -215,9 +215,25 @@ impl CpuList {
     }
 }
 
-/// Seconds from the command line as a `Duration`: negative is 0, too large is `MAX`.
+/// The longest any timeout runs: a year, as good as for ever, and far from the overflow of
+/// `Instant + Duration` that a deadline of `Duration::MAX` would be (a panic).
+pub const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Seconds from the command line as a `Duration`: negative (or NaN) is 0, anything past
+/// [`FOREVER`] is `FOREVER`.
 pub fn seconds(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
+    Duration::try_from_secs_f64(s.max(0.0))
+        .unwrap_or(FOREVER)
+        .min(FOREVER)
+}
+
+/// Seconds for a limit that 0 turns off (it then never fires: [`FOREVER`]).
+pub fn limit_seconds(s: f64) -> Duration {
+    if s > 0.0 {
+        seconds(s)
+    } else {
+        FOREVER
+    }
 }
 
 #[cfg(test)]
@@ -238,7 +254,13 @@ mod tests {
     #[test]
     fn seconds_clamp() {
         assert_eq!(seconds(-1.0), Duration::ZERO);
-        assert_eq!(seconds(f64::INFINITY), Duration::MAX);
+        assert_eq!(seconds(f64::NAN), Duration::ZERO);
+        assert_eq!(seconds(f64::INFINITY), FOREVER);
+        assert_eq!(seconds(1e300), FOREVER);
         assert_eq!(seconds(0.25), Duration::from_millis(250));
+        assert_eq!(limit_seconds(0.0), FOREVER);
+        assert_eq!(limit_seconds(2.0), Duration::from_secs(2));
+        // Every deadline is now plus a timeout: never an overflow.
+        let _ = std::time::Instant::now() + FOREVER;
     }
 }

@@ -132,6 +132,19 @@ def test_a_bad_environment_value_is_a_usage_error(var: str, value: str) -> None:
     assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR)), {var: value}, value)
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--timeout-keep-alive", "inf"),
+                                              ("--timeout-header-read", "1e400"),
+                                              ("--timeout-body-read", "nan"),
+                                              ("--queue-timeout", "-1"),
+                                              ("--timeout-graceful-shutdown", "-inf"),
+                                              ("--recycle-jitter", "NaN")])
+def test_a_time_that_is_not_a_finite_number_is_a_usage_error(flag: str, value: str) -> None:
+    """f64 parses inf and nan: `inf` used to start a server whose first connection panicked
+    its front-end thread (a deadline past what an Instant can hold), and `nan` meant 0."""
+    assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), f"{flag}={value}"),
+                       None, flag, "not a finite number")
+
+
 def test_python_m_factory_localhost_and_env_file(tmp_path: Path) -> None:
     env_file = tmp_path / "app.env"
     env_file.write_text('# settings\nexport GREETING="from the file"\nOTHER=1\n')

@@ -275,6 +275,27 @@ def test_idle_keep_alive_connection_is_closed(slow_server: Server) -> None:
     assert idle >= DEADLINE * 0.75, f"closed after {idle:.2f}s idle"
 
 
+@pytest.mark.uringapi_only  # uvicorn has no head or body read timeouts to turn off
+def test_zero_turns_the_read_timeouts_off_and_keep_alive_off(servers: ServerFactory) -> None:
+    """0 for --timeout-header-read and --timeout-body-read means no limit (it used to mean
+    an instant 408 for every head that came in two reads, and for every body); 0 for
+    --timeout-keep-alive means no keep-alive, as under uvicorn and gunicorn: each response
+    closes its connection, and a new connection still gets its first request through (it
+    used to be closed before its first byte could be read)."""
+    server = servers.start(APP, extra_args=(
+        "--timeout-header-read", "0", "--timeout-body-read", "0", "--min-body-rate", "0",
+        "--timeout-keep-alive", "0",
+    ))
+    got = trickle(server, b"", HEAD, every=0.3)
+    assert got.received.startswith(b"HTTP/1.1 200 OK\r\n"), got.received[:300]
+    assert got.sent == len(HEAD)
+    assert b"\r\nconnection: close\r\n" in got.received.lower(), got.received[:300]
+    head = b"POST /?mode=count HTTP/1.1\r\nHost: slow.test\r\nContent-Length: 6\r\n\r\n"
+    got = trickle(server, head, b"b" * 6, every=0.5)
+    assert got.received.startswith(b"HTTP/1.1 200 OK\r\n"), got.received[:300]
+    assert got.sent == 6
+
+
 # -- memory under bulk transfers -----------------------------------------------------------
 
 @dataclass

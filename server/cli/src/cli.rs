@@ -13,8 +13,8 @@ use uringapi_server::statics::{parse_mount, Mount};
 
 use crate::tls::TlsArgs;
 use crate::values::{
-    parse_header, parse_octal_mode, FormatArg, HttpModeArg, IoDriverArg, LifespanArg, LogLevelArg,
-    SchedArg, WsModeArg,
+    parse_header, parse_non_negative, parse_octal_mode, FormatArg, HttpModeArg, IoDriverArg,
+    LifespanArg, LogLevelArg, SchedArg, WsModeArg,
 };
 
 /// uringapi: serve ASGI apps (FastAPI, Starlette, Litestar) from an io_uring front end and
@@ -153,14 +153,15 @@ pub struct ServeArgs {
     /// --threads.
     #[arg(long, env = "URINGAPI_LIMIT_CONNECTIONS")]
     pub limit_connections: Option<usize>,
-    /// Seconds an idle keep-alive connection is kept open.
-    #[arg(long, default_value_t = 65.0, env = "URINGAPI_TIMEOUT_KEEP_ALIVE")]
+    /// Seconds an idle keep-alive connection is kept open; 0: no keep-alive (each HTTP/1.1
+    /// response closes its connection).
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 65.0, env = "URINGAPI_TIMEOUT_KEEP_ALIVE")]
     pub timeout_keep_alive: f64,
-    /// Seconds a client has to send a whole request head, from its first byte.
-    #[arg(long, default_value_t = 30.0, env = "URINGAPI_TIMEOUT_HEADER_READ")]
+    /// Seconds a client has to send a whole request head, from its first byte; 0: no limit.
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 30.0, env = "URINGAPI_TIMEOUT_HEADER_READ")]
     pub timeout_header_read: f64,
-    /// Seconds a client may pause while sending a request body.
-    #[arg(long, default_value_t = 60.0, env = "URINGAPI_TIMEOUT_BODY_READ")]
+    /// Seconds a client may pause while sending a request body; 0: no limit.
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 60.0, env = "URINGAPI_TIMEOUT_BODY_READ")]
     pub timeout_body_read: f64,
     /// Least average rate, in bytes per second, at which a request body must arrive after
     /// the first --timeout-body-read seconds (408 below it); 0 turns it off.
@@ -170,12 +171,13 @@ pub struct ServeArgs {
     /// (a second signal stops at once).
     #[arg(
         long,
+        value_parser = parse_non_negative,
         default_value_t = 30.0,
         env = "URINGAPI_TIMEOUT_GRACEFUL_SHUTDOWN"
     )]
     pub timeout_graceful_shutdown: f64,
     /// Seconds a worker has to import the app and finish lifespan startup.
-    #[arg(long, default_value_t = 60.0, env = "URINGAPI_TIMEOUT_WORKER_STARTUP")]
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 60.0, env = "URINGAPI_TIMEOUT_WORKER_STARTUP")]
     pub timeout_worker_startup: f64,
     /// Do not send a Date header.
     #[arg(long, env = "URINGAPI_NO_DATE_HEADER")]
@@ -188,11 +190,11 @@ pub struct ServeArgs {
     pub root_path: String,
     /// Seconds a worker's event loop may stay silent before the worker is killed (SIGABRT,
     /// which prints its Python stack, then SIGKILL) and replaced; 0 turns it off.
-    #[arg(long, default_value_t = 60.0, env = "URINGAPI_TIMEOUT")]
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 60.0, env = "URINGAPI_TIMEOUT")]
     pub timeout: f64,
     /// Seconds a worker's event loop may make no progress before it gets no new requests
     /// (until it moves again); the log names the requests in flight on it.
-    #[arg(long, default_value_t = 0.1, env = "URINGAPI_STALL_TIMEOUT")]
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 0.1, env = "URINGAPI_STALL_TIMEOUT")]
     pub stall_timeout: f64,
     /// Most requests in flight per worker; past it requests wait in the queue. 0: no limit.
     #[arg(long, default_value_t = 0, env = "URINGAPI_LIMIT_CONCURRENCY")]
@@ -201,24 +203,24 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1024, env = "URINGAPI_LIMIT_QUEUE")]
     pub limit_queue: usize,
     /// Seconds a request may wait for a worker before it gets 503 with Retry-After.
-    #[arg(long, default_value_t = 10.0, env = "URINGAPI_QUEUE_TIMEOUT")]
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 10.0, env = "URINGAPI_QUEUE_TIMEOUT")]
     pub queue_timeout: f64,
     /// Seconds a request may run before it gets 504 (or a closed connection once its
     /// response started) and its task is cancelled in the worker. 0: no limit.
-    #[arg(long, default_value_t = 0.0, env = "URINGAPI_TIMEOUT_REQUEST")]
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 0.0, env = "URINGAPI_TIMEOUT_REQUEST")]
     pub timeout_request: f64,
     /// Recycle a worker once its RSS passes this many MiB (plus jitter). 0: never.
     #[arg(long, default_value_t = 0, env = "URINGAPI_WORKERS_MAX_RSS")]
     pub workers_max_rss: u64,
     /// Recycle a worker after this many seconds (plus jitter). 0: never.
-    #[arg(long, default_value_t = 0.0, env = "URINGAPI_WORKERS_LIFETIME")]
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 0.0, env = "URINGAPI_WORKERS_LIFETIME")]
     pub workers_lifetime: f64,
     /// Recycle a worker after it served this many requests (plus jitter). 0: never.
     #[arg(long, default_value_t = 0, env = "URINGAPI_LIMIT_MAX_REQUESTS")]
     pub limit_max_requests: u64,
     /// Each recycling threshold is raised by a random 0..this fraction per worker, so
     /// workers do not all recycle at once.
-    #[arg(long, default_value_t = 0.1, env = "URINGAPI_RECYCLE_JITTER")]
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 0.1, env = "URINGAPI_RECYCLE_JITTER")]
     pub recycle_jitter: f64,
     /// WebSockets: auto (upgrade requests become the ASGI websocket scope, framed by the
     /// front end), off (they reach the app as plain http requests).
@@ -228,12 +230,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 16 * 1024 * 1024, env = "URINGAPI_WS_MAX_SIZE")]
     pub ws_max_size: u64,
     /// Seconds between keep-alive pings on an open WebSocket (0: none).
-    #[arg(long, default_value_t = 20.0, env = "URINGAPI_WS_PING_INTERVAL")]
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 20.0, env = "URINGAPI_WS_PING_INTERVAL")]
     pub ws_ping_interval: f64,
     /// Seconds a ping waits for its pong before the WebSocket is closed with 1011, and a
     /// write to a client that reads nothing waits before it is dropped (1011 to the app);
     /// 0: for ever.
-    #[arg(long, default_value_t = 20.0, env = "URINGAPI_WS_PING_TIMEOUT")]
+    #[arg(long, value_parser = parse_non_negative, default_value_t = 20.0, env = "URINGAPI_WS_PING_TIMEOUT")]
     pub ws_ping_timeout: f64,
     /// Offer permessage-deflate (RFC 7692) to WebSocket clients that ask for it.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "URINGAPI_WS_PER_MESSAGE_DEFLATE")]

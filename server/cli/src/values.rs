@@ -123,6 +123,17 @@ pub fn parse_header(s: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), value.to_string()))
 }
 
+/// Seconds (and `--recycle-jitter`'s fraction): a finite number from 0 up. `inf`, `nan` and
+/// negative numbers, which `f64` parses, are refused here rather than meaning something odd.
+pub fn parse_non_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a finite number from 0 up (e.g. 30 or 0.5)"
+        )),
+    }
+}
+
 /// `--uds-perms`: an octal file mode (`660`, `0660`, `0o660`), at most `777`.
 pub fn parse_octal_mode(s: &str) -> Result<u32, String> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
@@ -137,6 +148,16 @@ pub fn parse_octal_mode(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_finite_and_not_negative() {
+        assert_eq!(parse_non_negative("30"), Ok(30.0));
+        assert_eq!(parse_non_negative("0.5"), Ok(0.5));
+        assert_eq!(parse_non_negative("0"), Ok(0.0));
+        for bad in ["inf", "-inf", "nan", "NaN", "1e400", "-1", "", "soon"] {
+            assert!(parse_non_negative(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn header_flags_are_checked() {

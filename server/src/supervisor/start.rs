@@ -15,7 +15,7 @@ use super::threadwatch;
 use super::worker::{spawn, Recycling, SpawnContext, Worker, Workers};
 use super::TICK;
 use crate::accesslog::{self, Destination, Sink};
-use crate::config::{seconds, ServeConfig};
+use crate::config::{limit_seconds, seconds, ServeConfig};
 use crate::dispatch::{Mailbox, Report};
 use crate::failure::Failure;
 use crate::frontend::{self, Started, ThreadSetup};
@@ -366,8 +366,8 @@ pub(super) fn conn_config(args: &ServeConfig, tls: Option<crate::tls::Acceptor>)
         },
         max_body: (args.limit_request_body > 0).then_some(args.limit_request_body),
         keep_alive: seconds(args.timeout_keep_alive),
-        header_read: seconds(args.timeout_header_read),
-        body_read: seconds(args.timeout_body_read),
+        header_read: limit_seconds(args.timeout_header_read),
+        body_read: limit_seconds(args.timeout_body_read),
         queue_timeout: seconds(args.queue_timeout),
         queue_limit: args.limit_queue,
         request_timeout: (args.timeout_request > 0.0).then(|| seconds(args.timeout_request)),
@@ -385,9 +385,14 @@ pub(super) fn conn_config(args: &ServeConfig, tls: Option<crate::tls::Acceptor>)
             max_fields: args.limit_request_fields,
             max_field_size: args.limit_request_field_size,
             max_body: (args.limit_request_body > 0).then_some(args.limit_request_body),
-            keep_alive: seconds(args.timeout_keep_alive),
-            header_read: seconds(args.timeout_header_read),
-            body_read: seconds(args.timeout_body_read),
+            // No keep-alive (0) cannot close an HTTP/2 connection after "its" response: an
+            // idle one gets as long as a request head would.
+            keep_alive: match seconds(args.timeout_keep_alive) {
+                d if d.is_zero() => limit_seconds(args.timeout_header_read),
+                d => d,
+            },
+            header_read: limit_seconds(args.timeout_header_read),
+            body_read: limit_seconds(args.timeout_body_read),
             queue_timeout: seconds(args.queue_timeout),
             queue_limit: args.limit_queue,
             request_timeout: (args.timeout_request > 0.0).then(|| seconds(args.timeout_request)),

@@ -336,7 +336,9 @@ impl Conn {
                 }
             }
             let mut wait = match started {
-                // RFC 9112 §9.5 leaves idle timeouts to us: idle between requests...
+                // RFC 9112 §9.5 leaves idle timeouts to us: idle between requests (with no
+                // keep-alive, 0, only a new connection waits: as long as a head may take)...
+                None if self.cfg.keep_alive.is_zero() => self.cfg.header_read,
                 None => self.cfg.keep_alive,
                 // ...and an absolute deadline for a head once it started (slowloris).
                 Some(t) => match self.cfg.header_read.checked_sub(t.elapsed()) {
@@ -453,7 +455,9 @@ impl Conn {
                 return Next::Close;
             }
         };
-        let (framing, minor, keep_alive) = (head.body, head.minor, head.keep_alive);
+        // --timeout-keep-alive 0: no keep-alive, every response closes its connection.
+        let keep_alive = head.keep_alive && !self.cfg.keep_alive.is_zero();
+        let (framing, minor) = (head.body, head.minor);
         self.served.note_head(&head);
         let side = RequestSide {
             minor,
