@@ -103,12 +103,14 @@ impl Socket {
     /// cache (through the kernel's record layer under kTLS). Each call is non-blocking
     /// (`sys::sendfile`): a full buffer waits for writability on the ring, never blocks the
     /// thread. Pages not in the page cache would be read from disk inside the call: the
-    /// caller checks (`sys::in_page_cache`).
+    /// caller checks (`sys::in_page_cache`). With `stall`, a socket that stays full that long
+    /// (the client reads nothing) fails the send with `TimedOut`.
     pub async fn send_file(
         &self,
         file: &impl AsRawFd,
         mut offset: u64,
         len: u64,
+        stall: Option<std::time::Duration>,
     ) -> std::io::Result<()> {
         let mut left = len;
         while left > 0 {
@@ -119,7 +121,15 @@ impl Socket {
                     offset += n as u64;
                     left -= n as u64;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match stall {
+                    None => self.writable().await?,
+                    Some(stall) => monoio::select! {
+                        r = self.writable() => r?,
+                        _ = crate::deadline::until(std::time::Instant::now() + stall) => {
+                            return Err(std::io::ErrorKind::TimedOut.into());
+                        }
+                    },
+                },
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

@@ -441,6 +441,45 @@ def test_clients_that_stop_reading_hold_up_no_other_request(servers: ServerFacto
     assert get(server, "/pid").status == 200
 
 
+def read_to_eof(sock: socket.socket) -> int:
+    """Bytes read until the peer closes (a reset counts as closed)."""
+    got = 0
+    try:
+        while chunk := sock.recv(1 << 20):
+            got += len(chunk)
+    except ConnectionResetError:
+        pass
+    return got
+
+
+@uringapi_only  # uvicorn has no such timeout: the client holds its response for ever
+@pytest.mark.parametrize("source", ["app", "file"])
+def test_a_client_that_reads_nothing_is_dropped_after_the_body_timeout(
+        servers: ServerFactory, tmp_path: Path, source: str) -> None:
+    """A client that takes none of its response for --timeout-body-read (the pause allowed
+    in a body, either way) is disconnected, and with it goes what it held: a slot or up to a
+    window of the front end's memory, or a file. Before, nothing ended such a connection.
+    Read after four such timeouts, the 32 MiB download is cut short."""
+    n = 32 << 20
+    (tmp_path / "big.bin").write_bytes(payload(n))
+    server = servers.start(APP, workers=1, threads=1, probe_path="/pid", extra_args=(
+        "--timeout-body-read", "1", "--static-mount", f"/files={tmp_path}"))
+    target = f"/slow?n={n}&chunk=65536&once=1" if source == "app" else "/files/big.bin"
+    with socket.create_connection((server.host, server.port), timeout=GUARD) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(4.0)  # reads nothing
+        got = read_to_eof(s)
+    assert 0 < got < n, f"{got} of {n} bytes: the server waited for the client"
+    # A client that reads, however slowly, is not cut: it takes bytes well within each
+    # timeout.
+    with SlowConnection(server.host, server.port, pause=0.2, timeout=GUARD) as c:
+        c.send(rawhttp.build_request("GET", f"/slow?n={1 << 20}&chunk=65536&once=1",
+                                     [("Connection", "close")]))
+        resp = c.read_response()
+    assert resp.status == 200 and resp.body == payload(1 << 20)
+    assert get(server, "/pid").status == 200
+
+
 # ---------------------------------------------------------------------------------------
 # a response body that disagrees with its own Content-Length
 

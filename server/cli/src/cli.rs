@@ -160,7 +160,8 @@ pub struct ServeArgs {
     /// Seconds a client has to send a whole request head, from its first byte; 0: no limit.
     #[arg(long, value_parser = parse_non_negative, default_value_t = 30.0, env = "URINGAPI_TIMEOUT_HEADER_READ")]
     pub timeout_header_read: f64,
-    /// Seconds a client may pause while sending a request body; 0: no limit.
+    /// Seconds a client may pause while sending a request body (408), or take none of a
+    /// response's bytes (the connection is closed); 0: no limit.
     #[arg(long, value_parser = parse_non_negative, default_value_t = 60.0, env = "URINGAPI_TIMEOUT_BODY_READ")]
     pub timeout_body_read: f64,
     /// Least average rate, in bytes per second, at which a request body must arrive after

@@ -368,6 +368,7 @@ pub(super) fn conn_config(args: &ServeConfig, tls: Option<crate::tls::Acceptor>)
         keep_alive: seconds(args.timeout_keep_alive),
         header_read: limit_seconds(args.timeout_header_read),
         body_read: limit_seconds(args.timeout_body_read),
+        send_stall: (args.timeout_body_read > 0.0).then(|| seconds(args.timeout_body_read)),
         queue_timeout: seconds(args.queue_timeout),
         queue_limit: args.limit_queue,
         request_timeout: (args.timeout_request > 0.0).then(|| seconds(args.timeout_request)),

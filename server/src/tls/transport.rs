@@ -561,16 +561,17 @@ impl Transport {
 
     /// Sends `len` bytes of `file` from `offset` with `sendfile` where the kernel writes the
     /// socket's bytes (plain TCP, kTLS); `None` over rustls, which reads the file through a
-    /// buffer.
+    /// buffer. `stall` as for [`Self::write_frame`].
     pub async fn send_file(
         &mut self,
         file: &impl std::os::fd::AsRawFd,
         offset: u64,
         len: u64,
+        stall: Option<Duration>,
     ) -> Option<std::io::Result<()>> {
         match self {
-            Transport::Plain(sock) => Some(sock.send_file(file, offset, len).await),
-            Transport::Ktls(k) => Some(k.sock.send_file(file, offset, len).await),
+            Transport::Plain(sock) => Some(sock.send_file(file, offset, len, stall).await),
+            Transport::Ktls(k) => Some(k.sock.send_file(file, offset, len, stall).await),
             Transport::Tls(_) => None,
         }
     }

@@ -19,6 +19,9 @@ pub struct ConnConfig {
     pub header_read: Duration,
     /// Longest wait for the next piece of a request body.
     pub body_read: Duration,
+    /// How long a response write may wait for a client that takes none of its bytes
+    /// (`--timeout-body-read`, the pause allowed in a body either way); `None`: for ever.
+    pub send_stall: Option<Duration>,
     /// Longest a request waits for a worker to accept it (503 past it).
     pub queue_timeout: Duration,
     /// Most requests waiting for a worker on this thread (503 at once past it).

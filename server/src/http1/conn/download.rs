@@ -199,10 +199,18 @@ impl Conn {
             let want = (len - pos).min(SENDFILE_MAX);
             let head_sent = out.prefix.is_empty();
             if zero_copy && head_sent && crate::sys::in_page_cache(&file, start + pos, want) {
-                match self.sock.send_file(&file, start + pos, want).await {
+                match self
+                    .sock
+                    .send_file(&file, start + pos, want, self.cfg.send_stall)
+                    .await
+                {
                     Some(Ok(())) => {}
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                         tracing::error!(peer = %self.peer, "the file shrank while it was sent; closing");
+                        return false;
+                    }
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        stalled(&self.peer);
                         return false;
                     }
                     Some(Err(e)) => {
@@ -305,15 +313,34 @@ impl Conn {
                 hub.copy_responses(sid);
             }
         };
-        match self.sock.write_frame(frame, None, &mut fell_behind).await {
+        // PERF: the stall deadline is registered for every write. benches/e2e/ab.py, hello,
+        // 6 alternating rounds (benches/results/ab-send-stall-2026-12-06.json): 0.966x the
+        // req/s and 24.7 against 23.6 server CPU-us/req (medians; single rounds ranged over
+        // 20-32 for both builds); against the client's own CPU per request, about +3%.
+        match self
+            .sock
+            .write_frame(frame, self.cfg.send_stall, &mut fell_behind)
+            .await
+        {
             Ok(mut prefix) => {
                 prefix.clear();
                 out.prefix = prefix;
                 true
             }
-            Err(_) => false,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    stalled(&self.peer);
+                }
+                false
+            }
         }
     }
+}
+
+/// A client that read nothing of its response for `--timeout-body-read`: the connection
+/// closes, and with it what the response held (its slot, or up to a window of memory).
+fn stalled(peer: &impl std::fmt::Display) {
+    tracing::debug!(%peer, "the client read nothing of its response for --timeout-body-read; closing");
 }
 
 /// Bytes read from a file per write where sendfile cannot serve (over rustls, a body of
