@@ -448,17 +448,23 @@ def test_sigterm_finishes_the_request_in_flight(servers: ServerFactory, tmp_path
     assert server.wait_group_gone(5.0) == []
 
 
+def sigterm_while_sleeping(server: Server, events: Events, seconds: float, tag: str) -> int | None:
+    """SIGTERM while GET /sleep?s=`seconds` runs: the exit code (None: still running after
+    GUARD)."""
+    with rawhttp.Connection(server.host, server.port, timeout=GUARD) as c:
+        c.send(rawhttp.build_request("GET", f"/sleep?s={seconds}&tag={tag}"))
+        events.wait("sleep-start", tag)
+        server.proc.send_signal(signal.SIGTERM)
+        return server.wait_exit(GUARD)
+
+
 def test_sigterm_cancels_what_outlives_the_graceful_timeout(servers: ServerFactory,
                                                             tmp_path: Path) -> None:
     """A request still running when --timeout-graceful-shutdown has passed is cancelled (the
     app sees CancelledError and can clean up), and lifespan shutdown still runs after it;
     it is not left pending for the interpreter to destroy."""
     server, events = start(servers, tmp_path, "--timeout-graceful-shutdown", "1")
-    with rawhttp.Connection(server.host, server.port, timeout=GUARD) as c:
-        c.send(rawhttp.build_request("GET", "/sleep?s=60&tag=stuck"))
-        events.wait("sleep-start", "stuck")
-        server.proc.send_signal(signal.SIGTERM)
-        rc = server.wait_exit(GUARD)
+    rc = sigterm_while_sleeping(server, events, 60, "stuck")
     assert rc is not None, "server still running after SIGTERM"
     events.wait("sleep-cancelled", "stuck")
     assert events.of("shutdown"), "lifespan shutdown did not run after the cancellation"
@@ -476,13 +482,9 @@ def test_the_graceful_timeout_counts_once(servers: ServerFactory, tmp_path: Path
     the app's cancellation, and with it lifespan shutdown, came only after twice the timeout,
     past a Kubernetes terminationGracePeriodSeconds equal to it.)"""
     server, events = start(servers, tmp_path, "--timeout-graceful-shutdown", "3")
-    with rawhttp.Connection(server.host, server.port, timeout=GUARD) as c:
-        # 6.5 s: past the timeout plus the front end's second for close frames and the
-        # worker's last second, within twice the timeout plus that first second.
-        c.send(rawhttp.build_request("GET", "/sleep?s=6.5&tag=long"))
-        events.wait("sleep-start", "long")
-        server.proc.send_signal(signal.SIGTERM)
-        rc = server.wait_exit(GUARD)
+    # 6.5 s: past the timeout plus the front end's second for close frames and the worker's
+    # last second, within twice the timeout plus that first second.
+    rc = sigterm_while_sleeping(server, events, 6.5, "long")
     assert rc is not None, "server still running after SIGTERM"
     assert events.of("sleep-cancelled", "long"), events.read()
     assert not events.of("sleep-end", "long"), "the request ran on past the graceful timeout"
