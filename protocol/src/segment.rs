@@ -24,8 +24,9 @@
 //!    front end itself stores `stop_requested = 1` (`Release`) before each SIGTERM it sends;
 //!    the worker's handler loads it (`Acquire`) to tell that SIGTERM (stop now) from the
 //!    others. `stop_grace_ms`, how long the worker's requests in flight may still run, is
-//!    stored (`Relaxed`) before that `Release` and so read after the `Acquire`. This word is the one the front end writes after the hand-over; the worker
-//!    only reads it, and a worker that scribbles over it only changes how it stops itself.
+//!    stored (`Relaxed`) before that `Release` and so read after the `Acquire`. These two
+//!    words are the ones the front end writes after the hand-over; the worker only reads
+//!    them, and a worker that scribbles over them only changes how it stops itself.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
