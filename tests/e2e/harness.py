@@ -10,7 +10,9 @@ Which server runs is chosen by URINGAPI_TEST_SERVER:
 from __future__ import annotations
 
 import atexit
+import functools
 import os
+import random
 import re
 import signal
 import socket
@@ -37,10 +39,40 @@ POLL_INTERVAL = 0.05
 STOP_TIMEOUT = 15.0  # SIGTERM -> exit, before SIGKILL
 
 
+#: Where the kernel takes the local port of every connect() and of every bind to port 0.
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_given: set[int] = set()  # ports this process handed out: an earlier server may still hold one
+
+
+@functools.cache
+def _outside_ephemeral_range() -> tuple[int, ...]:
+    try:
+        low, high = map(int, EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return (*range(10000, min(low, 65536)), *range(max(high + 1, 10000), 65536))
+
+
 def free_port() -> int:
-    """A port that was free a moment ago (the kernel picks it for a bind to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port no socket has, chosen outside the kernel's ephemeral range where there is
+    room. A port from inside it can be taken between this call and the server's bind: by
+    any client's connect() (an established or TIME_WAIT client socket keeps a listener off
+    its port for a minute) or by anyone's bind to port 0."""
+    outside = _outside_ephemeral_range()
+    for _ in range(200 if outside else 0):
+        port = random.choice(outside)
+        if port in _given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))  # no SO_REUSEADDR: any socket on the port refuses it
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no room outside the range
         s.bind((HOST, 0))
+        _given.add(s.getsockname()[1])
         return s.getsockname()[1]
 
 

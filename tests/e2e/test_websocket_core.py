@@ -38,23 +38,21 @@ def open_ws(server: Server, path: str = "/echo", **kwargs):
     return connect(ws_url(server, path), proxy=None, **kwargs)
 
 
-METRICS_PORT = free_port()
-
-
 @pytest.fixture(scope="module")
 def server(servers: ServerFactory) -> Server:
     args: tuple[str, ...] = ("--ws-max-size", "2000000")
     if SERVER_KIND == "uringapi":
-        args += ("--metrics-port", str(METRICS_PORT))
+        args += ("--metrics-port", str(free_port()))
     return servers.start(APP, workers=1, threads=1, extra_args=args)
 
 
 def metric(server: Server, line_start: str) -> float:
     """One sample from /metrics. The per-worker families are published by the supervisor
     every 100 ms, so a scrape right after start-up may not list them yet: wait for them."""
+    metrics_port = server.cmd[server.cmd.index("--metrics-port") + 1]
     deadline = time.monotonic() + 10
     while True:
-        text = httpx.get(f"http://{server.host}:{METRICS_PORT}/metrics").text
+        text = httpx.get(f"http://{server.host}:{metrics_port}/metrics").text
         for line in text.splitlines():
             if line.startswith(line_start + " "):
                 return float(line.split()[-1])
