@@ -125,7 +125,7 @@ impl Socket {
                     None => self.writable().await?,
                     Some(stall) => monoio::select! {
                         r = self.writable() => r?,
-                        _ = crate::deadline::until(std::time::Instant::now() + stall) => {
+                        _ = crate::deadline::after(stall) => {
                             return Err(std::io::ErrorKind::TimedOut.into());
                         }
                     },

@@ -17,7 +17,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::Reason;
@@ -275,7 +275,7 @@ async fn drive(
         let idle = sh.active.get() == 0 && !draining;
         let turn = monoio::select! {
             _ = hub.drained(), if !draining => Turn::Drain,
-            _ = crate::deadline::until(Instant::now() + cfg.keep_alive), if idle => Turn::Idle,
+            _ = crate::deadline::after(cfg.keep_alive), if idle => Turn::Idle,
             (reason, why) = poll_fn(|cx| match sh
                 .killed
                 .get()

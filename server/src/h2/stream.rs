@@ -552,7 +552,7 @@ async fn next_data(
     timeout: Stop,
 ) -> Result<Option<Bytes>, Stop> {
     monoio::select! {
-        _ = crate::deadline::until(Instant::now() + wait) => Err(timeout),
+        _ = crate::deadline::after(wait) => Err(timeout),
         data = body.data() => match data {
             None => Ok(None),
             Some(Ok(data)) => Ok(Some(data)),

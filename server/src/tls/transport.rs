@@ -627,7 +627,7 @@ async fn within<T>(stall: Option<Duration>, fut: impl Future<Output = T>) -> std
     };
     monoio::select! {
         out = fut => Ok(out),
-        _ = crate::deadline::until(std::time::Instant::now() + stall) => {
+        _ = crate::deadline::after(stall) => {
             Err(std::io::ErrorKind::TimedOut.into())
         }
     }

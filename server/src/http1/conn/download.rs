@@ -313,10 +313,11 @@ impl Conn {
                 hub.copy_responses(sid);
             }
         };
-        // PERF: the stall deadline is registered for every write. benches/e2e/ab.py, hello,
+        // PERF: the stall timeout is registered for every write. benches/e2e/ab.py, hello,
         // 6 alternating rounds (benches/results/ab-send-stall-2026-12-06.json): 0.966x the
         // req/s and 24.7 against 23.6 server CPU-us/req (medians; single rounds ranged over
-        // 20-32 for both builds); against the client's own CPU per request, about +3%.
+        // 20-32 for both builds), with the ordered-map deadline; now a coarse timeout
+        // (`deadline::after`, ~80 ns a write against ~220, module doc of deadline.rs).
         match self
             .sock
             .write_frame(frame, self.cfg.send_stall, &mut fell_behind)

@@ -303,7 +303,7 @@ impl Conn {
         let hub = self.hub.clone();
         monoio::select! {
             _ = hub.drained() => Err(()),
-            _ = crate::deadline::until(Instant::now() + wait) => Err(()),
+            _ = crate::deadline::after(wait) => Err(()),
             r = self.sock.idle_read() => r.map_err(|_| ()),
         }
     }
@@ -385,7 +385,7 @@ impl Conn {
         }
         let read = self.sock.read(buf);
         monoio::select! {
-            _ = crate::deadline::until(Instant::now() + wait) => Err(ReadEnd::TimedOut),
+            _ = crate::deadline::after(wait) => Err(ReadEnd::TimedOut),
             (res, buf) = read => {
                 self.buf = buf;
                 match res {
@@ -783,7 +783,7 @@ mod size_probe {
 
     /// The connection's task is allocated at the size of its largest state, idle or not:
     /// large and rarely used states (the request, TLS calls, the TLS handshake) are boxed,
-    /// and deadlines use `deadline::until` instead of monoio's 640-byte, 128-aligned
+    /// and timeouts use `deadline::after` instead of monoio's 640-byte, 128-aligned
     /// `Sleep`. This was 3,200 bytes (128-aligned) before; growing it past the bound costs
     /// every idle keep-alive connection (tests/e2e/test_idle_connections.py). (1,416 in a
     /// debug build since `run` hands an open WebSocket back for a task of its own.)
