@@ -112,12 +112,7 @@ impl Future for Until {
             (id, wake_timer, spawn)
         });
         self.id = Some(id);
-        if spawn {
-            monoio::spawn(timer());
-        }
-        if let Some(w) = wake_timer {
-            w.wake();
-        }
+        kick(spawn, timer, wake_timer);
         Poll::Pending
     }
 }
@@ -157,25 +152,44 @@ async fn timer() {
         for w in due {
             w.wake();
         }
-        let mut armed = false;
-        let woken = std::future::poll_fn(|cx| {
-            if armed {
-                return Poll::Ready(());
-            }
-            armed = true;
-            DEADLINES.with(|d| d.borrow_mut().timer = Some((next, cx.waker().clone())));
-            Poll::Pending
-        });
-        match next {
-            Some(t) => {
-                monoio::select! {
-                    _ = monoio::time::sleep_until(t.into()) => {},
-                    _ = woken => {},
-                }
-            }
-            None => woken.await,
-        }
+        nap(next, |w| {
+            DEADLINES.with(|d| d.borrow_mut().timer = Some((next, w)))
+        })
+        .await;
         DEADLINES.with(|d| d.borrow_mut().timer = None);
+    }
+}
+
+/// A register's task between rounds: sleeps until `next` (for ever if `None`) or until
+/// woken through the waker handed to `park`, which a wait due earlier wakes.
+async fn nap(next: Option<Instant>, park: impl FnOnce(Waker)) {
+    let mut park = Some(park);
+    let woken = std::future::poll_fn(|cx| match park.take() {
+        Some(park) => {
+            park(cx.waker().clone());
+            Poll::Pending
+        }
+        None => Poll::Ready(()),
+    });
+    match next {
+        Some(t) => {
+            monoio::select! {
+                _ = monoio::time::sleep_until(t.into()) => {},
+                _ = woken => {},
+            }
+        }
+        None => woken.await,
+    }
+}
+
+/// After a wait registered: the register's task is spawned on the thread's first wait, and
+/// woken when it sleeps past the new one.
+fn kick<F: Future<Output = ()> + 'static>(spawn: bool, task: fn() -> F, wake: Option<Waker>) {
+    if spawn {
+        monoio::spawn(task());
+    }
+    if let Some(w) = wake {
+        w.wake();
     }
 }
 
@@ -272,12 +286,7 @@ impl Future for After {
             (key, wake_sweeper, spawn)
         });
         self.key = Some(key);
-        if spawn {
-            monoio::spawn(sweeper());
-        }
-        if let Some(w) = wake_sweeper {
-            w.wake();
-        }
+        kick(spawn, sweeper, wake_sweeper);
         Poll::Pending
     }
 }
@@ -324,24 +333,12 @@ async fn sweeper() {
         for w in due {
             w.wake();
         }
-        let mut armed = false;
-        let woken = std::future::poll_fn(|cx| {
-            if armed {
-                return Poll::Ready(());
-            }
-            armed = true;
-            TIMEOUTS.with(|t| t.borrow_mut().sweeper = Some((next, cx.waker().clone())));
-            Poll::Pending
-        });
-        if next == u64::MAX {
-            woken.await;
-        } else {
-            let at = epoch + TICK.saturating_mul(u32::try_from(next).unwrap_or(u32::MAX));
-            monoio::select! {
-                _ = monoio::time::sleep_until(at.into()) => {},
-                _ = woken => {},
-            }
-        }
+        let at = (next != u64::MAX)
+            .then(|| epoch + TICK.saturating_mul(u32::try_from(next).unwrap_or(u32::MAX)));
+        nap(at, |w| {
+            TIMEOUTS.with(|t| t.borrow_mut().sweeper = Some((next, w)))
+        })
+        .await;
         TIMEOUTS.with(|t| t.borrow_mut().sweeper = None);
     }
 }
