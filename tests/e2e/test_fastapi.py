@@ -246,11 +246,15 @@ def test_response_headers_and_repeated_set_cookie(fastapi_server: Server) -> Non
     assert ["x-mixed-case", "V"] in echoed
 
 
-@pytest.mark.parametrize("code", [200, 201, 204, 304, 404, 418, 503])
-def test_status_codes(fastapi_server: Server, code: int) -> None:
+@pytest.mark.parametrize(("code", "reason"), [
+    (200, "OK"), (201, "Created"), (204, "No Content"), (205, "Reset Content"),
+    (304, "Not Modified"), (404, "Not Found"), (410, "Gone"), (418, "I'm a teapot"),
+    (451, "Unavailable For Legal Reasons"), (503, "Service Unavailable")])
+def test_status_codes(fastapi_server: Server, code: int, reason: str) -> None:
     with rawhttp.Connection(fastapi_server.host, fastapi_server.port) as c:
         r = c.request("GET", f"/status/{code}")
         assert r.status == code
+        assert r.reason.lower() == reason.lower()  # uvicorn (Python's table) capitalises Teapot
         if code in (204, 304):
             assert r.header("transfer-encoding") is None
             assert r.header("content-length") in (None, "0")

@@ -309,7 +309,7 @@ def test_other_versions_get_426(server: Server) -> None:
             f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 8\r\n\r\n".encode()
         )
         answer = sock.recv(4096)
-    assert answer.startswith(b"HTTP/1.1 426 ")
+    assert answer.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
     assert b"sec-websocket-version: 13\r\n" in answer.lower()
 
 

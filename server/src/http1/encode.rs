@@ -95,6 +95,9 @@ pub struct Encoded {
 
 pub(crate) use uringapi_protocol::head::is_tchar;
 
+/// The reason phrase of a status line: RFC 9110's names for the statuses our own answers
+/// and most apps use, the `http` crate's table of registered codes for the rest, and none
+/// (allowed by RFC 9112 §4) for an unregistered code.
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -130,7 +133,10 @@ pub fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
-        _ => "",
+        _ => http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|code| code.canonical_reason())
+            .unwrap_or(""),
     }
 }
 
@@ -326,6 +332,29 @@ pub fn imf_fixdate(secs: u64) -> [u8; 29] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_registered_status_has_its_reason_phrase() {
+        for (status, phrase) in [
+            (200, "OK"),
+            (205, "Reset Content"),
+            (410, "Gone"),
+            (413, "Content Too Large"),
+            (416, "Range Not Satisfiable"),
+            (426, "Upgrade Required"),
+            (451, "Unavailable For Legal Reasons"),
+            (511, "Network Authentication Required"),
+            (299, ""),
+        ] {
+            assert_eq!(reason(status), phrase, "{status}");
+        }
+        for status in 100..=599 {
+            let registered = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|c| c.canonical_reason());
+            assert_eq!(reason(status).is_empty(), registered.is_none(), "{status}");
+        }
+    }
 
     const OPTS: HeaderOptions = HeaderOptions {
         date: false,
