@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import APPS_DIR, HOST, URINGAPI_BIN, free_port, server_env
+import rawhttp
+from harness import APPS_DIR, HOST, URINGAPI_BIN, ServerFactory, free_port, server_env
 
 pytestmark = pytest.mark.uringapi_only
 
@@ -143,6 +144,36 @@ def test_a_time_that_is_not_a_finite_number_is_a_usage_error(flag: str, value: s
     its front-end thread (a deadline past what an Instant can hold), and `nan` meant 0."""
     assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), f"{flag}={value}"),
                        None, flag, "not a finite number")
+
+
+@pytest.mark.parametrize(("args", "hint"), [
+    (["--loop", "uvloop"], "always run uvloop"),
+    (["--http", "httptools"], "parses HTTP itself"),
+    (["--ws=wsproto"], "frames WebSockets itself"),
+    (["--interface", "asgi3"], "ASGI 3"),
+    (["--timeout-notify", "30"], "no counterpart"),
+])
+def test_a_uvicorn_option_with_no_counterpart_says_what_to_do(args: list[str], hint: str) -> None:
+    """A uvicorn command line moved over: each option that has no meaning here is a usage
+    error whose hint says what to do with it."""
+    assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), *args), None,
+                       args[0].split("=")[0], hint)
+
+
+def test_uvicorns_spelling_of_the_header_and_access_log_switches(servers: ServerFactory,
+                                                                  tmp_path: Path) -> None:
+    """`--no-access-log`, `--server-header` and `--date-header` as uvicorn has them: the
+    later of a pair wins, so an access log turned on elsewhere can be turned off."""
+    log = tmp_path / "access.log"
+    server = servers.start("env_app:app", app_dir=APPS_DIR, extra_args=(
+        "--access-log", "--access-log-file", str(log), "--no-access-log",
+        "--no-server-header", "--server-header", "--date-header"))
+    with rawhttp.Connection(server.host, server.port) as c:
+        r = c.request("GET", "/")
+    assert r.status == 200
+    assert r.header("server") == "uringapi" and r.header("date"), r.headers
+    server.stop()
+    assert not log.exists() or log.read_text() == ""
 
 
 def test_python_m_factory_localhost_and_env_file(tmp_path: Path) -> None:

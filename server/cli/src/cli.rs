@@ -181,11 +181,32 @@ pub struct ServeArgs {
     #[arg(long, value_parser = parse_non_negative, default_value_t = 60.0, env = "URINGAPI_TIMEOUT_WORKER_STARTUP")]
     pub timeout_worker_startup: f64,
     /// Do not send a Date header.
-    #[arg(long, env = "URINGAPI_NO_DATE_HEADER")]
+    #[arg(long, overrides_with = "date_header", env = "URINGAPI_NO_DATE_HEADER")]
     pub no_date_header: bool,
+    /// Accepted for uvicorn compatibility: the Date header is sent unless --no-date-header.
+    #[arg(
+        long,
+        hide = true,
+        overrides_with = "no_date_header",
+        env = "URINGAPI_DATE_HEADER"
+    )]
+    pub date_header: bool,
     /// Do not send a Server header.
-    #[arg(long, env = "URINGAPI_NO_SERVER_HEADER")]
+    #[arg(
+        long,
+        overrides_with = "server_header",
+        env = "URINGAPI_NO_SERVER_HEADER"
+    )]
     pub no_server_header: bool,
+    /// Accepted for uvicorn compatibility: the Server header is sent unless
+    /// --no-server-header.
+    #[arg(
+        long,
+        hide = true,
+        overrides_with = "no_server_header",
+        env = "URINGAPI_SERVER_HEADER"
+    )]
+    pub server_header: bool,
     /// ASGI root_path, for apps mounted below a prefix by a proxy.
     #[arg(long, default_value = "", env = "URINGAPI_ROOT_PATH")]
     pub root_path: String,
@@ -264,8 +285,12 @@ pub struct ServeArgs {
     pub metrics_host: IpAddr,
     /// Write one access log line per request (off by default; written by the front end,
     /// not by the Python workers).
-    #[arg(long, env = "URINGAPI_ACCESS_LOG")]
+    #[arg(long, overrides_with = "no_access_log", env = "URINGAPI_ACCESS_LOG")]
     pub access_log: bool,
+    /// No access log (the default; uvicorn's flag): overrides --access-log-file, and an
+    /// --access-log before it or in URINGAPI_ACCESS_LOG.
+    #[arg(long, overrides_with = "access_log", env = "URINGAPI_NO_ACCESS_LOG")]
+    pub no_access_log: bool,
     /// Access log format: common or combined (Apache's, plus request id and duration in
     /// microseconds), or json.
     #[arg(
@@ -368,7 +393,9 @@ impl ServeArgs {
             timeout_graceful_shutdown,
             timeout_worker_startup,
             no_date_header,
+            date_header,
             no_server_header,
+            server_header,
             root_path,
             timeout,
             stall_timeout,
@@ -391,6 +418,7 @@ impl ServeArgs {
             metrics_port,
             metrics_host,
             access_log,
+            no_access_log,
             access_log_format,
             access_log_file,
             no_proxy_headers,
@@ -439,8 +467,8 @@ impl ServeArgs {
             min_body_rate,
             timeout_graceful_shutdown,
             timeout_worker_startup,
-            no_date_header,
-            no_server_header,
+            no_date_header: no_date_header && !date_header,
+            no_server_header: no_server_header && !server_header,
             root_path,
             timeout,
             stall_timeout,
@@ -462,9 +490,9 @@ impl ServeArgs {
             health_path,
             metrics_port,
             metrics_host,
-            access_log,
+            access_log: access_log && !no_access_log,
             access_log_format: access_log_format.into(),
-            access_log_file,
+            access_log_file: access_log_file.filter(|_| !no_access_log),
             no_proxy_headers,
             forwarded_allow_ips,
             pin_cpus,
@@ -588,6 +616,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
             eprintln!("error: {first}");
             if e.kind() == ErrorKind::ArgumentConflict && first.contains("--uds") {
                 eprintln!("hint: --uds serves on a Unix socket instead of TCP: pass either --uds or --host/--port/--fd (or their URINGAPI_* variables), not both");
+            } else if let Some(hint) = uvicorn_hint(&e) {
+                eprintln!("hint: {hint}");
             } else {
                 eprintln!("hint: run 'uringapi serve --help' to see the options and their values");
             }
@@ -597,164 +627,40 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
     Ok(cli)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn every_option_of_every_subcommand_has_an_uringapi_variable() {
-        let cmd = Cli::command();
-        let mut missing = Vec::new();
-        for sub in cmd.get_subcommands() {
-            for arg in sub.get_arguments() {
-                let id = arg.get_id().as_str();
-                if matches!(id, "help" | "version") {
-                    continue;
-                }
-                let expected = format!("URINGAPI_{}", id.to_uppercase());
-                if arg.get_env().and_then(|e| e.to_str()) != Some(expected.as_str()) {
-                    missing.push(format!("{} --{id} (want {expected})", sub.get_name()));
-                }
-            }
+/// The hint for a uvicorn option (or value) that has no counterpart here: a user moving a
+/// uvicorn command line over should learn what to do with it, not only that it is unknown.
+fn uvicorn_hint(e: &clap::Error) -> Option<&'static str> {
+    use clap::error::{ContextKind, ContextValue};
+    let text = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    // "--loop", or "--http <HTTP>" for a bad value.
+    let arg = text(ContextKind::InvalidArg)?.split([' ', '=']).next()?;
+    Some(match (arg, text(ContextKind::InvalidValue)) {
+        ("--loop", _) => "uringapi's workers always run uvloop: leave --loop out",
+        ("--http", Some("h11" | "httptools")) => {
+            "the front end parses HTTP itself: leave h11/httptools out (--http here picks the versions served: auto, 1 or 2)"
         }
-        assert!(
-            missing.is_empty(),
-            "options without their variable: {missing:#?}"
-        );
-    }
-
-    /// The README's table of every option and its variable, made from the clap definitions.
-    fn options_table() -> String {
-        let mut out =
-            String::from("| command | option | variable | default |\n| --- | --- | --- | --- |\n");
-        for sub in Cli::command().get_subcommands() {
-            for arg in sub.get_arguments() {
-                let id = arg.get_id().as_str();
-                if matches!(id, "help" | "version") || arg.is_hide_set() {
-                    continue;
-                }
-                let name = match arg.get_long() {
-                    Some(long) => format!("`--{long}`"),
-                    None => format!("`{}` (positional)", id.to_uppercase()),
-                };
-                let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or("");
-                let default = arg
-                    .get_default_values()
-                    .iter()
-                    .map(|v| v.to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                // Defaults computed from this machine are named by their rule, not their value here.
-                let default = match (sub.get_name(), id) {
-                    ("serve", "workers") => "one per CPU".to_string(),
-                    ("serve", "threads") => "one per 8 CPUs".to_string(),
-                    _ if default.is_empty() => "-".to_string(),
-                    _ => format!("`{default}`"),
-                };
-                out += &format!("| {} | {name} | `{env}` | {default} |\n", sub.get_name());
-            }
+        ("--ws", Some("websockets" | "websockets-sansio" | "wsproto")) => {
+            "the front end frames WebSockets itself: leave the library out (--ws here is auto or off)"
         }
-        out
-    }
-
-    /// `make readme-options` rewrites the table (UPDATE_README=1); otherwise a stale table fails.
-    #[test]
-    fn the_readme_lists_every_option_with_its_variable() {
-        const BEGIN: &str = "<!-- options:begin (generated by `make readme-options`) -->\n";
-        const END: &str = "<!-- options:end -->";
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
-        let readme = std::fs::read_to_string(&path).expect("README.md");
-        let start = readme
-            .find(BEGIN)
-            .expect("README has the options:begin marker")
-            + BEGIN.len();
-        let end = readme[start..]
-            .find(END)
-            .expect("README has the options:end marker")
-            + start;
-        let table = options_table();
-        if std::env::var_os("UPDATE_README").is_some() {
-            let updated = format!("{}{table}{}", &readme[..start], &readme[end..]);
-            std::fs::write(&path, updated).expect("write README.md");
-        } else {
-            assert_eq!(
-                &readme[start..end],
-                table,
-                "README option table is stale: run `make readme-options`"
-            );
+        ("--interface", _) => {
+            "uringapi serves ASGI 3 applications (FastAPI, Starlette, Litestar...): leave --interface out; a WSGI app needs an ASGI adapter"
         }
-    }
-
-    fn serve_config(args: &[&str]) -> ServeConfig {
-        let argv = ["uringapi", "serve"].iter().chain(args).map(OsString::from);
-        match Cli::try_parse_from(argv).expect("valid arguments").command {
-            Cmd::Serve(args) => args.into_config(),
-            Cmd::NativeRef(_) => unreachable!("parsed serve"),
-        }
-    }
-
-    /// Each flag lands in its own field of the library's config, enums by their names.
-    #[test]
-    fn flags_become_the_library_config() {
-        use uringapi_server::accesslog::Format;
-        use uringapi_server::config::{Lifespan, Sched, WsMode};
-        use uringapi_server::frontend::IoDriver;
-        use uringapi_server::h2::HttpMode;
-        let c = serve_config(&[
-            "app:main",
-            "--port",
-            "0",
-            "--workers",
-            "3",
-            "--http",
-            "2",
-            "--sched",
-            "normal",
-            "--io-driver",
-            "epoll",
-            "--access-log-format",
-            "json",
-            "--ws",
-            "off",
-            "--lifespan",
-            "on",
-            "--log-level",
-            "debug",
-            "--pin-cpus",
-            "0-1,3",
-            "--header",
-            "x-a: 1",
-            "--timeout-request",
-            "2.5",
-            "--ssl-ciphers",
-            "X",
-            "--ssl-cert-reqs",
-            "2",
-            "--no-proxy-headers",
-            "--limit-queue",
-            "7",
-        ]);
-        assert_eq!(c.app.as_deref(), Some("app:main"));
-        assert_eq!((c.port, c.workers), (0, 3));
-        assert_eq!(c.http, HttpMode::Two);
-        assert_eq!(c.sched, Sched::Normal);
-        assert_eq!(c.io_driver, IoDriver::Epoll);
-        assert_eq!(c.access_log_format, Format::Json);
-        assert_eq!(c.ws, WsMode::Off);
-        assert_eq!(c.lifespan, Lifespan::On);
-        assert_eq!(c.log_level, LogLevel::Debug);
-        assert_eq!(c.pin_cpus.as_ref().map(CpuList::cpus), Some(&[0, 1, 3][..]));
-        assert_eq!(c.header, [("x-a".to_string(), "1".to_string())]);
-        assert_eq!(c.timeout_request, 2.5);
-        assert_eq!((c.tls.ssl_ciphers.as_str(), c.tls.ssl_cert_reqs), ("X", 2));
-        assert!(c.tls.alpn.is_empty());
-        assert!(c.no_proxy_headers);
-        assert_eq!(c.limit_queue, 7);
-        let d = serve_config(&[]);
-        assert_eq!(d.http, HttpMode::Auto);
-        assert_eq!(d.sched, Sched::Batch);
-        assert_eq!(d.access_log_format, Format::Combined);
-        assert_eq!((d.ws, d.lifespan), (WsMode::Auto, Lifespan::Auto));
-    }
+        (
+            "--ws-max-queue"
+            | "--h11-max-incomplete-event-size"
+            | "--timeout-notify"
+            | "--ssl-version"
+            | "--reload-delay"
+            | "--limit-max-requests-jitter",
+            _,
+        ) => "that uvicorn option has no counterpart in uringapi: leave it out ('uringapi serve --help' lists what there is)",
+        _ => return None,
+    })
 }
+
+#[cfg(test)]
+#[path = "cli_tests.rs"]
+mod tests;
