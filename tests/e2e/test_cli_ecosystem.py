@@ -152,10 +152,14 @@ def test_a_time_that_is_not_a_finite_number_is_a_usage_error(flag: str, value: s
     (["--ws=wsproto"], "frames WebSockets itself"),
     (["--interface", "asgi3"], "ASGI 3"),
     (["--timeout-notify", "30"], "no counterpart"),
+    (["-b", "0.0.0.0:8000"], "--host and --port"),
+    (["-k", "uvicorn.workers.UvicornWorker"], "runs its own workers"),
+    (["--graceful-timeout", "30"], "--timeout-graceful-shutdown"),
+    (["--runtime-threads", "2"], "no counterpart"),
 ])
-def test_a_uvicorn_option_with_no_counterpart_says_what_to_do(args: list[str], hint: str) -> None:
-    """A uvicorn command line moved over: each option that has no meaning here is a usage
-    error whose hint says what to do with it."""
+def test_a_foreign_option_says_what_to_do(args: list[str], hint: str) -> None:
+    """A uvicorn, gunicorn or granian command line moved over: each option spelt otherwise
+    or meaningless here is a usage error whose hint says what to do with it."""
     assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), *args), None,
                        args[0].split("=")[0], hint)
 

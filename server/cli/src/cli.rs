@@ -616,7 +616,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
             eprintln!("error: {first}");
             if e.kind() == ErrorKind::ArgumentConflict && first.contains("--uds") {
                 eprintln!("hint: --uds serves on a Unix socket instead of TCP: pass either --uds or --host/--port/--fd (or their URINGAPI_* variables), not both");
-            } else if let Some(hint) = uvicorn_hint(&e) {
+            } else if let Some(hint) = foreign_hint(&e) {
                 eprintln!("hint: {hint}");
             } else {
                 eprintln!("hint: run 'uringapi serve --help' to see the options and their values");
@@ -627,9 +627,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
     Ok(cli)
 }
 
-/// The hint for a uvicorn option (or value) that has no counterpart here: a user moving a
-/// uvicorn command line over should learn what to do with it, not only that it is unknown.
-fn uvicorn_hint(e: &clap::Error) -> Option<&'static str> {
+/// The hint for an option (or value) of uvicorn, gunicorn or granian that uringapi spells
+/// differently or has no counterpart for: a user moving a command line over should learn
+/// what to do with it, not only that it is unknown.
+fn foreign_hint(e: &clap::Error) -> Option<&'static str> {
     use clap::error::{ContextKind, ContextValue};
     let text = |kind| match e.get(kind) {
         Some(ContextValue::String(s)) => Some(s.as_str()),
@@ -648,15 +649,34 @@ fn uvicorn_hint(e: &clap::Error) -> Option<&'static str> {
         ("--interface", _) => {
             "uringapi serves ASGI 3 applications (FastAPI, Starlette, Litestar...): leave --interface out; a WSGI app needs an ASGI adapter"
         }
+        ("-b" | "--bind", _) => {
+            "give the address as --host and --port (unix:PATH is --uds PATH, fd://N is --fd N)"
+        }
+        ("-w", _) => "the number of workers is --workers N",
+        ("-k" | "--worker-class", _) => {
+            "uringapi is the server and runs its own workers: leave the worker class out"
+        }
+        ("--graceful-timeout", _) => "that is --timeout-graceful-shutdown here",
+        ("--keep-alive", _) => "that is --timeout-keep-alive here",
+        ("--max-requests", _) => "that is --limit-max-requests here",
+        ("--max-requests-jitter", _) => {
+            "that is --recycle-jitter here (a fraction of each recycling threshold, 0.1 by default)"
+        }
+        ("--access-logfile", _) => "that is --access-log-file here",
         (
             "--ws-max-queue"
             | "--h11-max-incomplete-event-size"
             | "--timeout-notify"
             | "--ssl-version"
             | "--reload-delay"
-            | "--limit-max-requests-jitter",
+            | "--limit-max-requests-jitter"
+            | "--runtime-mode"
+            | "--runtime-threads"
+            | "--blocking-threads"
+            | "--backpressure"
+            | "--preload",
             _,
-        ) => "that uvicorn option has no counterpart in uringapi: leave it out ('uringapi serve --help' lists what there is)",
+        ) => "that option of uvicorn's, gunicorn's or granian's has no counterpart in uringapi: leave it out ('uringapi serve --help' lists what there is)",
         _ => return None,
     })
 }
