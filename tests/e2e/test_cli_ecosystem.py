@@ -126,6 +126,24 @@ def test_help_shows_each_variable() -> None:
         assert f"env: {var}" in out.stdout, var
 
 
+@pytest.mark.parametrize(("args", "env", "workers"), [
+    ([], {"WEB_CONCURRENCY": "3"}, 3),
+    ([], {"WEB_CONCURRENCY": "3", "URINGAPI_WORKERS": "1"}, 1),
+    (["--workers", "2"], {"WEB_CONCURRENCY": "3"}, 2),
+], ids=["web-concurrency", "ours-wins", "flag-wins"])
+def test_web_concurrency_sets_the_workers_as_under_uvicorn_and_gunicorn(
+        args: list[str], env: dict[str, str], workers: int) -> None:
+    port = free_port()
+    proc = start(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--port", str(port), *args),
+                 env)
+    try:
+        assert wait_answer(proc, port)[0] == 200
+    finally:
+        assert stop(proc) == 0
+    log = proc.stderr.read().decode() if proc.stderr else ""
+    assert f"workers: {workers}," in log, log
+
+
 @pytest.mark.parametrize(("var", "value"), [("URINGAPI_WORKERS", "many"),
                                              ("URINGAPI_LIFESPAN", "sometimes"),
                                              ("URINGAPI_TIMEOUT", "soon")])

@@ -576,10 +576,17 @@ pub fn init_logging(level: LogLevel, colors: Option<bool>) {
 /// Parses the command line. `Err`: the exit code, once help, the version or an
 /// `error:`/`hint:` pair for bad arguments is printed.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
-    // uvicorn's spelling of --forwarded-allow-ips' variable, honoured when ours is not set.
-    if std::env::var_os("URINGAPI_FORWARDED_ALLOW_IPS").is_none() {
-        if let Some(v) = std::env::var_os("FORWARDED_ALLOW_IPS") {
-            std::env::set_var("URINGAPI_FORWARDED_ALLOW_IPS", v);
+    // Variables other servers read, honoured when ours is not set: uvicorn's spelling of
+    // --forwarded-allow-ips', and the worker count that uvicorn, gunicorn and hosting
+    // platforms (Heroku, Render...) take from WEB_CONCURRENCY.
+    for (theirs, ours) in [
+        ("FORWARDED_ALLOW_IPS", "URINGAPI_FORWARDED_ALLOW_IPS"),
+        ("WEB_CONCURRENCY", "URINGAPI_WORKERS"),
+    ] {
+        if std::env::var_os(ours).is_none() {
+            if let Some(v) = std::env::var_os(theirs) {
+                std::env::set_var(ours, v);
+            }
         }
     }
     let cli = match Cli::try_parse_from(args) {
