@@ -182,6 +182,11 @@ def test_a_foreign_option_says_what_to_do(args: list[str], hint: str) -> None:
                        args[0].split("=")[0], hint)
 
 
+def test_an_app_without_the_serve_subcommand_says_to_add_it() -> None:
+    assert_usage_error([str(URINGAPI_BIN), "env_app:app", "--workers", "2"], None,
+                       "uringapi serve MODULE:APP")
+
+
 def test_uvicorns_spelling_of_the_header_and_access_log_switches(servers: ServerFactory,
                                                                   tmp_path: Path) -> None:
     """`--no-access-log`, `--server-header` and `--date-header` as uvicorn has them: the

@@ -643,6 +643,12 @@ fn foreign_hint(e: &clap::Error) -> Option<&'static str> {
         Some(ContextValue::String(s)) => Some(s.as_str()),
         _ => None,
     };
+    if let Some(sub) = text(ContextKind::InvalidSubcommand) {
+        // uvicorn's `uvicorn main:app`.
+        return sub.contains(':').then_some(
+            "the app is served with 'uringapi serve MODULE:APP' (the serve subcommand first)",
+        );
+    }
     // "--loop", or "--http <HTTP>" for a bad value.
     let arg = text(ContextKind::InvalidArg)?.split([' ', '=']).next()?;
     Some(match (arg, text(ContextKind::InvalidValue)) {
