@@ -127,12 +127,17 @@ impl TlsStream {
 
     /// Writes whatever ciphertext rustls has queued.
     async fn flush(&mut self) -> std::io::Result<()> {
-        self.flush_noting(&mut || {}).await
+        self.flush_noting(None, &mut || {}).await
     }
 
     /// [`flush`](Self::flush), calling `fell_behind` each time the socket takes only part
     /// of a write (the client reads slower than we write), before waiting for the rest.
-    async fn flush_noting(&mut self, fell_behind: &mut dyn FnMut()) -> std::io::Result<()> {
+    /// With `stall`, a socket write that takes nothing for that long fails with `TimedOut`.
+    async fn flush_noting(
+        &mut self,
+        stall: Option<Duration>,
+        fell_behind: &mut dyn FnMut(),
+    ) -> std::io::Result<()> {
         while self.tls.wants_write() {
             let mut out = std::mem::take(&mut self.outgoing);
             out.clear();
@@ -142,7 +147,14 @@ impl TlsStream {
             let mut written = 0;
             let mut res = Ok(());
             while written < out.len() {
-                let (r, slice) = self.sock.write(out.slice(written..)).await;
+                let (r, slice) = match within(stall, self.sock.write(out.slice(written..))).await {
+                    Ok(done) => done,
+                    Err(timed_out) => {
+                        // The write was dropped in flight, and its buffer with it.
+                        self.outgoing = Vec::new();
+                        return Err(timed_out);
+                    }
+                };
                 out = slice.into_inner();
                 match r {
                     Ok(0) => res = Err(std::io::ErrorKind::WriteZero.into()),
@@ -274,6 +286,7 @@ impl TlsStream {
     async fn send_frame(
         &mut self,
         frame: &mut Frame,
+        stall: Option<Duration>,
         fell_behind: &mut dyn FnMut(),
     ) -> std::io::Result<usize> {
         let total = frame.total_len();
@@ -285,12 +298,12 @@ impl TlsStream {
                     frame.detach_body();
                     fell_behind();
                 };
-                self.flush_noting(&mut behind).await?;
+                self.flush_noting(stall, &mut behind).await?;
             }
             done += n;
         }
         frame.consumed();
-        self.flush_noting(fell_behind).await?;
+        self.flush_noting(stall, fell_behind).await?;
         Ok(total)
     }
 
@@ -446,7 +459,7 @@ impl Transport {
             Transport::Ktls(k) => k.sock.write_all(bytes).await,
             Transport::Tls(t) => {
                 let mut frame = Frame::new(bytes, None, b"");
-                let res = Box::pin(t.send_frame(&mut frame, &mut || {})).await;
+                let res = Box::pin(t.send_frame(&mut frame, None, &mut || {})).await;
                 (res, frame.into_prefix())
             }
         }
@@ -459,7 +472,7 @@ impl Transport {
     /// writes: the frame's body is copied out of its slot (`Frame::detach_body`) and
     /// `fell_behind` is called, so that the caller copies the rest of the response too and
     /// the worker's slots go back. With `stall`, a write the socket takes nothing of for
-    /// that long fails with `TimedOut` (over TLS: the frame's whole encrypt-and-write).
+    /// that long fails with `TimedOut` (over TLS: each write of its records).
     pub async fn write_frame(
         &mut self,
         mut frame: Frame,
@@ -470,7 +483,7 @@ impl Transport {
             Transport::Plain(sock) => sock,
             Transport::Ktls(k) => &mut k.sock,
             Transport::Tls(t) => {
-                within(stall, Box::pin(t.send_frame(&mut frame, fell_behind))).await??;
+                Box::pin(t.send_frame(&mut frame, stall, fell_behind)).await?;
                 return Ok(frame.into_prefix());
             }
         };

@@ -223,3 +223,88 @@ fn read_one_record_stops_at_the_record_boundary() {
     });
     writer.join().unwrap();
 }
+
+/// `--timeout-body-read` on a TLS response bounds each write of its records, as over plain
+/// TCP, not the frame's whole encrypt-and-write: a client that reads steadily through small
+/// socket buffers takes ~0.8 s over a 64 KiB frame and is never 300 ms without taking
+/// bytes, so the write goes through. (It timed out when the stall bounded the frame.)
+#[test]
+fn a_slow_reader_that_keeps_reading_is_within_the_write_stall() {
+    const LEN: usize = 64 << 10;
+    let (suite, _) = suites()[0];
+    let (listener, addr) = listen();
+    // Accepted sockets inherit it: a small send buffer on our side.
+    socket2::SockRef::from(&listener)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    let config = Arc::new(configs(suite).1);
+    let peer_client = std::thread::spawn(move || {
+        use socket2::{Domain, Socket as RawSocket, Type};
+        let raw = RawSocket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        raw.set_recv_buffer_size(4096).unwrap(); // before connect: a small window
+        raw.connect(&addr.into()).unwrap();
+        let mut sock: std::net::TcpStream = raw.into();
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let name = "localhost".try_into().unwrap();
+        let mut conn = ClientConnection::new(config, name).unwrap();
+        while conn.is_handshaking() || conn.wants_write() {
+            conn.complete_io(&mut sock).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut buf = vec![0; 4096];
+        while got.len() < LEN {
+            std::thread::sleep(Duration::from_millis(50));
+            let n = rustls::Stream::new(&mut conn, &mut sock)
+                .read(&mut buf)
+                .unwrap();
+            assert!(n > 0, "closed after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    });
+    let body: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+    let sent = body.clone();
+    runtime().block_on(async move {
+        let (stream, _) = accept_and_handshake(listener, suite, false).await;
+        let mut transport = Transport::Tls(stream);
+        let stall = Some(Duration::from_millis(300));
+        let res = transport
+            .write_frame(Frame::new(sent, None, b""), stall, &mut || {})
+            .await;
+        assert!(res.is_ok(), "{:?}", res.err());
+    });
+    assert_eq!(peer_client.join().unwrap(), body);
+}
+
+/// And a client that reads nothing is still dropped: the write fails with `TimedOut`.
+#[test]
+fn a_reader_that_takes_nothing_fails_the_write_after_the_stall() {
+    let (suite, _) = suites()[0];
+    let (listener, addr) = listen();
+    let config = Arc::new(configs(suite).1);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let peer_client = std::thread::spawn(move || {
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        let name = "localhost".try_into().unwrap();
+        let mut conn = ClientConnection::new(config, name).unwrap();
+        while conn.is_handshaking() || conn.wants_write() {
+            conn.complete_io(&mut sock).unwrap();
+        }
+        done_rx.recv().unwrap(); // reads nothing until the server gave up
+    });
+    runtime().block_on(async move {
+        let (stream, _) = accept_and_handshake(listener, suite, false).await;
+        let mut transport = Transport::Tls(stream);
+        let frame = Frame::new(vec![7; 16 << 20], None, b"");
+        let res = transport
+            .write_frame(frame, Some(Duration::from_millis(200)), &mut || {})
+            .await;
+        assert_eq!(
+            res.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::TimedOut)
+        );
+    });
+    done_tx.send(()).unwrap();
+    peer_client.join().unwrap();
+}
