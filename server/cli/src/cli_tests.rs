@@ -96,47 +96,42 @@ fn serve_config(args: &[&str]) -> ServeConfig {
 /// uvicorn's switch pairs: the later flag of a pair wins.
 #[test]
 fn uvicorns_switch_pairs_the_later_wins() {
-    let on = |args: &[&str]| {
-        let c = serve_config(&[&["app:main"], args].concat());
-        (c.access_log, c.no_server_header, c.no_date_header)
-    };
-    assert_eq!(on(&[]), (false, false, false));
-    assert_eq!(
-        on(&["--access-log", "--no-access-log"]),
-        (false, false, false)
-    );
-    assert_eq!(
-        on(&["--no-access-log", "--access-log"]),
-        (true, false, false)
-    );
-    let file = |args: &[&str]| serve_config(&[&["app:main"], args].concat()).access_log_file;
+    let parse = |args: &[&str]| serve_config(&[&["app:main"], args].concat());
+    // (flags, access log on, Server header left out, Date header left out)
+    for (args, want) in [
+        (&[][..], (false, false, false)),
+        (&["--access-log", "--no-access-log"], (false, false, false)),
+        (&["--no-access-log", "--access-log"], (true, false, false)),
+        (
+            &["--no-server-header", "--server-header"],
+            (false, false, false),
+        ),
+        (
+            &["--server-header", "--no-server-header"],
+            (false, true, false),
+        ),
+        (
+            &["--no-date-header", "--date-header"],
+            (false, false, false),
+        ),
+        (&["--date-header", "--no-date-header"], (false, false, true)),
+    ] {
+        let c = parse(args);
+        let got = (c.access_log, c.no_server_header, c.no_date_header);
+        assert_eq!(got, want, "{args:?}");
+    }
+    let file = |args: &[&str]| parse(args).access_log_file;
     assert_eq!(
         file(&["--access-log-file", "a.log", "--no-access-log"]),
         None
     );
-    assert!(file(&[
+    let on_again = [
         "--no-access-log",
         "--access-log",
         "--access-log-file",
-        "a.log"
-    ])
-    .is_some());
-    assert_eq!(
-        on(&["--no-server-header", "--server-header"]),
-        (false, false, false)
-    );
-    assert_eq!(
-        on(&["--server-header", "--no-server-header"]),
-        (false, true, false)
-    );
-    assert_eq!(
-        on(&["--no-date-header", "--date-header"]),
-        (false, false, false)
-    );
-    assert_eq!(
-        on(&["--date-header", "--no-date-header"]),
-        (false, false, true)
-    );
+        "a.log",
+    ];
+    assert!(file(&on_again).is_some());
 }
 
 /// Each flag lands in its own field of the library's config, enums by their names.

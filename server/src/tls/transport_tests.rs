@@ -22,12 +22,7 @@ fn client(addr: SocketAddr, config: ClientConfig) -> std::thread::JoinHandle<(Ve
         let mut sock = std::net::TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let name = "localhost".try_into().unwrap();
-        let mut conn = ClientConnection::new(Arc::new(config), name).unwrap();
-        conn.writer().write_all(REQUEST).unwrap();
-        while conn.is_handshaking() || conn.wants_write() {
-            conn.complete_io(&mut sock).unwrap();
-        }
+        let mut conn = handshaken(&mut sock, Arc::new(config), REQUEST);
         let mut got = vec![0; RESPONSE.len()];
         rustls::Stream::new(&mut conn, &mut sock)
             .read_exact(&mut got)
@@ -39,6 +34,22 @@ fn client(addr: SocketAddr, config: ClientConfig) -> std::thread::JoinHandle<(Ve
             .is_ok();
         (got, clean && rest.is_empty())
     })
+}
+
+/// A rustls client session on `sock`, handshaken, with `early` sent right behind its
+/// Finished.
+fn handshaken(
+    sock: &mut std::net::TcpStream,
+    config: Arc<ClientConfig>,
+    early: &[u8],
+) -> ClientConnection {
+    let name = "localhost".try_into().unwrap();
+    let mut conn = ClientConnection::new(config, name).unwrap();
+    conn.writer().write_all(early).unwrap();
+    while conn.is_handshaking() || conn.wants_write() {
+        conn.complete_io(sock).unwrap();
+    }
+    conn
 }
 
 fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
@@ -158,12 +169,7 @@ fn an_idle_read_dropped_in_flight_leaves_the_stream_readable() {
     let (waited_tx, waited_rx) = std::sync::mpsc::channel::<()>();
     let peer_client = std::thread::spawn(move || {
         let mut sock = std::net::TcpStream::connect(addr).unwrap();
-        let name = "localhost".try_into().unwrap();
-        let mut conn = ClientConnection::new(config, name).unwrap();
-        conn.writer().write_all(REQUEST).unwrap();
-        while conn.is_handshaking() || conn.wants_write() {
-            conn.complete_io(&mut sock).unwrap();
-        }
+        let mut conn = handshaken(&mut sock, config, REQUEST);
         // Only once the server's short wait below has run out.
         waited_rx.recv().unwrap();
         let mut stream = rustls::Stream::new(&mut conn, &mut sock);
@@ -246,11 +252,7 @@ fn a_slow_reader_that_keeps_reading_is_within_the_write_stall() {
         let mut sock: std::net::TcpStream = raw.into();
         sock.set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let name = "localhost".try_into().unwrap();
-        let mut conn = ClientConnection::new(config, name).unwrap();
-        while conn.is_handshaking() || conn.wants_write() {
-            conn.complete_io(&mut sock).unwrap();
-        }
+        let mut conn = handshaken(&mut sock, config, b"");
         let mut got = Vec::new();
         let mut buf = vec![0; 4096];
         while got.len() < LEN {
@@ -286,11 +288,7 @@ fn a_reader_that_takes_nothing_fails_the_write_after_the_stall() {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let peer_client = std::thread::spawn(move || {
         let mut sock = std::net::TcpStream::connect(addr).unwrap();
-        let name = "localhost".try_into().unwrap();
-        let mut conn = ClientConnection::new(config, name).unwrap();
-        while conn.is_handshaking() || conn.wants_write() {
-            conn.complete_io(&mut sock).unwrap();
-        }
+        let _conn = handshaken(&mut sock, config, b"");
         done_rx.recv().unwrap(); // reads nothing until the server gave up
     });
     runtime().block_on(async move {
