@@ -144,6 +144,11 @@ def test_web_concurrency_sets_the_workers_as_under_uvicorn_and_gunicorn(
     assert f"workers: {workers}," in log, log
 
 
+def test_a_bad_web_concurrency_names_itself() -> None:
+    assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR)),
+                       {"WEB_CONCURRENCY": "lots"}, "lots", "WEB_CONCURRENCY")
+
+
 @pytest.mark.parametrize(("var", "value"), [("URINGAPI_WORKERS", "many"),
                                              ("URINGAPI_LIFESPAN", "sometimes"),
                                              ("URINGAPI_TIMEOUT", "soon")])

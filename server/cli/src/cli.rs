@@ -579,13 +579,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
     // Variables other servers read, honoured when ours is not set: uvicorn's spelling of
     // --forwarded-allow-ips', and the worker count that uvicorn, gunicorn and hosting
     // platforms (Heroku, Render...) take from WEB_CONCURRENCY.
-    for (theirs, ours) in [
-        ("FORWARDED_ALLOW_IPS", "URINGAPI_FORWARDED_ALLOW_IPS"),
-        ("WEB_CONCURRENCY", "URINGAPI_WORKERS"),
+    let mut borrowed = Vec::new();
+    for (theirs, ours, flag) in [
+        (
+            "FORWARDED_ALLOW_IPS",
+            "URINGAPI_FORWARDED_ALLOW_IPS",
+            "--forwarded-allow-ips",
+        ),
+        ("WEB_CONCURRENCY", "URINGAPI_WORKERS", "--workers"),
     ] {
         if std::env::var_os(ours).is_none() {
             if let Some(v) = std::env::var_os(theirs) {
                 std::env::set_var(ours, v);
+                borrowed.push((theirs, ours, flag));
             }
         }
     }
@@ -623,6 +629,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
             eprintln!("error: {first}");
             if e.kind() == ErrorKind::ArgumentConflict && first.contains("--uds") {
                 eprintln!("hint: --uds serves on a Unix socket instead of TCP: pass either --uds or --host/--port/--fd (or their URINGAPI_* variables), not both");
+            } else if let Some((theirs, ours, _)) = borrowed.iter().find(|(theirs, _, flag)| {
+                let value = std::env::var(theirs).ok();
+                first.contains(&format!("'{flag} ")) && invalid_value(&e) == value.as_deref()
+            }) {
+                eprintln!("hint: the value is {theirs}'s (read when {ours} is not set): fix or unset it, or give the option on the command line");
             } else if let Some(hint) = foreign_hint(&e) {
                 eprintln!("hint: {hint}");
             } else {
@@ -632,6 +643,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
         }
     };
     Ok(cli)
+}
+
+/// The value clap refused, if the error is about one.
+fn invalid_value(e: &clap::Error) -> Option<&str> {
+    match e.get(clap::error::ContextKind::InvalidValue) {
+        Some(clap::error::ContextValue::String(v)) => Some(v),
+        _ => None,
+    }
 }
 
 /// The hint for an option (or value) of uvicorn, gunicorn or granian that uringapi spells
