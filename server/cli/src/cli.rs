@@ -598,7 +598,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            use clap::error::ErrorKind;
+            use clap::error::{ContextKind, ErrorKind};
             if matches!(
                 e.kind(),
                 ErrorKind::DisplayHelp
@@ -631,7 +631,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
                 eprintln!("hint: --uds serves on a Unix socket instead of TCP: pass either --uds or --host/--port/--fd (or their URINGAPI_* variables), not both");
             } else if let Some((theirs, ours, _)) = borrowed.iter().find(|(theirs, _, flag)| {
                 let value = std::env::var(theirs).ok();
-                first.contains(&format!("'{flag} ")) && invalid_value(&e) == value.as_deref()
+                first.contains(&format!("'{flag} "))
+                    && context(&e, ContextKind::InvalidValue) == value.as_deref()
             }) {
                 eprintln!("hint: the value is {theirs}'s (read when {ours} is not set): fix or unset it, or give the option on the command line");
             } else if let Some(hint) = foreign_hint(&e) {
@@ -645,9 +646,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
     Ok(cli)
 }
 
-/// The value clap refused, if the error is about one.
-fn invalid_value(e: &clap::Error) -> Option<&str> {
-    match e.get(clap::error::ContextKind::InvalidValue) {
+/// One text of a clap error's context: the argument, value or subcommand it is about.
+fn context(e: &clap::Error, kind: clap::error::ContextKind) -> Option<&str> {
+    match e.get(kind) {
         Some(clap::error::ContextValue::String(v)) => Some(v),
         _ => None,
     }
@@ -657,11 +658,8 @@ fn invalid_value(e: &clap::Error) -> Option<&str> {
 /// differently or has no counterpart for: a user moving a command line over should learn
 /// what to do with it, not only that it is unknown.
 fn foreign_hint(e: &clap::Error) -> Option<&'static str> {
-    use clap::error::{ContextKind, ContextValue};
-    let text = |kind| match e.get(kind) {
-        Some(ContextValue::String(s)) => Some(s.as_str()),
-        _ => None,
-    };
+    use clap::error::ContextKind;
+    let text = |kind| context(e, kind);
     if let Some(sub) = text(ContextKind::InvalidSubcommand) {
         // uvicorn's `uvicorn main:app`.
         return sub.contains(':').then_some(
