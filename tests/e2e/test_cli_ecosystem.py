@@ -357,6 +357,65 @@ def test_uringapi_run_serves_and_passes_signals_on(sig: int, to: str) -> None:
         get(port)
 
 
+SERVICE = """\
+from fastapi import FastAPI
+
+import uringapi
+
+app = FastAPI()
+
+
+@app.get("/")
+def where() -> dict:
+    return {"module": __name__}
+
+"""
+RUN_GUARDED = 'if __name__ == "__main__":\n    uringapi.run(app, host=%r, port=%d, workers=1)\n'
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_uringapi_run_takes_the_app_object_as_uvicorn_run_does(tmp_path: Path, how: str) -> None:
+    """`uringapi.run(app)` under `if __name__ == "__main__":`, the FastAPI tutorials' form:
+    the workers import the script (or `-m` module) by name from its own folder, not the
+    current one, and the guarded call does not run again in them."""
+    port = free_port()
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "__init__.py").write_text("")
+    (tmp_path / "svc" / "my_service.py").write_text(SERVICE + RUN_GUARDED % (HOST, port))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if how == "script":
+        args, cwd, module = [sys.executable, str(tmp_path / "svc" / "my_service.py")], elsewhere, "my_service"
+    else:
+        args, cwd, module = [sys.executable, "-m", "svc.my_service"], tmp_path, "svc.my_service"
+    proc = start(args, cwd=cwd)
+    try:
+        status, _, body = wait_answer(proc, port)
+        assert (status, json.loads(body)) == (200, {"module": module})
+    finally:
+        assert stop(proc) == 0
+
+
+def test_uringapi_run_outside_the_main_guard_stops_with_a_hint(tmp_path: Path) -> None:
+    """Unguarded, the call runs again when a worker imports the script: it must fail with a
+    message that says so, not start a second server."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(SERVICE + "uringapi.run(app, host=%r, port=%d, workers=1)\n" % (HOST, free_port()))
+    out = subprocess.run([sys.executable, str(script)], env=server_env(), capture_output=True, text=True,
+                         timeout=EXIT_TIMEOUT * 2)
+    assert out.returncode != 0, out.stderr
+    assert "uringapi.run() was called while a uringapi worker imported the app" in out.stderr, out.stderr
+    assert 'if __name__ == "__main__":' in out.stderr, out.stderr
+
+
+def test_uringapi_run_names_an_app_object_it_cannot_find() -> None:
+    code = "import uringapi\nfrom fastapi import FastAPI\nuringapi.run(FastAPI(), port=%d)" % free_port()
+    out = subprocess.run([sys.executable, "-c", code], env=server_env(), capture_output=True, text=True,
+                         timeout=EXIT_TIMEOUT)
+    assert out.returncode == 1, out.stderr
+    assert "TypeError: uringapi.run could not find" in out.stderr, out.stderr
+    assert "uringapi.run('main:app')" in out.stderr, out.stderr
+
 def test_log_config_is_applied_in_the_workers(tmp_path: Path) -> None:
     log_file = tmp_path / "app.log"
     config = tmp_path / "logging.json"

@@ -4,7 +4,8 @@ Run ``uringapi serve module:app --workers N``. The front end (Rust) accepts conn
 parses HTTP; each worker process imports the app once and serves requests it reads from
 shared memory. See the README for the architecture and every flag.
 
-From Python, ``uringapi.run("main:app", workers=2)`` does the same as the command line.
+From Python, ``uringapi.run("main:app", workers=2)`` does the same as the command line;
+``uringapi.run(app)`` with the app object works too, as with ``uvicorn.run``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def serve_args(app: str | None = None, **options: Any) -> list[str]:
     argv = ["serve"]
     if app is not None:
         if not isinstance(app, str):
-            raise TypeError("uringapi.run takes the app as an import string, e.g. 'main:app' "
-                            "(workers are separate processes that import it themselves)")
+            raise TypeError("serve_args takes the app as an import string, e.g. 'main:app'; "
+                            "uringapi.run also takes the app object")
         argv.append(app)
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
@@ -51,6 +52,13 @@ def serve_args(app: str | None = None, **options: Any) -> list[str]:
 def run(app: str | None = None, **options: Any) -> None:
     """Serves ``app`` (``"module:attr"``) until the server stops, like ``uvicorn.run``.
 
+    ``app`` may also be the app object (or, with ``factory=True``, the factory) as
+    ``uvicorn.run(app)`` takes it: workers are separate processes that import the app
+    themselves, so the object is looked up among the loaded modules (the running script
+    first) and the workers import that module from its folder (``app_dir``, unless given).
+    The script is then imported by its file name, so the call must sit under
+    ``if __name__ == "__main__":``.
+
     The front end runs as a child process; this call returns when it exits and raises
     ``SystemExit`` with its exit code if that is not 0. SIGTERM, SIGINT and SIGHUP sent to
     this process are passed on to it (graceful drain, rolling restart), as if it were this
@@ -63,6 +71,16 @@ def run(app: str | None = None, **options: Any) -> None:
 
     from uringapi.cli import FRONTEND, frontend_env
 
+    if os.environ.get("URINGAPI_SEGMENT_FD"):
+        # Only a worker has it: the app's module called run() while a worker imported it.
+        raise RuntimeError("uringapi.run() was called while a uringapi worker imported the app; "
+                           "call it under `if __name__ == \"__main__\":` so that importing the "
+                           "module does not start another server")
+    if app is not None and not isinstance(app, str):
+        app, app_dir = _import_string(app)
+        if app_dir is not None:
+            options.setdefault("app_dir", app_dir)
+
     proc = subprocess.Popen([str(FRONTEND), *serve_args(app, **options)], env=frontend_env(os.environ))
     forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {sig: signal.signal(sig, lambda sig, _frame: proc.send_signal(sig)) for sig in forwarded}
@@ -73,3 +91,50 @@ def run(app: str | None = None, **options: Any) -> None:
             signal.signal(sig, handler)
     if code != 0:
         sys.exit(code)
+
+
+def _import_string(app: Any) -> tuple[str, str | None]:
+    """Where a worker finds the object ``app`` that this process holds: ``"module:attr"``
+    and the folder to import the module from (None: the workers' default, the current
+    folder). The running script (``__main__``) is searched first and named by its file;
+    then every other loaded module. TypeError when no module holds it."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    others = [m for name, m in list(sys.modules.items()) if name != "__main__"]
+    for module in [main, *others]:
+        attrs = getattr(module, "__dict__", None)
+        if not isinstance(attrs, dict):
+            continue
+        attr = next((k for k, v in list(attrs.items()) if v is app and not k.startswith("__")), None)
+        if attr is None:
+            continue
+        origin = _module_origin(module, main)
+        if origin is not None:
+            return f"{origin[0]}:{attr}", origin[1]
+    raise TypeError(f"uringapi.run could not find {app!r} in any module it could import: workers are "
+                    "separate processes that import the app themselves, so it must be a module-level "
+                    "name; or pass it as an import string, e.g. uringapi.run('main:app')")
+
+
+def _module_origin(module: Any, main: Any) -> tuple[str, str | None] | None:
+    """The name a worker imports ``module`` by, and the folder it is found from."""
+    import os
+    import sys
+
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None  # built in, or code given to `python -c`: nothing to import
+    spec = getattr(module, "__spec__", None)
+    if module is main and (spec is None or not spec.name or spec.name == "__main__"):
+        # `python path/to/main.py`: the script is the module `main` of its folder.
+        name = os.path.splitext(os.path.basename(file))[0]
+    else:
+        name = spec.name if module is main else module.__name__  # `python -m pkg.main`
+    root = os.path.dirname(os.path.abspath(file))
+    package = os.path.basename(file).startswith("__init__.")  # the folder is the module
+    levels = name.count(".") + (1 if package else 0)
+    for _ in range(levels):
+        root = os.path.dirname(root)
+    # A folder on the interpreter's own path (site-packages) is on the workers' too.
+    return name, (None if root in sys.path[1:] and root != sys.path[0] else root)
