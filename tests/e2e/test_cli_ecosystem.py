@@ -179,6 +179,11 @@ def test_a_time_that_is_not_a_finite_number_is_a_usage_error(flag: str, value: s
     (["-k", "uvicorn.workers.UvicornWorker"], "runs its own workers"),
     (["--graceful-timeout", "30"], "--timeout-graceful-shutdown"),
     (["--runtime-threads", "2"], "no counterpart"),
+    (["--http", "zttp"], "parses HTTP itself"),
+    (["--http2"], "served by ALPN over TLS and by the client preface"),
+    (["--limit-max-requests-jitter", "100"], "--recycle-jitter"),
+    (["--timeout-worker-healthcheck", "5"], "--timeout (60 s by default)"),
+    (["--reset-contextvars"], "context of its own"),
 ])
 def test_a_foreign_option_says_what_to_do(args: list[str], hint: str) -> None:
     """A uvicorn, gunicorn or granian command line moved over: each option spelt otherwise

@@ -670,8 +670,17 @@ fn foreign_hint(e: &clap::Error) -> Option<&'static str> {
     let arg = text(ContextKind::InvalidArg)?.split([' ', '=']).next()?;
     Some(match (arg, text(ContextKind::InvalidValue)) {
         ("--loop", _) => "uringapi's workers always run uvloop: leave --loop out",
-        ("--http", Some("h11" | "httptools")) => {
-            "the front end parses HTTP itself: leave h11/httptools out (--http here picks the versions served: auto, 1 or 2)"
+        ("--http", Some("h11" | "httptools" | "zttp")) => {
+            "the front end parses HTTP itself: leave the library out (--http here picks the versions served: auto, 1 or 2)"
+        }
+        ("--http2", _) => {
+            "HTTP/2 needs no switch here: it is served by ALPN over TLS and by the client preface on plain connections (--http 2 serves HTTP/2 only)"
+        }
+        ("--timeout-worker-healthcheck", _) => {
+            "the front end watches each worker's event-loop heartbeat instead: --timeout (60 s by default) replaces a worker silent that long"
+        }
+        ("--reset-contextvars", _) => {
+            "each request already runs in a context of its own, and what the lifespan sets in its context is not seen by requests: leave it out"
         }
         ("--ws", Some("websockets" | "websockets-sansio" | "wsproto")) => {
             "the front end frames WebSockets itself: leave the library out (--ws here is auto or off)"
@@ -689,8 +698,8 @@ fn foreign_hint(e: &clap::Error) -> Option<&'static str> {
         ("--graceful-timeout", _) => "that is --timeout-graceful-shutdown here",
         ("--keep-alive", _) => "that is --timeout-keep-alive here",
         ("--max-requests", _) => "that is --limit-max-requests here",
-        ("--max-requests-jitter", _) => {
-            "that is --recycle-jitter here (a fraction of each recycling threshold, 0.1 by default)"
+        ("--max-requests-jitter" | "--limit-max-requests-jitter", _) => {
+            "that is --recycle-jitter here (a fraction of each recycling threshold, 0.1 by default, not a number of requests)"
         }
         ("--access-logfile", _) => "that is --access-log-file here",
         (
@@ -699,7 +708,6 @@ fn foreign_hint(e: &clap::Error) -> Option<&'static str> {
             | "--timeout-notify"
             | "--ssl-version"
             | "--reload-delay"
-            | "--limit-max-requests-jitter"
             | "--runtime-mode"
             | "--runtime-threads"
             | "--blocking-threads"
