@@ -184,6 +184,12 @@ def test_a_time_that_is_not_a_finite_number_is_a_usage_error(flag: str, value: s
     (["--limit-max-requests-jitter", "100"], "--recycle-jitter"),
     (["--timeout-worker-healthcheck", "5"], "--timeout (60 s by default)"),
     (["--reset-contextvars"], "context of its own"),
+    (["--ssl-certificate", "c.pem"], "that is --ssl-certfile here"),
+    (["--url-path-prefix", "/api"], "that is --root-path here"),
+    (["--http2-max-concurrent-streams", "50"], "--h2-max-concurrent-streams"),
+    (["--http2-keep-alive-interval", "10"], "no counterpart"),
+    (["--certfile", "c.pem"], "that is --ssl-certfile here"),
+    (["--limit-request-field_size", "100"], "--limit-request-field-size"),
 ])
 def test_a_foreign_option_says_what_to_do(args: list[str], hint: str) -> None:
     """A uvicorn, gunicorn or granian command line moved over: each option spelt otherwise
@@ -212,6 +218,17 @@ def test_uvicorns_spelling_of_the_header_and_access_log_switches(servers: Server
     server.stop()
     assert not log.exists() or log.read_text() == ""
 
+
+
+def test_uvicorns_spelling_of_values(servers: ServerFactory) -> None:
+    """uvicorn takes `--log-level` in any case and its booleans as click does (1/0,
+    yes/no, on/off...): a unit file or an environment with `LOG_LEVEL=DEBUG` moves over."""
+    server = servers.start("env_app:app", app_dir=APPS_DIR, extra_args=(
+        "--log-level", "DEBUG", "--ws-per-message-deflate", "off"))
+    server.wait_log(" DEBUG ", timeout=READY_TIMEOUT)
+    server.stop()
+    assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--ws-per-message-deflate",
+                                 "maybe"), None, "--ws-per-message-deflate")
 
 def test_python_m_factory_localhost_and_env_file(tmp_path: Path) -> None:
     env_file = tmp_path / "app.env"

@@ -362,7 +362,7 @@ def test_200_connections_next_to_plain_http(fastapi_w2t2: WsServer) -> None:
 @pytest.fixture(scope="module")
 def small_limit(servers: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> WsServer:
     return start(servers, tmp_path_factory.mktemp("ws-small"), "fastapi",
-                 "--ws-max-size", "4096", "--ws-per-message-deflate", "false")
+                 "--ws-max-size", "4096", "--ws-per-message-deflate", "0")  # click's spelling: as uvicorn
 
 
 def test_ws_max_size_is_the_largest_message(small_limit: WsServer) -> None:

@@ -11,6 +11,7 @@ use uringapi_server::config::{CpuList, LogLevel, NativeRefConfig, ServeConfig};
 use uringapi_server::proxy::Trusted;
 use uringapi_server::statics::{parse_mount, Mount};
 
+use crate::foreign::{self, context};
 use crate::tls::TlsArgs;
 use crate::values::{
     parse_header, parse_non_negative, parse_octal_mode, FormatArg, HttpModeArg, IoDriverArg,
@@ -21,6 +22,9 @@ use crate::values::{
 /// separate uvloop worker processes joined by shared-memory rings.
 #[derive(Debug, Parser)]
 #[command(name = "uringapi", version, propagate_version = true, color = clap::ColorChoice::Never)]
+// A repeated option takes its last value, as under uvicorn and granian (click) and gunicorn
+// (argparse): a command line that adds to a script's own options overrides them.
+#[command(args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
@@ -105,8 +109,13 @@ pub struct ServeArgs {
     /// Directory the app is imported from (put first on sys.path). Default: the current one.
     #[arg(long, env = "URINGAPI_APP_DIR")]
     pub app_dir: Option<PathBuf>,
-    /// Log level: critical, error, warning, info, debug, trace.
-    #[arg(long, default_value = "info", env = "URINGAPI_LOG_LEVEL")]
+    /// Log level: critical, error, warning, info, debug, trace (any case, as uvicorn's).
+    #[arg(
+        long,
+        default_value = "info",
+        ignore_case = true,
+        env = "URINGAPI_LOG_LEVEL"
+    )]
     pub log_level: LogLevelArg,
     /// Python interpreter for the workers. Default: the one that runs `uringapi`, else python3.
     #[arg(long, env = "URINGAPI_PYTHON")]
@@ -259,8 +268,9 @@ pub struct ServeArgs {
     /// 0: for ever.
     #[arg(long, value_parser = parse_non_negative, default_value_t = 20.0, env = "URINGAPI_WS_PING_TIMEOUT")]
     pub ws_ping_timeout: f64,
-    /// Offer permessage-deflate (RFC 7692) to WebSocket clients that ask for it.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "URINGAPI_WS_PER_MESSAGE_DEFLATE")]
+    /// Offer permessage-deflate (RFC 7692) to WebSocket clients that ask for it: true or
+    /// false (or, as uvicorn takes them, yes/no, on/off, 1/0, t/f, y/n, in any case).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), env = "URINGAPI_WS_PER_MESSAGE_DEFLATE")]
     pub ws_per_message_deflate: bool,
     /// Give every request an X-Request-ID: the client's if it sent one, else a generated one,
     /// passed to the app as a request header and written to the access log. Off by default
@@ -536,7 +546,12 @@ pub struct NativeRefArgs {
     pub threads: u32,
     #[arg(long, value_enum, default_value = "auto", env = "URINGAPI_IO_DRIVER")]
     pub io_driver: IoDriverArg,
-    #[arg(long, default_value = "info", env = "URINGAPI_LOG_LEVEL")]
+    #[arg(
+        long,
+        default_value = "info",
+        ignore_case = true,
+        env = "URINGAPI_LOG_LEVEL"
+    )]
     pub log_level: LogLevelArg,
 }
 
@@ -635,7 +650,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
                     && context(&e, ContextKind::InvalidValue) == value.as_deref()
             }) {
                 eprintln!("hint: the value is {theirs}'s (read when {ours} is not set): fix or unset it, or give the option on the command line");
-            } else if let Some(hint) = foreign_hint(&e) {
+            } else if let Some(hint) = foreign::hint(&e) {
                 eprintln!("hint: {hint}");
             } else {
                 eprintln!("hint: run 'uringapi serve --help' to see the options and their values");
@@ -644,79 +659,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
         }
     };
     Ok(cli)
-}
-
-/// One text of a clap error's context: the argument, value or subcommand it is about.
-fn context(e: &clap::Error, kind: clap::error::ContextKind) -> Option<&str> {
-    match e.get(kind) {
-        Some(clap::error::ContextValue::String(v)) => Some(v),
-        _ => None,
-    }
-}
-
-/// The hint for an option (or value) of uvicorn, gunicorn or granian that uringapi spells
-/// differently or has no counterpart for: a user moving a command line over should learn
-/// what to do with it, not only that it is unknown.
-fn foreign_hint(e: &clap::Error) -> Option<&'static str> {
-    use clap::error::ContextKind;
-    let text = |kind| context(e, kind);
-    if let Some(sub) = text(ContextKind::InvalidSubcommand) {
-        // uvicorn's `uvicorn main:app`.
-        return sub.contains(':').then_some(
-            "the app is served with 'uringapi serve MODULE:APP' (the serve subcommand first)",
-        );
-    }
-    // "--loop", or "--http <HTTP>" for a bad value.
-    let arg = text(ContextKind::InvalidArg)?.split([' ', '=']).next()?;
-    Some(match (arg, text(ContextKind::InvalidValue)) {
-        ("--loop", _) => "uringapi's workers always run uvloop: leave --loop out",
-        ("--http", Some("h11" | "httptools" | "zttp")) => {
-            "the front end parses HTTP itself: leave the library out (--http here picks the versions served: auto, 1 or 2)"
-        }
-        ("--http2", _) => {
-            "HTTP/2 needs no switch here: it is served by ALPN over TLS and by the client preface on plain connections (--http 2 serves HTTP/2 only)"
-        }
-        ("--timeout-worker-healthcheck", _) => {
-            "the front end watches each worker's event-loop heartbeat instead: --timeout (60 s by default) replaces a worker silent that long"
-        }
-        ("--reset-contextvars", _) => {
-            "each request already runs in a context of its own, and what the lifespan sets in its context is not seen by requests: leave it out"
-        }
-        ("--ws", Some("websockets" | "websockets-sansio" | "wsproto")) => {
-            "the front end frames WebSockets itself: leave the library out (--ws here is auto or off)"
-        }
-        ("--interface", _) => {
-            "uringapi serves ASGI 3 applications (FastAPI, Starlette, Litestar...): leave --interface out; a WSGI app needs an ASGI adapter"
-        }
-        ("-b" | "--bind", _) => {
-            "give the address as --host and --port (unix:PATH is --uds PATH, fd://N is --fd N)"
-        }
-        ("-w", _) => "the number of workers is --workers N",
-        ("-k" | "--worker-class", _) => {
-            "uringapi is the server and runs its own workers: leave the worker class out"
-        }
-        ("--graceful-timeout", _) => "that is --timeout-graceful-shutdown here",
-        ("--keep-alive", _) => "that is --timeout-keep-alive here",
-        ("--max-requests", _) => "that is --limit-max-requests here",
-        ("--max-requests-jitter" | "--limit-max-requests-jitter", _) => {
-            "that is --recycle-jitter here (a fraction of each recycling threshold, 0.1 by default, not a number of requests)"
-        }
-        ("--access-logfile", _) => "that is --access-log-file here",
-        (
-            "--ws-max-queue"
-            | "--h11-max-incomplete-event-size"
-            | "--timeout-notify"
-            | "--ssl-version"
-            | "--reload-delay"
-            | "--runtime-mode"
-            | "--runtime-threads"
-            | "--blocking-threads"
-            | "--backpressure"
-            | "--preload",
-            _,
-        ) => "that option of uvicorn's, gunicorn's or granian's has no counterpart in uringapi: leave it out ('uringapi serve --help' lists what there is)",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

@@ -197,3 +197,35 @@ fn flags_become_the_library_config() {
     assert_eq!(d.access_log_format, Format::Combined);
     assert_eq!((d.ws, d.lifespan), (WsMode::Auto, Lifespan::Auto));
 }
+
+/// As under uvicorn, granian (click) and gunicorn (argparse): a repeated option takes its
+/// last value, a repeatable one keeps every value, and values are spelled as click takes
+/// them (`--log-level` in any case, booleans as 1/0, on/off, yes/no).
+#[test]
+fn a_repeated_option_takes_its_last_value() {
+    let c = serve_config(&[
+        "app:main",
+        "--port",
+        "1",
+        "--port",
+        "2",
+        "--log-level",
+        "info",
+        "--log-level",
+        "DEBUG",
+        "--ws-per-message-deflate",
+        "off",
+        "--header",
+        "a: 1",
+        "--header",
+        "b: 2",
+    ]);
+    assert_eq!(c.port, 2);
+    assert_eq!(c.log_level, LogLevel::Debug);
+    assert!(!c.ws_per_message_deflate);
+    assert_eq!(c.header.len(), 2);
+    for (value, want) in [("1", true), ("No", false), ("ON", true), ("f", false)] {
+        let c = serve_config(&["app:main", "--ws-per-message-deflate", value]);
+        assert_eq!(c.ws_per_message_deflate, want, "{value}");
+    }
+}

@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod foreign;
 mod tls;
 mod values;
 
