@@ -37,6 +37,7 @@ pub struct ServeConfig {
     pub uds: Option<PathBuf>,
     pub uds_perms: Option<u32>,
     pub backlog: i32,
+    pub pid_file: Option<PathBuf>,
     // Processes and threads.
     pub workers: u32,
     pub threads: u32,

@@ -140,6 +140,17 @@ pub fn kill(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
+/// Whether a process `pid` exists (one of another user's counts: signalling it is refused,
+/// not unknown).
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: plain syscall with no memory arguments; signal 0 only checks.
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    sent || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 pub fn raw(fd: &impl AsRawFd) -> RawFd {
     fd.as_raw_fd()
 }

@@ -55,7 +55,7 @@ def observed(servers, tmp_path_factory) -> tuple[Server, int, str]:
     server = servers.start(
         "fastapi_app:app", workers=2, threads=2, probe_path="/json",
         extra_args=("--metrics-port", str(metrics_port), "--access-log-file", log,
-                    "--access-log-format", "json", "--request-id"),
+                    "--access-log-format", "json", "--request-id", "--pid-file", log + ".pid"),
     )
     return server, metrics_port, log
 
@@ -135,13 +135,17 @@ def test_access_log_lines_carry_request_ids(observed) -> None:
 
 
 def test_sigusr1_reopens_the_access_log(observed) -> None:
+    """logrotate's way: move the file, then `kill -USR1 $(cat PIDFILE)`."""
     server, _, log = observed
     rotated = log + ".1"
     with rawhttp.Connection(server.host, server.port) as c:
         assert c.request("GET", "/items/1").status == 200
     wait_for(lambda: os.path.exists(log) and "/items/1" in open(log).read(), "the first line")
     os.rename(log, rotated)
-    os.kill(server.proc.pid, signal.SIGUSR1)
+    with open(log + ".pid") as f:
+        pid = int(f.read())
+    assert pid == server.proc.pid
+    os.kill(pid, signal.SIGUSR1)
     wait_for(lambda: os.path.exists(log), "the reopened log file")
     with rawhttp.Connection(server.host, server.port) as c:
         assert c.request("GET", "/items/2").status == 200
@@ -154,3 +158,15 @@ def test_without_request_id_flag_the_app_sees_no_generated_id(servers) -> None:
     with rawhttp.Connection(server.host, server.port) as c:
         echoed = json.loads(c.request("GET", "/headers").body)["headers"]
     assert not [k for k, _ in echoed if k == "x-request-id"]
+
+
+def test_pid_file_is_refused_while_its_server_runs_and_removed_at_exit(servers, tmp_path) -> None:
+    pid_file = str(tmp_path / "app.pid")
+    first = servers.start("fastapi_app:app", probe_path="/json", extra_args=("--pid-file", pid_file))
+    assert open(pid_file).read() == f"{first.proc.pid}\n"
+    second = servers.spawn("fastapi_app:app", extra_args=("--pid-file", pid_file))
+    assert second.proc.wait(timeout=30) == 1
+    assert f"error: --pid-file {pid_file}: process {first.proc.pid}, named in it, is running" in second.stderr()
+    assert open(pid_file).read() == f"{first.proc.pid}\n"
+    assert first.stop() == 0
+    assert not os.path.exists(pid_file)

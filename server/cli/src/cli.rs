@@ -78,6 +78,11 @@ pub struct ServeArgs {
     /// umask leaves. Connecting needs write permission on the file.
     #[arg(long, value_name = "MODE", value_parser = parse_octal_mode, requires = "uds", env = "URINGAPI_UDS_PERMS")]
     pub uds_perms: Option<u32>,
+    /// Write the front end's process id to this file (gunicorn's `--pid`, granian's
+    /// `--pid-file`), for init scripts and logrotate (`kill -USR1 $(cat PATH)`); removed on
+    /// exit. Refused while the file names another running process.
+    #[arg(long, value_name = "PATH", env = "URINGAPI_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
     /// Add this header to every response, `NAME:VALUE` (repeatable). The app's own headers
     /// come first; a default header is sent as well even when the app set the same name.
     #[arg(long, value_name = "NAME:VALUE", value_parser = parse_header, env = "URINGAPI_HEADER")]
@@ -374,6 +379,7 @@ impl ServeArgs {
             fd,
             uds,
             uds_perms,
+            pid_file,
             header,
             log_config,
             use_colors: _,
@@ -462,6 +468,7 @@ impl ServeArgs {
             python,
             io_driver: io_driver.into(),
             backlog,
+            pid_file,
             lifespan: lifespan.into(),
             slot_size,
             channel_slots,

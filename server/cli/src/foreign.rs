@@ -18,6 +18,7 @@ const RENAMED: &[(&str, &str)] = &[
     ("--ca-certs", "that is --ssl-ca-certs here"),
     ("--chdir", "that is --app-dir here (the folder the app module is imported from)"),
     ("--limit-request-field_size", "that is --limit-request-field-size here"),
+    ("--pid", "that is --pid-file here"),
     // granian
     ("--ssl-certificate", "that is --ssl-certfile here"),
     ("--ssl-ca", "that is --ssl-ca-certs here"),
@@ -74,7 +75,6 @@ const NO_COUNTERPART: &[&str] = &[
     "--static-path-dir-to-file",
     "--metrics-scrape-interval",
     "--process-name",
-    "--pid-file",
     "--http1-buffer-size",
     "--http1-pipeline-flush",
     "--http2-adaptive-window",

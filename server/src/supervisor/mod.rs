@@ -28,6 +28,7 @@ use crate::metrics::{Metrics, ProcessSnapshot, WorkerSnapshot};
 mod board;
 mod listen;
 mod notify;
+mod pidfile;
 mod reload;
 mod start;
 pub(crate) mod threadwatch;
@@ -65,6 +66,8 @@ pub fn serve(args: ServeConfig) -> Result<(), Failure> {
         urls,
         socket_file,
     } = listen::open(&args, scheme)?;
+    // Dropped when serve returns, whichever way: the file goes with the process.
+    let _pid_file = args.pid_file.as_deref().map(pidfile::write).transpose()?;
     let mailboxes = start::mailboxes(args.threads)?;
     let ctx = start::spawn_context(&args, &checked, &mailboxes);
     let recycling = start::recycling(&args);
