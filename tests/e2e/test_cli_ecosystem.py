@@ -438,6 +438,47 @@ def test_uringapi_run_names_an_app_object_it_cannot_find() -> None:
     assert "TypeError: uringapi.run could not find" in out.stderr, out.stderr
     assert "uringapi.run('main:app')" in out.stderr, out.stderr
 
+
+def test_uringapi_run_spells_switches_off_as_uvicorn_run_does() -> None:
+    """`False` for a switch that is on by default must turn it off, not be left out (which
+    would leave it on); uvicorn.run's `headers` list of pairs is `--header`."""
+    from uringapi import serve_args
+
+    assert serve_args("m:app", server_header=False, date_header=False, proxy_headers=False,
+                      access_log=False, use_colors=False, reload=False, ws_per_message_deflate=False,
+                      headers=[("x-a", "1")], header=["x-b: 2"], root_path=None) == [
+        "serve", "m:app", "--no-server-header", "--no-date-header", "--no-proxy-headers",
+        "--no-access-log", "--no-use-colors", "--ws-per-message-deflate", "false",
+        "--header", "x-a:1", "--header", "x-b: 2"]
+
+
+def test_uringapi_run_takes_uvicorn_runs_keywords(tmp_path: Path) -> None:
+    """The keywords a `uvicorn.run(...)` call carries, moved over unchanged: switches turned
+    off, `headers` as pairs, and `log_config` as a dictConfig dict (the workers read it)."""
+    port = free_port()
+    log_file = tmp_path / "app.log"
+    config = {"version": 1, "disable_existing_loggers": False,
+              "formatters": {"plain": {"format": "from-dict %(name)s %(message)s"}},
+              "handlers": {"file": {"class": "logging.FileHandler", "filename": str(log_file),
+                                    "formatter": "plain"}},
+              "loggers": {"env_app": {"handlers": ["file"], "level": "INFO"}}}
+    code = ("import uringapi; uringapi.run('env_app:app', app_dir=%r, host=%r, port=%d, workers=1, "
+            "server_header=False, date_header=False, headers=[('x-run', 'pairs')], log_config=%r)"
+            % (str(APPS_DIR), HOST, port, config))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = start([sys.executable, "-c", code], {"TMPDIR": str(temp)})
+    try:
+        status, headers, _ = wait_answer(proc, port)
+        assert (status, headers.get("x-run")) == (200, "pairs")
+        assert [p.suffix for p in temp.iterdir()] == [".json"]  # the dict, as the workers read it
+        assert "server" not in headers and "date" not in headers, headers
+        get(port, "/logged")
+    finally:
+        assert stop(proc) == 0
+    assert "from-dict env_app served /logged" in log_file.read_text()
+    assert not list(temp.iterdir())  # removed when run() returned
+
 def test_log_config_is_applied_in_the_workers(tmp_path: Path) -> None:
     log_file = tmp_path / "app.log"
     config = tmp_path / "logging.json"

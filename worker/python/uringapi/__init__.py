@@ -10,6 +10,8 @@ From Python, ``uringapi.run("main:app", workers=2)`` does the same as the comman
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -21,12 +23,22 @@ except PackageNotFoundError:  # running from a source tree
 __all__ = ["__version__", "run", "serve_args"]
 
 
+#: Switches that are on by default (or may be, as colours): ``False`` turns them off with
+#: their ``--no-`` flag, as ``uvicorn.run(server_header=False)`` does; left out, they would
+#: stay on.
+_NEGATABLE = frozenset({"access_log", "use_colors", "server_header", "date_header", "proxy_headers"})
+#: Options whose value is true or false.
+_BOOLEAN_VALUED = frozenset({"ws_per_message_deflate"})
+
+
 def serve_args(app: str | None = None, **options: Any) -> list[str]:
     """The ``uringapi serve`` arguments for ``app`` and keyword options, spelled as on the
     command line with ``_`` for ``-``: ``workers=2`` → ``--workers 2``, ``access_log=True``
-    → ``--access-log``, ``False``/``None`` → left out, a list or tuple → the flag repeated
-    (``header=["x-a: 1", "x-b: 2"]``). ``uds_perms`` as an int is a mode: ``uds_perms=0o660``
-    → ``--uds-perms 0o660``."""
+    → ``--access-log``, ``None`` → left out, ``False`` → left out, or the ``--no-`` flag of a
+    switch that is on by default (``server_header=False`` → ``--no-server-header``), a list
+    or tuple → the flag repeated (``header=["x-a: 1", "x-b: 2"]``; uvicorn's
+    ``headers=[("x-a", "1")]`` is taken too). ``uds_perms`` as an int is a mode:
+    ``uds_perms=0o660`` → ``--uds-perms 0o660``."""
     argv = ["serve"]
     if app is not None:
         if not isinstance(app, str):
@@ -34,10 +46,19 @@ def serve_args(app: str | None = None, **options: Any) -> list[str]:
                             "uringapi.run also takes the app object")
         argv.append(app)
     for name, value in options.items():
+        if name == "headers":  # uvicorn.run's name and form: [(name, value), ...]
+            name = "header"
+            value = [f"{h[0]}:{h[1]}" if isinstance(h, (list, tuple)) else h for h in value or ()]
         flag = "--" + name.replace("_", "-")
-        if value is None or value is False:
+        if isinstance(value, dict):
+            raise TypeError(f"{name}: a dict is taken by uringapi.run only (log_config), not here")
+        if name in _BOOLEAN_VALUED and isinstance(value, bool):
+            argv += [flag, "true" if value else "false"]
+        elif value is None or (value is False and name not in _NEGATABLE):
             continue
-        if value is True:
+        elif value is False:
+            argv.append("--no-" + flag[2:])
+        elif value is True:
             argv.append(flag)
         elif name == "uds_perms" and isinstance(value, int):
             argv += [flag, f"0o{value:o}"]
@@ -65,11 +86,6 @@ def run(app: str | None = None, **options: Any) -> None:
     process. Call it from the main thread.
     """
     import os
-    import signal
-    import subprocess
-    import sys
-
-    from uringapi.cli import FRONTEND, frontend_env
 
     if os.environ.get("URINGAPI_SEGMENT_FD"):
         # Only a worker has it: the app's module called run() while a worker imported it.
@@ -80,8 +96,21 @@ def run(app: str | None = None, **options: Any) -> None:
         app, app_dir = _import_string(app)
         if app_dir is not None:
             options.setdefault("app_dir", app_dir)
+    with _log_config_file(options.get("log_config")) as path:
+        if path is not None:
+            options["log_config"] = path
+        _run_front_end(serve_args(app, **options))
 
-    proc = subprocess.Popen([str(FRONTEND), *serve_args(app, **options)], env=frontend_env(os.environ))
+
+def _run_front_end(argv: list[str]) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from uringapi.cli import FRONTEND, frontend_env
+
+    proc = subprocess.Popen([str(FRONTEND), *argv], env=frontend_env(os.environ))
     forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {sig: signal.signal(sig, lambda sig, _frame: proc.send_signal(sig)) for sig in forwarded}
     try:
@@ -138,3 +167,29 @@ def _module_origin(module: Any, main: Any) -> tuple[str, str | None] | None:
         root = os.path.dirname(root)
     # A folder on the interpreter's own path (site-packages) is on the workers' too.
     return name, (None if root in sys.path[1:] and root != sys.path[0] else root)
+
+
+@contextmanager
+def _log_config_file(config: Any) -> Iterator[str | None]:
+    """``log_config`` as ``uvicorn.run`` also takes it, a dictConfig dict: written to a JSON
+    file the workers read (a replacement worker too, so it lives as long as the server)."""
+    if not isinstance(config, dict):
+        yield None
+        return
+    import json
+    import os
+    import tempfile
+
+    try:
+        text = json.dumps(config)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"log_config: the workers are separate processes and read it as JSON, "
+                        f"which this dict cannot be written as ({exc}); pass the path of a "
+                        "JSON, YAML or .ini file instead") from exc
+    fd, path = tempfile.mkstemp(prefix="uringapi-log-config-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        yield path
+    finally:
+        os.unlink(path)
