@@ -450,6 +450,13 @@ def test_uringapi_run_spells_switches_off_as_uvicorn_run_does() -> None:
         "serve", "m:app", "--no-server-header", "--no-date-header", "--no-proxy-headers",
         "--no-access-log", "--no-use-colors", "--ws-per-message-deflate", "false",
         "--header", "x-a:1", "--header", "x-b: 2"]
+    import logging
+    import ssl
+
+    assert serve_args(log_level=logging.DEBUG, reload_dirs=["a", "b"], reload_excludes="*.tmp",
+                      forwarded_allow_ips=["10.0.0.1", "10.0.0.2"], ssl_cert_reqs=ssl.CERT_REQUIRED) == [
+        "serve", "--log-level", "debug", "--reload-dir", "a", "--reload-dir", "b", "--reload-exclude", "*.tmp",
+        "--forwarded-allow-ips", "10.0.0.1,10.0.0.2", "--ssl-cert-reqs", "2"]
 
 
 def test_uringapi_run_takes_uvicorn_runs_keywords(tmp_path: Path) -> None:

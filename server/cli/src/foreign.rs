@@ -26,7 +26,7 @@ const RENAMED: &[(&str, &str)] = &[
     ("--url-path-prefix", "that is --root-path here"),
     ("--uds-permissions", "that is --uds-perms here"),
     ("--working-dir", "that is --app-dir here (the folder the app module is imported from)"),
-    ("--env-files", "that is --env-file here (repeatable)"),
+    ("--env-files", "that is --env-file here (one file)"),
     ("--access-log-fmt", "that is --access-log-format here: common, combined or json"),
     ("--log", "logging is always on here: set how much with --log-level"),
     ("--metrics", "metrics are served when --metrics-port is given (--metrics-host for the address)"),

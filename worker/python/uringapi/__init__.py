@@ -29,6 +29,11 @@ __all__ = ["__version__", "run", "serve_args"]
 _NEGATABLE = frozenset({"access_log", "use_colors", "server_header", "date_header", "proxy_headers"})
 #: Options whose value is true or false.
 _BOOLEAN_VALUED = frozenset({"ws_per_message_deflate"})
+#: uvicorn.run's keyword names for options spelled otherwise here.
+_UVICORN_NAMES = {"headers": "header", "reload_dirs": "reload_dir", "reload_includes": "reload_include",
+                  "reload_excludes": "reload_exclude"}
+#: uvicorn.run takes the log level as a number of the logging module too.
+_LOG_LEVELS = {50: "critical", 40: "error", 30: "warning", 20: "info", 10: "debug", 5: "trace"}
 
 
 def serve_args(app: str | None = None, **options: Any) -> list[str]:
@@ -36,9 +41,11 @@ def serve_args(app: str | None = None, **options: Any) -> list[str]:
     command line with ``_`` for ``-``: ``workers=2`` → ``--workers 2``, ``access_log=True``
     → ``--access-log``, ``None`` → left out, ``False`` → left out, or the ``--no-`` flag of a
     switch that is on by default (``server_header=False`` → ``--no-server-header``), a list
-    or tuple → the flag repeated (``header=["x-a: 1", "x-b: 2"]``; uvicorn's
-    ``headers=[("x-a", "1")]`` is taken too). ``uds_perms`` as an int is a mode:
-    ``uds_perms=0o660`` → ``--uds-perms 0o660``."""
+    or tuple → the flag repeated (``header=["x-a: 1", "x-b: 2"]``). uvicorn.run's spellings
+    are taken too: ``headers=[("x-a", "1")]``, ``reload_dirs``/``_includes``/``_excludes``,
+    ``log_level=logging.DEBUG``, ``forwarded_allow_ips`` as a list, ``ssl_cert_reqs`` as
+    ``ssl.CERT_REQUIRED``. ``uds_perms`` as an int is a mode: ``uds_perms=0o660`` →
+    ``--uds-perms 0o660``."""
     argv = ["serve"]
     if app is not None:
         if not isinstance(app, str):
@@ -46,9 +53,13 @@ def serve_args(app: str | None = None, **options: Any) -> list[str]:
                             "uringapi.run also takes the app object")
         argv.append(app)
     for name, value in options.items():
-        if name == "headers":  # uvicorn.run's name and form: [(name, value), ...]
-            name = "header"
+        if name == "headers":  # uvicorn.run's form: [(name, value), ...]
             value = [f"{h[0]}:{h[1]}" if isinstance(h, (list, tuple)) else h for h in value or ()]
+        name = _UVICORN_NAMES.get(name, name)
+        if name == "log_level" and isinstance(value, int):
+            value = _LOG_LEVELS.get(value, value)
+        elif name == "forwarded_allow_ips" and isinstance(value, (list, tuple)):
+            value = ",".join(value)  # one comma-separated value, not a repeated flag
         flag = "--" + name.replace("_", "-")
         if isinstance(value, dict):
             raise TypeError(f"{name}: a dict is taken by uringapi.run only (log_config), not here")
@@ -65,6 +76,8 @@ def serve_args(app: str | None = None, **options: Any) -> list[str]:
         elif isinstance(value, (list, tuple)):
             for item in value:
                 argv += [flag, str(item)]
+        elif isinstance(value, int):
+            argv += [flag, str(int(value))]  # an IntEnum (ssl.CERT_REQUIRED) as its number
         else:
             argv += [flag, str(value)]
     return argv
