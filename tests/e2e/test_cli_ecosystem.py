@@ -190,6 +190,9 @@ def test_a_time_that_is_not_a_finite_number_is_a_usage_error(flag: str, value: s
     (["--http2-keep-alive-interval", "10"], "no counterpart"),
     (["--certfile", "c.pem"], "that is --ssl-certfile here"),
     (["--limit-request-field_size", "100"], "--limit-request-field-size"),
+    (["-c", "gunicorn.conf.py"], "no config file"),
+    (["--daemon"], "stays in the foreground"),
+    (["--proxy-protocol"], "no counterpart"),
 ])
 def test_a_foreign_option_says_what_to_do(args: list[str], hint: str) -> None:
     """A uvicorn, gunicorn or granian command line moved over: each option spelt otherwise
