@@ -143,7 +143,8 @@ pub fn kill(pid: u32, sig: i32) {
 /// Whether a process `pid` exists (one of another user's counts: signalling it is refused,
 /// not unknown).
 pub fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    // 0 and past pid_t are no process (kill(0, ..) would mean this process group).
+    let Ok(pid @ 1..) = libc::pid_t::try_from(pid) else {
         return false;
     };
     // SAFETY: plain syscall with no memory arguments; signal 0 only checks.

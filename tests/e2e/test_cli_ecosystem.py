@@ -119,6 +119,25 @@ def test_a_server_configured_only_through_the_environment() -> None:
         assert stop(proc) == 0
 
 
+
+def test_a_server_configured_through_uvicorns_variables() -> None:
+    """A container image's `ENV UVICORN_HOST=... UVICORN_PORT=...` (uvicorn reads every
+    option from UVICORN_<OPTION>) carries over for the options that mean the same here."""
+    port = free_port()
+    env = {"UVICORN_APP": "env_app:app", "UVICORN_APP_DIR": str(APPS_DIR), "UVICORN_HOST": HOST,
+           "UVICORN_PORT": str(port), "UVICORN_WORKERS": "1", "UVICORN_LOG_LEVEL": "DEBUG",
+           "GREETING": "uvicorn's variables"}
+    proc = start(serve_cmd(), env)
+    try:
+        status, _, body = wait_answer(proc, port)
+        assert (status, body) == (200, b"uvicorn's variables")
+    finally:
+        assert stop(proc) == 0
+    log = proc.stderr.read().decode() if proc.stderr else ""
+    assert "workers: 1," in log and " DEBUG " in log, log
+    assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR)), {"UVICORN_PORT": "eighty"},
+                       "eighty", "UVICORN_PORT")
+
 def test_help_shows_each_variable() -> None:
     out = subprocess.run(serve_cmd("--help"), capture_output=True, text=True, timeout=30)
     assert out.returncode == 0
@@ -130,7 +149,9 @@ def test_help_shows_each_variable() -> None:
     ([], {"WEB_CONCURRENCY": "3"}, 3),
     ([], {"WEB_CONCURRENCY": "3", "URINGAPI_WORKERS": "1"}, 1),
     (["--workers", "2"], {"WEB_CONCURRENCY": "3"}, 2),
-], ids=["web-concurrency", "ours-wins", "flag-wins"])
+    ([], {"WEB_CONCURRENCY": "3", "UVICORN_WORKERS": "1"}, 1),
+    ([], {"UVICORN_WORKERS": "3", "URINGAPI_WORKERS": "1"}, 1),
+], ids=["web-concurrency", "ours-wins", "flag-wins", "uvicorns-beats-web-concurrency", "ours-beats-uvicorns"])
 def test_web_concurrency_sets_the_workers_as_under_uvicorn_and_gunicorn(
         args: list[str], env: dict[str, str], workers: int) -> None:
     port = free_port()

@@ -595,24 +595,71 @@ pub fn init_logging(level: LogLevel, colors: Option<bool>) {
         .try_init();
 }
 
+/// The options uvicorn also reads from `UVICORN_<ID>` that have the same name and meaning
+/// here (a container image's `ENV UVICORN_PORT=8000` carries over). Not borrowed: those
+/// whose values mean other things here (`HTTP`, `WS`, `LOOP`), whose behaviour differs
+/// (`LIMIT_CONCURRENCY` answers 503 under uvicorn and queues here; `PROXY_HEADERS` and the
+/// other switches, whose defaults differ), and lists (`HEADER`).
+const UVICORN_VARIABLES: &[&str] = &[
+    "APP",
+    "HOST",
+    "PORT",
+    "UDS",
+    "FD",
+    "WORKERS",
+    "LOG_LEVEL",
+    "LOG_CONFIG",
+    "ENV_FILE",
+    "APP_DIR",
+    "ROOT_PATH",
+    "BACKLOG",
+    "LIFESPAN",
+    "TIMEOUT_KEEP_ALIVE",
+    "TIMEOUT_GRACEFUL_SHUTDOWN",
+    "LIMIT_MAX_REQUESTS",
+    "FORWARDED_ALLOW_IPS",
+    "SSL_KEYFILE",
+    "SSL_CERTFILE",
+    "SSL_KEYFILE_PASSWORD",
+    "SSL_CA_CERTS",
+    "SSL_CERT_REQS",
+    "SSL_CIPHERS",
+    "WS_MAX_SIZE",
+    "WS_PING_INTERVAL",
+    "WS_PING_TIMEOUT",
+    "WS_PER_MESSAGE_DEFLATE",
+];
+
 /// Parses the command line. `Err`: the exit code, once help, the version or an
 /// `error:`/`hint:` pair for bad arguments is printed.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
-    // Variables other servers read, honoured when ours is not set: uvicorn's spelling of
-    // --forwarded-allow-ips', and the worker count that uvicorn, gunicorn and hosting
-    // platforms (Heroku, Render...) take from WEB_CONCURRENCY.
+    // Variables other servers read, honoured when ours is not set, in uvicorn's order:
+    // its UVICORN_<OPTION> (click's auto_envvar_prefix) for the options that mean the same
+    // here, then its spelling of --forwarded-allow-ips, and the worker count that uvicorn,
+    // gunicorn and hosting platforms (Heroku, Render...) take from WEB_CONCURRENCY.
     let mut borrowed = Vec::new();
-    for (theirs, ours, flag) in [
+    let uvicorns = UVICORN_VARIABLES.iter().map(|id| {
         (
-            "FORWARDED_ALLOW_IPS",
-            "URINGAPI_FORWARDED_ALLOW_IPS",
-            "--forwarded-allow-ips",
-        ),
-        ("WEB_CONCURRENCY", "URINGAPI_WORKERS", "--workers"),
-    ] {
-        if std::env::var_os(ours).is_none() {
-            if let Some(v) = std::env::var_os(theirs) {
-                std::env::set_var(ours, v);
+            format!("UVICORN_{id}"),
+            format!("URINGAPI_{id}"),
+            format!("--{}", id.to_lowercase().replace('_', "-")),
+        )
+    });
+    let others = [
+        ("FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"),
+        ("WEB_CONCURRENCY", "WORKERS"),
+    ]
+    .map(|(theirs, id)| {
+        (
+            theirs.to_string(),
+            format!("URINGAPI_{id}"),
+            format!("--{}", id.to_lowercase().replace('_', "-")),
+        )
+    });
+    for (theirs, ours, flag) in uvicorns.chain(others) {
+        if std::env::var_os(&ours).is_none() {
+            if let Some(v) = std::env::var_os(&theirs) {
+                std::env::set_var(&ours, v);
                 borrowed.push((theirs, ours, flag));
             }
         }

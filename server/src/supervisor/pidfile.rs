@@ -86,7 +86,10 @@ mod tests {
             "{}",
             e.error
         );
-        std::fs::write(&path, format!("{}\n", u32::MAX - 1)).unwrap();
+        for dead in ["0", "not a pid", &format!("{}", u32::MAX - 1)] {
+            std::fs::write(&path, dead).unwrap();
+            drop(write(&path).unwrap());
+        }
         let file = write(&path).unwrap();
         // Replaced by someone else meanwhile: left alone.
         std::fs::write(&path, "1\n").unwrap();
