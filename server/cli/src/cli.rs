@@ -638,25 +638,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
     // here, then its spelling of --forwarded-allow-ips, and the worker count that uvicorn,
     // gunicorn and hosting platforms (Heroku, Render...) take from WEB_CONCURRENCY.
     let mut borrowed = Vec::new();
-    let uvicorns = UVICORN_VARIABLES.iter().map(|id| {
-        (
-            format!("UVICORN_{id}"),
-            format!("URINGAPI_{id}"),
-            format!("--{}", id.to_lowercase().replace('_', "-")),
-        )
-    });
+    let uvicorns = UVICORN_VARIABLES
+        .iter()
+        .map(|id| (format!("UVICORN_{id}"), *id));
     let others = [
         ("FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"),
         ("WEB_CONCURRENCY", "WORKERS"),
     ]
-    .map(|(theirs, id)| {
-        (
-            theirs.to_string(),
-            format!("URINGAPI_{id}"),
-            format!("--{}", id.to_lowercase().replace('_', "-")),
-        )
-    });
-    for (theirs, ours, flag) in uvicorns.chain(others) {
+    .map(|(theirs, id)| (theirs.to_string(), id));
+    for (theirs, id) in uvicorns.chain(others) {
+        let ours = format!("URINGAPI_{id}");
+        let flag = format!("--{}", id.to_lowercase().replace('_', "-"));
         if std::env::var_os(&ours).is_none() {
             if let Some(v) = std::env::var_os(&theirs) {
                 std::env::set_var(&ours, v);
