@@ -714,8 +714,11 @@ class Sigterm:
             self.stop.set()
             return
         self.asked = True
-        logger.info("SIGTERM not sent by the uringapi front end: asking it to replace this "
-                    "worker, which serves on until then")
+        # Debug only: the front end logs the replacement when it makes one, and a SIGTERM to
+        # the whole group (systemd's stop, `timeout`) reaches the workers as the front end
+        # begins its own shutdown, when there is nothing to report.
+        logger.debug("SIGTERM not sent by the uringapi front end: asking it to replace this "
+                     "worker, which serves on until then")
         self.native.ask_replacement()
         self.loop.call_later(self.grace + 5, self._give_up)
         self.loop.call_later(1.0, self._watch_parent)
