@@ -222,6 +222,11 @@ def test_a_foreign_option_says_what_to_do(args: list[str], hint: str) -> None:
                        args[0].split("=")[0], hint)
 
 
+
+def test_a_host_name_that_does_not_resolve_says_what_host_takes() -> None:
+    assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--host", "no-such-host.invalid"),
+                       None, "does not resolve", "give --host an IP address")
+
 def test_an_app_without_the_serve_subcommand_says_to_add_it() -> None:
     assert_usage_error([str(URINGAPI_BIN), "env_app:app", "--workers", "2"], None,
                        "uringapi serve MODULE:APP")

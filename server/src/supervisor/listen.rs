@@ -99,7 +99,7 @@ fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
     }
     let found = (host, port)
         .to_socket_addrs()
-        .map_err(|e| usage(format!("--host {host:?} does not resolve: {e}")))?;
+        .map_err(|e| bad_host(format!("--host {host:?} does not resolve: {e}")))?;
     let mut addrs: Vec<SocketAddr> = Vec::new();
     for a in found {
         if !addrs.iter().any(|b| b.ip() == a.ip()) {
@@ -107,7 +107,7 @@ fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
         }
     }
     if addrs.is_empty() {
-        return Err(usage(format!("--host {host:?} resolves to no address")));
+        return Err(bad_host(format!("--host {host:?} resolves to no address")));
     }
     // With port 0 every address must share the port the first bind picks.
     if port == 0 {
@@ -173,6 +173,16 @@ fn adopt(fd: RawFd, from: &str) -> Result<TcpListener, Failure> {
 
 fn getsockopt(fd: RawFd, opt: libc::c_int) -> Option<libc::c_int> {
     crate::sys::getsockopt_int(fd, libc::SOL_SOCKET, opt).ok()
+}
+
+fn bad_host(error: String) -> Failure {
+    Failure {
+        code: 2,
+        ..Failure::new(
+            error,
+            "give --host an IP address (0.0.0.0 or :: for every interface, 127.0.0.1 for this machine only) or a name this machine resolves (/etc/hosts, DNS)",
+        )
+    }
 }
 
 fn usage(error: String) -> Failure {
