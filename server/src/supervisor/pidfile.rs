@@ -35,7 +35,7 @@ pub(super) fn write(path: &Path) -> Result<PidFile, Failure> {
     if let Some(other) = read_pid(path).filter(|&p| p != pid && sys::process_exists(p)) {
         return Err(Failure::new(
             format!("--pid-file {}: process {other}, named in it, is running", path.display()),
-            "stop that server first, or delete the file if the process is not one (a stale file naming a dead process is replaced)",
+            "stop that server first, or delete the file if that process is not a uringapi server (a file naming a process that is gone is replaced)",
         ));
     }
     let fail = |e: std::io::Error| {
