@@ -519,6 +519,31 @@ def test_a_second_signal_stops_now(servers: ServerFactory, tmp_path: Path, sig: 
     assert server.wait_group_gone(5.0) == []
 
 
+@uringapi_only  # uvicorn: SIGQUIT is not handled (the process dumps core, no lifespan shutdown)
+def test_sigquit_is_a_quick_shutdown(servers: ServerFactory, tmp_path: Path) -> None:
+    """SIGQUIT (gunicorn's quick shutdown; Ctrl-\\ sends it to the whole process group) stops
+    without the drain: the request in flight is cancelled and its connection closed, the
+    workers (which ignore it) run lifespan shutdown, the pid file goes, exit 0. Before, the
+    front end died of it, leaving no lifespan shutdown and a stale pid file."""
+    pid_file = tmp_path / "server.pid"
+    server, events = start(servers, tmp_path, "--timeout-graceful-shutdown", "60",
+                           "--pid-file", str(pid_file), workers=2)
+    with rawhttp.Connection(server.host, server.port, timeout=GUARD) as c:
+        c.send(rawhttp.build_request("GET", "/sleep?s=60&tag=stuck"))
+        events.wait("sleep-start", "stuck")
+        os.killpg(server.pgid, signal.SIGQUIT)
+        rc = server.wait_exit(GUARD)
+        assert rc is not None, "SIGQUIT did not stop the server"
+        with pytest.raises(ConnectionError):
+            c.read_response()
+    assert rc == 0, f"exit code {rc}\n{server.stderr_tail()}"
+    assert log_lines(server, r"SIGQUIT: stopping now"), server.stderr_tail()
+    events.wait("sleep-cancelled", "stuck")
+    assert len(events.of("shutdown")) == 2, "lifespan shutdown did not run in every worker"
+    assert not pid_file.exists()
+    assert server.wait_group_gone(5.0) == []
+
+
 # ---------------------------------------------------------------------------------------
 # 4. a stalled worker gets no new requests
 

@@ -128,7 +128,8 @@ fn announce(args: &ServeConfig, app: &str, geometry: Geometry, urls: &[String], 
 /// The graceful timeout counts from the start of the drain: the workers get what the threads
 /// left of it. A second SIGTERM/SIGINT (Ctrl-C again, as under uvicorn) stops now: the
 /// threads drop their connections and the workers cancel what is running, then run lifespan
-/// shutdown; one more while they do kills them.
+/// shutdown; one more while they do kills them. SIGQUIT (gunicorn's quick shutdown) stops
+/// now from the start, or at once during a drain.
 fn shut_down(
     mut sup: Supervisor,
     mailboxes: &[Arc<Mailbox>],
@@ -145,6 +146,10 @@ fn shut_down(
         if !signals.term.swap(false, Ordering::Relaxed) {
             return false;
         }
+        if signals.quit.swap(false, Ordering::Relaxed) {
+            signalled = true;
+            return true;
+        }
         if signalled && started.elapsed() < SAME_SIGNAL {
             return false;
         }
@@ -155,11 +160,22 @@ fn shut_down(
     // Draining: load balancers should stop sending before connections are refused.
     sup.board.ready.store(false, Ordering::Relaxed);
     sup.notify.send("STOPPING=1");
-    tracing::info!("shutting down: draining connections (SIGTERM or Ctrl-C again to stop now)");
-    for m in mailboxes {
-        m.post(ThreadCmd::Drain);
+    // SIGQUIT is gunicorn's quick shutdown: no drain, as if a second stop signal came at once.
+    let mut forced = signals.quit.swap(false, Ordering::Relaxed);
+    if forced {
+        tracing::info!(
+            "SIGQUIT: stopping now (requests in flight are cancelled, connections closed)"
+        );
+    } else {
+        tracing::info!("shutting down: draining connections (SIGTERM or Ctrl-C again to stop now)");
     }
-    let mut forced = false;
+    for m in mailboxes {
+        m.post(if forced {
+            ThreadCmd::Force
+        } else {
+            ThreadCmd::Drain
+        });
+    }
     while !fronts.threads.iter().all(|t| t.is_finished()) {
         if !forced && again() {
             forced = true;
@@ -206,8 +222,10 @@ const SAME_SIGNAL: Duration = Duration::from_millis(500);
 
 /// The signals the supervisor acts on, as flags its loop polls.
 struct Signals {
-    /// SIGTERM or SIGINT: drain and stop.
+    /// SIGTERM, SIGINT or SIGQUIT: drain and stop.
     term: Arc<AtomicBool>,
+    /// SIGQUIT (also sets `term`): stop without the drain.
+    quit: Arc<AtomicBool>,
     /// SIGHUP: replace every worker, one at a time.
     hup: Arc<AtomicBool>,
     /// SIGTTIN / SIGTTOU: one worker more / fewer.
@@ -222,6 +240,7 @@ impl Signals {
         use signal_hook::consts::*;
         let s = Self {
             term: Arc::default(),
+            quit: Arc::default(),
             hup: Arc::default(),
             ttin: Arc::default(),
             ttou: Arc::default(),
@@ -230,6 +249,8 @@ impl Signals {
         let table = [
             (SIGTERM, &s.term),
             (SIGINT, &s.term),
+            (SIGQUIT, &s.term),
+            (SIGQUIT, &s.quit),
             (SIGHUP, &s.hup),
             (SIGTTIN, &s.ttin),
             (SIGTTOU, &s.ttou),

@@ -94,9 +94,9 @@ def run(app: str | None = None, **options: Any) -> None:
     ``if __name__ == "__main__":``.
 
     The front end runs as a child process; this call returns when it exits and raises
-    ``SystemExit`` with its exit code if that is not 0. SIGTERM, SIGINT and SIGHUP sent to
-    this process are passed on to it (graceful drain, rolling restart), as if it were this
-    process. Call it from the main thread.
+    ``SystemExit`` with its exit code if that is not 0. SIGTERM, SIGINT, SIGQUIT and SIGHUP
+    sent to this process are passed on to it (graceful drain, quick shutdown, rolling
+    restart), as if it were this process. Call it from the main thread.
     """
     import os
 
@@ -124,7 +124,7 @@ def _run_front_end(argv: list[str]) -> None:
     from uringapi.cli import FRONTEND, frontend_env
 
     proc = subprocess.Popen([str(FRONTEND), *argv], env=frontend_env(os.environ))
-    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
     previous = {sig: signal.signal(sig, lambda sig, _frame: proc.send_signal(sig)) for sig in forwarded}
     try:
         code = proc.wait()

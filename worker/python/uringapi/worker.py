@@ -758,10 +758,12 @@ def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | 
             apply_log_config(env["URINGAPI_LOG_CONFIG"])
         except StartupError as exc:
             fail(exc.error, exc.hint)
-    # Ctrl-C reaches the whole process group; the front end decides when workers stop.
-    # The front end's own control signals (SIGHUP rolling restart, SIGTTIN/SIGTTOU, SIGUSR1
-    # log reopen) may be sent to the whole group too: they are not for workers.
-    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
+    # Ctrl-C (and Ctrl-\, SIGQUIT) reaches the whole process group; the front end decides
+    # when workers stop. The front end's own control signals (SIGHUP rolling restart,
+    # SIGTTIN/SIGTTOU, SIGUSR1 log reopen) may be sent to the whole group too: they are not
+    # for workers.
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
+                signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
     die_with_the_front_end()
     # A worker whose loop stays stuck past --timeout gets SIGABRT first: print where it was.
