@@ -23,6 +23,8 @@ Routes (query parameters in brackets; `tag` is copied into the event lines):
                           awaits asyncio.sleep(s) (default 10) before the rest; records
                           "stream-started", then "stream-cancelled" or "stream-end"
   GET /headers            {"pid", "headers": [[name, value], ...]} as the app received them
+  GET /thread [tag]       starts a non-daemon thread named "poller-<tag>" that never ends (a
+                          background poller started without daemon=True), answers {"pid"}
   POST /wait-disconnect [tag]
                           reads the whole body, records "wait-start", then awaits receive()
                           until it returns http.disconnect, records "disconnect-seen", and
@@ -37,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs
@@ -144,6 +147,9 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
     elif path == "/headers":
         headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
         await respond(send, 200, {**whoami(), "headers": headers})
+    elif path == "/thread":
+        threading.Thread(target=lambda: time.sleep(3600), name=f"poller-{tag}").start()
+        await respond(send, 200, whoami())
     elif path == "/wait-disconnect" and method == "POST":
         await read_body(receive)
         events.record("wait-start", tag)

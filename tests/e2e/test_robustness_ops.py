@@ -6,6 +6,7 @@ thread that dies. The app is tests/apps/ops_app.py."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -129,6 +130,23 @@ def test_group_sigterm_shuts_down_quietly(servers: ServerFactory) -> None:
         assert "exited uncleanly" not in log, log
         # Nothing to report at info either: the workers' SIGTERM came with the front end's.
         assert "SIGTERM not sent by the uringapi front end" not in log, log
+
+
+def test_a_thread_the_app_left_running_holds_the_exit_only_for_the_graceful_timeout(
+        servers: ServerFactory) -> None:
+    """A non-daemon thread that never ends would hold the worker's exit (Python joins such
+    threads) until the front end killed it, grace + 5 s later, with a warning that said
+    nothing of why. It gets the graceful timeout, then the worker names it and exits 0."""
+    server = servers.start(APP, workers=1, threads=1, probe_path="/pid",
+                           extra_args=("--timeout-graceful-shutdown", "2"))
+    assert get(server, "/thread?tag=forever").status == 200
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0, server.diagnostics()
+    log = server.stderr()
+    assert re.search(r"WARNING .*1 non-daemon thread\(s\) the app started \(poller-forever\) "
+                     r"still running after lifespan shutdown and the graceful timeout: "
+                     r"exiting without them", log), log
+    assert "killing them" not in log, log
 
 
 def test_wait_queue_is_fifo(servers: ServerFactory, tmp_path: Path) -> None:

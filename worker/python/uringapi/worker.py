@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import ctypes
 import faulthandler
 import gc
 import importlib
@@ -18,12 +17,14 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from collections import deque
 from typing import Any, Callable, NoReturn
 
 from uringapi import _native
 from uringapi.lifespan import Lifespan, LifespanFailed
+from uringapi.stopping import Sigterm, bound_the_exit, die_with_the_front_end
 from uringapi.websocket import WebSocketCycle
 from uringapi.window import give_back
 
@@ -624,7 +625,8 @@ def setup_logging(level: str) -> None:
     )
 
 
-async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
+async def serve(app: Any, native: Any, lifespan_mode: str) -> float:
+    """Serves until stopped; returns when the graceful timeout ends (time.monotonic())."""
     loop = asyncio.get_running_loop()
     lifespan = Lifespan(app, lifespan_mode)
     try:
@@ -684,70 +686,10 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> None:
     # The front end says what is left of the graceful timeout: during its own shutdown it
     # has already waited for its connections (all of it, or none after a second signal).
     left = native.stop_grace()
+    deadline = time.monotonic() + (grace if left is None else left)
     await worker.drain_requests(timeout=grace if left is None else left)
     await lifespan.shutdown()
-
-
-#: The front end: a worker whose parent is another process has lost it.
-FRONT_END_PID = os.getppid()
-
-
-class Sigterm:
-    """What a SIGTERM means to a serving worker. From the front end (it wrote
-    stop_requested first), or with the front end gone: stop. From anyone else (an
-    operator's `kill`, a signal to the whole process group such as systemd's default
-    KillMode): ask the front end to replace this worker, as a gunicorn worker's SIGTERM
-    does, and go on serving what the front end sends, requests in flight included, until it
-    stops this one (during the front end's own shutdown: once its connections drained). A
-    second such SIGTERM, or no word from the front end within the graceful timeout plus
-    5 s, stops the worker anyway."""
-
-    def __init__(self, native: Any, loop: asyncio.AbstractEventLoop, grace: float) -> None:
-        self.native, self.loop, self.grace = native, loop, grace
-        self.stop = asyncio.Event()
-        self.asked = False
-
-    def __call__(self) -> None:
-        if self.stop.is_set():
-            return
-        if self.native.stop_requested() or os.getppid() != FRONT_END_PID or self.asked:
-            self.stop.set()
-            return
-        self.asked = True
-        # Debug only: the front end logs the replacement when it makes one, and a SIGTERM to
-        # the whole group (systemd's stop, `timeout`) reaches the workers as the front end
-        # begins its own shutdown, when there is nothing to report.
-        logger.debug("SIGTERM not sent by the uringapi front end: asking it to replace this "
-                     "worker, which serves on until then")
-        self.native.ask_replacement()
-        self.loop.call_later(self.grace + 5, self._give_up)
-        self.loop.call_later(1.0, self._watch_parent)
-
-    def _watch_parent(self) -> None:
-        # A dying front end's threads exit one by one, and the kernel sends the death
-        # signal at each hand-over of its children: the first may come while getppid()
-        # still names the front end (handed to one of its other threads).
-        if os.getppid() != FRONT_END_PID:
-            self.stop.set()
-        elif not self.stop.is_set():
-            self.loop.call_later(1.0, self._watch_parent)
-
-    def _give_up(self) -> None:
-        if not self.stop.is_set():
-            logger.warning("the front end did not stop this worker within %g s of its "
-                           "SIGTERM; stopping anyway", self.grace + 5)
-            self.stop.set()
-
-
-def die_with_the_front_end() -> None:
-    """SIGTERM when the front end dies (killed, OOM): a worker never outlives it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != FRONT_END_PID:  # gone before the prctl
-        os._exit(1)
-
-
-PR_SET_PDEATHSIG = 1
+    return deadline
 
 
 def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | None = None) -> None:
@@ -791,9 +733,10 @@ def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | 
     loop = uvloop_factory()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(serve(app, native, env.get("URINGAPI_LIFESPAN", "auto")))
+        deadline = loop.run_until_complete(serve(app, native, env.get("URINGAPI_LIFESPAN", "auto")))
     finally:
         loop.close()
+    bound_the_exit(deadline)
 
 
 if __name__ == "__main__":
