@@ -149,6 +149,30 @@ def test_a_thread_the_app_left_running_holds_the_exit_only_for_the_graceful_time
     assert "killing them" not in log, log
 
 
+def test_a_drain_tells_keep_alive_clients_to_close_and_answers_their_late_requests(
+        servers: ServerFactory) -> None:
+    """During a drain each keep-alive connection closes after its response, and the response
+    says so (`Connection: close`), so the client sends its next request on a new connection
+    (to another server). A request sent on an idle one just after the signal is answered the
+    same way: closing idle connections at once lost every such request to the race (each of
+    48 busy keep-alive connections lost one at SIGTERM; uvicorn loses them too)."""
+    server = servers.start(APP, workers=1, threads=1, probe_path="/pid")
+    busy = rawhttp.Connection(server.host, server.port, timeout=30)
+    idle = rawhttp.Connection(server.host, server.port, timeout=30)
+    with busy, idle:
+        assert idle.request("GET", "/pid").status == 200  # keep-alive, now idle
+        busy.send(rawhttp.build_request("GET", "/sleep?s=1"))
+        time.sleep(0.2)
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_log(r"shutting down: draining connections", 30)
+        late = idle.request("GET", "/pid")
+        assert (late.status, late.header("connection")) == (200, "close"), late
+        first = busy.read_response()
+        assert (first.status, first.header("connection")) == (200, "close"), first
+        assert idle.closed_by_peer() and busy.closed_by_peer()
+    assert server.wait_exit(30) == 0, server.diagnostics()
+
+
 def test_wait_queue_is_fifo(servers: ServerFactory, tmp_path: Path) -> None:
     # One worker taking two requests at a time; 30 requests arrive 5 ms apart and hold
     # until a file appears. Each is sent once the one before it is known to be in (started

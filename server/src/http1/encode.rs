@@ -40,6 +40,18 @@ pub struct RequestSide {
     pub keep_alive: bool,
 }
 
+impl RequestSide {
+    /// During a drain the response says `Connection: close`, so that the client sends its
+    /// next request on a new connection (to another server) instead of on this one, which
+    /// closes after the response (RFC 9112 §9.6), racing that request.
+    pub fn closing_if(self, draining: bool) -> Self {
+        Self {
+            keep_alive: self.keep_alive && !draining,
+            ..self
+        }
+    }
+}
+
 /// Options for the headers the front end adds.
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderOptions {

@@ -79,7 +79,7 @@ impl Conn {
         let encoded = match encode::response_head(
             view.status,
             &view.headers,
-            side,
+            side.closing_if(self.hub.is_draining()),
             complete,
             self.cfg.headers,
             &mut prefix,

@@ -54,6 +54,10 @@ use bufpool::READ_CHUNK;
 /// prefix fit; a larger one is freed between requests).
 const SCRATCH_KEPT: usize = 1024;
 
+/// How long an idle keep-alive connection stays open once the thread drains, for a request
+/// its client may be sending at that moment (`Conn::idle_wait`).
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
 /// Counts the connection while it lives, for the drain.
 struct Live(Rc<Hub>);
 
@@ -250,9 +254,6 @@ impl Conn {
     /// returned, for a task of its own).
     async fn run(&mut self) -> Option<websocket::Open> {
         loop {
-            if self.hub.is_draining() && self.buf.is_empty() {
-                return None;
-            }
             self.idle();
             let end = match self.read_head().await {
                 Ok(end) => end,
@@ -272,7 +273,7 @@ impl Conn {
             let next = Box::pin(self.request(end)).await;
             self.account();
             match next {
-                Next::KeepAlive if !self.hub.is_draining() || !self.buf.is_empty() => continue,
+                Next::KeepAlive => continue,
                 Next::WebSocket(open) => return Some(open),
                 _ => {
                     let _ = self.sock.shutdown().await;
@@ -298,12 +299,20 @@ impl Conn {
     /// most `wait`. `Err`: close (drain, keep-alive timeout or error).
     /// PERF: one io_uring poll before the read of each request on a keep-alive connection
     /// is what keeps an idle connection at a few hundred bytes instead of a 16 KiB buffer
-    /// (TLS reads its records instead: `Transport::idle_read`).
+    /// (TLS reads its records instead: `Transport::idle_read`). Draining, it waits at most
+    /// `DRAIN_LINGER`: a client using the connection sends its next request within that and
+    /// is answered with `Connection: close`, where closing at once would lose that request.
     async fn idle_wait(&mut self, wait: Duration) -> Result<(), ()> {
         let hub = self.hub.clone();
+        if !hub.is_draining() {
+            monoio::select! {
+                _ = hub.drained() => {},
+                _ = crate::deadline::after(wait) => return Err(()),
+                r = self.sock.idle_read() => return r.map_err(|_| ()),
+            }
+        }
         monoio::select! {
-            _ = hub.drained() => Err(()),
-            _ = crate::deadline::after(wait) => Err(()),
+            _ = crate::deadline::after(DRAIN_LINGER.min(wait)) => Err(()),
             r = self.sock.idle_read() => r.map_err(|_| ()),
         }
     }
@@ -346,27 +355,20 @@ impl Conn {
                     _ => return Err(Some(408)),
                 },
             };
-            let read = if started.is_none() {
-                // Between requests nothing is in flight: a drain closes the connection at
-                // once instead of waiting out --timeout-graceful-shutdown for a request
-                // that may never come.
-                if self.buf.is_empty() {
-                    let since = Instant::now();
-                    self.idle_wait(wait).await.map_err(|()| None)?;
-                    let left = wait.saturating_sub(since.elapsed());
-                    if left.is_zero() {
-                        return Err(None);
-                    }
-                    wait = left;
+            if started.is_none() {
+                // Between requests nothing is in flight: a drain closes the connection
+                // after `DRAIN_LINGER` instead of waiting out --timeout-graceful-shutdown
+                // for a request that may never come. (`started` is None: `buf` is empty.)
+                let since = Instant::now();
+                self.idle_wait(wait).await.map_err(|()| None)?;
+                wait = wait.saturating_sub(since.elapsed());
+                if wait.is_zero() {
+                    return Err(None);
                 }
-                let hub = self.hub.clone();
-                monoio::select! {
-                    _ = hub.drained() => return Err(None),
-                    r = self.read_more(wait) => r,
-                }
-            } else {
-                self.read_more(wait).await
-            };
+            }
+            // After `idle_wait` the socket is readable: this returns at once (TLS: once the
+            // record is whole).
+            let read = self.read_more(wait).await;
             match read {
                 Ok(()) => {}
                 Err(ReadEnd::TimedOut) if started.is_some() => return Err(Some(408)),

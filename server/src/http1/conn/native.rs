@@ -40,7 +40,7 @@ impl Conn {
         let encoded = match encode::response_head(
             reply.status,
             &pairs,
-            side,
+            side.closing_if(self.hub.is_draining()),
             Some(reply.len()),
             self.cfg.headers,
             &mut prefix,
