@@ -227,6 +227,21 @@ def test_a_host_name_that_does_not_resolve_says_what_host_takes() -> None:
     assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--host", "no-such-host.invalid"),
                        None, "does not resolve", "give --host an IP address")
 
+@pytest.mark.parametrize(("given", "use"), [
+    ("main.py", "uringapi serve main:app`"),
+    ("app/main.py:app", "uringapi serve app.main:app`"),
+    (str(APPS_DIR / "env_app.py") + ":app", f"uringapi serve env_app:app --app-dir {APPS_DIR}`"),
+])
+def test_an_app_given_as_a_file_path_gets_the_module_name_to_use(given: str, use: str) -> None:
+    """`uringapi serve main.py` (or `path/to/main.py:app`) is a common first try; it got "not
+    of the form module:attribute" or a worker's import traceback. Now: what to type."""
+    out = subprocess.run(serve_cmd(given), env=server_env(None), capture_output=True, text=True,
+                         timeout=EXIT_TIMEOUT)
+    assert out.returncode == 1, f"exit {out.returncode}\n{out.stderr}"
+    assert f'error: app "{given}" names a file' in out.stderr, out.stderr
+    assert "hint: " in out.stderr and use in out.stderr, out.stderr
+
+
 def test_an_app_without_the_serve_subcommand_says_to_add_it() -> None:
     assert_usage_error([str(URINGAPI_BIN), "env_app:app", "--workers", "2"], None,
                        "uringapi serve MODULE:APP")

@@ -77,6 +77,16 @@ fn app_name(app: Option<&str>) -> Result<String, Failure> {
     let Some(app) = app else {
         return Ok("uringapi.demo:app".to_string());
     };
+    let (module, attr) = app.split_once(':').unwrap_or((app, "app"));
+    if module.ends_with(".py") || module.contains('/') {
+        return Err(Failure::new(
+            format!("app {app:?} names a file; the part before the colon is a Python module"),
+            format!(
+                "name the module, as under uvicorn: `uringapi serve {}`",
+                module_for_file(module, attr)
+            ),
+        ));
+    }
     let ok = app
         .split_once(':')
         .is_some_and(|(m, a)| !m.is_empty() && !a.is_empty());
@@ -87,6 +97,23 @@ fn app_name(app: Option<&str>) -> Result<String, Failure> {
         ));
     }
     Ok(app.to_string())
+}
+
+/// How to name the app in file `path` (`main.py`, `src/api/main.py`, `/srv/app/main.py`)
+/// as a module: dotted from the current folder when it is below it, else with --app-dir.
+fn module_for_file(path: &str, attr: &str) -> String {
+    let path = std::path::Path::new(path.trim_start_matches("./"));
+    let stem = path.with_extension("");
+    let parts: Vec<&str> = stem.iter().filter_map(|p| p.to_str()).collect();
+    let below = path.is_relative() && !parts.is_empty() && parts.iter().all(|p| *p != "..");
+    if below {
+        return format!("{}:{attr}", parts.join("."));
+    }
+    let dir = path
+        .parent()
+        .map_or(".".into(), |d| d.display().to_string());
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("main");
+    format!("{name}:{attr} --app-dir {dir}")
 }
 
 fn app_dir(dir: Option<&PathBuf>) -> Result<PathBuf, Failure> {
@@ -553,6 +580,22 @@ mod tests {
         for bad in ["main", "main:", ":app", ""] {
             let f = app_name(Some(bad)).unwrap_err();
             assert!(f.error.contains("module:attribute"), "{bad:?}: {}", f.error);
+        }
+    }
+
+    #[test]
+    fn a_file_path_for_the_app_gets_the_module_name_to_use() {
+        for (given, hint) in [
+            ("main.py", "main:app`"),
+            ("main.py:api", "main:api`"),
+            ("./main.py:app", "main:app`"),
+            ("app/main.py:app", "app.main:app`"),
+            ("/srv/site/main.py:app", "main:app --app-dir /srv/site`"),
+            ("../other/main.py:app", "main:app --app-dir ../other`"),
+        ] {
+            let f = app_name(Some(given)).unwrap_err();
+            assert!(f.error.contains("names a file"), "{given}: {}", f.error);
+            assert!(f.hint.ends_with(hint), "{given}: {}", f.hint);
         }
     }
 
