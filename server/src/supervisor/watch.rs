@@ -90,7 +90,10 @@ impl Supervisor {
                     .filter(|w| w.is_active() && w.replaces.is_none())
                     .map(|w| w.index)
                     .collect();
-                tracing::info!("SIGHUP: replacing {} workers one at a time", active.len());
+                tracing::info!(
+                    "rolling restart (SIGHUP or --reload): replacing {} workers one at a time",
+                    active.len()
+                );
                 for i in active {
                     if !self.rolling.contains(&i) {
                         self.rolling.push_back(i);

@@ -54,8 +54,7 @@ use bufpool::READ_CHUNK;
 /// prefix fit; a larger one is freed between requests).
 const SCRATCH_KEPT: usize = 1024;
 
-/// How long an idle keep-alive connection stays open once the thread drains, for a request
-/// its client may be sending at that moment (`Conn::idle_wait`).
+/// How long an idle keep-alive connection stays open in a drain (`Conn::idle_wait`).
 const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
 /// Counts the connection while it lives, for the drain.
@@ -304,16 +303,20 @@ impl Conn {
     /// is answered with `Connection: close`, where closing at once would lose that request.
     async fn idle_wait(&mut self, wait: Duration) -> Result<(), ()> {
         let hub = self.hub.clone();
+        let start = Instant::now();
+        // One wait throughout: a TLS one reads records, which a dropped read would lose.
+        let mut readable = std::pin::pin!(self.sock.idle_read());
         if !hub.is_draining() {
             monoio::select! {
                 _ = hub.drained() => {},
                 _ = crate::deadline::after(wait) => return Err(()),
-                r = self.sock.idle_read() => return r.map_err(|_| ()),
+                r = &mut readable => return r.map_err(|_| ()),
             }
         }
+        let left = wait.saturating_sub(start.elapsed());
         monoio::select! {
-            _ = crate::deadline::after(DRAIN_LINGER.min(wait)) => Err(()),
-            r = self.sock.idle_read() => r.map_err(|_| ()),
+            _ = crate::deadline::after(DRAIN_LINGER.min(left)) => Err(()),
+            r = &mut readable => r.map_err(|_| ()),
         }
     }
 
@@ -356,9 +359,8 @@ impl Conn {
                 },
             };
             if started.is_none() {
-                // Between requests nothing is in flight: a drain closes the connection
-                // after `DRAIN_LINGER` instead of waiting out --timeout-graceful-shutdown
-                // for a request that may never come. (`started` is None: `buf` is empty.)
+                // Between requests (`buf` is empty) a drain closes the connection after
+                // DRAIN_LINGER, not the graceful timeout: a request may never come.
                 let since = Instant::now();
                 self.idle_wait(wait).await.map_err(|()| None)?;
                 wait = wait.saturating_sub(since.elapsed());
@@ -366,8 +368,7 @@ impl Conn {
                     return Err(None);
                 }
             }
-            // After `idle_wait` the socket is readable: this returns at once (TLS: once the
-            // record is whole).
+            // After `idle_wait` the socket is readable: this returns at once.
             let read = self.read_more(wait).await;
             match read {
                 Ok(()) => {}
