@@ -155,11 +155,13 @@ def test_a_drain_tells_keep_alive_clients_to_close_and_answers_their_late_reques
     says so (`Connection: close`), so the client sends its next request on a new connection
     (to another server). A request sent on an idle one just after the signal is answered the
     same way: closing idle connections at once lost every such request to the race (each of
-    48 busy keep-alive connections lost one at SIGTERM; uvicorn loses them too)."""
+    48 busy keep-alive connections lost one at SIGTERM; uvicorn loses them too). A WebSocket
+    upgrade then is refused (503): it would only be closed at the graceful timeout."""
     server = servers.start(APP, workers=1, threads=1, probe_path="/pid")
     busy = rawhttp.Connection(server.host, server.port, timeout=30)
     idle = rawhttp.Connection(server.host, server.port, timeout=30)
-    with busy, idle:
+    fresh = rawhttp.Connection(server.host, server.port, timeout=30)
+    with busy, idle, fresh:
         assert idle.request("GET", "/pid").status == 200  # keep-alive, now idle
         busy.send(rawhttp.build_request("GET", "/sleep?s=1"))
         time.sleep(0.2)
@@ -167,9 +169,13 @@ def test_a_drain_tells_keep_alive_clients_to_close_and_answers_their_late_reques
         server.wait_log(r"shutting down: draining connections", 30)
         late = idle.request("GET", "/pid")
         assert (late.status, late.header("connection")) == (200, "close"), late
+        upgrade = fresh.request("GET", "/ws", [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                               ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                                               ("Sec-WebSocket-Version", "13")])
+        assert (upgrade.status, upgrade.header("connection")) == (503, "close"), upgrade
         first = busy.read_response()
         assert (first.status, first.header("connection")) == (200, "close"), first
-        assert idle.closed_by_peer() and busy.closed_by_peer()
+        assert idle.closed_by_peer() and busy.closed_by_peer() and fresh.closed_by_peer()
     assert server.wait_exit(30) == 0, server.diagnostics()
 
 

@@ -39,8 +39,7 @@ use download::Body;
 use upload::SendEnd;
 pub use websocket::WsConfig;
 
-/// How often a queued request re-checks the workers: stall and retire verdicts change
-/// without waking anyone.
+/// How often a queued request re-checks the workers (stall and retire verdicts wake no one).
 const QUEUE_POLL: Duration = Duration::from_millis(5);
 
 /// How long a response may take before the connection is watched for the client leaving.
@@ -477,7 +476,8 @@ impl Conn {
             self.buf.drain(..end);
             return self.answer_native(native, side).await;
         }
-        let upgrade = match websocket::upgrade(&self.cfg, &head).transpose() {
+        let draining = self.hub.is_draining();
+        let upgrade = match websocket::upgrade(&self.cfg, &head, draining).transpose() {
             Ok(up) => up,
             Err(status) => return self.refuse_upgrade(status, minor).await,
         };

@@ -42,9 +42,14 @@ pub(super) struct Upgrade {
 
 /// Checks an upgrade request: `None` when it does not ask for a WebSocket (or `--ws off`),
 /// `Err` with the answer for a bad one (RFC 6455 §4.2.2: 426 for another version, 400
-/// otherwise).
-pub(super) fn upgrade(cfg: &ConnConfig, head: &parse::Head<'_>) -> Option<Result<Upgrade, u16>> {
-    check_upgrade(cfg.ws.as_ref(), head)
+/// otherwise), and 503 for any during a drain: opened now, the WebSocket would only be
+/// closed (1001) at the graceful timeout; refused, the client opens it elsewhere at once.
+pub(super) fn upgrade(
+    cfg: &ConnConfig,
+    head: &parse::Head<'_>,
+    draining: bool,
+) -> Option<Result<Upgrade, u16>> {
+    check_upgrade(cfg.ws.as_ref(), head).map(|up| if draining { Err(503) } else { up })
 }
 
 fn check_upgrade(ws: Option<&WsConfig>, head: &parse::Head<'_>) -> Option<Result<Upgrade, u16>> {
