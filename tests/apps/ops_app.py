@@ -25,6 +25,7 @@ Routes (query parameters in brackets; `tag` is copied into the event lines):
   GET /headers            {"pid", "headers": [[name, value], ...]} as the app received them
   GET /thread [tag]       starts a non-daemon thread named "poller-<tag>" that never ends (a
                           background poller started without daemon=True), answers {"pid"}
+  GET /ignore-sigterm      sets SIGTERM to SIG_IGN in this worker (as an app or library may)
   POST /wait-disconnect [tag]
                           reads the whole body, records "wait-start", then awaits receive()
                           until it returns http.disconnect, records "disconnect-seen", and
@@ -39,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import threading
 import time
 from typing import Any, Awaitable, Callable
@@ -147,6 +149,9 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
     elif path == "/headers":
         headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
         await respond(send, 200, {**whoami(), "headers": headers})
+    elif path == "/ignore-sigterm":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        await respond(send, 200, whoami())
     elif path == "/thread":
         threading.Thread(target=lambda: time.sleep(3600), name=f"poller-{tag}").start()
         await respond(send, 200, whoami())

@@ -179,6 +179,18 @@ def test_a_drain_tells_keep_alive_clients_to_close_and_answers_their_late_reques
     assert server.wait_exit(30) == 0, server.diagnostics()
 
 
+def test_a_worker_whose_app_ignores_sigterm_still_stops_gracefully(servers: ServerFactory) -> None:
+    """The front end asks a worker to stop in shared memory, then sends SIGTERM. An app that
+    set SIGTERM to SIG_IGN held its worker until the kill, graceful + 5 s later, with no
+    lifespan shutdown; the worker now sees the request on its heartbeat."""
+    server = servers.start(APP, workers=1, threads=1, probe_path="/pid",
+                           extra_args=("--timeout-graceful-shutdown", "60"))
+    assert get(server, "/ignore-sigterm").status == 200
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0, server.diagnostics()
+    assert "killing them" not in server.stderr(), server.stderr()
+
+
 def test_wait_queue_is_fifo(servers: ServerFactory, tmp_path: Path) -> None:
     # One worker taking two requests at a time; 30 requests arrive 5 ms apart and hold
     # until a file appears. Each is sent once the one before it is known to be in (started

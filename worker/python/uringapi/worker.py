@@ -656,6 +656,10 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> float:
 
     def beat() -> None:
         native.beat(interval)
+        # The front end asks in shared memory before it sends SIGTERM: an app that set
+        # SIGTERM to SIG_IGN (or a signal lost) does not keep this worker from stopping.
+        if native.stop_requested() and not sigterm.stop.is_set():
+            sigterm.stop.set()
         loop.call_later(interval, beat)
 
     def trim() -> None:
