@@ -151,3 +151,16 @@ def test_workers_do_not_outlive_a_killed_front_end(servers: ServerFactory) -> No
                     and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1][:3]}:
         assert time.monotonic() < deadline, f"workers {alive} outlived the front end"
         time.sleep(0.05)
+
+
+def test_a_stopped_worker_is_replaced_with_its_python_stack_printed(servers: ServerFactory) -> None:
+    """SIGSTOP to a worker (an operator's `kill -STOP`): past --timeout the front end sends
+    SIGABRT, which faulthandler turns into the worker's Python stack, but a stopped process
+    acts on it only once continued: it used to sit out the 5 s to the SIGKILL and print
+    nothing. The front end now continues it after the SIGABRT."""
+    server = servers.start(APP, workers=2, threads=1, extra_args=("--timeout", "1"))
+    victim = min(workers_of(server))
+    os.kill(victim, signal.SIGSTOP)
+    line = wait_log(server, rf"worker exited; respawning .*pid={victim}\b.*")
+    assert "SIGABRT" in line, server.diagnostics()
+    assert "Fatal Python error: Aborted" in server.stderr(), server.diagnostics()

@@ -414,6 +414,8 @@ impl Supervisor {
                     if age > limit && w.aborted_at.is_none() {
                         tracing::error!(worker = w.index, pid = w.pid, "worker silent for {:.1} s (--timeout); killing it (SIGABRT prints its Python stack)", age.as_secs_f64());
                         w.signal(libc::SIGABRT);
+                        // A stopped worker (SIGSTOP) acts on it only once continued.
+                        w.signal(libc::SIGCONT);
                         w.aborted_at = Some(now);
                     }
                 }
