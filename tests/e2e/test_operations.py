@@ -491,6 +491,19 @@ def test_the_graceful_timeout_counts_once(servers: ServerFactory, tmp_path: Path
     assert events.of("shutdown"), "lifespan shutdown did not run"
 
 
+def stopped_now(server: Server, events: Events, c: rawhttp.Connection, what: str,
+                log: str) -> None:
+    """`what` stopped the server without the drain: exit 0, the stuck request's connection
+    `c` closed without a response, its task cancelled, the log saying so."""
+    rc = server.wait_exit(GUARD)
+    assert rc is not None, f"{what} did not stop the server"
+    with pytest.raises(ConnectionError):
+        c.read_response()
+    assert rc == 0, f"exit code {rc}\n{server.stderr_tail()}"
+    assert log_lines(server, log), server.stderr_tail()
+    events.wait("sleep-cancelled", "stuck")
+
+
 @uringapi_only  # uvicorn: a second SIGINT skips lifespan shutdown; a second SIGTERM waits on
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_second_signal_stops_now(servers: ServerFactory, tmp_path: Path, sig: int) -> None:
@@ -508,13 +521,8 @@ def test_a_second_signal_stops_now(servers: ServerFactory, tmp_path: Path, sig: 
         time.sleep(1.0)
         assert server.proc.poll() is None, "the first signal alone ended the drain"
         server.proc.send_signal(sig)
-        rc = server.wait_exit(GUARD)
-        assert rc is not None, "a second signal did not stop the server"
-        with pytest.raises(ConnectionError):
-            c.read_response()
-    assert rc == 0, f"exit code {rc}\n{server.stderr_tail()}"
-    assert log_lines(server, r"stop signal during the drain: stopping now"), server.stderr_tail()
-    events.wait("sleep-cancelled", "stuck")
+        stopped_now(server, events, c, "a second signal",
+                    r"stop signal during the drain: stopping now")
     assert events.of("shutdown"), "lifespan shutdown did not run"
     assert server.wait_group_gone(5.0) == []
 
@@ -532,13 +540,7 @@ def test_sigquit_is_a_quick_shutdown(servers: ServerFactory, tmp_path: Path) -> 
         c.send(rawhttp.build_request("GET", "/sleep?s=60&tag=stuck"))
         events.wait("sleep-start", "stuck")
         os.killpg(server.pgid, signal.SIGQUIT)
-        rc = server.wait_exit(GUARD)
-        assert rc is not None, "SIGQUIT did not stop the server"
-        with pytest.raises(ConnectionError):
-            c.read_response()
-    assert rc == 0, f"exit code {rc}\n{server.stderr_tail()}"
-    assert log_lines(server, r"SIGQUIT: stopping now"), server.stderr_tail()
-    events.wait("sleep-cancelled", "stuck")
+        stopped_now(server, events, c, "SIGQUIT", r"SIGQUIT: stopping now")
     assert len(events.of("shutdown")) == 2, "lifespan shutdown did not run in every worker"
     assert not pid_file.exists()
     assert server.wait_group_gone(5.0) == []
