@@ -690,8 +690,9 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> float:
     # The front end says what is left of the graceful timeout: during its own shutdown it
     # has already waited for its connections (all of it, or none after a second signal).
     left = native.stop_grace()
-    deadline = time.monotonic() + (grace if left is None else left)
-    await worker.drain_requests(timeout=grace if left is None else left)
+    left = grace if left is None else left
+    deadline = time.monotonic() + left
+    await worker.drain_requests(timeout=left)
     await lifespan.shutdown()
     return deadline
 
