@@ -227,6 +227,13 @@ def test_a_host_name_that_does_not_resolve_says_what_host_takes() -> None:
     assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--host", "no-such-host.invalid"),
                        None, "does not resolve", "give --host an IP address")
 
+@pytest.mark.parametrize(("host", "write"), [("0.0.0.0:8000", "--host 0.0.0.0 --port 8000"),
+                                            ("http://localhost:8000", "--host localhost --port 8000")])
+def test_a_host_with_a_port_or_a_scheme_says_what_to_write(host: str, write: str) -> None:
+    assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--host", host),
+                       None, "--host takes the address alone", f"hint: write {write}")
+
+
 @pytest.mark.parametrize(("given", "use"), [
     ("main.py", "uringapi serve main:app`"),
     ("app/main.py:app", "uringapi serve app.main:app`"),

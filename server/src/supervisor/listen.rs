@@ -97,6 +97,9 @@ fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
     if let Ok(ip) = literal.parse() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
+    if let Some(f) = not_a_host(host) {
+        return Err(f);
+    }
     let found = (host, port)
         .to_socket_addrs()
         .map_err(|e| bad_host(format!("--host {host:?} does not resolve: {e}")))?;
@@ -175,6 +178,38 @@ fn getsockopt(fd: RawFd, opt: libc::c_int) -> Option<libc::c_int> {
     crate::sys::getsockopt_int(fd, libc::SOL_SOCKET, opt).ok()
 }
 
+/// A URL or an address with its port given to --host (`http://0.0.0.0`, `0.0.0.0:8000`,
+/// `[::1]:8000`): what to write instead.
+fn not_a_host(host: &str) -> Option<Failure> {
+    let (scheme, rest) = host.split_once("://").unwrap_or(("", host));
+    let rest = rest.trim_end_matches('/');
+    let (addr, port) = match rest.parse::<SocketAddr>() {
+        Ok(a) => (a.ip().to_string(), Some(a.port().to_string())),
+        Err(_) => match rest.rsplit_once(':') {
+            Some((a, p)) if !a.contains(':') && p.parse::<u16>().is_ok() => {
+                (a.to_string(), Some(p.to_string()))
+            }
+            _ => (rest.to_string(), None),
+        },
+    };
+    if scheme.is_empty() && port.is_none() {
+        return None;
+    }
+    let what = if scheme.is_empty() {
+        "has a port"
+    } else {
+        "is a URL"
+    };
+    let port = port.map_or(String::new(), |p| format!(" --port {p}"));
+    Some(Failure {
+        code: 2,
+        ..Failure::new(
+            format!("--host {host:?} {what}: --host takes the address alone"),
+            format!("write --host {addr}{port}"),
+        )
+    })
+}
+
 fn bad_host(error: String) -> Failure {
     Failure {
         code: 2,
@@ -217,6 +252,20 @@ mod tests {
         assert!(local.iter().all(|a| a.ip().is_loopback()), "{local:?}");
         assert_eq!(resolve("localhost", 0).unwrap().len(), 1);
         assert_eq!(resolve("no-such-host.invalid", 80).unwrap_err().code, 2);
+    }
+
+    #[test]
+    fn a_url_or_a_port_given_to_host_says_what_to_write() {
+        for (host, hint) in [
+            ("0.0.0.0:8000", "write --host 0.0.0.0 --port 8000"),
+            ("[::1]:8000", "write --host ::1 --port 8000"),
+            ("localhost:9000", "write --host localhost --port 9000"),
+            ("http://0.0.0.0", "write --host 0.0.0.0"),
+            ("http://0.0.0.0:8000/", "write --host 0.0.0.0 --port 8000"),
+        ] {
+            let f = resolve(host, 80).unwrap_err();
+            assert_eq!((f.code, f.hint.as_str()), (2, hint), "{host}: {}", f.error);
+        }
     }
 
     #[test]
