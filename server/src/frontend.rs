@@ -255,7 +255,8 @@ async fn serve(setup: ThreadSetup) {
 /// frames.
 const WS_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Accepts connections on one listener until the thread drains.
+/// Accepts connections on one listener until the thread drains; then serves the ones still
+/// in its accept queue and closes it.
 async fn accept_loop(
     hub: Rc<Hub>,
     cfg: Rc<ConnConfig>,
@@ -264,28 +265,32 @@ async fn accept_loop(
     max_connections: Option<usize>,
 ) {
     let mut refusals = crate::connlimit::Refusals::default();
+    let mut admit = |(sock, peer, local)| {
+        if let Some(limit) = max_connections.filter(|&m| hub.connections.get() >= m) {
+            // Over --limit-connections: refuse by closing at once, as gunicorn does.
+            drop(sock);
+            if let Some(refused) = refusals.refused(Instant::now()) {
+                tracing::warn!(
+                    thread = index,
+                    limit,
+                    refused,
+                    "--limit-connections reached; new connections are closed at once (this line at most every 10 s)"
+                );
+            }
+            return;
+        }
+        monoio::spawn(conn::serve(hub.clone(), cfg.clone(), sock, peer, local));
+    };
+    let canceller = monoio::io::Canceller::new();
+    let mut next = std::pin::pin!(listener.accept(canceller.handle()));
     loop {
         let accepted = monoio::select! {
             _ = hub.drained() => break,
-            r = listener.accept() => r,
+            r = next.as_mut() => r,
         };
+        next.set(listener.accept(canceller.handle()));
         match accepted {
-            Ok((sock, peer, local)) => {
-                if let Some(limit) = max_connections.filter(|&m| hub.connections.get() >= m) {
-                    // Over --limit-connections: refuse by closing at once, as gunicorn does.
-                    drop(sock);
-                    if let Some(refused) = refusals.refused(Instant::now()) {
-                        tracing::warn!(
-                            thread = index,
-                            limit,
-                            refused,
-                            "--limit-connections reached; new connections are closed at once (this line at most every 10 s)"
-                        );
-                    }
-                    continue;
-                }
-                monoio::spawn(conn::serve(hub.clone(), cfg.clone(), sock, peer, local));
-            }
+            Ok(conn) => admit(conn),
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off a little instead of spinning.
                 tracing::warn!(thread = index, error = %e, "accept failed");
@@ -293,7 +298,23 @@ async fn accept_loop(
             }
         }
     }
+    // The accept in flight is cancelled and awaited: it may have taken a connection first.
+    let _ = canceller.cancel();
+    if let Ok(conn) = next.await {
+        admit(conn);
+    }
+    // Closing the listener resets the connections in its queue, whose clients may have sent
+    // a request already: they are served (with `Connection: close`) like the open ones.
+    // Measured with 100 clients reconnecting in a loop at SIGTERM (each request on a new
+    // connection): 10 to 110 requests reset before (uvicorn: 35 to 50), none after.
+    for conn in listener.queued(QUEUED_AT_DRAIN) {
+        admit(conn);
+    }
 }
+
+/// At most this many queued connections are taken at a drain (the kernel's default cap on a
+/// listen backlog, `net.core.somaxconn`): a flood arriving meanwhile cannot keep it going.
+const QUEUED_AT_DRAIN: usize = 4096;
 
 /// Test-only hook: with `URINGAPI_TEST_PANIC_FILE=<path>` in the environment, front-end
 /// thread 0 panics once that file exists (it looks every 50 ms). For the end-to-end test of

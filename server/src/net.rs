@@ -36,20 +36,76 @@ impl Accepting {
         })
     }
 
-    /// The next connection, with its peer and the local address (TCP only).
-    pub async fn accept(&self) -> std::io::Result<(Socket, Peer, Option<SocketAddr>)> {
+    /// The next connection, with its peer and the local address (TCP only). Cancelled
+    /// through `cancel`, it still ends with the connection if the kernel took one first,
+    /// where dropping the future would leave that connection accepted and never closed.
+    pub async fn accept(
+        &self,
+        cancel: monoio::io::CancelHandle,
+    ) -> std::io::Result<(Socket, Peer, Option<SocketAddr>)> {
         match self {
             Self::Tcp(l) => {
-                let (sock, peer) = l.accept().await?;
+                let (sock, peer) = l.cancelable_accept(cancel).await?;
                 let local = sock.local_addr().unwrap_or(peer);
                 let _ = sock.set_nodelay(true);
                 Ok((Socket::Tcp(sock), Peer(Some(peer)), Some(local)))
             }
             Self::Unix(l) => {
-                let (sock, _) = l.accept().await?;
+                let (sock, _) = l.cancelable_accept(cancel).await?;
                 Ok((Socket::Unix(sock), Peer(None), None))
             }
         }
+    }
+
+    /// The connections waiting in the accept queue, taken without waiting (at most `max`).
+    /// A draining thread serves them before closing its listener: closing would reset them,
+    /// and their clients have connected and may have sent a request. The listeners are
+    /// non-blocking (`bind`, supervisor/listen.rs, supervisor/uds.rs), so an empty queue
+    /// ends the loop at once. They are accepted outside the ring, in the mode the thread's
+    /// driver gives its own accepts.
+    pub fn queued(&self, max: usize) -> Vec<(Socket, Peer, Option<SocketAddr>)> {
+        let nonblocking = monoio::utils::is_legacy();
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            let fd = match self {
+                Self::Tcp(l) => crate::sys::accept_queued(l, nonblocking),
+                Self::Unix(l) => crate::sys::accept_queued(l, nonblocking),
+            };
+            let fd = match fd {
+                Ok(Some(fd)) => fd,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "taking the queued connections stopped");
+                    break;
+                }
+            };
+            // A client that has reset already fails here, and only it is skipped.
+            match self.adopt_queued(fd) {
+                Ok(conn) => taken.push(conn),
+                Err(e) => tracing::debug!(error = %e, "a queued connection is gone"),
+            }
+        }
+        taken
+    }
+
+    fn adopt_queued(
+        &self,
+        fd: std::os::fd::OwnedFd,
+    ) -> std::io::Result<(Socket, Peer, Option<SocketAddr>)> {
+        Ok(match self {
+            Self::Tcp(_) => {
+                let sock = std::net::TcpStream::from(fd);
+                let peer = sock.peer_addr()?;
+                let local = sock.local_addr().unwrap_or(peer);
+                let _ = sock.set_nodelay(true);
+                let sock = monoio::net::TcpStream::from_std(sock)?;
+                (Socket::Tcp(sock), Peer(Some(peer)), Some(local))
+            }
+            Self::Unix(_) => {
+                let sock = monoio::net::UnixStream::from_std(fd.into())?;
+                (Socket::Unix(sock), Peer(None), None)
+            }
+        })
     }
 }
 

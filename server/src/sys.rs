@@ -134,6 +134,35 @@ pub fn adopt_inherited_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// Takes the next connection from the accept queue of the non-blocking listener `fd`
+/// without waiting: `Ok(None)` when the queue is empty. The socket is close-on-exec, and
+/// non-blocking when `nonblocking` (what the epoll driver wants; io_uring's own accepts give
+/// blocking sockets).
+pub fn accept_queued(fd: &impl AsRawFd, nonblocking: bool) -> std::io::Result<Option<OwnedFd>> {
+    let flags = libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    loop {
+        // SAFETY: accept4 on an open fd; null address pointers ask for no address.
+        let n = unsafe {
+            libc::accept4(
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                flags,
+            )
+        };
+        if n >= 0 {
+            // SAFETY: accept4 just returned this new descriptor; nothing else owns it.
+            return Ok(Some(unsafe { OwnedFd::from_raw_fd(n) }));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+}
+
 /// Sends `sig` to `pid`. Errors (the process is already gone) are ignored.
 pub fn kill(pid: u32, sig: i32) {
     // SAFETY: plain syscall with no memory arguments.
