@@ -222,10 +222,29 @@ def test_a_foreign_option_says_what_to_do(args: list[str], hint: str) -> None:
                        args[0].split("=")[0], hint)
 
 
+@pytest.mark.parametrize(("args", "hint"), [
+    (["serve", "--worker", "2"], "hint: did you mean --workers?"),
+    (["serve", "--timeout-keepalive", "5"], "hint: did you mean --timeout-keep-alive?"),
+    (["serve", "--io-driver", "io_uring"],
+     "hint: did you mean --io-driver uring? (--io-driver takes one of: auto, uring, epoll)"),
+    (["serve", "--log-level", "verbose"],
+     "hint: --log-level takes one of: critical, error, warning, info, debug, trace"),
+    (["serve", "--http", "3"], "hint: --http takes one of: auto, 1, 2"),
+    (["serv"], "hint: did you mean 'uringapi serve'?"),
+])
+def test_a_near_miss_names_what_was_meant(args: list[str], hint: str) -> None:
+    """A misspelt option, a value not among an option's choices, a misspelt command: the
+    hint says what was probably meant and what the option takes, not only to read --help."""
+    command = [str(URINGAPI_BIN), *args]
+    if args[0] == "serve":
+        command[2:2] = ["env_app:app", "--app-dir", str(APPS_DIR)]
+    assert_usage_error(command, None, hint)
+
 
 def test_a_host_name_that_does_not_resolve_says_what_host_takes() -> None:
     assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR), "--host", "no-such-host.invalid"),
                        None, "does not resolve", "give --host an IP address")
+
 
 @pytest.mark.parametrize(("host", "write"), [("0.0.0.0:8000", "--host 0.0.0.0 --port 8000"),
                                             ("http://localhost:8000", "--host localhost --port 8000")])

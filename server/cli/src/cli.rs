@@ -698,6 +698,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
                 eprintln!("hint: the value is {theirs}'s (read when {ours} is not set): fix or unset it, or give the option on the command line");
             } else if let Some(hint) = foreign::hint(&e) {
                 eprintln!("hint: {hint}");
+            } else if let Some(hint) = near_miss(&e) {
+                eprintln!("hint: {hint}");
             } else {
                 eprintln!("hint: run 'uringapi serve --help' to see the options and their values");
             }
@@ -705,6 +707,34 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
         }
     };
     Ok(cli)
+}
+
+/// What clap knows of the mistake: the values an option takes, and the option or value
+/// nearest to a misspelt one. Its own message says so on lines of its own, which the one
+/// `error:` line leaves out.
+fn near_miss(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    if let Some(flag) = foreign::context(e, ContextKind::SuggestedArg) {
+        return Some(format!(
+            "did you mean {flag}? ('uringapi serve --help' lists the options)"
+        ));
+    }
+    if let Some(ContextValue::Strings(subs)) = e.get(ContextKind::SuggestedSubcommand) {
+        let sub = subs.first()?;
+        return Some(format!(
+            "did you mean 'uringapi {sub}'? ('uringapi --help' lists the commands)"
+        ));
+    }
+    let Some(ContextValue::Strings(values)) = e.get(ContextKind::ValidValue) else {
+        return None;
+    };
+    let arg = foreign::context(e, ContextKind::InvalidArg)?;
+    let arg = arg.split([' ', '=']).next()?;
+    let listed = values.join(", ");
+    Some(match foreign::context(e, ContextKind::SuggestedValue) {
+        Some(near) => format!("did you mean {arg} {near}? ({arg} takes one of: {listed})"),
+        None => format!("{arg} takes one of: {listed}"),
+    })
 }
 
 #[cfg(test)]
