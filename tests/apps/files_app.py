@@ -3,7 +3,9 @@ server offers it) and raw pathsend cases, with a record of the ASGI messages sen
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from starlette.applications import Starlette
@@ -11,6 +13,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 DATA_DIR = tempfile.mkdtemp(prefix="uringapi-files-")
+atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)
 BIG = os.path.join(DATA_DIR, "big.bin")
 EMPTY = os.path.join(DATA_DIR, "empty.txt")
 with open(BIG, "wb") as f:
