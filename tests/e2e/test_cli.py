@@ -3,7 +3,9 @@ startup failures that end the server with `error:`/`hint:` instead of a respawn 
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -117,6 +119,29 @@ def test_lifespan_startup_failure(servers: ServerFactory, tmp_path: Path, worker
     assert_failed_cleanly(server, "db down")
     attempts = count_events(log, "startup")
     assert 1 <= attempts <= workers, f"lifespan ran {attempts} times for {workers} worker(s): respawned"
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["front-end", "process-group"])
+def test_a_slow_start_is_reported_and_a_stop_then_shuts_the_ready_workers_down(
+        servers: ServerFactory, tmp_path: Path, group: bool) -> None:
+    """A worker whose lifespan startup does not end (a database that does not answer) left
+    the server silent; stopped then, the workers that were ready were killed without their
+    lifespan shutdown, and a SIGTERM to the whole group (systemd stopping the unit) was
+    reported as a failed start ("worker 1 exited (signal: 15) before it was ready", exit 1).
+    The wait is now reported, and a stop shuts the ready workers down, ends the others and
+    exits 0."""
+    log = tmp_path / "events.log"
+    server = servers.spawn("slow_start_app:app", workers=2,
+                           env={"URINGAPI_TEST_EVENT_LOG": str(log)})
+    server.wait_log(r"INFO waiting for the workers: 1 of 2 ready after 5 s \(each imports the "
+                    r"app and runs its lifespan startup; --timeout-worker-startup is 60 s\)", 30)
+    if group:
+        os.killpg(server.pgid, signal.SIGTERM)
+    else:
+        server.proc.send_signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0, server.diagnostics()
+    assert "stopping before serving: 1 of 2 workers were ready" in server.stderr()
+    assert count_events(log, "shutdown") == 1, server.diagnostics()
 
 
 @pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "so-reuseport"])

@@ -3,6 +3,7 @@
 //! ready or none), start the front-end threads.
 
 use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -322,15 +323,32 @@ pub(super) fn workers(
         workers.0.push(spawn(ctx, i, 1, recycling.draw())?);
     }
     wait_ready(&mut workers, term, seconds(args.timeout_worker_startup))?;
-    if term.load(Ordering::Relaxed) {
+    if term.swap(false, Ordering::Relaxed) {
+        // The ready ones run lifespan shutdown (their startup opened what it closes); the
+        // others, still importing the app or in lifespan startup, end at the SIGTERM. A
+        // second stop signal kills them all.
+        let ready = workers.0.iter().filter(|w| w.ready).count();
+        tracing::info!(
+            "stopping before serving: {ready} of {} workers were ready",
+            workers.0.len()
+        );
+        super::stop_workers(&mut workers, ctx.graceful, || {
+            term.swap(false, Ordering::Relaxed)
+        });
+        tracing::info!("stopped");
         return Ok(None);
     }
     Ok(Some(workers))
 }
 
+/// When a start-up that is taking long is first reported, and how often after that.
+const STARTUP_NOTE_AFTER: Duration = Duration::from_secs(5);
+const STARTUP_NOTE_EVERY: Duration = Duration::from_secs(10);
+
 /// Waits until every worker reports ready; any that dies first ends start-up with its error.
 fn wait_ready(workers: &mut Workers, term: &AtomicBool, limit: Duration) -> Result<(), Failure> {
     let start = Instant::now();
+    let mut note = STARTUP_NOTE_AFTER;
     loop {
         let mut all = true;
         for w in &mut workers.0 {
@@ -341,6 +359,12 @@ fn wait_ready(workers: &mut Workers, term: &AtomicBool, limit: Duration) -> Resu
             }
             all = false;
             if let Some(status) = w.exited() {
+                // A SIGTERM to the whole group (systemd stopping the unit, `kill -TERM
+                // -PGID`) ends a worker still starting and reaches this process too: a stop,
+                // not a failed start. Its handler may run a moment after the worker died.
+                if status.signal() == Some(libc::SIGTERM) && stop_signalled(term) {
+                    return Ok(());
+                }
                 return Err(startup_failure(w, status));
             }
         }
@@ -353,8 +377,31 @@ fn wait_ready(workers: &mut Workers, term: &AtomicBool, limit: Duration) -> Resu
                 "the app's import or lifespan startup is slow or stuck; raise --timeout-worker-startup or fix the app",
             ));
         }
+        if start.elapsed() >= note {
+            // An app that loads a model or waits for its database: say what is going on.
+            tracing::info!(
+                "waiting for the workers: {} of {} ready after {:.0} s (each imports the app and runs its lifespan startup; --timeout-worker-startup is {:.0} s)",
+                workers.0.iter().filter(|w| w.ready).count(),
+                workers.0.len(),
+                note.as_secs_f64(),
+                limit.as_secs_f64()
+            );
+            note += STARTUP_NOTE_EVERY;
+        }
         std::thread::sleep(TICK);
     }
+}
+
+/// Whether a stop signal came, allowing a moment for its handler.
+fn stop_signalled(term: &AtomicBool) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while !term.load(Ordering::Relaxed) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(TICK);
+    }
+    true
 }
 
 /// The worker's own `error:`/`hint:` lines when it printed them, else a generic failure.
