@@ -59,6 +59,14 @@ def test_help_lists_serve_flags() -> None:
         assert flag in out.stdout, f"{flag} missing from `uringapi serve --help`"
 
 
+@pytest.mark.parametrize("args", [["--version"], ["serve", "--version"], ["-V"]])
+def test_version_names_uringapi(args: list[str]) -> None:
+    out = subprocess.run([str(URINGAPI_BIN), *args], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(r"uringapi \d+\.\d+\.\d+\n", out.stdout), out.stdout
+
+
 def test_no_app_serves_builtin_demo(servers: ServerFactory) -> None:
     server = servers.start(None, workers=1, threads=1, app_dir=None)
     with rawhttp.Connection(server.host, server.port) as c:

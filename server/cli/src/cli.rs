@@ -33,8 +33,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Serve an ASGI app: `uringapi serve module:attr --workers N`.
+    // display_name: `serve --version` says `uringapi 0.1.0`, as `uringapi --version` does.
+    #[command(display_name = "uringapi")]
     Serve(Box<ServeArgs>),
     /// Serve a static "Hello, world!" from the front end alone (the benchmark ceiling).
+    #[command(display_name = "uringapi")]
     NativeRef(NativeRefArgs),
 }
 
