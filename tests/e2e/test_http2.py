@@ -215,6 +215,27 @@ def test_sigterm_sends_goaway_and_finishes_the_streams_in_flight(servers: Server
     assert server.wait_exit(HANG_GUARD) == 0
 
 
+def test_a_client_that_never_answers_ping_is_still_closed_once_idle(
+        servers: ServerFactory) -> None:
+    """An idle connection is closed with GOAWAY after --timeout-keep-alive; h2's graceful
+    close sends its final GOAWAY, and closes, only once the client has answered a PING. A
+    client that never answers (this raw one) kept the connection open for as long as the
+    server ran, and held a drain for the whole graceful timeout. Now, with no stream left,
+    the final GOAWAY goes out without the answer (2 s later) and the connection closes."""
+    server, _ = _start(servers, "--timeout-keep-alive", "1", workers=1)
+    sock = _raw(server.port)
+    sock.settimeout(20)  # against a hang: well past the 1 s idle timeout plus the 2 s wait
+    _send(sock, [HeadersFrame(1, _headers_block("/sleep?s=0"),
+                              flags=["END_HEADERS", "END_STREAM"]).serialize()])
+    frames = list(_frames(sock))  # until the connection ends (or the 20 s guard)
+    sock.close()
+    assert any(isinstance(f, HeadersFrame) and f.stream_id == 1 for f in frames), frames
+    goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+    assert goaways and all(f.error_code == 0 for f in goaways), goaways
+    assert goaways[-1].last_stream_id == 1, goaways
+    assert server.proc.poll() is None
+
+
 def _raw(port: int) -> socket.socket:
     sock = socket.create_connection((HOST, port), timeout=HANG_GUARD)
     sock.sendall(PREFACE + SettingsFrame(0).serialize())

@@ -186,6 +186,8 @@ type Accepted = Option<
 enum Turn {
     Drain,
     Idle,
+    /// Draining, and `GOAWAY_ACK_WAIT` has passed since the last turn.
+    DrainTick,
     /// The GOAWAY code, and the defence that fired (`None`: a malformed frame).
     Killed(Reason, Option<Defence>),
     Stream(Accepted),
@@ -276,6 +278,7 @@ async fn drive(
         let turn = monoio::select! {
             _ = hub.drained(), if !draining => Turn::Drain,
             _ = crate::deadline::after(cfg.keep_alive), if idle => Turn::Idle,
+            _ = crate::deadline::after(GOAWAY_ACK_WAIT), if draining => Turn::DrainTick,
             (reason, why) = poll_fn(|cx| match sh
                 .killed
                 .get()
@@ -297,6 +300,14 @@ async fn drive(
                 conn.graceful_shutdown();
                 draining = true;
             }
+            // h2's graceful shutdown sends its final GOAWAY, and then closes, once the client
+            // has answered a PING. A client that never does (RFC 9113 §6.7 says it must)
+            // held the connection, and a drain, for the whole graceful timeout, and an idle
+            // one for ever: once no stream is left, the final GOAWAY goes out without it.
+            Turn::DrainTick if sh.active.get() == 0 => {
+                return go_away_now(&mut conn, Reason::NO_ERROR).await;
+            }
+            Turn::DrainTick => {}
             Turn::Killed(reason, why) => {
                 if let Some(why) = why {
                     tracing::info!(%peer, defence = ?why, "HTTP/2 client past a defence's bound; closing the connection with GOAWAY {reason:?}");
@@ -305,14 +316,7 @@ async fn drive(
                     tracing::debug!(%peer, "HTTP/2 client sent a malformed frame; closing the connection with GOAWAY {reason:?}");
                 }
                 hub.metrics().h2.goaway(reason.into());
-                conn.abrupt_shutdown(reason);
-                // Lets h2 write the GOAWAY and close; bounded, as the client may not read.
-                let _ = monoio::time::timeout(
-                    Duration::from_secs(1),
-                    poll_fn(|cx| conn.poll_closed(cx)),
-                )
-                .await;
-                return;
+                return go_away_now(&mut conn, reason).await;
             }
             Turn::Stream(Some(Ok((req, mut respond)))) => {
                 if edge_whitespace(req.headers()) {
@@ -340,6 +344,17 @@ async fn drive(
         }
     }
 }
+
+/// Sends GOAWAY `reason` at once and lets h2 write it and close; bounded, as the client may
+/// not read.
+async fn go_away_now(conn: &mut h2::server::Connection<H2Io, Bytes>, reason: Reason) {
+    conn.abrupt_shutdown(reason);
+    let _ = monoio::time::timeout(Duration::from_secs(1), poll_fn(|cx| conn.poll_closed(cx))).await;
+}
+
+/// How long a draining connection with no stream left waits for h2's own close (which needs
+/// the client's PING answer, one round trip) before sending the final GOAWAY without it.
+const GOAWAY_ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// A field value that starts or ends with SP or HTAB, which RFC 9113 §8.2.1 makes
 /// malformed (h2 checks the other characters it forbids).
