@@ -2,12 +2,12 @@
 served by another worker, and never runs twice.
 
 Two workers (ops_app). Each of 20 runs blocks one worker's event loop with
-``GET /block?s=3`` (``time.sleep(3)``), and once the app has logged that the block started,
+``GET /block?s=1.5`` (``time.sleep(1.5)``), and once the app has logged that the block started,
 8 fast requests (``GET /pid?s=0.02``, an awaited 20 ms sleep) arrive at once. Dispatch goes by
 fewest requests in flight, so some of them land in the blocked worker's ring before the
 front end has judged it stalled. At --stall-timeout the front end revokes the requests the
 worker has not started (claim words, protocol/src/ring.rs rules 8 to 10) and sends them to
-the healthy worker. Without that they would wait out the 3 s block.
+the healthy worker. Without that they would wait out the 1.5 s block.
 
 What is asserted:
 - every fast request is answered 200 by a worker other than the blocked one, and none takes
@@ -15,7 +15,7 @@ What is asserted:
   head read to the last response byte written), so a client thread that the loaded 2-core
   box schedules late does not count. The budget is --stall-timeout (0.1 s, set explicitly)
   plus the supervisor's 10 ms tick plus the 20 ms handler: about 130 ms, a margin of almost
-  4x, against 3 s when the request waits out the block.
+  4x, against 1.5 s when the request waits out the block.
 - each fast request ran exactly once (one "pid-start" event per tag, checked after every
   blocked worker has drained its ring again: the stale records are claimed and refused);
 - the revocation really happened: the front end logged taking requests back.
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.uringapi_only  # claim/revoke is uringapi's
 APP = "ops_app:app"
 RUNS = 20
 FAST = 8
-BLOCK_S = 3
+BLOCK_S = 1.5
 LIMIT_MS = 500.0
 GUARD = 30.0  # hang guard for each bounded wait
 
