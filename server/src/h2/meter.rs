@@ -130,6 +130,8 @@ pub struct Trip {
     last: Cell<u8>,
     /// RST_STREAM frames seen.
     resets: Cell<u64>,
+    /// Frames seen (of every type).
+    frames: Cell<u64>,
     /// A frame that breaks RFC 9113 in a way h2 would report with the wrong code.
     wrong: Cell<Option<Reason>>,
 }
@@ -142,6 +144,11 @@ impl Trip {
             return Some((reason, None));
         }
         self.hit.get().map(|d| (Reason::ENHANCE_YOUR_CALM, Some(d)))
+    }
+
+    /// How many frames the client has sent so far.
+    pub fn frames(&self) -> u64 {
+        self.frames.get()
     }
 
     pub fn set_waker(&self, waker: &Waker) {
@@ -477,6 +484,7 @@ impl Meter {
         self.follow_block(kind, flags, stream, len);
         let t = &self.trip;
         t.last.set(kind);
+        t.frames.set(t.frames.get() + 1);
         match kind {
             0x1 => t.block.set(usize::from(flags & END_HEADERS == 0)),
             0x9 if flags & END_HEADERS == 0 => t.block.set(t.block.get() + 1),

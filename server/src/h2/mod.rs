@@ -273,6 +273,8 @@ async fn drive(
         driver: Cell::new(None),
     });
     let mut draining = false;
+    // The client's frame count when the drain began (its PING answer would add one).
+    let mut frames_at_drain = 0;
     loop {
         let idle = sh.active.get() == 0 && !draining;
         let turn = monoio::select! {
@@ -299,12 +301,16 @@ async fn drive(
             Turn::Drain | Turn::Idle => {
                 conn.graceful_shutdown();
                 draining = true;
+                frames_at_drain = meter.frames();
             }
             // h2's graceful shutdown sends its final GOAWAY, and then closes, once the client
             // has answered a PING. A client that never does (RFC 9113 §6.7 says it must)
             // held the connection, and a drain, for the whole graceful timeout, and an idle
-            // one for ever: once no stream is left, the final GOAWAY goes out without it.
-            Turn::DrainTick if sh.active.get() == 0 => {
+            // one for ever. One that has sent nothing at all since (no answer, no window
+            // update) while no stream is left gets the final GOAWAY without it. A client
+            // that is still reading, and answering, is left to h2's close, which first
+            // sends what h2 still holds for it.
+            Turn::DrainTick if sh.active.get() == 0 && meter.frames() == frames_at_drain => {
                 return go_away_now(&mut conn, Reason::NO_ERROR).await;
             }
             Turn::DrainTick => {}
