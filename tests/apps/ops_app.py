@@ -25,7 +25,7 @@ Routes (query parameters in brackets; `tag` is copied into the event lines):
   GET /headers            {"pid", "headers": [[name, value], ...]} as the app received them
   GET /thread [tag]       starts a non-daemon thread named "poller-<tag>" that never ends (a
                           background poller started without daemon=True), answers {"pid"}
-  GET /ignore-sigterm      sets SIGTERM to SIG_IGN in this worker (as an app or library may)
+  GET /ignore-sigterm     sets SIGTERM to SIG_IGN in this worker (as an app or library may)
   POST /wait-disconnect [tag]
                           reads the whole body, records "wait-start", then awaits receive()
                           until it returns http.disconnect, records "disconnect-seen", and

@@ -154,16 +154,26 @@ fn usage(error: String, hint: &str) -> Failure {
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
+    /// A fresh folder for one test's socket, removed when the test ends.
+    struct Tmp(PathBuf);
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tmp(name: &str) -> (Tmp, PathBuf) {
         let dir = std::env::temp_dir().join(format!("uringapi-uds-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join("s.sock")
+        let path = dir.join("s.sock");
+        (Tmp(dir), path)
     }
 
     #[test]
     fn binds_applies_perms_and_removes_the_file_when_dropped() {
-        let path = tmp("bind");
+        let (_dir, path) = tmp("bind");
         let (listener, file) = bind(&path, Some(0o600), 16).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -175,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_stale_socket_is_replaced_and_a_live_one_refused() {
-        let path = tmp("stale");
+        let (_dir, path) = tmp("stale");
         // A listener that went away leaves its file: stale.
         drop(UnixListener::bind(&path).unwrap());
         assert!(path.exists());
@@ -194,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_regular_file_or_a_missing_folder_is_refused() {
-        let path = tmp("file");
+        let (_dir, path) = tmp("file");
         std::fs::write(&path, b"keep me").unwrap();
         let e = bind(&path, None, 16).unwrap_err();
         assert!(e.error.contains("not a socket"), "{}", e.error);
@@ -206,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_replaced_file_is_left_alone() {
-        let path = tmp("replaced");
+        let (_dir, path) = tmp("replaced");
         let (listener, file) = bind(&path, None, 16).unwrap();
         // Replaced while we still listen, as in a real server: our bound socket holds its
         // inode, so the newcomer's file cannot reuse the number (after we stop listening it
