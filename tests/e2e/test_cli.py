@@ -129,6 +129,14 @@ def test_lifespan_startup_failure(servers: ServerFactory, tmp_path: Path, worker
     assert 1 <= attempts <= workers, f"lifespan ran {attempts} times for {workers} worker(s): respawned"
 
 
+def test_a_worker_startup_timeout_of_zero_means_no_limit(servers: ServerFactory) -> None:
+    """0 turns a timeout off everywhere else (--timeout, --timeout-header-read, ...); here it
+    used to fail every start at once ("workers did not become ready within 0 s")."""
+    server = servers.start(None, app_dir=None, extra_args=("--timeout-worker-startup", "0"))
+    with rawhttp.Connection(server.host, server.port) as c:
+        assert c.request("GET", "/").status == 200
+
+
 @pytest.mark.parametrize("group", [False, True], ids=["front-end", "process-group"])
 def test_a_slow_start_is_reported_and_a_stop_then_shuts_the_ready_workers_down(
         servers: ServerFactory, tmp_path: Path, group: bool) -> None:

@@ -194,8 +194,8 @@ pub struct ServeArgs {
         env = "URINGAPI_TIMEOUT_GRACEFUL_SHUTDOWN"
     )]
     pub timeout_graceful_shutdown: f64,
-    /// Seconds a worker has to import the app and finish lifespan startup (a longer wait is
-    /// logged after 5 s, then every 10 s).
+    /// Seconds a worker has to import the app and finish lifespan startup (0: no limit; a
+    /// longer wait is logged after 5 s, then every 10 s).
     #[arg(long, value_parser = parse_non_negative, default_value_t = 60.0, env = "URINGAPI_TIMEOUT_WORKER_STARTUP")]
     pub timeout_worker_startup: f64,
     /// Do not send a Date header.

@@ -322,18 +322,24 @@ pub(super) fn workers(
     for i in 0..args.workers as usize {
         workers.0.push(spawn(ctx, i, 1, recycling.draw())?);
     }
-    wait_ready(&mut workers, term, seconds(args.timeout_worker_startup))?;
+    wait_ready(
+        &mut workers,
+        term,
+        limit_seconds(args.timeout_worker_startup),
+    )?;
     if term.swap(false, Ordering::Relaxed) {
         // The ready ones run lifespan shutdown (their startup opened what it closes); the
         // others, still importing the app or in lifespan startup, end at the SIGTERM. A
-        // second stop signal kills them all.
+        // second stop signal kills them all (not the first one delivered twice, as in
+        // `shut_down`).
         let ready = workers.0.iter().filter(|w| w.ready).count();
         tracing::info!(
             "stopping before serving: {ready} of {} workers were ready",
             workers.0.len()
         );
+        let first = Instant::now();
         super::stop_workers(&mut workers, ctx.graceful, || {
-            term.swap(false, Ordering::Relaxed)
+            term.swap(false, Ordering::Relaxed) && first.elapsed() >= super::SAME_SIGNAL
         });
         tracing::info!("stopped");
         return Ok(None);
@@ -379,12 +385,15 @@ fn wait_ready(workers: &mut Workers, term: &AtomicBool, limit: Duration) -> Resu
         }
         if start.elapsed() >= note {
             // An app that loads a model or waits for its database: say what is going on.
+            let limit = match limit {
+                crate::config::FOREVER => "off".to_string(),
+                l => format!("{:.0} s", l.as_secs_f64()),
+            };
             tracing::info!(
-                "waiting for the workers: {} of {} ready after {:.0} s (each imports the app and runs its lifespan startup; --timeout-worker-startup is {:.0} s)",
+                "waiting for the workers: {} of {} ready after {:.0} s (each imports the app and runs its lifespan startup; --timeout-worker-startup is {limit})",
                 workers.0.iter().filter(|w| w.ready).count(),
                 workers.0.len(),
                 note.as_secs_f64(),
-                limit.as_secs_f64()
             );
             note += STARTUP_NOTE_EVERY;
         }
