@@ -46,9 +46,7 @@ impl Accepting {
         match self {
             Self::Tcp(l) => {
                 let (sock, peer) = l.cancelable_accept(cancel).await?;
-                let local = sock.local_addr().unwrap_or(peer);
-                let _ = sock.set_nodelay(true);
-                Ok((Socket::Tcp(sock), Peer(Some(peer)), Some(local)))
+                Ok(tcp(sock, peer))
             }
             Self::Unix(l) => {
                 let (sock, _) = l.cancelable_accept(cancel).await?;
@@ -96,10 +94,7 @@ impl Accepting {
             Self::Tcp(_) => {
                 let sock = std::net::TcpStream::from(fd);
                 let peer = sock.peer_addr()?;
-                let local = sock.local_addr().unwrap_or(peer);
-                let _ = sock.set_nodelay(true);
-                let sock = monoio::net::TcpStream::from_std(sock)?;
-                (Socket::Tcp(sock), Peer(Some(peer)), Some(local))
+                tcp(monoio::net::TcpStream::from_std(sock)?, peer)
             }
             Self::Unix(_) => {
                 let sock = monoio::net::UnixStream::from_std(fd.into())?;
@@ -107,6 +102,14 @@ impl Accepting {
             }
         })
     }
+}
+
+/// An accepted TCP connection as the threads serve it: no Nagle delay, with its local
+/// address.
+fn tcp(sock: monoio::net::TcpStream, peer: SocketAddr) -> (Socket, Peer, Option<SocketAddr>) {
+    let local = sock.local_addr().unwrap_or(peer);
+    let _ = sock.set_nodelay(true);
+    (Socket::Tcp(sock), Peer(Some(peer)), Some(local))
 }
 
 /// Who is on the other end: an IP address, or `None` on a Unix socket.
