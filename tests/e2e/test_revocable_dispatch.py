@@ -1,13 +1,14 @@
 """Revocable dispatch: a request that waits in a blocked worker's ring is taken back and
 served by another worker, and never runs twice.
 
-Two workers (ops_app). Each of 20 runs blocks one worker's event loop with
-``GET /block?s=1.5`` (``time.sleep(1.5)``), and once the app has logged that the block started,
-8 fast requests (``GET /pid?s=0.02``, an awaited 20 ms sleep) arrive at once. Dispatch goes by
-fewest requests in flight, so some of them land in the blocked worker's ring before the
-front end has judged it stalled. At --stall-timeout the front end revokes the requests the
-worker has not started (claim words, protocol/src/ring.rs rules 8 to 10) and sends them to
-the healthy worker. Without that they would wait out the 1.5 s block.
+Two workers (ops_app). Each of 8 runs (about 3 requests are taken back in each) blocks one
+worker's event loop with ``GET /block?s=1.5`` (``time.sleep(1.5)``), and once the app has
+logged that the block started, 8 fast requests (``GET /pid?s=0.02``, an awaited 20 ms sleep)
+arrive at once. Dispatch goes by fewest requests in flight, so some of them land in the
+blocked worker's ring before the front end has judged it stalled. At --stall-timeout the
+front end revokes the requests the worker has not started (claim words, protocol/src/ring.rs
+rules 8 to 10) and sends them to the healthy worker. Without that they would wait out the
+1.5 s block.
 
 What is asserted:
 - every fast request is answered 200 by a worker other than the blocked one, and none takes
@@ -37,7 +38,7 @@ from harness import Server, ServerFactory
 pytestmark = pytest.mark.uringapi_only  # claim/revoke is uringapi's
 
 APP = "ops_app:app"
-RUNS = 20
+RUNS = 8
 FAST = 8
 BLOCK_S = 1.5
 LIMIT_MS = 500.0
