@@ -63,7 +63,7 @@ loom:
 
 # The suites run E2E_JOBS at a time (pytest-xdist; each test starts its own servers on free
 # ports): much of their time is spent waiting on timeouts, so two at a time on two cores
-# take 5.5 minutes instead of 8.5. The quick bench run measures CPU per request: it runs
+# take 4.3 to 5.5 minutes instead of 8.5. The quick bench run measures CPU per request: it runs
 # alone, after them.
 E2E_JOBS ?= 2
 QUICK_BENCH := tests/bench/test_bench_quick.py

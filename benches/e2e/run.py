@@ -13,7 +13,7 @@ Writes benches/results/<date>.{json,md,png} and, for full runs, the README
 section between <!-- bench:start --> and <!-- bench:end -->.
 
     .venv/bin/python benches/e2e/run.py            # full run, both policies (1½–2 hours on 2 CPUs)
-    .venv/bin/python benches/e2e/run.py --quick    # about a minute, README untouched
+    .venv/bin/python benches/e2e/run.py --quick    # about 4½ minutes on 2 CPUs, README untouched
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from benchkit import blocking, cells, idle, paths, prereqs, servers
 
 QUICK = {
     "rounds": 1, "duration": 3, "warmup": 1, "blocking_duration": 2, "policies": ["batch"], "probe_duration": 1,
-    "idle_connections": idle.QUICK_CONNECTIONS, "ws_idle": 1000,
+    "probe_warmup": 0, "idle_connections": idle.QUICK_CONNECTIONS, "ws_idle": 1000,
 }  # fmt: skip
 FULL = {"rounds": 3, "duration": 10, "warmup": 2, "policies": list(servers.POLICIES), "probe_duration": 2,
-        "idle_connections": idle.DEFAULT_CONNECTIONS, "ws_idle": 10_000}  # fmt: skip
+        "probe_warmup": 1, "idle_connections": idle.DEFAULT_CONNECTIONS, "ws_idle": 10_000}  # fmt: skip
 """Presets for options left unset; a full run's --blocking-duration follows --duration."""
 
 
@@ -56,6 +56,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--probe-duration", type=_positive_int, help="seconds of wrk per config-search probe (full 2, quick 1)"
+    )
+    p.add_argument(
+        "--probe-warmup",
+        type=_non_negative_int,
+        help="seconds of load before each probe's measured seconds (full 1, quick 0: the quick run "
+        "checks the harness, not the choice; WebSocket probes take at most 0.5)",
     )
     p.add_argument(
         "--no-search",
@@ -158,6 +164,13 @@ def _policies(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of {', '.join(servers.POLICIES)}")
     return list(dict.fromkeys(names))
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of seconds")
+    return value
 
 
 def _positive_int(text: str) -> int:

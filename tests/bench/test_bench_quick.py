@@ -77,6 +77,8 @@ def test_json_describes_machine_and_servers(quick_run: tuple[Path, subprocess.Co
     assert doc["machine"]["kernel"] and doc["machine"]["python"]
     assert doc["machine"]["wrk"].startswith("wrk")
     assert doc["config"]["cells"] == list(QUICK_CELLS)
+    # A quick run's config probes measure from a cold start (full runs warm up for 1 s).
+    assert doc["config"]["probe_warmup_s"] == 0
     assert set(doc["servers"]) == set(ALL_SERVERS)
     assert doc["servers"]["uvicorn"]["status"] == "available"
     for name, info in doc["servers"].items():

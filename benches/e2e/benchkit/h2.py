@@ -63,6 +63,8 @@ class H2Plan:
     probe_s: int | None = None
     """Seconds of h2load per config-search probe; None: no search (every server at
     `--workers`/`--threads` and its HTTP/2 defaults)."""
+    probe_warmup_s: int = 1
+    """Seconds of h2load before each probe's measured ones (none when 0)."""
     configs: dict[int, dict[str, search.Config]] | None = None
     """{connections: {server: config}} found by the search."""
 
@@ -114,7 +116,8 @@ def _probe(plan: Plan, hp: H2Plan, server: Server, connections: int, config: sea
     assert hp.probe_s is not None
     try:
         with process.running(cmd, CELL, port, log, {**plan.env, **server.env(CELL)}, probe=probe):
-            h2load(hp, url, connections, search.PROBE_WARMUP_S)
+            if hp.probe_warmup_s:
+                h2load(hp, url, connections, hp.probe_warmup_s)
             result = h2load(hp, url, connections, hp.probe_s)
     except (process.ServerError, OSError) as exc:
         probes.append({"config": config, "rps": None, "error": str(exc).splitlines()[0] if str(exc) else "?"})
@@ -278,14 +281,14 @@ def describe(plan: Plan, hp: H2Plan) -> dict[str, Any]:
 
 
 def cell(plan: Plan, h2load_path: str | None, skipped: str | None = None,
-         probe_s: int | None = None) -> dict[str, Any]:  # fmt: skip
+         probe_s: int | None = None, probe_warmup_s: int = 1) -> dict[str, Any]:  # fmt: skip
     """The cell's part of the results document (session.py); `probe_s` None: no config search."""
     if h2load_path is None:
         return {"skipped": skipped or "disabled with --no-h2"}
     servers = [s for s in plan.servers if s.name in SERVERS and s.runs(CELL)]
     if not servers:
         return {"skipped": "no selected server speaks HTTP/2 (uringapi, granian)"}
-    hp = H2Plan(h2load_path, probe_s=probe_s)
+    hp = H2Plan(h2load_path, probe_s=probe_s, probe_warmup_s=probe_warmup_s)
     shapes = " and ".join(f"{c}×{hp.streams}" for c in hp.shapes)
     say(f"http/2: h2load over {shapes} connections×streams, h2c prior knowledge, `{CELL.target}`")
     found: dict[int, dict[str, dict[str, Any]]] = {}

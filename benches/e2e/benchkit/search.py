@@ -13,7 +13,8 @@ The search walks one knob at a time (coordinate descent): starting from the defa
 (`--workers`, `--threads`, each option left out), it tries every other value of the first
 knob and keeps the best, then the next knob from there. Cheaper than every combination,
 and each knob is tried in the best setting of the ones before. A probe is one server
-start and `--probe-duration` seconds of wrk after a 1 s warm-up; its score is requests/s.
+start and `--probe-duration` seconds of wrk after `--probe-warmup` seconds of it (full runs
+1, quick runs none); its score is requests/s.
 A probe that fails is recorded with its error and never chosen.
 """
 
@@ -31,12 +32,12 @@ from .cells import Cell
 from .servers import Server, Settings
 
 Config = dict[str, Any]
-PROBE_WARMUP_S = 1
 
 
 @dataclass(frozen=True)
 class SearchPlan:
     probe_s: int
+    warmup_s: int = 1
     cpus: int = len(os.sched_getaffinity(0))
 
 
@@ -120,7 +121,8 @@ def _probe(
     cmd = server.command(cell, port, settings, metrics_port, policy)
     try:
         with process.running(cmd, cell, port, log, {**plan.env, **server.env(cell)}):
-            wrk.run(plan.wrk, cell, port, PROBE_WARMUP_S, plan.shape)
+            if sp.warmup_s:
+                wrk.run(plan.wrk, cell, port, sp.warmup_s, plan.shape)
             result = wrk.run(plan.wrk, cell, port, sp.probe_s, plan.shape)
     except (process.ServerError, wrk.WrkError, OSError) as exc:
         probes.append({"config": config, "rps": None, "error": str(exc).splitlines()[0] if str(exc) else "?"})

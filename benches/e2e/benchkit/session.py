@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, cells: list[Cell], servers: list[Server], wrk:
     found: dict[str, Any] = {"skipped": "disabled with --no-search"}
     if not args.no_search:
         _say(f"config search: {args.probe_duration} s wrk probes per setting, one knob at a time")
-        found = search.run_all(plan, search.SearchPlan(probe_s=args.probe_duration))
+        found = search.run_all(plan, search.SearchPlan(args.probe_duration, args.probe_warmup))
         configs = {
             cell: {server: {policy: r["config"] for policy, r in by_policy.items()} for server, by_policy in s.items()}
             for cell, s in found.items()
@@ -275,7 +275,7 @@ def _websocket(args: argparse.Namespace, plan: runner.Plan) -> Doc:
     found: Doc = {"skipped": "disabled with --no-search"}
     if not args.no_search:
         _say(f"websocket config search: {args.probe_duration} s echo probes per setting (benchkit/websocket.py)")
-        wp, found = websocket.search_peers(plan, wp, args.probe_duration)
+        wp, found = websocket.search_peers(plan, wp, args.probe_duration, args.probe_warmup)
     outcome = websocket.run(plan, wp)
     return {
         **websocket.describe(plan, wp),
@@ -294,7 +294,8 @@ def _h2(args: argparse.Namespace, plan: runner.Plan) -> Doc:
     except prereqs.SetupError as exc:
         _say(f"skip: HTTP/2 cell: {exc} (hint: {exc.hint})")
         return h2.cell(plan, None, str(exc))
-    return h2.cell(plan, binary, probe_s=None if args.no_search else args.probe_duration)
+    return h2.cell(plan, binary, probe_s=None if args.no_search else args.probe_duration,
+                   probe_warmup_s=args.probe_warmup)
 
 
 def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
@@ -307,6 +308,7 @@ def _config(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
         "policies": list(args.policies),
         "search": not args.no_search,
         "probe_duration_s": args.probe_duration,
+        "probe_warmup_s": args.probe_warmup,
         "wrk_threads": WRK_THREADS,
         "connections": args.connections,
         "blocking_duration_s": args.blocking_duration,

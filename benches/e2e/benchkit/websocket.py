@@ -95,7 +95,8 @@ def _start(plan: Plan, server: Server, name: str, r: int, wp: WsPlan | None = No
 
 
 PROBE_WARMUP_S = 0.5
-"""Echo before each search probe's window (the server has started and answered already)."""
+"""Echo before each search probe's window, at most (the server has started and answered
+already); none when the run's --probe-warmup is 0."""
 
 
 def ws_knobs(server: Server, base_workers: int, cpus: int, help_text: str) -> list[tuple[str, list[Any]]]:
@@ -112,7 +113,7 @@ def ws_knobs(server: Server, base_workers: int, cpus: int, help_text: str) -> li
     return out
 
 
-def search_peers(plan: Plan, wp: WsPlan, probe_s: float) -> tuple[WsPlan, dict[str, Any]]:
+def search_peers(plan: Plan, wp: WsPlan, probe_s: float, warmup_s: float) -> tuple[WsPlan, dict[str, Any]]:
     """Each peer's best WebSocket config (module docstring), printed; the plan to run with
     them and, per server, {"config", "msgs_per_s", "probes"} for the JSON."""
     policy = blocking.policy(plan)
@@ -126,7 +127,7 @@ def search_peers(plan: Plan, wp: WsPlan, probe_s: float) -> tuple[WsPlan, dict[s
             continue
         # granian's workers and runtime threads together (one worker with two threads can
         # beat two workers, as in the h2 cell's search); the rest one at a time.
-        result = search.descend(dims, partial(_probe, plan, wp, server, policy, probe_s),
+        result = search.descend(dims, partial(_probe, plan, wp, server, policy, probe_s, min(warmup_s, PROBE_WARMUP_S)),
                                 grid=frozenset({"workers", "--runtime-threads"}))
         configs[server.name] = result["config"]
         found[server.name] = {"config": result["config"], "msgs_per_s": result["rps"], "probes": result["probes"]}
@@ -136,7 +137,8 @@ def search_peers(plan: Plan, wp: WsPlan, probe_s: float) -> tuple[WsPlan, dict[s
     return replace(wp, configs=configs), found
 
 
-def _probe(plan: Plan, wp: WsPlan, server: Server, policy: str, probe_s: float, config: search.Config,
+def _probe(plan: Plan, wp: WsPlan, server: Server, policy: str, probe_s: float, warmup_s: float,
+           config: search.Config,
            probes: list[dict[str, Any]]) -> float | None:
     """One search probe: a fresh server at `config`, 64 B echo over the cell's connections."""
     settings = search.settings_for(plan.settings, config)
@@ -145,7 +147,7 @@ def _probe(plan: Plan, wp: WsPlan, server: Server, policy: str, probe_s: float, 
     cmd = server.command(CELL, port, settings, None, policy)
     try:
         with process.running(cmd, CELL, port, log, {**plan.env, **server.env(CELL)}):
-            result = wsload.echo_rust(prereqs.build_ws_echo(), port, wp.connections, wp.sizes[0], PROBE_WARMUP_S,
+            result = wsload.echo_rust(prereqs.build_ws_echo(), port, wp.connections, wp.sizes[0], warmup_s,
                                       probe_s, lambda _edge: None)
     except (process.ServerError, wsload.LoadError, OSError) as exc:
         probes.append({"config": config, "msgs_per_s": None, "error": str(exc).splitlines()[0] if str(exc) else "?"})
