@@ -350,6 +350,9 @@ def test_missing_env_file_and_bad_host_are_usage_errors(tmp_path: Path) -> None:
     assert_usage_error(base + ["--env-file", str(tmp_path / "nope.env")], None, "nope.env")
     assert_usage_error(base + ["--host", "no-such-host.invalid"], None, "no-such-host.invalid")
     assert_usage_error(base + ["--header", "bad header: x"], None, "header")
+    # A root path without its leading slash would prefix every path with "api" (no route matches).
+    assert_usage_error(base + ["--root-path", "api"], None, "--root-path", "/api")
+    assert_usage_error(base, {"URINGAPI_ROOT_PATH": "api/v1"}, "/api/v1")
 
 
 def test_fd_serves_an_inherited_socket() -> None:

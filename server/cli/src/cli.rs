@@ -14,8 +14,8 @@ use uringapi_server::statics::{parse_mount, Mount};
 use crate::foreign::{self, context};
 use crate::tls::TlsArgs;
 use crate::values::{
-    parse_header, parse_non_negative, parse_octal_mode, FormatArg, HttpModeArg, IoDriverArg,
-    LifespanArg, LogLevelArg, SchedArg, WsModeArg,
+    parse_header, parse_non_negative, parse_octal_mode, parse_root_path, FormatArg, HttpModeArg,
+    IoDriverArg, LifespanArg, LogLevelArg, SchedArg, WsModeArg,
 };
 
 /// uringapi: serve ASGI apps (FastAPI, Starlette, Litestar) from an io_uring front end and
@@ -225,8 +225,9 @@ pub struct ServeArgs {
         env = "URINGAPI_SERVER_HEADER"
     )]
     pub server_header: bool,
-    /// ASGI root_path, for apps mounted below a prefix by a proxy.
-    #[arg(long, default_value = "", env = "URINGAPI_ROOT_PATH")]
+    /// ASGI root_path, for apps mounted below a prefix by a proxy: empty, or a path starting
+    /// with / (`/api`).
+    #[arg(long, default_value = "", value_parser = parse_root_path, env = "URINGAPI_ROOT_PATH")]
     pub root_path: String,
     /// Seconds a worker's event loop may stay silent before the worker is killed (SIGABRT,
     /// which prints its Python stack, then SIGKILL) and replaced; 0 turns it off.

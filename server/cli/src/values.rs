@@ -134,6 +134,23 @@ pub fn parse_non_negative(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--root-path`: empty, or a path that starts with `/` (`/api`), as the ASGI spec's
+/// `root_path` is a prefix of `path`. `api` would make every path `api/...`, which no
+/// router matches (uvicorn takes it and the app answers 404 to everything).
+pub fn parse_root_path(s: &str) -> Result<String, String> {
+    if !(s.is_empty() || s.starts_with('/')) {
+        return Err(format!("{s:?} does not start with '/' (e.g. /{s})"));
+    }
+    if s.bytes()
+        .any(|b| b.is_ascii_control() || b == b'?' || b == b'#')
+    {
+        return Err(format!(
+            "{s:?} is not a path: it has a control character, '?' or '#'"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 /// `--uds-perms`: an octal file mode (`660`, `0660`, `0o660`), at most `777`.
 pub fn parse_octal_mode(s: &str) -> Result<u32, String> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
@@ -168,6 +185,17 @@ mod tests {
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: x").is_err());
         assert!(parse_header("X-A: a\r\nInjected: 1").is_err());
+    }
+
+    #[test]
+    fn root_paths_start_with_a_slash() {
+        assert_eq!(parse_root_path(""), Ok(String::new()));
+        assert_eq!(parse_root_path("/api/v1"), Ok("/api/v1".into()));
+        let err = parse_root_path("api").unwrap_err();
+        assert!(err.contains("(e.g. /api)"), "{err}");
+        for bad in ["/api?x=1", "/a#b", "/a\nb", "/a\tb"] {
+            assert!(parse_root_path(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
