@@ -346,6 +346,32 @@ def test_each_flood_is_cut_off_with_enhance_your_calm_and_counted(
     bystander.close()
 
 
+def test_a_clients_protocol_errors_write_no_log_lines_at_info(
+        h2_server: tuple[Server, int]) -> None:
+    """What a client gets wrong is logged at debug, as over HTTP/1.1 (floods excepted): a
+    line at info per bad connection, or per bad frame, is one any client can make us write.
+    A PING ack the server never asked for is ignored, as RFC 9113 §6.7 allows, but the h2
+    crate warned about each (2,000 lines here, one per 17 bytes sent); DATA on a stream never
+    opened ends the connection with GOAWAY PROTOCOL_ERROR, and its line was at info."""
+    server, _ = h2_server
+    before = len(server.stderr().splitlines())
+    acks = [PingFrame(0, opaque_data=i.to_bytes(8, "big"), flags=["ACK"]).serialize() for i in range(2000)]
+    with _raw(server.port) as sock:
+        _send(sock, [*acks, HeadersFrame(1, _headers_block(), flags=["END_HEADERS", "END_STREAM"]).serialize()])
+        # The answer comes after every ack was read (one connection's frames, in order).
+        answer = next(f for f in _frames(sock) if isinstance(f, HeadersFrame) and f.stream_id == 1)
+        assert hpack.Decoder().decode(answer.data)[0] == (":status", "200")
+    for _ in range(3):
+        with _raw(server.port) as sock:
+            _send(sock, [DataFrame(5, b"never opened").serialize()])
+            assert _goaway_code(sock) == 1  # PROTOCOL_ERROR
+    # Logging is synchronous in the front end: each connection's lines were written before
+    # its GOAWAY went out.
+    grown = server.stderr().splitlines()[before:]
+    assert not [line for line in grown if "PING" in line or "GOAWAY" in line], grown[:5]
+    assert len(grown) < 10, grown[:20]
+
+
 def test_expect_100_continue_is_answered_before_the_body(h2_server: tuple[Server, int]) -> None:
     """RFC 9110 §10.1.1 over HTTP/2: a request with `expect: 100-continue` and a body gets
     an informational HEADERS (:status 100) on its stream before the client sends the body

@@ -588,7 +588,11 @@ impl NativeRefArgs {
 
 pub fn init_logging(level: LogLevel, colors: Option<bool>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("URINGAPI_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{},monoio=warn", level.filter()))
+        tracing_subscriber::EnvFilter::new(format!(
+            "{},monoio=warn,h2={}",
+            level.filter(),
+            h2_filter(level)
+        ))
     });
     use std::io::IsTerminal;
     let ansi = colors.unwrap_or_else(|| std::io::stderr().is_terminal());
@@ -598,6 +602,17 @@ pub fn init_logging(level: LogLevel, colors: Option<bool>) {
         .with_target(false)
         .with_ansi(ansi)
         .try_init();
+}
+
+/// The h2 crate's own events: below `trace`, errors only. It warns once per frame a client
+/// gets wrong in a way it shrugs off (a PING ack nobody asked for): a log line any client
+/// could make us write per 17 bytes it sends. What clients do wrong is logged by us, once
+/// per connection (h2/mod.rs); its per-frame debug events are for `--log-level trace`.
+fn h2_filter(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Trace => "trace",
+        _ => "error",
+    }
 }
 
 /// The options uvicorn also reads from `UVICORN_<ID>` that have the same name and meaning

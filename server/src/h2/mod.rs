@@ -338,10 +338,14 @@ async fn drive(
                 if e.is_go_away() && !e.is_remote() {
                     let code = e.reason().map_or(u32::MAX, u32::from);
                     hub.metrics().h2.goaway(code);
+                    // A flood h2 cut off is worth a line at info, as ours are; any other
+                    // protocol error is the client's, logged at debug as over HTTP/1.1.
                     if let Some(d) = meter::classify(&e, &meter) {
                         hub.metrics().h2.defence(d);
+                        tracing::info!(%peer, defence = ?d, error = %e, "HTTP/2 client past a defence's bound; connection closed with GOAWAY");
+                    } else {
+                        tracing::debug!(%peer, error = %e, "HTTP/2 connection closed with GOAWAY");
                     }
-                    tracing::info!(%peer, error = %e, "HTTP/2 connection closed with GOAWAY");
                 } else {
                     tracing::debug!(%peer, error = %e, "HTTP/2 connection ended");
                 }
