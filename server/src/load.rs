@@ -161,6 +161,14 @@ impl LoadTable {
     pub fn get(&self, i: usize) -> &WorkerLoad {
         &self.slots[i]
     }
+
+    /// Open WebSockets over every worker.
+    pub fn websockets_open(&self) -> u32 {
+        self.slots
+            .iter()
+            .map(|w| w.ws.open.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 """WebSockets across the server's life: a worker killed with SIGKILL closes the sockets
 pinned to it with 1011 (RFC 6455 §7.4.1: the server met an unexpected condition) while the
 other worker's sockets carry on and new connections are served; SIGTERM closes open
-WebSockets with 1001 (going away) once --timeout-graceful-shutdown has passed.
+WebSockets with 1001 (going away) once --timeout-graceful-shutdown has passed, and says so
+in one log line.
 
 URINGAPI_TEST_SERVER=uvicorn runs them against uvicorn too, which shows the tests observe
 what they claim; uvicorn's own answers differ and are the `UVICORN` values below: a killed
@@ -89,8 +90,17 @@ def test_sigterm_closes_open_websockets_with_1001(servers: ServerFactory,
                                                   tmp_path: Path) -> None:
     server = start(servers, tmp_path, "fastapi", "--timeout-graceful-shutdown", "1",
                    workers=1, threads=1)
-    with connect(server.url("/ws/echo?tag=term"), open_timeout=GUARD) as ws:
-        echo_ok(ws, "before SIGTERM")
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(connect(server.url(f"/ws/echo?tag=term{i}"), open_timeout=GUARD))
+                   for i in range(3)]
+        for i, ws in enumerate(sockets):
+            echo_ok(ws, f"before SIGTERM {i}")
         server.server.proc.send_signal(signal.SIGTERM)
-        assert closed_code(ws) == SIGTERM_CODE[SERVER_KIND]
+        for ws in sockets:
+            assert closed_code(ws) == SIGTERM_CODE[SERVER_KIND]
     assert server.server.wait_exit(GUARD) is not None, "the server did not exit after SIGTERM"
+    if SERVER_KIND == "uringapi":
+        # One line says what happens to them all, with their number (not a line each: a
+        # server holding 10,000 would write 10,000).
+        lines = [line for line in server.server.stderr().splitlines() if "WebSocket" in line]
+        assert len(lines) == 1 and "websockets=3" in lines[0] and "close 1001" in lines[0], lines

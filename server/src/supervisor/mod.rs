@@ -168,6 +168,14 @@ fn shut_down(
         );
     } else {
         tracing::info!("shutting down: draining connections (SIGTERM or Ctrl-C again to stop now)");
+        let websockets = sup.load.websockets_open();
+        if websockets > 0 {
+            tracing::info!(
+                websockets,
+                "open WebSockets get --timeout-graceful-shutdown ({} s), then close 1001",
+                sup.ctx.graceful.as_secs_f64()
+            );
+        }
     }
     for m in mailboxes {
         m.post(if forced {

@@ -456,7 +456,8 @@ impl Conn {
                 Step::Drain => {
                     drained = true;
                     let until = Instant::now() + cfg.graceful;
-                    tracing::info!(peer = %self.peer, "draining: the open WebSocket gets --timeout-graceful-shutdown ({} s), then close 1001", cfg.graceful.as_secs_f64());
+                    // One line for them all comes from the supervisor, with their number.
+                    tracing::debug!(peer = %self.peer, "draining: the open WebSocket gets --timeout-graceful-shutdown ({} s), then close 1001", cfg.graceful.as_secs_f64());
                     going_away = Some(until);
                 }
                 Step::Timer => {
