@@ -276,6 +276,25 @@ pub fn sendfile(
     res
 }
 
+/// What `reader` (a pipe) holds now, without waiting for every writer to close it. A
+/// worker's status pipe is also held by any process its app forked (fork copies every fd,
+/// close-on-exec or not), which may outlive the worker: read to the end, it stopped the
+/// supervisor until that process exited. The worker writes before it exits, and this is
+/// read once it has.
+pub fn read_available(reader: &mut (impl std::io::Read + AsRawFd)) -> String {
+    let fd = reader.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on an open fd; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    // Ends with WouldBlock once the pipe is empty (or at its end); what came is kept.
+    let _ = reader.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// `cachestat(2)` (Linux 6.5). New system calls have had one number on every architecture
 /// since 424; the libc crate does not name this one for glibc targets yet.
 const SYS_CACHESTAT: libc::c_long = 451;
@@ -357,6 +376,16 @@ pub fn raise_nofile() -> u64 {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn a_pipe_still_held_open_is_read_without_waiting_for_its_end() {
+        let (mut reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(b"error: boom\nhint: fix it\n").unwrap();
+        // `writer` stays open, as in a process the worker forked: this must not wait for it.
+        assert_eq!(read_available(&mut reader), "error: boom\nhint: fix it\n");
+        assert_eq!(read_available(&mut reader), "");
+        drop(writer);
+    }
 
     #[test]
     fn page_cache_residency_follows_reads_and_eviction() {

@@ -27,6 +27,11 @@ Routes (query parameters in brackets):
   GET  /big-head size      one response header whose value is `size` bytes of "h"
   POST /slowread [delay]   reads the body with asyncio.sleep(delay) between receive()
                            calls; answers {"sha256", "bytes", "chunks", "max_chunk"}
+  GET  /fork-helper [s]    starts a helper process with multiprocessing's fork start
+                           method (it inherits every fd of the worker), which sleeps s
+                           seconds (default 60); {"pid", "index", "helper"}
+  GET  /child-fds          runs `ls -l /proc/self/fd` as a child that keeps every
+                           inheritable fd (subprocess, close_fds=False); its output
 
 The crashing routes take an optional pid: if it is given and is not this worker's pid,
 they answer 409 with {"pid", "index"} instead of misbehaving, so that a test can aim a
@@ -42,8 +47,10 @@ import ctypes
 import hashlib
 import json
 import mmap
+import multiprocessing
 import os
 import random
+import subprocess
 import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs
@@ -127,6 +134,16 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
         if hold > 0:
             time.sleep(hold)  # blocks the loop: no polls, no heartbeat, no send
         await respond(send, 200, json.dumps({"scribbled": size, **whoami()}).encode())
+        return
+
+    if path == "/fork-helper":
+        helper = multiprocessing.get_context("fork").Process(target=time.sleep, args=(num("s", 60),))
+        helper.start()
+        await respond(send, 200, json.dumps({**whoami(), "helper": helper.pid}).encode())
+        return
+    if path == "/child-fds":
+        out = subprocess.run(["ls", "-l", "/proc/self/fd"], close_fds=False, capture_output=True)
+        await respond(send, 200, out.stdout)
         return
 
     if path == "/pid":

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import select
+import signal
 import socket
 import threading
 import time
@@ -236,6 +237,30 @@ def test_requests_queued_behind_a_crash_are_served_by_its_replacement(
         assert r.status == 200, (r.status, r.body[:200])
         assert json.loads(r.body)["pid"] != a_pid
     wait_log(server, r"took back requests the exited worker had not started")
+
+
+@uringapi_only
+def test_an_apps_child_processes_neither_hold_the_channel_nor_stop_the_supervisor(
+        servers: ServerFactory) -> None:
+    """A worker whose app forked a helper process (multiprocessing's fork start method, as
+    many apps do at start-up) dies: the helper still holds every fd the worker had, the
+    status pipe's write end among them. The supervisor read that pipe to its end for the
+    worker's last words, so it waited for the helper: no replacement, no signal handled.
+    Now it reads what is there and replaces the worker. And a program the app runs with
+    its fds inherited (close_fds=False) gets none of the channel's."""
+    server = servers.start(APP, workers=1, probe_path="/pid", extra_args=("--queue-timeout", "30"))
+    listing = get(server, "/child-fds").body.decode()
+    assert "memfd:" not in listing and "[eventfd]" not in listing, listing
+    first = json.loads(get(server, "/fork-helper?s=120").body)
+    try:
+        resp, closed = aim(server, "/exit", first["pid"])
+        assert closed is None and resp.status == 502, (closed, resp)
+        r = get(server, "/pid")  # waits in the queue for the replacement (30 s at most)
+        assert r.status == 200, (r.status, r.body[:200])
+        assert json.loads(r.body)["pid"] != first["pid"]
+        wait_log(server, rf"worker exited.* pid={first['pid']} status=exit status: 1\b")
+    finally:
+        os.kill(first["helper"], signal.SIGKILL)
 
 
 @uringapi_only

@@ -7,7 +7,6 @@
 //! and only its own requests in flight fail (502).
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

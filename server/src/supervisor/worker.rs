@@ -168,11 +168,10 @@ pub(super) fn spawn(
 impl Worker {
     /// The worker's own account of why it failed, if it wrote one.
     pub(super) fn status_message(&mut self) -> String {
-        let mut msg = String::new();
-        if let Some(mut r) = self.status.take() {
-            let _ = r.read_to_string(&mut msg);
+        match self.status.take() {
+            Some(mut r) => crate::sys::read_available(&mut r),
+            None => String::new(),
         }
-        msg
     }
 
     pub(super) fn attach_command(&self) -> Option<ThreadCmd> {

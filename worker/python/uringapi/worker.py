@@ -697,6 +697,20 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> float:
     return deadline
 
 
+def keep_channel_fds(env: dict[str, str]) -> None:
+    """The fds the front end handed over (shared memory, doorbells, status pipe) stay with
+    this process: a program the app runs that inherits fds (os.system, subprocess with
+    close_fds=False) would hold the shared memory after the server stopped. (A process the
+    app forks without exec keeps them: fork copies every fd.)"""
+    names = ("URINGAPI_SEGMENT_FD", "URINGAPI_DOORBELL_FD", "URINGAPI_STATUS_FD")
+    for fd in [env.get(n, "") for n in names] + env.get("URINGAPI_THREAD_FDS", "").split(","):
+        if fd.isdigit():
+            try:
+                os.set_inheritable(int(fd), False)
+            except OSError:
+                pass  # not open: attaching to the channel says so below
+
+
 def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | None = None) -> None:
     env = dict(os.environ if env is None else env)
     setup_logging(env.get("URINGAPI_LOG_LEVEL", "INFO"))
@@ -713,6 +727,7 @@ def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | 
                 signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
     die_with_the_front_end()
+    keep_channel_fds(env)
     # A worker whose loop stays stuck past --timeout gets SIGABRT first: print where it was.
     faulthandler.enable()
     app_dir = env.get("URINGAPI_APP_DIR") or os.getcwd()
