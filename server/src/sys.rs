@@ -295,6 +295,36 @@ pub fn read_available(reader: &mut (impl std::io::Read + AsRawFd)) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// Reaps the children that have exited and for which `ours` is false (processes this one did
+/// not start: as PID 1, orphans are re-parented to it); stops at the first exited child that
+/// is `ours`, which its `Child` reaps. The number reaped.
+pub fn reap_adopted(ours: impl Fn(u32) -> bool) -> usize {
+    let mut reaped = 0;
+    loop {
+        // SAFETY: a plain C struct, all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is ours to fill; WNOWAIT leaves the child waitable.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: filled in by waitid (0 when no child has exited).
+        let pid = unsafe { info.si_pid() };
+        if rc != 0 || pid <= 0 || ours(pid as u32) {
+            return reaped;
+        }
+        // SAFETY: reaps exactly that child, which has exited.
+        if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } != pid {
+            return reaped;
+        }
+        reaped += 1;
+    }
+}
+
 /// `cachestat(2)` (Linux 6.5). New system calls have had one number on every architecture
 /// since 424; the libc crate does not name this one for glibc targets yet.
 const SYS_CACHESTAT: libc::c_long = 451;

@@ -26,6 +26,8 @@ Routes (query parameters in brackets; `tag` is copied into the event lines):
   GET /thread [tag]       starts a non-daemon thread named "poller-<tag>" that never ends (a
                           background poller started without daemon=True), answers {"pid"}
   GET /ignore-sigterm     sets SIGTERM to SIG_IGN in this worker (as an app or library may)
+  GET /orphan             runs `sh -c 'sleep 0.1 &'`: the shell exits at once and its
+                          background child, an orphan, is re-parented to the namespace's PID 1
   POST /wait-disconnect [tag]
                           reads the whole body, records "wait-start", then awaits receive()
                           until it returns http.disconnect, records "disconnect-seen", and
@@ -41,6 +43,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from typing import Any, Awaitable, Callable
@@ -151,6 +154,9 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
         await respond(send, 200, {**whoami(), "headers": headers})
     elif path == "/ignore-sigterm":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        await respond(send, 200, whoami())
+    elif path == "/orphan":
+        subprocess.run(["sh", "-c", "sleep 0.1 &"], check=True)
         await respond(send, 200, whoami())
     elif path == "/thread":
         threading.Thread(target=lambda: time.sleep(3600), name=f"poller-{tag}").start()

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -427,3 +428,43 @@ def test_connection_limit_defaults_from_the_fd_limit(servers: ServerFactory) -> 
             assert time.monotonic() < deadline
             time.sleep(0.1)
     server.stop()
+
+
+def test_as_pid_1_orphans_are_reaped(servers: ServerFactory) -> None:
+    """A container's entrypoint is PID 1 (the Kubernetes manifest in tuning/deploy runs
+    `uringapi` so): every orphan in the container becomes its child. A process the app
+    started in the background, whose parent has gone, stayed a zombie for as long as the
+    server ran (one per request here). Run as PID 1 of a new PID namespace."""
+    if subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode:
+        pytest.skip("unshare --pid cannot make a PID namespace here")
+    port = free_port()
+    cmd = server_command(APP, port, 1, 1, APPS_DIR, "info", ())
+    server = Server(["unshare", "--pid", "--fork", "--mount-proc", *cmd], port, 1, 1,
+                    servers.log_root / f"pid1-{port}", server_env())
+    servers.servers.append(server)
+    server.wait_ready("/pid")
+    front = next(int(p) for p in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split())
+
+    def orphans() -> list[str]:
+        """The state of each `sleep` among the server's children (Z: a zombie)."""
+        states = []
+        for pid in Path(f"/proc/{front}/task/{front}/children").read_text().split():
+            try:
+                name, _, rest = Path(f"/proc/{pid}/stat").read_text().partition(" (")[2].rpartition(")")
+            except FileNotFoundError:
+                continue  # reaped meanwhile
+            if name == "sleep":
+                states.append(rest.split()[0])
+        return states
+
+    for _ in range(5):
+        assert get(server, "/orphan").status == 200
+    # Each orphan sleeps 0.1 s, then exits, and must then be reaped, not left a zombie.
+    deadline = time.monotonic() + 10
+    while orphans():
+        assert time.monotonic() < deadline, f"orphans left (Z: zombie): {orphans()}"
+        time.sleep(0.1)
+    assert get(server, "/pid").status == 200
+    # Stopped through the server itself (unshare does not pass SIGTERM on).
+    os.kill(front, signal.SIGTERM)
+    assert server.wait_exit(30) == 0, server.stderr_tail()

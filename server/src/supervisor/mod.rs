@@ -102,6 +102,7 @@ pub fn serve(args: ServeConfig) -> Result<(), Failure> {
         last_publish: Instant::now(),
         notify,
         deaths: fronts.deaths.clone(),
+        pid1: std::process::id() == 1,
         tls: conn.tls.clone(),
     };
     sup.notify.send("READY=1");

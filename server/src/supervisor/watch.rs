@@ -43,6 +43,8 @@ pub(super) struct Supervisor {
     pub(super) notify: super::notify::Notifier,
     /// Front-end threads that died after start-up: the process stops (exit non-zero).
     pub(super) deaths: super::threadwatch::Deaths,
+    /// Whether this process is PID 1 (a container's entrypoint): then it reaps orphans.
+    pub(super) pid1: bool,
     /// TLS config, reloaded from its files on SIGHUP.
     pub(super) tls: Option<crate::tls::Acceptor>,
 }
@@ -266,6 +268,22 @@ impl Supervisor {
         }
         self.workers.0.retain(|w| !gone.contains(&w.index));
         self.rolling.retain(|i| !gone.contains(i));
+        // As a container's entrypoint we are PID 1: every orphan in the container becomes
+        // our child (a process the app started in the background, whose parent is gone),
+        // and would stay a zombie for as long as we ran, as under any PID 1 that does not
+        // reap (the reason for `tini`).
+        if self.pid1 {
+            let ours = |pid: u32| {
+                self.workers
+                    .0
+                    .iter()
+                    .any(|w| w.child.is_some() && w.pid == pid)
+            };
+            let n = crate::sys::reap_adopted(ours);
+            if n > 0 {
+                tracing::debug!(n, "reaped processes re-parented to us (PID 1)");
+            }
+        }
     }
 
     pub(super) fn respawn_due(&mut self) {
