@@ -38,10 +38,11 @@ demo: setup
 	$(BIN) serve uringapi.demo_fastapi:app --workers 2 --metrics-port 9100
 
 # The conformance venvs (pip installs, mostly waiting on the network) are made while the
-# suites run, which leave part of the CPU idle. Three jobs, so that the suites start at once
-# rather than after two of the venv steps (at -j2 they waited 26 s for a free job).
+# suites run, which leave part of the CPU idle. The suites start first: tls-tools already
+# ran (test-rust), and as e2e's prerequisite it was a job that let the venv steps take both
+# slots first (the suites waited 20 to 26 s for one).
 test: setup lint test-rust loom
-	$(MAKE) -j3 e2e conformance-deps
+	$(MAKE) -j2 e2e conformance-deps E2E_PREREQS=setup
 	$(MAKE) conformance
 
 test-rust: tls-tools
@@ -69,7 +70,8 @@ loom:
 E2E_JOBS ?= 2
 QUICK_BENCH := tests/bench/test_bench_quick.py
 
-e2e: setup tls-tools
+E2E_PREREQS ?= setup tls-tools
+e2e: $(E2E_PREREQS)
 	$(VENV)/bin/pytest tests -q -n $(E2E_JOBS) --dist worksteal --timeout 300 --durations=30 --ignore=$(QUICK_BENCH)
 	$(VENV)/bin/pytest $(QUICK_BENCH) -q --timeout 300 --durations=5
 
