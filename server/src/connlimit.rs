@@ -1,5 +1,5 @@
-//! `--limit-connections`: the default derived from the fd limit, and the log line when a
-//! front-end thread refuses connections past it.
+//! `--limit-connections`: the default derived from the fd limit, and the log lines when a
+//! front-end thread refuses connections past it or cannot accept them at all.
 //!
 //! Every connection costs a file descriptor. Past the process's fd limit `accept` fails
 //! with EMFILE, and so does every other open: the static file a request asks for, the
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// doorbells and pipes, the metrics endpoint, log files, static files being sent.
 pub const FD_RESERVE: u64 = 256;
 
-/// At most one "limit reached" line per thread in this long.
+/// At most one "limit reached" (or "accept failed") line per thread in this long.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The default per-thread connection limit for an fd limit of `nofile` (at least 1).
@@ -22,16 +22,17 @@ pub fn default_per_thread(nofile: u64, threads: u32) -> usize {
     usize::try_from(per.max(1)).unwrap_or(usize::MAX)
 }
 
-/// Counts refused connections and says so in the log, at most once per [`LOG_EVERY`].
+/// Counts events that any client can cause many of a second (connections refused, accepts
+/// failing at the fd limit) so that the log says so at most once per [`LOG_EVERY`].
 #[derive(Debug, Default)]
-pub struct Refusals {
+pub struct Throttle {
     since_line: u64,
     last_line: Option<Instant>,
 }
 
-impl Refusals {
-    /// One connection refused at `now`; `Some(n)`: time for a log line covering `n` refusals.
-    pub fn refused(&mut self, now: Instant) -> Option<u64> {
+impl Throttle {
+    /// One event at `now`; `Some(n)`: time for a log line covering `n` events.
+    pub fn count(&mut self, now: Instant) -> Option<u64> {
         self.since_line += 1;
         if self
             .last_line
@@ -63,21 +64,17 @@ mod tests {
 
     #[test]
     fn one_line_per_interval_counting_every_refusal() {
-        let mut r = Refusals::default();
+        let mut r = Throttle::default();
         let t0 = Instant::now();
-        assert_eq!(
-            r.refused(t0),
-            Some(1),
-            "the first refusal is logged at once"
-        );
+        assert_eq!(r.count(t0), Some(1), "the first refusal is logged at once");
         for i in 1..100u64 {
-            assert_eq!(r.refused(t0 + Duration::from_millis(i)), None);
+            assert_eq!(r.count(t0 + Duration::from_millis(i)), None);
         }
         assert_eq!(
-            r.refused(t0 + LOG_EVERY),
+            r.count(t0 + LOG_EVERY),
             Some(100),
             "the next line counts the rest"
         );
-        assert_eq!(r.refused(t0 + LOG_EVERY + Duration::from_secs(1)), None);
+        assert_eq!(r.count(t0 + LOG_EVERY + Duration::from_secs(1)), None);
     }
 }

@@ -264,12 +264,13 @@ async fn accept_loop(
     index: u32,
     max_connections: Option<usize>,
 ) {
-    let mut refusals = crate::connlimit::Refusals::default();
+    let mut refusals = crate::connlimit::Throttle::default();
+    let mut failures = crate::connlimit::Throttle::default();
     let mut admit = |(sock, peer, local)| {
         if let Some(limit) = max_connections.filter(|&m| hub.connections.get() >= m) {
             // Over --limit-connections: refuse by closing at once, as gunicorn does.
             drop(sock);
-            if let Some(refused) = refusals.refused(Instant::now()) {
+            if let Some(refused) = refusals.count(Instant::now()) {
                 tracing::warn!(
                     thread = index,
                     limit,
@@ -292,8 +293,24 @@ async fn accept_loop(
         match accepted {
             Ok(conn) => admit(conn),
             Err(e) => {
-                // EMFILE/ENFILE and friends: back off a little instead of spinning.
-                tracing::warn!(thread = index, error = %e, "accept failed");
+                // EMFILE/ENFILE and friends: back off a little instead of spinning. The
+                // connection waits in the listen queue meanwhile. Clients can make this
+                // happen a hundred times a second, so the log says so once per interval.
+                if let Some(failed) = failures.count(Instant::now()) {
+                    let hint = match e.raw_os_error() {
+                        Some(libc::EMFILE | libc::ENFILE) => {
+                            "the fd limit is reached: raise it (ulimit -n, LimitNOFILE=) or keep --limit-connections below it"
+                        }
+                        _ => "retrying every 10 ms",
+                    };
+                    tracing::warn!(
+                        thread = index,
+                        error = %e,
+                        failed,
+                        hint,
+                        "accept failed; connections wait in the listen queue (this line at most every 10 s)"
+                    );
+                }
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
         }

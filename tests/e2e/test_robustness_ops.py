@@ -468,3 +468,41 @@ def test_as_pid_1_orphans_are_reaped(servers: ServerFactory) -> None:
     # Stopped through the server itself (unshare does not pass SIGTERM on).
     os.kill(front, signal.SIGTERM)
     assert server.wait_exit(30) == 0, server.stderr_tail()
+
+
+def test_accepts_failing_at_the_fd_limit_log_once_and_recover(servers: ServerFactory) -> None:
+    """With --limit-connections 0 (no limit of ours) a client can open connections until
+    accept fails with EMFILE. The thread retries every 10 ms; the log said so on every retry
+    (about 100 warnings a second for as long as the connections stayed): now once per 10 s,
+    with the count and a hint. Once connections close, the waiting ones are served."""
+    port = free_port()
+    cmd = server_command(APP, port, 1, 1, APPS_DIR, "info", ("--limit-connections", "0"))
+    wrapper = ("import os, resource, sys; "
+               "resource.setrlimit(resource.RLIMIT_NOFILE, (120, 120)); "
+               "os.execv(sys.argv[1], sys.argv[1:])")
+    server = Server([sys.executable, "-c", wrapper, *cmd], port, 1, 1,
+                    servers.log_root / f"emfile-{port}", server_env())
+    servers.servers.append(server)
+    server.wait_ready("/pid")
+    held = [socket.create_connection((server.host, server.port), timeout=30) for _ in range(150)]
+    try:
+        # Each connected socket is either the front end's or waits in the listen queue; the
+        # first one was accepted, and answers.
+        held[0].sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert held[0].recv(64).startswith(b"HTTP/1.1 200"), server.stderr_tail()
+        server.wait_log("accept failed", 30)
+        time.sleep(1.5)  # about 150 retries
+        log = server.stderr()
+        assert log.count("accept failed") == 1, server.stderr_tail()
+        assert "Too many open files" in log and "failed=1 " in log, server.stderr_tail()
+        assert "the fd limit is reached" in log, server.stderr_tail()
+        # The last one waits in the listen queue, and is answered once others close.
+        held[-1].sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        for c in held[1:-1]:
+            c.close()
+        assert held[-1].recv(64).startswith(b"HTTP/1.1 200"), server.stderr_tail()
+    finally:
+        for c in held:
+            c.close()
+    assert get(server, "/pid", timeout=10).status == 200
+    server.stop()
