@@ -264,8 +264,8 @@ async fn accept_loop(
     index: u32,
     max_connections: Option<usize>,
 ) {
-    let mut refusals = crate::connlimit::Throttle::default();
-    let mut failures = crate::connlimit::Throttle::default();
+    let mut refusals = crate::logthrottle::Throttle::default();
+    let mut failures = crate::logthrottle::Throttle::default();
     let mut admit = |(sock, peer, local)| {
         if let Some(limit) = max_connections.filter(|&m| hub.connections.get() >= m) {
             // Over --limit-connections: refuse by closing at once, as gunicorn does.

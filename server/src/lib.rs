@@ -15,6 +15,7 @@ pub mod frontend;
 pub mod h2;
 pub mod http1;
 pub mod load;
+pub mod logthrottle;
 pub mod metrics;
 pub mod native;
 pub mod net;

@@ -668,7 +668,7 @@ def test_queued_request_of_a_client_that_left_never_reaches_the_app(servers: Ser
 def test_full_queue_answers_503_at_once(servers: ServerFactory, tmp_path: Path) -> None:
     """--limit-queue 1: with the only place taken, of two more requests one waits in the
     queue and the other is refused at once (long before the 30 s queue timeout); the
-    waiting one is served when the place frees."""
+    waiting one is served when the place frees. The refusals are logged once per 10 s."""
     server, events = start(servers, tmp_path, "--limit-concurrency", "1", "--limit-queue", "1",
                            "--queue-timeout", "30")
     release = tmp_path / "release"
@@ -686,6 +686,9 @@ def test_full_queue_answers_503_at_once(servers: ServerFactory, tmp_path: Path) 
     assert r.status == 503, (r.status, r.body[:300])
     assert r.header("retry-after") is not None, r.headers
     assert not answered(conns[waiting]) and not answered(hold)
+    # Overload makes such refusals by the thousand: the log says so once per 10 s.
+    assert [get(server, "/pid?tag=more").status for _ in range(50)] == [503] * 50
+    assert server.stderr().count("request queue full") == 1, server.stderr_tail()
 
     release.touch()
     assert conns[waiting].read_response().status == 200

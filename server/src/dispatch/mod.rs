@@ -83,6 +83,9 @@ pub struct Hub {
     pub queued: Cell<usize>,
     /// Those requests in arrival order (all workers stalled, retiring or at the limit).
     pub waitq: crate::waitq::WaitQueue,
+    /// The 503 lines of a full queue and of `--queue-timeout` (observe.rs).
+    queue_full_lines: RefCell<crate::logthrottle::Throttle>,
+    queue_timeout_lines: RefCell<crate::logthrottle::Throttle>,
     /// Random per thread and start, so that generated request ids never repeat.
     id_prefix: u64,
     id_counter: Cell<u64>,
@@ -112,6 +115,8 @@ impl Hub {
             connections: Cell::new(0),
             queued: Cell::new(0),
             waitq: crate::waitq::WaitQueue::default(),
+            queue_full_lines: RefCell::default(),
+            queue_timeout_lines: RefCell::default(),
             id_prefix: observe::random_u64(),
             id_counter: Cell::new(0),
         }

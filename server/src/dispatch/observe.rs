@@ -1,6 +1,9 @@
 //! What a thread records about its requests: its metrics shard, its batch of access log
 //! lines, and the request ids it makes up for requests that bring none.
 
+use std::fmt::Display;
+use std::time::Instant;
+
 use super::Hub;
 use crate::accesslog;
 use crate::load::LoadTable;
@@ -32,6 +35,33 @@ impl Hub {
     pub fn flush_access_log(&self) {
         if let Some((buf, _)) = self.access_log.borrow_mut().as_mut() {
             buf.flush();
+        }
+    }
+
+    /// A request answered 503 at once: `--limit-queue` requests already wait. Logged at
+    /// most once per 10 s per thread, with the number since the last line
+    /// (`crate::logthrottle`); each one is in the access log and the metrics.
+    pub fn log_queue_full(&self, peer: &dyn Display) {
+        if let Some(refused) = self.queue_full_lines.borrow_mut().count(Instant::now()) {
+            tracing::warn!(
+                %peer,
+                refused,
+                "request queue full; answering 503 (this line at most every 10 s per thread)"
+            );
+        }
+    }
+
+    /// A request answered 503 after waiting `--queue-timeout` for a worker; throttled as
+    /// [`Hub::log_queue_full`] (the line names the latest such request).
+    pub fn log_queue_timeout(&self, peer: &dyn Display, request: &dyn Display) {
+        self.metrics().queue_timeout();
+        if let Some(timed_out) = self.queue_timeout_lines.borrow_mut().count(Instant::now()) {
+            tracing::warn!(
+                %peer,
+                %request,
+                timed_out,
+                "no worker accepted the request within --queue-timeout; answering 503 (this line at most every 10 s per thread)"
+            );
         }
     }
 

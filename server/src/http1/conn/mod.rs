@@ -643,7 +643,7 @@ impl Conn {
             }
         }
         let Some(ticket) = self.hub.waitq.join(self.cfg.queue_limit) else {
-            tracing::warn!(peer = %self.peer, "request queue full; answering 503");
+            self.hub.log_queue_full(&self.peer);
             return Opened::Rejected;
         };
         let _queued = Queued::new(&self.hub);
@@ -654,8 +654,7 @@ impl Conn {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                self.hub.metrics().queue_timeout();
-                tracing::warn!(peer = %self.peer, request = %what(), "no worker accepted the request within --queue-timeout; answering 503");
+                self.hub.log_queue_timeout(&self.peer, &what());
                 return Opened::Rejected;
             }
             // The front also looks again every QUEUE_POLL: stall and retire verdicts change
