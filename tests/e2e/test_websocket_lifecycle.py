@@ -84,6 +84,12 @@ def test_worker_kill_9_closes_its_sockets_with_1011(servers: ServerFactory,
         assert pid != victim
         echo_ok(ws, "after the kill")
         assert server.server.proc.poll() is None, "the server exited"
+    if SERVER_KIND == "uringapi":
+        # The worker's exit is one line, with the number of its WebSockets (not a line
+        # each: a worker holding 10,000 would write 10,000).
+        lines = [line for line in server.server.stderr().splitlines() if "WebSocket" in line]
+        n = len(sockets[victim])
+        assert len(lines) == 1 and f"its {n} open WebSocket(s) close with 1011" in lines[0], lines
 
 
 def test_sigterm_closes_open_websockets_with_1001(servers: ServerFactory,

@@ -227,6 +227,8 @@ impl Supervisor {
         for w in &mut self.workers.0 {
             let Some(status) = w.exited() else { continue };
             let (index, generation) = (w.index, w.generation);
+            // Read before the threads hear of it: each closes its share with 1011.
+            let websockets = self.load.get(index).ws.open.load(Ordering::Relaxed);
             for m in &self.mailboxes {
                 m.post(ThreadCmd::Detach {
                     worker: index,
@@ -262,7 +264,12 @@ impl Supervisor {
             w.failures += 1;
             self.restarts += 1;
             let before = if w.ready { "" } else { " before it was ready" };
-            tracing::warn!(worker = index, pid = w.pid, %status, "worker exited{before}; respawning in {} ms{msg}", backoff.as_millis());
+            // One line for all its WebSockets (a line each would be 10,000 for 10,000).
+            let ws = match websockets {
+                0 => String::new(),
+                n => format!("; its {n} open WebSocket(s) close with 1011"),
+            };
+            tracing::warn!(worker = index, pid = w.pid, %status, "worker exited{before}; respawning in {} ms{ws}{msg}", backoff.as_millis());
             w.ready = false;
             w.respawn_at = Some(Instant::now() + backoff);
         }

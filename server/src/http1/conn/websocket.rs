@@ -642,7 +642,8 @@ impl Conn {
                 None
             }
             Event::WorkerLost => {
-                tracing::warn!(peer = %self.peer, worker, "the worker of an open WebSocket is gone; closing it with 1011");
+                // The supervisor's line about the worker's exit counts them all.
+                tracing::debug!(peer = %self.peer, worker, "the worker of an open WebSocket is gone; closing it with 1011");
                 let mut w = Writer::new(None);
                 w.close(&mut out, close::INTERNAL_ERROR, "worker lost");
                 let _ = self.write_ws(&mut out).await;
