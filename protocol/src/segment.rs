@@ -21,9 +21,12 @@
 //! 4. Stopping: a worker that gets a SIGTERM the front end did not send (an operator's
 //!    `kill`, a whole-group signal) stores `ready = 2` (`Release`): it asks to be replaced
 //!    and goes on serving; the supervisor loads it (`Acquire`) and retires the worker. The
-//!    front end itself stores `stop_requested = 1` (`Release`) before each SIGTERM it sends;
-//!    the worker's handler loads it (`Acquire`) to tell that SIGTERM (stop now) from the
-//!    others. `stop_grace_ms`, how long the worker's requests in flight may still run, is
+//!    front end stops a worker by storing `stop_requested = 1` (`Release`); a worker not yet
+//!    ready also gets a SIGTERM after it (it may still be importing the app), a ready one
+//!    only the store, which its heartbeat loads (`Acquire`) within one beat (so an app that
+//!    resets SIGTERM's handler cannot turn the stop into a kill); the worker's SIGTERM
+//!    handler loads it too, to tell the front end's SIGTERM (stop now) from the others.
+//!    `stop_grace_ms`, how long the worker's requests in flight may still run, is
 //!    stored (`Relaxed`) before that `Release` and so read after the `Acquire`. These two
 //!    words are the ones the front end writes after the hand-over; the worker only reads
 //!    them, and a worker that scribbles over them only changes how it stops itself.
@@ -82,7 +85,7 @@ pub struct SegmentHeader {
     pub loop_lag_us: AtomicU64,
     /// Doorbells the worker process has rung so far (reported with each beat).
     pub worker_doorbells: AtomicU64,
-    /// 1 once the front end has decided to stop the worker (rule 4): its SIGTERM follows.
+    /// 1 once the front end has decided to stop the worker (rule 4).
     pub stop_requested: AtomicU32,
     /// What is left of the graceful timeout for the stopped worker's requests, in
     /// milliseconds (rule 4: published by `stop_requested`).
@@ -365,8 +368,8 @@ impl Segment {
         self.header().worker.0.ready.store(2, Ordering::Release);
     }
 
-    /// Front-end side of rule 4: the SIGTERM that follows is the front end's, and the
-    /// worker's requests in flight may run `grace` longer (whole milliseconds, at most
+    /// Front-end side of rule 4: stop, and the worker's requests in flight may run `grace`
+    /// longer (whole milliseconds, at most
     /// `u32::MAX`).
     pub fn request_stop(&self, grace: std::time::Duration) {
         let ms = u32::try_from(grace.as_millis()).unwrap_or(u32::MAX);

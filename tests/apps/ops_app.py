@@ -25,7 +25,9 @@ Routes (query parameters in brackets; `tag` is copied into the event lines):
   GET /headers            {"pid", "headers": [[name, value], ...]} as the app received them
   GET /thread [tag]       starts a non-daemon thread named "poller-<tag>" that never ends (a
                           background poller started without daemon=True), answers {"pid"}
-  GET /ignore-sigterm     sets SIGTERM to SIG_IGN in this worker (as an app or library may)
+  GET /set-sigterm [to]   sets this worker's SIGTERM handler, as an app or library may: `ign`
+                          (default) SIG_IGN, `dfl` SIG_DFL (the signal kills), `own` a
+                          handler of its own that does nothing
   GET /orphan             runs `sh -c 'sleep 0.1 &'`: the shell exits at once and its
                           background child, an orphan, is re-parented to the namespace's PID 1
   POST /wait-disconnect [tag]
@@ -152,8 +154,9 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
     elif path == "/headers":
         headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
         await respond(send, 200, {**whoami(), "headers": headers})
-    elif path == "/ignore-sigterm":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    elif path == "/set-sigterm":
+        handlers = {"ign": signal.SIG_IGN, "dfl": signal.SIG_DFL, "own": lambda *_: None}
+        signal.signal(signal.SIGTERM, handlers[query.get("to", "ign")])
         await respond(send, 200, whoami())
     elif path == "/orphan":
         subprocess.run(["sh", "-c", "sleep 0.1 &"], check=True)

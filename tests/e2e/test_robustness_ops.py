@@ -243,16 +243,24 @@ def test_connections_waiting_to_be_accepted_at_a_drain_are_answered(
     assert counts["lost"] == 0, counts
 
 
-def test_a_worker_whose_app_ignores_sigterm_still_stops_gracefully(servers: ServerFactory) -> None:
-    """The front end asks a worker to stop in shared memory, then sends SIGTERM. An app that
-    set SIGTERM to SIG_IGN held its worker until the kill, graceful + 5 s later, with no
-    lifespan shutdown; the worker now sees the request on its heartbeat."""
+@pytest.mark.parametrize("to", ["ign", "dfl", "own"])
+def test_a_worker_whose_app_resets_sigterm_still_stops_gracefully(servers: ServerFactory,
+                                                                   to: str) -> None:
+    """The front end stops a ready worker through shared memory alone. When it also sent
+    SIGTERM (once the connections had drained), an app that had set SIGTERM to SIG_IGN held
+    its worker until the kill, graceful + 5 s later, and one that had set SIG_DFL died of
+    it; neither ran its lifespan shutdown, and the log said the worker exited uncleanly."""
     server = servers.start(APP, workers=1, threads=1, probe_path="/pid",
                            extra_args=("--timeout-graceful-shutdown", "60"))
-    assert get(server, "/ignore-sigterm").status == 200
-    server.proc.send_signal(signal.SIGTERM)
+    assert get(server, f"/set-sigterm?to={to}").status == 200
+    with rawhttp.Connection(server.host, server.port, timeout=30) as busy:
+        busy.send(b"GET /pid?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)  # it is in the app, asleep
+        server.proc.send_signal(signal.SIGTERM)
+        assert busy.read_response().status == 200, server.stderr_tail()
     assert server.wait_exit(30) == 0, server.diagnostics()
-    assert "killing them" not in server.stderr(), server.stderr()
+    log = server.stderr()
+    assert "killing them" not in log and "uncleanly" not in log, log
 
 
 def test_wait_queue_is_fifo(servers: ServerFactory, tmp_path: Path) -> None:

@@ -276,8 +276,8 @@ impl Signals {
     }
 }
 
-/// SIGTERM to every worker, whose requests get `left` to finish before it runs lifespan
-/// shutdown; SIGKILL after `KILL_GRACE` more, or at once when `stop_now` says so.
+/// Stops every worker (`Worker::stop`), whose requests get `left` to finish before it runs
+/// lifespan shutdown; SIGKILL after `KILL_GRACE` more, or at once when `stop_now` says so.
 fn stop_workers(workers: &mut Workers, left: Duration, mut stop_now: impl FnMut() -> bool) {
     for w in &workers.0 {
         w.stop(left);

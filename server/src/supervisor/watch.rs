@@ -4,7 +4,7 @@
 use super::*;
 use std::sync::atomic::Ordering;
 
-/// How long a worker sent SIGABRT (or SIGTERM past the graceful timeout) has before SIGKILL.
+/// How long a worker sent SIGABRT (or told to stop past the graceful timeout) has before SIGKILL.
 pub(super) const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// What a stopped worker's requests get of the graceful timeout once `spent` of it has
@@ -516,7 +516,7 @@ impl Supervisor {
         }
     }
 
-    /// Retiring workers with nothing in flight (or past the graceful timeout) get SIGTERM;
+    /// Retiring workers with nothing in flight (or past the graceful timeout) are stopped;
     /// stopping ones past it get SIGKILL.
     pub(super) fn retire_idle(&mut self) {
         let graceful = self.ctx.graceful;

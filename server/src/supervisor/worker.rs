@@ -35,7 +35,7 @@ pub(super) enum Role {
     Active,
     /// Gets no new requests; stopped once its requests in flight are done.
     Retiring { since: Instant },
-    /// Sent SIGTERM: finishing, running lifespan shutdown, exiting. Not respawned.
+    /// Told to stop (`Worker::stop`): finishing, running lifespan shutdown, exiting. Not respawned.
     Stopping { since: Instant },
 }
 
@@ -190,12 +190,18 @@ impl Worker {
         }
     }
 
-    /// SIGTERM as the front end sends it: marked as ours first (protocol segment rule 4),
-    /// so that the worker stops instead of asking to be replaced; its requests in flight get
-    /// `left` to finish.
+    /// Stops the worker (protocol segment rule 4); its requests in flight get `left` to
+    /// finish. A ready worker reads the request from shared memory at its next heartbeat
+    /// (25 ms): no signal, so an app that reset SIGTERM to its default action while serving
+    /// (or installed its own handler) is not killed by it and still runs its lifespan
+    /// shutdown. A worker still starting gets SIGTERM too, marked as ours, which ends
+    /// an import or a lifespan startup (no handler yet) or reaches the handler added just
+    /// before `ready`.
     pub(super) fn stop(&self, left: Duration) {
         self.segment.request_stop(left);
-        self.signal(libc::SIGTERM);
+        if !self.segment.is_ready() {
+            self.signal(libc::SIGTERM);
+        }
     }
 
     /// Reaps the process if it exited.

@@ -656,8 +656,8 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> float:
 
     def beat() -> None:
         native.beat(interval)
-        # The front end asks in shared memory before it sends SIGTERM: an app that set
-        # SIGTERM to SIG_IGN (or a signal lost) does not keep this worker from stopping.
+        # The front end stops a ready worker through shared memory alone (segment rule 4):
+        # an app that reset SIGTERM's handler meanwhile neither dies of it nor stays up.
         if native.stop_requested() and not sigterm.stop.is_set():
             sigterm.stop.set()
         loop.call_later(interval, beat)
