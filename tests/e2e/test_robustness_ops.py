@@ -385,18 +385,24 @@ def test_a_dead_frontend_thread_turns_readyz_503_and_exits_non_zero(
     assert "a front-end thread died" in log, log
 
 
-def test_connection_limit_defaults_from_the_fd_limit(servers: ServerFactory) -> None:
-    # Soft and hard fd limit 300: the default is (300 - 256 reserved) / 1 thread = 44
-    # connections. The 45th is closed at once, and the log says so once, not per refusal.
+def start_with_fd_limit(servers: ServerFactory, nofile: int, *extra: str) -> Server:
+    """One worker and one thread under a soft and hard fd limit of `nofile`."""
     port = free_port()
-    cmd = server_command(APP, port, 1, 1, APPS_DIR, "info", ())
+    cmd = server_command(APP, port, 1, 1, APPS_DIR, "info", extra)
     wrapper = ("import os, resource, sys; "
-               "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)); "
+               f"resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile})); "
                "os.execv(sys.argv[1], sys.argv[1:])")
     server = Server([sys.executable, "-c", wrapper, *cmd], port, 1, 1,
                     servers.log_root / f"nofile-{port}", server_env())
     servers.servers.append(server)
     server.wait_ready("/pid")
+    return server
+
+
+def test_connection_limit_defaults_from_the_fd_limit(servers: ServerFactory) -> None:
+    # Soft and hard fd limit 300: the default is (300 - 256 reserved) / 1 thread = 44
+    # connections. The 45th is closed at once, and the log says so once, not per refusal.
+    server = start_with_fd_limit(servers, 300)
     assert "connection limit: 44 per front-end thread" in server.stderr(), server.stderr_tail()
     held = []
     try:
@@ -483,15 +489,7 @@ def test_accepts_failing_at_the_fd_limit_log_once_and_recover(servers: ServerFac
     accept fails with EMFILE. The thread retries every 10 ms; the log said so on every retry
     (about 100 warnings a second for as long as the connections stayed): now once per 10 s,
     with the count and a hint. Once connections close, the waiting ones are served."""
-    port = free_port()
-    cmd = server_command(APP, port, 1, 1, APPS_DIR, "info", ("--limit-connections", "0"))
-    wrapper = ("import os, resource, sys; "
-               "resource.setrlimit(resource.RLIMIT_NOFILE, (120, 120)); "
-               "os.execv(sys.argv[1], sys.argv[1:])")
-    server = Server([sys.executable, "-c", wrapper, *cmd], port, 1, 1,
-                    servers.log_root / f"emfile-{port}", server_env())
-    servers.servers.append(server)
-    server.wait_ready("/pid")
+    server = start_with_fd_limit(servers, 120, "--limit-connections", "0")
     held = [socket.create_connection((server.host, server.port), timeout=30) for _ in range(150)]
     try:
         # Each connected socket is either the front end's or waits in the listen queue; the
