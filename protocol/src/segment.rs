@@ -369,8 +369,7 @@ impl Segment {
     }
 
     /// Front-end side of rule 4: stop, and the worker's requests in flight may run `grace`
-    /// longer (whole milliseconds, at most
-    /// `u32::MAX`).
+    /// longer (whole milliseconds, at most `u32::MAX`).
     pub fn request_stop(&self, grace: std::time::Duration) {
         let ms = u32::try_from(grace.as_millis()).unwrap_or(u32::MAX);
         // SYNC: segment rule 4: published by the Release store below.

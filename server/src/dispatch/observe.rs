@@ -1,5 +1,6 @@
 //! What a thread records about its requests: its metrics shard, its batch of access log
-//! lines, and the request ids it makes up for requests that bring none.
+//! lines, the request ids it makes up for requests that bring none, and the (throttled)
+//! log lines of the 503s its queue answers.
 
 use std::fmt::Display;
 use std::time::Instant;
@@ -41,7 +42,7 @@ impl Hub {
     /// A request answered 503 at once: `--limit-queue` requests already wait. Logged at
     /// most once per 10 s per thread, with the number since the last line
     /// (`crate::logthrottle`); each one is in the access log and the metrics.
-    pub fn log_queue_full(&self, peer: &dyn Display) {
+    pub fn answered_queue_full(&self, peer: &dyn Display) {
         if let Some(refused) = self.queue_full_lines.borrow_mut().count(Instant::now()) {
             tracing::warn!(
                 %peer,
@@ -51,9 +52,10 @@ impl Hub {
         }
     }
 
-    /// A request answered 503 after waiting `--queue-timeout` for a worker; throttled as
-    /// [`Hub::log_queue_full`] (the line names the latest such request).
-    pub fn log_queue_timeout(&self, peer: &dyn Display, request: &dyn Display) {
+    /// A request answered 503 after waiting `--queue-timeout` for a worker: counted in the
+    /// metrics, and logged as [`Hub::answered_queue_full`] is (the line names the latest
+    /// such request).
+    pub fn answered_queue_timeout(&self, peer: &dyn Display, request: &dyn Display) {
         self.metrics().queue_timeout();
         if let Some(timed_out) = self.queue_timeout_lines.borrow_mut().count(Instant::now()) {
             tracing::warn!(

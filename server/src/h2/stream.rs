@@ -410,7 +410,7 @@ async fn open(
 ) -> Opened {
     let hub = &sh.hub;
     let Some(ticket) = hub.waitq.join(sh.cfg.queue_limit) else {
-        hub.log_queue_full(&sh.peer);
+        hub.answered_queue_full(&sh.peer);
         return Opened::Rejected;
     };
     let _queued = Queued::new(hub);
@@ -418,7 +418,7 @@ async fn open(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            hub.log_queue_timeout(&sh.peer, &what());
+            hub.answered_queue_timeout(&sh.peer, &what());
             return Opened::Rejected;
         }
         let nap = if ticket.is_front() {

@@ -643,7 +643,7 @@ impl Conn {
             }
         }
         let Some(ticket) = self.hub.waitq.join(self.cfg.queue_limit) else {
-            self.hub.log_queue_full(&self.peer);
+            self.hub.answered_queue_full(&self.peer);
             return Opened::Rejected;
         };
         let _queued = Queued::new(&self.hub);
@@ -654,7 +654,7 @@ impl Conn {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                self.hub.log_queue_timeout(&self.peer, &what());
+                self.hub.answered_queue_timeout(&self.peer, &what());
                 return Opened::Rejected;
             }
             // The front also looks again every QUEUE_POLL: stall and retire verdicts change
