@@ -251,16 +251,8 @@ pub fn sendfile(
     let fd = sock.as_raw_fd();
     let mut off = libc::off_t::try_from(offset)
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: F_GETFL/F_SETFL on an open fd; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let flags = set_nonblocking(fd)?;
     let toggle = flags & libc::O_NONBLOCK == 0;
-    // SAFETY: as above.
-    if toggle && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
     // SAFETY: both fds are open for the call; `off` is an off_t we own, which the kernel
     // advances.
     let n = unsafe { libc::sendfile(fd, file.as_raw_fd(), &mut off, len) };
@@ -269,11 +261,27 @@ pub fn sendfile(
     } else {
         Ok(n as usize)
     };
-    // SAFETY: as above; the flags as they were.
+    // SAFETY: F_SETFL on an open fd, the flags as they were; no memory is passed.
     if toggle && unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     res
+}
+
+/// Sets O_NONBLOCK on `fd`; the file status flags it had before, to restore them.
+fn set_nonblocking(fd: RawFd) -> std::io::Result<libc::c_int> {
+    // SAFETY: F_GETFL/F_SETFL on an open fd; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(flags)
 }
 
 /// What `reader` (a pipe) holds now, without waiting for every writer to close it. A
@@ -282,11 +290,7 @@ pub fn sendfile(
 /// supervisor until that process exited. The worker writes before it exits, and this is
 /// read once it has.
 pub fn read_available(reader: &mut (impl std::io::Read + AsRawFd)) -> String {
-    let fd = reader.as_raw_fd();
-    // SAFETY: F_GETFL/F_SETFL on an open fd; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+    if set_nonblocking(reader.as_raw_fd()).is_err() {
         return String::new();
     }
     let mut buf = Vec::new();
