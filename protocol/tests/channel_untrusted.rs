@@ -35,7 +35,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use uringapi_protocol::arena::{BadReturn, SlotIndex};
 use uringapi_protocol::layout::ChannelOffsets;
-use uringapi_protocol::record::{MORE, NO_SLOT};
+use uringapi_protocol::record::{MORE, NO_SLOT, WS_WINDOW};
 use uringapi_protocol::region::Region;
 use uringapi_protocol::ring::{ring_bytes, Corrupt, RingHeader};
 use uringapi_protocol::{ChannelError, FrontChannel, Geometry, Incoming, Kind, Record, Segment};
@@ -305,6 +305,10 @@ impl ResponsesModel {
         let more = rec.flags & MORE != 0;
         if kind == Kind::WsSend && rec.aux > 1 {
             return Err(ChannelError::WsType(rec.aux));
+        }
+        // The client-message credit a WsSend carries: at most a window.
+        if kind == Kind::WsSend && rec.extra > u64::from(WS_WINDOW) {
+            return Err(ChannelError::WsCredit(rec.extra));
         }
         if kind == Kind::WsClose && (more || (rec.slot != NO_SLOT && rec.len > 123)) {
             return Err(ChannelError::WsClose);
