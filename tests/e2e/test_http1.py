@@ -246,3 +246,16 @@ def test_garden_payloads_exact_status_and_close(fastapi_server: Server, raw: byt
         r = c.read_response()
         assert r.status == status
         assert c.closed_by_peer()
+
+
+@pytest.mark.uringapi_only
+def test_a_later_http1_minor_version_is_served_as_1_1(echo_default: Server) -> None:
+    """RFC 9110 §2.5: a request in HTTP/1.2 is processed as the highest 1.x we implement.
+    uvicorn answers 400 here; nginx and gunicorn serve it, as do we."""
+    with rawhttp.Connection(echo_default.host, echo_default.port) as c:
+        r = c.request("GET", "/later?q=1", version="HTTP/1.2")
+        after = c.request("GET", "/")  # kept alive, as a 1.1 request is
+    assert (r.version, r.status) == ("HTTP/1.1", 200)
+    seen = json.loads(r.body)
+    assert (seen["http_version"], seen["path"], seen["query_string"]) == ("1.1", "/later", "q=1")
+    assert after.status == 200

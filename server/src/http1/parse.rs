@@ -187,6 +187,28 @@ fn empty_lines(buf: &[u8]) -> usize {
     buf.chunks_exact(2).take_while(|p| *p == b"\r\n").count() * 2
 }
 
+/// RFC 9110 §2.5: a request in a later minor version of HTTP/1 (`HTTP/1.2` … `HTTP/1.9`)
+/// is to be processed as the highest one we implement, 1.1; httparse knows only 1.0 and
+/// 1.1 and would refuse it. Rewrites the minor digit of a well-formed request line in
+/// place (so the app sees `http_version` "1.1" and the response says HTTP/1.1); anything
+/// else is left to the parser's own errors.
+pub fn later_minor_as_1_1(head: &mut [u8]) {
+    let start = empty_lines(head);
+    let Some(nl) = head[start..].iter().position(|&b| b == b'\n') else {
+        return;
+    };
+    let Some(line_end) = (start + nl).checked_sub(1).filter(|&i| head[i] == b'\r') else {
+        return;
+    };
+    let Some(v) = line_end.checked_sub(9).filter(|&v| v >= start) else {
+        return;
+    };
+    let version = &head[v..line_end];
+    if version.starts_with(b" HTTP/1.") && (b'2'..=b'9').contains(&version[8]) {
+        head[line_end - 1] = b'1';
+    }
+}
+
 /// Parses a head from the start of `buf`. `Ok(None)`: need more bytes.
 pub fn parse<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Option<Head<'b>>, HeadError> {
     match scan(buf, limits)? {
@@ -778,5 +800,26 @@ mod tests {
             "X: y\r\n".repeat(200)
         );
         assert_eq!(p(&many).unwrap_err().status(), 431);
+    }
+
+    #[test]
+    fn a_later_http1_minor_is_served_as_1_1() {
+        let served = |raw: &str| {
+            let mut buf = raw.as_bytes().to_vec();
+            later_minor_as_1_1(&mut buf);
+            parse(&buf, &HeadLimits::default()).map(|h| h.unwrap().minor)
+        };
+        assert_eq!(served("GET / HTTP/1.2\r\nHost: h\r\n\r\n"), Ok(1));
+        assert_eq!(served("\r\nGET /x HTTP/1.9\r\nHost: h\r\n\r\n"), Ok(1));
+        assert_eq!(served("GET / HTTP/1.0\r\n\r\n"), Ok(0));
+        let refused = |raw: &str| served(raw).unwrap_err().status();
+        assert_eq!(refused("GET / HTTP/2.0\r\nHost: h\r\n\r\n"), 505);
+        // Not well-formed lines keep their 400.
+        assert_eq!(refused("GET / HTTP/1.10\r\nHost: h\r\n\r\n"), 400);
+        assert_eq!(refused("GET HTTP/1.2\r\nHost: h\r\n\r\n"), 400);
+        assert_eq!(refused("GET / HTTP/1.2\nHost: h\r\n\r\n"), 400);
+        let mut short = b"HTTP/1.2\r\n\r\n".to_vec();
+        later_minor_as_1_1(&mut short);
+        assert_eq!(short, b"HTTP/1.2\r\n\r\n");
     }
 }

@@ -449,6 +449,7 @@ impl Conn {
 
     /// Handles one request whose head is `buf[..end]`.
     async fn request(&mut self, end: usize) -> Next {
+        parse::later_minor_as_1_1(&mut self.buf[..end]);
         let mut head = match parse::parse_complete(&self.buf[..end], &self.cfg.limits) {
             Ok(h) => h,
             Err(e) => {
