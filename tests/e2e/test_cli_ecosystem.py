@@ -353,6 +353,9 @@ def test_missing_env_file_and_bad_host_are_usage_errors(tmp_path: Path) -> None:
     # A root path without its leading slash would prefix every path with "api" (no route matches).
     assert_usage_error(base + ["--root-path", "api"], None, "--root-path", "/api")
     assert_usage_error(base, {"URINGAPI_ROOT_PATH": "api/v1"}, "/api/v1")
+    # So would a health path: the balancer's check would reach the app instead.
+    assert_usage_error(base + ["--health-path", "healthz"], None, "--health-path", "/healthz")
+    assert_usage_error(base + ["--health-path", ""], None, "--health-path")
 
 
 def test_fd_serves_an_inherited_socket() -> None:

@@ -14,8 +14,8 @@ use uringapi_server::statics::{parse_mount, Mount};
 use crate::foreign::{self, context};
 use crate::tls::TlsArgs;
 use crate::values::{
-    parse_header, parse_non_negative, parse_octal_mode, parse_root_path, FormatArg, HttpModeArg,
-    IoDriverArg, LifespanArg, LogLevelArg, SchedArg, WsModeArg,
+    parse_header, parse_health_path, parse_non_negative, parse_octal_mode, parse_root_path,
+    FormatArg, HttpModeArg, IoDriverArg, LifespanArg, LogLevelArg, SchedArg, WsModeArg,
 };
 
 /// uringapi: serve ASGI apps (FastAPI, Starlette, Litestar) from an io_uring front end and
@@ -294,7 +294,7 @@ pub struct ServeArgs {
     pub static_mount: Vec<Mount>,
     /// Answer GET PATH with 200 "ok" from the front end (503 while draining), e.g. for a
     /// load balancer's health check on the app port.
-    #[arg(long, value_name = "PATH", env = "URINGAPI_HEALTH_PATH")]
+    #[arg(long, value_name = "PATH", value_parser = parse_health_path, env = "URINGAPI_HEALTH_PATH")]
     pub health_path: Option<String>,
     /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on this port.
     #[arg(long, env = "URINGAPI_METRICS_PORT")]

@@ -151,6 +151,21 @@ pub fn parse_root_path(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// `--health-path`: the raw path of a request line (compared byte for byte, no query):
+/// `/` first, then no space, control character, `?` or `#`. `healthz` or `` would never
+/// match a request, so the load balancer's check would reach the app and fail there.
+pub fn parse_health_path(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("an empty path never matches a request (e.g. /healthz)".into());
+    }
+    if s.contains(' ') {
+        return Err(format!(
+            "{s:?} has a space, which no request line can carry"
+        ));
+    }
+    parse_root_path(s)
+}
+
 /// `--uds-perms`: an octal file mode (`660`, `0660`, `0o660`), at most `777`.
 pub fn parse_octal_mode(s: &str) -> Result<u32, String> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
@@ -185,6 +200,17 @@ mod tests {
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: x").is_err());
         assert!(parse_header("X-A: a\r\nInjected: 1").is_err());
+    }
+
+    #[test]
+    fn health_paths_are_request_paths() {
+        assert_eq!(parse_health_path("/healthz"), Ok("/healthz".into()));
+        assert!(parse_health_path("healthz")
+            .unwrap_err()
+            .contains("(e.g. /healthz)"));
+        for bad in ["", "/a b", "/h?x=1", "/h#x", "/h\x01"] {
+            assert!(parse_health_path(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
