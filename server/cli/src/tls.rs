@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use uringapi_server::tls::TlsConfig;
+use uringapi_server::tls::{self, TlsConfig};
 
 /// uvicorn's TLS flags. TLS is on when `--ssl-certfile` and `--ssl-keyfile` are given.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,10 +24,10 @@ pub struct TlsArgs {
     pub ssl_cert_reqs: u8,
     /// Cipher suites, colon-separated (OpenSSL or IANA names of the suites rustls has);
     /// uvicorn's default `TLSv1` means all of them.
-    #[arg(long, default_value = "TLSv1", env = "URINGAPI_SSL_CIPHERS")]
+    #[arg(long, default_value = tls::DEFAULT_CIPHERS, env = "URINGAPI_SSL_CIPHERS")]
     pub ssl_ciphers: String,
     /// Oldest TLS version accepted: 1.2 or 1.3.
-    #[arg(long, default_value = "1.2", env = "URINGAPI_SSL_PROTOCOL_MIN")]
+    #[arg(long, default_value = tls::DEFAULT_PROTOCOL_MIN, env = "URINGAPI_SSL_PROTOCOL_MIN")]
     pub ssl_protocol_min: String,
     /// Hand the symmetric crypto to the kernel (kTLS) after the handshake when it has it;
     /// falls back to rustls with one log line when it does not.

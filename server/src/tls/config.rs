@@ -40,8 +40,14 @@ pub struct TlsConfig {
     pub alpn: Vec<Vec<u8>>,
 }
 
+/// `--ssl-ciphers` when not given: uvicorn's `TLSv1`, every suite rustls has.
+pub const DEFAULT_CIPHERS: &str = "TLSv1";
+/// `--ssl-protocol-min` when not given.
+pub const DEFAULT_PROTOCOL_MIN: &str = "1.2";
+
 impl TlsConfig {
-    /// Whether TLS is asked for at all; one of the two files alone is a mistake.
+    /// Whether TLS is asked for at all; one of the two files alone is a mistake, and so is
+    /// any other TLS setting without them (it would be dropped without a word).
     pub fn enabled(&self) -> Result<bool, Failure> {
         match (&self.ssl_certfile, &self.ssl_keyfile) {
             (Some(_), Some(_)) => Ok(true),
@@ -54,6 +60,11 @@ impl TlsConfig {
                     (self.ssl_ca_certs.is_some(), "--ssl-ca-certs"),
                     (self.ssl_cert_reqs != 0, "--ssl-cert-reqs"),
                     (self.ktls, "--ktls"),
+                    (self.ssl_ciphers != DEFAULT_CIPHERS, "--ssl-ciphers"),
+                    (
+                        self.ssl_protocol_min != DEFAULT_PROTOCOL_MIN,
+                        "--ssl-protocol-min",
+                    ),
                 ];
                 match stray.iter().find(|(set, _)| *set) {
                     Some((_, flag)) => Err(usage(

@@ -14,5 +14,5 @@ pub mod ktls;
 mod names;
 mod transport;
 
-pub use config::{Acceptor, Loaded, TlsConfig};
+pub use config::{Acceptor, Loaded, TlsConfig, DEFAULT_CIPHERS, DEFAULT_PROTOCOL_MIN};
 pub use transport::{handshake, TlsStream, Transport};
