@@ -27,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 
 from harness import APPS_DIR, Server, ServerFactory
@@ -150,6 +151,31 @@ def test_head_limits(sized_server: Server, case: str, expected: bytes) -> None:
     got = exchange_raw(sized_server, request)
     assert got.startswith(b"HTTP/1.1 " + expected + b" "), (case, got[:300])
     assert b"\r\nconnection: close\r\n" in got.lower()
+
+
+def test_zero_head_limits_mean_no_limit_of_their_own(servers: ServerFactory) -> None:
+    """gunicorn's 0 (no limit) for the three head limits: a 9 KB request line, 150 fields
+    and a 9 KB field (each past its default) pass, over HTTP/1.1 and HTTP/2; only the whole head's 64 KiB bound
+    is left (a limit of 0 used to answer every request 414 or 431)."""
+    server = servers.start(APP, extra_args=(
+        "--limit-request-line", "0", "--limit-request-fields", "0",
+        "--limit-request-field-size", "0",
+    ))
+    # (The echo app also returns what it saw in a response field: the head stays small.)
+    target = b"/" + b"a" * 9_000
+    fields = b"".join(b"X-F%d: v\r\n" % i for i in range(150))
+    request = (b"GET " + target + b" HTTP/1.1\r\nHost: sized.test\r\n" + fields
+               + b"X-Long: " + b"v" * 9_000 + b"\r\nConnection: close\r\n\r\n")
+    got = exchange_raw(server, request)
+    assert got.startswith(b"HTTP/1.1 200 "), got[:300]
+    seen = json.loads(got.partition(b"\r\n\r\n")[2])
+    assert seen["path"] == target.decode() and len(seen["headers"]) == 153
+    with httpx.Client(http1=False, http2=True, timeout=READ_TIMEOUT) as h2:
+        r = h2.get(f"http://{server.host}:{server.port}{target.decode()}",
+                   headers=[(f"x-f{i}", "v") for i in range(150)] + [("x-long", "v" * 9_000)])
+    assert (r.http_version, r.status_code) == ("HTTP/2", 200)
+    too_big = b"GET / HTTP/1.1\r\nHost: sized.test\r\nX-Big: " + b"v" * 70_000 + b"\r\n\r\n"
+    assert exchange_raw(server, too_big).startswith(b"HTTP/1.1 431 ")
 
 
 def test_connections_past_the_limit_are_closed_at_once(sized_server: Server) -> None:

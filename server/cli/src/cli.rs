@@ -149,13 +149,16 @@ pub struct ServeArgs {
     /// Records per ring (a power of two).
     #[arg(long, default_value_t = 256, env = "URINGAPI_RING_CAPACITY")]
     pub ring_capacity: u32,
-    /// Longest request line in bytes, without its CRLF (414 past it).
+    /// Longest request line in bytes, without its CRLF (414 past it); 0: no limit of its
+    /// own, as gunicorn's 0 (the whole head stays within 64 KiB).
     #[arg(long, default_value_t = 8190, env = "URINGAPI_LIMIT_REQUEST_LINE")]
     pub limit_request_line: usize,
-    /// Most header fields in a request (431 past it).
+    /// Most header fields in a request (431 past it); 0: no limit of its own (the whole
+    /// head stays within 64 KiB).
     #[arg(long, default_value_t = 100, env = "URINGAPI_LIMIT_REQUEST_FIELDS")]
     pub limit_request_fields: usize,
-    /// Longest header field, name plus value, in bytes (431 past it).
+    /// Longest header field, name plus value, in bytes (431 past it); 0: no limit of its
+    /// own, as gunicorn's 0 (the whole head stays within 64 KiB).
     #[arg(
         long,
         default_value_t = 8190,

@@ -256,7 +256,10 @@ pub fn scan(buf: &[u8], limits: &HeadLimits) -> Result<Option<usize>, HeadError>
 /// Parses a complete head (`buf` ends with its blank line, as found by [`scan`]).
 pub fn parse_complete<'b>(buf: &'b [u8], limits: &HeadLimits) -> Result<Head<'b>, HeadError> {
     let end = buf.len();
-    let mut storage = vec![httparse::EMPTY_HEADER; limits.fields];
+    // A head has fewer fields than lines: no more room than that, however high the limit
+    // (`--limit-request-fields 0` is usize::MAX).
+    let lines = buf.iter().filter(|&&b| b == b'\n').count();
+    let mut storage = vec![httparse::EMPTY_HEADER; limits.fields.min(lines)];
     let mut req = httparse::Request::new(&mut storage);
     let status = httparse::ParserConfig::default().parse_request(&mut req, &buf[..end]);
     match status {

@@ -433,13 +433,23 @@ fn startup_failure(w: &mut Worker, status: std::process::ExitStatus) -> Failure 
     f
 }
 
+/// `--limit-request-line/-fields/-field-size`: 0 is no limit of its own (gunicorn's
+/// meaning; a limit of 0 would refuse every request), the whole head's bound still applies.
+fn head_limit(n: usize) -> usize {
+    if n == 0 {
+        usize::MAX
+    } else {
+        n
+    }
+}
+
 /// How each connection is served: limits, timeouts, headers, proxies, static files, TLS.
 pub(super) fn conn_config(args: &ServeConfig, tls: Option<crate::tls::Acceptor>) -> ConnConfig {
     ConnConfig {
         limits: HeadLimits {
-            request_line: args.limit_request_line,
-            fields: args.limit_request_fields,
-            field_size: args.limit_request_field_size,
+            request_line: head_limit(args.limit_request_line),
+            fields: head_limit(args.limit_request_fields),
+            field_size: head_limit(args.limit_request_field_size),
             ..HeadLimits::default()
         },
         headers: HeaderOptions {
@@ -465,9 +475,9 @@ pub(super) fn conn_config(args: &ServeConfig, tls: Option<crate::tls::Acceptor>)
             mode: args.http,
             max_streams: args.h2_max_concurrent_streams,
             max_header_list: 64 * 1024,
-            max_request_line: args.limit_request_line,
-            max_fields: args.limit_request_fields,
-            max_field_size: args.limit_request_field_size,
+            max_request_line: head_limit(args.limit_request_line),
+            max_fields: head_limit(args.limit_request_fields),
+            max_field_size: head_limit(args.limit_request_field_size),
             max_body: (args.limit_request_body > 0).then_some(args.limit_request_body),
             // No keep-alive (0) cannot close an HTTP/2 connection after "its" response: an
             // idle one gets as long as a request head would.
