@@ -356,6 +356,8 @@ def test_missing_env_file_and_bad_host_are_usage_errors(tmp_path: Path) -> None:
     # So would a health path: the balancer's check would reach the app instead.
     assert_usage_error(base + ["--health-path", "healthz"], None, "--health-path", "/healthz")
     assert_usage_error(base + ["--health-path", ""], None, "--health-path")
+    # A largest WebSocket message of 0 bytes would close every WebSocket with 1009.
+    assert_usage_error(base + ["--ws-max-size", "0"], None, "--ws-max-size")
 
 
 def test_fd_serves_an_inherited_socket() -> None:

@@ -270,8 +270,9 @@ pub struct ServeArgs {
     /// front end), off (they reach the app as plain http requests).
     #[arg(long, value_enum, default_value = "auto", env = "URINGAPI_WS")]
     pub ws: WsModeArg,
-    /// Largest WebSocket message in bytes, after decompression (close 1009 past it).
-    #[arg(long, default_value_t = 16 * 1024 * 1024, env = "URINGAPI_WS_MAX_SIZE")]
+    /// Largest WebSocket message in bytes, after decompression (close 1009 past it); at
+    /// least 1 (0 would close every WebSocket on its first message).
+    #[arg(long, default_value_t = 16 * 1024 * 1024, env = "URINGAPI_WS_MAX_SIZE", value_parser = clap::value_parser!(u64).range(1..))]
     pub ws_max_size: u64,
     /// Seconds between keep-alive pings on an open WebSocket (0: none).
     #[arg(long, value_parser = parse_non_negative, default_value_t = 20.0, env = "URINGAPI_WS_PING_INTERVAL")]
