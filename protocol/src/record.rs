@@ -139,7 +139,9 @@ pub struct Record {
     pub kind: u8,
     /// [`MORE`] or 0.
     pub flags: u8,
-    pub _reserved: u16,
+    /// `Request`: the stream's response window in records, 1 to [`RESPONSE_WINDOW`]
+    /// (0: [`RESPONSE_WINDOW`]; more counts as it). Zero otherwise.
+    pub window: u16,
     /// Arena slot index, or [`NO_SLOT`].
     pub slot: u32,
     /// Bytes used in the slot.
@@ -191,5 +193,20 @@ impl Record {
 
     pub fn expects_continue(&self) -> bool {
         self.flags & EXPECT_CONTINUE != 0
+    }
+
+    /// A `Request` whose response may have only `records` unacknowledged (ring.rs rule 7),
+    /// fewer than [`RESPONSE_WINDOW`]; 0 or more gives the full window.
+    pub fn with_response_window(mut self, records: u32) -> Self {
+        self.window = u16::try_from(records.min(RESPONSE_WINDOW)).unwrap_or(0);
+        self
+    }
+
+    /// The response window a `Request` gives its stream, in records.
+    pub fn response_window(&self) -> u32 {
+        match u32::from(self.window) {
+            0 => RESPONSE_WINDOW,
+            n => n.min(RESPONSE_WINDOW),
+        }
     }
 }

@@ -95,7 +95,11 @@
 //!    response's last record (no `MORE`) is not counted: the stream ends with it. Without
 //!    the window a response to a slow client took every response slot of its worker, and
 //!    every other response on that worker waited for that client. A stream the front end
-//!    gives up early gets `Disconnect`, which ends the app's wait for credit.
+//!    gives up early gets `Disconnect`, which ends the app's wait for credit. A `Request`
+//!    may give its stream a smaller window (`Record::window`, 1 to `RESPONSE_WINDOW`), which
+//!    the front end then acknowledges at half of it (at least 1 record): HTTP/2 does when a
+//!    connection has many streams open, since each stream's unacknowledged records wait in
+//!    the front end's memory for the client's flow-control window.
 //!
 //! ## Revocable dispatch (claim words, `claim.rs`)
 //! A request sent whole in one `Request` record may be taken back while it waits in the

@@ -428,10 +428,10 @@ fn arb_record() -> impl Strategy<Value = Record> {
         any::<u64>(),
     )
         .prop_map(
-            |(kind, flags, _reserved, slot, len, aux, stream, extra)| Record {
+            |(kind, flags, window, slot, len, aux, stream, extra)| Record {
                 kind,
                 flags,
-                _reserved,
+                window,
                 slot,
                 len,
                 aux,
@@ -819,7 +819,7 @@ fn scribble_forever(w: &Scribbler) -> ! {
         let rec = Record {
             kind: [16, 17, 18, 19, 20, 1, rng.next() as u8][rng.below(7) as usize],
             flags: rng.below(4) as u8,
-            _reserved: 0,
+            window: 0,
             slot: [rng.below(u64::from(SLOTS) + 1) as u32, NO_SLOT][rng.below(2) as usize],
             len: [rng.below(64), rng.below(u64::from(SLOT_SIZE) + 2)][rng.below(2) as usize] as u32,
             aux: rng.below(80) as u32,

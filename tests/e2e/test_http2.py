@@ -160,6 +160,29 @@ def test_a_stream_whose_client_stops_reading_is_not_buffered(servers: ServerFact
     assert grown < 64 << 20, f"the front end grew by {grown >> 20} MiB"
 
 
+def test_streams_whose_client_reads_nothing_share_one_budget(servers: ServerFactory) -> None:
+    """200 streams on one connection ask for 1 MiB each and the client reads nothing. What
+    the workers send waits in the front end for the client's flow-control window: given the
+    full response window each (8 records of 64 KiB), that was 100 MiB for this one
+    connection. Its streams share 16 records, 1 each once 16 are open (h2/mod.rs), so the
+    front end grows by far less; the server goes on answering other clients."""
+    server, _ = _start(servers)
+    before = _rss(server.proc.pid)
+    sock = _raw(server.port)
+    encoder = hpack.Encoder()
+    streams = [HeadersFrame(2 * i + 1, encoder.encode([
+        (":method", "GET"), (":scheme", "http"), (":path", f"/download?n={1 << 20}"),
+        (":authority", HOST)]), flags=["END_HEADERS", "END_STREAM"]).serialize()
+        for i in range(200)]
+    _send(sock, streams)
+    time.sleep(2.0)  # time enough for every stream's worker to fill its window
+    grown = _rss(server.proc.pid) - before
+    with httpx.Client(base_url=server.base_url, timeout=HANG_GUARD) as c:
+        assert c.get("/sleep?s=0").status_code == 200
+    sock.close()
+    assert grown < 48 << 20, f"the front end grew by {grown >> 20} MiB"
+
+
 def test_a_blocked_handler_holds_up_no_other_stream(h2_server: tuple[Server, int]) -> None:
     # Frame by frame: httpx's HTTP/2 client (httpcore) can hand a caller its response only
     # once the blocked stream's read returns, although the frames came at once (README,

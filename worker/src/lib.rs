@@ -226,12 +226,14 @@ impl Worker {
     }
 
     /// Takes every waiting record from every channel and returns them as event tuples:
-    /// `(0, key, scope, body, more, claim)`, `(1, key, body, more)`, `(2, key)`, `(3, key)`.
+    /// `(0, key, scope, body, more, claim, window)`, `(1, key, body, more)`, `(2, key)`,
+    /// `(3, key)`.
     /// WebSocket streams: `(4, key, scope)` (the upgrade), `(5, key, data, text, more, n)`
     /// (a client message or a piece of one; n sent records written to the client, as for 7), `(6, key, code, reason)` (the client side ended),
     /// `(7, key, n)` (n sent records written to the client: the send window reopens; for
     /// HTTP streams too, response records sent with `more`).
-    /// `claim` goes to `claim()` when the request's task starts.
+    /// `claim` goes to `claim()` when the request's task starts; `window` is the response
+    /// window the front end gave the stream (records with `more` it may have unacknowledged).
     /// For a request, `more` is 2 when the client waits for `100 Continue` before its body
     /// (answer with `send_continue` when the app first asks for the body).
     /// None when nothing waits.
@@ -261,7 +263,9 @@ impl Worker {
                             (true, false) => 1,
                             (false, _) => 0,
                         };
-                        out((EV_REQUEST, k, scope, body, more, rec.extra).into_pyobject(py)?)?;
+                        let window = rec.response_window();
+                        let ev = (EV_REQUEST, k, scope, body, more, rec.extra, window);
+                        out(ev.into_pyobject(py)?)?;
                         self.channels[t].free_request_slot(slot);
                         freed = true;
                     }

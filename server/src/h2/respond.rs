@@ -11,7 +11,6 @@ use h2::server::SendResponse;
 use h2::{Reason, SendStream};
 use http::{HeaderName, HeaderValue, Response};
 use uringapi_protocol::head::{is_final_status, ResponseView};
-use uringapi_protocol::record::RESPONSE_CREDIT_AT;
 
 use super::stream::Outcome;
 use super::Shared;
@@ -141,11 +140,13 @@ pub(super) enum Responded {
     Revoked,
 }
 
-/// Streams the response from the worker to the client.
+/// Streams the response from the worker to the client; `window`: the response window
+/// the stream's request gave its worker (ring.rs rule 7).
 pub(super) async fn respond_from(
     sh: &Shared,
     sid: StreamId,
     head_method: bool,
+    window: u32,
     respond: &mut SendResponse<Bytes>,
     deadline: Option<Instant>,
 ) -> Responded {
@@ -153,14 +154,17 @@ pub(super) async fn respond_from(
     if let Waited::Event(Event::Revoked) = waited {
         return Responded::Revoked;
     }
-    Responded::Done(answer(sh, sid, head_method, respond, deadline, waited).await)
+    let credit_at = (window / 2).max(1);
+    Responded::Done(answer(sh, sid, head_method, credit_at, respond, deadline, waited).await)
 }
 
-/// Sends the response whose first event (or timeout, or reset) is `waited`.
+/// Sends the response whose first event (or timeout, or reset) is `waited`; acknowledges
+/// written records `credit_at` at a time.
 async fn answer(
     sh: &Shared,
     sid: StreamId,
     head_method: bool,
+    credit_at: u32,
     respond: &mut SendResponse<Bytes>,
     deadline: Option<Instant>,
     waited: Waited,
@@ -232,7 +236,7 @@ async fn answer(
     // window (ring.rs rule 7) reopens by them, before we wait for the next one.
     let mut owed = u32::from(ok && more);
     while ok && more {
-        if owed >= RESPONSE_CREDIT_AT {
+        if owed >= credit_at {
             hub.credit_response(sid, std::mem::take(&mut owed));
         }
         match next_event(hub, sid, |cx| sender.out.poll_reset(cx), deadline).await {

@@ -289,6 +289,7 @@ async fn run(
         if head_len > slot_size {
             return reply(sh, respond, 431, head_method);
         }
+        let window = super::response_window(sh.active.get());
         let first = async {
             let slot = take_sendable_slot(hub, worker).await?;
             hub.write_slot(worker, slot, 0, &head)
@@ -296,7 +297,8 @@ async fn run(
             let mut rec = Record::new(Kind::Request, sid)
                 .with_slot(slot.get(), head_len as u32, head_len as u32)
                 .more(!end)
-                .expect_continue(wait_continue);
+                .expect_continue(wait_continue)
+                .with_response_window(window);
             if end {
                 rec.extra = hub.queue_claim(sid, worker);
             }
@@ -321,7 +323,8 @@ async fn run(
                         sent = &mut upload => sent,
                         _ = hub.event_waiting(sid) => {
                             // The app answered while its body was still coming.
-                            return Box::pin(duplex(sh, sid, head_method, respond, deadline, upload)).await;
+                            let answer = duplex(sh, sid, head_method, window, respond, deadline, upload);
+                            return Box::pin(answer).await;
                         },
                     }
                 }
@@ -343,7 +346,7 @@ async fn run(
                 }
             }
         }
-        match respond_from(sh, sid, head_method, respond, deadline).await {
+        match respond_from(sh, sid, head_method, window, respond, deadline).await {
             Responded::Done(out) => return out,
             Responded::Revoked if end => {
                 tracing::debug!(peer = %sh.peer, request = %hub.stream_what(sid), "request taken back from a stalled worker; sending it again");
@@ -502,11 +505,12 @@ async fn duplex(
     sh: &Shared,
     sid: StreamId,
     head_method: bool,
+    window: u32,
     respond: &mut SendResponse<Bytes>,
     deadline: Option<Instant>,
     mut upload: std::pin::Pin<Box<impl std::future::Future<Output = Result<(), Stop>>>>,
 ) -> Outcome {
-    let response = respond_from(sh, sid, head_method, respond, deadline);
+    let response = respond_from(sh, sid, head_method, window, respond, deadline);
     let mut response = std::pin::pin!(response);
     let mut uploading = true;
     loop {

@@ -170,7 +170,7 @@ class Cycle:
     )
 
     def __init__(self, worker: Worker, key: int, scope: dict[str, Any], body: bytes, more: int,
-                 claim: int = 0) -> None:
+                 claim: int = 0, window: int = RESPONSE_WINDOW) -> None:
         self.worker = worker
         #: The request's claim word (0: none): the front end may take a request back from a
         #: stalled worker until its task starts and claims it (ring.rs rules 8 to 10).
@@ -206,7 +206,8 @@ class Cycle:
         #: PERF: benches/e2e/stream_window_ab.py against the window ignored: 50,000 pieces
         #: of 100 bytes, same server CPU (158 vs 163 ticks), 14% more wall time; 1 GiB in
         #: 1 MiB pieces, 113 vs 172 ticks (benches/results/ab-response-window-2026-12-06.txt).
-        self.window = RESPONSE_WINDOW
+        #: An HTTP/2 stream may be given fewer (the request's record says how many).
+        self.window = window
         self.window_waiter: asyncio.Future[None] | None = None
 
     # ---- events from the front end ----
@@ -493,8 +494,8 @@ class Worker:
         for ev in events:
             kind = ev[0]
             if kind == EV_REQUEST:
-                _, key, scope, body, more, claim = ev
-                cycle = Cycle(self, key, scope, body, more, claim)
+                _, key, scope, body, more, claim, window = ev
+                cycle = Cycle(self, key, scope, body, more, claim, window)
                 cycles[key] = cycle
                 coro = cycle.run(app)
                 # PERF: see EAGER_TASKS and TASK_NAME (loop.create_task can do neither):
