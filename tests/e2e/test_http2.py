@@ -460,15 +460,23 @@ def test_an_app_that_answers_before_asking_for_an_expected_body(
 
 
 def test_a_window_kept_shut_closes_the_connection(h2_server: tuple[Server, int]) -> None:
+    """Ten streams wait on a shut window: the connection closes once, counted once, with one
+    log line (each stream's wait ran out, and each wrote its own line: one per stream)."""
     server, metrics = h2_server
     before = _metric(metrics, "uringapi_h2_defence_total", 'kind="zero_window"')
+    lines_before = len(server.stderr().splitlines())
     with _raw(server.port) as sock:
         settings = SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
-        h = HeadersFrame(1, _headers_block("/download?n=100000"),
-                         flags=["END_HEADERS", "END_STREAM"])
-        _send(sock, [settings.serialize(), h.serialize()])
+        encoder = hpack.Encoder()
+        streams = [HeadersFrame(2 * i + 1, encoder.encode([
+            (":method", "GET"), (":scheme", "http"), (":path", "/download?n=100000"),
+            (":authority", HOST)]), flags=["END_HEADERS", "END_STREAM"]).serialize()
+            for i in range(10)]
+        _send(sock, [settings.serialize(), *streams])
         assert _goaway_code(sock) == ENHANCE_YOUR_CALM
     assert _metric(metrics, "uringapi_h2_defence_total", 'kind="zero_window"') == before + 1
+    grown = server.stderr().splitlines()[lines_before:]
+    assert len([line for line in grown if "window shut" in line]) == 1, grown[:12]
 
 
 def test_alpn_h2_on_the_tls_port(servers: ServerFactory, tmp_path: Path) -> None:

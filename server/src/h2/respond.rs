@@ -372,7 +372,10 @@ impl Sender<'_> {
                     },
                     _ = stall => {
                         // Zero window for ever: the client takes no data and holds the stream.
-                        tracing::info!(peer = %self.sh.peer, "HTTP/2 client kept its flow-control window shut past --timeout-body-read; closing the connection");
+                        // One line per connection: its other streams' waits run out too.
+                        if self.sh.killed.get().is_none() {
+                            tracing::info!(peer = %self.sh.peer, "HTTP/2 client kept its flow-control window shut past --timeout-body-read; closing the connection");
+                        }
                         self.sh.kill(Reason::ENHANCE_YOUR_CALM, Defence::ZeroWindow);
                         return false;
                     },
