@@ -23,8 +23,13 @@ pub const WS_WINDOW: u32 = 4;
 /// that reads slowly, or not at all, holds its own app's `send()`, not its worker's slots:
 /// the other requests on that worker go on.
 pub const RESPONSE_WINDOW: u32 = 8;
-/// The front end acknowledges written response records once it owes this many.
-pub const RESPONSE_CREDIT_AT: u32 = RESPONSE_WINDOW / 2;
+/// A stream's response window when `open` streams (itself included) share `budget` records:
+/// the full [`RESPONSE_WINDOW`] while there is room for it, never less than 1. The front end
+/// acknowledges written records half a window (at least 1) at a time.
+pub fn response_window_share(budget: u32, open: usize) -> u32 {
+    let open = u32::try_from(open.max(1)).unwrap_or(u32::MAX);
+    (budget / open).clamp(1, RESPONSE_WINDOW)
+}
 /// Either side of a WebSocket holds back credit it owes (records taken or written) until
 /// it owes this many, unless a record it sends first carries it (`extra` of `WsMessage`
 /// and `WsSend`). Any value up to [`WS_WINDOW`] keeps both windows live: a side whose

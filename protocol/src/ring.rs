@@ -91,15 +91,15 @@
 //!    HTTP responses use the send window too, `RESPONSE_WINDOW` (8) records: the worker
 //!    sends at most that many records with `MORE` (`Response` or `ResponseBody`) that the
 //!    front end has not acknowledged, and the front end acknowledges them with
-//!    `SendCredit` once written to the client, `RESPONSE_CREDIT_AT` (4) at a time. A
+//!    `SendCredit` once written to the client, half a window (4) at a time. A
 //!    response's last record (no `MORE`) is not counted: the stream ends with it. Without
 //!    the window a response to a slow client took every response slot of its worker, and
 //!    every other response on that worker waited for that client. A stream the front end
 //!    gives up early gets `Disconnect`, which ends the app's wait for credit. A `Request`
 //!    may give its stream a smaller window (`Record::window`, 1 to `RESPONSE_WINDOW`), which
-//!    the front end then acknowledges at half of it (at least 1 record): HTTP/2 does when a
-//!    connection has many streams open, since each stream's unacknowledged records wait in
-//!    the front end's memory for the client's flow-control window.
+//!    the front end then acknowledges at half of it (at least 1 record): it does when many
+//!    streams are open on its thread, or on one HTTP/2 connection, since the records of a
+//!    client that reads slowly wait in the front end's memory (`response_window_share`).
 //!
 //! ## Revocable dispatch (claim words, `claim.rs`)
 //! A request sent whole in one `Request` record may be taken back while it waits in the

@@ -528,3 +528,34 @@ def test_2gib_download_keeps_front_end_rss_bounded(bulk_server: Server,
         got = download(bulk_server, GIB2, with_length)
     assert got == expected
     rss.check()
+
+
+SLOW_READERS = 300
+
+
+def test_clients_that_read_nothing_share_the_threads_response_budget(servers: ServerFactory) -> None:
+    """300 clients each ask for a 64 MiB download and read nothing. What the workers send past
+    the kernel's socket buffers waits in the front end's memory; with the full response
+    window each (8 records of 64 KiB) that was 512 KiB a client, about 130 MiB here. The
+    thread's streams share 256 records, 1 each once 256 are open (dispatch/streams.rs), so
+    the front end grows by much less, and the server goes on answering."""
+    server = servers.start(APP)
+    with RssSampler(server.proc.pid) as rss:
+        socks = []
+        try:
+            for _ in range(SLOW_READERS):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.settimeout(READ_TIMEOUT)
+                sock.connect((server.host, server.port))
+                sock.sendall(b"GET /?mode=download&size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (64 << 20))
+                socks.append(sock)
+            time.sleep(3.0)  # time enough for every worker to fill every window
+            got = exchange_raw(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+        finally:
+            for sock in socks:
+                sock.close()
+    peak = max(s["VmRSS"] for s in rss.samples)
+    grown = peak - rss.baseline["VmRSS"]
+    assert grown < 80 << 20, f"the front end grew by {grown >> 20} MiB"

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
+use uringapi_protocol::record::{response_window_share, RESPONSE_WINDOW};
 use uringapi_protocol::{Kind, Record};
 
 use super::{policy, Hub};
@@ -104,6 +105,11 @@ pub(super) struct Stream {
     /// Response bytes are copied out of their slot as the record arrives and the slot
     /// goes back at once (`Hub::copy_responses`).
     pub copy: bool,
+    /// The response window its request gives the worker (`THREAD_RESPONSE_BUDGET`).
+    pub window: u32,
+    /// A WebSocket (`Hub::websocket_opened`): its messages have windows of their own, and
+    /// it does not count against the thread's response budget.
+    websocket: bool,
 }
 
 impl Stream {
@@ -136,12 +142,23 @@ fn split(id: StreamId) -> (usize, u32) {
     ((id & 0xffff_ffff) as usize, (id >> 32) as u32)
 }
 
+/// Response records (ring.rs rule 7) that a front-end thread's streams may have
+/// unacknowledged, shared out as they open. A client that reads slowly, or not at all,
+/// makes its stream's records wait in this process's memory (copied out of their slots,
+/// `Hub::copy_responses`): with the full window each, a crowd of such clients held 512 KiB
+/// apiece. Up to 32 streams open on the thread get the full window (8 records), then each
+/// new one a share, down to 1 record (64 KiB at the default slot) from 256 streams on.
+/// WebSockets do not count (their messages have their own window, `WS_WINDOW`).
+pub(super) const THREAD_RESPONSE_BUDGET: u32 = 256;
+
 /// The thread's streams: a slab whose indices are reused, with a sequence number per use.
 #[derive(Default)]
 pub(super) struct StreamTable {
     slots: Vec<Option<Stream>>,
     free: Vec<usize>,
     next_seq: u32,
+    /// Open streams that are WebSockets.
+    websockets: usize,
 }
 
 impl StreamTable {
@@ -149,6 +166,8 @@ impl StreamTable {
     pub fn open(&mut self, worker: usize, what: Box<str>) -> StreamId {
         self.next_seq = self.next_seq.wrapping_add(1);
         let seq = self.next_seq;
+        let http = self.len() - self.websockets;
+        let window = response_window_share(THREAD_RESPONSE_BUDGET, http + 1);
         let stream = Stream {
             worker,
             seq,
@@ -160,6 +179,8 @@ impl StreamTable {
             body: Window::default(),
             claim: 0,
             copy: false,
+            window,
+            websocket: false,
         };
         let index = match self.free.pop() {
             Some(i) => {
@@ -182,10 +203,25 @@ impl StreamTable {
 
     /// Takes the stream out of the table; its index is free for reuse.
     pub fn remove(&mut self, id: StreamId) -> Option<Stream> {
-        self.get_mut(id)?;
+        if self.get_mut(id)?.websocket {
+            self.websockets -= 1;
+        }
         let index = split(id).0;
         self.free.push(index);
         self.slots[index].take()
+    }
+
+    /// The stream turned into a WebSocket.
+    pub fn websocket_opened(&mut self, id: StreamId) {
+        if let Some(s) = self.get_mut(id).filter(|s| !s.websocket) {
+            s.websocket = true;
+            self.websockets += 1;
+        }
+    }
+
+    /// Streams open.
+    pub fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Stream> {
@@ -417,6 +453,21 @@ impl Hub {
         }
     }
 
+    /// The stream is a WebSocket from now on: it leaves the thread's response budget.
+    pub fn websocket_opened(&self, id: StreamId) {
+        self.inner.borrow_mut().streams.websocket_opened(id);
+    }
+
+    /// The response window the stream's request gives its worker (ring.rs rule 7), in
+    /// records; the full window for a stream that is gone.
+    pub fn response_window(&self, id: StreamId) -> u32 {
+        let mut inner = self.inner.borrow_mut();
+        inner
+            .streams
+            .get_mut(id)
+            .map_or(RESPONSE_WINDOW, |s| s.window)
+    }
+
     /// Acknowledges `n` response records of a stream that were written to the client
     /// (ring.rs rule 7, the response window): its worker may send as many more. Nothing
     /// for a stream that is gone or whose worker has sent its last record. A full ring
@@ -522,6 +573,31 @@ mod tests {
         }
         assert_eq!(t.iter().count(), 50);
         assert!(ids[50..].iter().all(|id| t.get_mut(*id).is_some()));
+    }
+
+    #[test]
+    fn streams_share_the_threads_response_budget_as_they_open() {
+        let mut t = StreamTable::default();
+        let ids: Vec<_> = (0..300).map(|_| t.open(0, "x".into())).collect();
+        let window = |t: &mut StreamTable, id| t.get_mut(id).unwrap().window;
+        assert_eq!(t.len(), 300);
+        assert!(ids[..32].iter().all(|&id| window(&mut t, id) == 8));
+        assert_eq!(window(&mut t, ids[33]), 7); // 256 / 34
+        assert_eq!(window(&mut t, ids[127]), 2); // 256 / 128
+        assert!(ids[255..].iter().all(|&id| window(&mut t, id) == 1));
+        // Closed streams give their share back to the next ones.
+        for id in &ids[1..] {
+            t.remove(*id).unwrap();
+        }
+        let next = t.open(0, "x".into());
+        assert_eq!((t.len(), window(&mut t, next)), (2, 8));
+        // WebSockets do not count, while they are open.
+        let sockets: Vec<_> = (0..300).map(|_| t.open(0, "ws".into())).collect();
+        sockets.iter().for_each(|&id| t.websocket_opened(id));
+        let beside = t.open(0, "x".into());
+        assert_eq!(window(&mut t, beside), 8);
+        sockets.iter().for_each(|&id| drop(t.remove(id)));
+        assert_eq!((t.len(), t.websockets), (3, 0));
     }
 
     #[test]

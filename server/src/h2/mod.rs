@@ -155,8 +155,7 @@ const RESPONSE_BUDGET: u32 = 16;
 /// The response window for a stream opening while `active` streams run on its connection
 /// (itself included).
 fn response_window(active: usize) -> u32 {
-    let share = RESPONSE_BUDGET / u32::try_from(active.max(1)).unwrap_or(u32::MAX);
-    share.clamp(1, uringapi_protocol::record::RESPONSE_WINDOW)
+    uringapi_protocol::record::response_window_share(RESPONSE_BUDGET, active)
 }
 
 /// What the streams of one connection share with its driver.

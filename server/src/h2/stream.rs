@@ -289,7 +289,7 @@ async fn run(
         if head_len > slot_size {
             return reply(sh, respond, 431, head_method);
         }
-        let window = super::response_window(sh.active.get());
+        let window = super::response_window(sh.active.get()).min(hub.response_window(sid));
         let first = async {
             let slot = take_sendable_slot(hub, worker).await?;
             hub.write_slot(worker, slot, 0, &head)

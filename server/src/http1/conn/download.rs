@@ -2,7 +2,6 @@
 //! to the client: framing, zero-copy writes, the request deadline.
 
 use super::*;
-use uringapi_protocol::record::RESPONSE_CREDIT_AT;
 
 use crate::net::SENDFILE_MAX;
 
@@ -106,8 +105,9 @@ impl Conn {
         // Records written with `more` that the worker has not been told of: its response
         // window (ring.rs rule 7) reopens by them, before we wait for the next one.
         let mut owed = u32::from(ok && more);
+        let credit_at = (self.hub.response_window(sid) / 2).max(1);
         while ok && more {
-            if owed >= RESPONSE_CREDIT_AT {
+            if owed >= credit_at {
                 self.hub.credit_response(sid, std::mem::take(&mut owed));
             }
             match self.next_event(sid, deadline).await {

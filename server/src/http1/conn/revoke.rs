@@ -47,11 +47,9 @@ impl Conn {
             self.hub
                 .write_slot(worker, slot, 0, &self.scratch)
                 .map_err(|_| SendEnd::WorkerLost)?;
-            let mut rec = Record::new(Kind::Request, sid).with_slot(
-                slot.get(),
-                head_len as u32,
-                head_len as u32,
-            );
+            let mut rec = Record::new(Kind::Request, sid)
+                .with_slot(slot.get(), head_len as u32, head_len as u32)
+                .with_response_window(self.hub.response_window(sid));
             rec.extra = self.hub.queue_claim(sid, worker);
             self.push(worker, rec).await?;
             self.hub.flush(worker);

@@ -146,7 +146,8 @@ impl Conn {
                 let mut rec = Record::new(Kind::Request, sid)
                     .with_slot(slot.get(), filled as u32, head_len as u32)
                     .more(more)
-                    .expect_continue(more && expect_continue);
+                    .expect_continue(more && expect_continue)
+                    .with_response_window(self.hub.response_window(sid));
                 if !more && filled == head_len {
                     // The whole request is this record (and `scratch`): revocable.
                     rec.extra = self.hub.queue_claim(sid, worker);

@@ -206,6 +206,7 @@ impl Conn {
         side: RequestSide,
     ) -> Next {
         let sid = guard.1;
+        self.hub.websocket_opened(sid);
         let head_len = self.scratch.len();
         let sent = async {
             let slot = self.take_slot(worker).await?;
