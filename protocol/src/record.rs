@@ -24,11 +24,17 @@ pub const WS_WINDOW: u32 = 4;
 /// the other requests on that worker go on.
 pub const RESPONSE_WINDOW: u32 = 8;
 /// A stream's response window when `open` streams (itself included) share `budget` records:
-/// the full [`RESPONSE_WINDOW`] while there is room for it, never less than 1. The front end
-/// acknowledges written records half a window (at least 1) at a time.
+/// the full [`RESPONSE_WINDOW`] while there is room for it, never less than 1.
 pub fn response_window_share(budget: u32, open: usize) -> u32 {
     let open = u32::try_from(open.max(1)).unwrap_or(u32::MAX);
     (budget / open).clamp(1, RESPONSE_WINDOW)
+}
+
+/// How many written response records the front end acknowledges at a time, for a stream
+/// whose window is `window`: half of it, at least 1 (one credit record per record would cost
+/// the worker a wake-up each; waiting for more than the window would never reopen it).
+pub fn response_credit_at(window: u32) -> u32 {
+    (window / 2).max(1)
 }
 /// Either side of a WebSocket holds back credit it owes (records taken or written) until
 /// it owes this many, unless a record it sends first carries it (`extra` of `WsMessage`

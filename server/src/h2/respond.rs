@@ -154,7 +154,7 @@ pub(super) async fn respond_from(
     if let Waited::Event(Event::Revoked) = waited {
         return Responded::Revoked;
     }
-    let credit_at = (window / 2).max(1);
+    let credit_at = uringapi_protocol::record::response_credit_at(window);
     Responded::Done(answer(sh, sid, head_method, credit_at, respond, deadline, waited).await)
 }
 

@@ -2,6 +2,7 @@
 //! to the client: framing, zero-copy writes, the request deadline.
 
 use super::*;
+use uringapi_protocol::record::response_credit_at;
 
 use crate::net::SENDFILE_MAX;
 
@@ -105,7 +106,7 @@ impl Conn {
         // Records written with `more` that the worker has not been told of: its response
         // window (ring.rs rule 7) reopens by them, before we wait for the next one.
         let mut owed = u32::from(ok && more);
-        let credit_at = (self.hub.response_window(sid) / 2).max(1);
+        let credit_at = response_credit_at(self.hub.response_window(sid));
         while ok && more {
             if owed >= credit_at {
                 self.hub.credit_response(sid, std::mem::take(&mut owed));
