@@ -9,6 +9,9 @@ bodies hashed as they stream in and out, and a handler that blocks its worker's 
   GET  /headers            -> {"headers": [[name, value], ...]} as the app received them
   GET  /scope              -> {"client", "scheme", "http_version"} of the scope
   POST /late-read          -> "early " at once, then asks for the body (0.5 s at most), "done"
+  GET  /bodiless?status=204 -> that status with content-length 9 and a 9-byte body in two
+                              pieces, which the server must not send (HEAD, 204, 304 have none)
+  GET  /two-lengths         -> content-length given twice, as 3 and 4: an invalid head
 """
 
 from __future__ import annotations
@@ -85,7 +88,29 @@ class LateRead:
         await send({"type": "http.response.body", "body": b"done"})
 
 
+class Bodiless:
+    """A body on a status that has none: the app's mistake, the server's to drop."""
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        status = int(dict(p.split("=") for p in scope["query_string"].decode().split("&"))["status"])
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-length", b"9"), (b"etag", b'"v1"')]})
+        await send({"type": "http.response.body", "body": b"not ", "more_body": True})
+        await send({"type": "http.response.body", "body": b"this!"})
+
+
+class TwoLengths:
+    """Content-length given twice with two values: a head the server must refuse."""
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"3"), (b"content-length", b"4")]})
+        await send({"type": "http.response.body", "body": b"abc"})
+
+
 app = Starlette(routes=[
+    Route("/bodiless", Bodiless()),
+    Route("/two-lengths", TwoLengths()),
     Route("/late-read", LateRead(), methods=["POST"]),
     Route("/scope", scope),
     Route("/headers", headers),

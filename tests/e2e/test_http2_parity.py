@@ -126,6 +126,41 @@ def test_a_static_file_waits_for_the_client_window(parity: Server) -> None:
     assert opened and got == SMALL
 
 
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_body_on_a_204_or_304_is_dropped_over_http2_as_over_http1(parity: Server, status: int) -> None:
+    # The app sends content-length 9 and 9 bytes with a status that has no content (RFC 9110
+    # §6.4.1). A DATA frame would be a protocol error to the client (RFC 9113 §8.1.1): the
+    # HEADERS frame ends the stream, as the HTTP/1.1 answer ends after its head; a 304
+    # keeps its content-length (that of the representation), a 204 has none (§8.6).
+    r1, r2 = _both(parity, "GET", f"/bodiless?status={status}")
+    assert (r1.status_code, r1.content) == (status, b"")
+    _same(r1, r2)
+    assert r2.headers.get("content-length") == ("9" if status == 304 else None)
+    assert r2.headers["etag"] == '"v1"'
+    sock = h2raw.connect(HOST, parity.port, HANG_GUARD)
+    enc, dec = hpack.Encoder(), hpack.Decoder()
+    h2raw.send(sock, [HeadersFrame(1, h2raw.headers_block(enc, f"/bodiless?status={status}", HOST),
+                                   flags=["END_HEADERS", "END_STREAM"]).serialize()])
+    on_stream = []
+    for frame in h2raw.frames(sock):
+        if frame.stream_id == 1:
+            on_stream.append(frame)
+            if isinstance(frame, HeadersFrame):
+                assert dict(dec.decode(frame.data))[":status"] == str(status)
+            if "END_STREAM" in frame.flags or isinstance(frame, RstStreamFrame):
+                break
+    sock.close()
+    assert [type(f).__name__ for f in on_stream] == ["HeadersFrame"]
+    assert "END_STREAM" in on_stream[0].flags
+
+
+def test_two_different_content_lengths_are_refused_over_http2_as_over_http1(parity: Server) -> None:
+    r1, r2 = _both(parity, "GET", "/two-lengths")
+    assert r1.status_code == 502
+    _same(r1, r2)
+    assert "content-length given twice, as 3 and 4" in parity.stderr()
+
+
 def test_proxy_headers_set_client_and_scheme_only_for_a_trusted_peer(parity: Server) -> None:
     # --forwarded-allow-ips is 127.0.0.1 by default (as uvicorn): a client on 127.0.0.1 is a
     # trusted proxy, one on 127.0.0.2 is not.

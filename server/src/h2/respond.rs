@@ -213,8 +213,12 @@ async fn answer(
         return reply(sh, respond, 502, head_method);
     };
     let status = view.status;
+    // RFC 9110 §6.4.1: a HEAD, 204 or 304 response has no content; a body the app sends
+    // anyway is counted and dropped, as over HTTP/1.1 (a DATA frame would be a protocol
+    // error to the client, RFC 9113 §8.1.1).
+    let bodiless = head_method || status == 204 || status == 304;
     let first_empty = first.as_ref().is_none_or(|b| b.is_empty());
-    let empty = head_method || (!more && first_empty && file.is_none());
+    let empty = bodiless || (!more && first_empty && file.is_none());
     let Ok(mut out) = respond.send_response(resp, empty) else {
         return gone;
     };
@@ -222,7 +226,7 @@ async fn answer(
         sh,
         out: &mut out,
         sent: 0,
-        skip: head_method,
+        skip: bodiless,
     };
     let mut ok = true;
     if !empty {
@@ -270,7 +274,7 @@ async fn answer(
             }
         }
     }
-    if ok && !head_method && declared.is_some_and(|n| n != sender.sent) {
+    if ok && !bodiless && declared.is_some_and(|n| n != sender.sent) {
         tracing::error!(peer = %sh.peer, declared = ?declared, sent = sender.sent, "response body length differs from its content-length; resetting the stream");
         ok = false;
     }
@@ -314,13 +318,22 @@ fn build_response(
             continue;
         }
         if name == http::header::CONTENT_LENGTH {
-            declared = Some(
-                std::str::from_utf8(value)
-                    .ok()?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()?,
-            );
+            // RFC 9110 §8.6: never in a 204 (a 304's describes the selected representation).
+            if view.status == 204 {
+                continue;
+            }
+            let digits = value.trim_ascii();
+            if !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n = std::str::from_utf8(digits).ok()?.parse::<u64>().ok()?;
+            // One value however often it is given (RFC 9110 §8.6); two that differ are
+            // refused, as over HTTP/1.1.
+            match declared.replace(n) {
+                Some(m) if m != n => return None,
+                Some(_) => continue,
+                None => {}
+            }
         }
         map.append(name, HeaderValue::from_bytes(value).ok()?);
     }

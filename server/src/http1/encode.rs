@@ -30,6 +30,8 @@ pub enum BadResponse {
     Value(String),
     #[error("invalid content-length {0:?}")]
     ContentLength(String),
+    #[error("content-length given twice, as {0} and {1}")]
+    ContentLengths(u64, u64),
 }
 
 /// What the request said that shapes the response.
@@ -190,7 +192,8 @@ pub fn response_head(
             match (n, app_length) {
                 (Some(n), None) => app_length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
-                _ => {
+                (Some(n), Some(m)) => return Err(BadResponse::ContentLengths(m, n)),
+                (None, _) => {
                     return Err(BadResponse::ContentLength(
                         String::from_utf8_lossy(value).into_owned(),
                     ))
@@ -479,6 +482,9 @@ mod tests {
                 "{status} {h:?}"
             );
         }
+        let twice: Headers = &[(b"content-length", b"3"), (b"content-length", b"4")];
+        let err = response_head(200, twice, REQ11, None, OPTS, &mut out).unwrap_err();
+        assert_eq!(err.to_string(), "content-length given twice, as 3 and 4");
     }
 
     #[test]
