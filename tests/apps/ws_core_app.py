@@ -73,6 +73,9 @@ async def echo(ws: WebSocket) -> None:
                 code, _, reason = text[len("close:"):].partition(":")
                 await ws.close(int(code), reason)
                 return
+            elif text == "send-both":
+                # An app's mistake: ASGI asks for exactly one of text and bytes.
+                await ws.send({"type": "websocket.send", "text": "t", "bytes": b"b"})
             elif text == "pid":
                 await ws.send_text(str(os.getpid()))
             elif text == "scope":

@@ -141,6 +141,32 @@ def test_server_close_code_and_reason_reach_the_client(server: Server) -> None:
     assert (info.value.rcvd.code, info.value.rcvd.reason) == (4002, "done here")
 
 
+@pytest.mark.uringapi_only
+def test_close_codes_and_messages_a_close_frame_cannot_carry_are_the_apps_error(
+        server: Server) -> None:
+    # 1005 may not be sent (RFC 6455 §7.4.1), and a message must be text or bytes, not both:
+    # the app's send() raises, its handler ends, the client gets 1011 and the log says why
+    # (the close code is not swapped for another one in silence).
+    for command, said in [("close:1005:x", "websocket.close code 1005 may not be sent"),
+                          ("send-both", "needs exactly one of 'text' and 'bytes'")]:
+        with open_ws(server) as ws:
+            ws.send(command)
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=10)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1011, command
+        assert said in server.stderr()
+    # A reason longer than a close frame holds (123 bytes) is cut at a character boundary,
+    # with a warning: the client gets the code and as much of the reason as fits.
+    reason = "é" * 100  # 200 bytes in UTF-8
+    with open_ws(server) as ws:
+        ws.send(f"close:4003:{reason}")
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (4003, "é" * 61)
+    assert "websocket.close reason is 200 bytes in UTF-8" in server.stderr()
+
+
 def test_close_before_accept_is_403_and_exception_is_500(server: Server) -> None:
     with pytest.raises(InvalidStatus) as info:
         open_ws(server, "/deny")

@@ -52,11 +52,42 @@ class WebSocketDisconnected(OSError):
 
 
 def _cut_reason(reason: str) -> bytes:
-    """A close reason as UTF-8, cut at a character boundary to fit a control frame."""
+    """A close reason as UTF-8, cut at a character boundary to fit a control frame (with a
+    warning: the client gets less than the app wrote)."""
     raw = reason.encode()
     if len(raw) <= 123:
         return raw
-    return raw[:123].decode(errors="ignore").encode()
+    cut = raw[:123].decode(errors="ignore").encode()
+    logger.warning("websocket.close reason is %d bytes in UTF-8, past the 123 a close frame "
+                   "holds (RFC 6455 §5.5); the client gets its first %d: %r", len(raw), len(cut),
+                   cut.decode())
+    return cut
+
+
+def _close_code(message: dict[str, Any]) -> int:
+    """The code of an app's ``websocket.close`` (1000 when none): one a close frame may
+    carry, or ``ValueError`` (the app's task then ends and the client gets 1011)."""
+    code = message.get("code") or 1000
+    if not isinstance(code, int) or not (code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014
+                                         or 3000 <= code <= 4999):
+        raise ValueError(f"websocket.close code {code!r} may not be sent to a client (RFC 6455 "
+                         "§7.4): use 1000-1003, 1007-1014 or 3000-4999")
+    return int(code)
+
+
+def _message_payload(message: dict[str, Any]) -> tuple[bytes, bool]:
+    """A ``websocket.send``'s payload and whether it is text: exactly one of ``text`` (str)
+    and ``bytes`` (bytes-like) is given (ASGI spec), else ``TypeError``."""
+    text, data = message.get("text"), message.get("bytes")
+    if (text is None) == (data is None):
+        raise TypeError("websocket.send needs exactly one of 'text' and 'bytes'")
+    if text is not None:
+        if not isinstance(text, str):
+            raise TypeError(f"websocket.send 'text' must be str, not {type(text).__name__}")
+        return text.encode(), True
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"websocket.send 'bytes' must be bytes, not {type(data).__name__}")
+    return bytes(data), False
 
 
 class WebSocketCycle:
@@ -227,11 +258,7 @@ class WebSocketCycle:
                 raise WebSocketDisconnected("the client has disconnected")
             if self.state != ACCEPTED:
                 raise RuntimeError(f"websocket.send before websocket.accept or after websocket.close (state {self.state})")
-            text = message.get("text")
-            if text is not None:
-                await self._send_message(text.encode(), True)
-            else:
-                await self._send_message(bytes(message.get("bytes") or b""), False)
+            await self._send_message(*_message_payload(message))
         elif kind == "websocket.accept":
             if self.state != CONNECTING:
                 raise RuntimeError("websocket.accept sent twice, or after a close or a response")
@@ -251,7 +278,7 @@ class WebSocketCycle:
                 self.state = RESPONSE
                 await self._respond(403, b"")
             elif self.state == ACCEPTED:
-                await self._close(int(message.get("code") or 1000), message.get("reason") or "")
+                await self._close(_close_code(message), message.get("reason") or "")
             else:
                 raise RuntimeError("websocket.close after the websocket was closed or denied")
         elif kind == "websocket.http.response.start":
