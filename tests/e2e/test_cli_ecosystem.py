@@ -170,11 +170,15 @@ def test_a_bad_web_concurrency_names_itself() -> None:
                        {"WEB_CONCURRENCY": "lots"}, "lots", "WEB_CONCURRENCY")
 
 
-@pytest.mark.parametrize(("var", "value"), [("URINGAPI_WORKERS", "many"),
-                                             ("URINGAPI_LIFESPAN", "sometimes"),
-                                             ("URINGAPI_TIMEOUT", "soon")])
-def test_a_bad_environment_value_is_a_usage_error(var: str, value: str) -> None:
-    assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR)), {var: value}, value)
+@pytest.mark.parametrize(("var", "value", "more"), [("URINGAPI_WORKERS", "many", "--workers"),
+                                                     ("URINGAPI_LIFESPAN", "sometimes", "auto, on, off"),
+                                                     ("URINGAPI_TIMEOUT", "soon", "soon")])
+def test_a_bad_environment_value_is_a_usage_error_that_names_the_variable(
+        var: str, value: str, more: str) -> None:
+    # The option is not on the command line: the hint names the variable the value came
+    # from (and, for a choice, what the option takes).
+    assert_usage_error(serve_cmd("env_app:app", "--app-dir", str(APPS_DIR)), {var: value}, value,
+                       f"hint: the value is {var}'s", more)
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--timeout-keep-alive", "inf"),

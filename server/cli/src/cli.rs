@@ -657,6 +657,7 @@ const UVICORN_VARIABLES: &[&str] = &[
 /// Parses the command line. `Err`: the exit code, once help, the version or an
 /// `error:`/`hint:` pair for bad arguments is printed.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
+    let args: Vec<OsString> = args.into_iter().collect();
     // Variables other servers read, honoured when ours is not set, in uvicorn's order:
     // its UVICORN_<OPTION> (click's auto_envvar_prefix) for the options that mean the same
     // here, then its spelling of --forwarded-allow-ips, and the worker count that uvicorn,
@@ -680,7 +681,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
             }
         }
     }
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::{ContextKind, ErrorKind};
@@ -720,6 +721,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
                     && context(&e, ContextKind::InvalidValue) == value.as_deref()
             }) {
                 eprintln!("hint: the value is {theirs}'s (read when {ours} is not set): fix or unset it, or give the option on the command line");
+            } else if let Some(ours) = from_our_variable(&e, &args) {
+                let values = near_miss(&e).map(|h| format!("; {h}")).unwrap_or_default();
+                eprintln!("hint: the value is {ours}'s: fix or unset it, or give the option on the command line{values}");
             } else if let Some(hint) = foreign::hint(&e) {
                 eprintln!("hint: {hint}");
             } else if let Some(hint) = near_miss(&e) {
@@ -731,6 +735,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
         }
     };
     Ok(cli)
+}
+
+/// The `URINGAPI_<OPTION>` variable a bad value came from: the option is not on the command
+/// line and the variable holds the value clap refused.
+fn from_our_variable(e: &clap::Error, args: &[OsString]) -> Option<String> {
+    use clap::error::ContextKind;
+    let flag = context(e, ContextKind::InvalidArg)?
+        .split([' ', '='])
+        .next()?;
+    let id = flag.strip_prefix("--")?.replace('-', "_").to_uppercase();
+    let given = args.iter().filter_map(|a| a.to_str()).any(|a| {
+        a.strip_prefix(flag)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+    });
+    let ours = format!("URINGAPI_{id}");
+    let value = std::env::var(&ours).ok()?;
+    (!given && context(e, ContextKind::InvalidValue) == Some(value.as_str())).then_some(ours)
 }
 
 /// What clap knows of the mistake: the values an option takes, and the option or value
