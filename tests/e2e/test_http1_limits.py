@@ -125,6 +125,22 @@ def test_413_to_a_head_request_has_no_body(sized_server: Server) -> None:
     assert rest == b"", rest  # RFC 9110 §9.3.2
 
 
+def test_a_trailer_section_that_never_ends_gets_400_and_close(sized_server: Server) -> None:
+    # Trailer lines are part of no body and go to no app: a client sending them for ever
+    # must not keep its request (and the app waiting for the body's end) alive for ever.
+    # 1 MiB of valid trailer lines, never the empty line that ends them.
+    trailers = b"X-T: " + b"t" * 90 + b"\r\n"
+    with socket.create_connection((sized_server.host, sized_server.port), timeout=READ_TIMEOUT) as sock:
+        try:
+            sock.sendall(post(b"Transfer-Encoding: chunked\r\n", b"1\r\nx\r\n0\r\n"))
+            for _ in range((1 << 20) // len(trailers)):
+                sock.sendall(trailers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before the last line went
+        got = read_until_close(sock)
+    assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got[:300]
+
+
 @pytest.mark.parametrize("case,expected", [
     ("line-at-limit", b"200"),
     ("line-past-limit", b"414"),

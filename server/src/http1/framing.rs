@@ -23,10 +23,16 @@ pub enum ChunkError {
     LineTooLong,
     #[error("trailer line is not a field line")]
     BadTrailer,
+    #[error("trailer section longer than {MAX_TRAILERS} bytes")]
+    TrailersTooLong,
 }
 
 /// Longest chunk-size line (with extensions) or trailer line we accept.
 const MAX_LINE: usize = 4096;
+
+/// Longest trailer section we read (the server passes trailers on to no one): without a
+/// bound, a client could send trailer lines for ever and its request would never end.
+pub const MAX_TRAILERS: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -36,8 +42,8 @@ enum State {
     Data(u64),
     /// Expecting the CRLF after chunk data.
     DataEnd,
-    /// Reading trailer lines until an empty one.
-    Trailer,
+    /// Reading trailer lines until an empty one; this many bytes of them so far.
+    Trailer(usize),
     Done,
 }
 
@@ -125,7 +131,7 @@ impl ChunkedDecoder {
                     let size = chunk_size(l)?;
                     at += used;
                     self.state = if size == 0 {
-                        State::Trailer
+                        State::Trailer(0)
                     } else {
                         State::Data(size)
                     };
@@ -161,14 +167,21 @@ impl ChunkedDecoder {
                     at += 2;
                     self.state = State::Size;
                 }
-                State::Trailer => {
+                State::Trailer(read) => {
                     let Some((l, used)) = line(rest)? else {
+                        if read + rest.len() > MAX_TRAILERS {
+                            return Err(ChunkError::TrailersTooLong);
+                        }
                         return Ok(at);
                     };
                     if l.is_empty() {
                         self.state = State::Done;
                     } else if !field_line(l) {
                         return Err(ChunkError::BadTrailer);
+                    } else if read + used > MAX_TRAILERS {
+                        return Err(ChunkError::TrailersTooLong);
+                    } else {
+                        self.state = State::Trailer(read + used);
                     }
                     at += used;
                 }
@@ -246,6 +259,39 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(raw)
             );
+        }
+    }
+
+    #[test]
+    fn the_trailer_section_is_bounded() {
+        // 100-byte lines: 163 of them fit in 16 KiB, 164 do not; fed whole or a line at a
+        // time (a client that sends trailers for ever is refused, not read for ever).
+        let line = format!("X-T: {}\r\n", "a".repeat(93));
+        assert_eq!(line.len(), 100);
+        for (lines, ok) in [(163, true), (164, false)] {
+            let wire = format!("1\r\nx\r\n0\r\n{}\r\n", line.repeat(lines));
+            assert_eq!(all(wire.as_bytes()).is_ok(), ok, "{lines} lines");
+            let mut d = ChunkedDecoder::default();
+            let mut fed = Vec::new();
+            let mut result = Ok(0);
+            for piece in wire.as_bytes().chunks(100) {
+                fed.extend_from_slice(piece);
+                result = d.decode(&fed, |_| {}).map(|n| {
+                    fed.drain(..n);
+                    n
+                });
+                if result.is_err() {
+                    break;
+                }
+            }
+            assert_eq!(
+                result.is_ok() && d.is_done(),
+                ok,
+                "{lines} lines, in pieces"
+            );
+            if !ok {
+                assert_eq!(result.unwrap_err(), ChunkError::TrailersTooLong);
+            }
         }
     }
 
