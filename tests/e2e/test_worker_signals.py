@@ -8,6 +8,7 @@
   -TERM -PGID`): the workers keep serving while the front end drains, so the requests in
   flight finish, and the server exits 0.
 - SIGKILL to the front end (the OOM killer, `kill -9`): its workers do not outlive it.
+- SIGUSR2 to the whole group: logged, nothing stops.
 
 Each in-flight request is driven by hand on a raw socket: the upload sends part of its
 chunked body before the signal and the rest after; the download reads its first MiB before
@@ -164,3 +165,19 @@ def test_a_stopped_worker_is_replaced_with_its_python_stack_printed(servers: Ser
     line = wait_log(server, rf"worker exited; respawning .*pid={victim}\b.*")
     assert "SIGABRT" in line, server.diagnostics()
     assert "Fatal Python error: Aborted" in server.stderr(), server.diagnostics()
+
+
+def test_sigusr2_to_the_whole_group_is_logged_and_ends_nothing(servers: ServerFactory) -> None:
+    """SIGUSR2 (gunicorn's binary upgrade) has no meaning here; its default action used to
+    end the front end without a word, and every worker with it when sent to the group."""
+    server = servers.start(APP, workers=2, threads=1)
+    workers = workers_of(server)
+    flight = InFlight(server)
+    os.killpg(server.pgid, signal.SIGUSR2)
+    wait_log(server, r"SIGUSR2 ignored")
+    flight.finish()
+    with socket.create_connection((server.host, server.port), timeout=GUARD) as c:
+        c.sendall(b"GET /?mode=empty HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert read_all(c).startswith(b"HTTP/1.1 200 ")
+    assert server.proc.poll() is None and workers_of(server) == workers, server.diagnostics()
+    assert "respawning" not in server.stderr(), server.diagnostics()

@@ -241,6 +241,9 @@ struct Signals {
     ttou: Arc<AtomicBool>,
     /// SIGUSR1: reopen the access log file.
     usr1: Arc<AtomicBool>,
+    /// SIGUSR2: nothing here, but said so (its default action would end the server, and
+    /// gunicorn users send it for a binary upgrade).
+    usr2: Arc<AtomicBool>,
 }
 
 impl Signals {
@@ -253,6 +256,7 @@ impl Signals {
             ttin: Arc::default(),
             ttou: Arc::default(),
             usr1: Arc::default(),
+            usr2: Arc::default(),
         };
         let table = [
             (SIGTERM, &s.term),
@@ -263,6 +267,7 @@ impl Signals {
             (SIGTTIN, &s.ttin),
             (SIGTTOU, &s.ttou),
             (SIGUSR1, &s.usr1),
+            (SIGUSR2, &s.usr2),
         ];
         for (sig, flag) in table {
             signal_hook::flag::register(sig, flag.clone()).map_err(|e| {

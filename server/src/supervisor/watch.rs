@@ -127,6 +127,9 @@ impl Supervisor {
                     }
                 }
             }
+            if signals.usr2.swap(false, Ordering::Relaxed) {
+                tracing::warn!("SIGUSR2 ignored: uringapi has no binary upgrade (gunicorn's SIGUSR2); SIGHUP replaces the workers one at a time, with the app imported afresh");
+            }
             if self.last_publish.elapsed() >= PUBLISH_EVERY {
                 self.last_publish = Instant::now();
                 self.publish();

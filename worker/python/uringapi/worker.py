@@ -722,10 +722,10 @@ def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | 
             fail(exc.error, exc.hint)
     # Ctrl-C (and Ctrl-\, SIGQUIT) reaches the whole process group; the front end decides
     # when workers stop. The front end's own control signals (SIGHUP rolling restart,
-    # SIGTTIN/SIGTTOU, SIGUSR1 log reopen) may be sent to the whole group too: they are not
-    # for workers.
+    # SIGTTIN/SIGTTOU, SIGUSR1 log reopen, SIGUSR2 which it only logs) may be sent to the
+    # whole group too: they are not for workers.
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
-                signal.SIGUSR1):
+                signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
     die_with_the_front_end()
     keep_channel_fds(env)
