@@ -4,6 +4,8 @@ Expect: 100-continue, HEAD, and malformed requests."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import pytest
 
@@ -259,3 +261,25 @@ def test_a_later_http1_minor_version_is_served_as_1_1(echo_default: Server) -> N
     seen = json.loads(r.body)
     assert (seen["http_version"], seen["path"], seen["query_string"]) == ("1.1", "/later", "q=1")
     assert after.status == 200
+
+
+@pytest.mark.uringapi_only  # uvicorn 0.3x resets such a client too
+@pytest.mark.parametrize("status", [200, 413])
+def test_a_client_that_sends_its_whole_body_before_reading_gets_the_early_answer(
+        echo_default: Server, status: int) -> None:
+    """The app answers without reading a 32 MiB body (an upload it refuses), and the
+    connection closes after the answer. A client that writes the whole body before it reads
+    (urllib, http.client) must still get that answer: closed with the body unread, the
+    server's socket would reset, failing the client's write (RFC 9112 §9.6: the server
+    reads on after its close until the client closes)."""
+    body = b"u" * (32 << 20)
+    head = (f"POST /?noread=1&status={status} HTTP/1.1\r\nHost: t\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((echo_default.host, echo_default.port), timeout=30) as sock:
+        sock.sendall(head)
+        time.sleep(0.2)  # the answer is out and the server has closed its side
+        sock.sendall(body)  # a reset would fail this (BrokenPipeError, ConnectionResetError)
+        got = b""
+        while chunk := sock.recv(1 << 16):
+            got += chunk
+    assert got.startswith(f"HTTP/1.1 {status} ".encode()), got[:200]

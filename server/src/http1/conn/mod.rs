@@ -56,6 +56,14 @@ const SCRATCH_KEPT: usize = 1024;
 /// How long an idle keep-alive connection stays open in a drain (`Conn::idle_wait`).
 const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
+/// A close of our own (RFC 9112 §9.6): after the FIN, what the client still sends is read
+/// and dropped until it closes too, for at most `LINGER_TOTAL`, each read waiting at most
+/// `LINGER_IDLE`. Closed with its bytes unread, the socket would answer them with a reset,
+/// which can destroy the response before the client reads it (a client still sending an
+/// upload the app refused, a request pipelined after `Connection: close`).
+const LINGER_TOTAL: Duration = Duration::from_secs(5);
+const LINGER_IDLE: Duration = Duration::from_secs(2);
+
 /// Counts the connection while it lives, for the drain.
 struct Live(Rc<Hub>);
 
@@ -260,6 +268,7 @@ impl Conn {
                     self.served.begin(self.hub.access_log_on());
                     self.reply_error(status, 1).await;
                     self.account();
+                    self.linger().await;
                     return None;
                 }
             };
@@ -275,8 +284,25 @@ impl Conn {
                 Next::WebSocket(open) => return Some(open),
                 _ => {
                     let _ = self.sock.shutdown().await;
+                    self.linger().await;
                     return None;
                 }
+            }
+        }
+    }
+
+    /// After a close of our own has sent its FIN: reads and drops what the client still
+    /// sends until it closes (`LINGER_TOTAL`, `LINGER_IDLE`). Not when it has gone already.
+    async fn linger(&mut self) {
+        if self.gone {
+            return;
+        }
+        let end = Instant::now() + LINGER_TOTAL;
+        loop {
+            self.buf.clear();
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.read_more(left.min(LINGER_IDLE)).await.is_err() {
+                return;
             }
         }
     }
