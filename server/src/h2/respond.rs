@@ -15,6 +15,7 @@ use uringapi_protocol::head::{is_final_status, ResponseView};
 use super::stream::Outcome;
 use super::Shared;
 use crate::dispatch::{Event, Hub, StreamId};
+use crate::http1::encode::BadResponse;
 use crate::metrics::h2::Defence;
 
 /// Sends a response the front end makes itself (errors), ending the stream: the same
@@ -208,9 +209,12 @@ async fn answer(
         tracing::error!(peer = %sh.peer, "worker sent an undecodable response head");
         return reply(sh, respond, 502, head_method);
     };
-    let Some((resp, declared)) = build_response(&view, &sh.cfg) else {
-        tracing::error!(peer = %sh.peer, "worker sent an invalid response head");
-        return reply(sh, respond, 502, head_method);
+    let (resp, declared) = match build_response(&view, &sh.cfg) {
+        Ok(built) => built,
+        Err(e) => {
+            tracing::error!(peer = %sh.peer, error = %e, "worker sent an invalid response head");
+            return reply(sh, respond, 502, head_method);
+        }
     };
     let status = view.status;
     // RFC 9110 §6.4.1: a HEAD, 204 or 304 response has no content; a body the app sends
@@ -289,22 +293,23 @@ async fn answer(
 }
 
 /// The worker's response head as an h2 response. Connection-specific fields (RFC 9113
-/// §8.2.2) are dropped; `None`: a status or field h2 cannot carry. Also returns the
-/// declared content-length.
+/// §8.2.2) are dropped; `Err`: a status or field h2 cannot carry, as HTTP/1.1 names it.
+/// Also returns the declared content-length.
 fn build_response(
     view: &ResponseView<'_>,
     opts: &super::Settings,
-) -> Option<(Response<()>, Option<u64>)> {
+) -> Result<(Response<()>, Option<u64>), BadResponse> {
     let mut resp = Response::new(());
-    if !is_final_status(view.status) {
-        return None;
-    }
-    *resp.status_mut() = http::StatusCode::from_u16(view.status).ok()?;
+    *resp.status_mut() = http::StatusCode::from_u16(view.status)
+        .ok()
+        .filter(|_| is_final_status(view.status))
+        .ok_or(BadResponse::Status(view.status))?;
     let map = resp.headers_mut();
     front_end_fields(map, opts);
     let mut declared = None;
     for (name, value) in &view.headers {
-        let name = HeaderName::from_bytes(name).ok()?;
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| BadResponse::Name(String::from_utf8_lossy(name).into_owned()))?;
         if matches!(
             name.as_str(),
             "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
@@ -323,21 +328,26 @@ fn build_response(
                 continue;
             }
             let digits = value.trim_ascii();
-            if !digits.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n = std::str::from_utf8(digits).ok()?.parse::<u64>().ok()?;
+            let n = std::str::from_utf8(digits)
+                .ok()
+                .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    BadResponse::ContentLength(String::from_utf8_lossy(value).into_owned())
+                })?;
             // One value however often it is given (RFC 9110 §8.6); two that differ are
             // refused, as over HTTP/1.1.
             match declared.replace(n) {
-                Some(m) if m != n => return None,
+                Some(m) if m != n => return Err(BadResponse::ContentLengths(m, n)),
                 Some(_) => continue,
                 None => {}
             }
         }
-        map.append(name, HeaderValue::from_bytes(value).ok()?);
+        let value = HeaderValue::from_bytes(value)
+            .map_err(|_| BadResponse::Value(name.as_str().to_owned()))?;
+        map.append(name, value);
     }
-    Some((resp, declared))
+    Ok((resp, declared))
 }
 
 /// A response slot's bytes as a DATA payload: owned bytes (h2 needs them), copied out
