@@ -126,16 +126,18 @@ def test_a_static_file_waits_for_the_client_window(parity: Server) -> None:
     assert opened and got == SMALL
 
 
-@pytest.mark.parametrize("status", [204, 304])
-def test_a_body_on_a_204_or_304_is_dropped_over_http2_as_over_http1(parity: Server, status: int) -> None:
+@pytest.mark.parametrize("status", [204, 205, 304])
+def test_a_body_on_a_204_205_or_304_is_dropped_over_http2_as_over_http1(parity: Server,
+                                                                        status: int) -> None:
     # The app sends content-length 9 and 9 bytes with a status that has no content (RFC 9110
-    # §6.4.1). A DATA frame would be a protocol error to the client (RFC 9113 §8.1.1): the
-    # HEADERS frame ends the stream, as the HTTP/1.1 answer ends after its head; a 304
-    # keeps its content-length (that of the representation), a 204 has none (§8.6).
+    # §6.4.1, §15.3.6). After a 204 or 304 a DATA frame would be a protocol error to the
+    # client (RFC 9113 §8.1.1): the HEADERS frame ends the stream, as the HTTP/1.1 answer
+    # ends after its head; a 304 keeps its content-length (that of the representation), a
+    # 204 has none (§8.6), a 205 says 0 (a client cannot tell from the status).
     r1, r2 = _both(parity, "GET", f"/bodiless?status={status}")
     assert (r1.status_code, r1.content) == (status, b"")
     _same(r1, r2)
-    assert r2.headers.get("content-length") == ("9" if status == 304 else None)
+    assert r2.headers.get("content-length") == {204: None, 205: "0", 304: "9"}[status]
     assert r2.headers["etag"] == '"v1"'
     sock = h2raw.connect(HOST, parity.port, HANG_GUARD)
     enc, dec = hpack.Encoder(), hpack.Decoder()

@@ -217,10 +217,10 @@ async fn answer(
         }
     };
     let status = view.status;
-    // RFC 9110 §6.4.1: a HEAD, 204 or 304 response has no content; a body the app sends
-    // anyway is counted and dropped, as over HTTP/1.1 (a DATA frame would be a protocol
-    // error to the client, RFC 9113 §8.1.1).
-    let bodiless = head_method || status == 204 || status == 304;
+    // RFC 9110 §6.4.1, §15.3.6: a HEAD, 204, 205 or 304 response has no content; a body
+    // the app sends anyway is counted and dropped, as over HTTP/1.1 (a DATA frame would be
+    // a protocol error to the client after a 204 or 304, RFC 9113 §8.1.1).
+    let bodiless = head_method || matches!(status, 204 | 205 | 304);
     let first_empty = first.as_ref().is_none_or(|b| b.is_empty());
     let empty = bodiless || (!more && first_empty && file.is_none());
     let Ok(mut out) = respond.send_response(resp, empty) else {
@@ -323,8 +323,9 @@ fn build_response(
             continue;
         }
         if name == http::header::CONTENT_LENGTH {
-            // RFC 9110 §8.6: never in a 204 (a 304's describes the selected representation).
-            if view.status == 204 {
+            // RFC 9110 §8.6: never in a 204, 0 in a 205 (set below); a 304's describes the
+            // selected representation.
+            if matches!(view.status, 204 | 205) {
                 continue;
             }
             let digits = value.trim_ascii();
@@ -346,6 +347,9 @@ fn build_response(
         let value = HeaderValue::from_bytes(value)
             .map_err(|_| BadResponse::Value(name.as_str().to_owned()))?;
         map.append(name, value);
+    }
+    if view.status == 205 {
+        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     }
     Ok((resp, declared))
 }

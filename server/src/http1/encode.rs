@@ -169,7 +169,9 @@ pub fn response_head(
     if !is_final_status(status) {
         return Err(BadResponse::Status(status));
     }
-    let no_body_status = status == 204 || status == 304;
+    // RFC 9110 §15.3.6: a 205 has no content either, but unlike 204 and 304 a client does
+    // not know that from the status (RFC 9112 §6.3): it gets `content-length: 0`.
+    let no_body_status = matches!(status, 204 | 205 | 304);
     let mut app_length = None;
     let mut app_close = false;
     for (name, value) in headers {
@@ -256,6 +258,7 @@ pub fn response_head(
                 out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
             }
         }
+        Framing::Empty if status == 205 => out.extend_from_slice(b"content-length: 0\r\n"),
         _ => {}
     }
     if !keep_alive {
@@ -450,6 +453,9 @@ mod tests {
         );
         let (s, e) = head(204, &[], REQ11, Some(0));
         assert_eq!(s, "HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!(e.framing, Framing::Empty);
+        let (s, e) = head(205, &[(b"content-length", b"5")], REQ11, Some(5));
+        assert_eq!(s, "HTTP/1.1 205 Reset Content\r\ncontent-length: 0\r\n\r\n");
         assert_eq!(e.framing, Framing::Empty);
         let (s, e) = head(
             200,
