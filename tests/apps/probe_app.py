@@ -32,6 +32,8 @@ Routes (query parameters in brackets):
   GET  /bad-header-name               http.response.start with a space in a header name
   GET  /bad-status?status=S           http.response.start with status S (an int, or the
                                       str "200" for S=str): 1xx and 600+ are no final status
+  GET  /bad-body?body=B               a start, then http.response.body whose body is not
+                                      bytes: the int 5 (B=int) or the str "ok" (B=str)
   GET  /disconnect-after-complete     a complete response, then receive() once more
   POST /wait-disconnect               reads the body, records "body-done", waits for
                                       http.disconnect, records it, then tries to send
@@ -247,6 +249,10 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
         await checked_send(send, probe, {"type": "http.response.start", "status": status,
                                          "headers": [(b"content-length", b"2")]})
         await checked_send(send, probe + "-body", {"type": "http.response.body", "body": b"ok"})
+    elif probe == "bad-body":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        body = 5 if query.get("body") == "int" else "ok"
+        await checked_send(send, probe, {"type": "http.response.body", "body": body})
     elif probe == "send-after-complete":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain"), (b"content-length", b"4")]})

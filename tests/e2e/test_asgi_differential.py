@@ -530,6 +530,8 @@ SEND_CASES = [
              event="sent bad-status "),
     SendCase("status-600", "/bad-status?status=600", rule="500", event="sent bad-status "),
     SendCase("str-status", "/bad-status?status=str", rule="500", event="sent bad-status "),
+    SendCase("int-body", "/bad-body?body=int", rule="500", event="sent bad-body "),
+    SendCase("str-body", "/bad-body?body=str", rule="500", event="sent bad-body "),
     SendCase("disconnect-after-complete", "/disconnect-after-complete",
              event="received disconnect-after-complete"),
 ]
@@ -599,6 +601,12 @@ EXPECTED_SEND: dict[str, Difference] = {
         "response counts as started (a closed connection), uringapi's TypeError before it "
         "(a 500).",
         _500, event="sent bad-status raised:TypeError:other"),
+    "int-body": Difference(
+        "ASGI's body is a byte string: both servers' send() raise TypeError for the int 5 (it "
+        "used to be five NUL bytes under uringapi, bytes(5)). uvicorn has written the head by "
+        "then and can only close the connection; uringapi still holds it and answers 500.",
+        _500),
+    "str-body": Difference("as int-body, for the str \"ok\"", _500),
     "send-after-complete": Difference(
         "the response was complete and well framed before the app's extra send() raised; "
         "uvicorn closes the connection anyway (its error path closes once a response has "

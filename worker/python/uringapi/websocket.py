@@ -75,6 +75,14 @@ def _close_code(message: dict[str, Any]) -> int:
     return int(code)
 
 
+def body_bytes(body: Any, kind: str) -> bytes:
+    """A response body (HTTP, or a WebSocket denial's) given as another bytes-like object,
+    as bytes; anything else is the app's error (``bytes(5)`` would be five NUL bytes)."""
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{kind} 'body' must be bytes, not {type(body).__name__}")
+    return bytes(body)
+
+
 def _message_payload(message: dict[str, Any]) -> tuple[bytes, bool]:
     """A ``websocket.send``'s payload and whether it is text: exactly one of ``text`` (str)
     and ``bytes`` (bytes-like) is given (ASGI spec), else ``TypeError``."""
@@ -294,7 +302,7 @@ class WebSocketCycle:
             if not more:
                 self.state = DENIED
             head, self.head = self.head, None
-            await self.worker.write(self.key, head, bytes(body), more)
+            await self.worker.write(self.key, head, body_bytes(body, kind), more)
             if not more:
                 self._denied()
         else:

@@ -25,7 +25,7 @@ from typing import Any, Callable, NoReturn
 from uringapi import _native
 from uringapi.lifespan import Lifespan, LifespanFailed
 from uringapi.stopping import Sigterm, bound_the_exit, die_with_the_front_end
-from uringapi.websocket import WebSocketCycle
+from uringapi.websocket import WebSocketCycle, body_bytes
 from uringapi.window import give_back
 
 logger = logging.getLogger("uringapi.error")
@@ -270,7 +270,10 @@ class Cycle:
             # failure can still be a 500). The head is encoded once, here, and copied into
             # the slot when it goes out.
             worker = self.worker
-            head = worker.native.encode_head(message["status"], message.get("headers") or ())
+            status = message["status"]
+            if not isinstance(status, int):
+                raise TypeError(f"http.response.start 'status' must be an int, not {type(status).__name__}")
+            head = worker.native.encode_head(status, message.get("headers") or ())
             self.started = True
             self.head = head
             # Usually the body follows at once and both go out as one record (with a
@@ -291,7 +294,7 @@ class Cycle:
                 raise ClientDisconnected("the client has disconnected")
             body = message.get("body", b"")
             if type(body) is not bytes:
-                body = bytes(body)
+                body = body_bytes(body, "http.response.body")
             more = True if message.get("more_body", False) else False
             if not more:
                 self.complete = True
