@@ -54,6 +54,11 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.pathsend", "path": os.path.join(DATA_DIR, "no-such-file")})
         return
+    if path == "/device":
+        # pathsend of something that is not a regular file: a device that never ends.
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.pathsend", "path": "/dev/zero"})
+        return
     if path == "/after-start":
         # The head goes out on its own first (the app pauses), then the file.
         await send({"type": "http.response.start", "status": 200,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 import rawhttp
@@ -57,3 +58,15 @@ def test_missing_file_is_a_500_and_a_logged_reason(files_server: Server) -> None
         assert c.closed_by_peer()
     assert "pathsend" in files_server.stderr()
 
+
+
+@pytest.mark.parametrize("path", ["/missing", "/device"])
+def test_a_file_that_cannot_be_sent_is_a_500_over_http2_too(files_server: Server, path: str) -> None:
+    # The file is opened before the head goes out: a missing file, or a device that would
+    # stream for ever (/dev/zero), is a 500 with its reason logged, over both versions.
+    with httpx.Client(base_url=files_server.base_url, timeout=30) as one, \
+            httpx.Client(base_url=files_server.base_url, http1=False, http2=True, timeout=30) as two:
+        r1, r2 = one.get(path), two.get(path)
+    assert (r2.http_version, r2.status_code, r2.content) == ("HTTP/2", 500, r1.content)
+    assert r1.status_code == 500
+    assert ("not a regular file" if path == "/device" else "cannot open the file") in files_server.stderr()

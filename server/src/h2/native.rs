@@ -60,7 +60,7 @@ pub(super) async fn answer(
         skip: false,
     };
     let ok = match &reply_of.payload {
-        Payload::File(file, start, len) => sender.range(file, *start, Some(*len)).await,
+        Payload::File(file, start, len) => sender.range(file, *start, *len).await,
         Payload::Memory(f) => sender.data(f.body().clone(), true).await,
         Payload::Static(b) => sender.data(Bytes::from_static(b), true).await,
     };

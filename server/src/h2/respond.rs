@@ -15,6 +15,7 @@ use uringapi_protocol::head::{is_final_status, ResponseView};
 use super::stream::Outcome;
 use super::Shared;
 use crate::dispatch::{Event, Hub, StreamId};
+use crate::http1::conn::open_file;
 use crate::http1::encode::BadResponse;
 use crate::metrics::h2::Defence;
 
@@ -174,10 +175,18 @@ async fn answer(
     let gone = Outcome::gone(0);
     let (head, first, mut more, file) = match waited {
         Waited::Event(Event::Head { head, body, more }) => (head, body, more, None),
+        // The file is opened before the head goes out, so that a missing one (or a
+        // directory, a device) can still be answered with a 500, as over HTTP/1.1.
         Waited::Event(Event::File {
             head: Some(head),
             path,
-        }) => (head, None, false, Some(path)),
+        }) => match open_file(&path).await {
+            Ok(file) => (head, None, false, Some(file)),
+            Err(e) => {
+                tracing::error!(peer = %sh.peer, path = %String::from_utf8_lossy(&path), "http.response.pathsend: {e}");
+                return reply(sh, respond, 500, head_method);
+            }
+        },
         Waited::Event(Event::WorkerLost | Event::Revoked) => {
             return reply(sh, respond, 502, head_method)
         }
@@ -235,7 +244,7 @@ async fn answer(
     let mut ok = true;
     if !empty {
         ok = match (&file, first) {
-            (Some(path), _) => sender.file(path).await,
+            (Some((file, len)), _) => sender.range(file, 0, *len).await,
             (None, Some(b)) => sender.data(leased(b), !more).await,
             (None, None) => more || sender.data(Bytes::new(), true).await,
         };
@@ -419,41 +428,37 @@ impl Sender<'_> {
         true
     }
 
-    /// Sends a file named by `http.response.pathsend` as the rest of the body.
+    /// Sends a file named by `http.response.pathsend` after body pieces (the head is out:
+    /// a file that cannot be sent resets the stream).
     pub async fn file(&mut self, path: &[u8]) -> bool {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
-        if !path.is_absolute() {
-            tracing::error!(peer = %self.sh.peer, "http.response.pathsend: the path is not absolute");
-            return false;
+        match open_file(path).await {
+            Ok((file, len)) => self.range(&file, 0, len).await,
+            Err(e) => {
+                tracing::error!(peer = %self.sh.peer, path = %String::from_utf8_lossy(path), "http.response.pathsend: {e}; resetting the stream");
+                false
+            }
         }
-        let Ok(file) = monoio::fs::File::open(path).await else {
-            tracing::error!(peer = %self.sh.peer, path = %path.display(), "http.response.pathsend: cannot open the file");
-            return false;
-        };
-        self.range(&file, 0, None).await
     }
 
-    /// Sends `len` bytes of `file` from `start` (`None`: up to its end) as the rest of the
-    /// body, one read per DATA batch, each read's buffer handed to h2 as it is.
-    pub async fn range(&mut self, file: &monoio::fs::File, start: u64, len: Option<u64>) -> bool {
+    /// Sends `len` bytes of `file` from `start` as the rest of the body, one read per DATA
+    /// batch, each read's buffer handed to h2 as it is.
+    pub async fn range(&mut self, file: &monoio::fs::File, start: u64, len: u64) -> bool {
         let mut pos = 0u64;
         loop {
-            let want = len.map_or(FILE_CHUNK as u64, |l| (l - pos).min(FILE_CHUNK as u64));
+            let want = (len - pos).min(FILE_CHUNK as u64);
             if want == 0 {
                 return self.data(Bytes::new(), true).await;
             }
             let buf = Vec::with_capacity(want as usize);
             let (res, buf) = file.read_at(buf, start + pos).await;
             match res {
-                Ok(0) if len.is_none() => return self.data(Bytes::new(), true).await,
                 Ok(0) => {
                     tracing::error!(peer = %self.sh.peer, "the file shrank while it was sent; resetting the stream");
                     return false;
                 }
                 Ok(n) => {
                     pos += n as u64;
-                    let last = len == Some(pos);
+                    let last = pos == len;
                     if !self.data(Bytes::from(buf), last).await {
                         return false;
                     }

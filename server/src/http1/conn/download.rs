@@ -350,8 +350,9 @@ fn stalled(peer: &impl std::fmt::Display) {
 pub(super) const FILE_CHUNK: usize = 64 * 1024;
 
 /// Opens a file named by `http.response.pathsend`: an absolute path to a regular file, read
-/// with the front end's own permissions (the worker could read it as well).
-pub(super) async fn open_file(path: &[u8]) -> Result<(monoio::fs::File, u64), String> {
+/// with the front end's own permissions (the worker could read it as well). HTTP/2 streams
+/// open theirs here too.
+pub(crate) async fn open_file(path: &[u8]) -> Result<(monoio::fs::File, u64), String> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
     if !path.is_absolute() {

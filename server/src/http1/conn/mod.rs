@@ -35,6 +35,7 @@ mod websocket;
 use queued::{describe, Queued};
 
 pub use config::ConnConfig;
+pub(crate) use download::open_file;
 use download::Body;
 use upload::SendEnd;
 pub use websocket::WsConfig;
