@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod native;
 pub mod net;
 pub mod proxy;
+pub mod response;
 pub mod statics;
 pub mod supervisor;
 mod sys;

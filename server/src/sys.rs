@@ -192,7 +192,8 @@ pub fn raw(fd: &impl AsRawFd) -> RawFd {
 pub fn open_beneath(dir: &impl AsRawFd, rel: &std::ffi::CStr) -> std::io::Result<std::fs::File> {
     // SAFETY: open_how is plain integers; all-zero is valid and the fields are set below.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer, with the thread.
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: `rel` is a valid C string and `how` a valid open_how of the size passed; the
     // returned descriptor is checked, then owned by the File.
@@ -209,7 +210,36 @@ pub fn open_beneath(dir: &impl AsRawFd, rel: &std::ffi::CStr) -> std::io::Result
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a fresh descriptor we own.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd as RawFd) })
+    let file = unsafe { std::fs::File::from_raw_fd(fd as RawFd) };
+    regular_file(&file)?;
+    Ok(file)
+}
+
+/// Checks that a file opened with O_NONBLOCK (so that a FIFO could not hold the thread in
+/// its open) is a regular file, then clears the flag: io_uring would take it to mean "do not
+/// wait", and a read of pages not yet in memory would fail with EAGAIN instead of waiting.
+/// Anything else (a FIFO, a device, a directory) is `InvalidInput`, "not a regular file".
+pub fn regular_file(file: &impl AsRawFd) -> std::io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fstat into a zeroed stat buffer of the right type, on an open fd.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    // SAFETY: F_GETFL/F_SETFL on an open fd; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Looks at the next byte of a socket without taking it: `Ok(0)` means the peer closed its

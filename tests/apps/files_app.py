@@ -13,6 +13,8 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 DATA_DIR = tempfile.mkdtemp(prefix="uringapi-files-")
+FIFO = os.path.join(DATA_DIR, "fifo")
+os.mkfifo(FIFO)
 atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)
 BIG = os.path.join(DATA_DIR, "big.bin")
 EMPTY = os.path.join(DATA_DIR, "empty.txt")
@@ -54,10 +56,12 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.pathsend", "path": os.path.join(DATA_DIR, "no-such-file")})
         return
-    if path == "/device":
-        # pathsend of something that is not a regular file: a device that never ends.
+    if path in ("/device", "/fifo"):
+        # pathsend of something that is not a regular file: a device that never ends, or a
+        # FIFO (whose open waits for a writer unless the server opens it without waiting).
+        target = "/dev/zero" if path == "/device" else FIFO
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.pathsend", "path": "/dev/zero"})
+        await send({"type": "http.response.pathsend", "path": target})
         return
     if path == "/after-start":
         # The head goes out on its own first (the app pauses), then the file.

@@ -31,6 +31,7 @@ def native(servers, tmp_path_factory) -> Server:
     (public / "changing.txt").write_text("first\n")
     (root / "secret.txt").write_text("do not serve\n")
     os.symlink(root / "secret.txt", public / "escape")
+    os.mkfifo(public / "pipe")  # opening it for reading waits for a writer, unless O_NONBLOCK
     server = servers.start("fastapi_app:app", probe_path="/json", extra_args=(
         "--static-mount", f"/static={public}", "--health-path", "/healthz"))
     server.public = public
@@ -146,6 +147,15 @@ def test_nothing_outside_the_root_and_no_directories(native: Server, target: str
     r = get(native, target)
     assert r.status == 404, (target, r.status, r.body)
     assert b"do not serve" not in r.body
+
+
+def test_a_fifo_under_the_root_is_a_404_and_holds_up_nothing(native: Server) -> None:
+    # Opening a FIFO waits for a writer: the open used to hold the front-end thread, and
+    # every connection on it, until one came (for ever). It is not a regular file: 404.
+    with rawhttp.Connection(native.host, native.port, timeout=10) as c:
+        r = c.request("GET", "/static/pipe")
+        after = c.request("GET", "/static/data.bin")
+    assert (r.status, after.status, after.body) == (404, 200, CONTENT)
 
 
 def test_other_methods_are_refused(native: Server) -> None:

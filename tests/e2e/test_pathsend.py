@@ -60,7 +60,7 @@ def test_missing_file_is_a_500_and_a_logged_reason(files_server: Server) -> None
 
 
 
-@pytest.mark.parametrize("path", ["/missing", "/device"])
+@pytest.mark.parametrize("path", ["/missing", "/device", "/fifo"])
 def test_a_file_that_cannot_be_sent_is_a_500_over_http2_too(files_server: Server, path: str) -> None:
     # The file is opened before the head goes out: a missing file, or a device that would
     # stream for ever (/dev/zero), is a 500 with its reason logged, over both versions.
@@ -69,4 +69,4 @@ def test_a_file_that_cannot_be_sent_is_a_500_over_http2_too(files_server: Server
         r1, r2 = one.get(path), two.get(path)
     assert (r2.http_version, r2.status_code, r2.content) == ("HTTP/2", 500, r1.content)
     assert r1.status_code == 500
-    assert ("not a regular file" if path == "/device" else "cannot open the file") in files_server.stderr()
+    assert ("cannot open the file" if path == "/missing" else "not a regular file") in files_server.stderr()

@@ -15,9 +15,8 @@ use uringapi_protocol::head::{is_final_status, ResponseView};
 use super::stream::Outcome;
 use super::Shared;
 use crate::dispatch::{Event, Hub, StreamId};
-use crate::http1::conn::open_file;
-use crate::http1::encode::BadResponse;
 use crate::metrics::h2::Defence;
+use crate::response::{open_file, BadResponse};
 
 /// Sends a response the front end makes itself (errors), ending the stream: the same
 /// status, fields and `"<status> <reason>\n"` body as over HTTP/1.1 (a HEAD gets the head).

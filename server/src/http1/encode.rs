@@ -6,6 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use uringapi_protocol::head::is_final_status;
 
+use crate::response::BadResponse;
+
 /// How the response body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -17,21 +19,6 @@ pub enum Framing {
     Chunked,
     /// Body until close (HTTP/1.0, length unknown up front).
     UntilClose,
-}
-
-/// A response head from a worker that must not reach the wire.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadResponse {
-    #[error("status {0} is not a final status (200..=599)")]
-    Status(u16),
-    #[error("header name {0:?} is not a token")]
-    Name(String),
-    #[error("header {0:?} has CR, LF or NUL in its value")]
-    Value(String),
-    #[error("invalid content-length {0:?}")]
-    ContentLength(String),
-    #[error("content-length given twice, as {0} and {1}")]
-    ContentLengths(u64, u64),
 }
 
 /// What the request said that shapes the response.

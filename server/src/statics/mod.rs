@@ -112,9 +112,15 @@ pub fn open(mount: &Mount, rest: &[u8]) -> Option<(std::fs::File, PathBuf)> {
         // Kernels before 5.6: resolve by hand, following symlinks only inside the root.
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
             let real = std::fs::canonicalize(mount.root.join(&path)).ok()?;
-            let f = real
-                .starts_with(&mount.root)
-                .then(|| std::fs::File::open(&real).ok())??;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let f = real.starts_with(&mount.root).then(|| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&real)
+                    .ok()
+            })??;
+            crate::sys::regular_file(&f).ok()?;
             Some((f, path))
         }
         Err(_) => None,

@@ -5,6 +5,7 @@ use super::*;
 use uringapi_protocol::record::response_credit_at;
 
 use crate::net::SENDFILE_MAX;
+use crate::response::open_file;
 
 impl Conn {
     /// Streams the response from the worker to the client.
@@ -349,27 +350,6 @@ fn stalled(peer: &impl std::fmt::Display) {
 /// unknown length, pages not yet in the page cache).
 pub(super) const FILE_CHUNK: usize = 64 * 1024;
 
-/// Opens a file named by `http.response.pathsend`: an absolute path to a regular file, read
-/// with the front end's own permissions (the worker could read it as well). HTTP/2 streams
-/// open theirs here too.
-pub(crate) async fn open_file(path: &[u8]) -> Result<(monoio::fs::File, u64), String> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
-    if !path.is_absolute() {
-        return Err("the path is not absolute (ASGI requires an absolute path)".into());
-    }
-    let file = monoio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("cannot open the file: {e}"))?;
-    let meta = file
-        .metadata()
-        .await
-        .map_err(|e| format!("cannot stat the file: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    Ok((file, meta.len()))
-}
 /// Response body progress.
 pub(super) struct Body {
     pub(super) framing: Framing,
