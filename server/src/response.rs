@@ -17,6 +17,21 @@ pub enum BadResponse {
     ContentLengths(u64, u64),
 }
 
+/// Takes one content-length field of a response head into what the head declared so far
+/// (`declared`): digits only, and the same number however often it is given (RFC 9110
+/// §8.6). `Ok(false)`: a repeat of the number already declared.
+pub fn declare_length(declared: &mut Option<u64>, value: &[u8]) -> Result<bool, BadResponse> {
+    let n = std::str::from_utf8(value.trim_ascii())
+        .ok()
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse::<u64>().ok())
+        .ok_or_else(|| BadResponse::ContentLength(String::from_utf8_lossy(value).into_owned()))?;
+    match declared.replace(n) {
+        Some(m) if m != n => Err(BadResponse::ContentLengths(m, n)),
+        repeat => Ok(repeat.is_none()),
+    }
+}
+
 /// Opens a file named by `http.response.pathsend`: an absolute path to a regular file, read
 /// with the front end's own permissions (the worker could read it as well).
 pub async fn open_file(path: &[u8]) -> Result<(monoio::fs::File, u64), String> {
@@ -34,13 +49,9 @@ pub async fn open_file(path: &[u8]) -> Result<(monoio::fs::File, u64), String> {
         .open(path)
         .await
         .map_err(|e| format!("cannot open the file: {e}"))?;
-    crate::sys::regular_file(&file).map_err(|e| match e.kind() {
+    let len = crate::sys::regular_file(&file).map_err(|e| match e.kind() {
         std::io::ErrorKind::InvalidInput => e.to_string(),
         _ => format!("cannot stat the file: {e}"),
     })?;
-    let meta = file
-        .metadata()
-        .await
-        .map_err(|e| format!("cannot stat the file: {e}"))?;
-    Ok((file, meta.len()))
+    Ok((file, len))
 }

@@ -211,15 +211,15 @@ pub fn open_beneath(dir: &impl AsRawFd, rel: &std::ffi::CStr) -> std::io::Result
     }
     // SAFETY: a fresh descriptor we own.
     let file = unsafe { std::fs::File::from_raw_fd(fd as RawFd) };
-    regular_file(&file)?;
-    Ok(file)
+    regular_file(&file).map(|_| file)
 }
 
 /// Checks that a file opened with O_NONBLOCK (so that a FIFO could not hold the thread in
 /// its open) is a regular file, then clears the flag: io_uring would take it to mean "do not
 /// wait", and a read of pages not yet in memory would fail with EAGAIN instead of waiting.
 /// Anything else (a FIFO, a device, a directory) is `InvalidInput`, "not a regular file".
-pub fn regular_file(file: &impl AsRawFd) -> std::io::Result<()> {
+/// Returns the file's length.
+pub fn regular_file(file: &impl AsRawFd) -> std::io::Result<u64> {
     let fd = file.as_raw_fd();
     // SAFETY: fstat into a zeroed stat buffer of the right type, on an open fd.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -239,7 +239,7 @@ pub fn regular_file(file: &impl AsRawFd) -> std::io::Result<()> {
     if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok(st.st_size as u64)
 }
 
 /// Looks at the next byte of a socket without taking it: `Ok(0)` means the peer closed its

@@ -16,7 +16,7 @@ use super::stream::Outcome;
 use super::Shared;
 use crate::dispatch::{Event, Hub, StreamId};
 use crate::metrics::h2::Defence;
-use crate::response::{open_file, BadResponse};
+use crate::response::{declare_length, open_file, BadResponse};
 
 /// Sends a response the front end makes itself (errors), ending the stream: the same
 /// status, fields and `"<status> <reason>\n"` body as over HTTP/1.1 (a HEAD gets the head).
@@ -336,20 +336,9 @@ fn build_response(
             if matches!(view.status, 204 | 205) {
                 continue;
             }
-            let digits = value.trim_ascii();
-            let n = std::str::from_utf8(digits)
-                .ok()
-                .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|d| d.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    BadResponse::ContentLength(String::from_utf8_lossy(value).into_owned())
-                })?;
-            // One value however often it is given (RFC 9110 §8.6); two that differ are
-            // refused, as over HTTP/1.1.
-            match declared.replace(n) {
-                Some(m) if m != n => return Err(BadResponse::ContentLengths(m, n)),
-                Some(_) => continue,
-                None => {}
+            // Sent once however often the app gave it (two that differ are refused).
+            if !declare_length(&mut declared, value)? {
+                continue;
             }
         }
         let value = HeaderValue::from_bytes(value)

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use uringapi_protocol::head::is_final_status;
 
-use crate::response::BadResponse;
+use crate::response::{declare_length, BadResponse};
 
 /// How the response body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,21 +173,7 @@ pub fn response_head(
             ));
         }
         if name.eq_ignore_ascii_case(b"content-length") {
-            let v = value.trim_ascii();
-            let n = std::str::from_utf8(v)
-                .ok()
-                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()));
-            let n = n.and_then(|s| s.parse::<u64>().ok());
-            match (n, app_length) {
-                (Some(n), None) => app_length = Some(n),
-                (Some(n), Some(m)) if n == m => {}
-                (Some(n), Some(m)) => return Err(BadResponse::ContentLengths(m, n)),
-                (None, _) => {
-                    return Err(BadResponse::ContentLength(
-                        String::from_utf8_lossy(value).into_owned(),
-                    ))
-                }
-            }
+            declare_length(&mut app_length, value)?;
         } else if name.eq_ignore_ascii_case(b"connection") {
             app_close |= value
                 .split(|&b| b == b',')

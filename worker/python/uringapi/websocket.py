@@ -75,12 +75,12 @@ def _close_code(message: dict[str, Any]) -> int:
     return int(code)
 
 
-def body_bytes(body: Any, kind: str) -> bytes:
-    """A response body (HTTP, or a WebSocket denial's) given as another bytes-like object,
-    as bytes; anything else is the app's error (``bytes(5)`` would be five NUL bytes)."""
-    if not isinstance(body, (bytes, bytearray, memoryview)):
-        raise TypeError(f"{kind} 'body' must be bytes, not {type(body).__name__}")
-    return bytes(body)
+def as_bytes(value: Any, what: str) -> bytes:
+    """An app's bytes (a body, a message) given as any bytes-like object, as bytes; anything
+    else is the app's error, ``what`` naming the field (``bytes(5)`` would be five NULs)."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
+    return bytes(value)
 
 
 def _message_payload(message: dict[str, Any]) -> tuple[bytes, bool]:
@@ -93,9 +93,7 @@ def _message_payload(message: dict[str, Any]) -> tuple[bytes, bool]:
         if not isinstance(text, str):
             raise TypeError(f"websocket.send 'text' must be str, not {type(text).__name__}")
         return text.encode(), True
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"websocket.send 'bytes' must be bytes, not {type(data).__name__}")
-    return bytes(data), False
+    return as_bytes(data, "websocket.send 'bytes'"), False
 
 
 class WebSocketCycle:
@@ -302,7 +300,7 @@ class WebSocketCycle:
             if not more:
                 self.state = DENIED
             head, self.head = self.head, None
-            await self.worker.write(self.key, head, body_bytes(body, kind), more)
+            await self.worker.write(self.key, head, as_bytes(body, f"{kind} 'body'"), more)
             if not more:
                 self._denied()
         else:

@@ -25,7 +25,7 @@ from typing import Any, Callable, NoReturn
 from uringapi import _native
 from uringapi.lifespan import Lifespan, LifespanFailed
 from uringapi.stopping import Sigterm, bound_the_exit, die_with_the_front_end
-from uringapi.websocket import WebSocketCycle, body_bytes
+from uringapi.websocket import WebSocketCycle, as_bytes
 from uringapi.window import give_back
 
 logger = logging.getLogger("uringapi.error")
@@ -294,7 +294,7 @@ class Cycle:
                 raise ClientDisconnected("the client has disconnected")
             body = message.get("body", b"")
             if type(body) is not bytes:
-                body = body_bytes(body, "http.response.body")
+                body = as_bytes(body, "http.response.body 'body'")
             more = True if message.get("more_body", False) else False
             if not more:
                 self.complete = True
