@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -162,6 +163,39 @@ def test_two_different_content_lengths_are_refused_over_http2_as_over_http1(pari
     _same(r1, r2)
     # Both answers are logged with the reason (the HTTP/1.1 one and the HTTP/2 one).
     assert parity.stderr().count("content-length given twice, as 3 and 4") >= 2
+
+
+def _status_of(server: Server, extra: list[tuple[str, str]]) -> tuple[str, bytes]:
+    """The :status and body of one GET /headers stream with `extra` fields (frame level)."""
+    sock = h2raw.connect(HOST, server.port, HANG_GUARD)
+    enc, dec = hpack.Encoder(), hpack.Decoder()
+    h2raw.send(sock, [HeadersFrame(1, h2raw.headers_block(enc, "/headers", "a.example", extra=extra),
+                                   flags=["END_HEADERS", "END_STREAM"]).serialize()])
+    status, body = "", b""
+    for frame in h2raw.frames(sock):
+        if frame.stream_id == 1 and isinstance(frame, HeadersFrame):
+            status = dict(dec.decode(frame.data))[":status"]
+        if frame.stream_id == 1 and isinstance(frame, DataFrame):
+            body += frame.data
+        if frame.stream_id == 1 and ("END_STREAM" in frame.flags or isinstance(frame, RstStreamFrame)):
+            break
+    sock.close()
+    return status, body
+
+
+def test_a_stream_that_names_two_hosts_is_a_400_as_over_http1(parity: Server) -> None:
+    # The app would see the Host field while a proxy in front routed by :authority (RFC 9113
+    # §8.3.1: a Host that differs from :authority is malformed); Host twice is a 400 over
+    # HTTP/1.1 too. A Host equal to :authority is fine, and so is :authority alone.
+    for extra, want in [([("host", "b.example")], "400"), ([("host", "a.example")], "200"),
+                        ([], "200"), ([("host", "a.example"), ("host", "a.example")], "400")]:
+        status, body = _status_of(parity, extra)
+        assert status == want, (extra, status, body)
+        if want == "200":
+            assert ["host", "a.example"] in json.loads(body)["headers"]
+    with socket.create_connection((HOST, parity.port), timeout=HANG_GUARD) as c:
+        c.sendall(b"GET /headers HTTP/1.1\r\nHost: a.example\r\nHost: a.example\r\n\r\n")
+        assert c.recv(100).startswith(b"HTTP/1.1 400 ")
 
 
 def test_proxy_headers_set_client_and_scheme_only_for_a_trusted_peer(parity: Server) -> None:

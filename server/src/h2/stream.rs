@@ -152,6 +152,21 @@ pub(super) async fn serve(
     }
 }
 
+/// A request that names two hosts: Host given twice (a 400 over HTTP/1.1 too, RFC 9112
+/// §3.2), or a Host that is not its :authority (RFC 9113 §8.3.1: malformed). The app would
+/// see the Host field while whatever routed the request went by :authority.
+fn two_hosts(parts: &http::request::Parts) -> bool {
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        return false;
+    };
+    hosts.next().is_some()
+        || parts
+            .uri
+            .authority()
+            .is_some_and(|a| !a.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()))
+}
+
 async fn run(
     sh: &Rc<Shared>,
     parts: &http::request::Parts,
@@ -169,6 +184,10 @@ async fn run(
     if let Some(status) = over_limits(cfg, parts) {
         tracing::debug!(peer = %sh.peer, status, "request head past a --limit-request-* bound");
         return reply(sh, respond, status, head_method);
+    }
+    if two_hosts(parts) {
+        tracing::debug!(peer = %sh.peer, "request with two Host fields, or one that is not its :authority");
+        return reply(sh, respond, 400, head_method);
     }
     // Native routes, as over HTTP/1.1: `--health-path` and `--static-mount` (statics/).
     let field = |name: &[u8]| {
