@@ -151,6 +151,32 @@ def test_a_thread_the_app_left_running_holds_the_exit_only_for_the_graceful_time
     assert "killing them" not in log, log
 
 
+def test_a_lifespan_shutdown_that_never_ends_is_cancelled_and_named_in_the_log(
+        servers: ServerFactory, tmp_path: Path) -> None:
+    """A FastAPI app whose shutdown waits for ever (a pool's close on a peer that went away)
+    held each worker until the front end SIGKILLed it, 5 s past the graceful timeout, with
+    a warning that said only "workers still running". Now each worker cancels it after the
+    graceful timeout plus 3 s, logs where it was waiting, and exits by itself: exit 0, no
+    kill. (uvicorn waits for ever here.)"""
+    log = tmp_path / "events.log"
+    server = servers.start("hung_shutdown_app:app", workers=2, threads=1, probe_path="/",
+                           env={"URINGAPI_TEST_EVENT_LOG": str(log)},
+                           extra_args=("--timeout-graceful-shutdown", "1"))
+    assert get(server, "/").status == 200
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0, server.diagnostics()
+    events = log.read_text().split()
+    assert events.count("shutdown-start") == 2, events
+    assert events.count("shutdown-cancelled") == 2, events
+    text = server.stderr()
+    told = re.findall(r"ERROR worker\[\d:\d+\] uringapi.error: lifespan shutdown still "
+                      r"running after \d\.\d s: cancelled, the worker exits without it; it was "
+                      r"here:\nTraceback[^\n]*\n(?:  .*\n)*?  File \"[^\"]*hung_shutdown_app.py\", "
+                      r"line \d+, in close_pool", text)
+    assert len(told) == 2, text
+    assert "killing them" not in text, text
+
+
 def wait_refused(server: Server) -> None:
     """Until a new connection is refused (a bounded wait)."""
     deadline = time.monotonic() + 30

@@ -9,6 +9,10 @@ from typing import Any
 logger = logging.getLogger("uringapi.error")
 
 
+#: Seconds a lifespan task cancelled at the end of its shutdown budget has to finish.
+CANCEL_WAIT = 0.5
+
+
 class LifespanFailed(Exception):
     """The app's lifespan startup (or shutdown) failed; the message says why."""
 
@@ -33,6 +37,9 @@ class Lifespan:
         self._failure: str | None = None
         self._unsupported = False
         self._task: asyncio.Task[None] | None = None
+        #: Set when shutdown ran past its budget and the task was cancelled.
+        self._overdue: str | None = None
+        self._overdue_told = False
 
     async def startup(self) -> None:
         if self.mode == "off":
@@ -44,11 +51,29 @@ class Lifespan:
         if self._failure is not None:
             raise LifespanFailed(self._failure)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, budget: float) -> None:
+        """Sends ``lifespan.shutdown`` and waits up to `budget` seconds for the app's answer.
+
+        An app whose shutdown never ends (a pool close that hangs) would hold the worker
+        until the front end killed it, and the kill would not say why: past the budget the
+        app's lifespan task is cancelled, the log shows where it was waiting (the
+        cancellation's traceback), and the worker goes on to exit. (uvicorn waits for ever;
+        gunicorn kills without a word.)"""
         if self._task is None or self._unsupported or self._task.done():
             return
         await self._inbox.put({"type": "lifespan.shutdown"})
-        await self._stopped.wait()
+        try:
+            await asyncio.wait_for(self._stopped.wait(), budget)
+        except asyncio.TimeoutError:
+            self._overdue = f"lifespan shutdown still running after {budget:.1f} s: cancelled, the worker exits without it"
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=CANCEL_WAIT)
+            if not self._overdue_told:
+                # The app caught the cancellation: say so, with where it is now (or was).
+                logger.error("%s (the app's lifespan %s the cancellation)\n%s", self._overdue,
+                             "ignored" if not self._task.done() else "swallowed",
+                             "\n".join(awaiting(self._task.get_coro())) or "  (no frames)")
+            return
         if self._failure is not None:
             logger.error("lifespan shutdown failed: %s", self._failure)
 
@@ -77,7 +102,10 @@ class Lifespan:
         try:
             await self.app(scope, self._receive, self._send)
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the supervisor
-            if self._started.is_set() and self._failure is not None:
+            if self._overdue is not None and isinstance(exc, asyncio.CancelledError):
+                self._overdue_told = True
+                logger.error("%s; it was here:", self._overdue, exc_info=exc)
+            elif self._started.is_set() and self._failure is not None:
                 pass  # the app already reported startup.failed and re-raised
             elif self.mode == "auto" and not self._asked_startup and not self._started.is_set():
                 self._unsupported = True
@@ -91,3 +119,16 @@ class Lifespan:
         finally:
             self._started.set()
             self._stopped.set()
+
+
+def awaiting(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits: its frame, then that of what it awaits, and so
+    on (as far as the chain shows frames: an async generator's ``asend`` hides its own)."""
+    lines = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        lines.append(f'  File "{frame.f_code.co_filename}", line {frame.f_lineno}, in {frame.f_code.co_name}')
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return lines

@@ -37,6 +37,10 @@ STARTUP_FAILED = 3
 HEARTBEAT = 0.025
 #: Seconds between releases of the shared-memory pages a burst touched (``serve``).
 TRIM_SLOTS_EVERY = 0.25
+#: Seconds lifespan shutdown may run past the graceful timeout. The front end SIGKILLs a
+#: stopping worker 5 s past it (supervisor/watch.rs KILL_GRACE); this leaves the worker
+#: time to log where a hung shutdown was, cancel it and exit by itself.
+LIFESPAN_OVERTIME = 3.0
 
 #: Python 3.12 runs a new task's first step inside the Task constructor (``eager_start``),
 #: with the task current and in its own context as usual: an app that answers without
@@ -697,7 +701,7 @@ async def serve(app: Any, native: Any, lifespan_mode: str) -> float:
     left = grace if left is None else left
     deadline = time.monotonic() + left
     await worker.drain_requests(timeout=left)
-    await lifespan.shutdown()
+    await lifespan.shutdown(max(deadline - time.monotonic(), 0.0) + LIFESPAN_OVERTIME)
     return deadline
 
 
