@@ -160,6 +160,50 @@ def test_a_slow_start_is_reported_and_a_stop_then_shuts_the_ready_workers_down(
     assert count_events(log, "shutdown") == 1, server.diagnostics()
 
 
+def test_a_startup_past_its_timeout_ends_with_where_it_was(servers: ServerFactory,
+                                                          tmp_path: Path) -> None:
+    """Past --timeout-worker-startup the front end said only "workers did not become ready";
+    now each stuck worker logs where it was, as a traceback of its cancelled lifespan
+    startup (worker 1 of slow_start_app waits for ever there) or the stack of its import
+    (ops_app waits while its hold file exists), and the error names the phase."""
+    server = servers.spawn("slow_start_app:app", workers=2,
+                           env={"URINGAPI_TEST_EVENT_LOG": str(tmp_path / "events.log")},
+                           extra_args=("--timeout-worker-startup", "2"))
+    assert_failed_cleanly(server, "error: the app's lifespan startup did not finish within 2 s")
+    text = "\n".join(stderr_lines(server))
+    assert re.search(r"ERROR worker\[1:\d+\] uringapi.error: lifespan startup still running at "
+                     r"the end of --timeout-worker-startup: cancelled; it was here:\nTraceback"
+                     r"[^\n]*\n(?:  .*\n)*?  File \"[^\"]*slow_start_app.py\", line \d+, in app",
+                     text), text
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    server = servers.spawn("ops_app:app", env={"URINGAPI_TEST_IMPORT_HOLD": str(hold)},
+                           extra_args=("--timeout-worker-startup", "2"))
+    assert_failed_cleanly(server, "error: importing the app did not finish within 2 s")
+    text = "\n".join(stderr_lines(server))
+    assert re.search(r"importing the app \(ops_app:app\) still running after 2\.0 s "
+                     r"\(--timeout-worker-startup\); it is here:\n(?:  .*\n)*?  File "
+                     r"\"[^\"]*ops_app.py\", line \d+, in <module>", text), text
+
+
+def test_a_replacement_stuck_starting_ends_and_the_old_worker_serves_on(
+        servers: ServerFactory, tmp_path: Path) -> None:
+    """A rolling restart (SIGHUP) whose new worker never finished its lifespan startup
+    waited for ever, silently: --timeout-worker-startup held only for the first workers.
+    The replacement now ends at it, the log says why, and the old worker serves on; the next
+    SIGHUP tries again. (slow_start_app's worker slot 1, the replacement's, never starts.)"""
+    server = servers.start("slow_start_app:app", workers=1,
+                           env={"URINGAPI_TEST_EVENT_LOG": str(tmp_path / "events.log")},
+                           extra_args=("--timeout-worker-startup", "2"))
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_log(r"ERROR replacement for worker 0 exited before it was ready: error: the "
+                    r"app's lifespan startup did not finish within 2 s", 30)
+    with rawhttp.Connection(server.host, server.port) as c:
+        assert c.request("GET", "/").status == 200
+    assert server.proc.poll() is None, server.diagnostics()
+
+
 @pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "so-reuseport"])
 def test_port_in_use(servers: ServerFactory, reuse_port: bool) -> None:
     """Also when the listener there set SO_REUSEPORT, as a second uringapi's listeners do: the

@@ -197,8 +197,9 @@ pub struct ServeArgs {
         env = "URINGAPI_TIMEOUT_GRACEFUL_SHUTDOWN"
     )]
     pub timeout_graceful_shutdown: f64,
-    /// Seconds a worker has to import the app and finish lifespan startup (0: no limit; a
-    /// longer wait is logged after 5 s, then every 10 s).
+    /// Seconds a worker (a replacement too) has to import the app and finish lifespan
+    /// startup; past it the worker logs where it was and ends with an error (0: no limit;
+    /// a longer first start is logged after 5 s, then every 10 s).
     #[arg(long, value_parser = parse_non_negative, default_value_t = 60.0, env = "URINGAPI_TIMEOUT_WORKER_STARTUP")]
     pub timeout_worker_startup: f64,
     /// Do not send a Date header.

@@ -232,6 +232,7 @@ pub(super) fn spawn_context(
         uds: args.uds.clone(),
         heartbeat: (stall / 4).clamp(Duration::from_millis(5), Duration::from_secs(1)),
         graceful: seconds(args.timeout_graceful_shutdown),
+        startup: limit_seconds(args.timeout_worker_startup),
         cpus: args.pin_cpus.as_ref().map(|c| c.cpus().to_vec()),
         sched: args.sched,
         threads: args.threads as usize,
@@ -322,11 +323,7 @@ pub(super) fn workers(
     for i in 0..args.workers as usize {
         workers.0.push(spawn(ctx, i, 1, recycling.draw())?);
     }
-    wait_ready(
-        &mut workers,
-        term,
-        limit_seconds(args.timeout_worker_startup),
-    )?;
+    wait_ready(&mut workers, term, ctx.startup)?;
     if term.swap(false, Ordering::Relaxed) {
         // The ready ones run lifespan shutdown (their startup opened what it closes); the
         // others, still importing the app or in lifespan startup, end at the SIGTERM. A
@@ -350,6 +347,9 @@ pub(super) fn workers(
 /// When a start-up that is taking long is first reported, and how often after that.
 const STARTUP_NOTE_AFTER: Duration = Duration::from_secs(5);
 const STARTUP_NOTE_EVERY: Duration = Duration::from_secs(10);
+/// How long past --timeout-worker-startup the front end waits for a worker to report its
+/// own timeout (an `error:` saying where it was) before it gives up on it.
+const STARTUP_SLACK: Duration = Duration::from_secs(2);
 
 /// Waits until every worker reports ready; any that dies first ends start-up with its error.
 fn wait_ready(workers: &mut Workers, term: &AtomicBool, limit: Duration) -> Result<(), Failure> {
@@ -377,7 +377,9 @@ fn wait_ready(workers: &mut Workers, term: &AtomicBool, limit: Duration) -> Resu
         if all || term.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if start.elapsed() > limit {
+        // The workers keep the limit themselves and fail with where they were: this is for
+        // one that cannot (stuck in C code that holds the GIL).
+        if start.elapsed() > limit.saturating_add(STARTUP_SLACK) {
             return Err(Failure::new(
                 format!("workers did not become ready within {:.0} s", limit.as_secs_f64()),
                 "the app's import or lifespan startup is slow or stuck; raise --timeout-worker-startup or fix the app",

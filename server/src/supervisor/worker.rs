@@ -22,6 +22,9 @@ pub(super) struct SpawnContext {
     /// The worker's heartbeat period: a quarter of --stall-timeout, within bounds.
     pub(super) heartbeat: Duration,
     pub(super) graceful: Duration,
+    /// `--timeout-worker-startup` (FOREVER: none). The worker keeps it itself, so that a
+    /// replacement stuck in its import or lifespan startup ends too, saying where it was.
+    pub(super) startup: Duration,
     /// CPUs to pin workers to (worker slot i gets `cpus[(threads + i) % len]`).
     pub(super) cpus: Option<Vec<usize>>,
     pub(super) sched: crate::sys::Sched,
@@ -120,6 +123,13 @@ pub(super) fn spawn(
             ctx.heartbeat.as_secs_f64().to_string(),
         )
         .env("URINGAPI_GRACEFUL", ctx.graceful.as_secs_f64().to_string())
+        .env(
+            "URINGAPI_STARTUP_TIMEOUT",
+            match ctx.startup {
+                crate::config::FOREVER => "0".to_string(),
+                limit => limit.as_secs_f64().to_string(),
+            },
+        )
         .stdin(Stdio::null());
     let mut fds = vec![
         segment.fd(),

@@ -14,7 +14,12 @@ CANCEL_WAIT = 0.5
 
 
 class LifespanFailed(Exception):
-    """The app's lifespan startup (or shutdown) failed; the message says why."""
+    """The app's lifespan startup failed; the message says why (`timed_out`: it ran past
+    its budget and was cancelled)."""
+
+    def __init__(self, message: str, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class Lifespan:
@@ -41,13 +46,16 @@ class Lifespan:
         self._overdue: str | None = None
         self._overdue_told = False
 
-    async def startup(self) -> None:
+    async def startup(self, budget: float | None) -> None:
+        """Runs the app's lifespan startup, for at most `budget` seconds (None: no limit;
+        past it the task is cancelled, the log shows where it was, and LifespanFailed)."""
         if self.mode == "off":
             return
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
         self._task = asyncio.get_running_loop().create_task(self._main(scope))
         await self._inbox.put({"type": "lifespan.startup"})
-        await self._started.wait()
+        if not await self._within(self._started, budget, "lifespan startup still running at the end of --timeout-worker-startup"):
+            raise LifespanFailed("it did not finish in time", timed_out=True)
         if self._failure is not None:
             raise LifespanFailed(self._failure)
 
@@ -62,20 +70,33 @@ class Lifespan:
         if self._task is None or self._unsupported or self._task.done():
             return
         await self._inbox.put({"type": "lifespan.shutdown"})
-        try:
-            await asyncio.wait_for(self._stopped.wait(), budget)
-        except asyncio.TimeoutError:
-            self._overdue = f"lifespan shutdown still running after {budget:.1f} s: cancelled, the worker exits without it"
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=CANCEL_WAIT)
-            if not self._overdue_told:
-                # The app caught the cancellation: say so, with where it is now (or was).
-                logger.error("%s (the app's lifespan %s the cancellation)\n%s", self._overdue,
-                             "ignored" if not self._task.done() else "swallowed",
-                             "\n".join(awaiting(self._task.get_coro())) or "  (no frames)")
+        overdue = f"lifespan shutdown still running after {budget:.1f} s (the rest of the graceful timeout plus 3 s)"
+        if not await self._within(self._stopped, budget, overdue):
             return
         if self._failure is not None:
             logger.error("lifespan shutdown failed: %s", self._failure)
+
+    async def _within(self, done: asyncio.Event, budget: float | None, overdue: str) -> bool:
+        """Waits for `done` up to `budget` seconds. Past it: cancels the app's lifespan
+        task, logs `overdue` and where it was (the cancellation's traceback, logged by ``_main``, or the
+        awaited frames when the app caught the cancellation) and returns False."""
+        try:
+            await asyncio.wait_for(done.wait(), budget)
+            return True
+        except asyncio.TimeoutError:
+            pass
+        assert self._task is not None
+        self._overdue = f"{overdue}: cancelled"
+        self._task.cancel()
+        await asyncio.wait({self._task}, timeout=CANCEL_WAIT)
+        if self._overdue_told:
+            pass
+        elif self._task.done():
+            logger.error("%s; the app's lifespan caught the cancellation and ended", self._overdue)
+        else:
+            logger.error("%s, but the app's lifespan ignores the cancellation; it is here:\n%s",
+                         self._overdue, "\n".join(awaiting(self._task.get_coro())))
+        return False
 
     async def _receive(self) -> dict[str, Any]:
         message = await self._inbox.get()

@@ -24,6 +24,8 @@ from typing import Any, Callable, NoReturn
 
 from uringapi import _native
 from uringapi.lifespan import Lifespan, LifespanFailed
+from uringapi.startup import HINT as STARTUP_HINT
+from uringapi.startup import StartupLimit
 from uringapi.stopping import Sigterm, bound_the_exit, die_with_the_front_end
 from uringapi.websocket import WebSocketCycle, as_bytes
 from uringapi.window import give_back
@@ -633,13 +635,15 @@ def setup_logging(level: str) -> None:
     )
 
 
-async def serve(app: Any, native: Any, lifespan_mode: str) -> float:
+async def serve(app: Any, native: Any, lifespan_mode: str, limit: StartupLimit) -> float:
     """Serves until stopped; returns when the graceful timeout ends (time.monotonic())."""
     loop = asyncio.get_running_loop()
     lifespan = Lifespan(app, lifespan_mode)
     try:
-        await lifespan.startup()
+        await lifespan.startup(limit.left())
     except LifespanFailed as exc:
+        if exc.timed_out:
+            fail(f"the app's lifespan startup did not finish within {limit.seconds:g} s", STARTUP_HINT)
         # Starlette reports the whole traceback as the failure message: log it all, and
         # put its last line (the exception itself) in the one-line error.
         text = str(exc).strip()
@@ -740,10 +744,16 @@ def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | 
     faulthandler.enable()
     app_dir = env.get("URINGAPI_APP_DIR") or os.getcwd()
     sys.path.insert(0, app_dir)
+    spec = env.get("URINGAPI_APP", "uringapi.demo:app")
+    limit = StartupLimit(float(env.get("URINGAPI_STARTUP_TIMEOUT", "0")))
+    watch = limit.watch_import(spec, fail)
     try:
-        app = import_app(env.get("URINGAPI_APP", "uringapi.demo:app"), env.get("URINGAPI_FACTORY") == "1")
+        app = import_app(spec, env.get("URINGAPI_FACTORY") == "1")
     except StartupError as exc:
         fail(exc.error, exc.hint)
+    finally:
+        if watch is not None:
+            watch.cancel()
     try:
         native = _native.Worker(
             int(env["URINGAPI_SEGMENT_FD"]),
@@ -761,7 +771,7 @@ def main(env: dict[str, str] | None = None, uvloop_factory: Callable[[], Any] | 
     loop = uvloop_factory()
     asyncio.set_event_loop(loop)
     try:
-        deadline = loop.run_until_complete(serve(app, native, env.get("URINGAPI_LIFESPAN", "auto")))
+        deadline = loop.run_until_complete(serve(app, native, env.get("URINGAPI_LIFESPAN", "auto"), limit))
     finally:
         loop.close()
     bound_the_exit(deadline)
