@@ -694,3 +694,33 @@ def test_reload_serves_an_edited_app_without_closing_the_listener(tmp_path: Path
         assert stop(proc) == 0
         err = proc.stderr.read() if proc.stderr else b""
     assert b"reload_app.py changed; restarting the workers" in err, err.decode()[-2000:]
+
+
+def test_reload_ignores_installed_packages_and_hidden_directories(tmp_path: Path) -> None:
+    """A `pip install` into the project's own .venv rewrote hundreds of .py files below the
+    watched directory, and each burst restarted the workers: only the file name was checked
+    against `.*`. Files in hidden directories, __pycache__, node_modules and site-packages
+    now count for nothing; an edit of the app still restarts."""
+    module = tmp_path / "reload_app.py"
+    module.write_text(RELOAD_APP % "v1")
+    port = free_port()
+    proc = start(serve_cmd("reload_app:app", "--app-dir", str(tmp_path), "--port", str(port),
+                           "--reload"))
+    try:
+        assert wait_answer(proc, port)[2] == b"v1"
+        for rel in (".venv/lib/python3.11/site-packages/pkg/mod.py", "venv/lib/site-packages/m.py",
+                    "node_modules/tool/gen.py", "pkg/__pycache__/x.py", ".git/hooks/h.py"):
+            path = tmp_path / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("X = 1\n")
+        time.sleep(1.0)  # past the watcher's 200 ms settle time
+        module.write_text(RELOAD_APP % "v2")
+        deadline = time.monotonic() + 5.0
+        while get(port)[2] != b"v2":
+            assert time.monotonic() < deadline, "the edit was not served within 5 s"
+            time.sleep(0.05)
+    finally:
+        assert stop(proc) == 0
+        err = (proc.stderr.read() if proc.stderr else b"").decode()
+    restarts = [line for line in err.splitlines() if "changed; restarting the workers" in line]
+    assert len(restarts) == 1 and "reload_app.py" in restarts[0], err[-3000:]

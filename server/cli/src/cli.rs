@@ -110,8 +110,9 @@ pub struct ServeArgs {
     /// A glob of file names that trigger --reload (repeatable). Default: `*.py`.
     #[arg(long, value_name = "GLOB", env = "URINGAPI_RELOAD_INCLUDE")]
     pub reload_include: Vec<String>,
-    /// A glob of file names that never trigger --reload (repeatable), on top of the
-    /// defaults `.*`, `*.py[cod]`, `*.sw.*`, `~*`.
+    /// A glob of file or directory names that never trigger --reload (repeatable), on top
+    /// of the defaults `.*`, `*.py[cod]`, `*.sw.*`, `~*`; files in `__pycache__`,
+    /// `node_modules` and `site-packages` never do either.
     #[arg(long, value_name = "GLOB", env = "URINGAPI_RELOAD_EXCLUDE")]
     pub reload_exclude: Vec<String>,
     /// Directory the app is imported from (put first on sys.path). Default: the current one.

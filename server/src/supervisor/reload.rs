@@ -8,7 +8,8 @@
 //! worker). Changes that arrive within [`SETTLE`] of each other (an editor writing a file in
 //! several steps, a `git checkout`) make one restart.
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -25,6 +26,11 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// uvicorn's defaults: Python sources, but no hidden files, bytecode, or editor swap files.
 pub const DEFAULT_INCLUDE: &[&str] = &["*.py"];
 pub const DEFAULT_EXCLUDE: &[&str] = &[".*", "*.py[cod]", "*.sw.*", "~*"];
+/// Directories whose files never trigger a restart, besides those an exclude pattern names
+/// (`.*` among them: `.venv`, `.git`, `.mypy_cache`): caches and installed packages, which
+/// `pip install` or a build rewrites by the thousand (watchfiles, granian's watcher, skips
+/// them too).
+pub const SKIPPED_DIRS: &[&str] = &["__pycache__", "node_modules", "site-packages"];
 
 /// Keeps the watcher alive; dropping it stops watching.
 pub(super) struct Reloader {
@@ -51,6 +57,12 @@ pub(super) fn start(
     } else {
         args.reload_dir.clone()
     };
+    // The paths events name are under these, as given: absolute, so that `relevant` can
+    // tell the part below the watched directory (which may itself be a hidden one).
+    let dirs: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| std::path::absolute(d).unwrap_or(d.clone()))
+        .collect();
     let include = globs(if args.reload_include.is_empty() {
         DEFAULT_INCLUDE.iter().map(|s| s.to_string()).collect()
     } else {
@@ -78,9 +90,10 @@ pub(super) fn start(
             .map_err(|e| usage(format!("--reload-dir {}: {e}", dir.display())))?;
     }
     tracing::info!(dirs = ?dirs, "--reload: watching for changes; workers restart on each");
+    let roots = dirs.clone();
     std::thread::Builder::new()
         .name("uringapi-reload".into())
-        .spawn(move || watch(&rx, &include, &exclude, &hup))
+        .spawn(move || watch(&rx, &roots, &include, &exclude, &hup))
         .map_err(|e| {
             Failure::new(
                 format!("cannot start the reload thread: {e}"),
@@ -99,15 +112,30 @@ fn globs(patterns: Vec<String>) -> Result<GlobSet, String> {
 }
 
 /// Whether a changed path should restart the workers: its file name (or the path as a
-/// whole) matches an include pattern and no exclude pattern.
-pub fn relevant(path: &Path, include: &GlobSet, exclude: &GlobSet) -> bool {
+/// whole) matches an include pattern and no exclude pattern, and no directory between the
+/// watched one (in `roots`) and the file is excluded: named by an exclude pattern (`.*`:
+/// `.venv`, `.git`) or one of [`SKIPPED_DIRS`].
+pub fn relevant(path: &Path, roots: &[PathBuf], include: &GlobSet, exclude: &GlobSet) -> bool {
     let name = path.file_name().map(Path::new).unwrap_or(path);
     let any = |set: &GlobSet| set.is_match(name) || set.is_match(path);
-    any(include) && !any(exclude)
+    if !any(include) || any(exclude) {
+        return false;
+    }
+    let below = roots
+        .iter()
+        .find_map(|r| path.strip_prefix(r).ok())
+        .unwrap_or(path);
+    let skipped = |dir: &OsStr| exclude.is_match(dir) || SKIPPED_DIRS.iter().any(|s| dir == *s);
+    !below
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+        .any(|c| matches!(c, Component::Normal(dir) if skipped(dir)))
 }
 
 fn watch(
     rx: &mpsc::Receiver<notify::Result<notify::Event>>,
+    roots: &[PathBuf],
     include: &GlobSet,
     exclude: &GlobSet,
     hup: &AtomicBool,
@@ -120,7 +148,7 @@ fn watch(
                     return;
                 }
                 for p in ev.paths {
-                    if relevant(&p, include, exclude) && !changed.contains(&p) {
+                    if relevant(&p, roots, include, exclude) && !changed.contains(&p) {
                         changed.push(p);
                     }
                 }
@@ -150,7 +178,8 @@ mod tests {
     fn python_sources_count_and_bytecode_swap_and_hidden_files_do_not() {
         let inc = globs(vec!["*.py".into()]).unwrap();
         let exc = globs(DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect()).unwrap();
-        assert!(relevant(Path::new("/app/main.py"), &inc, &exc));
+        let roots = [PathBuf::from("/app")];
+        assert!(relevant(Path::new("/app/main.py"), &roots, &inc, &exc));
         for p in [
             "/app/main.pyc",
             "/app/.main.py.swp",
@@ -158,7 +187,38 @@ mod tests {
             "/app/~main.py",
             "/app/README.md",
         ] {
-            assert!(!relevant(Path::new(p), &inc, &exc), "{p}");
+            assert!(!relevant(Path::new(p), &roots, &inc, &exc), "{p}");
+        }
+    }
+
+    #[test]
+    fn files_in_hidden_cache_and_package_directories_do_not_count() {
+        let inc = globs(vec!["*.py".into()]).unwrap();
+        let exc = globs(
+            DEFAULT_EXCLUDE
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["tests".to_string()])
+                .collect(),
+        )
+        .unwrap();
+        // The watched directory may itself be hidden, or below a hidden one.
+        let roots = [PathBuf::from("/home/me/.work/app")];
+        assert!(relevant(
+            Path::new("/home/me/.work/app/pkg/routes.py"),
+            &roots,
+            &inc,
+            &exc
+        ));
+        for p in [
+            "/home/me/.work/app/.venv/lib/python3.11/site-packages/x/y.py",
+            "/home/me/.work/app/venv/lib/python3.11/site-packages/x/y.py",
+            "/home/me/.work/app/web/node_modules/a/b.py",
+            "/home/me/.work/app/pkg/__pycache__/gen.py",
+            "/home/me/.work/app/.git/hooks/h.py",
+            "/home/me/.work/app/tests/test_app.py",
+        ] {
+            assert!(!relevant(Path::new(p), &roots, &inc, &exc), "{p}");
         }
     }
 }
