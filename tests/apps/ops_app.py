@@ -25,6 +25,9 @@ Routes (query parameters in brackets; `tag` is copied into the event lines):
   GET /headers            {"pid", "headers": [[name, value], ...]} as the app received them
   GET /thread [tag]       starts a non-daemon thread named "poller-<tag>" that never ends (a
                           background poller started without daemon=True), answers {"pid"}
+  GET /leave [tag]        starts a task that polls for ever (fire-and-forget background
+                          work) and answers {"pid"}; the task records "left-cleanup" in its
+                          finally block
   GET /set-sigterm [to]   sets this worker's SIGTERM handler, as an app or library may: `ign`
                           (default) SIG_IGN, `dfl` SIG_DFL (the signal kills), `own` a
                           handler of its own that does nothing
@@ -65,6 +68,18 @@ if _hold and os.path.exists(_hold):
         if not os.path.exists(_hold):
             break
         time.sleep(0.1)
+
+
+#: The tasks /leave started (kept, so that they are not collected).
+LEFT: set[asyncio.Task] = set()
+
+
+async def poll_for_ever(tag: str) -> None:
+    try:
+        while True:
+            await asyncio.sleep(3600)
+    finally:
+        events.record("left-cleanup", tag)
 
 
 def whoami() -> dict[str, Any]:
@@ -163,6 +178,9 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
         await respond(send, 200, whoami())
     elif path == "/thread":
         threading.Thread(target=lambda: time.sleep(3600), name=f"poller-{tag}").start()
+        await respond(send, 200, whoami())
+    elif path == "/leave":
+        LEFT.add(asyncio.get_running_loop().create_task(poll_for_ever(tag)))
         await respond(send, 200, whoami())
     elif path == "/wait-disconnect" and method == "POST":
         await read_body(receive)

@@ -177,6 +177,24 @@ def test_a_lifespan_shutdown_that_never_ends_is_cancelled_and_named_in_the_log(
     assert "killing them" not in text, text
 
 
+def test_tasks_the_app_left_running_are_cancelled_at_shutdown(servers: ServerFactory,
+                                                              tmp_path: Path) -> None:
+    """Work the app started and left running (a poller made with create_task) was dropped
+    with the loop at exit: its finally blocks never ran, without a word. As at the end of
+    asyncio.run, such tasks are now cancelled after lifespan shutdown, and their clean-up
+    runs."""
+    log = tmp_path / "events.log"
+    server = servers.start(APP, workers=1, threads=1, probe_path="/pid",
+                           env={"URINGAPI_TEST_EVENT_LOG": str(log)})
+    for tag in ("a", "b"):
+        assert get(server, f"/leave?tag={tag}").status == 200
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0, server.diagnostics()
+    cleaned = sorted(line.split()[2] for line in log.read_text().splitlines()
+                     if line.startswith("left-cleanup "))
+    assert cleaned == ["a", "b"], log.read_text()
+
+
 def wait_refused(server: Server) -> None:
     """Until a new connection is refused (a bounded wait)."""
     deadline = time.monotonic() + 30

@@ -78,16 +78,41 @@ def die_with_the_front_end() -> None:
 PR_SET_PDEATHSIG = 1
 
 
+#: The least time `bound_the_exit` leaves threads and atexit handlers past the deadline.
+EXIT_WAIT = 0.5
+#: Seconds the tasks cancelled by `cancel_leftovers` have to finish.
+LEFTOVER_WAIT = 0.5
+
+
+async def cancel_leftovers() -> None:
+    """Cancels the tasks still running once requests and lifespan shutdown are done (work
+    the app started and left to run: a poller, a fire-and-forget task), as ``asyncio.run``
+    does at its end, so that their ``finally`` blocks and context managers run; closing the
+    loop over them skipped those without a word. What their clean-up raises is logged."""
+    me = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    if not left:
+        return
+    for task in left:
+        task.cancel()
+    done, pending = await asyncio.wait(left, timeout=LEFTOVER_WAIT)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("a task the app left running (%s) raised when cancelled at shutdown",
+                         task.get_name(), exc_info=task.exception())
+    logger.debug("%d task(s) still running at shutdown cancelled; %d ignored it", len(left), len(pending))
+
+
 def bound_the_exit(deadline: float) -> None:
     """Python's exit joins every non-daemon thread the app started, then runs its atexit
     handlers: a thread that never ends (a poller started without ``daemon=True``) would hold
     the worker until the front end kills it, and the kill would say nothing of why. They get
-    until `deadline` (the end of the graceful timeout; at least a second from now), then the
+    until `deadline` (the end of the graceful timeout; at least EXIT_WAIT from now), then the
     worker names them in the log and exits. (uvicorn ends at once, by re-raising the
     signal; gunicorn waits for its graceful timeout, then kills.)"""
 
     def watch() -> None:
-        time.sleep(max(deadline - time.monotonic(), 1.0))
+        time.sleep(max(deadline - time.monotonic(), EXIT_WAIT))
         main = threading.main_thread()
         left = [t.name for t in threading.enumerate() if t is not main and not t.daemon]
         held = (f"{len(left)} non-daemon thread(s) the app started ({', '.join(left)})"

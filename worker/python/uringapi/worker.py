@@ -26,7 +26,7 @@ from uringapi import _native
 from uringapi.lifespan import Lifespan, LifespanFailed
 from uringapi.startup import HINT as STARTUP_HINT
 from uringapi.startup import StartupLimit
-from uringapi.stopping import Sigterm, bound_the_exit, die_with_the_front_end
+from uringapi.stopping import Sigterm, bound_the_exit, cancel_leftovers, die_with_the_front_end
 from uringapi.websocket import WebSocketCycle, as_bytes
 from uringapi.window import give_back
 
@@ -41,7 +41,8 @@ HEARTBEAT = 0.025
 TRIM_SLOTS_EVERY = 0.25
 #: Seconds lifespan shutdown may run past the graceful timeout. The front end SIGKILLs a
 #: stopping worker 5 s past it (supervisor/watch.rs KILL_GRACE); this leaves the worker
-#: time to log where a hung shutdown was, cancel it and exit by itself.
+#: time to log where a hung shutdown was and cancel it (0.5 s), cancel the tasks the app
+#: left running (0.5 s) and exit by itself (stopping.EXIT_WAIT, 0.5 s).
 LIFESPAN_OVERTIME = 3.0
 
 #: Python 3.12 runs a new task's first step inside the Task constructor (``eager_start``),
@@ -706,6 +707,7 @@ async def serve(app: Any, native: Any, lifespan_mode: str, limit: StartupLimit) 
     deadline = time.monotonic() + left
     await worker.drain_requests(timeout=left)
     await lifespan.shutdown(max(deadline - time.monotonic(), 0.0) + LIFESPAN_OVERTIME)
+    await cancel_leftovers()
     return deadline
 
 
