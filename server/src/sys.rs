@@ -436,6 +436,21 @@ pub fn raise_nofile() -> u64 {
     lim.rlim_cur
 }
 
+/// Counts each delivery of signal `sig` in `count` (a flag would merge several deliveries
+/// that come between two looks at it into one).
+pub fn count_signal(
+    sig: libc::c_int,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::io::Result<()> {
+    // SAFETY: the handler only increments an atomic, which is async-signal-safe.
+    unsafe {
+        signal_hook::low_level::register(sig, move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+    }
+    .map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -181,3 +182,30 @@ def test_sigusr2_to_the_whole_group_is_logged_and_ends_nothing(servers: ServerFa
         assert read_all(c).startswith(b"HTTP/1.1 200 ")
     assert server.proc.poll() is None and workers_of(server) == workers, server.diagnostics()
     assert "respawning" not in server.stderr(), server.diagnostics()
+
+
+def test_each_sigttin_and_sigttou_counts(servers: ServerFactory) -> None:
+    """Three `kill -TTIN` in a row are three more workers, as under gunicorn; the front end
+    kept one flag per signal, so those that came within one 10 ms look at it made one."""
+    server = servers.start(APP, workers=1, threads=1)
+
+    def burst(sig: int) -> None:
+        for _ in range(3):
+            os.kill(server.proc.pid, sig)
+            time.sleep(0.002)
+
+    def count(pattern: str, n: int) -> None:
+        deadline = time.monotonic() + GUARD
+        while (found := len(re.findall(pattern, server.stderr()))) < n:
+            assert time.monotonic() < deadline, f"{found} of {n} x {pattern!r}\n{server.stderr()}"
+            time.sleep(0.05)
+
+    burst(signal.SIGTTIN)
+    count(r"INFO worker ready worker=\d", 3)
+    assert len(workers_of(server)) == 4, server.diagnostics()
+    burst(signal.SIGTTOU)
+    count(r"SIGTTOU: retiring a worker", 3)
+    deadline = time.monotonic() + GUARD
+    while len(workers_of(server)) != 1:
+        assert time.monotonic() < deadline, server.diagnostics()
+        time.sleep(0.05)

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -236,9 +236,10 @@ struct Signals {
     quit: Arc<AtomicBool>,
     /// SIGHUP: replace every worker, one at a time.
     hup: Arc<AtomicBool>,
-    /// SIGTTIN / SIGTTOU: one worker more / fewer.
-    ttin: Arc<AtomicBool>,
-    ttou: Arc<AtomicBool>,
+    /// SIGTTIN / SIGTTOU: one worker more / fewer, each time (gunicorn's meaning: three
+    /// `kill -TTIN` in a row are three workers, not one).
+    ttin: Arc<AtomicUsize>,
+    ttou: Arc<AtomicUsize>,
     /// SIGUSR1: reopen the access log file.
     usr1: Arc<AtomicBool>,
     /// SIGUSR2: nothing here, but said so (its default action would end the server, and
@@ -264,18 +265,20 @@ impl Signals {
             (SIGQUIT, &s.term),
             (SIGQUIT, &s.quit),
             (SIGHUP, &s.hup),
-            (SIGTTIN, &s.ttin),
-            (SIGTTOU, &s.ttou),
             (SIGUSR1, &s.usr1),
             (SIGUSR2, &s.usr2),
         ];
+        let failed = |e: std::io::Error| {
+            Failure::new(
+                format!("cannot install signal handlers: {e}"),
+                "this is a bug; please report it",
+            )
+        };
         for (sig, flag) in table {
-            signal_hook::flag::register(sig, flag.clone()).map_err(|e| {
-                Failure::new(
-                    format!("cannot install signal handlers: {e}"),
-                    "this is a bug; please report it",
-                )
-            })?;
+            signal_hook::flag::register(sig, flag.clone()).map_err(failed)?;
+        }
+        for (sig, count) in [(SIGTTIN, &s.ttin), (SIGTTOU, &s.ttou)] {
+            crate::sys::count_signal(sig, count.clone()).map_err(failed)?;
         }
         Ok(s)
     }

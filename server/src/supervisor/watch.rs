@@ -103,10 +103,10 @@ impl Supervisor {
                 }
                 self.recycle_pause_until = None;
             }
-            if signals.ttin.swap(false, Ordering::Relaxed) {
+            for _ in 0..signals.ttin.swap(0, Ordering::Relaxed) {
                 self.add_worker(None, "SIGTTIN");
             }
-            if signals.ttou.swap(false, Ordering::Relaxed) {
+            for _ in 0..signals.ttou.swap(0, Ordering::Relaxed) {
                 self.remove_worker();
             }
             self.reap();
