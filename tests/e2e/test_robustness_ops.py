@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,25 @@ def test_a_lifespan_shutdown_that_never_ends_is_cancelled_and_named_in_the_log(
                       r"line \d+, in close_pool", text)
     assert len(told) == 2, text
     assert "killing them" not in text, text
+
+
+def test_worker_log_lines_are_timed_as_the_front_ends(servers: ServerFactory) -> None:
+    """The workers' lines carried local time in Python's default form ("2026-12-07
+    09:51:20,914"), the front end's UTC in RFC 3339: in one log, five hours apart under
+    TZ=ABC-5. Both are UTC with microseconds now."""
+    server = servers.start(APP, workers=1, threads=1, probe_path="/pid", env={"TZ": "ABC-5"},
+                           log_level="debug")
+    # A SIGTERM to the worker itself: it logs (at debug) that it asks for a replacement.
+    (worker_pid,) = set(server.group_members()) - {server.proc.pid}
+    os.kill(worker_pid, signal.SIGTERM)
+    server.wait_log(r"SIGTERM not sent by the uringapi front end", 30)
+    server.stop(signal.SIGTERM)
+    stamp = r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6})Z"
+    front = re.search(stamp + r" +INFO shutting down", server.stderr())
+    worker = re.findall(stamp + r" \w+ worker\[0:\d+\] ", server.stderr())
+    assert front and worker, server.stderr()
+    apart = datetime.fromisoformat(worker[-1]) - datetime.fromisoformat(front.group(1))
+    assert abs(apart.total_seconds()) < 30, (front.group(0), worker[-1])
 
 
 def test_tasks_the_app_left_running_are_cancelled_at_shutdown(servers: ServerFactory,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import datetime
 import faulthandler
 import gc
 import importlib
@@ -627,13 +628,20 @@ def fail(error: str, hint: str) -> NoReturn:
     os._exit(STARTUP_FAILED)
 
 
+class UtcFormatter(logging.Formatter):
+    """Times as the front end writes them (UTC, RFC 3339, microseconds), so that its lines
+    and the workers' read as one log, whatever the local time zone."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        stamp = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def setup_logging(level: str) -> None:
     index = os.environ.get("URINGAPI_WORKER_INDEX", "?")
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format=f"%(asctime)s %(levelname)s worker[{index}:{os.getpid()}] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(UtcFormatter(f"%(asctime)s %(levelname)s worker[{index}:{os.getpid()}] %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
 
 
 async def serve(app: Any, native: Any, lifespan_mode: str, limit: StartupLimit) -> float:
