@@ -234,6 +234,41 @@ def test_protocol_min_13_refuses_tls12(servers: ServerFactory, certs: Path) -> N
     server.stop()
 
 
+def _session(server: Server, ctx: ssl.SSLContext,
+             session: ssl.SSLSession | None = None) -> tuple[ssl.SSLSession, bool]:
+    """One request on a new TLS connection (resuming `session` if given): the session to
+    resume next time, and whether this one was resumed."""
+    with socket.create_connection((HOST, server.port), timeout=HANG_GUARD) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert _read_to_close(tls).startswith(b"HTTP/1.1 200 ")
+            assert tls.session is not None
+            return tls.session, tls.session_reused
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2],
+                         ids=["tls1.3", "tls1.2"])
+def test_a_session_resumes_after_260_others_and_a_reload(servers: ServerFactory, certs: Path,
+                                                         version: ssl.TLSVersion) -> None:
+    """A returning client skips the full handshake. Sessions were kept in rustls's default
+    cache of 256: the 257th client on pushed the oldest out, and none of them resumed (nor
+    any after a SIGHUP, which made a new cache). Now tickets carry them, with a key kept
+    across reloads, and the id cache holds OpenSSL's 20,480."""
+    server = _start(servers, certs, *_tls_args(certs))
+    ctx = _client_ctx(certs)
+    ctx.minimum_version = ctx.maximum_version = version
+    first, _ = _session(server, ctx)
+    for _ in range(260):
+        _session(server, ctx)
+    first, resumed = _session(server, ctx, first)
+    assert resumed, "a session stopped resuming after 260 others"
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_log(r"rolling restart", HANG_GUARD)
+    _, resumed = _session(server, ctx, first)
+    assert resumed, "a session stopped resuming after a SIGHUP reload"
+    server.stop()
+
+
 # ---- mutual TLS -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

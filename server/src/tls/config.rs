@@ -491,11 +491,45 @@ fn build(args: &TlsConfig) -> Result<Loaded, Failure> {
         config.enable_secret_extraction = true;
     }
     config.ignore_client_order = server_order;
+    let resumption = resumption()?;
+    config.ticketer = resumption.ticketer.clone();
+    config.session_storage = resumption.sessions.clone();
     Ok(Loaded {
         config: Arc::new(config),
         leaf,
         ktls: args.ktls && super::ktls::available(),
     })
+}
+
+/// How returning clients skip the full handshake, one for the process, so that what was
+/// issued before a SIGHUP reload still resumes after it.
+struct Resumption {
+    /// Stateless tickets (TLS 1.3, and TLS 1.2 clients that ask): the session sealed with a
+    /// key only this process has, rotated every 6 hours by rustls.
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    /// Session ids, for TLS 1.2 clients without tickets.
+    sessions: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+/// Sessions the id cache keeps: OpenSSL's default, as uvicorn has it. rustls's default of
+/// 256 (granian's) lost the session of every client past the 256th: none of them resumed.
+const SESSION_CACHE: usize = 20 * 1024;
+
+fn resumption() -> Result<&'static Resumption, Failure> {
+    static ONE: std::sync::OnceLock<Resumption> = std::sync::OnceLock::new();
+    if let Some(r) = ONE.get() {
+        return Ok(r);
+    }
+    let ticketer = provider::Ticketer::new().map_err(|e| {
+        Failure::new(
+            format!("cannot make TLS session tickets: {e}"),
+            "the system's random number generator failed; this is rare, please report it",
+        )
+    })?;
+    Ok(ONE.get_or_init(|| Resumption {
+        ticketer,
+        sessions: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE),
+    }))
 }
 
 /// The one certificate chain of a config (a reload builds a new config around a new one).
