@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -266,6 +267,34 @@ def test_a_session_resumes_after_260_others_and_a_reload(servers: ServerFactory,
     server.wait_log(r"rolling restart", HANG_GUARD)
     _, resumed = _session(server, ctx, first)
     assert resumed, "a session stopped resuming after a SIGHUP reload"
+    server.stop()
+
+
+def test_a_reload_that_changes_the_client_ca_ends_resumption(servers: ServerFactory,
+                                                              certs: Path, tmp_path: Path) -> None:
+    """Sessions outlive a SIGHUP reload, but not one that changes which client certificates
+    are good: a session resumed skips the certificate check, so a CA dropped from
+    --ssl-ca-certs would still let its clients in. Same CA file: the session resumes; a new
+    one: it does not, and alice's certificate, which the new CA did not sign, is refused."""
+    ca = tmp_path / "ca.pem"
+    shutil.copy(certs / "ca.pem", ca)
+    server = _start(servers, certs, *_tls_args(certs, "--ssl-ca-certs", str(ca),
+                                               "--ssl-cert-reqs", "2"), client_cert=True)
+    ctx = _client_ctx(certs, client_cert=True)
+    first, _ = _session(server, ctx)
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_log(r"rolling restart", HANG_GUARD)
+    first, resumed = _session(server, ctx, first)
+    assert resumed, "an mTLS session did not resume after a reload that changed nothing"
+    shutil.copy(certs / "mallory.pem", ca)
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + HANG_GUARD
+    while len(re.findall(r"rolling restart", server.stderr())) < 2:
+        assert time.monotonic() < deadline, server.diagnostics()
+        time.sleep(0.05)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        _, resumed = _session(server, ctx, first)
+        pytest.fail(f"served under the new CA (resumed: {resumed})")
     server.stop()
 
 

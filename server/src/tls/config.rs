@@ -441,6 +441,10 @@ fn build(args: &TlsConfig) -> Result<Loaded, Failure> {
                 "check --ssl-ciphers and --ssl-protocol-min",
             )
         })?;
+    // What decides which client certificates are good: sessions made under other rules
+    // must not resume (a reload that drops a CA would let its clients back in).
+    let mut client_auth = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&args.ssl_cert_reqs, &mut client_auth);
     let builder = match (args.ssl_cert_reqs, &args.ssl_ca_certs) {
         (0, _) => builder.with_no_client_auth(),
         (_, None) => {
@@ -455,6 +459,7 @@ fn build(args: &TlsConfig) -> Result<Loaded, Failure> {
         (reqs, Some(ca)) => {
             let mut roots = RootCertStore::empty();
             for cert in certs(ca, "CA certificates", "--ssl-ca-certs")? {
+                std::hash::Hash::hash(cert.as_ref(), &mut client_auth);
                 roots.add(cert).map_err(|e| {
                     usage(
                         format!("a CA certificate in {} is unusable: {e}", ca.display()),
@@ -491,7 +496,7 @@ fn build(args: &TlsConfig) -> Result<Loaded, Failure> {
         config.enable_secret_extraction = true;
     }
     config.ignore_client_order = server_order;
-    let resumption = resumption()?;
+    let resumption = resumption(std::hash::Hasher::finish(&client_auth))?;
     config.ticketer = resumption.ticketer.clone();
     config.session_storage = resumption.sessions.clone();
     Ok(Loaded {
@@ -501,24 +506,31 @@ fn build(args: &TlsConfig) -> Result<Loaded, Failure> {
     })
 }
 
-/// How returning clients skip the full handshake, one for the process, so that what was
-/// issued before a SIGHUP reload still resumes after it.
+/// How returning clients skip the full handshake. Kept across SIGHUP reloads, so that what
+/// was issued before one still resumes after it, unless the client-certificate rules
+/// changed.
 struct Resumption {
     /// Stateless tickets (TLS 1.3, and TLS 1.2 clients that ask): the session sealed with a
     /// key only this process has, rotated every 6 hours by rustls.
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
     /// Session ids, for TLS 1.2 clients without tickets.
     sessions: Arc<dyn rustls::server::StoresServerSessions>,
+    /// A hash of the client-certificate rules (--ssl-cert-reqs, the --ssl-ca-certs
+    /// certificates) the sessions were made under.
+    client_auth: u64,
 }
 
 /// Sessions the id cache keeps: OpenSSL's default, as uvicorn has it. rustls's default of
 /// 256 (granian's) lost the session of every client past the 256th: none of them resumed.
 const SESSION_CACHE: usize = 20 * 1024;
 
-fn resumption() -> Result<&'static Resumption, Failure> {
-    static ONE: std::sync::OnceLock<Resumption> = std::sync::OnceLock::new();
-    if let Some(r) = ONE.get() {
-        return Ok(r);
+/// The process's resumption state for these client-certificate rules: the one in use, or a
+/// new one (no session resumes) when the rules differ from those it was made under.
+fn resumption(client_auth: u64) -> Result<Arc<Resumption>, Failure> {
+    static CURRENT: std::sync::Mutex<Option<Arc<Resumption>>> = std::sync::Mutex::new(None);
+    let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = current.as_ref().filter(|r| r.client_auth == client_auth) {
+        return Ok(r.clone());
     }
     let ticketer = provider::Ticketer::new().map_err(|e| {
         Failure::new(
@@ -526,10 +538,13 @@ fn resumption() -> Result<&'static Resumption, Failure> {
             "the system's random number generator failed; this is rare, please report it",
         )
     })?;
-    Ok(ONE.get_or_init(|| Resumption {
+    let fresh = Arc::new(Resumption {
         ticketer,
         sessions: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE),
-    }))
+        client_auth,
+    });
+    *current = Some(fresh.clone());
+    Ok(fresh)
 }
 
 /// The one certificate chain of a config (a reload builds a new config around a new one).
