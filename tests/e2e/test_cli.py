@@ -204,6 +204,26 @@ def test_a_replacement_stuck_starting_ends_and_the_old_worker_serves_on(
     assert server.proc.poll() is None, server.diagnostics()
 
 
+def test_a_replacement_that_cannot_time_itself_is_killed_at_the_limit(
+        servers: ServerFactory) -> None:
+    """A replacement stuck in C code that holds the GIL (gil_hang_app: every worker slot but
+    0) cannot keep --timeout-worker-startup itself; the front end ends it 2 s past the limit,
+    SIGABRT first so that its Python stack is printed, and the old worker serves on."""
+    server = servers.start("gil_hang_app:app", workers=1,
+                           extra_args=("--timeout-worker-startup", "1", "--lifespan", "off"))
+    with rawhttp.Connection(server.host, server.port) as c:
+        before = c.request("GET", "/").body
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_log(r"ERROR worker not ready 3 s after it started \(--timeout-worker-startup\); "
+                    r"killing it \(SIGABRT prints its Python stack\) worker=1", 30)
+    server.wait_log(r"ERROR replacement for worker 0 exited before it was ready.*keeping worker 0",
+                    30)
+    assert re.search(r'File "[^"]*gil_hang_app.py", line \d+ in <module>', server.stderr()), \
+        server.stderr()
+    with rawhttp.Connection(server.host, server.port) as c:
+        assert c.request("GET", "/").body == before
+
+
 @pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "so-reuseport"])
 def test_port_in_use(servers: ServerFactory, reuse_port: bool) -> None:
     """Also when the listener there set SO_REUSEPORT, as a second uringapi's listeners do: the

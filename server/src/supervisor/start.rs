@@ -349,7 +349,7 @@ const STARTUP_NOTE_AFTER: Duration = Duration::from_secs(5);
 const STARTUP_NOTE_EVERY: Duration = Duration::from_secs(10);
 /// How long past --timeout-worker-startup the front end waits for a worker to report its
 /// own timeout (an `error:` saying where it was) before it gives up on it.
-const STARTUP_SLACK: Duration = Duration::from_secs(2);
+pub(super) const STARTUP_SLACK: Duration = Duration::from_secs(2);
 
 /// Waits until every worker reports ready; any that dies first ends start-up with its error.
 fn wait_ready(workers: &mut Workers, term: &AtomicBool, limit: Duration) -> Result<(), Failure> {

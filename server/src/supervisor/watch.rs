@@ -114,6 +114,7 @@ impl Supervisor {
             self.watch_ready();
             self.watch_outside_sigterms();
             self.watch_heartbeats();
+            self.watch_slow_starts();
             self.watch_recycling();
             self.advance_rolling();
             self.retire_idle();
@@ -458,6 +459,31 @@ impl Supervisor {
                     "worker moved again after a {} ms stall",
                     (now - since + self.stall).as_millis()
                 );
+            }
+        }
+    }
+
+    /// A worker (a replacement, a respawn, one added) still not ready well past
+    /// --timeout-worker-startup is stuck where it cannot keep the limit itself: in C code
+    /// that holds the GIL, or before Python runs. It is killed as a silent one is (SIGABRT
+    /// prints its Python stack, SIGKILL follows); its exit is then handled as any other
+    /// before ready (a replacement's old worker serves on; others are respawned).
+    pub(super) fn watch_slow_starts(&mut self) {
+        let limit = self.ctx.startup.saturating_add(super::start::STARTUP_SLACK);
+        let now = Instant::now();
+        for w in &mut self.workers.0 {
+            if w.ready || w.child.is_none() || !w.is_active() || now - w.spawned_at <= limit {
+                continue;
+            }
+            match w.aborted_at {
+                None => {
+                    tracing::error!(worker = w.index, pid = w.pid, "worker not ready {:.0} s after it started (--timeout-worker-startup); killing it (SIGABRT prints its Python stack)", (now - w.spawned_at).as_secs_f64());
+                    w.signal(libc::SIGABRT);
+                    w.signal(libc::SIGCONT);
+                    w.aborted_at = Some(now);
+                }
+                Some(t) if now - t > KILL_GRACE => w.signal(libc::SIGKILL),
+                Some(_) => {}
             }
         }
     }
