@@ -42,7 +42,7 @@ class Lifespan:
         self._failure: str | None = None
         self._unsupported = False
         self._task: asyncio.Task[None] | None = None
-        #: Set when shutdown ran past its budget and the task was cancelled.
+        #: Set when startup or shutdown ran past its budget and the task was cancelled.
         self._overdue: str | None = None
         self._overdue_told = False
 
