@@ -439,17 +439,9 @@ impl Supervisor {
                         m.post(ThreadCmd::Stalled { worker, silent });
                     }
                 }
-                if let Some(limit) = self.kill_after {
-                    if age > limit && w.aborted_at.is_none() {
-                        tracing::error!(worker = w.index, pid = w.pid, "worker silent for {:.1} s (--timeout); killing it (SIGABRT prints its Python stack)", age.as_secs_f64());
-                        w.signal(libc::SIGABRT);
-                        // A stopped worker (SIGSTOP) acts on it only once continued.
-                        w.signal(libc::SIGCONT);
-                        w.aborted_at = Some(now);
-                    }
-                }
-                if w.aborted_at.is_some_and(|t| now - t > KILL_GRACE) {
-                    w.signal(libc::SIGKILL);
+                let past = self.kill_after.is_some_and(|limit| age > limit);
+                if (past || w.aborted_at.is_some()) && w.abort(now) {
+                    tracing::error!(worker = w.index, pid = w.pid, "worker silent for {:.1} s (--timeout); killing it (SIGABRT prints its Python stack)", age.as_secs_f64());
                 }
             } else if let Some(since) = w.stalled_since.take() {
                 load.set_stalled(false);
@@ -475,15 +467,8 @@ impl Supervisor {
             if w.ready || w.child.is_none() || !w.is_active() || now - w.spawned_at <= limit {
                 continue;
             }
-            match w.aborted_at {
-                None => {
-                    tracing::error!(worker = w.index, pid = w.pid, "worker not ready {:.0} s after it started (--timeout-worker-startup); killing it (SIGABRT prints its Python stack)", (now - w.spawned_at).as_secs_f64());
-                    w.signal(libc::SIGABRT);
-                    w.signal(libc::SIGCONT);
-                    w.aborted_at = Some(now);
-                }
-                Some(t) if now - t > KILL_GRACE => w.signal(libc::SIGKILL),
-                Some(_) => {}
+            if w.abort(now) {
+                tracing::error!(worker = w.index, pid = w.pid, "worker not ready {:.0} s after it started (--timeout-worker-startup); killing it (SIGABRT prints its Python stack)", (now - w.spawned_at).as_secs_f64());
             }
         }
     }

@@ -61,7 +61,8 @@ pub(super) struct Worker {
     pub(super) replaces: Option<usize>,
     /// When its loop was first seen silent past --stall-timeout.
     pub(super) stalled_since: Option<Instant>,
-    /// When it was sent SIGABRT for silence past --timeout.
+    /// When it was sent SIGABRT (`abort`): silent past --timeout, or not ready past
+    /// --timeout-worker-startup.
     pub(super) aborted_at: Option<Instant>,
     /// It got a SIGTERM from outside and asked to be replaced (seen once).
     pub(super) asked_replacement: bool,
@@ -197,6 +198,27 @@ impl Worker {
     pub(super) fn signal(&self, sig: i32) {
         if self.child.is_some() {
             crate::sys::kill(self.pid, sig);
+        }
+    }
+
+    /// Kills a stuck worker in two steps: SIGABRT first, which prints its Python stack
+    /// (faulthandler), with SIGCONT so that a stopped one acts on it; SIGKILL once
+    /// `super::watch::KILL_GRACE` has passed since. Called again and again while it is
+    /// stuck; true the first time (the caller logs why).
+    pub(super) fn abort(&mut self, now: Instant) -> bool {
+        match self.aborted_at {
+            None => {
+                self.signal(libc::SIGABRT);
+                self.signal(libc::SIGCONT);
+                self.aborted_at = Some(now);
+                true
+            }
+            Some(t) => {
+                if now - t > super::watch::KILL_GRACE {
+                    self.signal(libc::SIGKILL);
+                }
+                false
+            }
         }
     }
 
