@@ -132,6 +132,12 @@ def log_lines(server: Server, pattern: str) -> list[str]:
     return [line for line in server.stderr().splitlines() if rx.search(line)]
 
 
+def assert_recycled_once(server: Server, flag: str) -> None:
+    """Workers were recycled for `flag`, each named once (not again while it is replaced)."""
+    pids = re.findall(r"recycling worker: .*\(" + flag + r"\).*pid=(\d+)", server.stderr())
+    assert pids and len(pids) == len(set(pids)), server.stderr_tail()
+
+
 def wait_log(server: Server, pattern: str) -> str:
     """The first stderr line matching regex `pattern` (bounded wait)."""
     return wait_until(lambda: next(iter(log_lines(server, pattern)), None),
@@ -773,7 +779,7 @@ def test_limit_max_requests_recycles_without_failures(servers: ServerFactory,
     outcomes = load.snapshot()
     failed = [o for o in outcomes if o.status != 200]
     assert failed == [], f"{len(failed)} of {len(outcomes)} failed: {failed[:10]}"
-    assert log_lines(server, r"recycling worker: served \d+ requests \(--limit-max-requests\)")
+    assert_recycled_once(server, "--limit-max-requests")
     # Replaced workers are gone, not lingering: only the current one is left.
     wait_workers(server, lambda p: len(p) == 1, "one worker left")
 
@@ -793,7 +799,7 @@ def test_recycling_by_lifetime_and_rss(servers: ServerFactory, tmp_path: Path,
     outcomes = load.snapshot()
     failed = [o for o in outcomes if o.status != 200]
     assert failed == [], f"{len(failed)} of {len(outcomes)} failed: {failed[:10]}"
-    assert log_lines(server, rf"recycling worker: .*\({flag}\)"), server.stderr_tail()
+    assert_recycled_once(server, flag)
     wait_workers(server, lambda p: first not in p, f"the first worker {first} gone")
 
 

@@ -482,8 +482,11 @@ impl Supervisor {
         if read_rss {
             self.last_rss_check = Instant::now();
         }
+        // A worker whose replacement is starting has left `rolling` but is still over its
+        // threshold: it is not queued (nor logged) again.
+        let replaced: Vec<usize> = self.workers.0.iter().filter_map(|w| w.replaces).collect();
         for w in &mut self.workers.0 {
-            if !w.ready || !w.is_active() || w.child.is_none() {
+            if !w.ready || !w.is_active() || w.child.is_none() || replaced.contains(&w.index) {
                 continue;
             }
             if read_rss {
