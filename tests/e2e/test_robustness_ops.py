@@ -464,16 +464,20 @@ def start_with_fd_limit(servers: ServerFactory, nofile: int, *extra: str) -> Ser
 
 
 def test_connection_limit_defaults_from_the_fd_limit(servers: ServerFactory) -> None:
-    # Soft and hard fd limit 300: the default is (300 - 256 reserved) / 1 thread = 44
-    # connections. The 45th is closed at once, and the log says so once, not per refusal.
-    server = start_with_fd_limit(servers, 300)
-    assert "connection limit: 44 per front-end thread" in server.stderr(), server.stderr_tail()
+    # Soft and hard fd limit 128: the default is (128 - 32 reserved, a quarter of a limit
+    # this small) / 1 thread = 96 connections (with 256 reserved, as for larger limits, it
+    # was 1). Start-up warns that the limit is low. The 97th is closed at once, and the log
+    # says so once, not per refusal.
+    server = start_with_fd_limit(servers, 128)
+    log = server.stderr()
+    assert "connection limit: 96 per front-end thread" in log, server.stderr_tail()
+    assert "the fd limit (128) leaves room for only 96 connections" in log, server.stderr_tail()
     held = []
     try:
         # wait_ready's probes are closed, but the thread may still count one for a moment:
         # a refused connection is retried (bounded).
         deadline = time.monotonic() + 60
-        while len(held) < 44:
+        while len(held) < 96:
             c = rawhttp.Connection(server.host, server.port, timeout=30)
             try:
                 assert c.request("GET", "/pid").status == 200

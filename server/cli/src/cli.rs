@@ -170,8 +170,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0, env = "URINGAPI_LIMIT_REQUEST_BODY")]
     pub limit_request_body: u64,
     /// Most open connections per front-end thread; 0 means no limit. Default: the fd
-    /// limit (raised to its hard maximum at start-up) minus a reserve of 256, split over
-    /// --threads.
+    /// limit (raised to its hard maximum at start-up) minus a reserve of 256 (a quarter of
+    /// a limit under 1024), split over --threads.
     #[arg(long, env = "URINGAPI_LIMIT_CONNECTIONS")]
     pub limit_connections: Option<usize>,
     /// Seconds an idle keep-alive connection is kept open; 0: no keep-alive (each HTTP/1.1

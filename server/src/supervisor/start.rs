@@ -628,10 +628,17 @@ fn connection_limit(args: &ServeConfig) -> Option<usize> {
         Some(n) => Some(n),
         None => {
             let n = crate::connlimit::default_per_thread(nofile, args.threads);
+            let reserve = crate::connlimit::reserve(nofile);
             tracing::info!(
-                "connection limit: {n} per front-end thread (fd limit {nofile}, {} kept in reserve; --limit-connections to change)",
-                crate::connlimit::FD_RESERVE
+                "connection limit: {n} per front-end thread (fd limit {nofile}, {reserve} kept in reserve; --limit-connections to change)"
             );
+            if nofile.saturating_sub(reserve) < crate::connlimit::FEW_CONNECTIONS {
+                tracing::warn!(
+                    hint = "raise it: `ulimit -n` in the shell, LimitNOFILE= under systemd, --ulimit nofile= under docker",
+                    "the fd limit ({nofile}) leaves room for only {} connections",
+                    nofile.saturating_sub(reserve)
+                );
+            }
             Some(n)
         }
     }
