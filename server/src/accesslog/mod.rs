@@ -42,8 +42,9 @@
 //! never interleave and no io_uring thread ever waits on a disk or a pipe. The queue to the
 //! writer holds at most [`QUEUE_BYTES`]; a batch past it is dropped and its lines counted
 //! (`uringapi_access_log_dropped_lines_total`), logged once per run of drops. A file is
-//! opened with `O_APPEND`. Write errors are counted and logged once per run of failures,
-//! never fatal: a full disk must not take the server down. [`Sink::reopen`] (SIGUSR1) opens
+//! opened with `O_APPEND`. Write errors are counted (their lines as dropped) and logged
+//! once per run of failures, with the lines lost when writing works again, never fatal: a
+//! full disk must not take the server down. [`Sink::reopen`] (SIGUSR1) opens
 //! the path again after logrotate moved the old file away.
 
 use std::fmt;

@@ -136,7 +136,7 @@ impl Sink {
         let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
         s.dropped_lines.fetch_add(lines, Relaxed);
         if !s.dropping.swap(true, Relaxed) {
-            tracing::warn!(path = ?self.path, "the access log does not keep up (more than {} KiB waiting); dropping lines until it drains", self.bound >> 10);
+            tracing::warn!(path = %shown(self.path.as_deref()), "the access log does not keep up (more than {} KiB waiting); dropping lines until it drains", self.bound >> 10);
         }
     }
 
@@ -178,7 +178,7 @@ impl Sink {
         self.shared.errors.load(Relaxed)
     }
 
-    /// Lines dropped because the writer did not keep up.
+    /// Lines lost: dropped because the writer did not keep up, or whose write failed.
     pub fn dropped_lines(&self) -> u64 {
         self.shared.dropped_lines.load(Relaxed)
     }
@@ -188,6 +188,9 @@ impl Shared {
     /// The writer thread: writes batches in order until the sink is dropped. Errors are
     /// counted ([`Sink::errors`]) and logged once per run of failures, never fatal.
     fn run(&self, rx: mpsc::Receiver<Vec<u8>>, mut out: Out, path: Option<PathBuf>) {
+        let target = shown(path.as_deref());
+        // Lines lost since the current run of failures began.
+        let mut lost = 0usize;
         for batch in rx {
             if let Some(f) = self
                 .swap
@@ -203,11 +206,21 @@ impl Shared {
             };
             self.queued.fetch_sub(batch.len(), Relaxed);
             match result {
-                Ok(()) => self.failing.store(false, Relaxed),
+                Ok(()) => {
+                    if self.failing.swap(false, Relaxed) {
+                        tracing::info!(path = %target, "the access log is written again; {lost} lines were lost");
+                        lost = 0;
+                    }
+                }
                 Err(e) => {
                     self.errors.fetch_add(1, Relaxed);
+                    // Counted as dropped (a batch whose write failed part-way may have left
+                    // some of its lines: counted all the same).
+                    let lines = batch.iter().filter(|&&b| b == b'\n').count();
+                    lost += lines;
+                    self.dropped_lines.fetch_add(lines as u64, Relaxed);
                     if !self.failing.swap(true, Relaxed) {
-                        tracing::warn!(error = %e, ?path, "cannot write the access log; lines are lost until it works again");
+                        tracing::warn!(error = %e, path = %target, "cannot write the access log; lines are lost until it works again");
                     }
                 }
             }
@@ -216,6 +229,11 @@ impl Shared {
             self.done.fetch_add(1, Release);
         }
     }
+}
+
+/// The log's destination as a log line names it.
+fn shown(path: Option<&std::path::Path>) -> String {
+    path.map_or_else(|| "stderr".to_owned(), |p| p.display().to_string())
 }
 
 fn open_append(path: &std::path::Path) -> std::io::Result<File> {
@@ -364,6 +382,29 @@ mod tests {
         sink.write(b"still here\n");
         assert!(sink.settle(Duration::from_secs(60)));
         assert_eq!(read(&moved), "still here\n");
+    }
+
+    #[test]
+    fn failed_writes_count_their_lines_and_writing_resumes() {
+        let dir = TempDir::new("accesslog-failing");
+        let log = dir.path("access.log");
+        let sink = Sink::open(Destination::File(log.clone())).unwrap();
+        // As a full disk would: the writer's next batch goes to a file it cannot write.
+        let read_only = File::open(&log).unwrap();
+        *sink.shared.swap.lock().unwrap() = Some(read_only);
+        sink.write(b"lost 1\nlost 2\n");
+        sink.write(b"lost 3\n");
+        assert!(sink.settle(Duration::from_secs(60)));
+        assert_eq!((sink.errors(), sink.dropped_lines()), (2, 3));
+        sink.reopen().unwrap();
+        sink.write(b"kept\n");
+        assert!(sink.settle(Duration::from_secs(60)));
+        assert_eq!(read(&log), "kept\n");
+        assert_eq!((sink.errors(), sink.dropped_lines()), (2, 3));
+        assert!(
+            !sink.shared.failing.load(Relaxed),
+            "the run of failures ended"
+        );
     }
 
     #[test]

@@ -182,7 +182,7 @@ impl Metrics {
             (
                 "uringapi_access_log_dropped_lines_total",
                 "counter",
-                "Access log lines dropped because the log's destination did not keep up.",
+                "Access log lines lost: the log's destination did not keep up, or writing failed (a full disk).",
                 process.access_log_dropped_lines,
             ),
         ];

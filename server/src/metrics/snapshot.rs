@@ -23,6 +23,6 @@ pub struct ProcessSnapshot {
     pub worker_stalls: u64,
     pub doorbells: u64,
     pub connections: u64,
-    /// Access log lines dropped because its writer did not keep up.
+    /// Access log lines lost: its writer did not keep up, or writing failed.
     pub access_log_dropped_lines: u64,
 }
