@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -110,6 +111,16 @@ def test_app_failing_at_import(servers: ServerFactory, tmp_path: Path, workers: 
 )
 def test_app_that_cannot_be_found(servers: ServerFactory, app: str, mentions: list[str]) -> None:
     assert_failed_cleanly(servers.spawn(app, workers=2), *mentions)
+
+
+def test_a_python_without_uringapi_is_named(servers: ServerFactory) -> None:
+    """--python naming an interpreter that lacks uringapi (the venv's base Python): the
+    worker cannot even start, and the hint says what that Python needs."""
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    server = servers.spawn("fastapi_app:app", extra_args=("--python", str(base)))
+    assert_failed_cleanly(server, "No module named 'uringapi'",
+                          "hint: see the worker's output above; the workers' Python (--python) "
+                          "needs uringapi and the app's packages installed")
 
 
 def test_app_with_syntax_error(servers: ServerFactory, tmp_path: Path) -> None:

@@ -428,7 +428,7 @@ fn startup_failure(w: &mut Worker, status: std::process::ExitStatus) -> Failure 
         (Some(e), None) => Failure::new(e, "see the worker's output above"),
         _ => Failure::new(
             format!("worker {} exited ({status}) before it was ready", w.index),
-            "see the worker's output above; check that the app imports with the same Python (--python)",
+            "see the worker's output above; the workers' Python (--python) needs uringapi and the app's packages installed",
         ),
     };
     f.code = 1;
