@@ -123,6 +123,15 @@ def test_a_python_without_uringapi_is_named(servers: ServerFactory) -> None:
                           "needs uringapi and the app's packages installed")
 
 
+def test_an_app_that_ends_its_process_on_import(servers: ServerFactory, tmp_path: Path) -> None:
+    """os._exit(0) while the worker imports the app: nothing could be reported, and the
+    hint says where the process ended rather than blaming the install."""
+    (tmp_path / "exits_on_import.py").write_text("import os\nos._exit(0)\n")
+    server = servers.spawn("exits_on_import:app", app_dir=tmp_path)
+    assert_failed_cleanly(server, "error: worker 0 exited (exit status: 0) before it was ready",
+                          "the process ended while it imported the app or ran its startup")
+
+
 def test_app_with_syntax_error(servers: ServerFactory, tmp_path: Path) -> None:
     # Written here, not kept in tests/apps, so no linter or compileall trips on it.
     (tmp_path / "broken_syntax.py").write_text("def app(:\n    pass\n")

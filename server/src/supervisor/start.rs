@@ -426,9 +426,16 @@ fn startup_failure(w: &mut Worker, status: std::process::ExitStatus) -> Failure 
     let mut f = match (line("error: "), line("hint: ")) {
         (Some(e), Some(h)) => Failure::new(e, h),
         (Some(e), None) => Failure::new(e, "see the worker's output above"),
-        _ => Failure::new(
+        // Exit 1 with nothing reported: Python itself failed, most often at `-m
+        // uringapi.worker` (not installed for it). Else the process ended, or was killed,
+        // in the app's import or startup, where uringapi could not report it.
+        _ if status.code() == Some(1) => Failure::new(
             format!("worker {} exited ({status}) before it was ready", w.index),
             "see the worker's output above; the workers' Python (--python) needs uringapi and the app's packages installed",
+        ),
+        _ => Failure::new(
+            format!("worker {} exited ({status}) before it was ready", w.index),
+            "see the worker's output above: the process ended while it imported the app or ran its startup (os._exit, a crash, a signal)",
         ),
     };
     f.code = 1;
