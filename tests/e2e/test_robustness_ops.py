@@ -449,18 +449,35 @@ def test_a_dead_frontend_thread_turns_readyz_503_and_exits_non_zero(
     assert "a front-end thread died" in log, log
 
 
-def start_with_fd_limit(servers: ServerFactory, nofile: int, *extra: str) -> Server:
-    """One worker and one thread under a soft and hard fd limit of `nofile`."""
+def spawn_with_limit(servers: ServerFactory, limit: str, value: int, *extra: str) -> Server:
+    """One worker and one thread under a soft and hard `resource.RLIMIT_<limit>` of
+    `value`, not yet ready."""
     port = free_port()
     cmd = server_command(APP, port, 1, 1, APPS_DIR, "info", extra)
     wrapper = ("import os, resource, sys; "
-               f"resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile})); "
+               f"resource.setrlimit(resource.RLIMIT_{limit}, ({value}, {value})); "
                "os.execv(sys.argv[1], sys.argv[1:])")
     server = Server([sys.executable, "-c", wrapper, *cmd], port, 1, 1,
-                    servers.log_root / f"nofile-{port}", server_env())
+                    servers.log_root / f"{limit.lower()}-{port}", server_env())
     servers.servers.append(server)
+    return server
+
+
+def start_with_fd_limit(servers: ServerFactory, nofile: int, *extra: str) -> Server:
+    """One worker and one thread under a soft and hard fd limit of `nofile`."""
+    server = spawn_with_limit(servers, "NOFILE", nofile, *extra)
     server.wait_ready("/pid")
     return server
+
+
+def test_a_file_size_limit_below_the_shared_memory_is_named(servers: ServerFactory) -> None:
+    """A memfd's size counts against RLIMIT_FSIZE: under `ulimit -f 8` a worker's shared
+    memory cannot be made. The error said to check memfd and memory; it names the limit."""
+    server = spawn_with_limit(servers, "FSIZE", 8192)
+    assert server.wait_exit(30) not in (None, 0), server.diagnostics()
+    log = server.stderr()
+    assert "error: cannot create shared memory for worker 0" in log, log
+    assert "File too large" in log and "hint: the file size limit (ulimit -f)" in log, log
 
 
 def test_connection_limit_defaults_from_the_fd_limit(servers: ServerFactory) -> None:

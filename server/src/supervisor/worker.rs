@@ -2,6 +2,7 @@
 //! recycling thresholds it draws.
 
 use super::*;
+use uringapi_protocol::segment::CreateError;
 
 /// What every worker spawn needs.
 pub(super) struct SpawnContext {
@@ -78,9 +79,16 @@ pub(super) fn spawn(
     recycle: Thresholds,
 ) -> Result<Worker, Failure> {
     let segment = Segment::create(ctx.geometry, generation).map_err(|e| {
+        // A memfd's size counts against RLIMIT_FSIZE: `ulimit -f` below it is EFBIG.
+        let too_large = matches!(&e, CreateError::Truncate { source, .. }
+            if source.raw_os_error() == Some(libc::EFBIG));
         Failure::new(
             format!("cannot create shared memory for worker {index}: {e}"),
-            "check that memfd works and memory is available",
+            if too_large {
+                "the file size limit (ulimit -f) is below the segment size: raise it (`ulimit -f unlimited`, LimitFSIZE=infinity under systemd), or lower --slot-size or --channel-slots"
+            } else {
+                "check that memfd works and memory is available"
+            },
         )
     })?;
     let doorbell = EventFd::new()
