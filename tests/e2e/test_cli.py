@@ -91,6 +91,16 @@ def test_startup_line_names_address_workers_and_driver(servers: ServerFactory) -
     server.stop()
 
 
+def test_startup_line_gives_small_shared_memory_in_kib(servers: ServerFactory) -> None:
+    """4 KiB slots, 16 to a direction: the shared memory is under a MiB (it said "0 MiB")."""
+    server = servers.start(None, workers=1, threads=1, app_dir=None,
+                           extra_args=("--slot-size", "4096", "--channel-slots", "16"))
+    line = next(x for x in stderr_lines(server) if "listening on" in x)
+    kib = re.search(r"shared memory: (\d+) KiB\)", line)
+    assert kib and 128 <= int(kib.group(1)) < 1024, line
+    server.stop()
+
+
 @pytest.mark.parametrize("workers", [1, 2], ids=["w1", "w2"])
 def test_app_failing_at_import(servers: ServerFactory, tmp_path: Path, workers: int) -> None:
     log = tmp_path / "events.log"

@@ -114,11 +114,16 @@ pub fn serve(args: ServeConfig) -> Result<(), Failure> {
 fn announce(args: &ServeConfig, app: &str, geometry: Geometry, urls: &[String], driver: &str) {
     let shm = geometry.segment_bytes() as u64 * u64::from(args.workers);
     let urls = urls.join(", ");
+    // A small --slot-size/--channel-slots is under a MiB: not "0 MiB".
+    let shm = if shm >= 1 << 20 {
+        format!("{} MiB", shm >> 20)
+    } else {
+        format!("{} KiB", shm.div_ceil(1 << 10))
+    };
     tracing::info!(
-        "listening on {urls} (app: {app}, workers: {}, threads: {}, io driver: {driver}, shared memory: {} MiB)",
+        "listening on {urls} (app: {app}, workers: {}, threads: {}, io driver: {driver}, shared memory: {shm})",
         args.workers,
         args.threads,
-        shm >> 20
     );
 }
 
