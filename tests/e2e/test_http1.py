@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import socket
 import time
+from urllib.parse import urlencode
 
+import httpx
 import pytest
 
 import rawhttp
@@ -206,6 +208,25 @@ def test_date_and_server_headers_can_be_switched_off(echo_default: Server,
     assert default.header("date").endswith(" GMT")
     assert plain.status == 200
     assert plain.header("date") is None and plain.header("server") is None
+
+
+@pytest.mark.uringapi_only  # uvicorn sends both its own and the app's (granian the app's alone, as here)
+def test_the_apps_own_server_and_date_are_sent_once_instead_of_ours(echo_default: Server) -> None:
+    """An app that sets Server (OWASP's advice: a value that names no software) or Date
+    gets its value sent, once; the front end's went out in its place before. Over HTTP/1.1
+    and HTTP/2 alike."""
+    date = "Thu, 01 Jan 1970 00:00:00 GMT"
+    target = "/?" + urlencode([("hdr", "server:edge"), ("hdr", f"date:{date}")])
+    with rawhttp.Connection(echo_default.host, echo_default.port) as c:
+        r = c.request("GET", target)
+        assert (r.header_all("server"), r.header_all("date")) == (["edge"], [date]), r.headers
+        # Where the app sets neither, the front end's are sent.
+        r = c.request("GET", "/?hdr=x-a:1")
+        assert r.header("server") == "uringapi" and r.header("date") != date, r.headers
+    with httpx.Client(http1=False, http2=True, timeout=30) as h2:
+        r2 = h2.get(f"http://{echo_default.host}:{echo_default.port}{target}")
+    assert r2.http_version == "HTTP/2"
+    assert (r2.headers.get_list("server"), r2.headers.get_list("date")) == (["edge"], [date])
 
 
 @pytest.mark.uringapi_only

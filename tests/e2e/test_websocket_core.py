@@ -342,7 +342,7 @@ def test_other_versions_get_426(server: Server) -> None:
 @pytest.mark.uringapi_only
 def test_handshake_answers_carry_the_front_ends_headers(servers: ServerFactory) -> None:
     """Server, Date and --header are on every response, the 101 and the 426 included (the
-    app's own Server gives way, as on any other response)."""
+    app's own Server, where it sets one, goes out instead, as on any other response)."""
     server = servers.start(APP, workers=1, threads=1, extra_args=("--header", "x-team: core"))
     upgrade = (f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: {{}}\r\n\r\n")

@@ -3,6 +3,7 @@
 //! makes itself (errors).
 
 use std::future::poll_fn;
+use std::mem;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -314,6 +315,8 @@ fn build_response(
         .ok_or(BadResponse::Status(view.status))?;
     let map = resp.headers_mut();
     front_end_fields(map, opts);
+    // Whether the map still holds the front end's Server and Date.
+    let mut ours = (opts.server, opts.date);
     let mut declared = None;
     for (name, value) in &view.headers {
         let name = HeaderName::from_bytes(name)
@@ -324,11 +327,11 @@ fn build_response(
         ) {
             continue;
         }
-        // Server and Date are the front end's while it sends them (as over HTTP/1.1).
-        if (opts.server && name == http::header::SERVER)
-            || (opts.date && name == http::header::DATE)
+        // The app's own Server or Date replaces the front end's (as over HTTP/1.1).
+        if (name == http::header::SERVER && mem::take(&mut ours.0))
+            || (name == http::header::DATE && mem::take(&mut ours.1))
         {
-            continue;
+            map.remove(&name);
         }
         if name == http::header::CONTENT_LENGTH {
             // RFC 9110 §8.6: never in a 204, 0 in a 205 (set below); a 304's describes the

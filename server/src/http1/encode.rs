@@ -66,10 +66,17 @@ impl HeaderOptions {
         out.extend_from_slice(self.extra);
     }
 
-    /// Whether the app's own `name` field gives way to the front end's (Server, Date).
-    pub fn overrides(&self, name: &[u8]) -> bool {
-        (self.server && name.eq_ignore_ascii_case(b"server"))
-            || (self.date && name.eq_ignore_ascii_case(b"date"))
+    /// These options less the Server and Date fields the app sets itself: the app's own
+    /// value is sent (a custom or blank Server is what OWASP advises), once, not beside ours.
+    pub fn yielding_to<'a>(mut self, app: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        for name in app {
+            if name.eq_ignore_ascii_case(b"server") {
+                self.server = false;
+            } else if name.eq_ignore_ascii_case(b"date") {
+                self.date = false;
+            }
+        }
+        self
     }
 
     /// Encodes `--header` pairs (already checked by the CLI) for [`HeaderOptions::extra`].
@@ -201,14 +208,14 @@ pub fn response_head(
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    opts.write_fields(out);
+    opts.yielding_to(headers.iter().map(|&(name, _)| name))
+        .write_fields(out);
     for (name, value) in headers {
         // The front end owns framing: the app's Transfer-Encoding is dropped, and its
         // Content-Length is written once below; Connection is ours too.
         if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"connection")
-            || opts.overrides(name)
         {
             continue;
         }

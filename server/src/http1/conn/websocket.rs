@@ -107,15 +107,15 @@ fn accept_response(
             || name.eq_ignore_ascii_case(b"sec-websocket-accept")
             || name.eq_ignore_ascii_case(b"sec-websocket-extensions")
             || name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding")
-            || opts.overrides(name))
+            || name.eq_ignore_ascii_case(b"transfer-encoding"))
         {
             extra.push((name, value));
         }
     }
     let ext = up.deflate.map(Agreed::response_value);
     let mut fields = Vec::new();
-    opts.write_fields(&mut fields);
+    opts.yielding_to(view.headers.iter().map(|&(name, _)| name))
+        .write_fields(&mut fields);
     Ok(handshake::response_head(
         &fields,
         &up.key,

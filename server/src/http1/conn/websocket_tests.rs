@@ -140,7 +140,8 @@ fn the_apps_accept_head_becomes_the_101() {
         accept(&headers, OPTS).unwrap(),
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nx-a: 1\r\n\r\n"
     );
-    // The front end's own fields come first, and its Server replaces the app's.
+    // The front end's own fields come first; the app's own Server replaces the front
+    // end's, which is sent when the app sets none.
     let opts = encode::HeaderOptions {
         server: true,
         date: false,
@@ -149,6 +150,10 @@ fn the_apps_accept_head_becomes_the_101() {
     let headers: [(&[u8], &[u8]); 2] = [(b"server", b"app"), (b"x-a", b"1")];
     assert_eq!(
         accept(&headers, opts).unwrap(),
+        b"HTTP/1.1 101 Switching Protocols\r\nx-team: core\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nserver: app\r\nx-a: 1\r\n\r\n"
+    );
+    assert_eq!(
+        accept(&headers[1..], opts).unwrap(),
         b"HTTP/1.1 101 Switching Protocols\r\nserver: uringapi\r\nx-team: core\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-a: 1\r\n\r\n"
     );
     assert!(accept(&[(b"x-a", b"1\r\nx-b: 2")], OPTS).is_err());
