@@ -86,6 +86,7 @@ pub struct Hub {
     /// The 503 lines of a full queue and of `--queue-timeout` (observe.rs).
     queue_full_lines: RefCell<crate::logthrottle::Throttle>,
     queue_timeout_lines: RefCell<crate::logthrottle::Throttle>,
+    request_timeout_lines: RefCell<crate::logthrottle::Throttle>,
     /// Random per thread and start, so that generated request ids never repeat.
     id_prefix: u64,
     id_counter: Cell<u64>,
@@ -117,6 +118,7 @@ impl Hub {
             waitq: crate::waitq::WaitQueue::default(),
             queue_full_lines: RefCell::default(),
             queue_timeout_lines: RefCell::default(),
+            request_timeout_lines: RefCell::default(),
             id_prefix: observe::random_u64(),
             id_counter: Cell::new(0),
         }

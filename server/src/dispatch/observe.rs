@@ -5,7 +5,7 @@
 use std::fmt::Display;
 use std::time::Instant;
 
-use super::Hub;
+use super::{Hub, StreamId};
 use crate::accesslog;
 use crate::load::LoadTable;
 use crate::metrics::ThreadMetrics;
@@ -63,6 +63,31 @@ impl Hub {
                 %request,
                 timed_out,
                 "no worker accepted the request within --queue-timeout; answering 503 (this line at most every 10 s per thread)"
+            );
+        }
+    }
+
+    /// A request that ran past --timeout-request (`in_body`: while the app read its body),
+    /// about to be answered 504: counted, its stream cancelled (the worker cancels the app's
+    /// task), and logged as [`Hub::answered_queue_full`] is (a stuck backend times out every
+    /// request: a line each was thousands a second).
+    pub fn request_timed_out(&self, sid: StreamId, peer: &dyn Display, in_body: bool) {
+        self.metrics().request_timeout();
+        self.cancel_stream(sid);
+        if let Some(timed_out) = self
+            .request_timeout_lines
+            .borrow_mut()
+            .count(Instant::now())
+        {
+            let phase = if in_body {
+                " while the app read its body"
+            } else {
+                ""
+            };
+            tracing::warn!(
+                %peer,
+                timed_out,
+                "request ran past --timeout-request{phase}; answering 504 and cancelling it (this line at most every 10 s per thread)"
             );
         }
     }

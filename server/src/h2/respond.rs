@@ -204,9 +204,7 @@ async fn answer(
             return reply(sh, respond, 500, head_method);
         }
         Waited::TimedOut => {
-            tracing::warn!(peer = %sh.peer, "request ran past --timeout-request; answering 504 and cancelling it");
-            hub.metrics().request_timeout();
-            hub.cancel_stream(sid);
+            hub.request_timed_out(sid, &sh.peer, false);
             return reply(sh, respond, 504, head_method);
         }
         Waited::Reset => {

@@ -19,9 +19,7 @@ impl Conn {
         self.gone = false;
         let (head, body, more, file) = match self.next_event(sid, deadline).await {
             Waited::TimedOut => {
-                tracing::warn!(peer = %self.peer, "request ran past --timeout-request; answering 504 and cancelling it");
-                self.hub.metrics().request_timeout();
-                self.hub.cancel_stream(sid);
+                self.hub.request_timed_out(sid, &self.peer, false);
                 self.reply_error(504, side.minor).await;
                 return Next::Close;
             }

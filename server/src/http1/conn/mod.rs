@@ -444,9 +444,7 @@ impl Conn {
             }
             Err(SendEnd::Client(None)) => return Next::Close,
             Err(SendEnd::TimedOut) => {
-                tracing::warn!(peer = %self.peer, "request ran past --timeout-request while the app read its body; answering 504 and cancelling it");
-                self.hub.metrics().request_timeout();
-                self.hub.cancel_stream(sid);
+                self.hub.request_timed_out(sid, &self.peer, true);
                 self.reply_error(504, minor).await;
                 return Next::Close;
             }
