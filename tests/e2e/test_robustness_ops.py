@@ -472,9 +472,9 @@ def start_with_fd_limit(servers: ServerFactory, nofile: int, *extra: str) -> Ser
 
 
 def test_requests_past_the_request_timeout_are_logged_once_per_10_s(servers: ServerFactory) -> None:
-    """A backend that hangs times out every request: each 504 wrote a warning (thousands a
-    second under load). Now one line per 10 s and thread, counting them; each request is
-    still answered 504, over HTTP/1.1 and HTTP/2."""
+    """A backend that hangs times out every request: each 504 (or response cut off once
+    started) wrote a warning, thousands a second under load. Now one line per 10 s and
+    thread, counting them; each request is still answered 504, over HTTP/1.1 and HTTP/2."""
     server = servers.start(APP, workers=1, threads=1, extra_args=("--timeout-request", "0.2"))
     with httpx.Client(http1=False, http2=True, timeout=30) as h2:
         for i in range(6):
@@ -482,6 +482,10 @@ def test_requests_past_the_request_timeout_are_logged_once_per_10_s(servers: Ser
                 assert get(server, "/sleep?s=10").status == 504
             else:
                 assert h2.get(f"http://{server.host}:{server.port}/sleep?s=10").status_code == 504
+    with rawhttp.Connection(server.host, server.port, timeout=30) as c:
+        c.send(rawhttp.build_request("GET", "/stream?s=10", []))
+        assert c.read_head().status == 200
+        assert b"0\r\n\r\n" not in c.read_until_closed()  # cut off, not completed
     lines = [x for x in server.stderr().splitlines() if "ran past --timeout-request" in x]
     assert len(lines) == 1 and "timed_out=1" in lines[0], server.stderr_tail()
     assert "at most every 10 s" in lines[0], lines

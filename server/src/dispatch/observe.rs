@@ -67,11 +67,11 @@ impl Hub {
         }
     }
 
-    /// A request that ran past --timeout-request (`in_body`: while the app read its body),
-    /// about to be answered 504: counted, its stream cancelled (the worker cancels the app's
-    /// task), and logged as [`Hub::answered_queue_full`] is (a stuck backend times out every
-    /// request: a line each was thousands a second).
-    pub fn request_timed_out(&self, sid: StreamId, peer: &dyn Display, in_body: bool) {
+    /// A request that ran past --timeout-request: counted, its stream cancelled (the
+    /// worker cancels the app's task), and logged as [`Hub::answered_queue_full`] is, with
+    /// `what` (what happens to the request) of the latest one: a backend that hangs times
+    /// out every request, and a line each was thousands a second.
+    pub fn request_timed_out(&self, sid: StreamId, peer: &dyn Display, what: &str) {
         self.metrics().request_timeout();
         self.cancel_stream(sid);
         if let Some(timed_out) = self
@@ -79,15 +79,10 @@ impl Hub {
             .borrow_mut()
             .count(Instant::now())
         {
-            let phase = if in_body {
-                " while the app read its body"
-            } else {
-                ""
-            };
             tracing::warn!(
                 %peer,
                 timed_out,
-                "request ran past --timeout-request{phase}; answering 504 and cancelling it (this line at most every 10 s per thread)"
+                "{what} (this line at most every 10 s per thread)"
             );
         }
     }

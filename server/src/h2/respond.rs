@@ -204,7 +204,11 @@ async fn answer(
             return reply(sh, respond, 500, head_method);
         }
         Waited::TimedOut => {
-            hub.request_timed_out(sid, &sh.peer, false);
+            hub.request_timed_out(
+                sid,
+                &sh.peer,
+                "request ran past --timeout-request; answering 504 and cancelling it",
+            );
             return reply(sh, respond, 504, head_method);
         }
         Waited::Reset => {
@@ -270,9 +274,11 @@ async fn answer(
             // body is not read, as over HTTP/1.1).
             Waited::Event(Event::Continue) => {}
             Waited::TimedOut => {
-                tracing::warn!(peer = %sh.peer, "response ran past --timeout-request; resetting the stream and cancelling it");
-                hub.metrics().request_timeout();
-                hub.cancel_stream(sid);
+                hub.request_timed_out(
+                    sid,
+                    &sh.peer,
+                    "response ran past --timeout-request; resetting the stream and cancelling it",
+                );
                 ok = false;
             }
             Waited::Reset => {

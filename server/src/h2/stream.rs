@@ -354,7 +354,7 @@ async fn run(
                 Err(Stop::Worker) => return reply(sh, respond, 502, head_method),
                 Err(Stop::Status(status)) => return reply(sh, respond, status, head_method),
                 Err(Stop::TimedOut) => {
-                    hub.request_timed_out(sid, &sh.peer, true);
+                    hub.request_timed_out(sid, &sh.peer, "request ran past --timeout-request while the app read its body; answering 504 and cancelling it");
                     return reply(sh, respond, 504, head_method);
                 }
                 Err(Stop::Client) => {

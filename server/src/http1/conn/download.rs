@@ -19,7 +19,11 @@ impl Conn {
         self.gone = false;
         let (head, body, more, file) = match self.next_event(sid, deadline).await {
             Waited::TimedOut => {
-                self.hub.request_timed_out(sid, &self.peer, false);
+                self.hub.request_timed_out(
+                    sid,
+                    &self.peer,
+                    "request ran past --timeout-request; answering 504 and cancelling it",
+                );
                 self.reply_error(504, side.minor).await;
                 return Next::Close;
             }
@@ -144,9 +148,7 @@ impl Conn {
                     ok = false;
                 }
                 Waited::TimedOut => {
-                    tracing::warn!(peer = %self.peer, "response ran past --timeout-request; closing the connection and cancelling it");
-                    self.hub.metrics().request_timeout();
-                    self.hub.cancel_stream(sid);
+                    self.hub.request_timed_out(sid, &self.peer, "response ran past --timeout-request; closing the connection and cancelling it");
                     ok = false;
                 }
             }

@@ -444,7 +444,7 @@ impl Conn {
             }
             Err(SendEnd::Client(None)) => return Next::Close,
             Err(SendEnd::TimedOut) => {
-                self.hub.request_timed_out(sid, &self.peer, true);
+                self.hub.request_timed_out(sid, &self.peer, "request ran past --timeout-request while the app read its body; answering 504 and cancelling it");
                 self.reply_error(504, minor).await;
                 return Next::Close;
             }
