@@ -227,8 +227,10 @@ def test_a_replacement_stuck_starting_ends_and_the_old_worker_serves_on(
                            env={"URINGAPI_TEST_EVENT_LOG": str(tmp_path / "events.log")},
                            extra_args=("--timeout-worker-startup", "2"))
     server.proc.send_signal(signal.SIGHUP)
+    # One line, the worker's hint included (it was a second line, without a timestamp).
     server.wait_log(r"ERROR replacement for worker 0 exited before it was ready: error: the "
-                    r"app's lifespan startup did not finish within 2 s", 30)
+                    r"app's lifespan startup did not finish within 2 s; hint: .+; keeping "
+                    r"worker 0 worker=1", 30)
     with rawhttp.Connection(server.host, server.port) as c:
         assert c.request("GET", "/").status == 200
     assert server.proc.poll() is None, server.diagnostics()

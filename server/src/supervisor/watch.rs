@@ -239,11 +239,14 @@ impl Supervisor {
                     generation,
                 });
             }
+            // The worker's `error:`/`hint:` lines, kept on the log line's one line.
             let msg = w.status_message();
-            let msg = if msg.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", msg.trim())
+            let msg = match msg.trim() {
+                "" => String::new(),
+                m => format!(
+                    ": {}",
+                    m.lines().map(str::trim).collect::<Vec<_>>().join("; ")
+                ),
             };
             w.stalled_since = None;
             w.aborted_at = None;
