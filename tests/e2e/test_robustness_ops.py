@@ -1,7 +1,7 @@
 """Operational robustness (issue 15, robust-a): the ring-occupancy gauge under a queued
 load, where --metrics-port binds, the page size behind the RSS figures, a quiet shutdown on
-a group signal, FIFO order of the wait queue, a non-blocking access log and a front-end
-thread that dies. The app is tests/apps/ops_app.py."""
+a group signal, FIFO order of the wait queue, a non-blocking access log and front-end log, and
+a front-end thread that dies. The app is tests/apps/ops_app.py."""
 
 from __future__ import annotations
 
@@ -411,6 +411,75 @@ def test_access_log_into_a_pipe_nobody_reads(servers: ServerFactory, tmp_path: P
         assert server.stop() == 0, server.diagnostics()
     finally:
         os.close(reader)
+
+
+def h2_pings(port: int, count: int) -> None:
+    """One HTTP/2 connection that sends `count` PINGs at once (under a `trace` filter the
+    h2 crate writes several log lines for each; past its bound the connection is closed)."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"8 bytes!"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(preface + ping * count)
+        try:
+            while s.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass  # closed with our PINGs' acks unread
+
+
+def test_the_front_ends_own_log_into_a_pipe_nobody_reads(servers: ServerFactory) -> None:
+    # stderr is a pipe its reader stopped reading (a stalled log shipper, a parent that
+    # never reads): 64 KiB of log lines fill it. The front end's own lines (a `trace` filter
+    # on the h2 crate: ~700 bytes per PING) must not stop it: requests keep being answered,
+    # the lines past its queue are dropped, and once the pipe drains a line says how many.
+    # Before, the io_uring thread blocked in write(2) on its next log line and every client
+    # waited. The workers write nothing per request here, so only the front end is tested.
+    port = free_port()
+    cmd = server_command(APP, port, 1, 1, APPS_DIR, "info", ())
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=write_end, env=server_env({"URINGAPI_LOG": "trace"}))
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert get_port(port, "/pid", 5).status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        for _ in range(4):  # ~2.5 MiB of lines: the pipe and the 1 MiB queue overflow
+            h2_pings(port, 900)
+        for _ in range(20):
+            assert get_port(port, "/pid", 10).status == 200
+        # The reader comes back: what was queued arrives, then the count of what was not.
+        seen = bytearray()
+        os.set_blocking(read_end, False)
+        deadline = time.monotonic() + 30
+        while b"lines were dropped" not in seen:
+            assert time.monotonic() < deadline, seen[-2000:].decode(errors="replace")
+            try:
+                chunk = os.read(read_end, 1 << 20)
+            except BlockingIOError:
+                get_port(port, "/pid", 10)  # a line to queue once there is room
+                time.sleep(0.05)
+                continue
+            seen += chunk
+        notice = re.search(rb"WARN the log did not keep up; (\d+) lines were dropped", seen)
+        assert notice and int(notice[1]) > 0, seen[-2000:].decode(errors="replace")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(read_end)
+
+
+def get_port(port: int, path: str, timeout: float) -> rawhttp.Response:
+    with rawhttp.Connection("127.0.0.1", port, timeout=timeout) as c:
+        return c.request("GET", path)
 
 
 def test_a_dead_frontend_thread_turns_readyz_503_and_exits_non_zero(

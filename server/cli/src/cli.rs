@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use uringapi_server::config::{CpuList, LogLevel, NativeRefConfig, ServeConfig};
+use uringapi_server::config::{CpuList, NativeRefConfig, ServeConfig};
 use uringapi_server::proxy::Trusted;
 use uringapi_server::statics::{parse_mount, Mount};
 
@@ -376,7 +376,7 @@ impl ServeArgs {
     }
 
     /// The library's config: every option but the ones that only the command line has
-    /// (the log colours, which `init_logging` takes, and uvicorn's no-op `--proxy-headers`).
+    /// (the log colours, which `logging::init` takes, and uvicorn's no-op `--proxy-headers`).
     /// A field added on either side fails to compile here until the other has it.
     pub fn into_config(self) -> ServeConfig {
         let ServeArgs {
@@ -589,35 +589,6 @@ impl NativeRefArgs {
             threads,
             io_driver: io_driver.into(),
         }
-    }
-}
-
-pub fn init_logging(level: LogLevel, colors: Option<bool>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("URINGAPI_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "{},monoio=warn,h2={}",
-            level.filter(),
-            h2_filter(level)
-        ))
-    });
-    use std::io::IsTerminal;
-    let ansi = colors.unwrap_or_else(|| std::io::stderr().is_terminal());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
-        .try_init();
-}
-
-/// The h2 crate's own events: below `trace`, errors only. It warns once per frame a client
-/// gets wrong in a way it shrugs off (a PING ack nobody asked for): a log line any client
-/// could make us write per 17 bytes it sends. What clients do wrong is logged by us, once
-/// per connection (h2/mod.rs); its per-frame debug events are for `--log-level trace`.
-fn h2_filter(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Trace => "trace",
-        _ => "error",
     }
 }
 

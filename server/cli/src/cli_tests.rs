@@ -1,5 +1,6 @@
 use super::*;
 use clap::CommandFactory;
+use uringapi_server::config::LogLevel;
 
 #[test]
 fn every_option_of_every_subcommand_has_an_uringapi_variable() {

@@ -3,8 +3,10 @@
 //! line's types do not depend on what runs them.
 
 use std::ffi::OsString;
+use std::time::Duration;
 
 use crate::cli::{self, Cmd};
+use crate::logging;
 
 /// Runs the command line; returns the process exit code.
 pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
@@ -12,16 +14,21 @@ pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> u8 {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let result = match cli.command {
+    let (result, log) = match cli.command {
         Cmd::Serve(args) => {
-            cli::init_logging(args.log_level.into(), args.colors());
-            uringapi_server::supervisor::serve(args.into_config())
+            let log = logging::init(args.log_level.into(), args.colors());
+            (uringapi_server::supervisor::serve(args.into_config()), log)
         }
         Cmd::NativeRef(args) => {
-            cli::init_logging(args.log_level.into(), None);
-            uringapi_server::native::serve(args.into_config())
+            let log = logging::init(args.log_level.into(), None);
+            (uringapi_server::native::serve(args.into_config()), log)
         }
     };
+    if let Some(log) = log {
+        // The last lines are queued: written before the error below and the exit, unless
+        // stderr does not drain (then the exit waits no longer than this).
+        log.settle(Duration::from_secs(2));
+    }
     match result {
         Ok(()) => 0,
         Err(f) => {

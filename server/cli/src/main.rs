@@ -1,11 +1,13 @@
 //! The `uringapi` command: `cli` parses the flags (and their `URINGAPI_*` variables) into the
 //! `uringapi-server` library's config structs, `commands` runs `serve` or `native-ref` with
-//! them and turns a failure into `error:` + `hint:` and the exit code.
+//! them and turns a failure into `error:` + `hint:` and the exit code; `logging` sets up the
+//! log subscriber.
 #![deny(unsafe_code)]
 
 mod cli;
 mod commands;
 mod foreign;
+mod logging;
 mod tls;
 mod values;
 

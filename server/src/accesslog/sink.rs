@@ -1,6 +1,7 @@
 //! Writing the access log: per-thread [`Buffer`]s of whole lines, handed in batches to the
 //! shared [`Sink`], whose writer thread does the only blocking `write`s (see the module doc
 //! of `accesslog` for the rules: bounded queue, drops counted, errors never fatal, reopen).
+//! The front end's own log lines take the same path ([`Sink::for_log`], [`LogWriter`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -20,6 +21,24 @@ pub enum Destination {
     File(PathBuf),
 }
 
+/// Which lines a sink carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    AccessLog,
+    /// The front end's own log lines: the sink's reports about itself join its own queue.
+    Log,
+}
+
+impl Kind {
+    /// The lines, as the sink's reports name them.
+    fn what(self) -> &'static str {
+        match self {
+            Kind::AccessLog => "the access log",
+            Kind::Log => "the log",
+        }
+    }
+}
+
 enum Out {
     Stderr,
     File(File),
@@ -30,6 +49,7 @@ enum Out {
 /// an io_uring thread.
 pub struct Sink {
     path: Option<PathBuf>,
+    kind: Kind,
     tx: mpsc::Sender<Vec<u8>>,
     shared: Arc<Shared>,
     /// Most bytes waiting for the writer ([`QUEUE_BYTES`]).
@@ -47,6 +67,8 @@ struct Shared {
     done: AtomicU64,
     errors: AtomicU64,
     dropped_lines: AtomicU64,
+    /// Of those, the lines dropped because the queue was full.
+    overflowed: AtomicU64,
     /// Set while writes fail, so a failing disk is reported once, not per batch.
     failing: AtomicBool,
     /// Set while batches are dropped, so a stuck destination is reported once per run.
@@ -62,11 +84,19 @@ impl Sink {
     /// Opens the destination (a file is created if needed and appended to) and starts the
     /// writer thread.
     pub fn open(dest: Destination) -> std::io::Result<Arc<Sink>> {
-        Self::open_bounded(dest, QUEUE_BYTES)
+        Self::open_bounded(dest, Kind::AccessLog, QUEUE_BYTES)
+    }
+
+    /// The sink for the front end's own log lines (tracing's, through [`LogWriter`]): to
+    /// stderr, so that a pipe nobody drains (a stalled log shipper, a parent that never
+    /// reads) costs lines, counted and reported once it drains, and never stalls an io_uring
+    /// thread or the supervisor on a log line.
+    pub fn for_log() -> std::io::Result<Arc<Sink>> {
+        Self::open_bounded(Destination::Stderr, Kind::Log, QUEUE_BYTES)
     }
 
     /// [`Sink::open`] with a queue of at most `bound` bytes.
-    fn open_bounded(dest: Destination, bound: usize) -> std::io::Result<Arc<Sink>> {
+    fn open_bounded(dest: Destination, kind: Kind, bound: usize) -> std::io::Result<Arc<Sink>> {
         let (path, out) = match dest {
             Destination::Stderr => (None, Out::Stderr),
             Destination::File(p) => {
@@ -81,17 +111,23 @@ impl Sink {
             done: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             dropped_lines: AtomicU64::new(0),
+            overflowed: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             dropping: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let writer = shared.clone();
         let log_path = path.clone();
+        let name = match kind {
+            Kind::AccessLog => "uringapi-accesslog",
+            Kind::Log => "uringapi-log",
+        };
         std::thread::Builder::new()
-            .name("uringapi-accesslog".into())
-            .spawn(move || writer.run(rx, out, log_path))?;
+            .name(name.into())
+            .spawn(move || writer.run(rx, out, log_path, kind.what()))?;
         Ok(Arc::new(Sink {
             path,
+            kind,
             tx,
             shared,
             bound,
@@ -135,7 +171,10 @@ impl Sink {
         };
         let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
         s.dropped_lines.fetch_add(lines, Relaxed);
-        if !s.dropping.swap(true, Relaxed) {
+        s.overflowed.fetch_add(lines, Relaxed);
+        // The log's own sink cannot say so now: the line would join the full queue. Its
+        // writer reports the count once lines get through again.
+        if !s.dropping.swap(true, Relaxed) && self.kind == Kind::AccessLog {
             tracing::warn!(path = %shown(self.path.as_deref()), "the access log does not keep up (more than {} KiB waiting); dropping lines until it drains", self.bound >> 10);
         }
     }
@@ -187,10 +226,18 @@ impl Sink {
 impl Shared {
     /// The writer thread: writes batches in order until the sink is dropped. Errors are
     /// counted ([`Sink::errors`]) and logged once per run of failures, never fatal.
-    fn run(&self, rx: mpsc::Receiver<Vec<u8>>, mut out: Out, path: Option<PathBuf>) {
+    fn run(
+        &self,
+        rx: mpsc::Receiver<Vec<u8>>,
+        mut out: Out,
+        path: Option<PathBuf>,
+        what: &'static str,
+    ) {
         let target = shown(path.as_deref());
         // Lines lost since the current run of failures began.
         let mut lost = 0usize;
+        // Lines dropped for a full queue that a log line has already counted.
+        let mut told = 0u64;
         for batch in rx {
             if let Some(f) = self
                 .swap
@@ -208,8 +255,15 @@ impl Shared {
             match result {
                 Ok(()) => {
                     if self.failing.swap(false, Relaxed) {
-                        tracing::info!(path = %target, "the access log is written again; {lost} lines were lost");
+                        tracing::info!(path = %target, "{what} is written again; {lost} lines were lost");
                         lost = 0;
+                    }
+                    // A run of drops is over once the writer has caught up (nothing left
+                    // queued): say how many lines it cost.
+                    let overflowed = self.overflowed.load(Relaxed);
+                    if overflowed > told && self.queued.load(Relaxed) == 0 {
+                        tracing::warn!(path = %target, "{what} did not keep up; {} lines were dropped (its destination did not take them as fast as they came)", overflowed - told);
+                        told = overflowed;
                     }
                 }
                 Err(e) => {
@@ -220,7 +274,7 @@ impl Shared {
                     lost += lines;
                     self.dropped_lines.fetch_add(lines as u64, Relaxed);
                     if !self.failing.swap(true, Relaxed) {
-                        tracing::warn!(error = %e, path = %target, "cannot write the access log; lines are lost until it works again");
+                        tracing::warn!(error = %e, path = %target, "cannot write {what}; lines are lost until it works again");
                     }
                 }
             }
@@ -228,6 +282,22 @@ impl Shared {
             // count, the file's contents) is visible to whoever sees it done.
             self.done.fetch_add(1, Release);
         }
+    }
+}
+
+/// A [`Sink`] as an `io::Write` for tracing's formatter, which writes each event's whole
+/// line in one `write_all`: the line is queued, never written on the calling thread.
+#[derive(Clone)]
+pub struct LogWriter(pub Arc<Sink>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -418,7 +488,12 @@ mod tests {
         let dir = TempDir::new("accesslog-threads");
         let log = dir.path("access.log");
         // Unbounded here: this test is about batching, not about a slow destination.
-        let sink = Sink::open_bounded(Destination::File(log.clone()), usize::MAX / 2).unwrap();
+        let sink = Sink::open_bounded(
+            Destination::File(log.clone()),
+            Kind::AccessLog,
+            usize::MAX / 2,
+        )
+        .unwrap();
         let (threads, per_thread) = (4, 3000);
         std::thread::scope(|s| {
             for t in 0..threads {
@@ -498,7 +573,7 @@ mod tests {
             .custom_flags(libc::O_NONBLOCK)
             .open(&fifo)
             .unwrap();
-        let sink = Sink::open_bounded(Destination::File(fifo), 256 << 10).unwrap();
+        let sink = Sink::open_bounded(Destination::File(fifo), Kind::AccessLog, 256 << 10).unwrap();
         let line = [b"x".repeat(1023), b"\n".to_vec()].concat();
         let batch = line.repeat(16); // 16 lines, 16 KiB
                                      // 100 batches (1.6 MiB) into a 64 KiB pipe plus a 256 KiB queue: every call
