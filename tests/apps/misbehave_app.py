@@ -30,6 +30,10 @@ Routes (query parameters in brackets):
   GET  /fork-helper [s]    starts a helper process with multiprocessing's fork start
                            method (it inherits every fd of the worker), which sleeps s
                            seconds (default 60); {"pid", "index", "helper"}
+  GET  /fork-and-continue  os.fork(), and the child carries on in the handler as if it were
+                           the worker (it answers the request); the parent answers after
+                           the child has ended: {"pid", "index", "child", "child_status"}
+                           (the child's exit status)
   GET  /child-fds          runs `ls -l /proc/self/fd` as a child that keeps every
                            inheritable fd (subprocess, close_fds=False); its output
 
@@ -140,6 +144,18 @@ async def app(scope: dict, receive: Receive, send: Send) -> None:
         helper = multiprocessing.get_context("fork").Process(target=time.sleep, args=(num("s", 60),))
         helper.start()
         await respond(send, 200, json.dumps({**whoami(), "helper": helper.pid}).encode())
+        return
+    if path == "/fork-and-continue":
+        child = os.fork()
+        if child == 0:
+            await respond(send, 200, json.dumps({"from": "child", **whoami()}).encode())
+            os._exit(0)  # reached only if the worker let the child use its channel
+        deadline = time.monotonic() + 30
+        while (ended := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        status = os.waitstatus_to_exitcode(ended[1]) if ended[0] else None
+        await respond(send, 200, json.dumps(
+            {"from": "parent", **whoami(), "child": child, "child_status": status}).encode())
         return
     if path == "/child-fds":
         out = subprocess.run(["ls", "-l", "/proc/self/fd"], close_fds=False, capture_output=True)

@@ -264,6 +264,42 @@ def test_an_apps_child_processes_neither_hold_the_channel_nor_stop_the_superviso
 
 
 @uringapi_only
+def test_a_process_forked_by_the_app_that_carries_on_is_ended_not_the_worker(
+        servers: ServerFactory, tmp_path: Path) -> None:
+    """A handler calls os.fork() and the child carries on as if it were the worker: it
+    answers the request it was forked in, through its copy of the worker's channel. Two
+    processes on one channel corrupted the rings: the worker died with everything it was
+    serving (a 500, a 502) and the child lived on, an orphan reading requests. Now the
+    child is ended at its first touch of the channel, with the reason logged; the parent
+    answers, and a request in flight beside it is served by the same worker."""
+    server = servers.start(APP, workers=1, probe_path="/pid")
+    worker = json.loads(get(server, "/pid").body)["pid"]
+    release = tmp_path / "release"
+    held: dict[str, rawhttp.Response] = {}
+
+    def hold() -> None:
+        held["r"] = get(server, f"/hold?release={release}")
+
+    beside = threading.Thread(target=hold)
+    beside.start()
+    try:
+        r = get(server, "/fork-and-continue")
+        assert r.status == 200, (r.status, r.body[:300])
+        body = json.loads(r.body)
+        assert body["from"] == "parent" and body["pid"] == worker, body
+        assert body["child_status"] == 70, body
+        wait_log(server, rf"process {body['child']} was forked from this worker \(os.fork\(\) "
+                         r"in the app\) and went on to use the worker's channel")
+    finally:
+        release.touch()
+        beside.join(60)
+    assert held["r"].status == 200 and json.loads(held["r"].body)["pid"] == worker
+    for _ in range(20):
+        assert json.loads(get(server, "/pid").body)["pid"] == worker
+    assert "worker exited" not in server.stderr(), server.stderr_tail()
+
+
+@uringapi_only
 def test_scribble_detected_by_front_end(servers: ServerFactory, tmp_path: Path) -> None:
     """The worker overwrites its segment and then blocks its interpreter (no poll, no
     heartbeat, no send): the front end alone must see the corrupt ring when it next uses

@@ -5,6 +5,7 @@
 //! The Python glue (`worker/python/uringapi/worker.py`) owns the event loop and the ASGI
 //! message flow; this module owns every byte that crosses shared memory.
 
+mod fork;
 mod headers;
 // Public for the `scope_build` bench (benches/benches/scope_build.rs).
 pub mod scope;
@@ -21,6 +22,7 @@ use uringapi_protocol::head::{
 use uringapi_protocol::record::{NO_SLOT, RESPONSE_WINDOW, WS_CREDIT_AT, WS_TEXT, WS_WINDOW};
 use uringapi_protocol::{Kind, Record, Segment, WorkerChannel};
 
+use fork::leave_if_forked;
 use headers::{head_too_large, header_items, write_head};
 
 pyo3::create_exception!(
@@ -125,6 +127,7 @@ impl Worker {
         root_path: String,
         uds: String,
     ) -> PyResult<Self> {
+        fork::watch();
         // SAFETY: the front end passed us these descriptors for our exclusive use.
         let segment = unsafe { Segment::open(segment_fd) }
             .map_err(|e| SegmentError::new_err(e.to_string()))?;
@@ -164,11 +167,13 @@ impl Worker {
 
     /// Tells the front end this worker's app has started and may get requests.
     fn set_ready(&self) {
+        leave_if_forked();
         self.segment.set_ready(std::process::id());
     }
 
     /// An outside SIGTERM: ask the front end to replace this worker (segment rule 4).
     fn ask_replacement(&self) {
+        leave_if_forked();
         self.segment.ask_replacement();
     }
 
@@ -185,18 +190,21 @@ impl Worker {
 
     /// The lifespan state; each request's scope gets a shallow copy.
     fn set_state(&mut self, py: Python<'_>, state: Bound<'_, PyDict>) -> PyResult<()> {
+        leave_if_forked();
         self.scope.set_state(py, state)
     }
 
     /// Stamps the heartbeat the supervisor watches; `interval` is the beat period in seconds,
     /// so that the beat can also record how late it ran (the event-loop lag).
     fn beat(&self, interval: f64) {
+        leave_if_forked();
         self.segment
             .beat(std::time::Duration::from_secs_f64(interval.max(0.0)));
     }
 
     /// Clears the sleeping flag and any pending doorbell rings.
     fn awake(&self) {
+        leave_if_forked();
         self.segment.worker_sleeping().awake();
         self.doorbell.drain();
     }
@@ -205,6 +213,7 @@ impl Worker {
     /// ring. Returns True if work arrived meanwhile (then the flag is cleared again and the
     /// caller must not sleep).
     fn prepare_sleep(&mut self) -> PyResult<bool> {
+        leave_if_forked();
         self.segment.worker_sleeping().prepare_sleep();
         // A wait for space still open after a wake-up (the ring may have come for ring room,
         // not for a slot) needs a new sleep number: the front end rings once per number
@@ -238,6 +247,7 @@ impl Worker {
     /// (answer with `send_continue` when the app first asks for the body).
     /// None when nothing waits.
     fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        leave_if_forked();
         let mut events = None;
         let mut out = |item: Bound<'py, PyTuple>| -> PyResult<()> {
             events.get_or_insert_with(|| PyList::empty(py)).append(item)
@@ -355,6 +365,7 @@ impl Worker {
         offset: usize,
         more: bool,
     ) -> PyResult<i64> {
+        leave_if_forked();
         let (t, stream, chan) = self.channel(key, "request")?;
         let body = body_bytes(body)?;
         let body = body.get(offset..).unwrap_or(&[]);
@@ -431,6 +442,7 @@ impl Worker {
 
     /// Tells the front end the app failed after its response started. False: no room yet.
     fn abort(&mut self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        leave_if_forked();
         let (t, stream, _) = self.channel(key, "request")?;
         self.send_bare(t, Record::new(Kind::Abort, stream))
     }
@@ -445,6 +457,7 @@ impl Worker {
         head: Option<&[u8]>,
         path: &[u8],
     ) -> PyResult<bool> {
+        leave_if_forked();
         self.send_head_and_tail(
             (key, "request"),
             Kind::PathSend,
@@ -457,6 +470,7 @@ impl Worker {
     /// Asks the front end to send `100 Continue` for request `key`. False: no ring room;
     /// wait for space and call again.
     fn send_continue(&mut self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        leave_if_forked();
         let (t, stream, _) = self.channel(key, "request")?;
         self.send_bare(t, Record::new(Kind::Continue, stream))
     }
@@ -464,6 +478,7 @@ impl Worker {
     /// Claims request `key` as its task starts (`claim`: from its event; ring.rs rule 9).
     /// False: the front end took it back to run elsewhere; the app must not see it.
     fn claim(&self, key: &Bound<'_, PyAny>, claim: u64) -> PyResult<bool> {
+        leave_if_forked();
         let (t, _) = split_key(key, self.channels.len())?;
         let chan = self
             .channels
@@ -476,6 +491,7 @@ impl Worker {
     /// them out of the buffer; body_window.rs in the front end). False: no ring room; wait
     /// for space and call again.
     fn body_credit(&mut self, key: &Bound<'_, PyAny>, n: u32) -> PyResult<bool> {
+        leave_if_forked();
         let (t, stream, _) = self.channel(key, "request")?;
         let rec = Record {
             aux: n,
@@ -488,6 +504,7 @@ impl Worker {
     /// among the headers as `sec-websocket-protocol`. False: no slot or ring room; wait for
     /// space and call again.
     fn ws_accept(&mut self, key: &Bound<'_, PyAny>, head: &[u8]) -> PyResult<bool> {
+        leave_if_forked();
         self.send_head_and_tail(
             (key, "websocket"),
             Kind::WsAccept,
@@ -511,6 +528,7 @@ impl Worker {
         offset: usize,
         credit: u32,
     ) -> PyResult<i64> {
+        leave_if_forked();
         let (t, stream, chan) = self.channel(key, "websocket")?;
         let data = data.get(offset..).unwrap_or(&[]);
         if !chan.has_room().map_err(broken)? {
@@ -549,6 +567,7 @@ impl Worker {
     /// Releases the response-slot pages a past burst touched, on every channel whose load
     /// is light now (protocol's `SlotPool::trim`); how many slots went.
     fn trim_slots(&mut self) -> PyResult<u32> {
+        leave_if_forked();
         let mut released = 0;
         for chan in &mut self.channels {
             released += chan.trim_slots().map_err(broken)?;
@@ -559,6 +578,7 @@ impl Worker {
     /// `websocket.close` after accept: `code` and a UTF-8 `reason` (cut to 123 bytes by
     /// the caller). False: no slot or ring room; wait for space and call again.
     fn ws_close(&mut self, key: &Bound<'_, PyAny>, code: u16, reason: &[u8]) -> PyResult<bool> {
+        leave_if_forked();
         let (t, stream, chan) = self.channel(key, "websocket")?;
         if !chan.has_room().map_err(broken)? {
             return Ok(false);
@@ -586,6 +606,7 @@ impl Worker {
     /// The "wants space" half of rule 4: announce the wait, re-check. True: space is there
     /// already (flag cleared, do not wait).
     fn prepare_space_wait(&mut self) -> PyResult<bool> {
+        leave_if_forked();
         self.segment.worker_wants_space().prepare_sleep();
         if self.has_space()? {
             self.segment.worker_wants_space().awake();
@@ -596,6 +617,7 @@ impl Worker {
 
     /// Whether every channel has a free slot and ring room again.
     fn has_space(&mut self) -> PyResult<bool> {
+        leave_if_forked();
         for c in &mut self.channels {
             if !(c.has_space().map_err(broken)? && c.has_room().map_err(broken)?) {
                 return Ok(false);
@@ -605,6 +627,7 @@ impl Worker {
     }
 
     fn space_done(&self) {
+        leave_if_forked();
         self.segment.worker_wants_space().awake();
     }
 }
