@@ -1,7 +1,7 @@
 //! The front end's log subscriber: tracing's formatter, filtered by `--log-level` (or
 //! `URINGAPI_LOG`), writing to stderr through the library's non-blocking [`Sink`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use uringapi_server::accesslog::{LogWriter, Sink};
 use uringapi_server::config::LogLevel;
@@ -11,6 +11,13 @@ use uringapi_server::config::LogLevel;
 /// the process exits. `None` if that thread could not start (stderr is then written
 /// directly).
 pub fn init(level: LogLevel, colors: Option<bool>) -> Option<Arc<Sink>> {
+    // Once per process: `uringapi.run` called again keeps the first subscriber (and its
+    // level), and its sink is the one to let drain.
+    static INSTALLED: OnceLock<Option<Arc<Sink>>> = OnceLock::new();
+    INSTALLED.get_or_init(|| install(level, colors)).clone()
+}
+
+fn install(level: LogLevel, colors: Option<bool>) -> Option<Arc<Sink>> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("URINGAPI_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!(
             "{},monoio=warn,h2={}",
@@ -24,15 +31,17 @@ pub fn init(level: LogLevel, colors: Option<bool>) -> Option<Arc<Sink>> {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi);
-    let sink = Sink::for_log().ok();
-    let _ = match &sink {
-        Some(sink) => {
+    match Sink::for_log() {
+        Ok(sink) => {
             let writer = LogWriter(sink.clone());
-            fmt.with_writer(move || writer.clone()).try_init()
+            let _ = fmt.with_writer(move || writer.clone()).try_init();
+            Some(sink)
         }
-        None => fmt.with_writer(std::io::stderr).try_init(),
-    };
-    sink
+        Err(_) => {
+            let _ = fmt.with_writer(std::io::stderr).try_init();
+            None
+        }
+    }
 }
 
 /// The h2 crate's own events: below `trace`, errors only. It warns once per frame a client
