@@ -36,6 +36,13 @@ async def empty(request):
     return FileResponse(EMPTY)
 
 
+async def relative(request):
+    # A relative path, as apps write them (`FileResponse("static/index.html")`), meant from
+    # the app's working directory; the worker's is moved away from the front end's here.
+    os.chdir(DATA_DIR)
+    return FileResponse("big.bin", media_type="application/octet-stream")
+
+
 async def messages(request):
     return JSONResponse(sent)
 
@@ -43,6 +50,7 @@ async def messages(request):
 starlette_app = Starlette(routes=[
     Route("/big", big, methods=["GET", "HEAD"]),
     Route("/empty", empty),
+    Route("/relative", relative),
     Route("/messages", messages),
 ])
 

@@ -34,6 +34,15 @@ def test_file_response_is_sent_by_the_front_end(files_server: Server) -> None:
     assert json.loads(m.body)["/big"][-1] == ["http.response.start", "http.response.pathsend"]
 
 
+def test_a_file_response_with_a_relative_path_is_the_apps_file(files_server: Server) -> None:
+    # FileResponse("big.bin") from a worker whose working directory is not the front end's:
+    # a 500 ("pathsend needs an absolute path") before; uvicorn serves it (no pathsend).
+    with rawhttp.Connection(files_server.host, files_server.port, timeout=30) as c:
+        r = c.request("GET", "/relative")
+    assert r.status == 200, r.body[:200]
+    assert r.body == BIG
+
+
 def test_head_of_a_file_has_its_length_and_no_body(files_server: Server) -> None:
     with rawhttp.Connection(files_server.host, files_server.port) as c:
         r = c.request("HEAD", "/big")

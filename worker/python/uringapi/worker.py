@@ -329,9 +329,10 @@ class Cycle:
                 raise RuntimeError("http.response.pathsend sent after the response completed")
             if self.disconnected:
                 raise ClientDisconnected("the client has disconnected")
-            path = os.fsencode(message["path"])
-            if not os.path.isabs(path):
-                raise RuntimeError("http.response.pathsend needs an absolute path")
+            # The spec asks for an absolute path, but Starlette's FileResponse passes on the
+            # one it was given (`FileResponse("static/index.html")`), which the app means from
+            # its working directory: resolved here, as the front end's may differ.
+            path = os.path.abspath(os.fsencode(message["path"]))
             self.complete = True
             self._wake()
             if self.flushing is not None:
