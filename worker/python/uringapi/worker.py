@@ -331,8 +331,11 @@ class Cycle:
                 raise ClientDisconnected("the client has disconnected")
             # The spec asks for an absolute path, but Starlette's FileResponse passes on the
             # one it was given (`FileResponse("static/index.html")`), which the app means from
-            # its working directory: resolved here, as the front end's may differ.
-            path = os.path.abspath(os.fsencode(message["path"]))
+            # its working directory: joined to it here, as the front end's may differ (not
+            # normalised: `..` after a symlink is the kernel's to resolve, as for open()).
+            path = os.fsencode(message["path"])
+            if not os.path.isabs(path):
+                path = os.path.join(os.getcwdb(), path)
             self.complete = True
             self._wake()
             if self.flushing is not None:
