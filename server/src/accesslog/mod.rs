@@ -56,7 +56,7 @@ use serde::{Serialize, Serializer};
 
 mod sink;
 
-pub use sink::{Buffer, Destination, LogWriter, Sink, QUEUE_BYTES};
+pub use sink::{settle_log, Buffer, Destination, LogWriter, Sink, QUEUE_BYTES};
 
 /// A batch is handed to the sink once it holds this many bytes.
 pub const FLUSH_AT: usize = 32 * 1024;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use super::{format, Entry, Format, FLUSH_AT};
@@ -80,6 +80,19 @@ struct Shared {
 /// or grow without bound behind a destination that does not drain.
 pub const QUEUE_BYTES: usize = 1 << 20;
 
+/// The sink of the front end's own log lines, once [`Sink::for_log`] has made it.
+static LOG: OnceLock<Arc<Sink>> = OnceLock::new();
+
+/// Waits (at most `limit`) until the front end's queued log lines are on stderr: before
+/// something else writes there that must come after them (a worker's faulthandler dump
+/// after the line that says why the worker was sent SIGABRT; written from the queue while
+/// the dump is, the line landed in the middle of it).
+pub fn settle_log(limit: Duration) {
+    if let Some(sink) = LOG.get() {
+        sink.settle(limit);
+    }
+}
+
 impl Sink {
     /// Opens the destination (a file is created if needed and appended to) and starts the
     /// writer thread.
@@ -91,8 +104,11 @@ impl Sink {
     /// stderr, so that a pipe nobody drains (a stalled log shipper, a parent that never
     /// reads) costs lines, counted and reported once it drains, and never stalls an io_uring
     /// thread or the supervisor on a log line.
+    /// The first one made is also the one [`settle_log`] waits for.
     pub fn for_log() -> std::io::Result<Arc<Sink>> {
-        Self::open_bounded(Destination::Stderr, Kind::Log, QUEUE_BYTES)
+        let sink = Self::open_bounded(Destination::Stderr, Kind::Log, QUEUE_BYTES)?;
+        let _ = LOG.set(sink.clone());
+        Ok(sink)
     }
 
     /// [`Sink::open`] with a queue of at most `bound` bytes.

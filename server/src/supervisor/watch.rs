@@ -443,8 +443,10 @@ impl Supervisor {
                     }
                 }
                 let past = self.kill_after.is_some_and(|limit| age > limit);
-                if (past || w.aborted_at.is_some()) && w.abort(now) {
-                    tracing::error!(worker = w.index, pid = w.pid, "worker silent for {:.1} s (--timeout); killing it (SIGABRT prints its Python stack)", age.as_secs_f64());
+                if past || w.aborted_at.is_some() {
+                    w.abort(now, |w| {
+                        tracing::error!(worker = w.index, pid = w.pid, "worker silent for {:.1} s (--timeout); killing it (SIGABRT prints its Python stack)", age.as_secs_f64());
+                    });
                 }
             } else if let Some(since) = w.stalled_since.take() {
                 load.set_stalled(false);
@@ -470,9 +472,9 @@ impl Supervisor {
             if w.ready || w.child.is_none() || !w.is_active() || now - w.spawned_at <= limit {
                 continue;
             }
-            if w.abort(now) {
+            w.abort(now, |w| {
                 tracing::error!(worker = w.index, pid = w.pid, "worker not ready {:.0} s after it started (--timeout-worker-startup); killing it (SIGABRT prints its Python stack)", (now - w.spawned_at).as_secs_f64());
-            }
+            });
         }
     }
 

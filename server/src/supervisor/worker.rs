@@ -4,6 +4,10 @@
 use super::*;
 use uringapi_protocol::segment::CreateError;
 
+/// How long the line that says why a worker is sent SIGABRT may take to reach stderr
+/// before the signal goes anyway (a stderr that does not drain must not hold the kill).
+const LOG_BEFORE_ABORT: Duration = Duration::from_millis(200);
+
 /// What every worker spawn needs.
 pub(super) struct SpawnContext {
     pub(super) python: PathBuf,
@@ -212,20 +216,21 @@ impl Worker {
     /// Kills a stuck worker in two steps: SIGABRT first, which prints its Python stack
     /// (faulthandler), with SIGCONT so that a stopped one acts on it; SIGKILL once
     /// `super::watch::KILL_GRACE` has passed since. Called again and again while it is
-    /// stuck; true the first time (the caller logs why).
-    pub(super) fn abort(&mut self, now: Instant) -> bool {
+    /// stuck; the first time, `why` logs the reason, and that line is on stderr before
+    /// the stack is.
+    pub(super) fn abort(&mut self, now: Instant, why: impl FnOnce(&Self)) {
         match self.aborted_at {
             None => {
+                why(self);
+                crate::accesslog::settle_log(LOG_BEFORE_ABORT);
                 self.signal(libc::SIGABRT);
                 self.signal(libc::SIGCONT);
                 self.aborted_at = Some(now);
-                true
             }
             Some(t) => {
                 if now - t > super::watch::KILL_GRACE {
                     self.signal(libc::SIGKILL);
                 }
-                false
             }
         }
     }
