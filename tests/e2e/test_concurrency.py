@@ -1,5 +1,5 @@
 """Many connections and requests at once; requests interleave inside one worker; all
-workers take requests."""
+workers take requests; a keep-alive connection stays on its worker while that is idle."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import rawhttp
-from harness import Server
+from harness import Server, ServerFactory
 
 CONNECTIONS = 50
 REQUESTS_PER_CONNECTION = 4
@@ -104,3 +104,22 @@ def test_requests_reach_every_worker(fastapi_w2t2: Server) -> None:
         if len(pids) >= 2:
             break
     assert len(pids) == 2, f"worker pids seen: {pids}"
+
+
+def test_a_keep_alive_connection_stays_on_its_idle_worker(servers: ServerFactory) -> None:
+    """Requests one after another on one keep-alive connection, HTTP/1.1 or HTTP/2, are
+    served by one worker process while it is idle, as a connection is under uvicorn or
+    gunicorn with several workers: what an app keeps in process memory (a cache, a
+    session) looks the same to that client from one request to the next. They went to the
+    workers in turn, so every second request of a client ran in the other process. New
+    connections still take turns over the idle workers."""
+    server = servers.start("fastapi_app:app", workers=2, threads=1)
+    for http2 in (False, True):
+        with httpx.Client(base_url=server.base_url, http1=not http2, http2=http2, timeout=30) as c:
+            answers = [c.get("/sleep", params={"s": 0}) for _ in range(20)]
+            assert {r.http_version for r in answers} == {"HTTP/2" if http2 else "HTTP/1.1"}
+        pids = [r.json()["pid"] for r in answers]
+        assert len(set(pids)) == 1, f"one connection, HTTP/2 {http2}: pids {pids}"
+    fresh = [httpx.get(f"{server.base_url}/sleep", params={"s": 0}, timeout=30) for _ in range(10)]
+    pids = [r.json()["pid"] for r in fresh]
+    assert len(set(pids)) == 2, f"new connections: pids {pids}"

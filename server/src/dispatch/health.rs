@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn a_stalled_workers_unstarted_request_comes_back_as_revoked() {
         let rig = Rig::new(2);
-        let (id, worker) = rig.hub.open_stream(|| "GET /slow".into()).unwrap();
+        let (id, worker) = rig.hub.open_stream(|| "GET /slow".into(), None).unwrap();
         let extra = rig.hub.queue_claim(id, worker);
         assert_ne!(extra, 0, "a claim word was free");
         let mut rec = Record::new(Kind::Request, id);
@@ -169,8 +169,11 @@ mod tests {
     #[test]
     fn a_disconnect_that_finds_the_ring_full_goes_out_once_there_is_room() {
         let rig = Rig::new(1);
-        let (gone, worker) = rig.hub.open_stream(|| "GET /download".into()).unwrap();
-        let (other, _) = rig.hub.open_stream(|| "GET /other".into()).unwrap();
+        let (gone, worker) = rig
+            .hub
+            .open_stream(|| "GET /download".into(), None)
+            .unwrap();
+        let (other, _) = rig.hub.open_stream(|| "GET /other".into(), None).unwrap();
         let mut filled = 0;
         while rig.hub.send(worker, Record::new(Kind::Body, other)) == Ok(true) {
             filled += 1;
@@ -195,7 +198,7 @@ mod tests {
     #[test]
     fn a_request_the_worker_claimed_stays_with_it() {
         let rig = Rig::new(1);
-        let (id, worker) = rig.hub.open_stream(|| "GET /busy".into()).unwrap();
+        let (id, worker) = rig.hub.open_stream(|| "GET /busy".into(), None).unwrap();
         let mut rec = Record::new(Kind::Request, id);
         rec.extra = rig.hub.queue_claim(id, worker);
         rig.hub.send(worker, rec).unwrap();
@@ -211,8 +214,8 @@ mod tests {
     #[test]
     fn a_detached_worker_fails_its_requests_and_only_its_own() {
         let rig = Rig::new(2);
-        let (a, wa) = rig.hub.open_stream(|| "GET /a".into()).unwrap();
-        let (b, wb) = rig.hub.open_stream(|| "GET /b".into()).unwrap();
+        let (a, wa) = rig.hub.open_stream(|| "GET /a".into(), None).unwrap();
+        let (b, wb) = rig.hub.open_stream(|| "GET /b".into(), None).unwrap();
         assert_ne!(wa, wb, "two idle workers take turns");
         let (count, waker) = counting_waker();
         rig.set_waker(a, waker);
@@ -226,23 +229,23 @@ mod tests {
         );
         assert_eq!(rig.load.get(wa).in_flight(), 0);
         // New requests go to the worker that is left.
-        let (_, w) = rig.hub.open_stream(|| "GET /c".into()).unwrap();
+        let (_, w) = rig.hub.open_stream(|| "GET /c".into(), None).unwrap();
         assert_eq!(w, wb);
     }
 
     #[test]
     fn a_detach_for_an_older_generation_is_ignored() {
         let rig = Rig::new(1);
-        let (a, w) = rig.hub.open_stream(|| "GET /a".into()).unwrap();
+        let (a, w) = rig.hub.open_stream(|| "GET /a".into(), None).unwrap();
         rig.hub.detach(w, rig.generation(w) + 1);
         assert!(rig.next_event(a).is_none());
-        assert!(rig.hub.open_stream(|| "GET /b".into()).is_some());
+        assert!(rig.hub.open_stream(|| "GET /b".into(), None).is_some());
     }
 
     #[test]
     fn a_violation_is_reported_and_the_worker_dropped() {
         let rig = Rig::new(1);
-        let (a, w) = rig.hub.open_stream(|| "GET /a".into()).unwrap();
+        let (a, w) = rig.hub.open_stream(|| "GET /a".into(), None).unwrap();
         rig.hub.violation(w, &"slot 99 out of range");
         match rig.reports.try_recv() {
             Ok(Report::Violation {
@@ -257,7 +260,7 @@ mod tests {
         }
         assert!(matches!(rig.next_event(a), Some(Event::WorkerLost)));
         assert!(
-            rig.hub.open_stream(|| "GET /b".into()).is_none(),
+            rig.hub.open_stream(|| "GET /b".into(), None).is_none(),
             "no worker left"
         );
         // A second one for a worker already gone is not reported twice.

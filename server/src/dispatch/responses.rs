@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn a_response_reaches_its_stream_as_head_and_body() {
         let rig = Rig::new(1);
-        let (id, w) = rig.hub.open_stream(|| "GET /".into()).unwrap();
+        let (id, w) = rig.hub.open_stream(|| "GET /".into(), None).unwrap();
         respond(&rig, w, id, b"HEAD", b"hello", false);
         assert!(rig.hub.poll_rings());
         match rig.next_event(id) {
@@ -283,7 +283,7 @@ mod tests {
     #[test]
     fn a_record_after_the_last_one_is_a_violation() {
         let rig = Rig::new(1);
-        let (id, w) = rig.hub.open_stream(|| "GET /".into()).unwrap();
+        let (id, w) = rig.hub.open_stream(|| "GET /".into(), None).unwrap();
         respond(&rig, w, id, b"H", b"", false);
         respond(&rig, w, id, b"H", b"", false);
         rig.hub.poll_rings();
@@ -294,14 +294,17 @@ mod tests {
             Err(e) => panic!("no report: {e}"),
         }
         assert!(matches!(rig.next_event(id), Some(Event::Head { .. })));
-        assert!(rig.hub.open_stream(|| "GET /".into()).is_none(), "dropped");
+        assert!(
+            rig.hub.open_stream(|| "GET /".into(), None).is_none(),
+            "dropped"
+        );
     }
 
     #[test]
     fn a_record_for_another_workers_stream_is_a_violation() {
         let rig = Rig::new(2);
-        let (a, wa) = rig.hub.open_stream(|| "GET /a".into()).unwrap();
-        let (_b, wb) = rig.hub.open_stream(|| "GET /b".into()).unwrap();
+        let (a, wa) = rig.hub.open_stream(|| "GET /a".into(), None).unwrap();
+        let (_b, wb) = rig.hub.open_stream(|| "GET /b".into(), None).unwrap();
         assert_ne!(wa, wb);
         respond(&rig, wb, a, b"H", b"", false);
         rig.hub.poll_rings();
@@ -332,8 +335,8 @@ mod tests {
     #[test]
     fn a_copying_streams_slot_goes_back_when_routed_and_its_bytes_stay() {
         let rig = Rig::new(1);
-        let (held, w) = rig.hub.open_stream(|| "GET /held".into()).unwrap();
-        let (copied, _) = rig.hub.open_stream(|| "GET /copied".into()).unwrap();
+        let (held, w) = rig.hub.open_stream(|| "GET /held".into(), None).unwrap();
+        let (copied, _) = rig.hub.open_stream(|| "GET /copied".into(), None).unwrap();
         rig.hub.copy_responses(copied);
         respond(&rig, w, held, b"H", b"zero-copy", true);
         respond(&rig, w, copied, b"HEAD", b"hello", true);
@@ -391,7 +394,7 @@ mod tests {
         // written and the records queued behind it give their slots back, and the bytes
         // still to go are the app's.
         let rig = Rig::new(1);
-        let (id, w) = rig.hub.open_stream(|| "GET /".into()).unwrap();
+        let (id, w) = rig.hub.open_stream(|| "GET /".into(), None).unwrap();
         respond(&rig, w, id, b"HEAD", b"first", true);
         last_body(&rig, w, id, b"second");
         assert!(rig.hub.poll_rings());
@@ -423,7 +426,7 @@ mod tests {
     #[test]
     fn a_late_record_for_a_closed_stream_is_dropped_and_its_slot_returned() {
         let rig = Rig::new(1);
-        let (id, w) = rig.hub.open_stream(|| "GET /".into()).unwrap();
+        let (id, w) = rig.hub.open_stream(|| "GET /".into(), None).unwrap();
         rig.hub.close_stream(id);
         respond(&rig, w, id, b"H", b"body", false);
         assert!(rig.hub.poll_rings());

@@ -239,8 +239,14 @@ impl StreamTable {
 impl Hub {
     /// Opens a stream for request `what` on the worker the routing policy picks (policy.rs)
     /// among those that accept work: attached, not stalled, not retiring, under
-    /// `--limit-concurrency`. `None`: no worker accepts now; wait with `wait_queue`.
-    pub fn open_stream(&self, what: impl FnOnce() -> Box<str>) -> Option<(StreamId, usize)> {
+    /// `--limit-concurrency`. `prefer`: the worker of the connection's previous request,
+    /// which gets this one if it is idle. `None`: no worker accepts now; wait with
+    /// `wait_queue`.
+    pub fn open_stream(
+        &self,
+        what: impl FnOnce() -> Box<str>,
+        prefer: Option<usize>,
+    ) -> Option<(StreamId, usize)> {
         let mut inner = self.inner.borrow_mut();
         inner.rotation = inner.rotation.wrapping_add(1);
         let candidates = inner.links.iter().enumerate().filter_map(|(i, l)| {
@@ -253,7 +259,7 @@ impl Hub {
                 last_done: l.last_done,
             })
         });
-        let worker = policy::pick(candidates, inner.links.len(), inner.rotation)?;
+        let worker = policy::pick(candidates, inner.links.len(), inner.rotation, prefer)?;
         self.load.get(worker).dispatched();
         let id = inner.streams.open(worker, what());
         Some((id, worker))

@@ -270,7 +270,7 @@ mod tests {
         assert!(rig.hub.prepare_sleep(), "idle: may sleep");
         rig.hub.set_sleeping(false);
 
-        let (id, w) = rig.hub.open_stream(|| "GET /".into()).unwrap();
+        let (id, w) = rig.hub.open_stream(|| "GET /".into(), None).unwrap();
         {
             let mut wc = rig.worker_channel(w);
             assert!(wc.send(Record::new(Kind::Abort, id)).unwrap());
@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn a_worker_that_sleeps_is_rung_once_records_are_flushed() {
         let rig = Rig::new(1);
-        let (id, w) = rig.hub.open_stream(|| "GET /".into()).unwrap();
+        let (id, w) = rig.hub.open_stream(|| "GET /".into(), None).unwrap();
         let doorbell = rig.worker_doorbell(w);
         rig.worker_segment(w).worker_sleeping().prepare_sleep();
         rig.hub.send(w, Record::new(Kind::Request, id)).unwrap();
@@ -306,7 +306,7 @@ mod tests {
         while let Some(slot) = rig.hub.take_slot(w).unwrap() {
             held.push(slot);
         }
-        let (id, _) = rig.hub.open_stream(|| "POST /".into()).unwrap();
+        let (id, _) = rig.hub.open_stream(|| "POST /".into(), None).unwrap();
         rig.hub
             .send(
                 w,

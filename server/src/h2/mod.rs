@@ -170,6 +170,9 @@ pub(crate) struct Shared {
     /// A stream asks the driver to close the connection with this code.
     killed: Cell<Option<(Reason, Defence)>>,
     driver: Cell<Option<Waker>>,
+    /// The worker of the connection's last stream: a new one goes there while it is idle
+    /// (dispatch/policy.rs).
+    last_worker: Cell<Option<usize>>,
 }
 
 impl Shared {
@@ -288,6 +291,7 @@ async fn drive(
         active: Cell::new(0),
         killed: Cell::new(None),
         driver: Cell::new(None),
+        last_worker: Cell::new(None),
     });
     let mut draining = false;
     // The client's frame count when the drain began (its PING answer would add one).

@@ -292,7 +292,10 @@ async fn run(
             None => Box::pin(open(sh, &what, respond)).await,
         };
         let (sid, worker) = match opened {
-            Opened::Stream(sid, worker) => (sid, worker),
+            Opened::Stream(sid, worker) => {
+                sh.last_worker.set(Some(worker));
+                (sid, worker)
+            }
             Opened::Rejected => return reply(sh, respond, 503, head_method),
             Opened::Reset => return Outcome::gone(0),
         };
@@ -414,7 +417,7 @@ enum Opened {
 /// A dispatch stream on a worker that accepts work now, when nobody waits in the queue.
 fn open_now(sh: &Shared, what: &impl Fn() -> Box<str>) -> Option<(StreamId, usize)> {
     if sh.hub.waitq.is_empty() {
-        sh.hub.open_stream(what)
+        sh.hub.open_stream(what, sh.last_worker.get())
     } else {
         None
     }
@@ -455,7 +458,7 @@ async fn open(
             },
         }
         if ticket.is_front() {
-            if let Some((sid, worker)) = hub.open_stream(what) {
+            if let Some((sid, worker)) = hub.open_stream(what, sh.last_worker.get()) {
                 return Opened::Stream(sid, worker);
             }
         }

@@ -166,6 +166,7 @@ pub async fn serve(
         h2c: false,
         upload: None,
         h2c_allowed,
+        last_worker: None,
         served: Served::default(),
     };
     if let Some(open) = conn.run().await {
@@ -210,6 +211,9 @@ struct Conn {
     upload: Option<Box<upload::Upload>>,
     /// No request yet on a plain connection under `--http auto`: the preface may come.
     h2c_allowed: bool,
+    /// The worker of the connection's previous request: the next one goes there while it
+    /// is idle (policy.rs).
+    last_worker: Option<usize>,
 }
 
 /// What a readable socket says while no read is pending.
@@ -344,7 +348,10 @@ impl Conn {
         let expect_continue = head.expect_continue && framing != BodyFraming::None;
         let what = || describe(head.method, head.target);
         let (sid, worker) = match self.open_stream(what, end).await {
-            Opened::Stream(sid, worker) => (sid, worker),
+            Opened::Stream(sid, worker) => {
+                self.last_worker = Some(worker);
+                (sid, worker)
+            }
             Opened::Rejected => {
                 self.reply_error(503, minor).await;
                 return Next::Close;
@@ -490,7 +497,7 @@ impl Conn {
     async fn open_stream(&self, what: impl Fn() -> Box<str>, head_len: usize) -> Opened {
         // FIFO: nobody passes a request already waiting (see waitq.rs).
         if self.hub.waitq.is_empty() {
-            if let Some((sid, worker)) = self.hub.open_stream(&what) {
+            if let Some((sid, worker)) = self.hub.open_stream(&what, self.last_worker) {
                 return Opened::Stream(sid, worker);
             }
         }
@@ -537,7 +544,7 @@ impl Conn {
             if !ticket.is_front() {
                 continue;
             }
-            if let Some((sid, worker)) = self.hub.open_stream(&what) {
+            if let Some((sid, worker)) = self.hub.open_stream(&what, self.last_worker) {
                 return Opened::Stream(sid, worker);
             }
         }

@@ -21,7 +21,10 @@ impl Conn {
         let what = self.hub.stream_what(old);
         tracing::debug!(peer = %self.peer, request = %what, "request taken back from a stalled worker; sending it again");
         let (sid, worker) = match self.open_stream(|| what.clone(), 0).await {
-            Opened::Stream(sid, worker) => (sid, worker),
+            Opened::Stream(sid, worker) => {
+                self.last_worker = Some(worker);
+                (sid, worker)
+            }
             Opened::Rejected => {
                 self.reply_error(503, side.minor).await;
                 return Next::Close;
