@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 from uringapi import _native
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from uringapi.worker import Worker
 
 
@@ -22,6 +24,25 @@ class Owes(Protocol):
     key: int
     owed: int
     crediting: bool
+
+
+def take_body(s: Owes, chunks: deque[tuple[bytes, bool]]) -> tuple[bytes, bool]:
+    """The next request body message from the records queued for the app (`chunks`, not
+    empty): all of them joined when the app has fallen behind (at most the window's worth),
+    each given back. PERF: an app that pays per message (Starlette writes a spooled
+    UploadFile through its thread pool, a hop per message) took 4-5x uvicorn's time for a
+    200 MB upload; with this and slot-sized reads in the front end, level with it
+    (benches/e2e/upload_ab.sh, benches/results/upload-2026-12-07.txt)."""
+    body, more = chunks.popleft()
+    if chunks and more:
+        parts = [body]
+        while chunks and more:
+            body, more = chunks.popleft()
+            parts.append(body)
+        body = b"".join(parts)
+        s.owed += len(parts) - 1
+    give_back(s)
+    return body, more
 
 
 def give_back(s: Owes) -> None:

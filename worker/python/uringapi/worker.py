@@ -29,7 +29,7 @@ from uringapi.startup import HINT as STARTUP_HINT
 from uringapi.startup import StartupLimit
 from uringapi.stopping import Sigterm, bound_the_exit, cancel_leftovers, die_with_the_front_end
 from uringapi.websocket import WebSocketCycle, as_bytes
-from uringapi.window import give_back
+from uringapi.window import give_back, take_body
 
 logger = logging.getLogger("uringapi.error")
 
@@ -254,8 +254,7 @@ class Cycle:
                 self.body = None
                 return {"type": "http.request", "body": body, "more_body": self.more_body}
             if self.chunks:
-                body, more = self.chunks.popleft()
-                give_back(self)
+                body, more = take_body(self, self.chunks)
                 return {"type": "http.request", "body": body, "more_body": more}
             if self.continue_pending:
                 self.continue_pending = False
