@@ -5,12 +5,18 @@ One worker serves benches/e2e/apps/stream_pieces.py; curl fetches, three times e
 3 x 1 GiB in 1 MiB pieces and 3 x 50,000 pieces of 100 bytes. Printed per line: the label,
 the case, the wall time and the CPU ticks (1/100 s) of the front end and its worker.
 
-    .venv/bin/python benches/e2e/stream_window_ab.py LABEL [ROUNDS]
+    .venv/bin/python benches/e2e/stream_window_ab.py LABEL [ROUNDS] [EXE]
+
+EXE: a front-end executable to run instead of .venv's (a copy of another build's
+worker/python/uringapi/_bin/uringapi, for A/B runs of front-end changes); its workers
+come from .venv.
 
 The A/B of 2026-12-06 (benches/results/ab-response-window-2026-12-06.txt) ran it on one
 build, alternating: as built (label w8) and with the worker's `Cycle.window` set to
 `1 << 30` (label none: the worker ignores the window; the front end still sends its
-credit records).
+credit records). The A/B of 2026-12-07 (benches/results/ab-response-gather-2026-12-07.txt)
+ran two front ends, alternating: before and after small pieces queued behind one being
+written went out in the same write (http1/conn/download.rs `gather`).
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ def server_ticks(front: int) -> int:
     return sum(ticks(p) for p in [front, *map(int, out.split())])
 
 
-def run(label: str) -> None:
+def run(label: str, exe: Path) -> None:
     for case, target in CASES:
         server = subprocess.Popen(
-            [BIN, "serve", "stream_pieces:app", "--app-dir", str(ROOT / "benches/e2e/apps"),
-             "--port", str(PORT), "--workers", "1"], stderr=subprocess.DEVNULL)
+            [exe, "serve", "stream_pieces:app", "--app-dir", str(ROOT / "benches/e2e/apps"),
+             "--port", str(PORT), "--workers", "1", "--python", str(ROOT / ".venv/bin/python")],
+            stderr=subprocess.DEVNULL)
         try:
             time.sleep(2.5)
             url = f"http://127.0.0.1:{PORT}{target}"
@@ -58,4 +65,4 @@ def run(label: str) -> None:
 
 if __name__ == "__main__":
     for _ in range(int(sys.argv[2]) if len(sys.argv) > 2 else 1):
-        run(sys.argv[1])
+        run(sys.argv[1], Path(sys.argv[3]) if len(sys.argv) > 3 else BIN)

@@ -437,6 +437,22 @@ impl Hub {
         }
     }
 
+    /// The stream's next event if it is a piece of response body of at most `room` bytes
+    /// that has arrived already (never waits): its lease and `more`.
+    pub fn next_body_now(&self, id: StreamId, room: usize) -> Option<(Option<SlotLease>, bool)> {
+        let mut inner = self.inner.borrow_mut();
+        let inbox = &mut inner.streams.get_mut(id)?.inbox;
+        match inbox.front() {
+            Some(Event::Body { body, .. }) if body.as_ref().map_or(0, SlotLease::len) <= room => {
+                match inbox.pop_front() {
+                    Some(Event::Body { body, more }) => Some((body, more)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// The next event for a stream.
     pub async fn next_event(&self, id: StreamId) -> Event {
         std::future::poll_fn(|cx| {
