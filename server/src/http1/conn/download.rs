@@ -2,6 +2,7 @@
 //! to the client: framing, zero-copy writes, the request deadline.
 
 use super::*;
+use std::io::Write as _;
 use uringapi_protocol::record::response_credit_at;
 
 use crate::net::SENDFILE_MAX;
@@ -117,12 +118,12 @@ impl Conn {
             match self.next_event(sid, deadline).await {
                 Waited::Event(Event::Body { body, more: m }) => {
                     more = m;
-                    ok = match self.gather(sid, &body, &mut more) {
+                    ok = match self.gather(sid, &body, &mut more, out.framing) {
                         Some(joined) => {
                             drop(body);
                             // Records sent with more to come reopen the worker's window:
                             // all joined ones but the last, counted below as for one.
-                            owed += joined.lens.len() as u32 - 1;
+                            owed += joined.records - 1;
                             self.send_joined(&mut out, joined, more).await
                         }
                         None => self.send_body(&mut out, body, more).await,
@@ -269,7 +270,13 @@ impl Conn {
     /// rounds: server CPU 179-206 ticks before, 139-161 after (a write and an io_uring
     /// enter per piece were most of the front end's time); 1 MiB pieces unchanged
     /// (benches/results/ab-response-gather-2026-12-07.txt).
-    fn gather(&self, sid: StreamId, first: &Option<SlotLease>, more: &mut bool) -> Option<Joined> {
+    fn gather(
+        &self,
+        sid: StreamId,
+        first: &Option<SlotLease>,
+        more: &mut bool,
+        framing: Framing,
+    ) -> Option<Joined> {
         let len = first.as_ref().map_or(0, SlotLease::len);
         if !*more || len > GATHER_SMALL {
             return None;
@@ -277,24 +284,19 @@ impl Conn {
         let mut next = self.hub.next_body_now(sid, GATHER_MAX - len)?;
         let mut joined = Joined {
             bytes: Vec::with_capacity(GATHER_MAX.min(4 * len.max(256))),
-            lens: vec![len],
+            body_len: 0,
+            records: 0,
+            chunked: framing == Framing::Chunked,
         };
-        if let Some(first) = first {
-            first.copy_into(&mut joined.bytes);
-        }
+        joined.add(first.as_ref());
         loop {
             let (body, m) = next;
-            if let Some(body) = body {
-                body.copy_into(&mut joined.bytes);
-                joined.lens.push(body.len());
-            } else {
-                joined.lens.push(0);
-            }
+            joined.add(body.as_ref());
             *more = m;
             if !m {
                 break;
             }
-            match self.hub.next_body_now(sid, GATHER_MAX - joined.bytes.len()) {
+            match self.hub.next_body_now(sid, GATHER_MAX - joined.body_len) {
                 Some(n) => next = n,
                 None => break,
             }
@@ -360,26 +362,21 @@ impl Conn {
         self.write_out(out, Frame::new(prefix, body, suffix)).await
     }
 
-    /// Writes pieces joined by [`Conn::gather`] (a chunk of its own each under chunked
-    /// framing) in one write.
+    /// Writes pieces joined by [`Conn::gather`] in one write.
     async fn send_joined(&mut self, out: &mut Body, joined: Joined, more: bool) -> bool {
-        if out.framing != Framing::Chunked {
+        if !joined.chunked {
             return self.send_piece(out, None, &joined.bytes, more).await;
         }
         let mut prefix = std::mem::take(&mut out.prefix);
-        let mut at = 0;
-        for &len in &joined.lens {
-            if len > 0 {
-                prefix.extend_from_slice(format!("{len:x}\r\n").as_bytes());
-                prefix.extend_from_slice(&joined.bytes[at..at + len]);
-                prefix.extend_from_slice(b"\r\n");
-            }
-            at += len;
+        if prefix.is_empty() {
+            prefix = joined.bytes;
+        } else {
+            prefix.extend_from_slice(&joined.bytes);
         }
         if !more {
             prefix.extend_from_slice(b"0\r\n\r\n");
         }
-        out.sent += at as u64;
+        out.sent += joined.body_len as u64;
         self.write_out(out, Frame::new(prefix, None, b"")).await
     }
 
@@ -431,10 +428,32 @@ fn stalled(peer: &impl std::fmt::Display) {
 const GATHER_SMALL: usize = 16 * 1024;
 const GATHER_MAX: usize = 64 * 1024;
 
-/// Response pieces joined for one write: their bytes end to end and each one's length.
+/// Response pieces joined for one write.
 struct Joined {
+    /// Their bytes end to end; under chunked framing each one a chunk of its own.
     bytes: Vec<u8>,
-    lens: Vec<usize>,
+    /// Body bytes in them (without the chunk framing).
+    body_len: usize,
+    /// Records joined.
+    records: u32,
+    chunked: bool,
+}
+
+impl Joined {
+    fn add(&mut self, piece: Option<&SlotLease>) {
+        self.records += 1;
+        let Some(piece) = piece.filter(|p| !p.is_empty()) else {
+            return;
+        };
+        if self.chunked {
+            let _ = write!(self.bytes, "{:x}\r\n", piece.len());
+        }
+        piece.copy_into(&mut self.bytes);
+        if self.chunked {
+            self.bytes.extend_from_slice(b"\r\n");
+        }
+        self.body_len += piece.len();
+    }
 }
 
 /// Bytes read from a file per write where sendfile cannot serve (over rustls, a body of
