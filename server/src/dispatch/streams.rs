@@ -440,17 +440,46 @@ impl Hub {
     /// The stream's next event if it is a piece of response body of at most `room` bytes
     /// that has arrived already (never waits): its lease and `more`.
     pub fn next_body_now(&self, id: StreamId, room: usize) -> Option<(Option<SlotLease>, bool)> {
+        match self.next_piece_now(id, room)? {
+            Event::Body { body, more } => Some((body, more)),
+            other => {
+                self.unget_event(id, other);
+                None
+            }
+        }
+    }
+
+    /// The stream's next event if it is a WebSocket message record of at most `room` bytes
+    /// that has arrived already (never waits): its lease, whether text, and `more`.
+    pub fn next_ws_send_now(
+        &self,
+        id: StreamId,
+        room: usize,
+    ) -> Option<(Option<SlotLease>, bool, bool)> {
+        match self.next_piece_now(id, room)? {
+            Event::WsSend { data, text, more } => Some((data, text, more)),
+            other => {
+                self.unget_event(id, other);
+                None
+            }
+        }
+    }
+
+    /// The stream's next event if it is a body piece or a WebSocket message record of at
+    /// most `room` bytes that has arrived already.
+    fn next_piece_now(&self, id: StreamId, room: usize) -> Option<Event> {
         let mut inner = self.inner.borrow_mut();
         let inbox = &mut inner.streams.get_mut(id)?.inbox;
-        match inbox.front() {
-            Some(Event::Body { body, .. }) if body.as_ref().map_or(0, SlotLease::len) <= room => {
-                match inbox.pop_front() {
-                    Some(Event::Body { body, more }) => Some((body, more)),
-                    _ => None,
-                }
+        let len = match inbox.front()? {
+            Event::Body { body: lease, .. } | Event::WsSend { data: lease, .. } => {
+                lease.as_ref().map_or(0, SlotLease::len)
             }
-            _ => None,
+            _ => return None,
+        };
+        if len > room {
+            return None;
         }
+        inbox.pop_front()
     }
 
     /// The next event for a stream.

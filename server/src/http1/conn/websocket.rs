@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use uringapi_protocol::record::{WS_CREDIT_AT, WS_TEXT};
 
 use super::*;
+use crate::load::WorkerLoad;
 use crate::ws::close;
 use crate::ws::deflate::{self, Agreed};
 use crate::ws::frame::{encode_header, Opcode};
@@ -175,6 +176,56 @@ struct Sending {
     /// `WsSend` records written to the client and not yet credited back to the worker.
     owed: u32,
 }
+
+impl Sending {
+    /// The opcode of the app's next message record.
+    fn opcode(&self, text: bool) -> Opcode {
+        match (self.fragmenting, text) {
+            (true, _) => Opcode::Continuation,
+            (false, true) => Opcode::Text,
+            (false, false) => Opcode::Binary,
+        }
+    }
+
+    /// Appends one of the app's message records to `out` as a frame, its bytes copied out
+    /// of the slot (compressed under permessage-deflate, through `plain`), and counts it.
+    fn encode(
+        &mut self,
+        (writer, load): (&mut Writer, &WorkerLoad),
+        out: &mut Vec<u8>,
+        plain: &mut Vec<u8>,
+        data: Option<SlotLease>,
+        (text, more): (bool, bool),
+    ) {
+        let len = data.as_ref().map_or(0, SlotLease::len);
+        load.ws_message_out(len, !more);
+        let opcode = self.opcode(text);
+        if writer.compresses() {
+            plain.clear();
+            if let Some(d) = &data {
+                d.copy_into(plain);
+            }
+            drop(data);
+            writer.frame(out, opcode, !more, plain);
+        } else {
+            encode_header(out, !more, false, opcode, len, None);
+            if let Some(d) = &data {
+                d.copy_into(out);
+            }
+        }
+        self.fragmenting = more;
+    }
+}
+
+/// A message record of the app's at most this long may have the records queued behind it
+/// joined to it for one write, up to `WS_GATHER_MAX` bytes of messages in all (as HTTP/1.1
+/// response pieces, `download.rs` `gather`); a longer one goes out from its slot.
+/// PERF: benches/e2e/ws_burst_ab.py, push (the app sends 100,000 messages of 64 bytes):
+/// the front end's CPU went from 49-63 to 10-20 ticks with the window of 8 (`WS_WINDOW`),
+/// which lets more queue up (benches/results/ws-burst-2026-12-07.txt); a write and an
+/// io_uring enter per message were most of its time.
+const WS_GATHER_SMALL: usize = 16 * 1024;
+const WS_GATHER_MAX: usize = 64 * 1024;
 
 /// How a WebSocket ended, for the log and the metrics.
 struct Ended {
@@ -581,37 +632,46 @@ impl Conn {
         let mut out = Vec::new();
         match ev {
             Event::WsSend { data, text, more } => {
-                let len = data.as_ref().map_or(0, |d| d.len());
-                self.hub.load().get(worker).ws_message_out(len, !more);
-                let opcode = match (sending.fragmenting, text) {
-                    (true, _) => Opcode::Continuation,
-                    (false, true) => Opcode::Text,
-                    (false, false) => Opcode::Binary,
-                };
-                let written = if writer.compresses() {
-                    // Under permessage-deflate every message is compressed, a long one
-                    // piece by piece into its fragments (RFC 7692 §6.1, §7.2.1).
-                    let mut plain = Vec::with_capacity(len);
-                    if let Some(d) = &data {
-                        d.copy_into(&mut plain);
-                    }
-                    drop(data);
-                    writer.frame(&mut out, opcode, !more, &plain);
-                    self.write_ws(&mut out).await
+                let len = data.as_ref().map_or(0, SlotLease::len);
+                let next = if len <= WS_GATHER_SMALL {
+                    self.hub.next_ws_send_now(sid, WS_GATHER_SMALL)
                 } else {
-                    // Uncompressed, each record goes out as one frame straight from the
-                    // slot (no copy, nothing of the message held here).
-                    encode_header(&mut out, !more, false, opcode, len, None);
+                    None
+                };
+                let mut records = 1;
+                let written = if writer.compresses() || next.is_some() {
+                    // Under permessage-deflate every message is compressed, a long one
+                    // piece by piece into its fragments (RFC 7692 §6.1, §7.2.1); small
+                    // ones queued behind this one go out in the same write (`WS_GATHER_*`).
+                    let hub = self.hub.clone();
+                    let load = hub.load().get(worker);
+                    let mut plain = Vec::new();
+                    let mut joined = len;
+                    sending.encode((writer, load), &mut out, &mut plain, data, (text, more));
+                    let mut next = next;
+                    while let Some((data, text, more)) = next {
+                        joined += data.as_ref().map_or(0, SlotLease::len);
+                        sending.encode((writer, load), &mut out, &mut plain, data, (text, more));
+                        records += 1;
+                        let room = WS_GATHER_MAX.saturating_sub(joined).min(WS_GATHER_SMALL);
+                        next = self.hub.next_ws_send_now(sid, room);
+                    }
+                    self.write_frame(out, None, Some(sid)).await.map(drop)
+                } else {
+                    // Alone and uncompressed, the record goes out as one frame straight
+                    // from the slot (no copy, nothing of the message held here).
+                    self.hub.load().get(worker).ws_message_out(len, !more);
+                    encode_header(&mut out, !more, false, sending.opcode(text), len, None);
+                    sending.fragmenting = more;
                     self.write_frame(out, data, Some(sid)).await.map(drop)
                 };
-                sending.fragmenting = more;
                 if let Err(code) = written {
                     self.hub.notify_ws_disconnect(sid, code, "");
                     return Some(Ended { code });
                 }
-                // Written: the app may send one more record (ring.rs rule 7), said on the
-                // next client message or once `WS_CREDIT_AT` are owed.
-                sending.owed += 1;
+                // Written: the app may send one more record for each (ring.rs rule 7), said
+                // on the next client message or once `WS_CREDIT_AT` are owed.
+                sending.owed += records;
                 if sending.owed >= WS_CREDIT_AT {
                     let credit = Record {
                         aux: std::mem::take(&mut sending.owed),
