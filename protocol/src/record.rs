@@ -15,8 +15,15 @@ pub const WS_TEXT: u32 = 1;
 /// Records of one WebSocket direction that may be unacknowledged at once: client messages
 /// not yet taken by the app (`BodyCredit`), app messages not yet written to the client
 /// (`SendCredit`). At the default 64 KiB slot that bounds a WebSocket's buffered
-/// messages to 256 KiB each way, however slow the app or the client.
-pub const WS_WINDOW: u32 = 4;
+/// messages to 512 KiB each way, however slow the app or the client.
+/// PERF: 8 rather than 4: an app sending 100,000 messages of 64 bytes as fast as `send`
+/// returns waited for a credit every 4 (a doorbell, an event-loop turn and a wake-up
+/// each). Alternating runs of benches/e2e/ws_burst_ab.py's push case: with the front end's
+/// joining of queued messages alone (websocket.rs `WS_GATHER_*`) 55-88 server ticks, with
+/// this window too 30-46. The committed run of both against the previous build
+/// (benches/results/ws-burst-2026-12-07.txt): 97-103 -> 31-50 ticks (uvicorn 24-31); a
+/// client sending as many costs the same as before.
+pub const WS_WINDOW: u32 = 8;
 /// Response records of one HTTP stream sent with `MORE` that the front end may not yet
 /// have written to the client (acknowledged with `SendCredit`, ring.rs rule 7). At the
 /// default 64 KiB slot that bounds a response's bytes in flight to 512 KiB, so a client

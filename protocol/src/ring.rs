@@ -71,7 +71,7 @@
 //!    copying the piece. The same record, keyed by stream, is meant for HTTP/2 stream
 //!    windows (a returned credit becomes a WINDOW_UPDATE there).
 //!
-//!    WebSockets use the window both ways, `WS_WINDOW` (4) records each. Client messages:
+//!    WebSockets use the window both ways, `WS_WINDOW` (8) records each. Client messages:
 //!    `WsMessage` records count like `Body` ones and come back in `BodyCredit` (the worker
 //!    returns a piece of a long message as it copies it into the message being assembled,
 //!    the last piece when the app's `receive()` takes the message); with the window full the
@@ -83,7 +83,7 @@
 //!    more than it was sent breaks the contract; the worker trusts the front end's.
 //!    A credit may also ride on a record going the same way (`extra` of `WsMessage` for
 //!    the send window, of `WsSend` for the message window), and each side holds back what
-//!    it owes until it owes `WS_CREDIT_AT` (2) records: an echo then costs two records, not
+//!    it owes until it owes `WS_CREDIT_AT` (4) records: an echo then costs two records, not
 //!    four, and no wake-up carries a credit alone. Held-back credit cannot stall a window:
 //!    a side whose window is shut is owed all `WS_WINDOW` records once the other side has
 //!    taken or written them, and that is past `WS_CREDIT_AT`.
