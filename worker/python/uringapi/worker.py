@@ -303,10 +303,6 @@ class Cycle:
             if type(body) is not bytes:
                 body = as_bytes(body, "http.response.body 'body'")
             more = True if message.get("more_body", False) else False
-            if not more:
-                self.complete = True
-                # A receive() waiting for more request body must now see http.disconnect.
-                self._wake()
             if self.flushing is not None:
                 # Pieces must reach the ring in order: let the head go first.
                 await self.flushing
@@ -321,6 +317,8 @@ class Cycle:
                 self.window -= 1  # a record with more to come
             if n < len(body):
                 await self._write_rest(None if n >= 0 else head, body, more, max(n, 0))
+            if not more:
+                self._completed()
         elif kind == "http.response.pathsend":
             if not self.started:
                 raise RuntimeError("http.response.pathsend sent before http.response.start")
@@ -335,8 +333,6 @@ class Cycle:
             path = os.fsencode(message["path"])
             if not os.path.isabs(path):
                 path = os.path.join(os.getcwdb(), path)
-            self.complete = True
-            self._wake()
             if self.flushing is not None:
                 await self.flushing
                 self.flushing = None
@@ -344,8 +340,16 @@ class Cycle:
             self.head_sent = True
             while not self.worker.native.send_path(self.key, head, path):
                 await self.worker.wait_space()
+            self._completed()
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} for an http scope")
+
+    def _completed(self) -> None:
+        """The last record is in the ring: only now may ``receive()`` say http.disconnect (said
+        while that record waited for the window, Django's handler cancelled the send, and
+        the response never ended)."""
+        self.complete = True
+        self._wake()
 
     async def _window_open(self) -> None:
         while self.window <= 0:
