@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import time
 
 import httpx
 import pytest
 
+import rawhttp
 from harness import Server, ServerFactory
 
 GUARD = 30.0  # seconds: a bound against hangs, never a speed claim
@@ -28,20 +28,6 @@ def server(servers: ServerFactory) -> Server:
 def streamed(n: int, size: int) -> bytes:
     """The body /astream?n=N&size=S sends (django_app.piece)."""
     return b"".join(b"%d:" % i + b"z" * max(size - len(b"%d:" % i), 0) for i in range(n))
-
-
-def dechunk(raw: bytes) -> bytes:
-    """A chunked body, checked to end with its last chunk."""
-    out, at = [], 0
-    while True:
-        line_end = raw.index(b"\r\n", at)
-        size = int(raw[at:line_end], 16)
-        at = line_end + 2
-        if size == 0:
-            assert raw[at:].startswith(b"\r\n"), raw[at:at + 100]
-            return b"".join(out)
-        out.append(raw[at:at + size])
-        at += size + 2
 
 
 def test_streamed_responses_on_one_connection_each_end(server: Server) -> None:
@@ -60,19 +46,16 @@ def test_a_streamed_response_read_late_ends_whole(server: Server) -> None:
     # (A worker's first streamed responses, Django still warming up, seldom showed it.)
     n, size = 200, 16384
     for _ in range(3):
-        with socket.create_connection((server.host, server.port), timeout=GUARD) as sock:
-            sock.sendall(b"GET /astream?n=%d&size=%d HTTP/1.1\r\nHost: t\r\n"
-                         b"Connection: close\r\n\r\n" % (n, size))
+        with rawhttp.Connection(server.host, server.port, timeout=GUARD) as conn:
+            conn.send(rawhttp.build_request("GET", f"/astream?n={n}&size={size}",
+                                            [("Connection", "close")]))
             time.sleep(0.5)
-            raw = b""
             try:
-                while got := sock.recv(1 << 16):
-                    raw += got
+                resp = conn.read_response("GET")
             except TimeoutError:
-                pytest.fail(f"the response never ended: {len(raw)} bytes, ending {raw[-40:]!r}")
-        head, _, body = raw.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200 "), head
-        assert dechunk(body) == streamed(n, size)
+                pytest.fail("the response never ended (no last chunk)")
+        assert resp.status == 200 and resp.chunked
+        assert resp.body == streamed(n, size)
 
 
 def test_views_uploads_and_errors(server: Server) -> None:
